@@ -1,0 +1,297 @@
+//! Configuration: the TOML file (`config.toml`, or `HERALD_CONFIG`), the
+//! environment overrides (`HERALD_DATABASE_URL`, `HERALD_LISTEN`), and
+//! validation into typed runtime [`Settings`].
+//!
+//! Loading reports every problem at once, each naming its key
+//! (`transports.hooks.rate_limit: must be at least 1`), so a broken config
+//! is fixed in one round. Unknown keys are errors.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use raw::{RawConfig, RawTransport, Tuning};
+
+use crate::domain::{Channel, EnqueuePolicy, Priority, TransportIntake};
+use crate::storage::StorageOptions;
+
+/// The config file read when `HERALD_CONFIG` is not set.
+pub const DEFAULT_CONFIG_PATH: &str = "config.toml";
+
+/// A secret from the config or the environment; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Enqueue,
+    Read,
+    Admin,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub key: Secret,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+/// How waiting priorities are set and aged.
+#[derive(Debug, Clone)]
+pub struct PrioritySettings {
+    pub default: Priority,
+    pub categories: BTreeMap<String, Priority>,
+    pub aging: Duration,
+}
+
+/// SMTP connection security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    None,
+    Starttls,
+    Tls,
+}
+
+/// What a transport is and where it delivers.
+#[derive(Debug, Clone)]
+pub enum TransportKind {
+    File {
+        path: PathBuf,
+    },
+    Smtp {
+        host: String,
+        port: u16,
+        tls: TlsMode,
+        username: Option<String>,
+        password: Option<Secret>,
+        timeout: Duration,
+    },
+    Webhook {
+        url: url::Url,
+        secret: Option<Secret>,
+        timeout: Duration,
+        /// Hosts a per-message `url` may name; `None` refuses them all.
+        allowed_url_hosts: Option<Vec<String>>,
+    },
+    Null,
+    Failover {
+        members: Vec<String>,
+    },
+    RoundRobin {
+        members: Vec<String>,
+    },
+}
+
+impl TransportKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TransportKind::File { .. } => "file",
+            TransportKind::Smtp { .. } => "smtp",
+            TransportKind::Webhook { .. } => "webhook",
+            TransportKind::Null => "null",
+            TransportKind::Failover { .. } => "failover",
+            TransportKind::RoundRobin { .. } => "round_robin",
+        }
+    }
+
+    pub fn members(&self) -> &[String] {
+        match self {
+            TransportKind::Failover { members } | TransportKind::RoundRobin { members } => members,
+            _ => &[],
+        }
+    }
+}
+
+/// Delivery tuning of one transport, defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverySettings {
+    /// Deliveries per minute.
+    pub rate_limit: NonZeroU32,
+    /// Deliveries allowed at once above the steady rate.
+    pub burst_limit: NonZeroU32,
+    /// Deliveries in flight at most.
+    pub concurrency: NonZeroUsize,
+    /// Messages claimed per claim.
+    pub batch_size: NonZeroUsize,
+    /// Claimed messages kept ready beyond those in flight.
+    pub prefetch_count: usize,
+    pub lease: Duration,
+    pub max_retries: u32,
+    pub retry_delay: Duration,
+    pub retry_multiplier: f64,
+    pub max_retry_delay: Duration,
+    pub circuit_failure_threshold: NonZeroU32,
+    pub circuit_open: Duration,
+    pub dlq_max_age: Duration,
+}
+
+impl DeliverySettings {
+    /// A message's attempts: the first plus `max_retries`.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_retries.saturating_add(1)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    pub name: String,
+    pub kind: TransportKind,
+    pub delivery: DeliverySettings,
+    /// Channels this transport can deliver.
+    pub channels: Vec<Channel>,
+}
+
+/// Validated runtime settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file these settings came from.
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub storage: StorageOptions,
+    pub api_keys: Vec<ApiKey>,
+    pub transports: BTreeMap<String, TransportSettings>,
+    pub routes: BTreeMap<Channel, String>,
+    pub priority: PrioritySettings,
+}
+
+/// One problem with the configuration, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n  {}", problems.len(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The problems found by validation (empty for read and parse errors).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the config named by `HERALD_CONFIG` (default `config.toml`)
+    /// with the process environment's overrides.
+    pub fn load() -> Result<Settings, ConfigError> {
+        Self::load_with(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Settings::load`], reading variables through `env`.
+    pub fn load_with(env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let path = env("HERALD_CONFIG").unwrap_or_else(|| DEFAULT_CONFIG_PATH.to_owned());
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: PathBuf::from(&path),
+            source,
+        })?;
+        Self::from_toml(&text, Path::new(&path), env)
+    }
+
+    /// Parses and validates config text; `env` answers environment lookups
+    /// (overrides and `*_env` secrets).
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if let Some(url) = env("HERALD_DATABASE_URL").filter(|u| !u.is_empty()) {
+            raw.storage.url = Some(url);
+        }
+        if let Some(listen) = env("HERALD_LISTEN").filter(|l| !l.is_empty()) {
+            raw.server.listen = Some(listen);
+        }
+        raw.validate(path, &env)
+            .map_err(|problems| ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+    }
+
+    /// What enqueue validation needs to know about transports and routes.
+    pub fn enqueue_policy(&self) -> EnqueuePolicy {
+        EnqueuePolicy {
+            transports: self
+                .transports
+                .iter()
+                .map(|(name, t)| {
+                    let allowed_url_hosts = match &t.kind {
+                        TransportKind::Webhook {
+                            allowed_url_hosts, ..
+                        } => allowed_url_hosts.clone(),
+                        _ => None,
+                    };
+                    let intake = TransportIntake {
+                        channels: t.channels.clone(),
+                        max_attempts: t.delivery.max_attempts(),
+                        allowed_url_hosts,
+                    };
+                    (name.clone(), intake)
+                })
+                .collect::<HashMap<_, _>>(),
+            routes: self.routes.iter().map(|(c, t)| (*c, t.clone())).collect(),
+            default_priority: self.priority.default,
+            category_priorities: self.priority.categories.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,741 @@
+//! The config file as written, and its validation into [`Settings`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    ApiKey, DeliverySettings, PrioritySettings, Problem, Role, Secret, ServerSettings, Settings,
+    TlsMode, TransportKind, TransportSettings,
+};
+use crate::domain::{Channel, Priority};
+use crate::storage::{self, DEFAULT_PRIORITY_AGING, StorageOptions};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+pub const DEFAULT_STORAGE_URL: &str = "sqlite://data/herald.db";
+pub const DEFAULT_POOL_SIZE: usize = 16;
+pub const DEFAULT_RATE_LIMIT: u32 = 600;
+pub const DEFAULT_BURST_LIMIT: u32 = 20;
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub const DEFAULT_BATCH_SIZE: u32 = 10;
+pub const DEFAULT_PREFETCH_COUNT: u32 = 5;
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+pub const DEFAULT_RETRY_DELAY_MS: u64 = 1_000;
+pub const DEFAULT_RETRY_MULTIPLIER: f64 = 2.0;
+pub const DEFAULT_MAX_RETRY_DELAY_MS: u64 = 60_000;
+pub const DEFAULT_CIRCUIT_FAILURE_THRESHOLD: u32 = 5;
+pub const DEFAULT_CIRCUIT_OPEN_MS: u64 = 30_000;
+pub const DEFAULT_DLQ_MAX_AGE_S: u64 = 86_400;
+pub const DEFAULT_SMTP_PORT: u16 = 25;
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_PRIORITY: i64 = 4;
+/// Shortest lease accepted: a heartbeat must fit inside it comfortably.
+const MIN_LEASE_MS: u64 = 1_000;
+/// Shortest API key accepted from config.
+const MIN_API_KEY_LEN: usize = 16;
+
+/// `[server]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on. Default `127.0.0.1:8080`; `HERALD_LISTEN` overrides.
+    pub listen: Option<String>,
+    /// Largest request body, in bytes. Default 10485760 (10 MiB).
+    pub max_body_bytes: Option<usize>,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// `sqlite://path` or `postgres://user@host:port/db`. Default
+    /// `sqlite://data/herald.db`; `HERALD_DATABASE_URL` overrides.
+    pub url: Option<String>,
+    /// PostgreSQL connections (SQLite: reader threads, at most 8). Default 16.
+    pub pool_size: Option<usize>,
+}
+
+/// `[[api_keys]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// The key itself.
+    pub key: Option<String>,
+    /// Or the environment variable holding it.
+    pub key_env: Option<String>,
+    pub roles: Vec<Role>,
+}
+
+/// `[priority]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPriority {
+    /// Priority of a message that names none and whose category has none. Default 4.
+    pub default: Option<i64>,
+    /// Category -> priority.
+    #[serde(default)]
+    pub categories: BTreeMap<String, i64>,
+    /// Seconds of waiting that raise a message's effective priority by one. Default 60.
+    pub aging_s: Option<u64>,
+}
+
+/// Declares the delivery tuning keys once: the `[defaults]` table, the same
+/// keys on every transport table, and how a transport's unset keys fall
+/// back to `[defaults]`.
+macro_rules! tuning {
+    ($( $(#[doc = $doc:literal])* $field:ident : $ty:ty ),* $(,)?) => {
+        /// `[defaults]`: delivery tuning every transport inherits.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Tuning {
+            $( $(#[doc = $doc])* pub $field: Option<$ty>, )*
+        }
+
+        /// `[transports.<name>]`
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawTransport {
+            /// file | smtp | webhook | null | failover | round_robin
+            pub kind: String,
+            /// file: directory the .eml files go to.
+            pub path: Option<String>,
+            /// smtp: server host name.
+            pub host: Option<String>,
+            /// smtp: server port. Default 25.
+            pub port: Option<u16>,
+            /// smtp: none | starttls | tls. Default none.
+            pub tls: Option<TlsMode>,
+            /// smtp: user for AUTH.
+            pub username: Option<String>,
+            /// smtp: environment variable holding the password.
+            pub password_env: Option<String>,
+            /// webhook: endpoint URL.
+            pub url: Option<String>,
+            /// webhook: environment variable holding the HMAC secret.
+            pub secret_env: Option<String>,
+            /// smtp, webhook: time-out of one delivery, in ms. Default 10000.
+            pub timeout_ms: Option<u64>,
+            /// webhook: hosts a per-message `url` may point at. Unset: per-message URLs are refused.
+            pub allowed_url_hosts: Option<Vec<String>>,
+            /// failover, round_robin: member transports, in order.
+            pub members: Option<Vec<String>>,
+            $( $(#[doc = $doc])* pub $field: Option<$ty>, )*
+        }
+
+        impl RawTransport {
+            fn tuning(&self, defaults: &Tuning) -> Tuning {
+                Tuning { $( $field: self.$field.or(defaults.$field), )* }
+            }
+
+            /// Which tuning keys this transport sets itself.
+            fn sets(&self, key: &str) -> bool {
+                match key {
+                    $( stringify!($field) => self.$field.is_some(), )*
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+tuning! {
+    /// Deliveries per minute. Default 600.
+    rate_limit: u32,
+    /// Deliveries allowed at once above the steady rate. Default 20.
+    burst_limit: u32,
+    /// Deliveries in flight at most. Default 8.
+    concurrency: u32,
+    /// Messages claimed per claim. Default 10.
+    batch_size: u32,
+    /// Claimed messages kept ready beyond those in flight. Default 5.
+    prefetch_count: u32,
+    /// Lease of a claim, in ms, renewed while a delivery runs. Default 30000.
+    lease_ms: u64,
+    /// Retries after the first attempt. Default 3.
+    max_retries: u32,
+    /// First retry delay, in ms. Default 1000.
+    retry_delay_ms: u64,
+    /// Factor between successive retry delays. Default 2.0.
+    retry_multiplier: f64,
+    /// Longest retry delay, in ms. Default 60000.
+    max_retry_delay_ms: u64,
+    /// Consecutive failures that open the circuit breaker. Default 5.
+    circuit_failure_threshold: u32,
+    /// How long the breaker stays open before a probe, in ms. Default 30000.
+    circuit_open_ms: u64,
+    /// Dead letters older than this, in seconds, are purged. Default 86400.
+    dlq_max_age_s: u64,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub api_keys: Vec<RawApiKey>,
+    #[serde(default)]
+    pub defaults: Tuning,
+    #[serde(default)]
+    pub transports: BTreeMap<String, RawTransport>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub priority: RawPriority,
+}
+
+/// Collects problems so validation can report all of them.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Keys each transport kind understands beyond the tuning keys.
+fn kind_keys(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "file" => &["path"],
+        "smtp" => &[
+            "host",
+            "port",
+            "tls",
+            "username",
+            "password_env",
+            "timeout_ms",
+        ],
+        "webhook" => &["url", "secret_env", "timeout_ms", "allowed_url_hosts"],
+        "null" => &[],
+        "failover" | "round_robin" => &["members"],
+        _ => return None,
+    })
+}
+
+const KINDS: &str = "file, smtp, webhook, null, failover, round_robin";
+
+impl RawTransport {
+    /// The kind-specific keys that are set.
+    fn set_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut check = |key, set: bool| {
+            if set {
+                keys.push(key);
+            }
+        };
+        check("path", self.path.is_some());
+        check("host", self.host.is_some());
+        check("port", self.port.is_some());
+        check("tls", self.tls.is_some());
+        check("username", self.username.is_some());
+        check("password_env", self.password_env.is_some());
+        check("url", self.url.is_some());
+        check("secret_env", self.secret_env.is_some());
+        check("timeout_ms", self.timeout_ms.is_some());
+        check("allowed_url_hosts", self.allowed_url_hosts.is_some());
+        check("members", self.members.is_some());
+        keys
+    }
+}
+
+impl RawConfig {
+    pub(super) fn validate(
+        self,
+        source: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Vec<Problem>> {
+        let mut problems = Problems::default();
+
+        let listen_text = self
+            .server
+            .listen
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|e| {
+            problems.add(
+                "server.listen",
+                format!("`{listen_text}` is not host:port ({e})"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let max_body_bytes = self.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 {
+            problems.add("server.max_body_bytes", "must be at least 1");
+        }
+
+        let url = self
+            .storage
+            .url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STORAGE_URL.to_owned());
+        if !storage::is_postgres_url(&url) && storage::sqlite_path(&url).is_none() {
+            problems.add(
+                "storage.url",
+                format!("`{url}` is neither postgres://... nor sqlite://<path>"),
+            );
+        }
+        let pool_size = self.storage.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+        if pool_size == 0 {
+            problems.add("storage.pool_size", "must be at least 1");
+        }
+
+        let api_keys = self.validate_api_keys(env, &mut problems);
+        if api_keys.is_empty() && !listen.ip().is_loopback() {
+            problems.add(
+                "server.listen",
+                format!("`{listen}` is not a loopback address; without [[api_keys]] Herald only listens on loopback"),
+            );
+        }
+
+        let priority = self.validate_priority(&mut problems);
+        let transports = self.validate_transports(env, &mut problems);
+        let routes = self.validate_routes(&transports, &mut problems);
+
+        if !problems.0.is_empty() {
+            // A bad `[defaults]` key is found once per transport; say it once.
+            let mut seen = std::collections::HashSet::new();
+            problems.0.retain(|p| seen.insert(p.to_string()));
+            return Err(problems.0);
+        }
+        Ok(Settings {
+            source: source.to_owned(),
+            server: ServerSettings {
+                listen,
+                max_body_bytes,
+            },
+            storage: StorageOptions {
+                url,
+                pool_size,
+                priority_aging: priority.aging,
+            },
+            api_keys,
+            transports,
+            routes,
+            priority,
+        })
+    }
+
+    fn validate_api_keys(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Problems,
+    ) -> Vec<ApiKey> {
+        let mut keys = Vec::new();
+        for (i, raw) in self.api_keys.iter().enumerate() {
+            let prefix = format!("api_keys[{i}]");
+            let key = match (&raw.key, &raw.key_env) {
+                (Some(key), None) => Some(key.clone()),
+                (None, Some(var)) => match env(var).filter(|v| !v.is_empty()) {
+                    Some(value) => Some(value),
+                    None => {
+                        problems.add(
+                            format!("{prefix}.key_env"),
+                            format!("environment variable `{var}` is not set"),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    problems.add(&prefix, "set exactly one of `key` and `key_env`");
+                    None
+                }
+            };
+            if raw.roles.is_empty() {
+                problems.add(
+                    format!("{prefix}.roles"),
+                    "give at least one of enqueue, read, admin",
+                );
+            }
+            if let Some(key) = key {
+                if key.len() < MIN_API_KEY_LEN {
+                    problems.add(
+                        &prefix,
+                        format!("the key is shorter than {MIN_API_KEY_LEN} characters"),
+                    );
+                } else {
+                    keys.push(ApiKey {
+                        key: Secret::new(key),
+                        roles: raw.roles.clone(),
+                    });
+                }
+            }
+        }
+        keys
+    }
+
+    fn validate_priority(&self, problems: &mut Problems) -> PrioritySettings {
+        let default = Priority::new(self.priority.default.unwrap_or(DEFAULT_PRIORITY))
+            .unwrap_or_else(|| {
+                problems.add("priority.default", "must be 0 to 9");
+                Priority::default()
+            });
+        let mut categories = BTreeMap::new();
+        for (category, value) in &self.priority.categories {
+            match Priority::new(*value) {
+                Some(p) => {
+                    categories.insert(category.clone(), p);
+                }
+                None => problems.add(format!("priority.categories.{category}"), "must be 0 to 9"),
+            }
+        }
+        let aging = match self.priority.aging_s {
+            None => DEFAULT_PRIORITY_AGING,
+            Some(0) => {
+                problems.add("priority.aging_s", "must be at least 1");
+                DEFAULT_PRIORITY_AGING
+            }
+            Some(s) => Duration::from_secs(s),
+        };
+        PrioritySettings {
+            default,
+            categories,
+            aging,
+        }
+    }
+
+    fn validate_transports(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Problems,
+    ) -> BTreeMap<String, TransportSettings> {
+        if self.transports.is_empty() {
+            problems.add("transports", "configure at least one transport");
+        }
+        let mut settings = BTreeMap::new();
+        let mut groups = Vec::new();
+        for (name, raw) in &self.transports {
+            let prefix = format!("transports.{name}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                problems.add(&prefix, "a transport name is letters, digits, '-' and '_'");
+            }
+            let Some(allowed) = kind_keys(&raw.kind) else {
+                problems.add(
+                    format!("{prefix}.kind"),
+                    format!(
+                        "unknown transport kind `{}`; expected one of {KINDS}",
+                        raw.kind
+                    ),
+                );
+                continue;
+            };
+            for key in raw.set_keys() {
+                if !allowed.contains(&key) {
+                    problems.add(
+                        format!("{prefix}.{key}"),
+                        format!("not a key of a `{}` transport", raw.kind),
+                    );
+                }
+            }
+            let delivery = validate_tuning(&raw.tuning(&self.defaults), raw, &prefix, problems);
+            let kind = validate_kind(raw, &prefix, env, problems);
+            let channels = match &kind {
+                Some(TransportKind::File { .. } | TransportKind::Smtp { .. }) => {
+                    vec![Channel::Email]
+                }
+                Some(TransportKind::Webhook { .. }) => {
+                    vec![Channel::Sms, Channel::Chat, Channel::Push, Channel::Webhook]
+                }
+                Some(TransportKind::Null) => Channel::ALL.to_vec(),
+                Some(TransportKind::Failover { .. } | TransportKind::RoundRobin { .. }) => {
+                    groups.push(name.clone());
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            if let (Some(kind), Some(delivery)) = (kind, delivery) {
+                settings.insert(
+                    name.clone(),
+                    TransportSettings {
+                        name: name.clone(),
+                        kind,
+                        delivery,
+                        channels,
+                    },
+                );
+            }
+        }
+        // Groups deliver what every member delivers; members are plain
+        // transports, so a group cannot contain itself or another group.
+        for group in groups {
+            let Some(members) = settings.get(&group).map(|t| t.kind.members().to_vec()) else {
+                continue;
+            };
+            let mut channels: Option<Vec<Channel>> = None;
+            for (i, member) in members.iter().enumerate() {
+                let key = format!("transports.{group}.members[{i}]");
+                match settings.get(member) {
+                    None if self.transports.contains_key(member) => {} // already reported
+                    None => problems.add(key, format!("no transport named `{member}`")),
+                    Some(m) if !m.kind.members().is_empty() || member == &group => problems.add(
+                        key,
+                        format!("`{member}` is a group; members must be plain transports"),
+                    ),
+                    Some(m) => {
+                        channels = Some(match channels {
+                            None => m.channels.clone(),
+                            Some(c) => c.into_iter().filter(|ch| m.channels.contains(ch)).collect(),
+                        });
+                    }
+                }
+            }
+            if let Some(group) = settings.get_mut(&group) {
+                group.channels = channels.unwrap_or_default();
+            }
+        }
+        settings
+    }
+
+    fn validate_routes(
+        &self,
+        transports: &BTreeMap<String, TransportSettings>,
+        problems: &mut Problems,
+    ) -> BTreeMap<Channel, String> {
+        let mut routes = BTreeMap::new();
+        for (channel, transport) in &self.routes {
+            let key = format!("routes.{channel}");
+            let Ok(channel) = channel.parse::<Channel>() else {
+                problems.add(
+                    key,
+                    "not a channel; expected one of email, sms, chat, push, webhook",
+                );
+                continue;
+            };
+            match transports.get(transport) {
+                Some(t) if t.channels.contains(&channel) => {
+                    routes.insert(channel, transport.clone());
+                }
+                Some(t) => problems.add(
+                    key,
+                    format!(
+                        "transport `{transport}` ({}) cannot deliver `{channel}` messages",
+                        t.kind.name()
+                    ),
+                ),
+                None if self.transports.contains_key(transport) => {} // its own problem is reported
+                None => problems.add(key, format!("no transport named `{transport}`")),
+            }
+        }
+        routes
+    }
+}
+
+fn validate_kind(
+    raw: &RawTransport,
+    prefix: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<TransportKind> {
+    let secret = |key: &str, var: &Option<String>, problems: &mut Problems| -> Option<Secret> {
+        let var = var.as_ref()?;
+        let value = env(var).filter(|v| !v.is_empty());
+        if value.is_none() {
+            problems.add(
+                format!("{prefix}.{key}"),
+                format!("environment variable `{var}` is not set"),
+            );
+        }
+        value.map(Secret::new)
+    };
+    let timeout = match raw.timeout_ms {
+        Some(0) => {
+            problems.add(format!("{prefix}.timeout_ms"), "must be at least 1");
+            None
+        }
+        other => Some(Duration::from_millis(other.unwrap_or(DEFAULT_TIMEOUT_MS))),
+    };
+    match raw.kind.as_str() {
+        "file" => match raw.path.as_deref().filter(|p| !p.is_empty()) {
+            Some(path) => Some(TransportKind::File {
+                path: PathBuf::from(path),
+            }),
+            None => {
+                problems.add(
+                    format!("{prefix}.path"),
+                    "a file transport needs the directory to write to",
+                );
+                None
+            }
+        },
+        "smtp" => {
+            let host = raw.host.clone().filter(|h| !h.is_empty());
+            if host.is_none() {
+                problems.add(format!("{prefix}.host"), "an smtp transport needs a host");
+            }
+            if raw.port == Some(0) {
+                problems.add(format!("{prefix}.port"), "must be 1 to 65535");
+            }
+            if raw.password_env.is_some() && raw.username.is_none() {
+                problems.add(format!("{prefix}.username"), "a password needs a username");
+            }
+            let password = secret("password_env", &raw.password_env, problems);
+            Some(TransportKind::Smtp {
+                host: host?,
+                port: raw.port.unwrap_or(DEFAULT_SMTP_PORT),
+                tls: raw.tls.unwrap_or(TlsMode::None),
+                username: raw.username.clone(),
+                password,
+                timeout: timeout?,
+            })
+        }
+        "webhook" => {
+            let url = match raw.url.as_deref().map(url::Url::parse) {
+                Some(Ok(url))
+                    if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() =>
+                {
+                    Some(url)
+                }
+                Some(Ok(url)) => {
+                    problems.add(
+                        format!("{prefix}.url"),
+                        format!("`{url}` is not an http(s) URL with a host"),
+                    );
+                    None
+                }
+                Some(Err(e)) => {
+                    problems.add(format!("{prefix}.url"), format!("not a URL: {e}"));
+                    None
+                }
+                None => {
+                    problems.add(format!("{prefix}.url"), "a webhook transport needs a url");
+                    None
+                }
+            };
+            let secret = secret("secret_env", &raw.secret_env, problems);
+            let allowed_url_hosts = raw.allowed_url_hosts.as_ref().map(|hosts| {
+                hosts
+                    .iter()
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .collect()
+            });
+            Some(TransportKind::Webhook {
+                url: url?,
+                secret,
+                timeout: timeout?,
+                allowed_url_hosts,
+            })
+        }
+        "null" => Some(TransportKind::Null),
+        "failover" | "round_robin" => {
+            let members = raw.members.clone().unwrap_or_default();
+            if members.is_empty() {
+                problems.add(
+                    format!("{prefix}.members"),
+                    "a group needs at least one member",
+                );
+                return None;
+            }
+            Some(if raw.kind == "failover" {
+                TransportKind::Failover { members }
+            } else {
+                TransportKind::RoundRobin { members }
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Resolves tuning with defaults and checks each value; a problem names
+/// the transport's key if it set it, else the `[defaults]` key.
+fn validate_tuning(
+    tuning: &Tuning,
+    raw: &RawTransport,
+    prefix: &str,
+    problems: &mut Problems,
+) -> Option<DeliverySettings> {
+    let before = problems.0.len();
+    let key = |name: &str| {
+        if raw.sets(name) {
+            format!("{prefix}.{name}")
+        } else {
+            format!("defaults.{name}")
+        }
+    };
+    let mut positive_u32 = |name: &str, value: Option<u32>, default: u32| -> NonZeroU32 {
+        NonZeroU32::new(value.unwrap_or(default)).unwrap_or_else(|| {
+            problems.add(key(name), "must be at least 1");
+            NonZeroU32::MIN
+        })
+    };
+    let rate_limit = positive_u32("rate_limit", tuning.rate_limit, DEFAULT_RATE_LIMIT);
+    let burst_limit = positive_u32("burst_limit", tuning.burst_limit, DEFAULT_BURST_LIMIT);
+    let concurrency = positive_u32("concurrency", tuning.concurrency, DEFAULT_CONCURRENCY);
+    let batch_size = positive_u32("batch_size", tuning.batch_size, DEFAULT_BATCH_SIZE);
+    let circuit_failure_threshold = positive_u32(
+        "circuit_failure_threshold",
+        tuning.circuit_failure_threshold,
+        DEFAULT_CIRCUIT_FAILURE_THRESHOLD,
+    );
+    let mut millis = |name: &str, value: Option<u64>, default: u64, min: u64| -> Duration {
+        let value = value.unwrap_or(default);
+        if value < min {
+            problems.add(key(name), format!("must be at least {min}"));
+        }
+        Duration::from_millis(value)
+    };
+    let lease = millis("lease_ms", tuning.lease_ms, DEFAULT_LEASE_MS, MIN_LEASE_MS);
+    let retry_delay = millis(
+        "retry_delay_ms",
+        tuning.retry_delay_ms,
+        DEFAULT_RETRY_DELAY_MS,
+        1,
+    );
+    let max_retry_delay = millis(
+        "max_retry_delay_ms",
+        tuning.max_retry_delay_ms,
+        DEFAULT_MAX_RETRY_DELAY_MS,
+        1,
+    );
+    let circuit_open = millis(
+        "circuit_open_ms",
+        tuning.circuit_open_ms,
+        DEFAULT_CIRCUIT_OPEN_MS,
+        1,
+    );
+    let dlq_max_age_s = tuning.dlq_max_age_s.unwrap_or(DEFAULT_DLQ_MAX_AGE_S);
+    if dlq_max_age_s == 0 {
+        problems.add(key("dlq_max_age_s"), "must be at least 1");
+    }
+    if max_retry_delay < retry_delay {
+        problems.add(key("max_retry_delay_ms"), "must be at least retry_delay_ms");
+    }
+    let retry_multiplier = tuning.retry_multiplier.unwrap_or(DEFAULT_RETRY_MULTIPLIER);
+    if !(retry_multiplier.is_finite() && retry_multiplier >= 1.0) {
+        problems.add(key("retry_multiplier"), "must be a number of at least 1.0");
+    }
+    let as_usize = |n: NonZeroU32| NonZeroUsize::new(n.get() as usize).unwrap_or(NonZeroUsize::MIN);
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(DeliverySettings {
+        rate_limit,
+        burst_limit,
+        concurrency: as_usize(concurrency),
+        batch_size: as_usize(batch_size),
+        prefetch_count: tuning.prefetch_count.unwrap_or(DEFAULT_PREFETCH_COUNT) as usize,
+        lease,
+        max_retries: tuning.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+        retry_delay,
+        retry_multiplier,
+        max_retry_delay,
+        circuit_failure_threshold,
+        circuit_open,
+        dlq_max_age: Duration::from_secs(dlq_max_age_s),
+    })
+}

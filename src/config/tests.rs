@@ -1,0 +1,224 @@
+use std::path::Path;
+
+use super::*;
+
+const FULL: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+max_body_bytes = 10485760
+
+[storage]
+url = "sqlite://data/herald.db"
+pool_size = 16
+
+[[api_keys]]
+key_env = "HERALD_ADMIN_KEY"
+roles = ["enqueue", "read", "admin"]
+
+[defaults]
+rate_limit = 600
+burst_limit = 20
+concurrency = 8
+batch_size = 10
+prefetch_count = 5
+lease_ms = 30000
+max_retries = 3
+retry_delay_ms = 1000
+retry_multiplier = 2.0
+max_retry_delay_ms = 60000
+circuit_failure_threshold = 5
+circuit_open_ms = 30000
+dlq_max_age_s = 86400
+
+[transports.outbox]
+kind = "file"
+path = "outbox"
+
+[transports.smtp-main]
+kind = "smtp"
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+rate_limit = 120
+
+[transports.hooks]
+kind = "webhook"
+url = "http://127.0.0.1:9000/notify"
+secret_env = "HERALD_WEBHOOK_SECRET"
+timeout_ms = 5000
+
+[transports.sink]
+kind = "null"
+
+[transports.mail]
+kind = "failover"
+members = ["smtp-main", "outbox"]
+
+[routes]
+email = "outbox"
+sms = "hooks"
+chat = "hooks"
+push = "hooks"
+webhook = "hooks"
+
+[priority]
+default = 4
+categories = { alert = 9, critical = 9 }
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "HERALD_ADMIN_KEY" => Some("admin-key-0123456789".into()),
+        "HERALD_WEBHOOK_SECRET" => Some("s3cret".into()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Settings, ConfigError> {
+    Settings::from_toml(text, Path::new("test.toml"), env)
+}
+
+fn problem_keys(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems().iter().map(|p| p.key.clone()).collect(),
+    }
+}
+
+#[test]
+fn the_design_example_loads() {
+    let settings = load(FULL).expect("the DESIGN.md example is valid");
+    assert_eq!(settings.transports.len(), 5);
+    let smtp = &settings.transports["smtp-main"];
+    assert_eq!(smtp.delivery.rate_limit.get(), 120);
+    assert_eq!(smtp.delivery.burst_limit.get(), 20);
+    assert_eq!(smtp.delivery.max_attempts(), 4);
+    assert_eq!(settings.transports["mail"].channels, vec![Channel::Email]);
+    assert_eq!(settings.routes[&Channel::Sms], "hooks");
+    assert_eq!(settings.priority.categories["alert"], Priority::MAX);
+    assert_eq!(settings.api_keys.len(), 1);
+    assert!(
+        !format!("{settings:?}").contains("admin-key-0123456789"),
+        "secrets never print"
+    );
+}
+
+#[test]
+fn the_shipped_config_toml_loads_without_environment() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .expect("config.toml at the repository root");
+    let settings = Settings::from_toml(&text, Path::new("config.toml"), |_| None)
+        .expect("the default config works on a fresh machine");
+    assert!(settings.storage.url.starts_with("sqlite://"));
+    assert_eq!(settings.server.listen.to_string(), "127.0.0.1:8080");
+    assert!(matches!(
+        settings.transports[&settings.routes[&Channel::Email]].kind,
+        TransportKind::File { .. }
+    ));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let settings = Settings::from_toml(FULL, Path::new("t"), |name| match name {
+        "HERALD_DATABASE_URL" => Some("postgres://postgres@127.0.0.1:5432/postgres".into()),
+        "HERALD_LISTEN" => Some("127.0.0.1:9999".into()),
+        other => env(other),
+    })
+    .expect("valid");
+    assert_eq!(
+        settings.storage.url,
+        "postgres://postgres@127.0.0.1:5432/postgres"
+    );
+    assert_eq!(settings.server.listen.port(), 9999);
+}
+
+#[test]
+fn an_unknown_kind_is_named() {
+    let text = FULL.replace("kind = \"null\"", "kind = \"pigeon\"");
+    assert_eq!(problem_keys(&text), vec!["transports.sink.kind"]);
+}
+
+#[test]
+fn a_zero_rate_limit_names_the_key_that_set_it() {
+    let text = FULL.replace("rate_limit = 120", "rate_limit = 0");
+    assert_eq!(problem_keys(&text), vec!["transports.smtp-main.rate_limit"]);
+    let text = FULL.replace("rate_limit = 600", "rate_limit = 0");
+    assert_eq!(
+        problem_keys(&text),
+        vec!["defaults.rate_limit"],
+        "reported once, not per transport"
+    );
+}
+
+#[test]
+fn a_route_to_a_missing_transport_is_named() {
+    let text = FULL.replace("email = \"outbox\"", "email = \"nowhere\"");
+    assert_eq!(problem_keys(&text), vec!["routes.email"]);
+    let text = FULL.replace("sms = \"hooks\"", "sms = \"outbox\"");
+    assert_eq!(
+        problem_keys(&text),
+        vec!["routes.sms"],
+        "a file transport cannot send SMS"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = FULL
+        .replace("rate_limit = 120", "rate_limit = 0")
+        .replace(
+            "members = [\"smtp-main\", \"outbox\"]",
+            "members = [\"smtp-main\", \"ghost\"]",
+        )
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\"");
+    let keys = problem_keys(&text);
+    assert!(keys.contains(&"server.listen".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"transports.smtp-main.rate_limit".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"transports.mail.members[1]".to_string()),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn keys_of_another_kind_and_unknown_keys_are_errors() {
+    let text = FULL.replace("path = \"outbox\"", "path = \"outbox\"\nhost = \"x\"");
+    assert_eq!(problem_keys(&text), vec!["transports.outbox.host"]);
+    let text = FULL.replace("pool_size = 16", "pool_size = 16\npoolsize = 3");
+    let err = load(&text).expect_err("unknown key");
+    assert!(err.to_string().contains("poolsize"), "{err}");
+}
+
+#[test]
+fn missing_secrets_and_public_listen_without_keys_are_refused() {
+    let text = FULL.replace("HERALD_WEBHOOK_SECRET", "UNSET_SECRET");
+    assert_eq!(problem_keys(&text), vec!["transports.hooks.secret_env"]);
+    let no_keys = FULL.replace(
+        "[[api_keys]]\nkey_env = \"HERALD_ADMIN_KEY\"\nroles = [\"enqueue\", \"read\", \"admin\"]",
+        "",
+    );
+    let public = no_keys.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+    assert_eq!(problem_keys(&public), vec!["server.listen"]);
+    assert!(load(&no_keys).is_ok());
+}
+
+#[test]
+fn groups_cannot_nest() {
+    let text = FULL.replace(
+        "[routes]",
+        "[transports.outer]\nkind = \"round_robin\"\nmembers = [\"mail\"]\n\n[routes]",
+    );
+    assert_eq!(problem_keys(&text), vec!["transports.outer.members[0]"]);
+}
+
+#[test]
+fn enqueue_policy_reflects_transports() {
+    let settings = load(FULL).expect("valid");
+    let policy = settings.enqueue_policy();
+    assert_eq!(policy.transports["hooks"].max_attempts, 4);
+    assert!(policy.transports["hooks"].allowed_url_hosts.is_none());
+    assert_eq!(policy.routes[&Channel::Email], "outbox");
+}

@@ -1,0 +1,244 @@
+//! The data Herald talks about: messages, their events, statuses, channels,
+//! priorities, stamps and fingerprints. Plain data and pure functions; no I/O.
+
+mod fingerprint;
+mod payload;
+mod request;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+pub use fingerprint::Fingerprint;
+pub use payload::{
+    Attachment, EmailPayload, GenericPayload, MAX_ATTACHMENTS, MAX_RECIPIENTS, Payload, SmsPayload,
+};
+pub use request::{EnqueuePolicy, EnqueueRequest, NewMessage, TransportIntake, ValidationError};
+
+/// A message's identity for life: a ULID given at enqueue. Retries,
+/// failovers and replays are events under the same stamp, never new stamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Stamp(pub Ulid);
+
+impl Stamp {
+    pub fn generate() -> Self {
+        Stamp(Ulid::generate())
+    }
+}
+
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for Stamp {
+    type Err = ulid::DecodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s).map(Stamp)
+    }
+}
+
+/// Proof that a worker holds the current claim on a message. Each claim
+/// gets a new token; an outcome reported under an older token is refused,
+/// so a worker whose lease expired cannot overwrite newer state (fencing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClaimToken(pub Ulid);
+
+impl ClaimToken {
+    pub fn generate() -> Self {
+        ClaimToken(Ulid::generate())
+    }
+}
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownVariant {
+                        kind: stringify!($name),
+                        value: other.to_owned(),
+                        expected: &[$($text),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// What kind of notification a message is; decides which payload it
+    /// carries and which transports can deliver it.
+    Channel { Email = "email", Sms = "sms", Chat = "chat", Push = "push", Webhook = "webhook" }
+}
+
+text_enum! {
+    /// Where a message is in its life. `queued` and `processing` are live;
+    /// the other three are final (a dead message can be replayed).
+    Status { Queued = "queued", Processing = "processing", Sent = "sent", Dead = "dead", Cancelled = "cancelled" }
+}
+
+text_enum! {
+    /// What happened to a message, one row in `message_events` per step.
+    EventKind {
+        Queued = "queued",
+        Claimed = "claimed",
+        Sent = "sent",
+        AttemptFailed = "attempt_failed",
+        RetryScheduled = "retry_scheduled",
+        DeadLettered = "dead_lettered",
+        Replayed = "replayed",
+        Cancelled = "cancelled",
+        LeaseExpired = "lease_expired",
+        Deferred = "deferred",
+    }
+}
+
+/// A text that names none of an enum's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{value}`, expected one of: {}", expected.join(", "))]
+pub struct UnknownVariant {
+    pub kind: &'static str,
+    pub value: String,
+    pub expected: &'static [&'static str],
+}
+
+/// 0 (lowest) to 9 (highest); higher priorities are claimed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Priority(u8);
+
+impl Priority {
+    pub const MIN: Priority = Priority(0);
+    pub const MAX: Priority = Priority(9);
+
+    pub fn new(value: i64) -> Option<Priority> {
+        u8::try_from(value)
+            .ok()
+            .filter(|v| *v <= Self::MAX.0)
+            .map(Priority)
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        Priority::new(value).ok_or_else(|| {
+            serde::de::Error::custom(format!("priority must be 0 to 9, got {value}"))
+        })
+    }
+}
+
+/// One notification as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub id: Stamp,
+    pub channel: Channel,
+    pub transport: String,
+    pub category: Option<String>,
+    pub status: Status,
+    pub priority: Priority,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub fingerprint: Fingerprint,
+    pub idempotency_key: Option<String>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub available_at: DateTime<Utc>,
+    pub lease_until: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub claim_token: Option<ClaimToken>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One step in a message's life.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub at: DateTime<Utc>,
+    /// The attempt this event belongs to (0 before the first claim).
+    pub attempt: u32,
+    /// The transport that acted; for a group, the member used.
+    pub transport: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// A message with its events, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageWithEvents {
+    #[serde(flatten)]
+    pub message: Message,
+    pub events: Vec<Event>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_accepts_zero_to_nine_only() {
+        assert_eq!(Priority::new(0), Some(Priority::MIN));
+        assert_eq!(Priority::new(9), Some(Priority::MAX));
+        assert_eq!(Priority::new(10), None);
+        assert_eq!(Priority::new(-1), None);
+        assert!(serde_json::from_str::<Priority>("12").is_err());
+    }
+
+    #[test]
+    fn enums_round_trip_through_their_text() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(*kind));
+        }
+        for status in Status::ALL {
+            assert_eq!(
+                serde_json::to_string(status).ok(),
+                Some(format!("\"{status}\""))
+            );
+        }
+        let err = "fax".parse::<Channel>().unwrap_err();
+        assert!(err.to_string().contains("email, sms, chat, push, webhook"));
+    }
+
+    #[test]
+    fn stamps_parse_back_from_their_text() {
+        let stamp = Stamp::generate();
+        assert_eq!(stamp.to_string().parse::<Stamp>().ok(), Some(stamp));
+        assert!("not-a-ulid".parse::<Stamp>().is_err());
+    }
+}

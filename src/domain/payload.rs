@@ -1,0 +1,501 @@
+//! What each channel carries, and the rules a payload must meet before it is
+//! stored. Validation names the offending field with its path
+//! (`email.to[1]`), so an API client can tell exactly what to fix.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use base64::Engine;
+use lettre::message::Mailbox;
+use serde::{Deserialize, Serialize};
+
+use super::{Channel, ValidationError};
+
+/// Most recipients (to + cc + bcc) one email may have.
+pub const MAX_RECIPIENTS: usize = 100;
+/// Most attachments one email may carry.
+pub const MAX_ATTACHMENTS: usize = 20;
+/// Longest subject line, in characters (RFC 5322's line limit).
+const MAX_SUBJECT_CHARS: usize = 998;
+/// Longest SMS body, in characters (ten concatenated segments).
+const MAX_SMS_CHARS: usize = 1600;
+/// Most custom headers on one email.
+const MAX_HEADERS: usize = 50;
+
+/// Headers Herald writes itself. A client may not set them: the stamp is
+/// never forged or reused, and the envelope comes from the typed fields.
+const RESERVED_HEADERS: &[&str] = &[
+    "x-stamp-id",
+    "x-tracking-id",
+    "x-herald-stamp",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+];
+
+/// An email.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailPayload {
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    pub subject: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub html: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file attached to an email, carried base64-encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub content_base64: String,
+}
+
+/// A text message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsPayload {
+    pub to: String,
+    #[serde(default)]
+    pub from: Option<String>,
+    pub body: String,
+}
+
+/// A chat, push or webhook notification: a JSON document for the provider,
+/// optionally with its own destination URL (subject to the transport's
+/// allow-list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenericPayload {
+    pub payload: serde_json::Value,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// A validated payload of one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Email(EmailPayload),
+    Sms(SmsPayload),
+    /// Chat, push and webhook share one shape.
+    Generic(Channel, GenericPayload),
+}
+
+impl Payload {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Payload::Email(_) => Channel::Email,
+            Payload::Sms(_) => Channel::Sms,
+            Payload::Generic(channel, _) => *channel,
+        }
+    }
+
+    /// The JSON stored in `messages.payload`.
+    pub fn to_json(&self) -> serde_json::Value {
+        // Serialising these plain structs cannot fail: every map key is a string.
+        let value = match self {
+            Payload::Email(email) => serde_json::to_value(email),
+            Payload::Sms(sms) => serde_json::to_value(sms),
+            Payload::Generic(_, generic) => serde_json::to_value(generic),
+        };
+        value.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Reads a stored payload back.
+    pub fn from_json(channel: Channel, value: serde_json::Value) -> serde_json::Result<Payload> {
+        Ok(match channel {
+            Channel::Email => Payload::Email(serde_json::from_value(value)?),
+            Channel::Sms => Payload::Sms(serde_json::from_value(value)?),
+            other => Payload::Generic(other, serde_json::from_value(value)?),
+        })
+    }
+
+    /// The per-message destination URL, if any.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Payload::Generic(_, generic) => generic.url.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl EmailPayload {
+    /// Checks addresses, required fields and limits. `field` is the path
+    /// prefix for errors (`email`).
+    pub fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        parse_mailbox(&self.from, &format!("{field}.from"))?;
+        if self.to.is_empty() {
+            return Err(ValidationError::required(
+                format!("{field}.to"),
+                "an email needs at least one recipient in `to`",
+            ));
+        }
+        for (name, list) in [("to", &self.to), ("cc", &self.cc), ("bcc", &self.bcc)] {
+            for (i, address) in list.iter().enumerate() {
+                parse_mailbox(address, &format!("{field}.{name}[{i}]"))?;
+            }
+        }
+        let recipients = self.to.len() + self.cc.len() + self.bcc.len();
+        if recipients > MAX_RECIPIENTS {
+            return Err(ValidationError::too_many(
+                format!("{field}.to"),
+                format!("{recipients} recipients; at most {MAX_RECIPIENTS} (to + cc + bcc)"),
+            ));
+        }
+        if let Some(reply_to) = &self.reply_to {
+            parse_mailbox(reply_to, &format!("{field}.reply_to"))?;
+        }
+        if self.subject.trim().is_empty() {
+            return Err(ValidationError::required(
+                format!("{field}.subject"),
+                "an email needs a subject",
+            ));
+        }
+        if self.subject.chars().count() > MAX_SUBJECT_CHARS {
+            return Err(ValidationError::too_large(
+                format!("{field}.subject"),
+                format!("the subject is longer than {MAX_SUBJECT_CHARS} characters"),
+            ));
+        }
+        if self.subject.contains(['\r', '\n']) {
+            return Err(ValidationError::invalid(
+                format!("{field}.subject"),
+                "the subject may not contain line breaks",
+            ));
+        }
+        let has_text = self.text.as_deref().is_some_and(|t| !t.trim().is_empty());
+        let has_html = self.html.as_deref().is_some_and(|t| !t.trim().is_empty());
+        if !has_text && !has_html {
+            return Err(ValidationError::required(
+                format!("{field}.text"),
+                "an email needs a body: `text`, `html` or both",
+            ));
+        }
+        self.validate_headers(field)?;
+        self.validate_attachments(field)?;
+        Ok(())
+    }
+
+    fn validate_headers(&self, field: &str) -> Result<(), ValidationError> {
+        if self.headers.len() > MAX_HEADERS {
+            return Err(ValidationError::too_many(
+                format!("{field}.headers"),
+                format!("at most {MAX_HEADERS} custom headers"),
+            ));
+        }
+        for (name, value) in &self.headers {
+            let path = format!("{field}.headers.{name}");
+            let valid_name =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if !valid_name {
+                return Err(ValidationError::invalid(
+                    path,
+                    "a header name is printable ASCII without spaces or ':'",
+                ));
+            }
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(ValidationError::invalid(
+                    path,
+                    format!("`{name}` is set by Herald and cannot be given as a header"),
+                ));
+            }
+            if value.contains(['\r', '\n']) {
+                return Err(ValidationError::invalid(
+                    path,
+                    "a header value may not contain line breaks",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_attachments(&self, field: &str) -> Result<(), ValidationError> {
+        if self.attachments.len() > MAX_ATTACHMENTS {
+            return Err(ValidationError::too_many(
+                format!("{field}.attachments"),
+                format!("at most {MAX_ATTACHMENTS} attachments"),
+            ));
+        }
+        for (i, attachment) in self.attachments.iter().enumerate() {
+            let path = format!("{field}.attachments[{i}]");
+            let name = attachment.filename.trim();
+            if name.is_empty() || name.contains(['/', '\\', '\r', '\n', '\0']) {
+                return Err(ValidationError::invalid(
+                    format!("{path}.filename"),
+                    "a file name is required and may not contain path separators or line breaks",
+                ));
+            }
+            if lettre::message::header::ContentType::parse(&attachment.content_type).is_err() {
+                return Err(ValidationError::invalid(
+                    format!("{path}.content_type"),
+                    format!("`{}` is not a MIME type", attachment.content_type),
+                ));
+            }
+            attachment.decode().map_err(|_| {
+                ValidationError::invalid(
+                    format!("{path}.content_base64"),
+                    "not valid standard base64",
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every recipient address, normalised: address part only, lower-cased.
+    pub fn normalised_recipients(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .to
+            .iter()
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .map(|raw| normalise_address(raw))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+impl Attachment {
+    pub fn decode(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(self.content_base64.trim())
+    }
+}
+
+impl SmsPayload {
+    pub fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        if !is_e164(&self.to) {
+            return Err(ValidationError::invalid(
+                format!("{field}.to"),
+                "a phone number in E.164 form, e.g. +14155550100",
+            ));
+        }
+        if let Some(from) = &self.from {
+            let sender_id = !from.is_empty()
+                && from.len() <= 11
+                && from.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ');
+            if !is_e164(from) && !sender_id {
+                return Err(ValidationError::invalid(
+                    format!("{field}.from"),
+                    "an E.164 phone number or an alphanumeric sender id of up to 11 characters",
+                ));
+            }
+        }
+        if self.body.trim().is_empty() {
+            return Err(ValidationError::required(
+                format!("{field}.body"),
+                "an SMS needs a body",
+            ));
+        }
+        if self.body.chars().count() > MAX_SMS_CHARS {
+            return Err(ValidationError::too_large(
+                format!("{field}.body"),
+                format!("an SMS body is at most {MAX_SMS_CHARS} characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl GenericPayload {
+    pub fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        if self.payload.is_null() {
+            return Err(ValidationError::required(
+                format!("{field}.payload"),
+                "a JSON payload for the provider is required",
+            ));
+        }
+        if let Some(raw) = &self.url {
+            let parsed = url::Url::parse(raw).map_err(|e| {
+                ValidationError::invalid(format!("{field}.url"), format!("not a URL: {e}"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(ValidationError::invalid(
+                    format!("{field}.url"),
+                    "only http and https URLs with a host are accepted",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_mailbox(raw: &str, field: &str) -> Result<Mailbox, ValidationError> {
+    Mailbox::from_str(raw.trim()).map_err(|_| {
+        ValidationError::invalid(field, format!("`{raw}` is not a valid email address"))
+    })
+}
+
+/// `Alice <Alice@Example.com>` and `alice@example.com` are one recipient.
+fn normalise_address(raw: &str) -> String {
+    match Mailbox::from_str(raw.trim()) {
+        Ok(mailbox) => mailbox.email.to_string().to_lowercase(),
+        Err(_) => raw.trim().to_lowercase(),
+    }
+}
+
+fn is_e164(number: &str) -> bool {
+    let Some(digits) = number.strip_prefix('+') else {
+        return false;
+    };
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> EmailPayload {
+        EmailPayload {
+            from: "Shop <shop@example.com>".into(),
+            to: vec!["alice@example.com".into()],
+            cc: vec![],
+            bcc: vec![],
+            reply_to: None,
+            subject: "Your receipt".into(),
+            text: Some("Thanks".into()),
+            html: None,
+            headers: BTreeMap::new(),
+            attachments: vec![],
+        }
+    }
+
+    fn field_of(result: Result<(), ValidationError>) -> String {
+        result.map(|_| String::new()).unwrap_or_else(|e| e.field)
+    }
+
+    #[test]
+    fn a_complete_email_is_valid() {
+        assert_eq!(email().validate("email"), Ok(()));
+    }
+
+    #[test]
+    fn email_errors_name_the_field() {
+        let mut bad = email();
+        bad.to.push("not an address".into());
+        assert_eq!(field_of(bad.validate("email")), "email.to[1]");
+
+        let mut bad = email();
+        bad.to.clear();
+        assert_eq!(field_of(bad.validate("email")), "email.to");
+
+        let mut bad = email();
+        bad.subject = "  ".into();
+        assert_eq!(field_of(bad.validate("email")), "email.subject");
+
+        let mut bad = email();
+        bad.text = None;
+        assert_eq!(field_of(bad.validate("email")), "email.text");
+
+        let mut bad = email();
+        bad.from = "nobody".into();
+        assert_eq!(field_of(bad.validate("email")), "email.from");
+
+        let mut bad = email();
+        bad.bcc = (0..MAX_RECIPIENTS)
+            .map(|i| format!("u{i}@example.com"))
+            .collect();
+        assert_eq!(field_of(bad.validate("email")), "email.to");
+    }
+
+    #[test]
+    fn clients_cannot_set_the_stamp_header() {
+        let mut bad = email();
+        bad.headers
+            .insert("X-Stamp-ID".into(), "01H00000000000000000000000".into());
+        assert_eq!(field_of(bad.validate("email")), "email.headers.X-Stamp-ID");
+
+        let mut bad = email();
+        bad.headers.insert("x-tracking-id".into(), "x".into());
+        assert!(bad.validate("email").is_err());
+
+        let mut ok = email();
+        ok.headers.insert("X-Campaign".into(), "winter".into());
+        assert_eq!(ok.validate("email"), Ok(()));
+    }
+
+    #[test]
+    fn header_values_cannot_inject_lines() {
+        let mut bad = email();
+        bad.headers
+            .insert("X-Campaign".into(), "a\r\nBcc: victim@example.com".into());
+        assert_eq!(field_of(bad.validate("email")), "email.headers.X-Campaign");
+    }
+
+    #[test]
+    fn attachments_must_decode() {
+        let mut bad = email();
+        bad.attachments.push(Attachment {
+            filename: "a.txt".into(),
+            content_type: "text/plain".into(),
+            content_base64: "!!!".into(),
+        });
+        assert_eq!(
+            field_of(bad.validate("email")),
+            "email.attachments[0].content_base64"
+        );
+    }
+
+    #[test]
+    fn sms_numbers_are_e164() {
+        let sms = SmsPayload {
+            to: "+14155550100".into(),
+            from: Some("Herald".into()),
+            body: "hi".into(),
+        };
+        assert_eq!(sms.validate("sms"), Ok(()));
+        let bad = SmsPayload {
+            to: "4155550100".into(),
+            ..sms.clone()
+        };
+        assert_eq!(field_of(bad.validate("sms")), "sms.to");
+        let bad = SmsPayload {
+            body: String::new(),
+            ..sms
+        };
+        assert_eq!(field_of(bad.validate("sms")), "sms.body");
+    }
+
+    #[test]
+    fn generic_urls_must_be_http() {
+        let ok = GenericPayload {
+            payload: serde_json::json!({"a": 1}),
+            url: Some("https://x.example/hook".into()),
+        };
+        assert_eq!(ok.validate("webhook"), Ok(()));
+        let bad = GenericPayload {
+            url: Some("file:///etc/passwd".into()),
+            ..ok.clone()
+        };
+        assert_eq!(field_of(bad.validate("webhook")), "webhook.url");
+        let bad = GenericPayload {
+            payload: serde_json::Value::Null,
+            url: None,
+        };
+        assert_eq!(field_of(bad.validate("webhook")), "webhook.payload");
+    }
+}

@@ -1,0 +1,471 @@
+//! Turning a client's enqueue request into a message ready to store: the
+//! payload is validated, the transport chosen (explicitly or by the
+//! channel's route), the priority defaulted from the category, the
+//! fingerprint computed and the stamp given. Whatever is wrong comes back
+//! as one [`ValidationError`] naming the field; nothing reaches storage.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{
+    Channel, EmailPayload, Fingerprint, GenericPayload, Payload, Priority, SmsPayload, Stamp,
+};
+
+/// Longest idempotency key, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Longest category name, in bytes.
+const MAX_CATEGORY: usize = 64;
+/// Largest `metadata` object, serialised, in bytes.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// The enqueue body of `POST /api/messages` (DESIGN.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    pub channel: Channel,
+    #[serde(default)]
+    pub transport: Option<String>,
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub send_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub email: Option<EmailPayload>,
+    #[serde(default)]
+    pub sms: Option<SmsPayload>,
+    #[serde(default)]
+    pub chat: Option<GenericPayload>,
+    #[serde(default)]
+    pub push: Option<GenericPayload>,
+    #[serde(default)]
+    pub webhook: Option<GenericPayload>,
+}
+
+/// A message that passed validation, with everything storage needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub id: Stamp,
+    pub channel: Channel,
+    pub transport: String,
+    pub category: Option<String>,
+    pub priority: Priority,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub fingerprint: Fingerprint,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: u32,
+    pub available_at: DateTime<Utc>,
+}
+
+/// What the configuration says about accepting messages; built from the
+/// validated config so this module needs no I/O and no config types.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueuePolicy {
+    pub transports: HashMap<String, TransportIntake>,
+    pub routes: HashMap<Channel, String>,
+    pub default_priority: Priority,
+    pub category_priorities: BTreeMap<String, Priority>,
+}
+
+/// What one transport accepts.
+#[derive(Debug, Clone, Default)]
+pub struct TransportIntake {
+    pub channels: Vec<Channel>,
+    /// `1 + max_retries`.
+    pub max_attempts: u32,
+    /// Hosts a per-message `url` may point at; `None` refuses every
+    /// per-message URL.
+    pub allowed_url_hosts: Option<Vec<String>>,
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Priority::new(4).unwrap_or(Priority::MIN)
+    }
+}
+
+/// Why a request was refused, naming the field. `code` is stable for
+/// clients; `message` is for humans.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        ValidationError {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn required(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(field, "required", message)
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(field, "invalid", message)
+    }
+
+    pub fn too_large(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(field, "too_large", message)
+    }
+
+    pub fn too_many(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(field, "too_many", message)
+    }
+}
+
+impl EnqueueRequest {
+    /// Validates the request against `policy` and gives it a stamp.
+    pub fn into_new_message(
+        self,
+        policy: &EnqueuePolicy,
+        now: DateTime<Utc>,
+    ) -> Result<NewMessage, ValidationError> {
+        let channel = self.channel;
+        let payload = self.take_payload()?;
+
+        let transport = match &self.transport {
+            Some(name) => name.clone(),
+            None => policy.routes.get(&channel).cloned().ok_or_else(|| {
+                ValidationError::required(
+                    "transport",
+                    format!("no transport given and no route configured for channel `{channel}`"),
+                )
+            })?,
+        };
+        let intake = policy.transports.get(&transport).ok_or_else(|| {
+            ValidationError::new(
+                "transport",
+                "unknown_transport",
+                format!("no transport named `{transport}` is configured"),
+            )
+        })?;
+        if !intake.channels.contains(&channel) {
+            return Err(ValidationError::invalid(
+                "transport",
+                format!("transport `{transport}` does not deliver `{channel}` messages"),
+            ));
+        }
+        if let Some(url) = payload.url() {
+            check_url_allowed(url, channel, &transport, intake)?;
+        }
+
+        if let Some(category) = &self.category {
+            let valid = !category.is_empty()
+                && category.len() <= MAX_CATEGORY
+                && category
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !valid {
+                return Err(ValidationError::invalid(
+                    "category",
+                    format!("1 to {MAX_CATEGORY} characters of letters, digits, '_', '-', '.'"),
+                ));
+            }
+        }
+        let priority = self
+            .priority
+            .or_else(|| {
+                self.category
+                    .as_ref()
+                    .and_then(|c| policy.category_priorities.get(c).copied())
+            })
+            .unwrap_or(policy.default_priority);
+
+        if let Some(key) = &self.idempotency_key {
+            let valid = !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY
+                && key.chars().all(|c| !c.is_control());
+            if !valid {
+                return Err(ValidationError::invalid(
+                    "idempotency_key",
+                    format!("1 to {MAX_IDEMPOTENCY_KEY} bytes without control characters"),
+                ));
+            }
+        }
+
+        let metadata = match self.metadata {
+            None | Some(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),
+            Some(value @ serde_json::Value::Object(_)) => {
+                if value.to_string().len() > MAX_METADATA_BYTES {
+                    return Err(ValidationError::too_large(
+                        "metadata",
+                        format!("metadata is limited to {MAX_METADATA_BYTES} bytes of JSON"),
+                    ));
+                }
+                value
+            }
+            Some(_) => {
+                return Err(ValidationError::invalid(
+                    "metadata",
+                    "metadata must be a JSON object",
+                ));
+            }
+        };
+
+        // A send time in the past means "now": waiting time is measured from
+        // `available_at`, and a backdated one would inflate it.
+        let available_at = self.send_at.map_or(now, |at| at.max(now));
+
+        Ok(NewMessage {
+            id: Stamp::generate(),
+            channel,
+            transport,
+            category: self.category,
+            priority,
+            fingerprint: Fingerprint::of(&payload),
+            payload: payload.to_json(),
+            metadata,
+            idempotency_key: self.idempotency_key,
+            max_attempts: intake.max_attempts,
+            available_at: crate::time::truncate_ms(available_at),
+        })
+    }
+
+    /// Exactly the payload field named by `channel` must be present.
+    fn take_payload(&self) -> Result<Payload, ValidationError> {
+        let channel = self.channel;
+        let present: Vec<Channel> = [
+            (Channel::Email, self.email.is_some()),
+            (Channel::Sms, self.sms.is_some()),
+            (Channel::Chat, self.chat.is_some()),
+            (Channel::Push, self.push.is_some()),
+            (Channel::Webhook, self.webhook.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(c, here)| here.then_some(c))
+        .collect();
+        if let Some(other) = present.iter().find(|c| **c != channel) {
+            return Err(ValidationError::invalid(
+                other.as_str(),
+                format!("a `{channel}` message cannot carry a `{other}` payload"),
+            ));
+        }
+        let field = channel.as_str();
+        let payload = match channel {
+            Channel::Email => self.email.clone().map(Payload::Email),
+            Channel::Sms => self.sms.clone().map(Payload::Sms),
+            Channel::Chat => self.chat.clone().map(|p| Payload::Generic(channel, p)),
+            Channel::Push => self.push.clone().map(|p| Payload::Generic(channel, p)),
+            Channel::Webhook => self.webhook.clone().map(|p| Payload::Generic(channel, p)),
+        }
+        .ok_or_else(|| {
+            ValidationError::required(
+                field,
+                format!("a `{channel}` message needs an `{field}` object"),
+            )
+        })?;
+        match &payload {
+            Payload::Email(email) => email.validate(field)?,
+            Payload::Sms(sms) => sms.validate(field)?,
+            Payload::Generic(_, generic) => generic.validate(field)?,
+        }
+        Ok(payload)
+    }
+}
+
+fn check_url_allowed(
+    url: &str,
+    channel: Channel,
+    transport: &str,
+    intake: &TransportIntake,
+) -> Result<(), ValidationError> {
+    let field = format!("{channel}.url");
+    let Some(allowed) = &intake.allowed_url_hosts else {
+        return Err(ValidationError::new(
+            field,
+            "url_not_allowed",
+            format!("transport `{transport}` does not accept a per-message url"),
+        ));
+    };
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if allowed.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            "url_not_allowed",
+            format!("host `{host}` is not on transport `{transport}`'s allow-list"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn policy() -> EnqueuePolicy {
+        let mut transports = HashMap::new();
+        transports.insert(
+            "outbox".to_string(),
+            TransportIntake {
+                channels: vec![Channel::Email],
+                max_attempts: 4,
+                allowed_url_hosts: None,
+            },
+        );
+        transports.insert(
+            "hooks".to_string(),
+            TransportIntake {
+                channels: vec![Channel::Chat, Channel::Webhook],
+                max_attempts: 2,
+                allowed_url_hosts: Some(vec!["hooks.example.com".into()]),
+            },
+        );
+        EnqueuePolicy {
+            transports,
+            routes: HashMap::from([(Channel::Email, "outbox".to_string())]),
+            default_priority: Priority::new(4).unwrap_or_default(),
+            category_priorities: BTreeMap::from([("alert".to_string(), Priority::MAX)]),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn email_request() -> EnqueueRequest {
+        serde_json::from_value(serde_json::json!({
+            "channel": "email",
+            "email": {"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
+        }))
+        .expect("a valid request body")
+    }
+
+    #[test]
+    fn routes_pick_the_transport_and_categories_the_priority() {
+        let mut req = email_request();
+        req.category = Some("alert".into());
+        let msg = req.into_new_message(&policy(), now()).expect("valid");
+        assert_eq!(msg.transport, "outbox");
+        assert_eq!(msg.priority, Priority::MAX);
+        assert_eq!(msg.max_attempts, 4);
+        assert_eq!(msg.available_at, now());
+        assert_eq!(msg.metadata, serde_json::json!({}));
+    }
+
+    #[test]
+    fn unknown_transport_and_wrong_channel_are_refused() {
+        let mut req = email_request();
+        req.transport = Some("nope".into());
+        let err = req.into_new_message(&policy(), now()).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.code),
+            ("transport", "unknown_transport")
+        );
+
+        let mut req = email_request();
+        req.transport = Some("hooks".into());
+        assert_eq!(
+            req.into_new_message(&policy(), now()).unwrap_err().field,
+            "transport"
+        );
+    }
+
+    #[test]
+    fn the_payload_must_match_the_channel() {
+        let mut req = email_request();
+        req.channel = Channel::Sms;
+        assert_eq!(
+            req.into_new_message(&policy(), now()).unwrap_err().field,
+            "email"
+        );
+        let req: EnqueueRequest = serde_json::from_value(serde_json::json!({"channel": "email"}))
+            .expect("a parsable body");
+        let err = req.into_new_message(&policy(), now()).unwrap_err();
+        assert_eq!((err.field.as_str(), err.code), ("email", "required"));
+    }
+
+    #[test]
+    fn per_message_urls_need_the_allow_list() {
+        let body = |url: &str| -> EnqueueRequest {
+            serde_json::from_value(serde_json::json!({
+                "channel": "webhook", "transport": "hooks",
+                "webhook": {"payload": {"x": 1}, "url": url}
+            }))
+            .expect("a valid request body")
+        };
+        assert!(
+            body("https://hooks.example.com/a")
+                .into_new_message(&policy(), now())
+                .is_ok()
+        );
+        let err = body("http://169.254.169.254/latest")
+            .into_new_message(&policy(), now())
+            .unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.code),
+            ("webhook.url", "url_not_allowed")
+        );
+    }
+
+    #[test]
+    fn scheduled_sends_keep_their_time_and_past_ones_mean_now() {
+        let mut req = email_request();
+        req.send_at = Some(now() + chrono::Duration::hours(1));
+        let msg = req.into_new_message(&policy(), now()).expect("valid");
+        assert_eq!(msg.available_at, now() + chrono::Duration::hours(1));
+        let mut req = email_request();
+        req.send_at = Some(now() - chrono::Duration::hours(1));
+        assert_eq!(
+            req.into_new_message(&policy(), now())
+                .expect("valid")
+                .available_at,
+            now()
+        );
+    }
+
+    #[test]
+    fn metadata_must_be_an_object_and_keys_sane() {
+        let mut req = email_request();
+        req.metadata = Some(serde_json::json!([1, 2]));
+        assert_eq!(
+            req.into_new_message(&policy(), now()).unwrap_err().field,
+            "metadata"
+        );
+        let mut req = email_request();
+        req.idempotency_key = Some("a\nb".into());
+        assert_eq!(
+            req.into_new_message(&policy(), now()).unwrap_err().field,
+            "idempotency_key"
+        );
+        let mut req = email_request();
+        req.category = Some("has space".into());
+        assert_eq!(
+            req.into_new_message(&policy(), now()).unwrap_err().field,
+            "category"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_priorities_do_not_parse() {
+        let parsed = serde_json::from_value::<EnqueueRequest>(
+            serde_json::json!({"channel": "email", "prio": 1}),
+        );
+        assert!(parsed.is_err());
+        let parsed = serde_json::from_value::<EnqueueRequest>(
+            serde_json::json!({"channel": "email", "priority": 10}),
+        );
+        assert!(parsed.is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! Herald: a notification delivery and tracking engine.
+//!
+//! The life of one message, by module:
+//!
+//! 1. [`http`] receives `POST /api/messages`; [`domain`] validates the body
+//!    into a [`domain::NewMessage`] with its stamp (ULID) and content
+//!    fingerprint.
+//! 2. [`storage`] writes it durably (PostgreSQL or SQLite) with a `queued`
+//!    event before the client hears 202.
+//! 3. The engine (a transport's actor) claims due messages in priority
+//!    order under a lease and a claim token, delivers them through the
+//!    transport, and reports outcomes.
+//! 4. [`storage`] applies the outcomes in batches (sent, retry at a time, or
+//!    dead), refusing any reported under a stale claim token, and records
+//!    each step as an event under the same stamp.
+//!
+//! [`config`] turns `config.toml` and the environment into typed settings;
+//! [`time`] is the one clock; [`app`] wires storage and HTTP together and
+//! owns start-up and shutdown.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod storage;
+pub mod time;

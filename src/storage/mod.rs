@@ -1,0 +1,355 @@
+//! Durable state: messages, their events and per-transport pause state.
+//!
+//! One [`Storage`] trait, two backends that pass one conformance suite
+//! (`tests/storage`): PostgreSQL for production and several nodes, SQLite
+//! as the zero-set-up embedded default. No backend type crosses the trait.
+//! Every operation that depends on time takes `now`, so the caller's
+//! [`Clock`](crate::time::Clock) is the only source of time.
+//!
+//! Ordering of claims: highest effective priority first, where a message's
+//! effective priority rises by one level per `priority_aging` of waiting.
+//! Stored as `effective_at = available_at - priority * priority_aging`, so
+//! claiming is an index range scan and low priorities cannot starve.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use postgres::PostgresStorage;
+pub use sqlite::SqliteStorage;
+
+use crate::domain::{
+    ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
+};
+
+/// Default time a waiting message needs to gain one priority level.
+pub const DEFAULT_PRIORITY_AGING: Duration = Duration::from_secs(60);
+/// Most messages one claim, listing or bulk operation touches.
+pub const MAX_BATCH: usize = 1000;
+
+/// How a backend is opened.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// `postgres://...` or `sqlite://path` (also `sqlite:path`).
+    pub url: String,
+    /// PostgreSQL: pooled connections. SQLite: reader connections (there is
+    /// always exactly one writer).
+    pub pool_size: usize,
+    /// Waiting this long raises a message's effective priority by one.
+    pub priority_aging: Duration,
+}
+
+impl StorageOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        StorageOptions {
+            url: url.into(),
+            pool_size: 4,
+            priority_aging: DEFAULT_PRIORITY_AGING,
+        }
+    }
+}
+
+/// Opens the backend the URL names. Does not migrate: call
+/// [`Storage::migrate`].
+pub async fn open(options: &StorageOptions) -> Result<Arc<dyn Storage>, StorageError> {
+    if is_postgres_url(&options.url) {
+        Ok(Arc::new(PostgresStorage::connect(options).await?))
+    } else if let Some(path) = sqlite_path(&options.url) {
+        Ok(Arc::new(SqliteStorage::open(path, options).await?))
+    } else {
+        Err(StorageError::Config(format!(
+            "storage url `{}` is neither postgres://... nor sqlite://...",
+            options.url
+        )))
+    }
+}
+
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The file path of a `sqlite://` URL.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .filter(|path| !path.is_empty())
+}
+
+/// The result of enqueueing one message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Enqueued {
+    pub id: Stamp,
+    pub status: Status,
+    pub fingerprint: Fingerprint,
+    /// False when the idempotency key matched an existing message, which is
+    /// what `id`, `status` and `fingerprint` then describe.
+    #[serde(skip)]
+    pub created: bool,
+}
+
+/// What became of one delivery attempt, reported under the claim token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub id: Stamp,
+    pub claim_token: ClaimToken,
+    /// The transport that made the attempt: for a group, the member.
+    pub transport: String,
+    pub duration_ms: Option<u64>,
+    pub kind: OutcomeKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutcomeKind {
+    Sent,
+    /// The attempt failed. With `retry_at` the message is queued again for
+    /// then, unless it has used all its attempts; without, the failure is
+    /// permanent and the message is dead-lettered at once.
+    Failed {
+        error: String,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// Claimed but never attempted (shutdown, breaker opened, paused): the
+    /// claim is handed back and costs the message no attempt.
+    Released {
+        reason: String,
+    },
+}
+
+/// What `record_outcomes` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recorded {
+    /// Each applied outcome with the status it left the message in.
+    pub applied: Vec<(Stamp, Status)>,
+    /// Outcomes refused because the claim token was no longer current.
+    pub stale: Vec<Stamp>,
+}
+
+/// Filters for listing messages; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageFilter {
+    pub status: Option<Status>,
+    pub transport: Option<String>,
+    pub channel: Option<crate::domain::Channel>,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// One page of a listing, newest first. `after` is the last id of the
+/// previous page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PageRequest {
+    pub after: Option<Stamp>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<Message>,
+    /// The cursor of the next page; `None` on the last page.
+    pub next: Option<Stamp>,
+}
+
+/// Live messages of one transport at one priority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DepthRow {
+    pub transport: String,
+    pub priority: Priority,
+    pub queued: u64,
+    pub processing: u64,
+}
+
+/// Persisted admin state of one transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TransportState {
+    pub name: String,
+    pub paused: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("message {0} not found")]
+    NotFound(Stamp),
+    /// The operation does not apply in the message's current status.
+    #[error("message {id} is {status}: {reason}")]
+    Conflict {
+        id: Stamp,
+        status: Status,
+        reason: &'static str,
+    },
+    /// The database cannot be reached; callers may try again later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Backend(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// A stored value this version cannot read.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("storage configuration: {0}")]
+    Config(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+impl StorageError {
+    /// True when retrying later may succeed (connection lost, pool
+    /// exhausted, database restarting).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Unavailable(_))
+    }
+}
+
+/// The durable queue. Implementations are cheap to clone behind an `Arc`
+/// and safe to share between HTTP handlers and actors.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// Applies the numbered migrations in `sql/<backend>/` not yet applied.
+    async fn migrate(&self) -> Result<(), StorageError>;
+
+    /// Succeeds when the database answers a query.
+    async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Stores one message (event `queued`), or returns the existing one for
+    /// a known idempotency key.
+    async fn enqueue(
+        &self,
+        message: NewMessage,
+        now: DateTime<Utc>,
+    ) -> Result<Enqueued, StorageError> {
+        let mut results = self.enqueue_many(vec![message], now).await?;
+        results
+            .pop()
+            .ok_or_else(|| StorageError::Backend("enqueue returned no result".into()))
+    }
+
+    /// Stores many messages in one transaction, results in input order. A
+    /// key repeated within the batch maps to the first message with it.
+    async fn enqueue_many(
+        &self,
+        messages: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>, StorageError>;
+
+    /// Claims up to `limit` due messages of `transport` (highest effective
+    /// priority, then oldest), moving them to `processing` under a new claim
+    /// token and a lease until `now + lease`; counts the attempt and writes
+    /// `claimed` events. Safe against concurrent claimers.
+    async fn claim_due(
+        &self,
+        transport: &str,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Message>, StorageError>;
+
+    /// Extends the leases of claims still held (heartbeat). Returns how
+    /// many were extended; a claim missing from the count was lost.
+    async fn renew_leases(
+        &self,
+        claims: &[(Stamp, ClaimToken)],
+        lease_until: DateTime<Utc>,
+    ) -> Result<usize, StorageError>;
+
+    /// Applies delivery outcomes and their events in one transaction.
+    /// Outcomes under a stale claim token are refused, not applied.
+    async fn record_outcomes(
+        &self,
+        outcomes: Vec<Outcome>,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded, StorageError>;
+
+    /// Returns messages whose lease ran out to the queue (event
+    /// `lease_expired`); one that has used all its attempts is
+    /// dead-lettered instead, so a message that crashes its worker cannot
+    /// loop forever. Returns the recovered ids.
+    async fn recover_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Stamp>, StorageError>;
+
+    /// Cancels a queued or dead message (event `cancelled`).
+    async fn cancel(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError>;
+
+    /// Queues a dead message again under the same id with fresh attempts
+    /// (event `replayed`).
+    async fn replay(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError>;
+
+    /// Replays up to `limit` dead messages, oldest first, optionally of one
+    /// transport. Returns the replayed ids.
+    async fn replay_dead(
+        &self,
+        transport: Option<&str>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Stamp>, StorageError>;
+
+    /// Persists a transport's pause state.
+    async fn set_paused(
+        &self,
+        transport: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<TransportState, StorageError>;
+
+    /// Every transport with persisted state.
+    async fn transport_states(&self) -> Result<Vec<TransportState>, StorageError>;
+
+    /// A message with its events, oldest first.
+    async fn get_message(&self, id: Stamp) -> Result<Option<MessageWithEvents>, StorageError>;
+
+    /// Newest first, cursor-paged; stable across pages.
+    async fn list_messages(
+        &self,
+        filter: &MessageFilter,
+        page: PageRequest,
+    ) -> Result<Page, StorageError>;
+
+    /// Messages with this content, newest first.
+    async fn find_by_fingerprint(
+        &self,
+        fingerprint: &Fingerprint,
+        limit: usize,
+    ) -> Result<Vec<Message>, StorageError> {
+        let filter = MessageFilter {
+            fingerprint: Some(fingerprint.clone()),
+            ..MessageFilter::default()
+        };
+        let page = self
+            .list_messages(&filter, PageRequest { after: None, limit })
+            .await?;
+        Ok(page.items)
+    }
+
+    /// Deletes dead letters (and their events) dead since before
+    /// `dead_before`. Returns how many.
+    async fn purge_dead(&self, dead_before: DateTime<Utc>) -> Result<u64, StorageError>;
+
+    /// Queued and processing counts by transport and priority.
+    async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError>;
+}
+
+/// `available_at - priority * aging`, the claim order key.
+pub(crate) fn effective_at(
+    available_at: DateTime<Utc>,
+    priority: Priority,
+    aging: Duration,
+) -> DateTime<Utc> {
+    let aging = chrono::Duration::from_std(aging).unwrap_or(chrono::Duration::zero());
+    available_at - aging * i32::from(priority.get())
+}
+
+/// Clamps a requested page size into `1..=MAX_BATCH`.
+pub(crate) fn clamp_limit(limit: usize) -> usize {
+    limit.clamp(1, MAX_BATCH)
+}

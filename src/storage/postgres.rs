@@ -1,0 +1,879 @@
+//! The PostgreSQL backend: tokio-postgres through a deadpool pool.
+//!
+//! Every hot-path operation is one statement per batch (arrays in, CTEs
+//! doing the update and the event inserts together), prepared once per
+//! connection, so a batch of 100 costs the same round trips as a batch of
+//! one. Claims use `FOR UPDATE SKIP LOCKED`, so any number of nodes can
+//! claim from one table without ever handing out a message twice.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+use ulid::Ulid;
+use uuid::Uuid;
+
+use super::{
+    DepthRow, Enqueued, MessageFilter, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage,
+    StorageError, StorageOptions, TransportState, clamp_limit, effective_at,
+};
+use crate::domain::{
+    ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
+};
+
+mod embedded {
+    refinery::embed_migrations!("sql/postgres");
+}
+
+/// Serialises migrations when several nodes start at once.
+const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
+/// How long a caller waits for a pooled connection before giving up.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
+    metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
+    lease_until, claim_token, sent_at, last_error, updated_at";
+
+/// PostgreSQL storage over a connection pool.
+#[derive(Clone)]
+pub struct PostgresStorage {
+    pool: Pool,
+    /// Priority aging in milliseconds, as SQL computes `effective_at`.
+    aging_ms: f64,
+    aging: Duration,
+}
+
+impl PostgresStorage {
+    pub async fn connect(options: &StorageOptions) -> Result<Self, StorageError> {
+        let config = tokio_postgres::Config::from_str(&options.url)
+            .map_err(|e| StorageError::Config(format!("storage.url: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| StorageError::Config(format!("storage: {e}")))?;
+        let storage = PostgresStorage {
+            pool,
+            aging_ms: options.priority_aging.as_secs_f64() * 1000.0,
+            aging: options.priority_aging,
+        };
+        storage.ping().await?;
+        Ok(storage)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("postgres pool: {e}")))
+    }
+}
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        let transient = match err.code() {
+            // No SQLSTATE: the connection itself failed.
+            None => true,
+            Some(code) => {
+                let class = &code.code()[..2];
+                // 08: connection exception, 57: operator intervention
+                // (shutdown, restart), 53: insufficient resources, 40:
+                // serialization failure / deadlock.
+                matches!(class, "08" | "57" | "53" | "40")
+            }
+        };
+        if transient {
+            StorageError::Unavailable(err.to_string())
+        } else {
+            StorageError::Backend(format!(
+                "{err}: {}",
+                err.as_db_error().map(|d| d.message()).unwrap_or("")
+            ))
+        }
+    }
+}
+
+fn uuid(id: Stamp) -> Uuid {
+    Uuid::from(id.0)
+}
+
+fn stamp(id: Uuid) -> Stamp {
+    Stamp(Ulid::from(id))
+}
+
+fn corrupt(column: &str, err: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(format!("messages.{column}: {err}"))
+}
+
+fn message_from_row(row: &Row) -> Result<Message, StorageError> {
+    let text =
+        |column: &str| -> Result<String, StorageError> { Ok(row.try_get::<_, String>(column)?) };
+    let priority: i16 = row.try_get("priority")?;
+    let attempts: i32 = row.try_get("attempts")?;
+    let max_attempts: i32 = row.try_get("max_attempts")?;
+    Ok(Message {
+        id: stamp(row.try_get("id")?),
+        channel: text("channel")?
+            .parse()
+            .map_err(|e| corrupt("channel", e))?,
+        transport: text("transport")?,
+        category: row.try_get("category")?,
+        status: text("status")?.parse().map_err(|e| corrupt("status", e))?,
+        priority: Priority::new(priority.into()).ok_or_else(|| corrupt("priority", priority))?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        fingerprint: Fingerprint::from_stored(text("fingerprint")?),
+        idempotency_key: row.try_get("idempotency_key")?,
+        attempts: attempts.max(0) as u32,
+        max_attempts: max_attempts.max(0) as u32,
+        created_at: row.try_get("created_at")?,
+        available_at: row.try_get("available_at")?,
+        lease_until: row.try_get("lease_until")?,
+        claim_token: row
+            .try_get::<_, Option<Uuid>>("claim_token")?
+            .map(|t| ClaimToken(Ulid::from(t))),
+        sent_at: row.try_get("sent_at")?,
+        last_error: row.try_get("last_error")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn event_from_row(row: &Row) -> Result<Event, StorageError> {
+    let kind: String = row.try_get("kind")?;
+    let attempt: i32 = row.try_get("attempt")?;
+    Ok(Event {
+        kind: kind.parse().map_err(|e| corrupt("kind", e))?,
+        at: row.try_get("at")?,
+        attempt: attempt.max(0) as u32,
+        transport: row.try_get("transport")?,
+        duration_ms: row
+            .try_get::<_, Option<i64>>("duration_ms")?
+            .map(|d| d.max(0) as u64),
+        error: row.try_get("error")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+fn millis_i64(ms: Option<u64>) -> Option<i64> {
+    ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX))
+}
+
+const ENQUEUE_SQL: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::jsonb[],
+                         $7::jsonb[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
+                         $12::timestamptz[])
+        WITH ORDINALITY AS t(id, channel, transport, category, priority, payload, metadata,
+                             fingerprint, idempotency_key, max_attempts, available_at, effective_at, ord)
+), inserted AS (
+    INSERT INTO messages (id, channel, transport, category, status, priority, payload, metadata,
+                          fingerprint, idempotency_key, attempts, max_attempts, created_at,
+                          available_at, effective_at, updated_at)
+    SELECT id, channel, transport, category, 'queued', priority, payload, metadata, fingerprint,
+           idempotency_key, 0, max_attempts, $13, available_at, effective_at, $13
+    FROM input ORDER BY ord
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, transport
+), events AS (
+    INSERT INTO message_events (message_id, kind, at, attempt, transport)
+    SELECT id, 'queued', $13, 0, transport FROM inserted
+)
+SELECT id FROM inserted";
+
+const CLAIM_SQL: &str = "
+WITH due AS (
+    SELECT id FROM messages
+    WHERE status = 'queued' AND transport = $1 AND available_at <= $2
+    ORDER BY effective_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE messages m
+    SET status = 'processing', attempts = m.attempts + 1, lease_until = $4, claim_token = $5, updated_at = $2
+    FROM due WHERE m.id = due.id
+    RETURNING m.*
+), events AS (
+    INSERT INTO message_events (message_id, kind, at, attempt, transport)
+    SELECT id, 'claimed', $2, attempts, transport FROM claimed ORDER BY effective_at, id
+)
+SELECT * FROM claimed ORDER BY effective_at, id";
+
+/// Applies a batch of outcomes. `current` keeps only rows whose claim
+/// token still matches (fencing) and decides each next status; the update
+/// and the one or two events per message follow from it.
+const OUTCOMES_SQL: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
+                         $7::timestamptz[], $8::jsonb[])
+        AS t(id, token, outcome, member, duration_ms, error, retry_at, detail)
+), current AS (
+    SELECT m.id, m.attempts, i.outcome, i.member, i.duration_ms, i.error, i.retry_at, i.detail,
+           CASE
+               WHEN i.outcome = 'sent' THEN 'sent'
+               WHEN i.outcome = 'released' THEN 'queued'
+               WHEN i.retry_at IS NOT NULL AND m.attempts < m.max_attempts THEN 'queued'
+               ELSE 'dead'
+           END AS next_status
+    FROM messages m JOIN input i ON m.id = i.id
+    WHERE m.status = 'processing' AND m.claim_token = i.token
+    FOR UPDATE OF m
+), updated AS (
+    UPDATE messages m SET
+        status = c.next_status,
+        attempts = CASE WHEN c.outcome = 'released' THEN m.attempts - 1 ELSE m.attempts END,
+        sent_at = CASE WHEN c.outcome = 'sent' THEN $9 ELSE m.sent_at END,
+        available_at = CASE WHEN c.outcome = 'failed' AND c.next_status = 'queued'
+                            THEN c.retry_at ELSE m.available_at END,
+        effective_at = CASE WHEN c.outcome = 'failed' AND c.next_status = 'queued'
+                            THEN c.retry_at - m.priority * $10::float8 * interval '1 millisecond'
+                            ELSE m.effective_at END,
+        last_error = CASE c.outcome WHEN 'sent' THEN NULL WHEN 'failed' THEN c.error ELSE m.last_error END,
+        lease_until = NULL, claim_token = NULL, updated_at = $9
+    FROM current c WHERE m.id = c.id
+    RETURNING m.id, m.status
+), events AS (
+    INSERT INTO message_events (message_id, kind, at, attempt, transport, duration_ms, error, detail)
+    SELECT c.id, e.kind, $9, e.attempt, c.member, e.duration_ms, e.error, e.detail
+    FROM current c CROSS JOIN LATERAL (VALUES
+        (1,
+         CASE c.outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'attempt_failed' ELSE 'deferred' END,
+         CASE WHEN c.outcome = 'released' THEN c.attempts - 1 ELSE c.attempts END,
+         CASE WHEN c.outcome = 'released' THEN NULL ELSE c.duration_ms END,
+         CASE WHEN c.outcome = 'failed' THEN c.error END,
+         CASE WHEN c.outcome = 'released' THEN c.detail END),
+        (2,
+         CASE WHEN c.outcome = 'failed' THEN
+             CASE c.next_status WHEN 'queued' THEN 'retry_scheduled' ELSE 'dead_lettered' END
+         END,
+         c.attempts,
+         c.duration_ms,
+         CASE WHEN c.next_status = 'dead' THEN c.error END,
+         CASE WHEN c.next_status = 'queued' THEN c.detail
+              WHEN c.retry_at IS NULL THEN '{\"reason\": \"permanent\"}'::jsonb
+              ELSE '{\"reason\": \"max_attempts\"}'::jsonb END)
+    ) AS e(seq, kind, attempt, duration_ms, error, detail)
+    WHERE e.kind IS NOT NULL
+    ORDER BY c.id, e.seq
+)
+SELECT id, status FROM updated";
+
+const RECOVER_SQL: &str = "
+WITH expired AS (
+    SELECT id FROM messages
+    WHERE status = 'processing' AND lease_until < $1
+    ORDER BY lease_until LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), updated AS (
+    UPDATE messages m SET
+        status = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'queued' END,
+        last_error = CASE WHEN m.attempts >= m.max_attempts
+                          THEN 'lease expired on the final attempt' ELSE 'lease expired' END,
+        lease_until = NULL, claim_token = NULL, updated_at = $1
+    FROM expired e WHERE m.id = e.id
+    RETURNING m.id, m.status, m.attempts, m.transport
+), events AS (
+    INSERT INTO message_events (message_id, kind, at, attempt, transport, error)
+    SELECT u.id, v.kind, $1, u.attempts, u.transport, v.error
+    FROM updated u CROSS JOIN LATERAL (VALUES
+        (1, 'lease_expired', NULL::text),
+        (2, CASE WHEN u.status = 'dead' THEN 'dead_lettered' END, 'lease expired on the final attempt')
+    ) AS v(seq, kind, error)
+    WHERE v.kind IS NOT NULL
+    ORDER BY u.id, v.seq
+)
+SELECT id FROM updated";
+
+#[async_trait]
+impl Storage for PostgresStorage {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        let mut client = self.client().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let client_ref: &mut tokio_postgres::Client = &mut client;
+        let result = embedded::migrations::runner().run_async(client_ref).await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        result
+            .map(|_| ())
+            .map_err(|e| StorageError::Migration(e.to_string()))
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn enqueue_many(
+        &self,
+        messages: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>, StorageError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = messages.iter().map(|m| uuid(m.id)).collect();
+        let channels: Vec<&str> = messages.iter().map(|m| m.channel.as_str()).collect();
+        let transports: Vec<&str> = messages.iter().map(|m| m.transport.as_str()).collect();
+        let categories: Vec<Option<&str>> =
+            messages.iter().map(|m| m.category.as_deref()).collect();
+        let priorities: Vec<i16> = messages
+            .iter()
+            .map(|m| i16::from(m.priority.get()))
+            .collect();
+        let payloads: Vec<&serde_json::Value> = messages.iter().map(|m| &m.payload).collect();
+        let metadata: Vec<&serde_json::Value> = messages.iter().map(|m| &m.metadata).collect();
+        let fingerprints: Vec<&str> = messages.iter().map(|m| m.fingerprint.as_str()).collect();
+        let keys: Vec<Option<&str>> = messages
+            .iter()
+            .map(|m| m.idempotency_key.as_deref())
+            .collect();
+        let max_attempts: Vec<i32> = messages
+            .iter()
+            .map(|m| i32::try_from(m.max_attempts).unwrap_or(i32::MAX))
+            .collect();
+        let available: Vec<DateTime<Utc>> = messages.iter().map(|m| m.available_at).collect();
+        let effective: Vec<DateTime<Utc>> = messages
+            .iter()
+            .map(|m| effective_at(m.available_at, m.priority, self.aging))
+            .collect();
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let insert = tx.prepare_cached(ENQUEUE_SQL).await?;
+        let inserted: std::collections::HashSet<Uuid> = tx
+            .query(
+                &insert,
+                &[
+                    &ids,
+                    &channels,
+                    &transports,
+                    &categories,
+                    &priorities,
+                    &payloads,
+                    &metadata,
+                    &fingerprints,
+                    &keys,
+                    &max_attempts,
+                    &available,
+                    &effective,
+                    &now,
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get::<_, Uuid>(0))
+            .collect::<Result<_, _>>()?;
+
+        let mut existing = std::collections::HashMap::new();
+        if inserted.len() < messages.len() {
+            let skipped: Vec<&str> = messages
+                .iter()
+                .filter(|m| !inserted.contains(&uuid(m.id)))
+                .filter_map(|m| m.idempotency_key.as_deref())
+                .collect();
+            let lookup = tx
+                .prepare_cached(
+                    "SELECT idempotency_key, id, status, fingerprint FROM messages WHERE idempotency_key = ANY($1)",
+                )
+                .await?;
+            for row in tx.query(&lookup, &[&skipped]).await? {
+                let key: String = row.try_get(0)?;
+                let status: String = row.try_get(2)?;
+                existing.insert(
+                    key,
+                    Enqueued {
+                        id: stamp(row.try_get(1)?),
+                        status: status.parse().map_err(|e| corrupt("status", e))?,
+                        fingerprint: Fingerprint::from_stored(row.try_get(3)?),
+                        created: false,
+                    },
+                );
+            }
+        }
+        tx.commit().await?;
+
+        messages
+            .into_iter()
+            .map(|m| {
+                if inserted.contains(&uuid(m.id)) {
+                    Ok(Enqueued {
+                        id: m.id,
+                        status: Status::Queued,
+                        fingerprint: m.fingerprint,
+                        created: true,
+                    })
+                } else {
+                    m.idempotency_key
+                        .as_ref()
+                        .and_then(|key| existing.get(key).cloned())
+                        .ok_or_else(|| {
+                            StorageError::Backend(format!(
+                                "message {} was neither stored nor found",
+                                m.id
+                            ))
+                        })
+                }
+            })
+            .collect()
+    }
+
+    async fn claim_due(
+        &self,
+        transport: &str,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Message>, StorageError> {
+        let lease_until = now
+            + chrono::Duration::from_std(lease)
+                .map_err(|e| StorageError::Invalid(e.to_string()))?;
+        let token = Uuid::from(ClaimToken::generate().0);
+        let limit = clamp_limit(limit) as i64;
+        let client = self.client().await?;
+        let claim = client.prepare_cached(CLAIM_SQL).await?;
+        let rows = client
+            .query(&claim, &[&transport, &now, &limit, &lease_until, &token])
+            .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn renew_leases(
+        &self,
+        claims: &[(Stamp, ClaimToken)],
+        lease_until: DateTime<Utc>,
+    ) -> Result<usize, StorageError> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = claims.iter().map(|(id, _)| uuid(*id)).collect();
+        let tokens: Vec<Uuid> = claims.iter().map(|(_, t)| Uuid::from(t.0)).collect();
+        let client = self.client().await?;
+        let renew = client
+            .prepare_cached(
+                "UPDATE messages m SET lease_until = $3
+                 FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)
+                 WHERE m.id = c.id AND m.claim_token = c.token AND m.status = 'processing'",
+            )
+            .await?;
+        let renewed = client
+            .execute(&renew, &[&ids, &tokens, &lease_until])
+            .await?;
+        Ok(renewed as usize)
+    }
+
+    async fn record_outcomes(
+        &self,
+        outcomes: Vec<Outcome>,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded, StorageError> {
+        if outcomes.is_empty() {
+            return Ok(Recorded::default());
+        }
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut tokens = Vec::with_capacity(outcomes.len());
+        let mut kinds = Vec::with_capacity(outcomes.len());
+        let mut members = Vec::with_capacity(outcomes.len());
+        let mut durations = Vec::with_capacity(outcomes.len());
+        let mut errors: Vec<Option<&str>> = Vec::with_capacity(outcomes.len());
+        let mut retry_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(outcomes.len());
+        let mut details: Vec<Option<serde_json::Value>> = Vec::with_capacity(outcomes.len());
+        for outcome in &outcomes {
+            ids.push(uuid(outcome.id));
+            tokens.push(Uuid::from(outcome.claim_token.0));
+            members.push(outcome.transport.as_str());
+            durations.push(millis_i64(outcome.duration_ms));
+            let (kind, error, retry_at, detail) = match &outcome.kind {
+                OutcomeKind::Sent => ("sent", None, None, None),
+                OutcomeKind::Failed { error, retry_at } => (
+                    "failed",
+                    Some(error.as_str()),
+                    *retry_at,
+                    retry_at.map(|at| serde_json::json!({ "retry_at": at })),
+                ),
+                OutcomeKind::Released { reason } => (
+                    "released",
+                    None,
+                    None,
+                    Some(serde_json::json!({ "reason": reason })),
+                ),
+            };
+            kinds.push(kind);
+            errors.push(error);
+            retry_ats.push(retry_at);
+            details.push(detail);
+        }
+
+        let client = self.client().await?;
+        let statement = client.prepare_cached(OUTCOMES_SQL).await?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &ids,
+                    &tokens,
+                    &kinds,
+                    &members,
+                    &durations,
+                    &errors,
+                    &retry_ats,
+                    &details,
+                    &now,
+                    &self.aging_ms,
+                ],
+            )
+            .await?;
+        let mut applied = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let status: String = row.try_get(1)?;
+            applied.insert(
+                stamp(row.try_get(0)?),
+                status.parse::<Status>().map_err(|e| corrupt("status", e))?,
+            );
+        }
+        let mut recorded = Recorded::default();
+        for outcome in &outcomes {
+            match applied.get(&outcome.id) {
+                Some(status) => recorded.applied.push((outcome.id, *status)),
+                None => recorded.stale.push(outcome.id),
+            }
+        }
+        Ok(recorded)
+    }
+
+    async fn recover_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Stamp>, StorageError> {
+        let limit = clamp_limit(limit) as i64;
+        let client = self.client().await?;
+        let recover = client.prepare_cached(RECOVER_SQL).await?;
+        let rows = client.query(&recover, &[&now, &limit]).await?;
+        rows.iter().map(|row| Ok(stamp(row.try_get(0)?))).collect()
+    }
+
+    async fn cancel(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let current = lock_message(&tx, id).await?;
+        if !matches!(current.status, Status::Queued | Status::Dead) {
+            return Err(StorageError::Conflict {
+                id,
+                status: current.status,
+                reason: "only a queued or dead message can be cancelled",
+            });
+        }
+        let row = tx
+            .query_one(
+                &format!("UPDATE messages SET status = 'cancelled', updated_at = $2 WHERE id = $1 RETURNING {MESSAGE_COLUMNS}"),
+                &[&uuid(id), &now],
+            )
+            .await?;
+        let detail = serde_json::json!({ "previous_status": current.status });
+        insert_event(
+            &tx,
+            id,
+            "cancelled",
+            now,
+            current.attempts,
+            &current.transport,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
+        message_from_row(&row)
+    }
+
+    async fn replay(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let replayed = replay_one(&tx, id, now, self.aging_ms).await?;
+        tx.commit().await?;
+        Ok(replayed)
+    }
+
+    async fn replay_dead(
+        &self,
+        transport: Option<&str>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Stamp>, StorageError> {
+        let limit = clamp_limit(limit) as i64;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT id FROM messages WHERE status = 'dead' AND ($1::text IS NULL OR transport = $1)
+                 ORDER BY updated_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&transport, &limit],
+            )
+            .await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id = stamp(row.try_get(0)?);
+            replay_one(&tx, id, now, self.aging_ms).await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn set_paused(
+        &self,
+        transport: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<TransportState, StorageError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO transport_state (name, paused, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+                &[&transport, &paused, &now],
+            )
+            .await?;
+        Ok(TransportState {
+            name: transport.to_owned(),
+            paused,
+            updated_at: now,
+        })
+    }
+
+    async fn transport_states(&self) -> Result<Vec<TransportState>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, paused, updated_at FROM transport_state ORDER BY name",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TransportState {
+                    name: row.try_get(0)?,
+                    paused: row.try_get(1)?,
+                    updated_at: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_message(&self, id: Stamp) -> Result<Option<MessageWithEvents>, StorageError> {
+        let mut client = self.client().await?;
+        // REPEATABLE READ: the events match the message row.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let select = tx
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
+            ))
+            .await?;
+        let Some(row) = tx.query_opt(&select, &[&uuid(id)]).await? else {
+            return Ok(None);
+        };
+        let message = message_from_row(&row)?;
+        let events = tx
+            .prepare_cached(
+                "SELECT kind, at, attempt, transport, duration_ms, error, detail
+                 FROM message_events WHERE message_id = $1 ORDER BY id",
+            )
+            .await?;
+        let events = tx
+            .query(&events, &[&uuid(id)])
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        Ok(Some(MessageWithEvents { message, events }))
+    }
+
+    async fn list_messages(
+        &self,
+        filter: &MessageFilter,
+        page: PageRequest,
+    ) -> Result<Page, StorageError> {
+        let limit = clamp_limit(page.limit);
+        let status = filter.status.map(|s| s.as_str().to_owned());
+        let channel = filter.channel.map(|c| c.as_str().to_owned());
+        let fingerprint = filter.fingerprint.as_ref().map(|f| f.as_str().to_owned());
+        let after = page.after.map(uuid);
+        let mut filters: Vec<(&str, &(dyn ToSql + Sync))> = Vec::new();
+        if let Some(status) = &status {
+            filters.push(("status =", status));
+        }
+        if let Some(transport) = &filter.transport {
+            filters.push(("transport =", transport));
+        }
+        if let Some(channel) = &channel {
+            filters.push(("channel =", channel));
+        }
+        if let Some(fingerprint) = &fingerprint {
+            filters.push(("fingerprint =", fingerprint));
+        }
+        if let Some(after) = &after {
+            filters.push(("id <", after));
+        }
+        let conditions: Vec<String> = filters
+            .iter()
+            .enumerate()
+            .map(|(i, (sql, _))| format!("{sql} ${}", i + 1))
+            .collect();
+        let values: Vec<&(dyn ToSql + Sync)> = filters.iter().map(|(_, value)| *value).collect();
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages {where_clause} ORDER BY id DESC LIMIT {}",
+            limit + 1
+        );
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client.query(&statement, &values).await?;
+        let mut items = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|m| m.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn purge_dead(&self, dead_before: DateTime<Utc>) -> Result<u64, StorageError> {
+        let client = self.client().await?;
+        let purged = client
+            .execute(
+                "DELETE FROM messages WHERE status = 'dead' AND updated_at < $1",
+                &[&dead_before],
+            )
+            .await?;
+        Ok(purged)
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT transport, priority,
+                        count(*) FILTER (WHERE status = 'queued'),
+                        count(*) FILTER (WHERE status = 'processing')
+                 FROM messages WHERE status IN ('queued', 'processing')
+                 GROUP BY transport, priority ORDER BY transport, priority DESC",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let priority: i16 = row.try_get(1)?;
+                Ok(DepthRow {
+                    transport: row.try_get(0)?,
+                    priority: Priority::new(priority.into())
+                        .ok_or_else(|| corrupt("priority", priority))?,
+                    queued: row.try_get::<_, i64>(2)?.max(0) as u64,
+                    processing: row.try_get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn lock_message(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Stamp,
+) -> Result<Message, StorageError> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 FOR UPDATE"),
+            &[&uuid(id)],
+        )
+        .await?
+        .ok_or(StorageError::NotFound(id))?;
+    message_from_row(&row)
+}
+
+async fn insert_event(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Stamp,
+    kind: &str,
+    at: DateTime<Utc>,
+    attempt: u32,
+    transport: &str,
+    detail: Option<&serde_json::Value>,
+) -> Result<(), StorageError> {
+    let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+    tx.execute(
+        "INSERT INTO message_events (message_id, kind, at, attempt, transport, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&uuid(id), &kind, &at, &attempt, &transport, &detail],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn replay_one(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Stamp,
+    now: DateTime<Utc>,
+    aging_ms: f64,
+) -> Result<Message, StorageError> {
+    let current = lock_message(tx, id).await?;
+    if current.status != Status::Dead {
+        return Err(StorageError::Conflict {
+            id,
+            status: current.status,
+            reason: "only a dead message can be replayed",
+        });
+    }
+    let row = tx
+        .query_one(
+            &format!(
+                "UPDATE messages SET status = 'queued', attempts = 0, available_at = $2::timestamptz,
+                     effective_at = $2::timestamptz - priority * $3::float8 * interval '1 millisecond', updated_at = $2
+                 WHERE id = $1 RETURNING {MESSAGE_COLUMNS}"
+            ),
+            &[&uuid(id), &now, &aging_ms],
+        )
+        .await?;
+    let detail = serde_json::json!({ "previous_attempts": current.attempts });
+    insert_event(
+        tx,
+        id,
+        "replayed",
+        now,
+        0,
+        &current.transport,
+        Some(&detail),
+    )
+    .await?;
+    message_from_row(&row)
+}

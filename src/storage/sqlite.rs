@@ -1,0 +1,901 @@
+//! The embedded SQLite backend: zero set-up, one file, WAL mode.
+//!
+//! SQLite connections are blocking and not `Sync`, so each lives on its own
+//! OS thread and async callers send it closures over a bounded channel:
+//! database work never runs on the async worker threads. There is exactly
+//! one writer connection, since SQLite admits one writer at a time anyway
+//! and a single queue of writes avoids busy-retry storms, and a few reader
+//! connections, which WAL lets run beside the writer.
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::{Type, Value};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    DepthRow, Enqueued, MessageFilter, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage,
+    StorageError, StorageOptions, TransportState, clamp_limit, effective_at,
+};
+use crate::domain::{
+    ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
+    Stamp, Status,
+};
+use crate::time::{from_millis, to_millis};
+
+mod embedded {
+    refinery::embed_migrations!("sql/sqlite");
+}
+
+/// Pending closures per connection thread; senders wait when it is full.
+const QUEUE_PER_CONNECTION: usize = 256;
+/// How long a connection waits for a lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
+    metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
+    lease_until, claim_token, sent_at, last_error, updated_at";
+
+/// SQLite storage: one writer thread, `pool_size` reader threads.
+pub struct SqliteStorage {
+    writer: ConnectionThread,
+    readers: Vec<ConnectionThread>,
+    next_reader: AtomicUsize,
+    aging: Duration,
+}
+
+impl SqliteStorage {
+    pub async fn open(path: &str, options: &StorageOptions) -> Result<Self, StorageError> {
+        let path = Path::new(path);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StorageError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let writer = open_connection(path, false)?;
+        let writer = ConnectionThread::spawn("herald-sqlite-writer", writer)?;
+        let mut readers = Vec::new();
+        for i in 0..options.pool_size.clamp(1, 8) {
+            let reader = open_connection(path, true)?;
+            readers.push(ConnectionThread::spawn(
+                &format!("herald-sqlite-reader-{i}"),
+                reader,
+            )?);
+        }
+        Ok(SqliteStorage {
+            writer,
+            readers,
+            next_reader: AtomicUsize::new(0),
+            aging: options.priority_aging,
+        })
+    }
+
+    fn reader(&self) -> &ConnectionThread {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        &self.readers[i]
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.writer
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let result = work(&tx)?;
+                tx.commit()?;
+                Ok(result)
+            })
+            .await
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StorageError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // FULL: a commit survives power loss, not only a crash of Herald; the
+    // promise is that nothing accepted with 202 is lost.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )?;
+    if read_only {
+        conn.execute_batch("PRAGMA query_only = ON;")?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A connection owned by one OS thread, driven by closures.
+struct ConnectionThread {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl ConnectionThread {
+    fn spawn(name: &str, mut conn: Connection) -> Result<Self, StorageError> {
+        let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE_PER_CONNECTION);
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                // Ends when the storage (every sender) is dropped.
+                while let Some(job) = queue.blocking_recv() {
+                    // A panicking job must not take the connection with it:
+                    // its caller sees a dropped reply, later jobs still run.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                }
+            })
+            .map_err(|e| StorageError::Unavailable(format!("cannot start sqlite thread: {e}")))?;
+        Ok(ConnectionThread { jobs })
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(work(conn));
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StorageError::Unavailable("sqlite connection thread stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StorageError::Backend("sqlite operation panicked".into()))?
+    }
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(err: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match err.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
+                StorageError::Unavailable(err.to_string())
+            }
+            _ => match err {
+                rusqlite::Error::FromSqlConversionFailure(..) => {
+                    StorageError::Corrupt(err.to_string())
+                }
+                other => StorageError::Backend(other.to_string()),
+            },
+        }
+    }
+}
+
+fn conversion_error(
+    column: usize,
+    err: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(err))
+}
+
+fn parse_column<T>(row: &Row<'_>, column: usize) -> rusqlite::Result<T>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.get(column)?;
+    text.parse().map_err(|e| conversion_error(column, e))
+}
+
+fn json_column(row: &Row<'_>, column: usize) -> rusqlite::Result<serde_json::Value> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|e| conversion_error(column, e))
+}
+
+fn time_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    Ok(row.get::<_, Option<i64>>(column)?.map(from_millis))
+}
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let priority: i64 = row.get(5)?;
+    let claim_token: Option<String> = row.get(15)?;
+    Ok(Message {
+        id: parse_column(row, 0)?,
+        channel: parse_column(row, 1)?,
+        transport: row.get(2)?,
+        category: row.get(3)?,
+        status: parse_column(row, 4)?,
+        priority: Priority::new(priority).ok_or_else(|| {
+            conversion_error(
+                5,
+                crate::domain::ValidationError::invalid("priority", "out of range"),
+            )
+        })?,
+        payload: json_column(row, 6)?,
+        metadata: json_column(row, 7)?,
+        fingerprint: Fingerprint::from_stored(row.get(8)?),
+        idempotency_key: row.get(9)?,
+        attempts: row.get(10)?,
+        max_attempts: row.get(11)?,
+        created_at: from_millis(row.get(12)?),
+        available_at: from_millis(row.get(13)?),
+        lease_until: time_column(row, 14)?,
+        claim_token: claim_token
+            .map(|t| ulid::Ulid::from_string(&t).map(ClaimToken))
+            .transpose()
+            .map_err(|e| conversion_error(15, e))?,
+        sent_at: time_column(row, 16)?,
+        last_error: row.get(17)?,
+        updated_at: from_millis(row.get(18)?),
+    })
+}
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    let detail: Option<String> = row.get(6)?;
+    Ok(Event {
+        kind: parse_column(row, 0)?,
+        at: from_millis(row.get(1)?),
+        attempt: row.get(2)?,
+        transport: row.get(3)?,
+        duration_ms: row.get::<_, Option<i64>>(4)?.map(|d| d.max(0) as u64),
+        error: row.get(5)?,
+        detail: detail
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| conversion_error(6, e))?,
+    })
+}
+
+/// One `message_events` row to write.
+struct NewEvent<'a> {
+    id: Stamp,
+    kind: EventKind,
+    at: DateTime<Utc>,
+    attempt: u32,
+    transport: Option<&'a str>,
+    duration_ms: Option<u64>,
+    error: Option<&'a str>,
+    detail: Option<serde_json::Value>,
+}
+
+fn insert_event(tx: &Transaction<'_>, event: NewEvent<'_>) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO message_events (message_id, kind, at, attempt, transport, duration_ms, error, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    stmt.execute(params![
+        event.id.to_string(),
+        event.kind.as_str(),
+        to_millis(event.at),
+        event.attempt,
+        event.transport,
+        event
+            .duration_ms
+            .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
+        event.error,
+        event.detail.map(|d| d.to_string()),
+    ])?;
+    Ok(())
+}
+
+fn load_message(conn: &Connection, id: Stamp) -> rusqlite::Result<Option<Message>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
+    ))?;
+    stmt.query_row([id.to_string()], message_from_row)
+        .optional()
+}
+
+/// Requeues a dead message under the same id with fresh attempts.
+fn replay_one(
+    tx: &Transaction<'_>,
+    id: Stamp,
+    now: DateTime<Utc>,
+    aging: Duration,
+) -> Result<Message, StorageError> {
+    let message = load_message(tx, id)?.ok_or(StorageError::NotFound(id))?;
+    if message.status != Status::Dead {
+        return Err(StorageError::Conflict {
+            id,
+            status: message.status,
+            reason: "only a dead message can be replayed",
+        });
+    }
+    let mut stmt = tx.prepare_cached(&format!(
+        "UPDATE messages SET status = 'queued', attempts = 0, available_at = ?2, effective_at = ?3, updated_at = ?2
+         WHERE id = ?1 RETURNING {MESSAGE_COLUMNS}"
+    ))?;
+    let replayed = stmt.query_row(
+        params![
+            id.to_string(),
+            to_millis(now),
+            to_millis(effective_at(now, message.priority, aging))
+        ],
+        message_from_row,
+    )?;
+    insert_event(
+        tx,
+        NewEvent {
+            id,
+            kind: EventKind::Replayed,
+            at: now,
+            attempt: 0,
+            transport: Some(&message.transport),
+            duration_ms: None,
+            error: None,
+            detail: Some(serde_json::json!({ "previous_attempts": message.attempts })),
+        },
+    )?;
+    Ok(replayed)
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        self.writer
+            .call(|conn| {
+                embedded::migrations::runner()
+                    .run(conn)
+                    .map(|_| ())
+                    .map_err(|e| StorageError::Migration(e.to_string()))
+            })
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.reader()
+            .call(|conn| {
+                conn.query_row("SELECT count(*) FROM transport_state", [], |_| Ok(()))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn enqueue_many(
+        &self,
+        messages: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>, StorageError> {
+        let aging = self.aging;
+        self.write(move |tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (id, channel, transport, category, status, priority, payload, metadata,
+                     fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at,
+                     effective_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13, ?11)
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )?;
+            let mut existing = tx.prepare_cached(
+                "SELECT id, status, fingerprint FROM messages WHERE idempotency_key = ?1",
+            )?;
+            let mut results = Vec::with_capacity(messages.len());
+            for message in &messages {
+                let inserted = insert.execute(params![
+                    message.id.to_string(),
+                    message.channel.as_str(),
+                    message.transport,
+                    message.category,
+                    message.priority.get(),
+                    message.payload.to_string(),
+                    message.metadata.to_string(),
+                    message.fingerprint.as_str(),
+                    message.idempotency_key,
+                    message.max_attempts,
+                    to_millis(now),
+                    to_millis(message.available_at),
+                    to_millis(effective_at(message.available_at, message.priority, aging)),
+                ])?;
+                if inserted == 1 {
+                    insert_event(
+                        tx,
+                        NewEvent {
+                            id: message.id,
+                            kind: EventKind::Queued,
+                            at: now,
+                            attempt: 0,
+                            transport: Some(&message.transport),
+                            duration_ms: None,
+                            error: None,
+                            detail: None,
+                        },
+                    )?;
+                    results.push(Enqueued {
+                        id: message.id,
+                        status: Status::Queued,
+                        fingerprint: message.fingerprint.clone(),
+                        created: true,
+                    });
+                } else {
+                    let found = existing.query_row([&message.idempotency_key], |row| {
+                        Ok(Enqueued {
+                            id: parse_column(row, 0)?,
+                            status: parse_column(row, 1)?,
+                            fingerprint: Fingerprint::from_stored(row.get(2)?),
+                            created: false,
+                        })
+                    })?;
+                    results.push(found);
+                }
+            }
+            Ok(results)
+        })
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        transport: &str,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Message>, StorageError> {
+        let transport = transport.to_owned();
+        let limit = clamp_limit(limit);
+        let token = ClaimToken::generate();
+        let lease_until = now
+            + chrono::Duration::from_std(lease)
+                .map_err(|e| StorageError::Invalid(e.to_string()))?;
+        self.write(move |tx| {
+            let mut claim = tx.prepare_cached(&format!(
+                "UPDATE messages
+                 SET status = 'processing', attempts = attempts + 1, lease_until = ?1, claim_token = ?2, updated_at = ?3
+                 WHERE id IN (
+                     SELECT id FROM messages
+                     WHERE status = 'queued' AND transport = ?4 AND available_at <= ?3
+                     ORDER BY effective_at, id LIMIT ?5)
+                 RETURNING {MESSAGE_COLUMNS}, effective_at"
+            ))?;
+            let mut claimed = claim
+                .query_map(
+                    params![to_millis(lease_until), token.0.to_string(), to_millis(now), transport, limit as i64],
+                    |row| Ok((row.get::<_, i64>(19)?, message_from_row(row)?)),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // RETURNING gives no order; hand messages out in claim order.
+            claimed.sort_by(|(a_key, a), (b_key, b)| (a_key, a.id).cmp(&(b_key, b.id)));
+            let claimed: Vec<Message> = claimed.into_iter().map(|(_, m)| m).collect();
+            for message in &claimed {
+                insert_event(
+                    tx,
+                    NewEvent {
+                        id: message.id,
+                        kind: EventKind::Claimed,
+                        at: now,
+                        attempt: message.attempts,
+                        transport: Some(&message.transport),
+                        duration_ms: None,
+                        error: None,
+                        detail: None,
+                    },
+                )?;
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn renew_leases(
+        &self,
+        claims: &[(Stamp, ClaimToken)],
+        lease_until: DateTime<Utc>,
+    ) -> Result<usize, StorageError> {
+        let claims = claims.to_vec();
+        self.write(move |tx| {
+            let mut renew = tx.prepare_cached(
+                "UPDATE messages SET lease_until = ?1
+                 WHERE id = ?2 AND claim_token = ?3 AND status = 'processing'",
+            )?;
+            let mut renewed = 0;
+            for (id, token) in &claims {
+                renewed += renew.execute(params![
+                    to_millis(lease_until),
+                    id.to_string(),
+                    token.0.to_string()
+                ])?;
+            }
+            Ok(renewed)
+        })
+        .await
+    }
+
+    async fn record_outcomes(
+        &self,
+        outcomes: Vec<Outcome>,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded, StorageError> {
+        let aging = self.aging;
+        self.write(move |tx| {
+            let mut current = tx.prepare_cached(
+                "SELECT status, claim_token, attempts, max_attempts, priority FROM messages WHERE id = ?1",
+            )?;
+            let mut sent = tx.prepare_cached(
+                "UPDATE messages SET status = 'sent', sent_at = ?2, lease_until = NULL, claim_token = NULL,
+                     last_error = NULL, updated_at = ?2
+                 WHERE id = ?1",
+            )?;
+            let mut retry = tx.prepare_cached(
+                "UPDATE messages SET status = 'queued', available_at = ?3, effective_at = ?4, lease_until = NULL,
+                     claim_token = NULL, last_error = ?5, updated_at = ?2
+                 WHERE id = ?1",
+            )?;
+            let mut dead = tx.prepare_cached(
+                "UPDATE messages SET status = 'dead', lease_until = NULL, claim_token = NULL, last_error = ?3,
+                     updated_at = ?2
+                 WHERE id = ?1",
+            )?;
+            let mut release = tx.prepare_cached(
+                "UPDATE messages SET status = 'queued', attempts = attempts - 1, lease_until = NULL,
+                     claim_token = NULL, updated_at = ?2
+                 WHERE id = ?1",
+            )?;
+            let mut recorded = Recorded::default();
+            for outcome in &outcomes {
+                let id = outcome.id.to_string();
+                let row = current
+                    .query_row([&id], |row| {
+                        Ok((
+                            parse_column::<Status>(row, 0)?,
+                            row.get::<_, Option<String>>(1)?,
+                            row.get::<_, u32>(2)?,
+                            row.get::<_, u32>(3)?,
+                            row.get::<_, i64>(4)?,
+                        ))
+                    })
+                    .optional()?;
+                let token = outcome.claim_token.0.to_string();
+                let Some((Status::Processing, Some(held), attempts, max_attempts, priority)) = row else {
+                    recorded.stale.push(outcome.id);
+                    continue;
+                };
+                if held != token {
+                    recorded.stale.push(outcome.id);
+                    continue;
+                }
+                let event = |kind, error, detail| NewEvent {
+                    id: outcome.id,
+                    kind,
+                    at: now,
+                    attempt: attempts,
+                    transport: Some(&outcome.transport),
+                    duration_ms: outcome.duration_ms,
+                    error,
+                    detail,
+                };
+                let status = match &outcome.kind {
+                    OutcomeKind::Sent => {
+                        sent.execute(params![id, to_millis(now)])?;
+                        insert_event(tx, event(EventKind::Sent, None, None))?;
+                        Status::Sent
+                    }
+                    OutcomeKind::Failed { error, retry_at } => {
+                        insert_event(tx, event(EventKind::AttemptFailed, Some(error), None))?;
+                        match retry_at {
+                            Some(at) if attempts < max_attempts => {
+                                let priority = Priority::new(priority).unwrap_or_default();
+                                retry.execute(params![
+                                    id,
+                                    to_millis(now),
+                                    to_millis(*at),
+                                    to_millis(effective_at(*at, priority, aging)),
+                                    error
+                                ])?;
+                                let detail = serde_json::json!({ "retry_at": at });
+                                insert_event(tx, event(EventKind::RetryScheduled, None, Some(detail)))?;
+                                Status::Queued
+                            }
+                            _ => {
+                                dead.execute(params![id, to_millis(now), error])?;
+                                let reason = if retry_at.is_some() { "max_attempts" } else { "permanent" };
+                                let detail = serde_json::json!({ "reason": reason });
+                                insert_event(tx, event(EventKind::DeadLettered, Some(error), Some(detail)))?;
+                                Status::Dead
+                            }
+                        }
+                    }
+                    OutcomeKind::Released { reason } => {
+                        release.execute(params![id, to_millis(now)])?;
+                        let detail = serde_json::json!({ "reason": reason });
+                        let mut deferred = event(EventKind::Deferred, None, Some(detail));
+                        deferred.attempt = attempts.saturating_sub(1);
+                        deferred.duration_ms = None;
+                        insert_event(tx, deferred)?;
+                        Status::Queued
+                    }
+                };
+                recorded.applied.push((outcome.id, status));
+            }
+            Ok(recorded)
+        })
+        .await
+    }
+
+    async fn recover_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Stamp>, StorageError> {
+        let limit = clamp_limit(limit);
+        self.write(move |tx| {
+            let mut expired = tx.prepare_cached(
+                "SELECT id, attempts, max_attempts, transport FROM messages
+                 WHERE status = 'processing' AND lease_until < ?1
+                 ORDER BY lease_until LIMIT ?2",
+            )?;
+            let rows = expired
+                .query_map(params![to_millis(now), limit as i64], |row| {
+                    Ok((
+                        parse_column::<Stamp>(row, 0)?,
+                        row.get::<_, u32>(1)?,
+                        row.get::<_, u32>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // The original available_at is kept, so a recovered message goes
+            // back to the front of its priority rather than the end.
+            let mut requeue = tx.prepare_cached(
+                "UPDATE messages SET status = 'queued', lease_until = NULL, claim_token = NULL,
+                     last_error = 'lease expired', updated_at = ?2
+                 WHERE id = ?1",
+            )?;
+            let mut bury = tx.prepare_cached(
+                "UPDATE messages SET status = 'dead', lease_until = NULL, claim_token = NULL,
+                     last_error = 'lease expired on the final attempt', updated_at = ?2
+                 WHERE id = ?1",
+            )?;
+            let mut recovered = Vec::with_capacity(rows.len());
+            for (id, attempts, max_attempts, transport) in rows {
+                let event = |kind, error: Option<&'static str>| NewEvent {
+                    id,
+                    kind,
+                    at: now,
+                    attempt: attempts,
+                    transport: Some(&transport),
+                    duration_ms: None,
+                    error,
+                    detail: None,
+                };
+                insert_event(tx, event(EventKind::LeaseExpired, None))?;
+                if attempts >= max_attempts {
+                    bury.execute(params![id.to_string(), to_millis(now)])?;
+                    insert_event(
+                        tx,
+                        event(
+                            EventKind::DeadLettered,
+                            Some("lease expired on the final attempt"),
+                        ),
+                    )?;
+                } else {
+                    requeue.execute(params![id.to_string(), to_millis(now)])?;
+                }
+                recovered.push(id);
+            }
+            Ok(recovered)
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
+        self.write(move |tx| {
+            let message = load_message(tx, id)?.ok_or(StorageError::NotFound(id))?;
+            if !matches!(message.status, Status::Queued | Status::Dead) {
+                return Err(StorageError::Conflict {
+                    id,
+                    status: message.status,
+                    reason: "only a queued or dead message can be cancelled",
+                });
+            }
+            let mut stmt = tx.prepare_cached(&format!(
+                "UPDATE messages SET status = 'cancelled', updated_at = ?2 WHERE id = ?1 RETURNING {MESSAGE_COLUMNS}"
+            ))?;
+            let cancelled = stmt.query_row(params![id.to_string(), to_millis(now)], message_from_row)?;
+            insert_event(
+                tx,
+                NewEvent {
+                    id,
+                    kind: EventKind::Cancelled,
+                    at: now,
+                    attempt: message.attempts,
+                    transport: Some(&message.transport),
+                    duration_ms: None,
+                    error: None,
+                    detail: Some(serde_json::json!({ "previous_status": message.status })),
+                },
+            )?;
+            Ok(cancelled)
+        })
+        .await
+    }
+
+    async fn replay(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
+        let aging = self.aging;
+        self.write(move |tx| replay_one(tx, id, now, aging)).await
+    }
+
+    async fn replay_dead(
+        &self,
+        transport: Option<&str>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Stamp>, StorageError> {
+        let aging = self.aging;
+        let transport = transport.map(str::to_owned);
+        let limit = clamp_limit(limit);
+        self.write(move |tx| {
+            let mut select = tx.prepare_cached(
+                "SELECT id FROM messages WHERE status = 'dead' AND (?1 IS NULL OR transport = ?1)
+                 ORDER BY updated_at, id LIMIT ?2",
+            )?;
+            let ids = select
+                .query_map(params![transport, limit as i64], |row| {
+                    parse_column::<Stamp>(row, 0)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for id in &ids {
+                replay_one(tx, *id, now, aging)?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn set_paused(
+        &self,
+        transport: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<TransportState, StorageError> {
+        let name = transport.to_owned();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO transport_state (name, paused, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+            )?
+            .execute(params![name, paused, to_millis(now)])?;
+            Ok(TransportState { name, paused, updated_at: now })
+        })
+        .await
+    }
+
+    async fn transport_states(&self) -> Result<Vec<TransportState>, StorageError> {
+        self.reader()
+            .call(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT name, paused, updated_at FROM transport_state ORDER BY name",
+                )?;
+                let states = stmt
+                    .query_map([], |row| {
+                        Ok(TransportState {
+                            name: row.get(0)?,
+                            paused: row.get(1)?,
+                            updated_at: from_millis(row.get(2)?),
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(states)
+            })
+            .await
+    }
+
+    async fn get_message(&self, id: Stamp) -> Result<Option<MessageWithEvents>, StorageError> {
+        self.reader()
+            .call(move |conn| {
+                // One read transaction: the events match the message row.
+                let tx = conn.transaction()?;
+                let Some(message) = load_message(&tx, id)? else {
+                    return Ok(None);
+                };
+                let events = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT kind, at, attempt, transport, duration_ms, error, detail
+                         FROM message_events WHERE message_id = ?1 ORDER BY id",
+                    )?;
+                    stmt.query_map([id.to_string()], event_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                };
+                tx.finish()?;
+                Ok(Some(MessageWithEvents { message, events }))
+            })
+            .await
+    }
+
+    async fn list_messages(
+        &self,
+        filter: &MessageFilter,
+        page: PageRequest,
+    ) -> Result<Page, StorageError> {
+        let filter = filter.clone();
+        let limit = clamp_limit(page.limit);
+        self.reader()
+            .call(move |conn| {
+                let mut conditions = Vec::new();
+                let mut values: Vec<Value> = Vec::new();
+                let mut condition = |sql: &str, value: Value| {
+                    values.push(value);
+                    conditions.push(format!("{sql} ?{}", values.len()));
+                };
+                if let Some(status) = filter.status {
+                    condition("status =", Value::Text(status.as_str().into()));
+                }
+                if let Some(transport) = filter.transport {
+                    condition("transport =", Value::Text(transport));
+                }
+                if let Some(channel) = filter.channel {
+                    condition("channel =", Value::Text(channel.as_str().into()));
+                }
+                if let Some(fingerprint) = filter.fingerprint {
+                    condition("fingerprint =", Value::Text(fingerprint.as_str().into()));
+                }
+                if let Some(after) = page.after {
+                    condition("id <", Value::Text(after.to_string()));
+                }
+                let where_clause = if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!("WHERE {}", conditions.join(" AND "))
+                };
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages {where_clause} ORDER BY id DESC LIMIT {}",
+                    limit + 1
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut items = stmt
+                    .query_map(rusqlite::params_from_iter(values), message_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let next = if items.len() > limit {
+                    items.truncate(limit);
+                    items.last().map(|m| m.id)
+                } else {
+                    None
+                };
+                Ok(Page { items, next })
+            })
+            .await
+    }
+
+    async fn purge_dead(&self, dead_before: DateTime<Utc>) -> Result<u64, StorageError> {
+        self.write(move |tx| {
+            let purged = tx
+                .prepare_cached("DELETE FROM messages WHERE status = 'dead' AND updated_at < ?1")?
+                .execute([to_millis(dead_before)])?;
+            Ok(purged as u64)
+        })
+        .await
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {
+        self.reader()
+            .call(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT transport, priority, sum(status = 'queued'), sum(status = 'processing')
+                     FROM messages WHERE status IN ('queued', 'processing')
+                     GROUP BY transport, priority ORDER BY transport, priority DESC",
+                )?;
+                let rows = stmt
+                    .query_map([], |row| {
+                        Ok(DepthRow {
+                            transport: row.get(0)?,
+                            priority: Priority::new(row.get(1)?).unwrap_or_default(),
+                            queued: row.get::<_, i64>(2)?.max(0) as u64,
+                            processing: row.get::<_, i64>(3)?.max(0) as u64,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+}

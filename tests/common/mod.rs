@@ -1,0 +1,207 @@
+//! Test fixtures shared by the test binaries: an isolated store per test
+//! (a fresh SQLite file, or a fresh PostgreSQL schema that is dropped
+//! afterwards) and message builders.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use herald::domain::{
+    Channel, EnqueuePolicy, EnqueueRequest, NewMessage, Priority, TransportIntake,
+};
+use herald::storage::{self, Storage, StorageOptions};
+
+/// Where the PostgreSQL tests connect; `HERALD_TEST_DATABASE_URL` overrides.
+pub fn postgres_base_url() -> String {
+    std::env::var("HERALD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Adds `options=-csearch_path=<schema>` to a PostgreSQL URL.
+pub fn with_search_path(base: &str, schema: &str) -> String {
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-csearch_path%3D{schema}")
+}
+
+/// An isolated, migrated store that removes itself when dropped.
+pub struct Fixture {
+    pub storage: Arc<dyn Storage>,
+    pub options: StorageOptions,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Schema(String),
+}
+
+impl Fixture {
+    pub async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("herald.db").display());
+        let options = StorageOptions {
+            pool_size: 2,
+            ..StorageOptions::new(url)
+        };
+        let storage = open_migrated(&options).await;
+        Fixture {
+            storage,
+            options,
+            cleanup: Cleanup::Dir(dir),
+        }
+    }
+
+    pub async fn postgres() -> Fixture {
+        let base = postgres_base_url();
+        let schema = format!(
+            "herald_test_{}",
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} (set HERALD_TEST_DATABASE_URL): {e}"));
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("create the test schema");
+        let options = StorageOptions {
+            pool_size: 8,
+            ..StorageOptions::new(with_search_path(&base, &schema))
+        };
+        let storage = open_migrated(&options).await;
+        Fixture {
+            storage,
+            options,
+            cleanup: Cleanup::Schema(schema),
+        }
+    }
+
+    /// A second, independent handle on the same store (as after a restart).
+    pub async fn reopen(&self) -> Arc<dyn Storage> {
+        open_migrated(&self.options).await
+    }
+}
+
+async fn open_migrated(options: &StorageOptions) -> Arc<dyn Storage> {
+    let storage = storage::open(options).await.expect("open the store");
+    storage.migrate().await.expect("migrate");
+    storage
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Cleanup::Schema(schema) = &self.cleanup {
+            let schema = schema.clone();
+            // Drop runs inside the test's runtime, which cannot block on
+            // async work: do it on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async move {
+                        if let Ok((client, connection)) =
+                            tokio_postgres::connect(&postgres_base_url(), tokio_postgres::NoTls)
+                                .await
+                        {
+                            tokio::spawn(connection);
+                            let _ = client
+                                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                                .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// 2026-01-01T00:00:00Z: tests run on a fixed calendar.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a valid date")
+}
+
+pub fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// Transports `mail` (email, 3 attempts) and `other` (email, 3 attempts).
+pub fn policy() -> EnqueuePolicy {
+    let intake = TransportIntake {
+        channels: vec![Channel::Email],
+        max_attempts: 3,
+        allowed_url_hosts: None,
+    };
+    EnqueuePolicy {
+        transports: HashMap::from([
+            ("mail".to_string(), intake.clone()),
+            ("other".to_string(), intake),
+        ]),
+        routes: HashMap::from([(Channel::Email, "mail".to_string())]),
+        default_priority: Priority::new(4).expect("4 is a priority"),
+        category_priorities: BTreeMap::new(),
+    }
+}
+
+/// Builds enqueue requests the way the API does.
+pub struct Email {
+    pub transport: &'static str,
+    pub priority: i64,
+    pub to: String,
+    pub subject: String,
+    pub idempotency_key: Option<String>,
+    pub send_at: Option<DateTime<Utc>>,
+}
+
+impl Default for Email {
+    fn default() -> Self {
+        Email {
+            transport: "mail",
+            priority: 4,
+            to: "alice@example.com".into(),
+            subject: "Hello".into(),
+            idempotency_key: None,
+            send_at: None,
+        }
+    }
+}
+
+impl Email {
+    pub fn build(self, now: DateTime<Utc>) -> NewMessage {
+        let request: EnqueueRequest = serde_json::from_value(serde_json::json!({
+            "channel": "email",
+            "transport": self.transport,
+            "priority": self.priority,
+            "idempotency_key": self.idempotency_key,
+            "send_at": self.send_at,
+            "email": {
+                "from": "shop@example.com",
+                "to": [self.to],
+                "subject": self.subject,
+                "text": "Thanks for your order."
+            }
+        }))
+        .expect("a valid request");
+        request
+            .into_new_message(&policy(), now)
+            .expect("a valid message")
+    }
+}
+
+/// `n` default emails to `mail` with distinct subjects.
+pub fn emails(n: usize, now: DateTime<Utc>) -> Vec<NewMessage> {
+    (0..n)
+        .map(|i| {
+            Email {
+                subject: format!("Message {i}"),
+                ..Email::default()
+            }
+            .build(now)
+        })
+        .collect()
+}

@@ -1,0 +1,960 @@
+//! The storage conformance suite: every test here runs against both
+//! backends (a fresh SQLite file and a fresh PostgreSQL schema each), so
+//! the two keep one meaning.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Email, Fixture, emails, secs, t0};
+use herald::domain::{ClaimToken, EventKind, Message, Stamp, Status};
+use herald::storage::{MessageFilter, Outcome, OutcomeKind, PageRequest, Storage, StorageError};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fixture = crate::common::Fixture::sqlite().await;
+                    super::$name(&fixture).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fixture = crate::common::Fixture::postgres().await;
+                    super::$name(&fixture).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    enqueue_stores_the_message_with_a_queued_event,
+    claims_go_highest_priority_first_then_oldest,
+    waiting_raises_priority_so_low_priority_is_not_starved,
+    scheduled_messages_are_not_claimed_early,
+    claims_take_only_the_named_transport,
+    an_idempotency_key_returns_the_existing_message,
+    a_batch_is_one_transaction,
+    a_retry_keeps_the_same_id_and_adds_events,
+    a_message_is_dead_after_max_attempts,
+    a_permanent_failure_dead_letters_at_once,
+    an_expired_lease_is_recovered_and_claimed_again,
+    an_expired_lease_on_the_final_attempt_dead_letters,
+    an_outcome_under_a_stale_claim_token_is_refused,
+    renewed_leases_are_not_recovered,
+    a_released_claim_costs_no_attempt,
+    cancel_applies_to_queued_messages_only,
+    replay_requeues_a_dead_message_under_the_same_id,
+    bulk_replay_takes_dead_letters_of_one_transport,
+    purge_removes_only_old_dead_letters,
+    pause_state_persists_across_a_restart,
+    listing_pages_without_gaps_or_duplicates,
+    listing_filters_and_fingerprint_lookup,
+    queue_depth_counts_by_transport_and_priority,
+    migrations_can_run_twice,
+    concurrent_claimers_claim_each_message_exactly_once,
+);
+
+async fn claim(storage: &dyn Storage, n: usize, at: chrono::DateTime<chrono::Utc>) -> Vec<Message> {
+    storage
+        .claim_due("mail", n, LEASE, at)
+        .await
+        .expect("claim")
+}
+
+fn outcome(message: &Message, kind: OutcomeKind) -> Outcome {
+    Outcome {
+        id: message.id,
+        claim_token: message.claim_token.expect("a claimed message has a token"),
+        transport: message.transport.clone(),
+        duration_ms: Some(12),
+        kind,
+    }
+}
+
+fn failed(message: &Message, retry_at: Option<chrono::DateTime<chrono::Utc>>) -> Outcome {
+    outcome(
+        message,
+        OutcomeKind::Failed {
+            error: "451 try later".into(),
+            retry_at,
+        },
+    )
+}
+
+async fn events_of(storage: &dyn Storage, id: Stamp) -> Vec<EventKind> {
+    let found = storage.get_message(id).await.expect("get").expect("exists");
+    found.events.iter().map(|e| e.kind).collect()
+}
+
+async fn status_of(storage: &dyn Storage, id: Stamp) -> Status {
+    storage
+        .get_message(id)
+        .await
+        .expect("get")
+        .expect("exists")
+        .message
+        .status
+}
+
+async fn enqueue_stores_the_message_with_a_queued_event(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let message = Email::default().build(t0());
+    let result = s.enqueue(message.clone(), t0()).await.expect("enqueue");
+    assert!(result.created);
+    assert_eq!((result.id, result.status), (message.id, Status::Queued));
+    assert_eq!(result.fingerprint, message.fingerprint);
+
+    let stored = s
+        .get_message(message.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    let m = &stored.message;
+    assert_eq!(m.id, message.id);
+    assert_eq!(m.transport, "mail");
+    assert_eq!(m.status, Status::Queued);
+    assert_eq!(m.payload, message.payload);
+    assert_eq!(m.metadata, serde_json::json!({}));
+    assert_eq!((m.attempts, m.max_attempts), (0, 3));
+    assert_eq!((m.created_at, m.available_at), (t0(), t0()));
+    assert_eq!(stored.events.len(), 1);
+    assert_eq!(stored.events[0].kind, EventKind::Queued);
+    assert_eq!(stored.events[0].at, t0());
+    assert!(
+        s.get_message(Stamp::generate())
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+async fn claims_go_highest_priority_first_then_oldest(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let low = Email {
+        priority: 1,
+        ..Email::default()
+    }
+    .build(t0());
+    let high_late = Email {
+        priority: 9,
+        ..Email::default()
+    }
+    .build(t0() + secs(2));
+    let high_early = Email {
+        priority: 9,
+        ..Email::default()
+    }
+    .build(t0() + secs(1));
+    let mid = Email {
+        priority: 5,
+        ..Email::default()
+    }
+    .build(t0());
+    for m in [&low, &high_late, &high_early, &mid] {
+        s.enqueue(m.clone(), t0()).await.expect("enqueue");
+    }
+    let order: Vec<Stamp> = claim(s, 10, t0() + secs(3))
+        .await
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(order, vec![high_early.id, high_late.id, mid.id, low.id]);
+}
+
+async fn waiting_raises_priority_so_low_priority_is_not_starved(f: &Fixture) {
+    let s = f.storage.as_ref();
+    // Priority 0 that has waited 10 minutes outranks priority 5 that is
+    // new: aging adds one level per minute (the default).
+    let old_low = Email {
+        priority: 0,
+        ..Email::default()
+    }
+    .build(t0());
+    let new_mid = Email {
+        priority: 5,
+        ..Email::default()
+    }
+    .build(t0() + secs(600));
+    s.enqueue_many(vec![new_mid.clone(), old_low.clone()], t0())
+        .await
+        .expect("enqueue");
+    let order: Vec<Stamp> = claim(s, 10, t0() + secs(600))
+        .await
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(order, vec![old_low.id, new_mid.id]);
+}
+
+async fn scheduled_messages_are_not_claimed_early(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let later = Email {
+        send_at: Some(t0() + secs(3600)),
+        priority: 9,
+        ..Email::default()
+    }
+    .build(t0());
+    s.enqueue(later.clone(), t0()).await.expect("enqueue");
+    assert!(claim(s, 10, t0() + secs(3599)).await.is_empty());
+    let claimed = claim(s, 10, t0() + secs(3600)).await;
+    assert_eq!(
+        claimed.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![later.id]
+    );
+}
+
+async fn claims_take_only_the_named_transport(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let other = Email {
+        transport: "other",
+        ..Email::default()
+    }
+    .build(t0());
+    s.enqueue(other.clone(), t0()).await.expect("enqueue");
+    assert!(claim(s, 10, t0()).await.is_empty());
+    let claimed = s.claim_due("other", 10, LEASE, t0()).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].status, Status::Processing);
+    assert_eq!(claimed[0].attempts, 1);
+    assert_eq!(claimed[0].lease_until, Some(t0() + secs(30)));
+}
+
+async fn an_idempotency_key_returns_the_existing_message(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let key = Some("order-42-receipt".to_string());
+    let first = Email {
+        idempotency_key: key.clone(),
+        ..Email::default()
+    }
+    .build(t0());
+    let again = Email {
+        idempotency_key: key.clone(),
+        ..Email::default()
+    }
+    .build(t0());
+    let created = s.enqueue(first.clone(), t0()).await.expect("enqueue");
+    let repeated = s.enqueue(again.clone(), t0()).await.expect("enqueue again");
+    assert!(created.created && !repeated.created);
+    assert_eq!(repeated.id, first.id);
+    assert!(
+        s.get_message(again.id).await.expect("get").is_none(),
+        "no second row"
+    );
+
+    // Within one batch too: the first holder of a key wins.
+    let k2 = Some("batch-key".to_string());
+    let a = Email {
+        idempotency_key: k2.clone(),
+        ..Email::default()
+    }
+    .build(t0());
+    let b = Email {
+        idempotency_key: k2,
+        ..Email::default()
+    }
+    .build(t0());
+    let c = Email {
+        idempotency_key: key,
+        ..Email::default()
+    }
+    .build(t0());
+    let results = s
+        .enqueue_many(vec![a.clone(), b, c], t0())
+        .await
+        .expect("batch");
+    assert_eq!(
+        results
+            .iter()
+            .map(|r| (r.id, r.created))
+            .collect::<Vec<_>>(),
+        vec![(a.id, true), (a.id, false), (first.id, false)]
+    );
+    let all = s
+        .list_messages(
+            &MessageFilter::default(),
+            PageRequest {
+                after: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(all.items.len(), 2);
+}
+
+async fn a_batch_is_one_transaction(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let mut batch = emails(3, t0());
+    // The same id twice violates the primary key: the whole batch fails.
+    batch.push(batch[0].clone());
+    assert!(s.enqueue_many(batch.clone(), t0()).await.is_err());
+    for m in &batch {
+        assert!(
+            s.get_message(m.id).await.expect("get").is_none(),
+            "nothing of a failed batch is stored"
+        );
+    }
+    let ok = s
+        .enqueue_many(emails(100, t0()), t0())
+        .await
+        .expect("batch of 100");
+    assert_eq!(ok.len(), 100);
+    assert!(ok.iter().all(|r| r.created && r.status == Status::Queued));
+}
+
+async fn a_retry_keeps_the_same_id_and_adds_events(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let message = Email::default().build(t0());
+    s.enqueue(message.clone(), t0()).await.expect("enqueue");
+
+    let first = claim(s, 1, t0()).await.remove(0);
+    let retry_at = t0() + secs(5);
+    let recorded = s
+        .record_outcomes(vec![failed(&first, Some(retry_at))], t0() + secs(1))
+        .await
+        .expect("record");
+    assert_eq!(recorded.applied, vec![(message.id, Status::Queued)]);
+
+    assert!(
+        claim(s, 1, t0() + secs(4)).await.is_empty(),
+        "backoff is respected"
+    );
+    let second = claim(s, 1, retry_at).await.remove(0);
+    assert_eq!((second.id, second.attempts), (message.id, 2));
+    assert_ne!(
+        second.claim_token, first.claim_token,
+        "each claim has its own token"
+    );
+    s.record_outcomes(
+        vec![outcome(&second, OutcomeKind::Sent)],
+        retry_at + secs(1),
+    )
+    .await
+    .expect("record");
+
+    let stored = s
+        .get_message(message.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(stored.message.status, Status::Sent);
+    assert_eq!(stored.message.sent_at, Some(retry_at + secs(1)));
+    assert_eq!(stored.message.last_error, None);
+    assert_eq!(stored.message.attempts, 2);
+    let kinds: Vec<EventKind> = stored.events.iter().map(|e| e.kind).collect();
+    use EventKind::*;
+    assert_eq!(
+        kinds,
+        vec![
+            Queued,
+            Claimed,
+            AttemptFailed,
+            RetryScheduled,
+            Claimed,
+            Sent
+        ]
+    );
+    let attempts: Vec<u32> = stored.events.iter().map(|e| e.attempt).collect();
+    assert_eq!(attempts, vec![0, 1, 1, 1, 2, 2]);
+    assert_eq!(stored.events[2].error.as_deref(), Some("451 try later"));
+    assert_eq!(stored.events[5].duration_ms, Some(12));
+    let all = s
+        .list_messages(
+            &MessageFilter::default(),
+            PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(all.items.len(), 1, "a retry is never a new message");
+}
+
+async fn a_message_is_dead_after_max_attempts(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let message = Email::default().build(t0());
+    s.enqueue(message.clone(), t0()).await.expect("enqueue");
+    let mut now = t0();
+    for attempt in 1..=3 {
+        let claimed = claim(s, 1, now).await.remove(0);
+        assert_eq!(claimed.attempts, attempt);
+        now += secs(1);
+        let recorded = s
+            .record_outcomes(vec![failed(&claimed, Some(now))], now)
+            .await
+            .expect("record");
+        let expected = if attempt < 3 {
+            Status::Queued
+        } else {
+            Status::Dead
+        };
+        assert_eq!(recorded.applied, vec![(message.id, expected)]);
+    }
+    assert!(claim(s, 1, now + secs(60)).await.is_empty());
+    let stored = s
+        .get_message(message.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(stored.message.status, Status::Dead);
+    assert_eq!(stored.message.last_error.as_deref(), Some("451 try later"));
+    let last = stored.events.last().expect("events");
+    assert_eq!(last.kind, EventKind::DeadLettered);
+    assert_eq!(
+        last.detail,
+        Some(serde_json::json!({ "reason": "max_attempts" }))
+    );
+}
+
+async fn a_permanent_failure_dead_letters_at_once(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let message = Email::default().build(t0());
+    s.enqueue(message.clone(), t0()).await.expect("enqueue");
+    let claimed = claim(s, 1, t0()).await.remove(0);
+    let recorded = s
+        .record_outcomes(vec![failed(&claimed, None)], t0())
+        .await
+        .expect("record");
+    assert_eq!(recorded.applied, vec![(message.id, Status::Dead)]);
+    let kinds = events_of(s, message.id).await;
+    assert_eq!(
+        &kinds[2..],
+        &[EventKind::AttemptFailed, EventKind::DeadLettered]
+    );
+    let dead = s
+        .get_message(message.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        dead.events.last().and_then(|e| e.detail.clone()),
+        Some(serde_json::json!({ "reason": "permanent" }))
+    );
+}
+
+async fn an_expired_lease_is_recovered_and_claimed_again(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let message = Email::default().build(t0());
+    s.enqueue(message.clone(), t0()).await.expect("enqueue");
+    claim(s, 1, t0()).await;
+    assert!(
+        s.recover_expired(t0() + secs(29), 100)
+            .await
+            .expect("recover")
+            .is_empty(),
+        "lease still held"
+    );
+    assert!(
+        claim(s, 1, t0() + secs(29)).await.is_empty(),
+        "a held message is not claimed twice"
+    );
+
+    let recovered = s
+        .recover_expired(t0() + secs(31), 100)
+        .await
+        .expect("recover");
+    assert_eq!(recovered, vec![message.id]);
+    assert_eq!(status_of(s, message.id).await, Status::Queued);
+    let again = claim(s, 1, t0() + secs(31)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    let kinds = events_of(s, message.id).await;
+    use EventKind::*;
+    assert_eq!(kinds, vec![Queued, Claimed, LeaseExpired, Claimed]);
+}
+
+async fn an_expired_lease_on_the_final_attempt_dead_letters(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let message = Email::default().build(t0());
+    s.enqueue(message.clone(), t0()).await.expect("enqueue");
+    let mut now = t0();
+    for _ in 0..3 {
+        claim(s, 1, now).await;
+        now += secs(31);
+        assert_eq!(
+            s.recover_expired(now, 100).await.expect("recover"),
+            vec![message.id]
+        );
+    }
+    let stored = s
+        .get_message(message.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        stored.message.status,
+        Status::Dead,
+        "a message that keeps crashing its worker stops"
+    );
+    let kinds: Vec<EventKind> = stored.events.iter().rev().take(2).map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![EventKind::DeadLettered, EventKind::LeaseExpired]
+    );
+}
+
+async fn an_outcome_under_a_stale_claim_token_is_refused(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let message = Email::default().build(t0());
+    s.enqueue(message.clone(), t0()).await.expect("enqueue");
+    let lost = claim(s, 1, t0()).await.remove(0);
+    s.recover_expired(t0() + secs(31), 100)
+        .await
+        .expect("recover");
+    let current = claim(s, 1, t0() + secs(31)).await.remove(0);
+
+    let late = s
+        .record_outcomes(vec![outcome(&lost, OutcomeKind::Sent)], t0() + secs(32))
+        .await
+        .expect("record");
+    assert_eq!(late.stale, vec![message.id]);
+    assert!(late.applied.is_empty());
+    assert_eq!(
+        status_of(s, message.id).await,
+        Status::Processing,
+        "the stale worker changed nothing"
+    );
+
+    let forged = Outcome {
+        claim_token: ClaimToken::generate(),
+        ..outcome(&current, OutcomeKind::Sent)
+    };
+    assert_eq!(
+        s.record_outcomes(vec![forged], t0() + secs(32))
+            .await
+            .expect("record")
+            .stale,
+        vec![message.id]
+    );
+
+    let ok = s
+        .record_outcomes(vec![outcome(&current, OutcomeKind::Sent)], t0() + secs(33))
+        .await
+        .expect("record");
+    assert_eq!(ok.applied, vec![(message.id, Status::Sent)]);
+    let twice = s
+        .record_outcomes(vec![outcome(&current, OutcomeKind::Sent)], t0() + secs(34))
+        .await
+        .expect("record");
+    assert_eq!(twice.stale, vec![message.id], "an outcome applies once");
+}
+
+async fn renewed_leases_are_not_recovered(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let batch = emails(2, t0());
+    s.enqueue_many(batch, t0()).await.expect("enqueue");
+    let claimed = claim(s, 2, t0()).await;
+    let held: Vec<(Stamp, ClaimToken)> = claimed
+        .iter()
+        .map(|m| (m.id, m.claim_token.expect("token")))
+        .collect();
+    let stale = (claimed[1].id, ClaimToken::generate());
+    let renewed = s
+        .renew_leases(&[held[0], stale], t0() + secs(90))
+        .await
+        .expect("renew");
+    assert_eq!(renewed, 1, "only the current token renews");
+    let recovered = s
+        .recover_expired(t0() + secs(60), 100)
+        .await
+        .expect("recover");
+    assert_eq!(recovered, vec![claimed[1].id]);
+}
+
+async fn a_released_claim_costs_no_attempt(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let message = Email::default().build(t0());
+    s.enqueue(message.clone(), t0()).await.expect("enqueue");
+    let claimed = claim(s, 1, t0()).await.remove(0);
+    let released = outcome(
+        &claimed,
+        OutcomeKind::Released {
+            reason: "shutdown".into(),
+        },
+    );
+    let recorded = s
+        .record_outcomes(vec![released], t0() + secs(1))
+        .await
+        .expect("record");
+    assert_eq!(recorded.applied, vec![(message.id, Status::Queued)]);
+    let stored = s
+        .get_message(message.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(stored.message.attempts, 0);
+    let deferred = stored.events.last().expect("events");
+    assert_eq!(deferred.kind, EventKind::Deferred);
+    assert_eq!(
+        deferred.detail,
+        Some(serde_json::json!({ "reason": "shutdown" }))
+    );
+    assert_eq!(claim(s, 1, t0() + secs(1)).await[0].attempts, 1);
+}
+
+async fn cancel_applies_to_queued_messages_only(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let batch = emails(2, t0());
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+    let cancelled = s.cancel(batch[0].id, t0() + secs(1)).await.expect("cancel");
+    assert_eq!(cancelled.status, Status::Cancelled);
+    assert_eq!(
+        events_of(s, batch[0].id).await.last(),
+        Some(&EventKind::Cancelled)
+    );
+
+    let processing = claim(s, 10, t0() + secs(1)).await;
+    assert_eq!(
+        processing.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![batch[1].id],
+        "a cancelled message is never claimed"
+    );
+    match s.cancel(batch[1].id, t0() + secs(2)).await {
+        Err(StorageError::Conflict {
+            status: Status::Processing,
+            ..
+        }) => {}
+        other => panic!("cancelling a message in delivery must conflict, got {other:?}"),
+    }
+    assert!(matches!(
+        s.cancel(Stamp::generate(), t0()).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.cancel(batch[0].id, t0()).await,
+        Err(StorageError::Conflict { .. })
+    ));
+}
+
+async fn replay_requeues_a_dead_message_under_the_same_id(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let message = Email::default().build(t0());
+    s.enqueue(message.clone(), t0()).await.expect("enqueue");
+    assert!(matches!(
+        s.replay(message.id, t0()).await,
+        Err(StorageError::Conflict {
+            status: Status::Queued,
+            ..
+        })
+    ));
+    let claimed = claim(s, 1, t0()).await.remove(0);
+    s.record_outcomes(vec![failed(&claimed, None)], t0())
+        .await
+        .expect("record");
+
+    let replayed = s.replay(message.id, t0() + secs(10)).await.expect("replay");
+    assert_eq!(
+        (replayed.id, replayed.status, replayed.attempts),
+        (message.id, Status::Queued, 0)
+    );
+    let again = claim(s, 1, t0() + secs(10)).await;
+    assert_eq!(again[0].id, message.id);
+    let kinds = events_of(s, message.id).await;
+    assert!(kinds.contains(&EventKind::Replayed));
+    assert_eq!(kinds.last(), Some(&EventKind::Claimed));
+    assert!(matches!(
+        s.replay(Stamp::generate(), t0()).await,
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+async fn bulk_replay_takes_dead_letters_of_one_transport(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let mail = emails(3, t0());
+    let other = Email {
+        transport: "other",
+        ..Email::default()
+    }
+    .build(t0());
+    s.enqueue_many(mail.clone(), t0()).await.expect("enqueue");
+    s.enqueue(other.clone(), t0()).await.expect("enqueue");
+    for transport in ["mail", "other"] {
+        let claimed = s
+            .claim_due(transport, 10, LEASE, t0())
+            .await
+            .expect("claim");
+        let outcomes = claimed.iter().map(|m| failed(m, None)).collect();
+        s.record_outcomes(outcomes, t0()).await.expect("record");
+    }
+    let replayed = s
+        .replay_dead(Some("mail"), 2, t0() + secs(1))
+        .await
+        .expect("replay");
+    assert_eq!(replayed.len(), 2);
+    let rest = s
+        .replay_dead(Some("mail"), 100, t0() + secs(1))
+        .await
+        .expect("replay");
+    assert_eq!(rest.len(), 1);
+    let ids: HashSet<Stamp> = replayed.iter().chain(&rest).copied().collect();
+    assert_eq!(ids, mail.iter().map(|m| m.id).collect());
+    assert_eq!(status_of(s, other.id).await, Status::Dead);
+    assert_eq!(
+        s.replay_dead(None, 100, t0()).await.expect("replay"),
+        vec![other.id]
+    );
+}
+
+async fn purge_removes_only_old_dead_letters(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let batch = emails(3, t0());
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+    let claimed = claim(s, 3, t0()).await;
+    let by_id = |id: Stamp| claimed.iter().find(|m| m.id == id).expect("claimed");
+    s.record_outcomes(vec![failed(by_id(batch[0].id), None)], t0())
+        .await
+        .expect("old dead");
+    s.record_outcomes(vec![failed(by_id(batch[1].id), None)], t0() + secs(7200))
+        .await
+        .expect("new dead");
+    s.record_outcomes(vec![outcome(by_id(batch[2].id), OutcomeKind::Sent)], t0())
+        .await
+        .expect("sent");
+
+    let purged = s.purge_dead(t0() + secs(3600)).await.expect("purge");
+    assert_eq!(purged, 1);
+    assert!(s.get_message(batch[0].id).await.expect("get").is_none());
+    assert_eq!(status_of(s, batch[1].id).await, Status::Dead);
+    assert_eq!(status_of(s, batch[2].id).await, Status::Sent);
+}
+
+async fn pause_state_persists_across_a_restart(f: &Fixture) {
+    let s = f.storage.as_ref();
+    assert!(s.transport_states().await.expect("states").is_empty());
+    s.set_paused("mail", true, t0()).await.expect("pause");
+    s.set_paused("other", true, t0()).await.expect("pause");
+    s.set_paused("other", false, t0() + secs(1))
+        .await
+        .expect("resume");
+    let reopened = f.reopen().await;
+    let states = reopened.transport_states().await.expect("states");
+    let summary: Vec<(String, bool)> = states.iter().map(|t| (t.name.clone(), t.paused)).collect();
+    assert_eq!(
+        summary,
+        vec![("mail".into(), true), ("other".into(), false)]
+    );
+    assert_eq!(states[1].updated_at, t0() + secs(1));
+}
+
+async fn listing_pages_without_gaps_or_duplicates(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let mut all = Vec::new();
+    for chunk in 0..5 {
+        let batch = emails(5, t0() + secs(chunk));
+        all.extend(batch.iter().map(|m| m.id));
+        s.enqueue_many(batch, t0()).await.expect("enqueue");
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .list_messages(&MessageFilter::default(), PageRequest { after, limit: 7 })
+            .await
+            .expect("page");
+        assert!(page.items.len() <= 7);
+        seen.extend(page.items.iter().map(|m| m.id));
+        // A message arriving between pages must not shift later pages.
+        s.enqueue(Email::default().build(t0()), t0())
+            .await
+            .expect("enqueue between pages");
+        match page.next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    all.sort();
+    all.reverse();
+    assert_eq!(seen, all, "newest first, each exactly once");
+}
+
+async fn listing_filters_and_fingerprint_lookup(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let a = Email {
+        to: "a@example.com".into(),
+        ..Email::default()
+    }
+    .build(t0());
+    let a_again = Email {
+        to: "A@Example.com".into(),
+        ..Email::default()
+    }
+    .build(t0());
+    let b = Email {
+        to: "b@example.com".into(),
+        transport: "other",
+        ..Email::default()
+    }
+    .build(t0());
+    s.enqueue_many(vec![a.clone(), a_again.clone(), b.clone()], t0())
+        .await
+        .expect("enqueue");
+    assert_eq!(a.fingerprint, a_again.fingerprint);
+
+    let same = s
+        .find_by_fingerprint(&a.fingerprint, 10)
+        .await
+        .expect("lookup");
+    assert_eq!(
+        same.iter().map(|m| m.id).collect::<HashSet<_>>(),
+        HashSet::from([a.id, a_again.id])
+    );
+
+    let list = |filter: MessageFilter| async move {
+        s.list_messages(
+            &filter,
+            PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list")
+        .items
+    };
+    let other = list(MessageFilter {
+        transport: Some("other".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(other.iter().map(|m| m.id).collect::<Vec<_>>(), vec![b.id]);
+    s.claim_due("other", 1, LEASE, t0()).await.expect("claim");
+    let processing = list(MessageFilter {
+        status: Some(Status::Processing),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        processing.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![b.id]
+    );
+    let queued_emails = list(MessageFilter {
+        status: Some(Status::Queued),
+        channel: Some(herald::domain::Channel::Email),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(queued_emails.len(), 2);
+    let none = list(MessageFilter {
+        channel: Some(herald::domain::Channel::Sms),
+        ..Default::default()
+    })
+    .await;
+    assert!(none.is_empty());
+}
+
+async fn queue_depth_counts_by_transport_and_priority(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let mut batch = Vec::new();
+    for priority in [9, 9, 1] {
+        batch.push(
+            Email {
+                priority,
+                ..Email::default()
+            }
+            .build(t0()),
+        );
+    }
+    batch.push(
+        Email {
+            transport: "other",
+            ..Email::default()
+        }
+        .build(t0()),
+    );
+    s.enqueue_many(batch, t0()).await.expect("enqueue");
+    claim(s, 1, t0()).await; // one priority-9 message goes to processing
+    let depth: Vec<(String, u8, u64, u64)> = s
+        .queue_depth()
+        .await
+        .expect("depth")
+        .into_iter()
+        .map(|d| (d.transport, d.priority.get(), d.queued, d.processing))
+        .collect();
+    assert_eq!(
+        depth,
+        vec![
+            ("mail".into(), 9, 1, 1),
+            ("mail".into(), 1, 1, 0),
+            ("other".into(), 4, 1, 0)
+        ]
+    );
+}
+
+async fn migrations_can_run_twice(f: &Fixture) {
+    f.storage
+        .migrate()
+        .await
+        .expect("second migration is a no-op");
+    f.storage.ping().await.expect("ping");
+}
+
+async fn concurrent_claimers_claim_each_message_exactly_once(f: &Fixture) {
+    const TOTAL: usize = 10_000;
+    let s = &f.storage;
+    for _ in 0..TOTAL / 1000 {
+        s.enqueue_many(emails(1000, t0()), t0())
+            .await
+            .expect("enqueue");
+    }
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let storage: Arc<dyn Storage> = Arc::clone(s);
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = storage
+                    .claim_due("mail", 100, LEASE, t0())
+                    .await
+                    .expect("claim");
+                if claimed.is_empty() {
+                    break mine;
+                }
+                let outcomes = claimed
+                    .iter()
+                    .map(|m| outcome(m, OutcomeKind::Sent))
+                    .collect();
+                let recorded = storage
+                    .record_outcomes(outcomes, t0())
+                    .await
+                    .expect("record");
+                assert!(recorded.stale.is_empty());
+                mine.extend(claimed.iter().map(|m| m.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.expect("worker"));
+    }
+    let unique: HashSet<Stamp> = all.iter().copied().collect();
+    assert_eq!(all.len(), TOTAL, "claimed in all");
+    assert_eq!(unique.len(), TOTAL, "no message claimed twice");
+    let sent = s
+        .list_messages(
+            &MessageFilter {
+                status: Some(Status::Sent),
+                ..Default::default()
+            },
+            PageRequest {
+                after: None,
+                limit: 1000,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(sent.items.len(), 1000);
+    assert!(s.queue_depth().await.expect("depth").is_empty());
+}
