@@ -20,7 +20,9 @@
 
 pub mod app;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod storage;
 pub mod time;
+pub mod transports;

@@ -54,3 +54,13 @@ CREATE TABLE transport_state (
     paused     boolean     NOT NULL,
     updated_at timestamptz NOT NULL
 );
+
+-- A queue table churns: rows are inserted, updated a few times and left
+-- behind. Vacuum and analyze it far more often than the defaults so dead
+-- tuples do not pile up and the claim query keeps its ordered index scan.
+ALTER TABLE messages SET (
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_cost_delay = 0
+);
+ALTER TABLE message_events SET (autovacuum_analyze_scale_factor = 0.05);

@@ -78,6 +78,25 @@ impl Fixture {
         }
     }
 
+    /// Refreshes PostgreSQL's planner statistics, as autovacuum does in a
+    /// running system; benchmarks call it after bulk-filling a fresh table
+    /// so they measure the steady state. A no-op on SQLite.
+    pub async fn analyze(&self) {
+        if let Cleanup::Schema(schema) = &self.cleanup {
+            let (client, connection) =
+                tokio_postgres::connect(&postgres_base_url(), tokio_postgres::NoTls)
+                    .await
+                    .expect("connect for ANALYZE");
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!(
+                    "ANALYZE {schema}.messages; ANALYZE {schema}.message_events"
+                ))
+                .await
+                .expect("ANALYZE");
+        }
+    }
+
     /// A second, independent handle on the same store (as after a restart).
     pub async fn reopen(&self) -> Arc<dyn Storage> {
         open_migrated(&self.options).await

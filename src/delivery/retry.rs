@@ -1,0 +1,166 @@
+//! The retry schedule: exponential backoff with jitter, capped, decided
+//! from the transport error's own classification.
+//!
+//! delay = min(retry_delay * retry_multiplier^(attempt-1), max_retry_delay),
+//! then jittered down by up to [`JITTER`] so a burst of failures does not
+//! come back as a burst of retries; a provider's Retry-After is a floor.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::DeliverySettings;
+use crate::transports::TransportError;
+
+/// Share of the delay that jitter may remove.
+pub const JITTER: f64 = 0.2;
+
+/// The backoff parameters of one transport.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub retry_delay: Duration,
+    pub multiplier: f64,
+    pub max_delay: Duration,
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Try again, not before this time.
+    RetryAt(DateTime<Utc>),
+    /// Give up: dead-letter (permanent error or attempts used up).
+    DeadLetter,
+}
+
+impl From<&DeliverySettings> for RetryPolicy {
+    fn from(settings: &DeliverySettings) -> Self {
+        RetryPolicy {
+            max_retries: settings.max_retries,
+            retry_delay: settings.retry_delay,
+            multiplier: settings.retry_multiplier,
+            max_delay: settings.max_retry_delay,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The un-jittered delay before retry number `retry` (1 = first retry).
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exponent = retry.saturating_sub(1).min(64) as i32;
+        let factor = self.multiplier.powi(exponent);
+        let millis =
+            (self.retry_delay.as_millis() as f64 * factor).min(self.max_delay.as_millis() as f64);
+        Duration::from_millis(millis.max(0.0) as u64)
+    }
+
+    /// Decides after attempt number `attempt` (1-based) failed with `error`.
+    /// `jitter` in [0, 1) comes from the caller so tests stay exact.
+    pub fn decide(
+        &self,
+        attempt: u32,
+        error: &TransportError,
+        now: DateTime<Utc>,
+        jitter: f64,
+    ) -> RetryDecision {
+        if error.is_permanent() || attempt > self.max_retries {
+            return RetryDecision::DeadLetter;
+        }
+        let backoff = self.backoff(attempt);
+        let jittered = backoff.mul_f64(1.0 - JITTER * jitter.clamp(0.0, 1.0));
+        let delay = match error.retry_after() {
+            Some(asked) => jittered.max(asked),
+            None => jittered,
+        };
+        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        RetryDecision::RetryAt(crate::time::truncate_ms(now + delay))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 3,
+            retry_delay: Duration::from_millis(1000),
+            multiplier: 2.0,
+            max_delay: Duration::from_millis(3000),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap()
+    }
+
+    fn transient() -> TransportError {
+        TransportError::Temporary {
+            code: Some(451),
+            message: "later".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        let p = policy();
+        assert_eq!(p.backoff(1), Duration::from_millis(1000));
+        assert_eq!(p.backoff(2), Duration::from_millis(2000));
+        assert_eq!(p.backoff(3), Duration::from_millis(3000));
+        assert_eq!(p.backoff(30), Duration::from_millis(3000));
+    }
+
+    #[test]
+    fn transient_failures_retry_until_the_retries_are_used() {
+        let p = policy();
+        assert_eq!(
+            p.decide(1, &transient(), now(), 0.0),
+            RetryDecision::RetryAt(now() + chrono::Duration::seconds(1))
+        );
+        assert_eq!(
+            p.decide(3, &transient(), now(), 0.0),
+            RetryDecision::RetryAt(now() + chrono::Duration::seconds(3))
+        );
+        assert_eq!(
+            p.decide(4, &transient(), now(), 0.0),
+            RetryDecision::DeadLetter
+        );
+    }
+
+    #[test]
+    fn permanent_failures_dead_letter_at_once() {
+        let rejected = TransportError::Rejected {
+            code: Some(550),
+            message: "no such user".into(),
+        };
+        assert_eq!(
+            policy().decide(1, &rejected, now(), 0.0),
+            RetryDecision::DeadLetter
+        );
+    }
+
+    #[test]
+    fn jitter_only_shortens_within_bounds() {
+        let p = policy();
+        let RetryDecision::RetryAt(at) = p.decide(2, &transient(), now(), 1.0) else {
+            panic!("retry")
+        };
+        assert_eq!(at, now() + chrono::Duration::milliseconds(1600));
+    }
+
+    #[test]
+    fn retry_after_is_a_floor() {
+        let asked = TransportError::Temporary {
+            code: Some(429),
+            message: "slow".into(),
+            retry_after: Some(Duration::from_secs(10)),
+        };
+        assert_eq!(
+            policy().decide(1, &asked, now(), 0.5),
+            RetryDecision::RetryAt(now() + chrono::Duration::seconds(10))
+        );
+    }
+}

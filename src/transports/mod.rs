@@ -1,0 +1,163 @@
+//! Transports: how a message leaves Herald. One small async trait,
+//! [`Transport`], and one error type whose variants carry their retry
+//! meaning, so the retry code asks [`TransportError`] what to do and never
+//! looks at provider specifics. No lettre or reqwest type crosses this seam.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::domain::Message;
+
+/// A way to deliver messages.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// The configured name (`smtp-main`).
+    fn name(&self) -> &str;
+
+    /// `smtp`, `file`, `webhook`, `null`, `failover`, `round_robin`.
+    fn kind(&self) -> &'static str;
+
+    /// Delivers one message. The message carries its stamp (`id`), which
+    /// the transport puts on the wire (`X-Stamp-ID`, `X-Herald-Stamp`).
+    async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError>;
+}
+
+/// A successful delivery.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// The transport that delivered: for a group, the member used.
+    pub transport: String,
+    /// Provider's answer worth keeping (SMTP reply, HTTP status, file path).
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Why a delivery failed, classified for retrying.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransportError {
+    /// The provider refused for good (SMTP 5xx, HTTP 4xx other than
+    /// 408/429): dead-letter at once.
+    #[error("rejected{}: {message}", code.map(|c| format!(" ({c})")).unwrap_or_default())]
+    Rejected { code: Option<u16>, message: String },
+    /// The provider refused for now (SMTP 4xx, HTTP 5xx, 408, 429): retry,
+    /// not before `retry_after` when the provider said so.
+    #[error("temporary failure{}: {message}", code.map(|c| format!(" ({c})")).unwrap_or_default())]
+    Temporary {
+        code: Option<u16>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// No answer in time: retry.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Could not reach the provider: retry.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The message cannot be sent as it is (bad address, unbuildable
+    /// email): dead-letter at once.
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// The transport itself is misconfigured or failing locally (e.g. an
+    /// unwritable directory): retry, an operator can fix it.
+    #[error("transport failure: {0}")]
+    Local(String),
+}
+
+/// Coarse failure classes for analytics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    Timeout,
+    Connection,
+    Rejected,
+    Permanent,
+    Transient,
+}
+
+impl TransportError {
+    /// Worth another attempt later.
+    pub fn is_transient(&self) -> bool {
+        !self.is_permanent()
+    }
+
+    /// No attempt can succeed: dead-letter now.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Rejected { .. } | TransportError::InvalidMessage(_)
+        )
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, TransportError::Timeout(_))
+    }
+
+    /// The earliest retry the provider asked for (a 429's Retry-After).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TransportError::Temporary { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            TransportError::Timeout(_) => ErrorClass::Timeout,
+            TransportError::Connection(_) => ErrorClass::Connection,
+            TransportError::Rejected { .. } => ErrorClass::Rejected,
+            TransportError::InvalidMessage(_) => ErrorClass::Permanent,
+            TransportError::Temporary { .. } | TransportError::Local(_) => ErrorClass::Transient,
+        }
+    }
+
+    /// Classifies an HTTP status answered by a provider.
+    pub fn from_http_status(
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    ) -> TransportError {
+        match status {
+            408 | 429 | 500..=599 => TransportError::Temporary {
+                code: Some(status),
+                message,
+                retry_after,
+            },
+            _ => TransportError::Rejected {
+                code: Some(status),
+                message,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_statuses_classify_as_the_design_says() {
+        let class = |s| TransportError::from_http_status(s, String::new(), None);
+        assert!(class(500).is_transient());
+        assert!(class(503).is_transient());
+        assert!(class(408).is_transient());
+        assert!(class(429).is_transient());
+        assert!(class(400).is_permanent());
+        assert!(class(404).is_permanent());
+        assert!(class(410).is_permanent());
+    }
+
+    #[test]
+    fn retry_after_comes_only_from_temporary_failures() {
+        let wait = Some(Duration::from_secs(7));
+        assert_eq!(
+            TransportError::from_http_status(429, "slow down".into(), wait).retry_after(),
+            wait
+        );
+        assert_eq!(TransportError::Timeout("x".into()).retry_after(), None);
+        assert_eq!(
+            TransportError::Timeout("x".into()).class(),
+            ErrorClass::Timeout
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Black-box tests of the `herald` binary: started the way an operator
+//! starts it, probed over HTTP, stopped with SIGTERM.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Fixture;
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+const STARTUP: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `herald` that is killed if the test forgets to stop it.
+struct Herald {
+    child: Child,
+    base: String,
+}
+
+impl Herald {
+    /// Starts `herald` in `dir` (which holds its config.toml).
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Herald {
+        let port = free_port();
+        let mut command = Command::new(HERALD);
+        command
+            .current_dir(dir)
+            .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env_remove("HERALD_DATABASE_URL")
+            .env_remove("HERALD_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start herald");
+        Herald {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_until_live(&mut self, client: &reqwest::Client) {
+        let deadline = Instant::now() + STARTUP;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll herald") {
+                panic!("herald exited during start-up: {status}");
+            }
+            let live = client
+                .get(format!("{}/health/live", self.base))
+                .send()
+                .await;
+            if live.is_ok_and(|response| response.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("herald did not answer /health/live within {STARTUP:?}");
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll herald") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// A fresh directory holding the repository's default config.toml.
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        dir.path().join("config.toml"),
+    )
+    .expect("copy config.toml");
+    dir
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> (u16, serde_json::Value) {
+    let response = client.get(url).send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}
+
+#[tokio::test]
+async fn the_default_config_runs_on_sqlite_and_stops_on_sigterm() {
+    let dir = workdir();
+    let client = client();
+    let mut herald = Herald::start(dir.path(), &[]);
+    herald.wait_until_live(&client).await;
+
+    let (status, body) = get_json(&client, format!("{}/health/ready", herald.base)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["storage"]["backend"], "sqlite");
+    assert!(
+        dir.path().join("data/herald.db").exists(),
+        "the default store is created under ./data"
+    );
+
+    let (status, body) = get_json(&client, format!("{}/no/such/route", herald.base)).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+
+    assert!(herald.terminate().success(), "SIGTERM is a clean stop");
+}
+
+#[tokio::test]
+async fn the_default_config_runs_on_postgres_via_the_environment() {
+    let fixture = Fixture::postgres().await; // a schema of its own
+    let dir = workdir();
+    let client = client();
+    let mut herald = Herald::start(dir.path(), &[("HERALD_DATABASE_URL", &fixture.options.url)]);
+    herald.wait_until_live(&client).await;
+    let (status, body) = get_json(&client, format!("{}/health/ready", herald.base)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["storage"]["backend"], "postgres");
+    assert!(
+        !dir.path().join("data").exists(),
+        "no SQLite file when PostgreSQL is chosen"
+    );
+    assert!(herald.terminate().success());
+}
+
+#[tokio::test]
+async fn readiness_fails_with_a_reason_when_the_database_goes_away() {
+    let fixture = Fixture::postgres().await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let through_proxy = fixture.options.url.replace("127.0.0.1:5432", &proxy.addr);
+    let dir = workdir();
+    let client = client();
+    let mut herald = Herald::start(dir.path(), &[("HERALD_DATABASE_URL", &through_proxy)]);
+    herald.wait_until_live(&client).await;
+    assert_eq!(
+        get_json(&client, format!("{}/health/ready", herald.base))
+            .await
+            .0,
+        200
+    );
+
+    drop(proxy); // the database is now unreachable
+    let (status, body) = get_json(&client, format!("{}/health/ready", herald.base)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    let (status, _) = get_json(&client, format!("{}/health/live", herald.base)).await;
+    assert_eq!(status, 200, "liveness does not depend on the database");
+    assert!(herald.terminate().success());
+}
+
+#[tokio::test]
+async fn an_invalid_config_stops_start_up_naming_the_key() {
+    let dir = workdir();
+    let config = dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(
+        &config,
+        text.replace("kind = \"file\"", "kind = \"file\"\nrate_limit = 0"),
+    )
+    .expect("write config");
+    let output = Command::new(HERALD)
+        .current_dir(dir.path())
+        .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_DATABASE_URL")
+        .arg("check-config")
+        .output()
+        .expect("run herald");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("transports.outbox.rate_limit"), "{stderr}");
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_exits() {
+    let fixture = Fixture::postgres().await;
+    // A schema with nothing in it yet: Fixture migrated its own, so use a new one.
+    let schema = format!(
+        "herald_test_{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    );
+    let (client, connection) =
+        tokio_postgres::connect(&common::postgres_base_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    let url = common::with_search_path(&common::postgres_base_url(), &schema);
+    let dir = workdir();
+    let status = Command::new(HERALD)
+        .current_dir(dir.path())
+        .env("HERALD_DATABASE_URL", &url)
+        .env_remove("HERALD_CONFIG")
+        .arg("migrate")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run herald migrate");
+    let tables = client
+        .query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .expect("list tables");
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop schema");
+    assert!(status.success());
+    let names: Vec<String> = tables.iter().map(|r| r.get(0)).collect();
+    for table in ["message_events", "messages", "transport_state"] {
+        assert!(
+            names.iter().any(|n| n == table),
+            "{table} missing from {names:?}"
+        );
+    }
+    drop(fixture);
+}
+
+/// A TCP forwarder the test can cut, standing in for a network path to
+/// the real database.
+struct Proxy {
+    addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: &'static str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { addr, task }
+    }
+}
+
+impl Drop for Proxy {
+    // Aborting the accept loop drops the JoinSet, which aborts every
+    // forwarding task and closes their sockets.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
