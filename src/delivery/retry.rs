@@ -4,6 +4,10 @@
 //! delay = min(retry_delay * retry_multiplier^(attempt-1), max_retry_delay),
 //! then jittered down by up to [`JITTER`] so a burst of failures does not
 //! come back as a burst of retries; a provider's Retry-After is a floor.
+//!
+//! How many attempts a message gets is the message's own `max_attempts`
+//! (fixed at enqueue from the transport's `max_retries`); storage enforces
+//! it when the outcome is recorded, so this policy only answers "when".
 
 use std::time::Duration;
 
@@ -18,25 +22,14 @@ pub const JITTER: f64 = 0.2;
 /// The backoff parameters of one transport.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    pub max_retries: u32,
     pub retry_delay: Duration,
     pub multiplier: f64,
     pub max_delay: Duration,
 }
 
-/// What to do after a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryDecision {
-    /// Try again, not before this time.
-    RetryAt(DateTime<Utc>),
-    /// Give up: dead-letter (permanent error or attempts used up).
-    DeadLetter,
-}
-
 impl From<&DeliverySettings> for RetryPolicy {
     fn from(settings: &DeliverySettings) -> Self {
         RetryPolicy {
-            max_retries: settings.max_retries,
             retry_delay: settings.retry_delay,
             multiplier: settings.retry_multiplier,
             max_delay: settings.max_retry_delay,
@@ -45,35 +38,34 @@ impl From<&DeliverySettings> for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The un-jittered delay before retry number `retry` (1 = first retry).
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let exponent = retry.saturating_sub(1).min(64) as i32;
+    /// The un-jittered delay after failed attempt number `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(64) as i32;
         let factor = self.multiplier.powi(exponent);
-        let millis =
-            (self.retry_delay.as_millis() as f64 * factor).min(self.max_delay.as_millis() as f64);
+        let millis = (self.retry_delay.as_millis() as f64 * factor).min(self.max_delay.as_millis() as f64);
         Duration::from_millis(millis.max(0.0) as u64)
     }
 
-    /// Decides after attempt number `attempt` (1-based) failed with `error`.
-    /// `jitter` in [0, 1) comes from the caller so tests stay exact.
-    pub fn decide(
+    /// When to try again after attempt number `attempt` failed with
+    /// `error`; `None` when the error is permanent (dead-letter now).
+    /// `jitter` in [0, 1] comes from the caller so tests stay exact.
+    pub fn retry_at(
         &self,
         attempt: u32,
         error: &TransportError,
         now: DateTime<Utc>,
         jitter: f64,
-    ) -> RetryDecision {
-        if error.is_permanent() || attempt > self.max_retries {
-            return RetryDecision::DeadLetter;
+    ) -> Option<DateTime<Utc>> {
+        if error.is_permanent() {
+            return None;
         }
-        let backoff = self.backoff(attempt);
-        let jittered = backoff.mul_f64(1.0 - JITTER * jitter.clamp(0.0, 1.0));
+        let jittered = self.backoff(attempt).mul_f64(1.0 - JITTER * jitter.clamp(0.0, 1.0));
         let delay = match error.retry_after() {
             Some(asked) => jittered.max(asked),
             None => jittered,
         };
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        RetryDecision::RetryAt(crate::time::truncate_ms(now + delay))
+        Some(crate::time::truncate_ms(now + delay))
     }
 }
 
@@ -85,7 +77,6 @@ mod tests {
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
-            max_retries: 3,
             retry_delay: Duration::from_millis(1000),
             multiplier: 2.0,
             max_delay: Duration::from_millis(3000),
@@ -96,12 +87,12 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap()
     }
 
+    fn secs(n: i64) -> chrono::Duration {
+        chrono::Duration::seconds(n)
+    }
+
     fn transient() -> TransportError {
-        TransportError::Temporary {
-            code: Some(451),
-            message: "later".into(),
-            retry_after: None,
-        }
+        TransportError::Temporary { code: Some(451), message: "later".into(), retry_after: None }
     }
 
     #[test]
@@ -114,41 +105,22 @@ mod tests {
     }
 
     #[test]
-    fn transient_failures_retry_until_the_retries_are_used() {
+    fn transient_failures_retry_after_the_backoff() {
         let p = policy();
-        assert_eq!(
-            p.decide(1, &transient(), now(), 0.0),
-            RetryDecision::RetryAt(now() + chrono::Duration::seconds(1))
-        );
-        assert_eq!(
-            p.decide(3, &transient(), now(), 0.0),
-            RetryDecision::RetryAt(now() + chrono::Duration::seconds(3))
-        );
-        assert_eq!(
-            p.decide(4, &transient(), now(), 0.0),
-            RetryDecision::DeadLetter
-        );
+        assert_eq!(p.retry_at(1, &transient(), now(), 0.0), Some(now() + secs(1)));
+        assert_eq!(p.retry_at(3, &transient(), now(), 0.0), Some(now() + secs(3)));
     }
 
     #[test]
-    fn permanent_failures_dead_letter_at_once() {
-        let rejected = TransportError::Rejected {
-            code: Some(550),
-            message: "no such user".into(),
-        };
-        assert_eq!(
-            policy().decide(1, &rejected, now(), 0.0),
-            RetryDecision::DeadLetter
-        );
+    fn permanent_failures_are_not_retried() {
+        let rejected = TransportError::Rejected { code: Some(550), message: "no such user".into() };
+        assert_eq!(policy().retry_at(1, &rejected, now(), 0.0), None);
     }
 
     #[test]
     fn jitter_only_shortens_within_bounds() {
-        let p = policy();
-        let RetryDecision::RetryAt(at) = p.decide(2, &transient(), now(), 1.0) else {
-            panic!("retry")
-        };
-        assert_eq!(at, now() + chrono::Duration::milliseconds(1600));
+        let at = policy().retry_at(2, &transient(), now(), 1.0);
+        assert_eq!(at, Some(now() + chrono::Duration::milliseconds(1600)));
     }
 
     #[test]
@@ -158,9 +130,6 @@ mod tests {
             message: "slow".into(),
             retry_after: Some(Duration::from_secs(10)),
         };
-        assert_eq!(
-            policy().decide(1, &asked, now(), 0.5),
-            RetryDecision::RetryAt(now() + chrono::Duration::seconds(10))
-        );
+        assert_eq!(policy().retry_at(1, &asked, now(), 0.5), Some(now() + secs(10)));
     }
 }
