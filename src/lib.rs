@@ -22,6 +22,7 @@ pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod engine;
 pub mod http;
 pub mod storage;
 pub mod time;

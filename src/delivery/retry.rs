@@ -42,7 +42,8 @@ impl RetryPolicy {
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(64) as i32;
         let factor = self.multiplier.powi(exponent);
-        let millis = (self.retry_delay.as_millis() as f64 * factor).min(self.max_delay.as_millis() as f64);
+        let millis =
+            (self.retry_delay.as_millis() as f64 * factor).min(self.max_delay.as_millis() as f64);
         Duration::from_millis(millis.max(0.0) as u64)
     }
 
@@ -59,7 +60,9 @@ impl RetryPolicy {
         if error.is_permanent() {
             return None;
         }
-        let jittered = self.backoff(attempt).mul_f64(1.0 - JITTER * jitter.clamp(0.0, 1.0));
+        let jittered = self
+            .backoff(attempt)
+            .mul_f64(1.0 - JITTER * jitter.clamp(0.0, 1.0));
         let delay = match error.retry_after() {
             Some(asked) => jittered.max(asked),
             None => jittered,
@@ -92,7 +95,11 @@ mod tests {
     }
 
     fn transient() -> TransportError {
-        TransportError::Temporary { code: Some(451), message: "later".into(), retry_after: None }
+        TransportError::Temporary {
+            code: Some(451),
+            message: "later".into(),
+            retry_after: None,
+        }
     }
 
     #[test]
@@ -107,13 +114,22 @@ mod tests {
     #[test]
     fn transient_failures_retry_after_the_backoff() {
         let p = policy();
-        assert_eq!(p.retry_at(1, &transient(), now(), 0.0), Some(now() + secs(1)));
-        assert_eq!(p.retry_at(3, &transient(), now(), 0.0), Some(now() + secs(3)));
+        assert_eq!(
+            p.retry_at(1, &transient(), now(), 0.0),
+            Some(now() + secs(1))
+        );
+        assert_eq!(
+            p.retry_at(3, &transient(), now(), 0.0),
+            Some(now() + secs(3))
+        );
     }
 
     #[test]
     fn permanent_failures_are_not_retried() {
-        let rejected = TransportError::Rejected { code: Some(550), message: "no such user".into() };
+        let rejected = TransportError::Rejected {
+            code: Some(550),
+            message: "no such user".into(),
+        };
         assert_eq!(policy().retry_at(1, &rejected, now(), 0.0), None);
     }
 
@@ -130,6 +146,9 @@ mod tests {
             message: "slow".into(),
             retry_after: Some(Duration::from_secs(10)),
         };
-        assert_eq!(policy().retry_at(1, &asked, now(), 0.5), Some(now() + secs(10)));
+        assert_eq!(
+            policy().retry_at(1, &asked, now(), 0.5),
+            Some(now() + secs(10))
+        );
     }
 }

@@ -206,12 +206,50 @@ impl StorageError {
     }
 }
 
+/// Tells in-process listeners (the transport actors) that a transport has
+/// new claimable work, so they wake at once instead of waiting for their
+/// next poll. Best effort: a missed signal only delays work until the poll.
+#[derive(Debug, Clone)]
+pub struct WorkSignal {
+    sender: tokio::sync::broadcast::Sender<Arc<str>>,
+}
+
+impl Default for WorkSignal {
+    fn default() -> Self {
+        // Slow listeners lose old signals (they poll anyway), never block us.
+        let (sender, _) = tokio::sync::broadcast::channel(1024);
+        WorkSignal { sender }
+    }
+}
+
+impl WorkSignal {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.sender.subscribe()
+    }
+
+    /// Announces work on each named transport, once per name.
+    pub fn notify<'a>(&self, transports: impl IntoIterator<Item = &'a str>) {
+        let mut seen: Vec<&str> = Vec::new();
+        for transport in transports {
+            if !seen.contains(&transport) {
+                seen.push(transport);
+                // No receiver is not an error: nobody is delivering yet.
+                let _ = self.sender.send(Arc::from(transport));
+            }
+        }
+    }
+}
+
 /// The durable queue. Implementations are cheap to clone behind an `Arc`
 /// and safe to share between HTTP handlers and actors.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
+
+    /// Signals new claimable work (enqueue, replay, recovered leases),
+    /// within this process and, on PostgreSQL, from other nodes.
+    fn work_signal(&self) -> &WorkSignal;
 
     /// Applies the numbered migrations in `sql/<backend>/` not yet applied.
     async fn migrate(&self) -> Result<(), StorageError>;
@@ -332,8 +370,12 @@ pub trait Storage: Send + Sync + 'static {
     }
 
     /// Deletes dead letters (and their events) dead since before
-    /// `dead_before`. Returns how many.
-    async fn purge_dead(&self, dead_before: DateTime<Utc>) -> Result<u64, StorageError>;
+    /// `dead_before`, of one transport or all. Returns how many.
+    async fn purge_dead(
+        &self,
+        transport: Option<&str>,
+        dead_before: DateTime<Utc>,
+    ) -> Result<u64, StorageError>;
 
     /// Queued and processing counts by transport and priority.
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError>;

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     DepthRow, Enqueued, MessageFilter, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage,
-    StorageError, StorageOptions, TransportState, clamp_limit, effective_at,
+    StorageError, StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -45,6 +45,7 @@ pub struct PostgresStorage {
     /// Priority aging in milliseconds, as SQL computes `effective_at`.
     aging_ms: f64,
     aging: Duration,
+    signal: WorkSignal,
 }
 
 impl PostgresStorage {
@@ -70,6 +71,7 @@ impl PostgresStorage {
             pool,
             aging_ms: options.priority_aging.as_secs_f64() * 1000.0,
             aging: options.priority_aging,
+            signal: WorkSignal::default(),
         };
         storage.ping().await?;
         Ok(storage)
@@ -303,6 +305,10 @@ impl Storage for PostgresStorage {
         "postgres"
     }
 
+    fn work_signal(&self) -> &WorkSignal {
+        &self.signal
+    }
+
     async fn migrate(&self) -> Result<(), StorageError> {
         let mut client = self.client().await?;
         client
@@ -412,6 +418,8 @@ impl Storage for PostgresStorage {
             }
         }
         tx.commit().await?;
+        self.signal
+            .notify(messages.iter().map(|m| m.transport.as_str()));
 
         messages
             .into_iter()
@@ -770,12 +778,17 @@ impl Storage for PostgresStorage {
         Ok(Page { items, next })
     }
 
-    async fn purge_dead(&self, dead_before: DateTime<Utc>) -> Result<u64, StorageError> {
+    async fn purge_dead(
+        &self,
+        transport: Option<&str>,
+        dead_before: DateTime<Utc>,
+    ) -> Result<u64, StorageError> {
         let client = self.client().await?;
         let purged = client
             .execute(
-                "DELETE FROM messages WHERE status = 'dead' AND updated_at < $1",
-                &[&dead_before],
+                "DELETE FROM messages WHERE status = 'dead' AND updated_at < $1
+                 AND ($2::text IS NULL OR transport = $2)",
+                &[&dead_before, &transport],
             )
             .await?;
         Ok(purged)

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     DepthRow, Enqueued, MessageFilter, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage,
-    StorageError, StorageOptions, TransportState, clamp_limit, effective_at,
+    StorageError, StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -50,6 +50,7 @@ pub struct SqliteStorage {
     readers: Vec<ConnectionThread>,
     next_reader: AtomicUsize,
     aging: Duration,
+    signal: WorkSignal,
 }
 
 impl SqliteStorage {
@@ -75,6 +76,7 @@ impl SqliteStorage {
             readers,
             next_reader: AtomicUsize::new(0),
             aging: options.priority_aging,
+            signal: WorkSignal::default(),
         })
     }
 
@@ -344,6 +346,10 @@ impl Storage for SqliteStorage {
         "sqlite"
     }
 
+    fn work_signal(&self) -> &WorkSignal {
+        &self.signal
+    }
+
     async fn migrate(&self) -> Result<(), StorageError> {
         self.writer
             .call(|conn| {
@@ -370,7 +376,8 @@ impl Storage for SqliteStorage {
         now: DateTime<Utc>,
     ) -> Result<Vec<Enqueued>, StorageError> {
         let aging = self.aging;
-        self.write(move |tx| {
+        let transports: Vec<String> = messages.iter().map(|m| m.transport.clone()).collect();
+        let enqueued = self.write(move |tx| {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO messages (id, channel, transport, category, status, priority, payload, metadata,
                      fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at,
@@ -432,7 +439,9 @@ impl Storage for SqliteStorage {
             }
             Ok(results)
         })
-        .await
+        .await?;
+        self.signal.notify(transports.iter().map(String::as_str));
+        Ok(enqueued)
     }
 
     async fn claim_due(
@@ -866,11 +875,19 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn purge_dead(&self, dead_before: DateTime<Utc>) -> Result<u64, StorageError> {
+    async fn purge_dead(
+        &self,
+        transport: Option<&str>,
+        dead_before: DateTime<Utc>,
+    ) -> Result<u64, StorageError> {
+        let transport = transport.map(str::to_owned);
         self.write(move |tx| {
             let purged = tx
-                .prepare_cached("DELETE FROM messages WHERE status = 'dead' AND updated_at < ?1")?
-                .execute([to_millis(dead_before)])?;
+                .prepare_cached(
+                    "DELETE FROM messages WHERE status = 'dead' AND updated_at < ?1
+                     AND (?2 IS NULL OR transport = ?2)",
+                )?
+                .execute(params![to_millis(dead_before), transport])?;
             Ok(purged as u64)
         })
         .await

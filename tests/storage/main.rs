@@ -724,8 +724,21 @@ async fn purge_removes_only_old_dead_letters(f: &Fixture) {
         .await
         .expect("sent");
 
-    let purged = s.purge_dead(t0() + secs(3600)).await.expect("purge");
+    assert_eq!(
+        s.purge_dead(Some("other"), t0() + secs(3600))
+            .await
+            .expect("purge"),
+        0
+    );
+    let purged = s
+        .purge_dead(Some("mail"), t0() + secs(3600))
+        .await
+        .expect("purge");
     assert_eq!(purged, 1);
+    assert_eq!(
+        s.purge_dead(None, t0() + secs(3600)).await.expect("purge"),
+        0
+    );
     assert!(s.get_message(batch[0].id).await.expect("get").is_none());
     assert_eq!(status_of(s, batch[1].id).await, Status::Dead);
     assert_eq!(status_of(s, batch[2].id).await, Status::Sent);

@@ -1,0 +1,156 @@
+//! One transport's circuit breaker: failsafe's state machine (consecutive
+//! failures open it; it stays open for an exponentially growing time; then
+//! one probe decides) with its state mirrored into an atomic, so the
+//! transport actor and status reports can read it without asking failsafe
+//! (whose `is_call_permitted` has the side effect of moving to half-open).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use failsafe::backoff::{self, Exponential};
+use failsafe::failure_policy::{self, ConsecutiveFailures};
+use failsafe::{Config, Instrument, StateMachine};
+use serde::Serialize;
+
+/// Longest the breaker stays open, however often probes fail.
+const MAX_OPEN_FACTOR: u32 = 16;
+
+/// Breaker state as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Shared, lock-free view of the breaker.
+#[derive(Debug, Default)]
+struct Observed {
+    state: AtomicU8,
+    opened: AtomicU64,
+    rejected: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Mirror(Arc<Observed>);
+
+impl Instrument for Mirror {
+    fn on_call_rejected(&self) {
+        self.0.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_open(&self) {
+        self.0.state.store(1, Ordering::Release);
+        self.0.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_half_open(&self) {
+        self.0.state.store(2, Ordering::Release);
+    }
+
+    fn on_closed(&self) {
+        self.0.state.store(0, Ordering::Release);
+    }
+}
+
+/// A transport's breaker. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Breaker {
+    machine: StateMachine<ConsecutiveFailures<Exponential>, Mirror>,
+    observed: Arc<Observed>,
+}
+
+impl Breaker {
+    /// Opens after `threshold` consecutive transient failures, for
+    /// `open_for`, doubling while probes keep failing (up to 16x).
+    pub fn new(threshold: u32, open_for: Duration) -> Breaker {
+        let observed = Arc::new(Observed::default());
+        let policy = failure_policy::consecutive_failures(
+            threshold,
+            backoff::exponential(open_for, open_for * MAX_OPEN_FACTOR),
+        );
+        let machine = Config::new()
+            .failure_policy(policy)
+            .instrument(Mirror(observed.clone()))
+            .build();
+        Breaker { machine, observed }
+    }
+
+    pub fn state(&self) -> CircuitState {
+        match self.observed.state.load(Ordering::Acquire) {
+            1 => CircuitState::Open,
+            2 => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
+        }
+    }
+
+    /// Asks to make a call. While open this is refused until the open time
+    /// has passed; then the breaker turns half-open and allows probes.
+    pub fn permits(&self) -> bool {
+        self.machine.is_call_permitted()
+    }
+
+    pub fn record_success(&self) {
+        self.machine.on_success();
+    }
+
+    pub fn record_failure(&self) {
+        self.machine.on_error();
+    }
+
+    /// How many times the breaker has opened.
+    pub fn times_opened(&self) -> u64 {
+        self.observed.opened.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused while open.
+    pub fn rejected_calls(&self) -> u64 {
+        self.observed.rejected.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_the_threshold_and_probes_after_the_open_time() {
+        let breaker = Breaker::new(3, Duration::from_millis(50));
+        for _ in 0..2 {
+            assert!(breaker.permits());
+            breaker.record_failure();
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        breaker.record_failure();
+        assert_eq!(breaker.state(), CircuitState::Open);
+        assert!(!breaker.permits());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(breaker.permits(), "after the open time one probe may go");
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        breaker.record_success();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert_eq!(breaker.times_opened(), 1);
+        assert!(breaker.rejected_calls() >= 1);
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let breaker = Breaker::new(2, Duration::from_secs(60));
+        breaker.record_failure();
+        breaker.record_success();
+        breaker.record_failure();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+}

@@ -1,0 +1,147 @@
+//! The delivery engine: a [`supervisor::Supervisor`] actor that runs one
+//! [`transport_actor::TransportActor`] per configured transport and the
+//! shared [`tracker::Tracker`] that persists outcomes in batches.
+//! [`Engine`] is the handle the rest of Herald (HTTP, `app`) uses.
+
+mod breaker;
+mod messages;
+mod supervisor;
+mod tracker;
+mod transport_actor;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use breaker::{Breaker, CircuitState};
+
+use crate::config::Settings;
+use crate::storage::{Storage, StorageError};
+use crate::time::Clock;
+use crate::transports::Transport;
+
+/// Engine timing that is not per-transport configuration.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Fallback poll when no work signal arrives (retries coming due,
+    /// other nodes' enqueues on SQLite).
+    pub poll_interval: Duration,
+    /// How often expired leases are looked for.
+    pub recovery_interval: Duration,
+    /// How often old dead letters are purged.
+    pub purge_interval: Duration,
+    /// Longest one delivery may run, whatever the transport does.
+    pub delivery_timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            poll_interval: Duration::from_millis(500),
+            recovery_interval: Duration::from_secs(1),
+            purge_interval: Duration::from_secs(60),
+            delivery_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A transport's live state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransportStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub running: bool,
+    pub paused: bool,
+    pub circuit: CircuitState,
+    pub in_flight: usize,
+    /// Claimed, waiting for a delivery slot.
+    pub prefetched: usize,
+    pub concurrency: usize,
+    pub rate_limit: u32,
+    pub burst_limit: u32,
+    pub breaker_opened: u64,
+    pub last_error: Option<String>,
+    pub last_activity: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no transport named `{0}`")]
+    UnknownTransport(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("engine is not running: {0}")]
+    Stopped(#[from] MailboxError),
+}
+
+/// The running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    supervisor: Addr<supervisor::Supervisor>,
+}
+
+impl Engine {
+    /// Starts the engine on the current actix system. Persisted pause state
+    /// is read first, so a paused transport never claims after a restart.
+    pub async fn start(
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        settings: Arc<Settings>,
+        transports: BTreeMap<String, Arc<dyn Transport>>,
+        options: EngineOptions,
+    ) -> Result<Engine, EngineError> {
+        let paused = storage
+            .transport_states()
+            .await?
+            .into_iter()
+            .filter(|t| t.paused)
+            .map(|t| t.name)
+            .collect();
+        let supervisor =
+            supervisor::Supervisor::new(storage, clock, settings, transports, paused, options)
+                .start();
+        Ok(Engine { supervisor })
+    }
+
+    /// Every transport's live state, in name order.
+    pub async fn status(&self) -> Result<Vec<TransportStatus>, EngineError> {
+        Ok(self.supervisor.send(messages::GetStatuses).await?)
+    }
+
+    /// Pauses a transport (persisted).
+    pub async fn pause(&self, transport: &str) -> Result<TransportStatus, EngineError> {
+        self.set_paused(transport, true).await
+    }
+
+    /// Resumes a transport (persisted).
+    pub async fn resume(&self, transport: &str) -> Result<TransportStatus, EngineError> {
+        self.set_paused(transport, false).await
+    }
+
+    async fn set_paused(
+        &self,
+        transport: &str,
+        paused: bool,
+    ) -> Result<TransportStatus, EngineError> {
+        self.supervisor
+            .send(messages::SetPaused {
+                transport: transport.to_owned(),
+                paused,
+            })
+            .await?
+    }
+
+    /// Stops claiming, hands back unstarted claims, waits up to `grace` for
+    /// deliveries in flight, and flushes outcomes. Returns how many
+    /// deliveries were still running (their leases bring them back).
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.supervisor
+            .send(messages::Shutdown { grace })
+            .await
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,232 @@
+//! The supervisor: one per process. It starts one [`TransportActor`] per
+//! configured transport (restarted by actix when it stops after a panic)
+//! and the shared [`Tracker`], relays work signals and pause/resume (after
+//! persisting them), collects status, and runs the housekeeping every node
+//! needs: recovering expired leases and purging old dead letters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::messages::{Flush, GetStatus, GetStatuses, Pause, Resume, SetPaused, Shutdown, Wake};
+use super::tracker::Tracker;
+use super::transport_actor::{TransportActor, TransportParts};
+use super::{EngineError, EngineOptions};
+use crate::config::Settings;
+use crate::storage::{MAX_BATCH, Storage};
+use crate::time::Clock;
+use crate::transports::Transport;
+
+pub struct Supervisor {
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    settings: Arc<Settings>,
+    transports: BTreeMap<String, Arc<dyn Transport>>,
+    paused: Vec<String>,
+    options: EngineOptions,
+    actors: BTreeMap<String, Addr<TransportActor>>,
+    tracker: Option<Addr<Tracker>>,
+    recovering: bool,
+}
+
+impl Supervisor {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        settings: Arc<Settings>,
+        transports: BTreeMap<String, Arc<dyn Transport>>,
+        paused: Vec<String>,
+        options: EngineOptions,
+    ) -> Supervisor {
+        Supervisor {
+            storage,
+            clock,
+            settings,
+            transports,
+            paused,
+            options,
+            actors: BTreeMap::new(),
+            tracker: None,
+            recovering: false,
+        }
+    }
+
+    fn recover(&mut self, ctx: &mut Context<Self>) {
+        if self.recovering {
+            return;
+        }
+        self.recovering = true;
+        let storage = self.storage.clone();
+        let now = self.clock.now();
+        let recover = async move { storage.recover_expired(now, MAX_BATCH).await };
+        ctx.spawn(recover.into_actor(self).map(|result, act, _| {
+            act.recovering = false;
+            match result {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::warn!(
+                        recovered = ids.len(),
+                        "expired leases recovered; those messages are queued again"
+                    );
+                    for actor in act.actors.values() {
+                        actor.do_send(Wake);
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(cause = %err, "lease recovery failed"),
+            }
+        }));
+    }
+
+    fn purge(&mut self, ctx: &mut Context<Self>) {
+        let storage = self.storage.clone();
+        let now = self.clock.now();
+        let cutoffs: Vec<(String, chrono::DateTime<chrono::Utc>)> = self
+            .settings
+            .transports
+            .values()
+            .map(|t| {
+                let age = chrono::Duration::from_std(t.delivery.dlq_max_age)
+                    .unwrap_or(chrono::Duration::MAX);
+                (t.name.clone(), now - age)
+            })
+            .collect();
+        let purge = async move {
+            let mut purged = 0;
+            for (transport, cutoff) in cutoffs {
+                purged += storage.purge_dead(Some(&transport), cutoff).await?;
+            }
+            Ok::<u64, crate::storage::StorageError>(purged)
+        };
+        ctx.spawn(purge.into_actor(self).map(|result, _, _| match result {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "old dead letters purged"),
+            Err(err) => tracing::warn!(cause = %err, "dead-letter purge failed"),
+        }));
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let tracker = Tracker::new(self.storage.clone(), self.clock.clone()).start();
+        for (name, transport) in &self.transports {
+            let Some(settings) = self.settings.transports.get(name) else {
+                continue;
+            };
+            let parts = TransportParts {
+                settings: settings.clone(),
+                transport: transport.clone(),
+                storage: self.storage.clone(),
+                clock: self.clock.clone(),
+                tracker: tracker.clone(),
+                options: self.options.clone(),
+                paused: self.paused.contains(name),
+            };
+            let addr = actix::Supervisor::start(move |_| TransportActor::new(parts));
+            self.actors.insert(name.clone(), addr);
+        }
+        self.tracker = Some(tracker);
+
+        // One subscription relays work signals to the transport they name.
+        let mut signals = self.storage.work_signal().subscribe();
+        let actors = self.actors.clone();
+        ctx.spawn(
+            async move {
+                loop {
+                    match signals.recv().await {
+                        Ok(transport) => {
+                            if let Some(actor) = actors.get(&*transport) {
+                                actor.do_send(Wake);
+                            }
+                        }
+                        // Missed some: wake everyone rather than guess.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            for actor in actors.values() {
+                                actor.do_send(Wake);
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+        self.recover(ctx);
+        ctx.run_interval(self.options.recovery_interval, |act, ctx| act.recover(ctx));
+        ctx.run_interval(self.options.purge_interval, |act, ctx| act.purge(ctx));
+    }
+}
+
+impl Handler<GetStatuses> for Supervisor {
+    type Result = ResponseFuture<Vec<super::TransportStatus>>;
+
+    fn handle(&mut self, _: GetStatuses, _: &mut Context<Self>) -> Self::Result {
+        let actors: Vec<Addr<TransportActor>> = self.actors.values().cloned().collect();
+        Box::pin(async move {
+            let mut statuses = Vec::with_capacity(actors.len());
+            for actor in actors {
+                if let Ok(status) = actor.send(GetStatus).await {
+                    statuses.push(status);
+                }
+            }
+            statuses
+        })
+    }
+}
+
+impl Handler<SetPaused> for Supervisor {
+    type Result = ResponseFuture<Result<super::TransportStatus, EngineError>>;
+
+    fn handle(&mut self, request: SetPaused, _: &mut Context<Self>) -> Self::Result {
+        let actor = self.actors.get(&request.transport).cloned();
+        let storage = self.storage.clone();
+        let now = self.clock.now();
+        Box::pin(async move {
+            let actor =
+                actor.ok_or_else(|| EngineError::UnknownTransport(request.transport.clone()))?;
+            // Persist first: a restart must find the transport as the operator left it.
+            storage
+                .set_paused(&request.transport, request.paused, now)
+                .await?;
+            if request.paused {
+                actor.send(Pause).await?;
+            } else {
+                actor.send(Resume).await?;
+            }
+            Ok(actor.send(GetStatus).await?)
+        })
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, shutdown: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let actors: Vec<Addr<TransportActor>> = self.actors.values().cloned().collect();
+        let tracker = self.tracker.clone();
+        Box::pin(async move {
+            let mut unfinished = 0;
+            let stops: Vec<_> = actors.iter().map(|a| a.send(shutdown)).collect();
+            for stop in stops {
+                unfinished += stop.await.unwrap_or(0);
+            }
+            if let Some(tracker) = tracker {
+                // Bounded: with the database gone the outcomes cannot be
+                // written, and the leases bring those messages back anyway.
+                let flushed = tokio::time::timeout(FLUSH_GRACE, tracker.send(Flush)).await;
+                if flushed.is_err() {
+                    tracing::warn!(
+                        "outcomes not all recorded at shutdown; their leases will expire and they will be delivered again"
+                    );
+                }
+            }
+            unfinished
+        })
+    }
+}
+
+/// Longest the shutdown waits for the last outcomes to be written.
+const FLUSH_GRACE: Duration = Duration::from_secs(5);

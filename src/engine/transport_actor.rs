@@ -1,0 +1,486 @@
+//! One transport's actor: it owns that transport's queue.
+//!
+//! The loop, driven by [`TransportActor::pump`]: claim due messages in
+//! priority order (up to `batch_size`, keeping at most `concurrency +
+//! prefetch_count` claimed), start up to `concurrency` deliveries, each
+//! waiting on the transport's own rate limiter and asking its own circuit
+//! breaker, and send every outcome to the tracker. While paused, or while
+//! the breaker is open, nothing is claimed and claimed-but-unstarted
+//! messages are handed back, so waiting costs a message no attempt. It
+//! wakes on a work signal (enqueue) and otherwise polls every
+//! `poll_interval`; an idle queue costs one indexed probe per poll.
+//!
+//! The store, not this actor, is the source of truth: a restarted actor
+//! (after a transport panicked) starts empty and claims again; what it held
+//! comes back through lease expiry.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::oneshot;
+
+use super::breaker::{Breaker, CircuitState};
+use super::messages::{GetStatus, Pause, Record, Resume, Shutdown, Wake};
+use super::tracker::Tracker;
+use super::{EngineOptions, TransportStatus};
+use crate::config::TransportSettings;
+use crate::delivery::retry::RetryPolicy;
+use crate::domain::{ClaimToken, Message, Stamp};
+use crate::storage::{Outcome, OutcomeKind, Storage};
+use crate::time::Clock;
+use crate::transports::{Delivery, Transport, TransportError};
+
+/// Everything an actor needs; kept so a restart rebuilds from the same parts.
+#[derive(Clone)]
+pub struct TransportParts {
+    pub settings: TransportSettings,
+    pub transport: Arc<dyn Transport>,
+    pub storage: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    pub tracker: Addr<Tracker>,
+    pub options: EngineOptions,
+    pub paused: bool,
+}
+
+/// What one delivery task came back with.
+enum Attempt {
+    Delivered(Result<Delivery, TransportError>, Duration),
+    /// The breaker opened while this message waited: not attempted.
+    NotPermitted,
+    /// The transport panicked; the actor restarts after recording it.
+    Panicked(String, Duration),
+}
+
+pub struct TransportActor {
+    parts: TransportParts,
+    retry: RetryPolicy,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    breaker: Breaker,
+    paused: bool,
+    stopping: bool,
+    claiming: bool,
+    /// The last claim came back short: wait for a wake or the poll.
+    idle: bool,
+    /// Counts wakes, so a wake that arrives during a claim is not lost.
+    wakes: u64,
+    ready: VecDeque<Message>,
+    in_flight: HashMap<Stamp, ClaimToken>,
+    last_error: Option<String>,
+    last_activity: Option<DateTime<Utc>>,
+    drained: Vec<oneshot::Sender<()>>,
+}
+
+impl TransportActor {
+    pub fn new(parts: TransportParts) -> TransportActor {
+        let delivery = &parts.settings.delivery;
+        let quota = Quota::per_minute(delivery.rate_limit).allow_burst(delivery.burst_limit);
+        let breaker = Breaker::new(
+            delivery.circuit_failure_threshold.get(),
+            delivery.circuit_open,
+        );
+        TransportActor {
+            retry: RetryPolicy::from(delivery),
+            limiter: Arc::new(RateLimiter::direct(quota)),
+            breaker,
+            paused: parts.paused,
+            stopping: false,
+            claiming: false,
+            idle: false,
+            wakes: 0,
+            ready: VecDeque::new(),
+            in_flight: HashMap::new(),
+            last_error: None,
+            last_activity: None,
+            drained: Vec::new(),
+            parts,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.parts.settings.name
+    }
+
+    /// Claimed messages this actor may hold at once.
+    fn capacity(&self) -> usize {
+        let delivery = &self.parts.settings.delivery;
+        delivery.concurrency.get() + delivery.prefetch_count
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let concurrency = self.parts.settings.delivery.concurrency.get();
+        while !self.paused && self.in_flight.len() < concurrency {
+            // Half-open: one probe at a time decides whether to close.
+            if self.breaker.state() == CircuitState::HalfOpen && !self.in_flight.is_empty() {
+                break;
+            }
+            let Some(message) = self.ready.pop_front() else {
+                break;
+            };
+            self.start_delivery(message, ctx);
+        }
+        self.claim(ctx);
+    }
+
+    fn claim(&mut self, ctx: &mut Context<Self>) {
+        if self.paused || self.claiming || self.idle || self.stopping {
+            return;
+        }
+        let held = self.ready.len() + self.in_flight.len();
+        let want = match self.breaker.state() {
+            CircuitState::Closed => self
+                .parts
+                .settings
+                .delivery
+                .batch_size
+                .get()
+                .min(self.capacity().saturating_sub(held)),
+            // Nothing is claimed while open. Once the open time has passed,
+            // `permits` turns the breaker half-open: claim one message as
+            // the probe.
+            CircuitState::Open | CircuitState::HalfOpen => {
+                if held > 0 || !self.breaker.permits() {
+                    return;
+                }
+                1
+            }
+        };
+        if want == 0 {
+            return;
+        }
+        self.claiming = true;
+        let wakes = self.wakes;
+        let storage = self.parts.storage.clone();
+        let name = self.name().to_owned();
+        let lease = self.parts.settings.delivery.lease;
+        let now = self.parts.clock.now();
+        let claim = async move { storage.claim_due(&name, want, lease, now).await };
+        ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
+            act.claiming = false;
+            match result {
+                Ok(messages) => {
+                    if messages.len() < want && act.wakes == wakes {
+                        act.idle = true;
+                    }
+                    if !messages.is_empty() {
+                        tracing::debug!(
+                            transport = act.name(),
+                            claimed = messages.len(),
+                            "claimed"
+                        );
+                    }
+                    act.ready.extend(messages);
+                    if act.paused || act.stopping {
+                        act.release_ready(if act.paused { "paused" } else { "shutdown" });
+                    }
+                }
+                Err(err) => {
+                    act.idle = true; // the next poll tries again
+                    tracing::warn!(transport = act.name(), cause = %err, "claim failed");
+                    act.last_error = Some(format!("claim failed: {err}"));
+                }
+            }
+            act.pump(ctx);
+        }));
+    }
+
+    fn start_delivery(&mut self, message: Message, ctx: &mut Context<Self>) {
+        let Some(token) = message.claim_token else {
+            tracing::error!(transport = self.name(), id = %message.id, "claimed message without a claim token");
+            return;
+        };
+        self.in_flight.insert(message.id, token);
+        let limiter = self.limiter.clone();
+        let breaker = self.breaker.clone();
+        let transport = self.parts.transport.clone();
+        let hard_timeout = self.parts.options.delivery_timeout;
+        let task = async move {
+            limiter.until_ready().await;
+            if !breaker.permits() {
+                return (message, Attempt::NotPermitted);
+            }
+            let started = Instant::now();
+            let delivery = tokio::time::timeout(hard_timeout, transport.deliver(&message));
+            let attempt = match AssertUnwindSafe(delivery).catch_unwind().await {
+                Ok(Ok(result)) => Attempt::Delivered(result, started.elapsed()),
+                Ok(Err(_)) => Attempt::Delivered(
+                    Err(TransportError::Timeout(format!(
+                        "no result within {hard_timeout:?}"
+                    ))),
+                    started.elapsed(),
+                ),
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".to_owned());
+                    Attempt::Panicked(what, started.elapsed())
+                }
+            };
+            (message, attempt)
+        };
+        ctx.spawn(task.into_actor(self).map(|(message, attempt), act, ctx| {
+            act.finish(message, attempt, ctx);
+        }));
+    }
+
+    fn finish(&mut self, message: Message, attempt: Attempt, ctx: &mut Context<Self>) {
+        let Some(token) = self.in_flight.remove(&message.id) else {
+            return; // handed back already (restart)
+        };
+        let now = self.parts.clock.now();
+        self.last_activity = Some(now);
+        let name = self.name().to_owned();
+        let mut panicked = false;
+        let (kind, member, duration) = match attempt {
+            Attempt::NotPermitted => (
+                OutcomeKind::Released {
+                    reason: "circuit_open".into(),
+                },
+                name.clone(),
+                None,
+            ),
+            Attempt::Delivered(Ok(delivery), took) => {
+                self.breaker.record_success();
+                tracing::debug!(transport = %name, id = %message.id, member = %delivery.transport, "sent");
+                (OutcomeKind::Sent, delivery.transport, Some(took))
+            }
+            Attempt::Delivered(Err(err), took) => {
+                // Only the provider's own trouble counts against the
+                // breaker; a rejected message says nothing about its health.
+                if err.is_transient() {
+                    self.breaker.record_failure();
+                } else {
+                    self.breaker.record_success();
+                }
+                tracing::info!(transport = %name, id = %message.id, attempt = message.attempts, class = ?err.class(), cause = %err, "delivery failed");
+                self.last_error = Some(err.to_string());
+                let retry_at =
+                    self.retry
+                        .retry_at(message.attempts, &err, now, rand::random::<f64>());
+                (
+                    OutcomeKind::Failed {
+                        error: err.to_string(),
+                        retry_at,
+                    },
+                    name.clone(),
+                    Some(took),
+                )
+            }
+            Attempt::Panicked(what, took) => {
+                self.breaker.record_failure();
+                panicked = true;
+                let error = format!("transport panicked: {what}");
+                tracing::error!(transport = %name, id = %message.id, cause = %what, "transport panicked; restarting its actor");
+                self.last_error = Some(error.clone());
+                let retry_at = Some(
+                    now + chrono::Duration::from_std(self.retry.backoff(message.attempts))
+                        .unwrap_or_default(),
+                );
+                (
+                    OutcomeKind::Failed { error, retry_at },
+                    name.clone(),
+                    Some(took),
+                )
+            }
+        };
+        self.parts.tracker.do_send(Record(Outcome {
+            id: message.id,
+            claim_token: token,
+            transport: member,
+            duration_ms: duration.map(|d| d.as_millis() as u64),
+            kind,
+        }));
+        if panicked {
+            ctx.stop(); // the supervisor restarts us with fresh state
+            return;
+        }
+        if self.breaker.state() == CircuitState::Open && !self.ready.is_empty() {
+            tracing::warn!(transport = %name, "circuit open: handing back claimed messages");
+            self.release_ready("circuit_open");
+        }
+        self.notify_if_drained();
+        self.pump(ctx);
+    }
+
+    /// Hands every claimed-but-unstarted message back to the queue.
+    fn release_ready(&mut self, reason: &str) {
+        for message in self.ready.drain(..) {
+            if let Some(token) = message.claim_token {
+                self.parts.tracker.do_send(Record(Outcome {
+                    id: message.id,
+                    claim_token: token,
+                    transport: self.parts.settings.name.clone(),
+                    duration_ms: None,
+                    kind: OutcomeKind::Released {
+                        reason: reason.to_owned(),
+                    },
+                }));
+            }
+        }
+    }
+
+    fn notify_if_drained(&mut self) {
+        if self.stopping && self.in_flight.is_empty() {
+            for waiter in self.drained.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Extends the leases of everything held, so a slow delivery or a long
+    /// rate-limit wait is not mistaken for a crash.
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let held: Vec<(Stamp, ClaimToken)> = self
+            .in_flight
+            .iter()
+            .map(|(id, token)| (*id, *token))
+            .chain(
+                self.ready
+                    .iter()
+                    .filter_map(|m| m.claim_token.map(|t| (m.id, t))),
+            )
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let storage = self.parts.storage.clone();
+        let lease =
+            chrono::Duration::from_std(self.parts.settings.delivery.lease).unwrap_or_default();
+        let until = self.parts.clock.now() + lease;
+        let renew = async move {
+            storage
+                .renew_leases(&held, until)
+                .await
+                .map(|n| (n, held.len()))
+        };
+        ctx.spawn(renew.into_actor(self).map(|result, act, _| match result {
+            Ok((renewed, held)) if renewed < held => {
+                tracing::warn!(
+                    transport = act.name(),
+                    lost = held - renewed,
+                    "some claims were lost before their lease was renewed"
+                );
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(transport = act.name(), cause = %err, "lease renewal failed")
+            }
+        }));
+    }
+}
+
+impl Actor for TransportActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(64);
+        let poll = self.parts.options.poll_interval;
+        ctx.run_interval(poll, |act, ctx| {
+            act.idle = false;
+            act.pump(ctx);
+        });
+        let lease = self.parts.settings.delivery.lease;
+        ctx.run_interval(lease / 3, |act, ctx| act.heartbeat(ctx));
+        tracing::info!(
+            transport = self.name(),
+            kind = self.parts.transport.kind(),
+            paused = self.paused,
+            "transport running"
+        );
+        self.pump(ctx);
+    }
+}
+
+impl actix::Supervised for TransportActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // Deliveries in flight died with the old context; their leases
+        // expire and they are delivered again. Unstarted claims go back now.
+        self.release_ready("restart");
+        self.in_flight.clear();
+        self.claiming = false;
+        self.idle = false;
+        tracing::warn!(transport = self.name(), "transport actor restarted");
+    }
+}
+
+impl Handler<Wake> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.wakes += 1;
+        self.idle = false;
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Pause> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
+        self.paused = true;
+        self.parts.paused = true;
+        self.release_ready("paused");
+        tracing::info!(transport = self.name(), "paused");
+    }
+}
+
+impl Handler<Resume> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
+        self.paused = false;
+        self.parts.paused = false;
+        self.idle = false;
+        tracing::info!(transport = self.name(), "resumed");
+        self.pump(ctx);
+    }
+}
+
+impl Handler<GetStatus> for TransportActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        let delivery = &self.parts.settings.delivery;
+        MessageResult(TransportStatus {
+            name: self.name().to_owned(),
+            kind: self.parts.settings.kind.name(),
+            running: !self.stopping,
+            paused: self.paused,
+            circuit: self.breaker.state(),
+            in_flight: self.in_flight.len(),
+            prefetched: self.ready.len(),
+            concurrency: delivery.concurrency.get(),
+            rate_limit: delivery.rate_limit.get(),
+            burst_limit: delivery.burst_limit.get(),
+            breaker_opened: self.breaker.times_opened(),
+            last_error: self.last_error.clone(),
+            last_activity: self.last_activity,
+        })
+    }
+}
+
+impl Handler<Shutdown> for TransportActor {
+    type Result = ResponseActFuture<Self, usize>;
+
+    fn handle(&mut self, Shutdown { grace }: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        self.release_ready("shutdown");
+        let (done, drained) = oneshot::channel();
+        self.drained.push(done);
+        self.notify_if_drained();
+        let wait = async move {
+            let _ = tokio::time::timeout(grace, drained).await;
+        };
+        Box::pin(wait.into_actor(self).map(|_, act, _| act.in_flight.len()))
+    }
+}

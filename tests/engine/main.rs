@@ -1,0 +1,431 @@
+//! The delivery engine end to end on a real store: claims, rate limits,
+//! circuit breaking, pause and shutdown. Transport behaviour here is
+//! scripted because the engine, not the transport, is under test; the
+//! transports themselves are tested against real servers in
+//! tests/transports.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::{Fixture, emails};
+use herald::config::Settings;
+use herald::domain::{EventKind, Message, Stamp, Status};
+use herald::engine::{CircuitState, Engine, EngineOptions};
+use herald::storage::{MessageFilter, PageRequest, Storage};
+use herald::time::{Clock, SystemClock};
+use herald::transports::{Delivery, Transport, TransportError};
+
+/// What the scripted transport answers for the n-th delivery (0-based).
+type Script = dyn Fn(usize) -> Result<(), TransportError> + Send + Sync;
+
+struct Scripted {
+    calls: AtomicUsize,
+    script: Mutex<Arc<Script>>,
+    delay: Duration,
+    delivered: Mutex<Vec<(Stamp, Instant)>>,
+}
+
+impl Scripted {
+    fn new(
+        delay: Duration,
+        script: impl Fn(usize) -> Result<(), TransportError> + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Scripted {
+            calls: AtomicUsize::new(0),
+            script: Mutex::new(Arc::new(script)),
+            delay,
+            delivered: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn ok() -> Arc<Self> {
+        Self::new(Duration::ZERO, |_| Ok(()))
+    }
+
+    fn set_script(
+        &self,
+        script: impl Fn(usize) -> Result<(), TransportError> + Send + Sync + 'static,
+    ) {
+        *self.script.lock().expect("script lock") = Arc::new(script);
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn delivered(&self) -> Vec<(Stamp, Instant)> {
+        self.delivered.lock().expect("delivered lock").clone()
+    }
+}
+
+#[async_trait]
+impl Transport for Scripted {
+    fn name(&self) -> &str {
+        "mail"
+    }
+
+    fn kind(&self) -> &'static str {
+        "null"
+    }
+
+    async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let script = self.script.lock().expect("script lock").clone();
+        script(n)?;
+        self.delivered
+            .lock()
+            .expect("delivered lock")
+            .push((message.id, Instant::now()));
+        Ok(Delivery {
+            transport: "mail".into(),
+            detail: None,
+        })
+    }
+}
+
+fn transient() -> TransportError {
+    TransportError::Temporary {
+        code: Some(503),
+        message: "unavailable".into(),
+        retry_after: None,
+    }
+}
+
+/// Settings with one transport `mail` tuned by `tuning` (TOML lines).
+fn settings(storage_url: &str, tuning: &str) -> Arc<Settings> {
+    let text = format!(
+        "[storage]\nurl = \"{storage_url}\"\n\n[transports.mail]\nkind = \"null\"\n{tuning}\n\n[transports.other]\nkind = \"null\"\n"
+    );
+    Arc::new(
+        Settings::from_toml(&text, Path::new("test.toml"), |_| None).expect("valid test settings"),
+    )
+}
+
+fn fast() -> EngineOptions {
+    EngineOptions {
+        poll_interval: Duration::from_millis(50),
+        recovery_interval: Duration::from_millis(200),
+        ..EngineOptions::default()
+    }
+}
+
+async fn start(fixture: &Fixture, tuning: &str, transport: Arc<Scripted>) -> Engine {
+    let settings = settings(&fixture.options.url, tuning);
+    let transports: BTreeMap<String, Arc<dyn Transport>> = BTreeMap::from([
+        ("mail".to_string(), transport as Arc<dyn Transport>),
+        ("other".to_string(), Scripted::ok() as Arc<dyn Transport>),
+    ]);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Engine::start(fixture.storage.clone(), clock, settings, transports, fast())
+        .await
+        .expect("engine starts")
+}
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    SystemClock.now()
+}
+
+async fn enqueue(storage: &dyn Storage, n: usize) -> Vec<Stamp> {
+    let batch = emails(n, now());
+    let ids = batch.iter().map(|m| m.id).collect();
+    storage.enqueue_many(batch, now()).await.expect("enqueue");
+    ids
+}
+
+async fn count(storage: &dyn Storage, status: Status) -> usize {
+    let filter = MessageFilter {
+        status: Some(status),
+        ..Default::default()
+    };
+    storage
+        .list_messages(
+            &filter,
+            PageRequest {
+                after: None,
+                limit: 1000,
+            },
+        )
+        .await
+        .expect("list")
+        .items
+        .len()
+}
+
+/// Waits (generously; this is not a performance assertion) for `check`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix::test]
+                async fn $name() {
+                    super::$name(crate::common::Fixture::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix::test]
+                async fn $name() {
+                    super::$name(crate::common::Fixture::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    queued_messages_are_delivered_and_tracked,
+    a_transient_failure_is_retried_under_the_same_stamp,
+    deliveries_wait_for_the_rate_limiter,
+    an_open_breaker_claims_nothing_until_a_probe_succeeds,
+    pause_stops_claims_and_survives_a_restart,
+    shutdown_hands_back_unstarted_claims,
+);
+
+async fn queued_messages_are_delivered_and_tracked(f: Fixture) {
+    let transport = Scripted::ok();
+    let engine = start(&f, "", transport.clone()).await;
+    let ids = enqueue(f.storage.as_ref(), 50).await;
+    eventually("all 50 are sent", || async {
+        count(f.storage.as_ref(), Status::Sent).await == 50
+    })
+    .await;
+    assert_eq!(transport.calls(), 50, "each message delivered once");
+    let stored = f
+        .storage
+        .get_message(ids[0])
+        .await
+        .expect("get")
+        .expect("exists");
+    let kinds: Vec<EventKind> = stored.events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![EventKind::Queued, EventKind::Claimed, EventKind::Sent]
+    );
+    assert_eq!(stored.message.attempts, 1);
+    assert!(stored.message.sent_at.is_some());
+    assert_eq!(engine.shutdown(Duration::from_secs(5)).await, 0);
+}
+
+async fn a_transient_failure_is_retried_under_the_same_stamp(f: Fixture) {
+    let transport = Scripted::new(Duration::ZERO, |n| {
+        if n < 2 { Err(transient()) } else { Ok(()) }
+    });
+    let engine = start(
+        &f,
+        "retry_delay_ms = 100\nmax_retry_delay_ms = 200",
+        transport.clone(),
+    )
+    .await;
+    let ids = enqueue(f.storage.as_ref(), 1).await;
+    eventually("the message is sent", || async {
+        count(f.storage.as_ref(), Status::Sent).await == 1
+    })
+    .await;
+    let stored = f
+        .storage
+        .get_message(ids[0])
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(stored.message.attempts, 3);
+    let failed = stored
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::AttemptFailed)
+        .count();
+    let scheduled = stored
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::RetryScheduled)
+        .count();
+    assert_eq!((failed, scheduled), (2, 2));
+    let all = f
+        .storage
+        .list_messages(
+            &MessageFilter::default(),
+            PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(all.items.len(), 1, "a retry never creates a message");
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn deliveries_wait_for_the_rate_limiter(f: Fixture) {
+    // 600/min is one every 100 ms after a burst of 5: 30 deliveries need
+    // at least 25 intervals, 2.5 s. A lower bound, so it cannot flake.
+    let transport = Scripted::ok();
+    let engine = start(
+        &f,
+        "rate_limit = 600\nburst_limit = 5\nconcurrency = 8\nbatch_size = 30",
+        transport.clone(),
+    )
+    .await;
+    enqueue(f.storage.as_ref(), 30).await;
+    eventually("all 30 are sent", || async {
+        count(f.storage.as_ref(), Status::Sent).await == 30
+    })
+    .await;
+    let mut times: Vec<Instant> = transport
+        .delivered()
+        .into_iter()
+        .map(|(_, at)| at)
+        .collect();
+    times.sort();
+    let span = times[29].duration_since(times[0]);
+    assert!(
+        span >= Duration::from_millis(2400),
+        "30 deliveries took only {span:?}"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn an_open_breaker_claims_nothing_until_a_probe_succeeds(f: Fixture) {
+    let transport = Scripted::new(Duration::ZERO, |_| Err(transient()));
+    let tuning = "circuit_failure_threshold = 3\ncircuit_open_ms = 1500\nconcurrency = 1\nbatch_size = 1\nprefetch_count = 0\nretry_delay_ms = 60000\nmax_retry_delay_ms = 60000";
+    let engine = start(&f, tuning, transport.clone()).await;
+    let ids = enqueue(f.storage.as_ref(), 10).await;
+    eventually("the breaker opens", || async {
+        engine
+            .status()
+            .await
+            .expect("status")
+            .iter()
+            .any(|t| t.name == "mail" && t.circuit == CircuitState::Open)
+    })
+    .await;
+    let calls_when_opened = transport.calls();
+    assert_eq!(calls_when_opened, 3);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(transport.calls(), 3, "no attempt while open");
+    let mut untouched = 0;
+    for id in &ids {
+        let m = f
+            .storage
+            .get_message(*id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .message;
+        if m.attempts == 0 {
+            assert_eq!(m.status, Status::Queued);
+            untouched += 1;
+        }
+    }
+    assert_eq!(untouched, 7, "waiting costs the other messages no attempt");
+
+    transport.set_script(|_| Ok(()));
+    eventually(
+        "the 7 untouched messages are sent after the probe",
+        || async { count(f.storage.as_ref(), Status::Sent).await == 7 },
+    )
+    .await;
+    let status = engine.status().await.expect("status");
+    assert!(
+        status
+            .iter()
+            .any(|t| t.name == "mail" && t.circuit == CircuitState::Closed)
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn pause_stops_claims_and_survives_a_restart(f: Fixture) {
+    let transport = Scripted::ok();
+    let engine = start(&f, "", transport.clone()).await;
+    let paused = engine.pause("mail").await.expect("pause");
+    assert!(paused.paused);
+    enqueue(f.storage.as_ref(), 5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(transport.calls(), 0, "a paused transport claims nothing");
+    assert_eq!(count(f.storage.as_ref(), Status::Queued).await, 5);
+    engine.shutdown(Duration::from_secs(5)).await;
+
+    let restarted = start(&f, "", transport.clone()).await;
+    let status = restarted.status().await.expect("status");
+    assert!(
+        status.iter().any(|t| t.name == "mail" && t.paused),
+        "pause survives a restart"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(transport.calls(), 0);
+    restarted.resume("mail").await.expect("resume");
+    eventually("resumed delivery sends all 5", || async {
+        count(f.storage.as_ref(), Status::Sent).await == 5
+    })
+    .await;
+    assert!(matches!(
+        restarted.pause("nope").await,
+        Err(herald::engine::EngineError::UnknownTransport(_))
+    ));
+    restarted.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn shutdown_hands_back_unstarted_claims(f: Fixture) {
+    let transport = Scripted::new(Duration::from_millis(300), |_| Ok(()));
+    let engine = start(
+        &f,
+        "concurrency = 1\nbatch_size = 6\nprefetch_count = 5",
+        transport.clone(),
+    )
+    .await;
+    let ids = enqueue(f.storage.as_ref(), 6).await;
+    eventually("a delivery is running", || async { transport.calls() >= 1 }).await;
+    let unfinished = engine.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        unfinished, 0,
+        "the running delivery finished within the grace"
+    );
+    assert_eq!(count(f.storage.as_ref(), Status::Sent).await, 1);
+    assert_eq!(
+        count(f.storage.as_ref(), Status::Processing).await,
+        0,
+        "no claim is left held"
+    );
+    let mut released = 0;
+    for id in ids {
+        let stored = f
+            .storage
+            .get_message(id)
+            .await
+            .expect("get")
+            .expect("exists");
+        if stored.message.status == Status::Queued {
+            assert_eq!(stored.message.attempts, 0, "handing back costs no attempt");
+            assert_eq!(
+                stored.events.last().map(|e| e.kind),
+                Some(EventKind::Deferred)
+            );
+            released += 1;
+        }
+    }
+    assert_eq!(released, 5);
+}
