@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-use failsafe::backoff::{self, Exponential};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::{Config, Instrument, StateMachine};
 use serde::Serialize;
@@ -65,10 +64,29 @@ impl Instrument for Mirror {
     }
 }
 
+/// Open durations: `open_for`, doubling after each failed probe, capped.
+/// failsafe's own exponential backoff counts whole seconds and refuses
+/// anything under one; `circuit_open_ms` is in milliseconds.
+#[derive(Debug, Clone)]
+struct OpenTimes {
+    next: Duration,
+    max: Duration,
+}
+
+impl Iterator for OpenTimes {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (current * 2).min(self.max);
+        Some(current)
+    }
+}
+
 /// A transport's breaker. Cheap to clone; clones share state.
 #[derive(Clone)]
 pub struct Breaker {
-    machine: StateMachine<ConsecutiveFailures<Exponential>, Mirror>,
+    machine: StateMachine<ConsecutiveFailures<OpenTimes>, Mirror>,
     observed: Arc<Observed>,
 }
 
@@ -77,10 +95,11 @@ impl Breaker {
     /// `open_for`, doubling while probes keep failing (up to 16x).
     pub fn new(threshold: u32, open_for: Duration) -> Breaker {
         let observed = Arc::new(Observed::default());
-        let policy = failure_policy::consecutive_failures(
-            threshold,
-            backoff::exponential(open_for, open_for * MAX_OPEN_FACTOR),
-        );
+        let open_times = OpenTimes {
+            next: open_for,
+            max: open_for * MAX_OPEN_FACTOR,
+        };
+        let policy = failure_policy::consecutive_failures(threshold, open_times);
         let machine = Config::new()
             .failure_policy(policy)
             .instrument(Mirror(observed.clone()))
@@ -143,6 +162,17 @@ mod tests {
         assert_eq!(breaker.state(), CircuitState::Closed);
         assert_eq!(breaker.times_opened(), 1);
         assert!(breaker.rejected_calls() >= 1);
+    }
+
+    #[test]
+    fn open_times_double_up_to_the_cap() {
+        let times: Vec<Duration> = OpenTimes {
+            next: Duration::from_millis(300),
+            max: Duration::from_millis(1000),
+        }
+        .take(4)
+        .collect();
+        assert_eq!(times, [300, 600, 1000, 1000].map(Duration::from_millis));
     }
 
     #[test]
