@@ -154,6 +154,131 @@ pub struct Page {
     pub next: Option<Stamp>,
 }
 
+/// Upper bounds, in ms, of the cumulative latency buckets of
+/// [`MinuteMetrics::latency_le`] (`le_10` ... `le_10000` in the table).
+pub const LATENCY_BUCKETS_MS: [u64; 9] = [10, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// Delivery counts of one transport in one minute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MinuteMetrics {
+    pub minute: DateTime<Utc>,
+    /// The transport that made the attempts (for a group, the member).
+    pub transport: String,
+    pub sent: u64,
+    /// Failed attempts, whatever came next.
+    pub failed: u64,
+    /// Failed attempts that were scheduled again.
+    pub retried: u64,
+    /// Failed attempts that dead-lettered the message.
+    pub dead: u64,
+    /// Claims handed back unattempted (paused, breaker open, shutdown).
+    pub deferred: u64,
+    pub latency_count: u64,
+    pub latency_sum_ms: u64,
+    pub latency_max_ms: u64,
+    /// Attempts of at most `LATENCY_BUCKETS_MS[i]` ms.
+    pub latency_le: [u64; 9],
+}
+
+impl MinuteMetrics {
+    fn count(&mut self, outcome: &Outcome, status: Status) {
+        match &outcome.kind {
+            OutcomeKind::Sent => self.sent += 1,
+            OutcomeKind::Failed { .. } => {
+                self.failed += 1;
+                match status {
+                    Status::Queued => self.retried += 1,
+                    Status::Dead => self.dead += 1,
+                    _ => {}
+                }
+            }
+            OutcomeKind::Released { .. } => {
+                self.deferred += 1;
+                return;
+            }
+        }
+        if let Some(ms) = outcome.duration_ms {
+            self.latency_count += 1;
+            self.latency_sum_ms += ms;
+            self.latency_max_ms = self.latency_max_ms.max(ms);
+            for (bucket, bound) in self.latency_le.iter_mut().zip(LATENCY_BUCKETS_MS) {
+                if ms <= bound {
+                    *bucket += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The `metrics_minutely` columns after the key, in [`MinuteMetrics`] order.
+pub(crate) const METRIC_COLUMNS: [&str; 17] = [
+    "sent",
+    "failed",
+    "retried",
+    "dead",
+    "deferred",
+    "latency_count",
+    "latency_sum_ms",
+    "latency_max_ms",
+    "le_10",
+    "le_50",
+    "le_100",
+    "le_250",
+    "le_500",
+    "le_1000",
+    "le_2500",
+    "le_5000",
+    "le_10000",
+];
+
+pub(crate) fn metric_values(m: &MinuteMetrics) -> [i64; 17] {
+    let mut values = [0i64; 17];
+    let counters = [
+        m.sent,
+        m.failed,
+        m.retried,
+        m.dead,
+        m.deferred,
+        m.latency_count,
+        m.latency_sum_ms,
+        m.latency_max_ms,
+    ];
+    for (slot, value) in values.iter_mut().zip(counters.iter().chain(&m.latency_le)) {
+        *slot = i64::try_from(*value).unwrap_or(i64::MAX);
+    }
+    values
+}
+
+/// The rollups of the outcomes that were applied, by attempting transport,
+/// in the minute of `now`. Both backends write these in the same
+/// transaction as the outcomes.
+pub(crate) fn rollup(
+    outcomes: &[Outcome],
+    applied: &[(Stamp, Status)],
+    now: DateTime<Utc>,
+) -> Vec<MinuteMetrics> {
+    use chrono::DurationRound;
+    let minute = now
+        .duration_trunc(chrono::TimeDelta::minutes(1))
+        .unwrap_or(now);
+    let status_of: std::collections::HashMap<Stamp, Status> = applied.iter().copied().collect();
+    let mut by_transport: std::collections::BTreeMap<&str, MinuteMetrics> = Default::default();
+    for outcome in outcomes {
+        let Some(status) = status_of.get(&outcome.id) else {
+            continue; // refused as stale: it happened, but not as this claim
+        };
+        by_transport
+            .entry(outcome.transport.as_str())
+            .or_insert_with(|| MinuteMetrics {
+                minute,
+                transport: outcome.transport.clone(),
+                ..MinuteMetrics::default()
+            })
+            .count(outcome, *status);
+    }
+    by_transport.into_values().collect()
+}
+
 /// Live messages of one transport at one priority.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DepthRow {
@@ -298,8 +423,9 @@ pub trait Storage: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
     ) -> Result<usize, StorageError>;
 
-    /// Applies delivery outcomes and their events in one transaction.
-    /// Outcomes under a stale claim token are refused, not applied.
+    /// Applies delivery outcomes, their events and their per-minute
+    /// rollups in one transaction. Outcomes under a stale claim token are
+    /// refused, not applied (nor counted).
     async fn record_outcomes(
         &self,
         outcomes: Vec<Outcome>,
@@ -379,6 +505,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Queued and processing counts by transport and priority.
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError>;
+
+    /// Per-minute rollups with `from <= minute < to`, oldest first.
+    async fn minute_metrics(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError>;
 }
 
 /// `available_at - priority * aging`, the claim order key.

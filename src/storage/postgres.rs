@@ -18,8 +18,9 @@ use ulid::Ulid;
 use uuid::Uuid;
 
 use super::{
-    DepthRow, Enqueued, MessageFilter, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage,
-    StorageError, StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at,
+    DepthRow, Enqueued, METRIC_COLUMNS, MessageFilter, MinuteMetrics, Outcome, OutcomeKind, Page,
+    PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState, WorkSignal,
+    clamp_limit, effective_at, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -532,9 +533,10 @@ impl Storage for PostgresStorage {
             details.push(detail);
         }
 
-        let client = self.client().await?;
-        let statement = client.prepare_cached(OUTCOMES_SQL).await?;
-        let rows = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let statement = tx.prepare_cached(OUTCOMES_SQL).await?;
+        let rows = tx
             .query(
                 &statement,
                 &[
@@ -566,6 +568,20 @@ impl Storage for PostgresStorage {
                 None => recorded.stale.push(outcome.id),
             }
         }
+        let rollups = rollup(&outcomes, &recorded.applied, now);
+        if !rollups.is_empty() {
+            let minutes: Vec<DateTime<Utc>> = rollups.iter().map(|m| m.minute).collect();
+            let transports: Vec<&str> = rollups.iter().map(|m| m.transport.as_str()).collect();
+            let values: Vec<[i64; 17]> = rollups.iter().map(metric_values).collect();
+            let columns: Vec<Vec<i64>> = (0..METRIC_COLUMNS.len())
+                .map(|c| values.iter().map(|row| row[c]).collect())
+                .collect();
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&minutes, &transports];
+            params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+            let upsert = tx.prepare_cached(&add_metrics_sql()).await?;
+            tx.execute(&upsert, &params).await?;
+        }
+        tx.commit().await?;
         Ok(recorded)
     }
 
@@ -794,6 +810,44 @@ impl Storage for PostgresStorage {
         Ok(purged)
     }
 
+    async fn minute_metrics(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT minute, transport, {} FROM metrics_minutely
+             WHERE minute >= $1 AND minute < $2 ORDER BY minute, transport",
+            METRIC_COLUMNS.join(", ")
+        );
+        let rows = client.query(&sql, &[&from, &to]).await?;
+        rows.iter()
+            .map(|row| {
+                let value = |i: usize| -> Result<u64, StorageError> {
+                    Ok(row.try_get::<_, i64>(i)?.max(0) as u64)
+                };
+                let mut latency_le = [0u64; 9];
+                for (i, slot) in latency_le.iter_mut().enumerate() {
+                    *slot = value(10 + i)?;
+                }
+                Ok(MinuteMetrics {
+                    minute: row.try_get(0)?,
+                    transport: row.try_get(1)?,
+                    sent: value(2)?,
+                    failed: value(3)?,
+                    retried: value(4)?,
+                    dead: value(5)?,
+                    deferred: value(6)?,
+                    latency_count: value(7)?,
+                    latency_sum_ms: value(8)?,
+                    latency_max_ms: value(9)?,
+                    latency_le,
+                })
+            })
+            .collect()
+    }
+
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {
         let client = self.client().await?;
         let rows = client
@@ -819,6 +873,31 @@ impl Storage for PostgresStorage {
             })
             .collect()
     }
+}
+
+/// Adds a batch of rollups (one array per column) to their minutes' rows.
+fn add_metrics_sql() -> String {
+    let arrays: Vec<String> = (3..3 + METRIC_COLUMNS.len())
+        .map(|i| format!("${i}::int8[]"))
+        .collect();
+    let updates: Vec<String> = METRIC_COLUMNS
+        .iter()
+        .map(|c| {
+            if *c == "latency_max_ms" {
+                format!("{c} = greatest(r.{c}, excluded.{c})")
+            } else {
+                format!("{c} = r.{c} + excluded.{c}")
+            }
+        })
+        .collect();
+    format!(
+        "INSERT INTO metrics_minutely AS r (minute, transport, {columns})
+         SELECT * FROM unnest($1::timestamptz[], $2::text[], {arrays})
+         ON CONFLICT (minute, transport) DO UPDATE SET {updates}",
+        columns = METRIC_COLUMNS.join(", "),
+        arrays = arrays.join(", "),
+        updates = updates.join(", ")
+    )
 }
 
 async fn lock_message(

@@ -22,8 +22,9 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    DepthRow, Enqueued, MessageFilter, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage,
-    StorageError, StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at,
+    DepthRow, Enqueued, METRIC_COLUMNS, MessageFilter, MinuteMetrics, Outcome, OutcomeKind, Page,
+    PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState, WorkSignal,
+    clamp_limit, effective_at, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -287,6 +288,59 @@ fn insert_event(tx: &Transaction<'_>, event: NewEvent<'_>) -> rusqlite::Result<(
         event.detail.map(|d| d.to_string()),
     ])?;
     Ok(())
+}
+
+/// Adds one rollup to its minute's row.
+fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Result<()> {
+    let updates: Vec<String> = METRIC_COLUMNS
+        .iter()
+        .map(|c| {
+            if *c == "latency_max_ms" {
+                format!("{c} = max({c}, excluded.{c})")
+            } else {
+                format!("{c} = {c} + excluded.{c}")
+            }
+        })
+        .collect();
+    let placeholders: Vec<String> = (3..3 + METRIC_COLUMNS.len())
+        .map(|i| format!("?{i}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO metrics_minutely (minute, transport, {}) VALUES (?1, ?2, {})
+         ON CONFLICT (minute, transport) DO UPDATE SET {}",
+        METRIC_COLUMNS.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut params: Vec<Value> = vec![
+        Value::Integer(to_millis(metrics.minute)),
+        Value::Text(metrics.transport.clone()),
+    ];
+    params.extend(metric_values(metrics).map(Value::Integer));
+    stmt.execute(rusqlite::params_from_iter(params))?;
+    Ok(())
+}
+
+fn metrics_from_row(row: &Row<'_>) -> rusqlite::Result<MinuteMetrics> {
+    let value = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)?.max(0) as u64) };
+    let mut latency_le = [0u64; 9];
+    for (i, slot) in latency_le.iter_mut().enumerate() {
+        *slot = value(10 + i)?;
+    }
+    Ok(MinuteMetrics {
+        minute: from_millis(row.get(0)?),
+        transport: row.get(1)?,
+        sent: value(2)?,
+        failed: value(3)?,
+        retried: value(4)?,
+        dead: value(5)?,
+        deferred: value(6)?,
+        latency_count: value(7)?,
+        latency_sum_ms: value(8)?,
+        latency_max_ms: value(9)?,
+        latency_le,
+    })
 }
 
 fn load_message(conn: &Connection, id: Stamp) -> rusqlite::Result<Option<Message>> {
@@ -626,6 +680,9 @@ impl Storage for SqliteStorage {
                 };
                 recorded.applied.push((outcome.id, status));
             }
+            for metrics in rollup(&outcomes, &recorded.applied, now) {
+                add_metrics(tx, &metrics)?;
+            }
             Ok(recorded)
         })
         .await
@@ -891,6 +948,27 @@ impl Storage for SqliteStorage {
             Ok(purged as u64)
         })
         .await
+    }
+
+    async fn minute_metrics(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        self.reader()
+            .call(move |conn| {
+                let sql = format!(
+                    "SELECT minute, transport, {} FROM metrics_minutely
+                     WHERE minute >= ?1 AND minute < ?2 ORDER BY minute, transport",
+                    METRIC_COLUMNS.join(", ")
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(params![to_millis(from), to_millis(to)], metrics_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
     }
 
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {

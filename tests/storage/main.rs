@@ -64,6 +64,7 @@ conformance!(
     queue_depth_counts_by_transport_and_priority,
     migrations_can_run_twice,
     concurrent_claimers_claim_each_message_exactly_once,
+    outcomes_are_rolled_up_per_minute_and_transport,
 );
 
 async fn claim(storage: &dyn Storage, n: usize, at: chrono::DateTime<chrono::Utc>) -> Vec<Message> {
@@ -970,4 +971,90 @@ async fn concurrent_claimers_claim_each_message_exactly_once(f: &Fixture) {
         .expect("list");
     assert_eq!(sent.items.len(), 1000);
     assert!(s.queue_depth().await.expect("depth").is_empty());
+}
+
+async fn outcomes_are_rolled_up_per_minute_and_transport(f: &Fixture) {
+    let s = f.storage.as_ref();
+    s.enqueue_many(emails(5, t0()), t0())
+        .await
+        .expect("enqueue");
+    let claimed = claim(s, 5, t0()).await;
+    let at = t0() + secs(75); // the minute starting at t0 + 60 s
+    let mut outcomes = vec![
+        outcome(&claimed[0], OutcomeKind::Sent),
+        Outcome {
+            duration_ms: Some(700),
+            ..outcome(&claimed[1], OutcomeKind::Sent)
+        },
+        failed(&claimed[2], Some(at + secs(5))),
+        failed(&claimed[3], None),
+        outcome(
+            &claimed[4],
+            OutcomeKind::Released {
+                reason: "paused".into(),
+            },
+        ),
+    ];
+    outcomes[1].transport = "member-b".into();
+    s.record_outcomes(outcomes, at).await.expect("record");
+    // A stale outcome is neither applied nor counted.
+    s.record_outcomes(vec![outcome(&claimed[0], OutcomeKind::Sent)], at)
+        .await
+        .expect("record");
+
+    let rows = s
+        .minute_metrics(t0(), t0() + secs(3600))
+        .await
+        .expect("metrics");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let mail = rows
+        .iter()
+        .find(|r| r.transport == "mail")
+        .expect("mail row");
+    assert_eq!(mail.minute, t0() + secs(60));
+    assert_eq!(
+        (
+            mail.sent,
+            mail.failed,
+            mail.retried,
+            mail.dead,
+            mail.deferred
+        ),
+        (1, 2, 1, 1, 1)
+    );
+    assert_eq!(
+        (mail.latency_count, mail.latency_sum_ms, mail.latency_max_ms),
+        (3, 36, 12)
+    );
+    assert_eq!(mail.latency_le, [0, 3, 3, 3, 3, 3, 3, 3, 3]);
+    let member = rows
+        .iter()
+        .find(|r| r.transport == "member-b")
+        .expect("member row");
+    assert_eq!((member.sent, member.latency_max_ms), (1, 700));
+    assert_eq!(member.latency_le, [0, 0, 0, 0, 0, 1, 1, 1, 1]);
+
+    // Later batches in the same minute add to the same row.
+    s.enqueue_many(emails(1, t0()), t0())
+        .await
+        .expect("enqueue");
+    let more = claim(s, 1, at).await;
+    s.record_outcomes(vec![outcome(&more[0], OutcomeKind::Sent)], at + secs(10))
+        .await
+        .expect("record");
+    let rows = s
+        .minute_metrics(t0() + secs(60), t0() + secs(120))
+        .await
+        .expect("metrics");
+    let mail = rows
+        .iter()
+        .find(|r| r.transport == "mail")
+        .expect("mail row");
+    assert_eq!((mail.sent, mail.latency_count), (2, 4));
+    assert!(
+        s.minute_metrics(t0(), t0() + secs(60))
+            .await
+            .expect("metrics")
+            .is_empty()
+    );
 }
