@@ -348,6 +348,12 @@ impl Default for WorkSignal {
 }
 
 impl WorkSignal {
+    /// A handle that does not keep the signal alive, for background relays
+    /// that should stop when the storage owning the signal is dropped.
+    pub fn downgrade(&self) -> WeakWorkSignal {
+        WeakWorkSignal(self.sender.downgrade())
+    }
+
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
         self.sender.subscribe()
     }
@@ -362,6 +368,16 @@ impl WorkSignal {
                 let _ = self.sender.send(Arc::from(transport));
             }
         }
+    }
+}
+
+/// See [`WorkSignal::downgrade`].
+#[derive(Debug, Clone)]
+pub struct WeakWorkSignal(tokio::sync::broadcast::WeakSender<Arc<str>>);
+
+impl WeakWorkSignal {
+    pub fn upgrade(&self) -> Option<WorkSignal> {
+        self.0.upgrade().map(|sender| WorkSignal { sender })
     }
 }
 

@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::{
     DepthRow, Enqueued, METRIC_COLUMNS, MessageFilter, MinuteMetrics, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState, WorkSignal,
-    clamp_limit, effective_at, metric_values, rollup,
+    PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState, WeakWorkSignal,
+    WorkSignal, clamp_limit, effective_at, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -68,11 +68,13 @@ impl PostgresStorage {
             .recycle_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| StorageError::Config(format!("storage: {e}")))?;
+        let signal = WorkSignal::default();
+        tokio::spawn(relay_notifications(options.url.clone(), signal.downgrade()));
         let storage = PostgresStorage {
             pool,
             aging_ms: options.priority_aging.as_secs_f64() * 1000.0,
             aging: options.priority_aging,
-            signal: WorkSignal::default(),
+            signal,
         };
         storage.ping().await?;
         Ok(storage)
@@ -107,6 +109,54 @@ impl From<tokio_postgres::Error> for StorageError {
                 err.as_db_error().map(|d| d.message()).unwrap_or("")
             ))
         }
+    }
+}
+
+/// Listens for `herald_work` notifications (sent by enqueues on any node)
+/// and relays them to this process's work signal, reconnecting after a
+/// lost connection. Ends when nobody can listen any more.
+async fn relay_notifications(url: String, signal: WeakWorkSignal) {
+    use futures::StreamExt;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let listen = client.batch_execute("LISTEN herald_work");
+                // The connection must be driven while LISTEN runs.
+                let mut listen = std::pin::pin!(listen);
+                let listening = loop {
+                    tokio::select! {
+                        result = &mut listen => break result.is_ok(),
+                        message = messages.next() => if message.is_none() { break false },
+                    }
+                };
+                if listening {
+                    pause = Duration::from_millis(250);
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                match signal.upgrade() {
+                                    Some(signal) => signal.notify([n.payload()]),
+                                    None => return, // the storage is gone
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(err) => {
+                                tracing::warn!(cause = %err, "work notifications interrupted");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(cause = %err, "cannot listen for work notifications yet"),
+        }
+        if signal.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -194,8 +244,12 @@ WITH input AS (
 ), events AS (
     INSERT INTO message_events (message_id, kind, at, attempt, transport)
     SELECT id, 'queued', $13, 0, transport FROM inserted
+), notified AS (
+    -- Wakes the transport's actor on every node at commit (LISTEN herald_work).
+    SELECT count(pg_notify('herald_work', transport)) AS n
+    FROM (SELECT DISTINCT transport FROM inserted) AS t
 )
-SELECT id FROM inserted";
+SELECT inserted.id FROM inserted, notified";
 
 const CLAIM_SQL: &str = "
 WITH due AS (
