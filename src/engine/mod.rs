@@ -57,6 +57,9 @@ pub struct TransportStatus {
     pub running: bool,
     pub paused: bool,
     pub circuit: CircuitState,
+    /// This node holds the transport's lease and so is the one delivering
+    /// for it (with several nodes, exactly one does).
+    pub holds_lease: bool,
     pub in_flight: usize,
     /// Claimed, waiting for a delivery slot.
     pub prefetched: usize,

@@ -28,6 +28,7 @@ pub struct Supervisor {
     options: EngineOptions,
     actors: BTreeMap<String, Addr<TransportActor>>,
     tracker: Option<Addr<Tracker>>,
+    node: Arc<str>,
     recovering: bool,
 }
 
@@ -49,6 +50,7 @@ impl Supervisor {
             options,
             actors: BTreeMap::new(),
             tracker: None,
+            node: Arc::from(format!("{}-{}", std::process::id(), ulid::Ulid::generate())),
             recovering: false,
         }
     }
@@ -111,6 +113,7 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(node = %self.node, transports = self.transports.len(), "engine starting");
         let tracker = Tracker::new(self.storage.clone(), self.clock.clone()).start();
         for (name, transport) in &self.transports {
             let Some(settings) = self.settings.transports.get(name) else {
@@ -124,6 +127,7 @@ impl Actor for Supervisor {
                 tracker: tracker.clone(),
                 options: self.options.clone(),
                 paused: self.paused.contains(name),
+                node: self.node.clone(),
             };
             let addr = actix::Supervisor::start(move |_| TransportActor::new(parts));
             self.actors.insert(name.clone(), addr);

@@ -46,6 +46,8 @@ pub struct TransportParts {
     pub tracker: Addr<Tracker>,
     pub options: EngineOptions,
     pub paused: bool,
+    /// This process's identity for transport leases.
+    pub node: Arc<str>,
 }
 
 /// What one delivery task came back with.
@@ -64,6 +66,9 @@ pub struct TransportActor {
     breaker: Breaker,
     paused: bool,
     stopping: bool,
+    /// This node holds the transport's lease: only the holder claims, so
+    /// the rate limit and the breaker are exact across nodes.
+    holds_lease: bool,
     claiming: bool,
     /// The last claim came back short: wait for a wake or the poll.
     idle: bool,
@@ -90,6 +95,7 @@ impl TransportActor {
             breaker,
             paused: parts.paused,
             stopping: false,
+            holds_lease: false,
             claiming: false,
             idle: false,
             wakes: 0,
@@ -131,7 +137,7 @@ impl TransportActor {
     }
 
     fn claim(&mut self, ctx: &mut Context<Self>) {
-        if self.paused || self.claiming || self.idle || self.stopping {
+        if self.paused || self.claiming || self.idle || self.stopping || !self.holds_lease {
             return;
         }
         let held = self.ready.len() + self.in_flight.len();
@@ -337,9 +343,46 @@ impl TransportActor {
         }
     }
 
+    /// Takes or renews this node's lease on the transport.
+    fn hold(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let storage = self.parts.storage.clone();
+        let name = self.name().to_owned();
+        let node = self.parts.node.clone();
+        let now = self.parts.clock.now();
+        let until = now
+            + chrono::Duration::from_std(self.parts.settings.delivery.lease).unwrap_or_default();
+        let hold = async move { storage.hold_transport(&name, &node, until, now).await };
+        ctx.spawn(hold.into_actor(self).map(|result, act, ctx| {
+            let held = match result {
+                Ok(held) => held,
+                Err(err) => {
+                    // Unable to renew: behave as if lost, since another node
+                    // may take over once the lease runs out.
+                    tracing::warn!(transport = act.name(), cause = %err, "cannot renew the transport lease");
+                    false
+                }
+            };
+            if held != act.holds_lease {
+                if held {
+                    tracing::info!(transport = act.name(), node = %act.parts.node, "this node now drives the transport");
+                } else {
+                    tracing::warn!(transport = act.name(), "another node drives the transport; not claiming");
+                }
+            }
+            act.holds_lease = held;
+            if held {
+                act.pump(ctx);
+            }
+        }));
+    }
+
     /// Extends the leases of everything held, so a slow delivery or a long
     /// rate-limit wait is not mistaken for a crash.
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        self.hold(ctx);
         let held: Vec<(Stamp, ClaimToken)> = self
             .in_flight
             .iter()
@@ -457,6 +500,7 @@ impl Handler<GetStatus> for TransportActor {
             running: !self.stopping,
             paused: self.paused,
             circuit: self.breaker.state(),
+            holds_lease: self.holds_lease,
             in_flight: self.in_flight.len(),
             prefetched: self.ready.len(),
             concurrency: delivery.concurrency.get(),
@@ -478,9 +522,22 @@ impl Handler<Shutdown> for TransportActor {
         let (done, drained) = oneshot::channel();
         self.drained.push(done);
         self.notify_if_drained();
+        let storage = self.parts.storage.clone();
+        let name = self.name().to_owned();
+        let node = self.parts.node.clone();
+        let holds_lease = self.holds_lease;
         let wait = async move {
             let _ = tokio::time::timeout(grace, drained).await;
+            if holds_lease {
+                // Another node may take over at once rather than after expiry.
+                if let Err(err) = storage.release_transport(&name, &node).await {
+                    tracing::warn!(transport = %name, cause = %err, "could not release the transport lease");
+                }
+            }
         };
-        Box::pin(wait.into_actor(self).map(|_, act, _| act.in_flight.len()))
+        Box::pin(wait.into_actor(self).map(|_, act, _| {
+            act.holds_lease = false;
+            act.in_flight.len()
+        }))
     }
 }

@@ -482,6 +482,20 @@ pub trait Storage: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<TransportState, StorageError>;
 
+    /// Takes or renews this node's right to drive `transport` until
+    /// `until`. Returns false while another node holds an unexpired lease.
+    async fn hold_transport(
+        &self,
+        transport: &str,
+        node: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError>;
+
+    /// Gives up this node's lease on `transport` (on shutdown), so another
+    /// node takes over at once.
+    async fn release_transport(&self, transport: &str, node: &str) -> Result<(), StorageError>;
+
     /// Every transport with persisted state.
     async fn transport_states(&self) -> Result<Vec<TransportState>, StorageError>;
 

@@ -738,6 +738,41 @@ impl Storage for PostgresStorage {
         })
     }
 
+    async fn hold_transport(
+        &self,
+        transport: &str,
+        node: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let client = self.client().await?;
+        let hold = client
+            .prepare_cached(
+                "INSERT INTO transport_state (name, paused, updated_at, holder, held_until)
+                 VALUES ($1, false, $3, $2, $4)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
+                 WHERE transport_state.holder IS NULL OR transport_state.holder = excluded.holder
+                    OR transport_state.held_until < $3
+                 RETURNING holder",
+            )
+            .await?;
+        let held = client
+            .query_opt(&hold, &[&transport, &node, &now, &until])
+            .await?;
+        Ok(held.is_some())
+    }
+
+    async fn release_transport(&self, transport: &str, node: &str) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE transport_state SET holder = NULL, held_until = NULL WHERE name = $1 AND holder = $2",
+                &[&transport, &node],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn transport_states(&self) -> Result<Vec<TransportState>, StorageError> {
         let client = self.client().await?;
         let rows = client

@@ -836,6 +836,43 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn hold_transport(
+        &self,
+        transport: &str,
+        node: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let (transport, node) = (transport.to_owned(), node.to_owned());
+        self.write(move |tx| {
+            let held = tx
+                .prepare_cached(
+                    "INSERT INTO transport_state (name, paused, updated_at, holder, held_until)
+                     VALUES (?1, 0, ?3, ?2, ?4)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
+                     WHERE transport_state.holder IS NULL OR transport_state.holder = excluded.holder
+                        OR transport_state.held_until < ?3
+                     RETURNING holder",
+                )?
+                .query_row(params![transport, node, to_millis(now), to_millis(until)], |_| Ok(()))
+                .optional()?;
+            Ok(held.is_some())
+        })
+        .await
+    }
+
+    async fn release_transport(&self, transport: &str, node: &str) -> Result<(), StorageError> {
+        let (transport, node) = (transport.to_owned(), node.to_owned());
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "UPDATE transport_state SET holder = NULL, held_until = NULL WHERE name = ?1 AND holder = ?2",
+            )?
+            .execute(params![transport, node])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn transport_states(&self) -> Result<Vec<TransportState>, StorageError> {
         self.reader()
             .call(|conn| {

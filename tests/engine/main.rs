@@ -120,13 +120,28 @@ fn fast() -> EngineOptions {
 }
 
 async fn start(fixture: &Fixture, tuning: &str, transport: Arc<Scripted>) -> Engine {
-    let settings = settings(&fixture.options.url, tuning);
+    start_on(
+        fixture.storage.clone(),
+        &fixture.options.url,
+        tuning,
+        transport,
+    )
+    .await
+}
+
+async fn start_on(
+    storage: Arc<dyn Storage>,
+    url: &str,
+    tuning: &str,
+    transport: Arc<Scripted>,
+) -> Engine {
+    let settings = settings(url, tuning);
     let transports: BTreeMap<String, Arc<dyn Transport>> = BTreeMap::from([
         ("mail".to_string(), transport as Arc<dyn Transport>),
         ("other".to_string(), Scripted::ok() as Arc<dyn Transport>),
     ]);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    Engine::start(fixture.storage.clone(), clock, settings, transports, fast())
+    Engine::start(storage, clock, settings, transports, fast())
         .await
         .expect("engine starts")
 }
@@ -428,4 +443,42 @@ async fn shutdown_hands_back_unstarted_claims(f: Fixture) {
         }
     }
     assert_eq!(released, 5);
+}
+
+async fn holds(engine: &Engine) -> bool {
+    engine
+        .status()
+        .await
+        .expect("status")
+        .iter()
+        .any(|t| t.name == "mail" && t.holds_lease)
+}
+
+#[actix::test]
+async fn two_nodes_drive_a_transport_one_at_a_time() {
+    let f = Fixture::postgres().await;
+    let tuning = "lease_ms = 1500";
+    let (first, second) = (Scripted::ok(), Scripted::ok());
+    let node_a = start(&f, tuning, first.clone()).await;
+    eventually("node A holds the transport", || holds(&node_a)).await;
+    let node_b = start_on(f.reopen().await, &f.options.url, tuning, second.clone()).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!holds(&node_b).await, "only one node drives a transport");
+
+    enqueue(f.storage.as_ref(), 20).await;
+    eventually("node A sends all 20", || async {
+        count(f.storage.as_ref(), Status::Sent).await == 20
+    })
+    .await;
+    assert_eq!((first.calls(), second.calls()), (20, 0));
+
+    node_a.shutdown(Duration::from_secs(5)).await;
+    eventually("node B takes over", || holds(&node_b)).await;
+    enqueue(f.storage.as_ref(), 10).await;
+    eventually("node B sends the next 10", || async {
+        count(f.storage.as_ref(), Status::Sent).await == 30
+    })
+    .await;
+    assert_eq!((first.calls(), second.calls()), (20, 10));
+    node_b.shutdown(Duration::from_secs(5)).await;
 }

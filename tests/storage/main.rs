@@ -65,6 +65,7 @@ conformance!(
     migrations_can_run_twice,
     concurrent_claimers_claim_each_message_exactly_once,
     outcomes_are_rolled_up_per_minute_and_transport,
+    one_node_at_a_time_holds_a_transport,
 );
 
 async fn claim(storage: &dyn Storage, n: usize, at: chrono::DateTime<chrono::Utc>) -> Vec<Message> {
@@ -1117,4 +1118,73 @@ async fn postgres_enqueue_signals_work_on_other_nodes() {
         }
         assert!(attempt < 20, "no notification reached the other node");
     }
+}
+
+async fn one_node_at_a_time_holds_a_transport(f: &Fixture) {
+    let s = f.storage.as_ref();
+    assert!(
+        s.hold_transport("mail", "node-a", t0() + secs(30), t0())
+            .await
+            .expect("hold")
+    );
+    assert!(
+        !s.hold_transport("mail", "node-b", t0() + secs(40), t0() + secs(10))
+            .await
+            .expect("hold")
+    );
+    assert!(
+        s.hold_transport("other", "node-b", t0() + secs(30), t0())
+            .await
+            .expect("hold"),
+        "leases are per transport"
+    );
+    assert!(
+        s.hold_transport("mail", "node-a", t0() + secs(60), t0() + secs(20))
+            .await
+            .expect("renew")
+    );
+    assert!(
+        !s.hold_transport("mail", "node-b", t0() + secs(90), t0() + secs(50))
+            .await
+            .expect("hold"),
+        "renewed"
+    );
+    assert!(
+        s.hold_transport("mail", "node-b", t0() + secs(100), t0() + secs(61))
+            .await
+            .expect("take over"),
+        "expired"
+    );
+    assert!(
+        !s.hold_transport("mail", "node-a", t0() + secs(100), t0() + secs(62))
+            .await
+            .expect("hold")
+    );
+    s.release_transport("mail", "node-a")
+        .await
+        .expect("release by a non-holder is a no-op");
+    assert!(
+        !s.hold_transport("mail", "node-a", t0() + secs(100), t0() + secs(63))
+            .await
+            .expect("hold")
+    );
+    s.release_transport("mail", "node-b")
+        .await
+        .expect("release");
+    assert!(
+        s.hold_transport("mail", "node-a", t0() + secs(100), t0() + secs(64))
+            .await
+            .expect("hold after release")
+    );
+    s.set_paused("mail", true, t0()).await.expect("pause");
+    assert!(
+        s.hold_transport("mail", "node-a", t0() + secs(130), t0() + secs(65))
+            .await
+            .expect("renew")
+    );
+    let states = s.transport_states().await.expect("states");
+    assert!(
+        states.iter().any(|t| t.name == "mail" && t.paused),
+        "leases leave the pause state alone"
+    );
 }

@@ -1,0 +1,5 @@
+-- One node drives each transport at a time, so its rate limit and breaker
+-- are exact across nodes: the node holding `holder` until `held_until`
+-- (epoch ms) claims for it; another takes over once the lease has expired.
+ALTER TABLE transport_state ADD COLUMN holder TEXT;
+ALTER TABLE transport_state ADD COLUMN held_until INTEGER;
