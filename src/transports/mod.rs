@@ -3,12 +3,21 @@
 //! meaning, so the retry code asks [`TransportError`] what to do and never
 //! looks at provider specifics. No lettre or reqwest type crosses this seam.
 
+pub mod email;
+pub mod file;
+pub mod null;
+pub mod smtp;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::domain::Message;
+
+pub use file::FileTransport;
+pub use null::NullTransport;
+pub use smtp::{SmtpOptions, SmtpTransport};
 
 /// A way to deliver messages.
 #[async_trait]
@@ -131,9 +140,47 @@ impl TransportError {
     }
 }
 
+/// Makes rustls use the ring provider for the whole process. rustls
+/// cannot pick a provider by itself when more than one is compiled in
+/// (a dependency may bring aws-lc-rs), and the HTTP client needs one
+/// installed; STACK.md has the story. Call it once at start-up; the
+/// transports that use TLS call it too, so calling it again is harmless.
+pub fn install_crypto_provider() {
+    // Err only means a provider is installed already, which is the goal.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::domain::{Channel, Fingerprint, Priority, Stamp, Status};
+
+    /// A stored message of `channel` carrying `payload`, as a transport
+    /// receives it from the engine.
+    pub(crate) fn message(channel: Channel, payload: serde_json::Value) -> Message {
+        let now = crate::time::from_millis(1_767_225_600_000);
+        Message {
+            id: Stamp::generate(),
+            channel,
+            transport: "test".into(),
+            category: None,
+            status: Status::Processing,
+            priority: Priority::MIN,
+            payload,
+            metadata: serde_json::json!({}),
+            fingerprint: Fingerprint::from_stored("0".repeat(64)),
+            idempotency_key: None,
+            attempts: 1,
+            max_attempts: 3,
+            created_at: now,
+            available_at: now,
+            lease_until: None,
+            claim_token: None,
+            sent_at: None,
+            last_error: None,
+            updated_at: now,
+        }
+    }
 
     #[test]
     fn http_statuses_classify_as_the_design_says() {
