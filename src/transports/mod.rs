@@ -7,6 +7,7 @@ pub mod email;
 pub mod file;
 pub mod null;
 pub mod smtp;
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::domain::Message;
 pub use file::FileTransport;
 pub use null::NullTransport;
 pub use smtp::{SmtpOptions, SmtpTransport};
+pub use webhook::{WebhookOptions, WebhookTransport};
 
 /// A way to deliver messages.
 #[async_trait]
