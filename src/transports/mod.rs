@@ -2,13 +2,36 @@
 //! [`Transport`], and one error type whose variants carry their retry
 //! meaning, so the retry code asks [`TransportError`] what to do and never
 //! looks at provider specifics. No lettre or reqwest type crosses this seam.
+//!
+//! The kinds: [`smtp`] (lettre, pooled, TLS), [`file`] (`.eml` files),
+//! [`webhook`] (signed HTTP POST of JSON), [`null`] (accepts everything),
+//! and the groups in [`group`] (`failover`, `round_robin`) over other
+//! transports. [`email`] builds the MIME message the SMTP and file
+//! transports share. [`build_all`] turns the configured transports into
+//! ready [`Transport`] values.
 
+pub mod email;
+pub mod file;
+pub mod group;
+pub mod null;
+pub mod smtp;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::config::{TransportKind, TransportSettings};
 use crate::domain::Message;
+
+pub use file::FileTransport;
+pub use group::{FailoverTransport, RoundRobinTransport};
+pub use null::NullTransport;
+pub use smtp::{SmtpOptions, SmtpTransport};
+pub use webhook::{WebhookOptions, WebhookTransport};
 
 /// A way to deliver messages.
 #[async_trait]
@@ -131,9 +154,153 @@ impl TransportError {
     }
 }
 
+/// Makes rustls use the ring provider for the whole process. rustls
+/// cannot pick a provider by itself when more than one is compiled in
+/// (a dependency may bring aws-lc-rs), and the HTTP client needs one
+/// installed; STACK.md has the story. Call it once at start-up; the
+/// transports that use TLS call it too, so calling it again is harmless.
+pub fn install_crypto_provider() {
+    // Err only means a provider is installed already, which is the goal.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Builds every configured transport. Plain transports are built first;
+/// each group then holds `Arc`s of its members, so a member's pool (SMTP
+/// connections, HTTP client) is shared by the member and its groups.
+///
+/// Call it inside the Tokio (actix) runtime that will run the deliveries:
+/// the SMTP pool spawns its idle-connection reaper on the runtime current
+/// when it is built (outside one, the SMTP transport reports an error).
+/// Nothing connects here; an unreachable server shows up as delivery
+/// errors, not as a start-up failure.
+pub fn build_all(
+    settings: &BTreeMap<String, TransportSettings>,
+) -> Result<BTreeMap<String, Arc<dyn Transport>>, TransportError> {
+    install_crypto_provider();
+    let mut built: BTreeMap<String, Arc<dyn Transport>> = BTreeMap::new();
+    for (name, transport) in settings {
+        if transport.kind.members().is_empty() {
+            built.insert(name.clone(), build_plain(transport)?);
+        }
+    }
+    for (name, transport) in settings {
+        let members = transport.kind.members();
+        if members.is_empty() {
+            continue;
+        }
+        let mut group_members = Vec::with_capacity(members.len());
+        for member in members {
+            // Config validation already refuses unknown members and nested
+            // groups; a hand-built settings map gets a clear error instead.
+            let (Some(built_member), Some(member_settings)) =
+                (built.get(member), settings.get(member))
+            else {
+                return Err(TransportError::Local(format!(
+                    "transport `{name}`: member `{member}` is not a configured plain transport"
+                )));
+            };
+            if !member_settings.kind.members().is_empty() {
+                return Err(TransportError::Local(format!(
+                    "transport `{name}`: member `{member}` is a group"
+                )));
+            }
+            // A member is left alone after a failure for as long as its
+            // own circuit breaker would stay open: the operator's one
+            // setting for "how long to stop hitting a failing provider".
+            group_members.push((
+                Arc::clone(built_member),
+                member_settings.delivery.circuit_open,
+            ));
+        }
+        let group: Arc<dyn Transport> = match &transport.kind {
+            TransportKind::Failover { .. } => {
+                Arc::new(FailoverTransport::new(name.clone(), group_members)?)
+            }
+            _ => Arc::new(RoundRobinTransport::new(name.clone(), group_members)?),
+        };
+        built.insert(name.clone(), group);
+    }
+    Ok(built)
+}
+
+/// Builds one transport that is not a group.
+pub fn build_plain(settings: &TransportSettings) -> Result<Arc<dyn Transport>, TransportError> {
+    let name = settings.name.clone();
+    Ok(match &settings.kind {
+        TransportKind::File { path } => Arc::new(FileTransport::new(name, path)?),
+        TransportKind::Smtp {
+            host,
+            port,
+            tls,
+            username,
+            password,
+            timeout,
+        } => Arc::new(SmtpTransport::new(
+            name,
+            SmtpOptions {
+                host: host.clone(),
+                port: *port,
+                tls: *tls,
+                username: username.clone(),
+                password: password.clone(),
+                timeout: *timeout,
+                pool_size: u32::try_from(settings.delivery.concurrency.get()).unwrap_or(u32::MAX),
+            },
+        )?),
+        TransportKind::Webhook {
+            url,
+            secret,
+            timeout,
+            allowed_url_hosts,
+        } => Arc::new(WebhookTransport::new(
+            name,
+            WebhookOptions {
+                url: url.clone(),
+                secret: secret.clone(),
+                timeout: *timeout,
+                allowed_url_hosts: allowed_url_hosts.clone(),
+            },
+        )?),
+        TransportKind::Null => Arc::new(NullTransport::new(name)),
+        TransportKind::Failover { .. } | TransportKind::RoundRobin { .. } => {
+            return Err(TransportError::Local(format!(
+                "transport `{name}` is a group; build it with build_all"
+            )));
+        }
+    })
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::domain::{Channel, Fingerprint, Priority, Stamp, Status};
+
+    /// A stored message of `channel` carrying `payload`, as a transport
+    /// receives it from the engine.
+    pub(crate) fn message(channel: Channel, payload: serde_json::Value) -> Message {
+        let now = crate::time::from_millis(1_767_225_600_000);
+        Message {
+            id: Stamp::generate(),
+            channel,
+            transport: "test".into(),
+            category: None,
+            status: Status::Processing,
+            priority: Priority::MIN,
+            payload,
+            metadata: serde_json::json!({}),
+            fingerprint: Fingerprint::from_stored("0".repeat(64)),
+            idempotency_key: None,
+            attempts: 1,
+            max_attempts: 3,
+            created_at: now,
+            available_at: now,
+            lease_until: None,
+            claim_token: None,
+            sent_at: None,
+            last_error: None,
+            updated_at: now,
+        }
+    }
 
     #[test]
     fn http_statuses_classify_as_the_design_says() {

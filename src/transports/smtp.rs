@@ -1,0 +1,224 @@
+//! The `smtp` transport: emails over a pooled SMTP connection (lettre),
+//! plain, STARTTLS or implicit TLS through rustls, with optional AUTH, and
+//! lettre's errors translated into [`TransportError`] by their SMTP reply.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::{Error as SmtpError, PoolConfig};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::config::{Secret, TlsMode};
+use crate::domain::Message;
+
+use super::email::build_email;
+use super::{Delivery, Transport, TransportError};
+
+/// Where and how to reach an SMTP server.
+#[derive(Debug, Clone)]
+pub struct SmtpOptions {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// AUTH is used when both are set.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Bounds each network step: connecting, and each SMTP command.
+    pub timeout: Duration,
+    /// Connections kept open at most; the transport's concurrency is
+    /// the natural size, as no more deliveries run at once.
+    pub pool_size: u32,
+}
+
+/// Delivers emails to one SMTP server.
+pub struct SmtpTransport {
+    name: String,
+    server: String,
+    /// Always `Some` until dropped; see the `Drop` impl.
+    mailer: Option<AsyncSmtpTransport<Tokio1Executor>>,
+}
+
+impl SmtpTransport {
+    /// Prepares the transport; no connection is opened until the first
+    /// delivery, so a server that is down does not stop Herald starting.
+    ///
+    /// Must run inside a Tokio runtime: lettre's pool spawns the task that
+    /// closes idle connections on the runtime current when it is built.
+    pub fn new(name: impl Into<String>, options: SmtpOptions) -> Result<Self, TransportError> {
+        let name = name.into();
+        if tokio::runtime::Handle::try_current().is_err() {
+            // lettre would panic; an error names the transport instead.
+            return Err(TransportError::Local(format!(
+                "transport `{name}`: an SMTP transport must be built inside a Tokio runtime"
+            )));
+        }
+        super::install_crypto_provider();
+        let tls = match options.tls {
+            TlsMode::None => Tls::None,
+            TlsMode::Starttls => Tls::Required(tls_parameters(&name, &options.host)?),
+            TlsMode::Tls => Tls::Wrapper(tls_parameters(&name, &options.host)?),
+        };
+        let mut builder =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(options.host.clone())
+                .port(options.port)
+                .tls(tls)
+                .timeout(Some(options.timeout))
+                .pool_config(PoolConfig::new().max_size(options.pool_size.max(1)));
+        if let (Some(username), Some(password)) = (&options.username, &options.password) {
+            builder = builder.credentials(Credentials::new(
+                username.clone(),
+                password.expose().to_owned(),
+            ));
+        }
+        Ok(SmtpTransport {
+            name,
+            server: format!("{}:{}", options.host, options.port),
+            mailer: Some(builder.build()),
+        })
+    }
+}
+
+fn tls_parameters(name: &str, host: &str) -> Result<TlsParameters, TransportError> {
+    TlsParameters::new(host.to_owned())
+        .map_err(|e| TransportError::Local(format!("transport `{name}`: TLS set-up: {e}")))
+}
+
+#[async_trait]
+impl Transport for SmtpTransport {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "smtp"
+    }
+
+    async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError> {
+        let email = build_email(message)?;
+        let mailer = self.mailer.as_ref().ok_or_else(|| {
+            TransportError::Local(format!("transport `{}` is shutting down", self.name))
+        })?;
+        let response = mailer
+            .send(email)
+            .await
+            .map_err(|e| classify(&e, &self.server))?;
+        Ok(Delivery {
+            transport: self.name.clone(),
+            detail: Some(serde_json::json!({
+                "server": self.server,
+                "code": u16::from(response.code()),
+                "reply": response.message().collect::<Vec<_>>().join(" "),
+            })),
+        })
+    }
+}
+
+impl Drop for SmtpTransport {
+    /// lettre's pool spawns a task to close its connections when dropped,
+    /// and panics when no Tokio runtime is current: a shutdown that drops
+    /// the transports after the runtime stopped would abort the process.
+    /// Then a throw-away runtime takes the task; dropping that runtime
+    /// drops the connections with it, closing their sockets.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        let Some(mailer) = self.mailer.take() else {
+            return;
+        };
+        match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(runtime) => {
+                let _entered = runtime.enter();
+                drop(mailer);
+            }
+            // Without any runtime the pool cannot be dropped safely;
+            // leaking it at shutdown costs a few sockets the OS reclaims.
+            Err(_) => std::mem::forget(mailer),
+        }
+    }
+}
+
+/// Translates lettre's error by the meaning lettre gives it: a 5xx reply
+/// is final, a 4xx reply is worth retrying, and anything that went wrong
+/// before a reply (no connection, no answer in time, a broken TLS
+/// handshake) is the server's reachability, not the message, so it is
+/// retried too.
+pub(crate) fn classify(err: &SmtpError, server: &str) -> TransportError {
+    let message = format!("{server}: {err}");
+    let code = err.status().map(u16::from);
+    if err.is_permanent() {
+        TransportError::Rejected { code, message }
+    } else if err.is_transient() {
+        TransportError::Temporary {
+            code,
+            message,
+            retry_after: None,
+        }
+    } else if err.is_timeout() {
+        TransportError::Timeout(message)
+    } else if err.is_client() || err.is_transport_shutdown() {
+        // lettre refused before talking (no common AUTH mechanism, STARTTLS
+        // missing, 8BITMIME/SMTPUTF8 unsupported): the server and the
+        // configuration disagree, which an operator can fix.
+        TransportError::Local(message)
+    } else if err.is_response() {
+        // A reply that does not parse: a broken or overloaded server.
+        TransportError::Temporary {
+            code: None,
+            message,
+            retry_after: None,
+        }
+    } else {
+        // Connection, network and TLS errors.
+        TransportError::Connection(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> SmtpOptions {
+        SmtpOptions {
+            host: "mail.example.com".into(),
+            port: 465,
+            tls: TlsMode::Tls,
+            username: Some("herald".into()),
+            password: Some(Secret::new("s3cret")),
+            timeout: Duration::from_secs(5),
+            pool_size: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_tls_mode_builds_without_connecting() {
+        for tls in [TlsMode::None, TlsMode::Starttls, TlsMode::Tls] {
+            let transport =
+                SmtpTransport::new("smtp-main", SmtpOptions { tls, ..options() }).unwrap();
+            assert_eq!(transport.name(), "smtp-main");
+            assert_eq!(transport.kind(), "smtp");
+            assert_eq!(transport.server, "mail.example.com:465");
+        }
+    }
+
+    #[test]
+    fn dropping_after_the_runtime_stopped_does_not_panic() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let transport = runtime
+            .block_on(async { SmtpTransport::new("smtp-main", options()) })
+            .unwrap();
+        drop(runtime);
+        drop(transport);
+    }
+
+    #[test]
+    fn outside_a_runtime_building_is_an_error_not_a_panic() {
+        let err = SmtpTransport::new("smtp-main", options()).err().unwrap();
+        assert!(matches!(err, TransportError::Local(_)), "{err}");
+    }
+}

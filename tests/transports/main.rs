@@ -1,0 +1,864 @@
+//! The transports against real servers: an SMTP server (mailin-embedded)
+//! and an HTTP server (wiremock) on 127.0.0.1, and a real directory.
+//! Transports are built from config text through `build_all`, as the
+//! engine builds them, unless a test is about one constructor's options.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{TimeZone, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use mailin_embedded::{Handler, Response, Server, SslConfig};
+use sha2::Sha256;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use herald::config::Settings;
+use herald::domain::{
+    Channel, EnqueuePolicy, EnqueueRequest, Message, Priority, Status, TransportIntake,
+};
+use herald::transports::{self, Transport, TransportError, WebhookOptions, WebhookTransport};
+
+const SECRET: &str = "hook-secret";
+
+// ---------------------------------------------------------------- fixtures
+
+/// A stored message, made from an enqueue body the way the API makes it,
+/// so the payload JSON has exactly the stored shape.
+fn stored(body: serde_json::Value) -> Message {
+    let request: EnqueueRequest = serde_json::from_value(body).expect("a valid request body");
+    let intake = |channels: Vec<Channel>| TransportIntake {
+        channels,
+        max_attempts: 3,
+        allowed_url_hosts: Some(vec!["127.0.0.1".into(), "hooks.example.com".into()]),
+    };
+    let policy = EnqueuePolicy {
+        transports: HashMap::from([
+            ("mail".to_string(), intake(vec![Channel::Email])),
+            (
+                "hooks".to_string(),
+                intake(vec![Channel::Sms, Channel::Chat, Channel::Webhook]),
+            ),
+        ]),
+        routes: HashMap::from([
+            (Channel::Email, "mail".to_string()),
+            (Channel::Sms, "hooks".to_string()),
+            (Channel::Chat, "hooks".to_string()),
+            (Channel::Webhook, "hooks".to_string()),
+        ]),
+        default_priority: Priority::new(4).expect("4 is a priority"),
+        category_priorities: BTreeMap::new(),
+    };
+    let now = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a valid date");
+    let new = request
+        .into_new_message(&policy, now)
+        .expect("a valid message");
+    Message {
+        id: new.id,
+        channel: new.channel,
+        transport: new.transport,
+        category: new.category,
+        status: Status::Processing,
+        priority: new.priority,
+        payload: new.payload,
+        metadata: new.metadata,
+        fingerprint: new.fingerprint,
+        idempotency_key: new.idempotency_key,
+        attempts: 1,
+        max_attempts: new.max_attempts,
+        created_at: now,
+        available_at: new.available_at,
+        lease_until: None,
+        claim_token: None,
+        sent_at: None,
+        last_error: None,
+        updated_at: now,
+    }
+}
+
+fn receipt_email() -> Message {
+    stored(serde_json::json!({
+        "channel": "email",
+        "email": {
+            "from": "Shop <shop@example.com>",
+            "to": ["alice@example.com"],
+            "cc": ["carol@example.com"],
+            "bcc": ["audit@example.com"],
+            "subject": "Your receipt",
+            "text": "Thanks for your order.",
+            "html": "<p>Thanks for your order.</p>",
+            "headers": {"X-Campaign": "winter"},
+            "attachments": [{
+                "filename": "receipt.txt",
+                "content_type": "text/plain",
+                "content_base64": base64::engine::general_purpose::STANDARD.encode("total: 42 EUR")
+            }]
+        }
+    }))
+}
+
+fn chat(payload: serde_json::Value, url: Option<String>) -> Message {
+    stored(serde_json::json!({
+        "channel": "chat",
+        "chat": {"payload": payload, "url": url}
+    }))
+}
+
+/// Builds every transport of a config text (the `[transports.*]` tables).
+fn build(config: &str) -> BTreeMap<String, Arc<dyn Transport>> {
+    let settings = Settings::from_toml(config, Path::new("transports-test.toml"), |var| {
+        (var == "HOOK_SECRET").then(|| SECRET.to_owned())
+    })
+    .unwrap_or_else(|e| panic!("test config: {e}"));
+    transports::build_all(&settings.transports).expect("the transports build")
+}
+
+fn one(config: &str, name: &str) -> Arc<dyn Transport> {
+    build(config)
+        .remove(name)
+        .unwrap_or_else(|| panic!("transport `{name}`"))
+}
+
+/// A port nothing listens on: bound, then released.
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+// ------------------------------------------------------------ SMTP server
+
+/// One email as the SMTP server received it.
+#[derive(Debug, Clone, Default)]
+struct Received {
+    from: String,
+    to: Vec<String>,
+    data: String,
+}
+
+impl Received {
+    /// The value of the first header `name` in the top-level header block.
+    fn header(&self, name: &str) -> Option<String> {
+        let head = self.data.split("\r\n\r\n").next()?;
+        head.split("\r\n").find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+}
+
+/// Records what arrives; answers RCPT with `rcpt_reply` when set.
+#[derive(Clone)]
+struct Recorder {
+    inbox: Arc<Mutex<Vec<Received>>>,
+    /// EHLOs seen: one per SMTP session, so one per connection.
+    sessions: Arc<AtomicUsize>,
+    rcpt_reply: Option<(u16, &'static str)>,
+    current: Received,
+}
+
+impl Handler for Recorder {
+    fn helo(&mut self, _ip: std::net::IpAddr, _domain: &str) -> Response {
+        self.sessions.fetch_add(1, Ordering::SeqCst);
+        mailin_embedded::response::OK
+    }
+
+    fn mail(&mut self, _ip: std::net::IpAddr, _domain: &str, from: &str) -> Response {
+        self.current = Received {
+            from: from.to_owned(),
+            ..Received::default()
+        };
+        mailin_embedded::response::OK
+    }
+
+    fn rcpt(&mut self, _to: &str) -> Response {
+        match self.rcpt_reply {
+            Some((code, text)) => Response::custom(code, text.to_owned()),
+            None => mailin_embedded::response::OK,
+        }
+    }
+
+    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
+        self.current.to = to.to_vec();
+        mailin_embedded::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.data.push_str(&String::from_utf8_lossy(buf));
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        self.inbox
+            .lock()
+            .expect("inbox lock")
+            .push(std::mem::take(&mut self.current));
+        mailin_embedded::response::OK
+    }
+}
+
+/// A running test SMTP server.
+struct SmtpServer {
+    port: u16,
+    inbox: Arc<Mutex<Vec<Received>>>,
+    sessions: Arc<AtomicUsize>,
+}
+
+impl SmtpServer {
+    fn received(&self) -> Vec<Received> {
+        self.inbox.lock().expect("inbox lock").clone()
+    }
+}
+
+/// Starts an SMTP server on 127.0.0.1. Its thread lives as long as the
+/// test process.
+fn smtp_server(rcpt_reply: Option<(u16, &'static str)>) -> SmtpServer {
+    let inbox = Arc::new(Mutex::new(Vec::new()));
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let mut server = Server::new(Recorder {
+        inbox: Arc::clone(&inbox),
+        sessions: Arc::clone(&sessions),
+        rcpt_reply,
+        current: Received::default(),
+    });
+    server
+        .with_name("mx.test")
+        .with_ssl(SslConfig::None)
+        .expect("no TLS")
+        .with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        if let Err(e) = server.serve() {
+            eprintln!("test SMTP server stopped: {e}");
+        }
+    });
+    SmtpServer {
+        port,
+        inbox,
+        sessions,
+    }
+}
+
+fn smtp_config(port: u16) -> String {
+    format!(
+        r#"
+        [transports.smtp-main]
+        kind = "smtp"
+        host = "127.0.0.1"
+        port = {port}
+        tls = "none"
+        timeout_ms = 5000
+        "#
+    )
+}
+
+// ------------------------------------------------------------------ SMTP
+
+#[tokio::test]
+async fn smtp_delivers_a_multipart_email_with_both_stamp_headers() {
+    let server = smtp_server(None);
+    let smtp = one(&smtp_config(server.port), "smtp-main");
+    let message = receipt_email();
+
+    let delivery = smtp.deliver(&message).await.expect("delivered");
+    assert_eq!(delivery.transport, "smtp-main");
+    let detail = delivery.detail.expect("the server's reply");
+    assert_eq!(detail["code"], 250);
+
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    let email = &received[0];
+    assert_eq!(email.from, "shop@example.com");
+    assert_eq!(
+        email.to,
+        [
+            "alice@example.com",
+            "carol@example.com",
+            "audit@example.com"
+        ]
+    );
+    assert_eq!(email.header("Subject").as_deref(), Some("Your receipt"));
+    assert_eq!(
+        email.header("From").as_deref(),
+        Some("Shop <shop@example.com>")
+    );
+    assert_eq!(email.header("X-Stamp-ID"), Some(message.id.to_string()));
+    assert_eq!(email.header("X-Tracking-ID"), Some(message.id.to_string()));
+    assert_eq!(email.header("X-Campaign").as_deref(), Some("winter"));
+    assert_eq!(email.header("Bcc"), None, "bcc stays off the headers");
+    assert!(email.data.contains("multipart/mixed"));
+    assert!(email.data.contains("multipart/alternative"));
+    assert!(email.data.contains("<p>Thanks for your order.</p>"));
+    assert!(email.data.contains("filename=\"receipt.txt\""));
+    assert!(email.data.contains("total: 42 EUR"));
+}
+
+#[tokio::test]
+async fn smtp_reuses_its_pooled_connection_for_the_next_email() {
+    let server = smtp_server(None);
+    let smtp = one(&smtp_config(server.port), "smtp-main");
+    let first = receipt_email();
+    let second = receipt_email();
+    smtp.deliver(&first).await.expect("first delivered");
+    // lettre hands a used connection back to its pool on a spawned task;
+    // give that task its turn before the next delivery asks the pool.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    smtp.deliver(&second).await.expect("second delivered");
+    assert_eq!(server.sessions.load(Ordering::SeqCst), 1, "one connection");
+    let stamps: Vec<Option<String>> = server
+        .received()
+        .iter()
+        .map(|r| r.header("X-Stamp-ID"))
+        .collect();
+    assert_eq!(
+        stamps,
+        [Some(first.id.to_string()), Some(second.id.to_string())]
+    );
+}
+
+#[tokio::test]
+async fn smtp_550_for_a_recipient_is_permanent() {
+    let server = smtp_server(Some((550, "No such user")));
+    let smtp = one(&smtp_config(server.port), "smtp-main");
+    let err = smtp.deliver(&receipt_email()).await.unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(
+        matches!(
+            err,
+            TransportError::Rejected {
+                code: Some(550),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("No such user"), "{err}");
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test]
+async fn smtp_451_for_a_recipient_is_transient() {
+    let server = smtp_server(Some((451, "Greylisted, try later")));
+    let smtp = one(&smtp_config(server.port), "smtp-main");
+    let err = smtp.deliver(&receipt_email()).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        matches!(
+            err,
+            TransportError::Temporary {
+                code: Some(451),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn smtp_with_nothing_listening_is_a_transient_connection_error() {
+    let smtp = one(&smtp_config(closed_port()), "smtp-main");
+    let err = smtp.deliver(&receipt_email()).await.unwrap_err();
+    assert!(matches!(err, TransportError::Connection(_)), "{err:?}");
+    assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn an_email_transport_refuses_a_message_of_another_channel() {
+    let server = smtp_server(None);
+    let smtp = one(&smtp_config(server.port), "smtp-main");
+    let sms = stored(serde_json::json!({
+        "channel": "sms",
+        "sms": {"to": "+14155550100", "body": "hi"}
+    }));
+    let err = smtp.deliver(&sms).await.unwrap_err();
+    assert!(matches!(err, TransportError::InvalidMessage(_)), "{err:?}");
+    assert!(server.received().is_empty());
+}
+
+// ------------------------------------------------------------------ file
+
+#[tokio::test]
+async fn file_writes_an_eml_with_the_stamp_into_a_directory_it_creates() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let outbox = dir.path().join("outbox").join("today");
+    let file = one(
+        &format!(
+            "[transports.outbox]\nkind = \"file\"\npath = {:?}\n",
+            outbox.display().to_string()
+        ),
+        "outbox",
+    );
+    let message = receipt_email();
+    let delivery = file.deliver(&message).await.expect("written");
+    assert_eq!(delivery.transport, "outbox");
+
+    let named = delivery.detail.expect("the file")["file"]
+        .as_str()
+        .expect("a path")
+        .to_owned();
+    let entries: Vec<_> = std::fs::read_dir(&outbox)
+        .expect("the directory exists")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].display().to_string(), named);
+    assert_eq!(entries[0].extension().and_then(|e| e.to_str()), Some("eml"));
+    let text = std::fs::read_to_string(&entries[0]).expect("readable");
+    assert!(text.contains(&format!("X-Stamp-ID: {}\r\n", message.id)));
+    assert!(text.contains(&format!("X-Tracking-ID: {}\r\n", message.id)));
+    assert!(text.contains("Subject: Your receipt\r\n"));
+}
+
+// --------------------------------------------------------------- webhook
+
+fn webhook_config(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        r#"
+        [transports.{name}]
+        kind = "webhook"
+        url = "{url}"
+        secret_env = "HOOK_SECRET"
+        timeout_ms = 2000
+        {extra}
+        "#
+    )
+}
+
+fn expected_signature(body: &[u8]) -> String {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn webhook_posts_the_payload_with_the_stamp_and_a_verifiable_signature() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/notify"))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let hooks = one(
+        &webhook_config("hooks", &format!("{}/notify", server.uri()), ""),
+        "hooks",
+    );
+    let payload = serde_json::json!({"text": "deploy finished", "channel": "#ops", "n": 3});
+    let message = chat(payload.clone(), None);
+
+    let delivery = hooks.deliver(&message).await.expect("delivered");
+    assert_eq!(delivery.transport, "hooks");
+    assert_eq!(delivery.detail, Some(serde_json::json!({"status": 202})));
+
+    let requests = server.received_requests().await.expect("recording is on");
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&request.body).unwrap(),
+        payload
+    );
+    assert_eq!(header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(header("x-herald-stamp"), Some(message.id.to_string()));
+    assert_eq!(
+        header("x-herald-signature"),
+        Some(expected_signature(&request.body)),
+        "the signature covers the exact bytes received"
+    );
+}
+
+#[tokio::test]
+async fn webhook_without_a_secret_sends_no_signature() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let hooks = WebhookTransport::new(
+        "hooks",
+        WebhookOptions {
+            url: format!("{}/notify", server.uri()).parse().unwrap(),
+            secret: None,
+            timeout: Duration::from_secs(2),
+            allowed_url_hosts: None,
+        },
+    )
+    .unwrap();
+    hooks
+        .deliver(&chat(serde_json::json!({"a": 1}), None))
+        .await
+        .expect("delivered");
+    let requests = server.received_requests().await.unwrap();
+    assert!(requests[0].headers.get("x-herald-signature").is_none());
+    assert!(requests[0].headers.get("x-herald-stamp").is_some());
+}
+
+#[tokio::test]
+async fn webhook_posts_an_sms_as_to_from_body() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let hooks = one(
+        &webhook_config("hooks", &format!("{}/sms", server.uri()), ""),
+        "hooks",
+    );
+    let sms = stored(serde_json::json!({
+        "channel": "sms",
+        "sms": {"to": "+14155550100", "from": "Herald", "body": "Your code is 1234"}
+    }));
+    hooks.deliver(&sms).await.expect("delivered");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&requests[0].body).unwrap(),
+        serde_json::json!({"to": "+14155550100", "from": "Herald", "body": "Your code is 1234"})
+    );
+}
+
+/// Delivers one chat message to a server answering `template`.
+async fn answer(template: ResponseTemplate) -> TransportError {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(template)
+        .mount(&server)
+        .await;
+    let hooks = one(&webhook_config("hooks", &server.uri(), ""), "hooks");
+    hooks
+        .deliver(&chat(serde_json::json!({"a": 1}), None))
+        .await
+        .expect_err("the server refused")
+}
+
+#[tokio::test]
+async fn webhook_statuses_classify_for_retrying() {
+    for status in [500, 502, 503, 408, 429] {
+        let err = answer(ResponseTemplate::new(status)).await;
+        assert!(err.is_transient(), "{status}: {err}");
+        assert!(
+            matches!(err, TransportError::Temporary { code: Some(c), .. } if c == status),
+            "{err:?}"
+        );
+    }
+    for status in [400, 401, 404, 410, 422] {
+        let err = answer(ResponseTemplate::new(status)).await;
+        assert!(err.is_permanent(), "{status}: {err}");
+    }
+    let err = answer(ResponseTemplate::new(404).set_body_string("no such hook")).await;
+    assert!(err.to_string().contains("no such hook"), "{err}");
+    let err = answer(ResponseTemplate::new(500).set_body_string("x".repeat(100_000))).await;
+    assert!(
+        err.to_string().len() < 1_000,
+        "the error keeps a prefix only"
+    );
+}
+
+#[tokio::test]
+async fn webhook_honours_retry_after_on_429_and_503() {
+    let err = answer(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await;
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    let err = answer(ResponseTemplate::new(503).insert_header("Retry-After", "120")).await;
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+    let err = answer(ResponseTemplate::new(429)).await;
+    assert_eq!(err.retry_after(), None);
+}
+
+#[tokio::test]
+async fn webhook_slower_than_its_timeout_is_a_timeout() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let hooks = one(
+        &webhook_config("hooks", &server.uri(), "")
+            .replace("timeout_ms = 2000", "timeout_ms = 200"),
+        "hooks",
+    );
+    let started = std::time::Instant::now();
+    let err = hooks
+        .deliver(&chat(serde_json::json!({"a": 1}), None))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn webhook_with_nothing_listening_is_a_connection_error() {
+    let hooks = one(
+        &webhook_config(
+            "hooks",
+            &format!("http://127.0.0.1:{}/x", closed_port()),
+            "",
+        ),
+        "hooks",
+    );
+    let err = hooks
+        .deliver(&chat(serde_json::json!({"a": 1}), None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Connection(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn webhook_does_not_follow_redirects() {
+    let target = MockServer::start().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("Location", format!("{}/stolen", target.uri())),
+        )
+        .mount(&server)
+        .await;
+    let hooks = one(&webhook_config("hooks", &server.uri(), ""), "hooks");
+    let err = hooks
+        .deliver(&chat(serde_json::json!({"a": 1}), None))
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent(), "{err:?}");
+    assert!(err.to_string().contains("not followed"), "{err}");
+    assert!(target.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_per_message_url_on_the_allow_list_is_used() {
+    let default = MockServer::start().await;
+    let own = MockServer::start().await;
+    for server in [&default, &own] {
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(server)
+            .await;
+    }
+    let hooks = one(
+        &webhook_config(
+            "hooks",
+            &default.uri(),
+            r#"allowed_url_hosts = ["127.0.0.1"]"#,
+        ),
+        "hooks",
+    );
+    hooks
+        .deliver(&chat(
+            serde_json::json!({"a": 1}),
+            Some(format!("{}/mine", own.uri())),
+        ))
+        .await
+        .expect("delivered");
+    let requests = own.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].url.path(), "/mine");
+    assert!(default.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_per_message_url_off_the_allow_list_is_refused_without_a_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let own_url = Some(format!("{}/elsewhere", server.uri()));
+    // The message was accepted for a transport that allowed 127.0.0.1;
+    // these transports do not (one names other hosts, one has no list).
+    let restricted = one(
+        &webhook_config(
+            "hooks",
+            &server.uri(),
+            r#"allowed_url_hosts = ["hooks.example.com"]"#,
+        ),
+        "hooks",
+    );
+    let closed = one(&webhook_config("hooks", &server.uri(), ""), "hooks");
+    for hooks in [restricted, closed] {
+        let err = hooks
+            .deliver(&chat(serde_json::json!({"a": 1}), own_url.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::InvalidMessage(_)), "{err:?}");
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+// ----------------------------------------------------------------- groups
+
+#[tokio::test]
+async fn failover_moves_past_a_503_to_the_next_member() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/primary"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/backup"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let config = [
+        webhook_config("primary", &format!("{}/primary", server.uri()), ""),
+        webhook_config("backup", &format!("{}/backup", server.uri()), ""),
+        "[transports.hooks]\nkind = \"failover\"\nmembers = [\"primary\", \"backup\"]\n".into(),
+    ]
+    .concat();
+    let all = build(&config);
+    let group = &all["hooks"];
+    assert_eq!(group.kind(), "failover");
+    let message = chat(serde_json::json!({"a": 1}), None);
+
+    let delivery = group.deliver(&message).await.expect("delivered");
+    assert_eq!(delivery.transport, "backup");
+    // The primary is cooling down now: the next message goes straight on.
+    let delivery = group.deliver(&message).await.expect("delivered");
+    assert_eq!(delivery.transport, "backup");
+
+    let paths: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/primary", "/backup", "/backup"]);
+    let stamps: Vec<_> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.headers.get("x-herald-stamp").cloned())
+        .collect();
+    assert!(
+        stamps
+            .iter()
+            .all(|s| s.as_ref().and_then(|v| v.to_str().ok()) == Some(&message.id.to_string())),
+        "a failover keeps the message's stamp"
+    );
+}
+
+#[tokio::test]
+async fn failover_from_a_dead_smtp_server_to_the_file_outbox() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = format!(
+        "{}\n[transports.outbox]\nkind = \"file\"\npath = {:?}\n\
+         [transports.mail]\nkind = \"failover\"\nmembers = [\"smtp-main\", \"outbox\"]\n",
+        smtp_config(closed_port()),
+        dir.path().display().to_string()
+    );
+    let group = one(&config, "mail");
+    let delivery = group.deliver(&receipt_email()).await.expect("delivered");
+    assert_eq!(delivery.transport, "outbox");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn round_robin_alternates_its_members() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let config = [
+        webhook_config("left", &format!("{}/left", server.uri()), ""),
+        webhook_config("right", &format!("{}/right", server.uri()), ""),
+        "[transports.spread]\nkind = \"round_robin\"\nmembers = [\"left\", \"right\"]\n".into(),
+    ]
+    .concat();
+    let group = one(&config, "spread");
+    assert_eq!(group.kind(), "round_robin");
+    let mut used = Vec::new();
+    for _ in 0..4 {
+        let message = chat(serde_json::json!({"a": 1}), None);
+        used.push(group.deliver(&message).await.expect("delivered").transport);
+    }
+    assert_eq!(used, ["left", "right", "left", "right"]);
+    let paths: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/left", "/right", "/left", "/right"]);
+}
+
+#[tokio::test]
+async fn build_all_builds_every_kind_and_groups_share_their_members() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = format!(
+        "{}{}\n[transports.outbox]\nkind = \"file\"\npath = {:?}\n\
+         [transports.sink]\nkind = \"null\"\n\
+         [transports.mail]\nkind = \"failover\"\nmembers = [\"smtp-main\", \"outbox\"]\n",
+        smtp_config(closed_port()),
+        webhook_config("hooks", "http://127.0.0.1:9/notify", ""),
+        dir.path().display().to_string()
+    );
+    let all = build(&config);
+    let kinds: Vec<(&str, &str)> = all.iter().map(|(n, t)| (n.as_str(), t.kind())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("hooks", "webhook"),
+            ("mail", "failover"),
+            ("outbox", "file"),
+            ("sink", "null"),
+            ("smtp-main", "smtp")
+        ]
+    );
+    for (name, transport) in &all {
+        assert_eq!(transport.name(), name);
+    }
+    let delivery = all["sink"]
+        .deliver(&receipt_email())
+        .await
+        .expect("null accepts everything");
+    assert_eq!(delivery.transport, "sink");
+}
+
+// ---------------------------------------------------------------- runtime
+
+/// The engine runs transports on actix's runtime, not a plain Tokio one:
+/// lettre's pool and reqwest must work there too.
+#[actix::test]
+async fn transports_deliver_under_the_actix_runtime() {
+    let smtp_server = smtp_server(None);
+    let http = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&http)
+        .await;
+    let config = format!(
+        "{}{}",
+        smtp_config(smtp_server.port),
+        webhook_config("hooks", &http.uri(), "")
+    );
+    let all = build(&config);
+    all["smtp-main"]
+        .deliver(&receipt_email())
+        .await
+        .expect("smtp delivers");
+    all["hooks"]
+        .deliver(&chat(serde_json::json!({"a": 1}), None))
+        .await
+        .expect("webhook delivers");
+    assert_eq!(smtp_server.received().len(), 1);
+    drop(all);
+}
