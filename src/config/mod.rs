@@ -64,6 +64,8 @@ pub struct ApiKey {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// On a stop signal: time for HTTP requests and deliveries in flight.
+    pub shutdown_grace: Duration,
 }
 
 /// How waiting priorities are set and aged.

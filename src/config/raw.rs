@@ -17,6 +17,7 @@ use crate::storage::{self, DEFAULT_PRIORITY_AGING, StorageOptions};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 pub const DEFAULT_STORAGE_URL: &str = "sqlite://data/herald.db";
 pub const DEFAULT_POOL_SIZE: usize = 16;
 pub const DEFAULT_RATE_LIMIT: u32 = 600;
@@ -48,6 +49,8 @@ pub struct RawServer {
     pub listen: Option<String>,
     /// Largest request body, in bytes. Default 10485760 (10 MiB).
     pub max_body_bytes: Option<usize>,
+    /// On SIGTERM, how long deliveries in flight may take to finish, in ms. Default 10000.
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// `[storage]`
@@ -315,6 +318,11 @@ impl RawConfig {
             server: ServerSettings {
                 listen,
                 max_body_bytes,
+                shutdown_grace: Duration::from_millis(
+                    self.server
+                        .shutdown_grace_ms
+                        .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+                ),
             },
             storage: StorageOptions {
                 url,

@@ -294,3 +294,121 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// Sent messages, from the store's own depth count.
+async fn remaining(storage: &dyn herald::storage::Storage) -> u64 {
+    storage
+        .queue_depth()
+        .await
+        .expect("depth")
+        .iter()
+        .map(|d| d.queued + d.processing)
+        .sum()
+}
+
+async fn survives_sigkill_mid_delivery(
+    storage_url: &str,
+    storage: std::sync::Arc<dyn herald::storage::Storage>,
+) {
+    const TOTAL: usize = 1000;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[storage]\nurl = \"{storage_url}\"\n\n[transports.mail]\nkind = \"null\"\nrate_limit = 6000\nburst_limit = 10\nlease_ms = 2000\n\n[routes]\nemail = \"mail\"\n"
+        ),
+    )
+    .expect("write config");
+    for _ in 0..TOTAL / 500 {
+        storage
+            .enqueue_many(common::emails(500, common::t0()), common::t0())
+            .await
+            .expect("enqueue");
+    }
+    let client = client();
+    let mut herald = Herald::start(dir.path(), &[]);
+    herald.wait_until_live(&client).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while remaining(storage.as_ref()).await > (TOTAL - 150) as u64 {
+        assert!(Instant::now() < deadline, "delivery did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // kill -9: no shutdown, claims left held, outcomes possibly unwritten.
+    herald.child.kill().expect("SIGKILL");
+    let _ = herald.child.wait();
+    let left = remaining(storage.as_ref()).await;
+    assert!(left > 0, "killed before the end");
+
+    let mut restarted = Herald::start(dir.path(), &[]);
+    restarted.wait_until_live(&client).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while remaining(storage.as_ref()).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not every message was delivered after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(restarted.terminate().success());
+
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = storage
+            .list_messages(
+                &Default::default(),
+                herald::storage::PageRequest { after, limit: 1000 },
+            )
+            .await
+            .expect("list");
+        ids.extend(page.items.iter().map(|m| (m.id, m.status)));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), TOTAL, "no message lost, none duplicated");
+    let mut recovered = 0;
+    for (id, status) in ids {
+        assert_eq!(status, herald::domain::Status::Sent);
+        let events = storage
+            .get_message(id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .events;
+        let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds
+                .iter()
+                .filter(|k| **k == herald::domain::EventKind::Sent)
+                .count(),
+            1,
+            "{kinds:?}"
+        );
+        if kinds.contains(&herald::domain::EventKind::LeaseExpired) {
+            recovered += 1;
+        }
+    }
+    assert!(
+        recovered > 0,
+        "the claims held at the kill were recovered through their leases"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_mid_delivery_loses_nothing_on_sqlite() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let storage = herald::storage::open(&herald::storage::StorageOptions::new(url.clone()))
+        .await
+        .expect("open");
+    storage.migrate().await.expect("migrate");
+    survives_sigkill_mid_delivery(&url, storage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_mid_delivery_loses_nothing_on_postgres() {
+    let fixture = Fixture::postgres().await;
+    survives_sigkill_mid_delivery(&fixture.options.url, fixture.storage.clone()).await;
+}
