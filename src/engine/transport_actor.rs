@@ -440,7 +440,8 @@ impl Actor for TransportActor {
             paused = self.paused,
             "transport running"
         );
-        self.pump(ctx);
+        // Claims start once this node holds the transport's lease.
+        self.hold(ctx);
     }
 }
 

@@ -3,6 +3,8 @@
 //! afterwards) and message builders.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod smtp;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 

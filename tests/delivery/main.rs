@@ -1,0 +1,315 @@
+//! Delivery through the whole engine with real transports and real
+//! servers: a webhook receiver (wiremock) and an SMTP server
+//! (mailin-embedded), on both storage backends.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Fixture;
+use herald::config::Settings;
+use herald::domain::{EnqueueRequest, EventKind, MessageWithEvents, Stamp, Status};
+use herald::engine::{Engine, EngineOptions};
+use herald::storage::Storage;
+use herald::time::{Clock, SystemClock};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn settings(storage_url: &str, transports: &str) -> Arc<Settings> {
+    let text = format!(
+        "[storage]\nurl = \"{storage_url}\"\n\n[defaults]\nretry_delay_ms = 100\nmax_retry_delay_ms = 500\n\n{transports}"
+    );
+    Arc::new(
+        Settings::from_toml(&text, Path::new("test.toml"), |_| None).expect("valid test settings"),
+    )
+}
+
+async fn start(f: &Fixture, settings: Arc<Settings>) -> Engine {
+    herald::transports::install_crypto_provider();
+    let transports = herald::transports::build_all(&settings.transports).expect("transports");
+    let options = EngineOptions {
+        poll_interval: Duration::from_millis(50),
+        ..EngineOptions::default()
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Engine::start(f.storage.clone(), clock, settings, transports, options)
+        .await
+        .expect("engine starts")
+}
+
+/// Enqueues through the same validation the API uses.
+async fn enqueue(storage: &dyn Storage, settings: &Settings, body: serde_json::Value) -> Stamp {
+    let request: EnqueueRequest = serde_json::from_value(body).expect("a valid body");
+    let now = SystemClock.now();
+    let message = request
+        .into_new_message(&settings.enqueue_policy(), now)
+        .expect("valid message");
+    storage.enqueue(message, now).await.expect("enqueue").id
+}
+
+fn webhook(transport: &str) -> serde_json::Value {
+    serde_json::json!({ "channel": "webhook", "transport": transport, "webhook": { "payload": { "text": "deploy finished" } } })
+}
+
+async fn settled(storage: &dyn Storage, id: Stamp) -> MessageWithEvents {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = storage.get_message(id).await.expect("get").expect("exists");
+        if matches!(stored.message.status, Status::Sent | Status::Dead) {
+            return stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "message {id} did not settle: {:?}",
+            stored.message.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn kinds(stored: &MessageWithEvents) -> Vec<EventKind> {
+    stored.events.iter().map(|e| e.kind).collect()
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[actix::test] async fn $name() { super::$name(crate::common::Fixture::sqlite().await).await; } )*
+        }
+        mod postgres {
+            $( #[actix::test] async fn $name() { super::$name(crate::common::Fixture::postgres().await).await; } )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_webhook_failing_twice_then_succeeding_is_one_message_with_three_attempts,
+    a_webhook_4xx_dead_letters_at_once,
+    a_429_retry_after_delays_the_next_attempt,
+    failover_moves_delivery_to_the_healthy_member,
+    emails_reach_a_real_smtp_server_with_their_stamp,
+);
+
+async fn a_webhook_failing_twice_then_succeeding_is_one_message_with_three_attempts(f: Fixture) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let settings = settings(
+        &f.options.url,
+        &format!(
+            "[transports.hooks]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
+            server.uri()
+        ),
+    );
+    let engine = start(&f, settings.clone()).await;
+    let id = enqueue(f.storage.as_ref(), &settings, webhook("hooks")).await;
+
+    let stored = settled(f.storage.as_ref(), id).await;
+    assert_eq!(stored.message.status, Status::Sent);
+    assert_eq!(stored.message.attempts, 3);
+    let failures = stored
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::AttemptFailed)
+        .count();
+    assert_eq!(failures, 2, "{:?}", kinds(&stored));
+    let requests = server.received_requests().await.expect("recorded");
+    assert_eq!(requests.len(), 3);
+    for request in &requests {
+        let stamp = request
+            .headers
+            .get("x-herald-stamp")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(
+            stamp,
+            Some(id.to_string().as_str()),
+            "every attempt carries the same stamp"
+        );
+    }
+    let listed = f
+        .storage
+        .list_messages(
+            &Default::default(),
+            herald::storage::PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.items.len(),
+        1,
+        "retries are events, never new messages"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_webhook_4xx_dead_letters_at_once(f: Fixture) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422))
+        .mount(&server)
+        .await;
+    let settings = settings(
+        &f.options.url,
+        &format!(
+            "[transports.hooks]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
+            server.uri()
+        ),
+    );
+    let engine = start(&f, settings.clone()).await;
+    let id = enqueue(f.storage.as_ref(), &settings, webhook("hooks")).await;
+    let stored = settled(f.storage.as_ref(), id).await;
+    assert_eq!(stored.message.status, Status::Dead);
+    assert_eq!(
+        stored.message.attempts, 1,
+        "a permanent failure is not retried"
+    );
+    assert_eq!(kinds(&stored).last(), Some(&EventKind::DeadLettered));
+    assert!(
+        stored
+            .message
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("422"))
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_429_retry_after_delays_the_next_attempt(f: Fixture) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "2"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let settings = settings(
+        &f.options.url,
+        &format!(
+            "[transports.hooks]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
+            server.uri()
+        ),
+    );
+    let engine = start(&f, settings.clone()).await;
+    let id = enqueue(f.storage.as_ref(), &settings, webhook("hooks")).await;
+    let stored = settled(f.storage.as_ref(), id).await;
+    assert_eq!(stored.message.status, Status::Sent);
+    let failed_at = stored
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::AttemptFailed)
+        .expect("a failed attempt")
+        .at;
+    let second_claim = stored
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Claimed)
+        .nth(1)
+        .expect("a second claim")
+        .at;
+    // retry_delay_ms is 100: only the Retry-After explains a 2 s wait.
+    assert!(
+        second_claim - failed_at >= chrono::Duration::seconds(2),
+        "retried after {:?}",
+        second_claim - failed_at
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn failover_moves_delivery_to_the_healthy_member(f: Fixture) {
+    let broken = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&broken)
+        .await;
+    let healthy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&healthy)
+        .await;
+    let transports = format!(
+        "[transports.primary]\nkind = \"webhook\"\nurl = \"{}/hook\"\n\n[transports.backup]\nkind = \"webhook\"\nurl = \"{}/hook\"\n\n[transports.alerts]\nkind = \"failover\"\nmembers = [\"primary\", \"backup\"]\n",
+        broken.uri(),
+        healthy.uri()
+    );
+    let settings = settings(&f.options.url, &transports);
+    let engine = start(&f, settings.clone()).await;
+    let id = enqueue(f.storage.as_ref(), &settings, webhook("alerts")).await;
+    let stored = settled(f.storage.as_ref(), id).await;
+    assert_eq!(stored.message.status, Status::Sent);
+    assert_eq!(
+        stored.message.transport, "alerts",
+        "the message keeps its transport"
+    );
+    let sent = stored
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Sent)
+        .expect("sent event");
+    assert_eq!(
+        sent.transport.as_deref(),
+        Some("backup"),
+        "the event names the member used"
+    );
+    assert_eq!(healthy.received_requests().await.map(|r| r.len()), Some(1));
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn emails_reach_a_real_smtp_server_with_their_stamp(f: Fixture) {
+    let smtp = common::smtp::smtp_server(None);
+    let transports = format!(
+        "[transports.smtp-main]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        smtp.port
+    );
+    let settings = settings(&f.options.url, &transports);
+    let engine = start(&f, settings.clone()).await;
+    let mut ids = BTreeMap::new();
+    for i in 0..3 {
+        let body = serde_json::json!({
+            "channel": "email", "transport": "smtp-main",
+            "email": { "from": "shop@example.com", "to": [format!("user{i}@example.com")], "subject": format!("Receipt {i}"), "text": "Thanks" }
+        });
+        let id = enqueue(f.storage.as_ref(), &settings, body).await;
+        ids.insert(format!("<user{i}@example.com>"), id);
+    }
+    for id in ids.values() {
+        assert_eq!(
+            settled(f.storage.as_ref(), *id).await.message.status,
+            Status::Sent
+        );
+    }
+    let received = smtp.received();
+    assert_eq!(received.len(), 3);
+    for mail in received {
+        let to = mail.to.first().cloned().unwrap_or_default();
+        let id = ids
+            .get(&to)
+            .or_else(|| ids.get(&format!("<{to}>")))
+            .unwrap_or_else(|| panic!("unexpected recipient {to}"));
+        assert_eq!(mail.header("X-Stamp-ID"), Some(id.to_string()));
+        assert_eq!(mail.header("X-Tracking-ID"), Some(id.to_string()));
+    }
+    engine.shutdown(Duration::from_secs(5)).await;
+}
