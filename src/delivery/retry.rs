@@ -18,6 +18,9 @@ use crate::transports::TransportError;
 
 /// Share of the delay that jitter may remove.
 pub const JITTER: f64 = 0.2;
+/// Longest Retry-After honoured: a provider asking for days is treated as
+/// asking for an hour, so a bad header cannot park a message for good.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The backoff parameters of one transport.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,7 +67,7 @@ impl RetryPolicy {
             .backoff(attempt)
             .mul_f64(1.0 - JITTER * jitter.clamp(0.0, 1.0));
         let delay = match error.retry_after() {
-            Some(asked) => jittered.max(asked),
+            Some(asked) => jittered.max(asked.min(MAX_RETRY_AFTER)),
             None => jittered,
         };
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
@@ -137,6 +140,19 @@ mod tests {
     fn jitter_only_shortens_within_bounds() {
         let at = policy().retry_at(2, &transient(), now(), 1.0);
         assert_eq!(at, Some(now() + chrono::Duration::milliseconds(1600)));
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        let asked = TransportError::Temporary {
+            code: Some(429),
+            message: "slow".into(),
+            retry_after: Some(Duration::from_secs(7 * 86_400)),
+        };
+        assert_eq!(
+            policy().retry_at(1, &asked, now(), 0.0),
+            Some(now() + secs(3600))
+        );
     }
 
     #[test]

@@ -220,6 +220,7 @@ on_both_backends!(
     an_open_breaker_claims_nothing_until_a_probe_succeeds,
     pause_stops_claims_and_survives_a_restart,
     shutdown_hands_back_unstarted_claims,
+    a_panicking_transport_restarts_its_actor_and_delivery_goes_on,
 );
 
 async fn queued_messages_are_delivered_and_tracked(f: Fixture) {
@@ -481,4 +482,47 @@ async fn two_nodes_drive_a_transport_one_at_a_time() {
     .await;
     assert_eq!((first.calls(), second.calls()), (20, 10));
     node_b.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_panicking_transport_restarts_its_actor_and_delivery_goes_on(f: Fixture) {
+    let transport = Scripted::new(Duration::ZERO, |n| {
+        assert!(n != 0, "the first delivery blows up");
+        Ok(())
+    });
+    let engine = start(
+        &f,
+        "retry_delay_ms = 50\nmax_retry_delay_ms = 100",
+        transport.clone(),
+    )
+    .await;
+    let ids = enqueue(f.storage.as_ref(), 1).await;
+    eventually("the message is sent by the restarted actor", || async {
+        count(f.storage.as_ref(), Status::Sent).await == 1
+    })
+    .await;
+    let stored = f
+        .storage
+        .get_message(ids[0])
+        .await
+        .expect("get")
+        .expect("exists");
+    let failure = stored
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::AttemptFailed)
+        .expect("the panic is recorded");
+    assert!(
+        failure
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("panicked")),
+        "{failure:?}"
+    );
+    assert_eq!(stored.message.attempts, 2);
+    let status = engine.status().await.expect("status");
+    assert!(
+        status.iter().any(|t| t.name == "mail" && t.running),
+        "the transport runs again"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
 }

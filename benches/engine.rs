@@ -1,0 +1,165 @@
+//! The engine end to end through the `null` transport, on both backends:
+//! throughput (messages/s from queued to sent, with a full queue) and
+//! enqueue-to-sent latency at a steady moderate rate. Numbers come from
+//! the store's own timestamps (`created_at` -> `sent_at`).
+//!
+//! Run: `cargo bench --bench engine` (PostgreSQL at 127.0.0.1:5432 or
+//! `HERALD_TEST_DATABASE_URL`). Options via environment:
+//! `HERALD_BENCH_MESSAGES` (default 20000), `HERALD_BENCH_RATE` (500/s),
+//! `HERALD_BENCH_SECONDS` (10).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Fixture, emails};
+use herald::config::Settings;
+use herald::domain::Status;
+use herald::engine::{Engine, EngineOptions};
+use herald::storage::{MessageFilter, PageRequest, Storage};
+use herald::time::{Clock, SystemClock};
+
+const TUNING: &str = "rate_limit = 60000000\nburst_limit = 100000\nconcurrency = 256\nbatch_size = 500\nprefetch_count = 500";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn start(f: &Fixture) -> Engine {
+    let text = format!(
+        "[storage]\nurl = \"{}\"\n\n[transports.mail]\nkind = \"null\"\n{TUNING}\n",
+        f.options.url
+    );
+    let settings =
+        Arc::new(Settings::from_toml(&text, Path::new("bench.toml"), |_| None).expect("settings"));
+    let transports = herald::transports::build_all(&settings.transports).expect("transports");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Engine::start(
+        f.storage.clone(),
+        clock,
+        settings,
+        transports,
+        EngineOptions::default(),
+    )
+    .await
+    .expect("engine")
+}
+
+async fn remaining(storage: &dyn Storage) -> u64 {
+    storage
+        .queue_depth()
+        .await
+        .expect("depth")
+        .iter()
+        .map(|d| d.queued + d.processing)
+        .sum()
+}
+
+async fn throughput(backend: &str, f: &Fixture, total: usize) {
+    let now = SystemClock.now();
+    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+        f.storage
+            .enqueue_many(emails(chunk.len(), now), now)
+            .await
+            .expect("fill");
+    }
+    f.analyze().await;
+    let started = Instant::now();
+    let engine = start(f).await;
+    while remaining(f.storage.as_ref()).await > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    engine.shutdown(Duration::from_secs(10)).await;
+    println!(
+        "engine_throughput/{backend}: {total} messages queued -> sent in {:.2} s = {:.0} messages/s",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+}
+
+async fn latency(backend: &str, f: &Fixture, rate: u64, seconds: u64) {
+    let engine = start(f).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total = rate * seconds;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pending = Vec::new();
+    for _ in 0..total {
+        tick.tick().await;
+        let storage = f.storage.clone();
+        // Open loop: each enqueue is its own request, as clients send them.
+        pending.push(tokio::spawn(async move {
+            let now = SystemClock.now();
+            let message = emails(1, now).remove(0);
+            storage.enqueue(message, now).await.expect("enqueue");
+        }));
+    }
+    for p in pending {
+        p.await.expect("enqueue task");
+    }
+    while remaining(f.storage.as_ref()).await > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine.shutdown(Duration::from_secs(10)).await;
+
+    let mut latencies = Vec::with_capacity(total as usize);
+    let mut after = None;
+    loop {
+        let filter = MessageFilter {
+            status: Some(Status::Sent),
+            ..Default::default()
+        };
+        let page = f
+            .storage
+            .list_messages(&filter, PageRequest { after, limit: 1000 })
+            .await
+            .expect("list");
+        for m in &page.items {
+            if let Some(sent) = m.sent_at {
+                latencies.push((sent - m.created_at).num_milliseconds());
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "engine_latency/{backend}: {} messages at {rate}/s, enqueue -> sent p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+        latencies.len(),
+        pct(0.50),
+        pct(0.95),
+        pct(0.99),
+        latencies.last().copied().unwrap_or_default()
+    );
+}
+
+fn main() {
+    let total = env_or("HERALD_BENCH_MESSAGES", 20_000) as usize;
+    let rate = env_or("HERALD_BENCH_RATE", 500);
+    let seconds = env_or("HERALD_BENCH_SECONDS", 10);
+    herald::transports::install_crypto_provider();
+    actix::System::new().block_on(async move {
+        for backend in ["sqlite", "postgres"] {
+            let fixture = match backend {
+                "postgres" => Fixture::postgres().await,
+                _ => Fixture::sqlite().await,
+            };
+            throughput(backend, &fixture, total).await;
+            let fixture = match backend {
+                "postgres" => Fixture::postgres().await,
+                _ => Fixture::sqlite().await,
+            };
+            latency(backend, &fixture, rate, seconds).await;
+        }
+    });
+}
