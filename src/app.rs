@@ -42,11 +42,11 @@ pub async fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, AppEr
 pub async fn run(settings: Settings) -> Result<(), AppError> {
     let storage = open_storage(&settings).await?;
     let settings = Arc::new(settings);
-    let state = web::Data::new(AppState {
+    let state = web::Data::new(AppState::new(
         storage,
-        clock: Arc::new(SystemClock) as Arc<dyn Clock>,
-        settings: settings.clone(),
-    });
+        Arc::new(SystemClock) as Arc<dyn Clock>,
+        settings.clone(),
+    ));
     let listen = settings.server.listen;
     let max_body = settings.server.max_body_bytes;
     let server = HttpServer::new(move || {
