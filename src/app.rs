@@ -63,11 +63,7 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
     )
     .await?;
 
-    let state = web::Data::new(AppState {
-        storage,
-        clock,
-        settings: settings.clone(),
-    });
+    let state = web::Data::new(AppState::new(storage, clock, settings.clone()));
     let listen = settings.server.listen;
     let max_body = settings.server.max_body_bytes;
     let grace = settings.server.shutdown_grace;

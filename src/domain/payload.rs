@@ -42,7 +42,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// An email.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailPayload {
     pub from: String,
@@ -65,7 +65,7 @@ pub struct EmailPayload {
 }
 
 /// A file attached to an email, carried base64-encoded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Attachment {
     pub filename: String,
@@ -74,7 +74,7 @@ pub struct Attachment {
 }
 
 /// A text message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmsPayload {
     pub to: String,
@@ -86,7 +86,7 @@ pub struct SmsPayload {
 /// A chat, push or webhook notification: a JSON document for the provider,
 /// optionally with its own destination URL (subject to the transport's
 /// allow-list).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenericPayload {
     pub payload: serde_json::Value,

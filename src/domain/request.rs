@@ -21,22 +21,31 @@ const MAX_CATEGORY: usize = 64;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// The enqueue body of `POST /api/messages` (DESIGN.md).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     pub channel: Channel,
+    /// A configured transport; without it, the channel's route decides.
     #[serde(default)]
     pub transport: Option<String>,
+    /// 0 (lowest) to 9 (highest). Default: the category's priority, else
+    /// `[priority] default`.
     #[serde(default)]
+    #[schema(value_type = Option<u8>, minimum = 0, maximum = 9)]
     pub priority: Option<Priority>,
+    /// Sets the default priority through `[priority] categories`.
     #[serde(default)]
     pub category: Option<String>,
+    /// Deliver no earlier than this (RFC 3339); a past time means now.
     #[serde(default)]
     pub send_at: Option<DateTime<Utc>>,
+    /// Enqueueing the same key again returns the existing message (200).
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// A JSON object kept with the message (at most 16 KiB).
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
+    /// The payload; exactly the one named by `channel`.
     #[serde(default)]
     pub email: Option<EmailPayload>,
     #[serde(default)]

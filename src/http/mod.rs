@@ -1,16 +1,31 @@
 //! The HTTP API (actix-web). [`configure`] registers every route and is
 //! shared by `main` and the tests, so tests exercise the real routes.
+//! [`routes`] is the one list of them; the OpenAPI spec is checked against
+//! it.
+//!
+//! One file per resource: [`messages`] (`/api/messages`), [`queue`]
+//! (`/api/queue/dead-letters`), `health`; shapes in [`dto`], access control
+//! in [`auth`], request reading in `extract`, status codes only in
+//! [`error`], the spec and docs page in [`openapi`].
 
+pub mod auth;
+pub mod dto;
 mod error;
+mod extract;
 mod health;
+pub mod messages;
+pub mod openapi;
+pub mod queue;
 
 use std::sync::Arc;
 
-use actix_web::web;
+use actix_web::http::Method;
+use actix_web::{HttpRequest, Route, web};
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 use crate::config::Settings;
+use crate::domain::EnqueuePolicy;
 use crate::storage::Storage;
 use crate::time::Clock;
 
@@ -19,14 +34,105 @@ pub struct AppState {
     pub storage: Arc<dyn Storage>,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
+    /// What enqueue validation checks against; derived from `settings`
+    /// once, not per request.
+    pub policy: EnqueuePolicy,
+    pub api_keys: auth::ApiKeys,
+}
+
+impl AppState {
+    /// Derives what requests need from the settings, and logs whether the
+    /// API is authenticated.
+    pub fn new(storage: Arc<dyn Storage>, clock: Arc<dyn Clock>, settings: Arc<Settings>) -> Self {
+        let api_keys = auth::ApiKeys::new(&settings.api_keys);
+        api_keys.log_mode(settings.server.listen);
+        AppState {
+            storage,
+            clock,
+            policy: settings.enqueue_policy(),
+            settings,
+            api_keys,
+        }
+    }
+}
+
+/// The state registered by the caller of [`configure`]; its absence is a
+/// wiring bug, answered as a 500.
+fn app_state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal("AppState is not registered with the app".into()))
+}
+
+/// One registered route.
+pub struct ApiRoute {
+    pub method: Method,
+    /// The actix path pattern, which for these routes is also the OpenAPI
+    /// path (`/api/messages/{id}`).
+    pub path: &'static str,
+    handler: fn() -> Route,
+}
+
+fn route(method: Method, path: &'static str, handler: fn() -> Route) -> ApiRoute {
+    ApiRoute {
+        method,
+        path,
+        handler,
+    }
+}
+
+/// Every route [`configure`] registers (besides the docs page's assets).
+pub fn routes() -> Vec<ApiRoute> {
+    vec![
+        route(Method::GET, "/health/live", || {
+            web::route().to(health::live)
+        }),
+        route(Method::GET, "/health/ready", || {
+            web::route().to(health::ready)
+        }),
+        route(Method::POST, "/api/messages", || {
+            web::route().to(messages::enqueue)
+        }),
+        route(Method::GET, "/api/messages", || {
+            web::route().to(messages::list_messages)
+        }),
+        route(Method::POST, "/api/messages/batch", || {
+            web::route().to(messages::enqueue_batch)
+        }),
+        route(Method::GET, "/api/messages/{id}", || {
+            web::route().to(messages::get_message)
+        }),
+        route(Method::POST, "/api/messages/{id}/cancel", || {
+            web::route().to(messages::cancel)
+        }),
+        route(Method::POST, "/api/messages/{id}/retry", || {
+            web::route().to(messages::retry)
+        }),
+        route(Method::GET, "/api/queue/dead-letters", || {
+            web::route().to(queue::dead_letters)
+        }),
+        route(Method::POST, "/api/queue/dead-letters/replay", || {
+            web::route().to(queue::replay_dead_letters)
+        }),
+        route(Method::GET, openapi::SPEC_PATH, || {
+            web::route().to(openapi::spec)
+        }),
+    ]
 }
 
 /// Registers all routes. The caller provides `web::Data<AppState>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/health")
-            .route("/live", web::get().to(health::live))
-            .route("/ready", web::get().to(health::ready)),
-    )
+    for api_route in routes() {
+        // `ServiceConfig::route` moves the method guard onto the resource,
+        // so one path can carry several methods as separate routes.
+        cfg.route(
+            api_route.path,
+            (api_route.handler)().method(api_route.method),
+        );
+    }
+    cfg.service(web::redirect(
+        openapi::DOCS_PATH.trim_end_matches('/'),
+        openapi::DOCS_PATH,
+    ))
+    .service(openapi::docs())
     .default_service(web::to(error::not_found));
 }

@@ -1,0 +1,211 @@
+//! The JSON shapes of the API (DESIGN.md, "Shapes the clients rely on"),
+//! kept apart from the domain types so that storage fields clients must
+//! not see (claim tokens, leases) cannot leak by accident. Times are
+//! RFC 3339 in UTC with millisecond precision (`2026-01-01T09:00:00.000Z`).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use utoipa::ToSchema;
+
+use crate::domain::{
+    Channel, EnqueueRequest, Event, EventKind, Message, MessageWithEvents, Stamp, Status,
+};
+use crate::storage::{Enqueued, Page};
+
+fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+fn rfc3339_opt<S: Serializer>(
+    at: &Option<DateTime<Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => rfc3339(at, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// The answer to an enqueue: 202 when stored, 200 when the idempotency key
+/// matched an existing message (which this then describes).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnqueueResponse {
+    /// The message's stamp (ULID).
+    #[schema(example = "01JDQ4Z8Y7M3V2K9W6T5R4P3N2")]
+    pub id: String,
+    pub status: Status,
+    /// SHA-256 of the normalised content, lower-case hex.
+    pub fingerprint: String,
+}
+
+impl From<&Enqueued> for EnqueueResponse {
+    fn from(enqueued: &Enqueued) -> Self {
+        EnqueueResponse {
+            id: enqueued.id.to_string(),
+            status: enqueued.status,
+            fingerprint: enqueued.fingerprint.to_string(),
+        }
+    }
+}
+
+/// `POST /api/messages/batch`: up to 1000 messages, stored all or none.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub messages: Vec<EnqueueRequest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// One per message, in request order.
+    pub results: Vec<BatchResult>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    /// The message's position in the request.
+    pub index: usize,
+    pub id: String,
+    pub status: Status,
+    pub fingerprint: String,
+}
+
+/// A message as listed: everything but its events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageSummary {
+    pub id: String,
+    pub channel: Channel,
+    pub transport: String,
+    pub category: Option<String>,
+    pub status: Status,
+    /// 0 (lowest) to 9 (highest).
+    pub priority: u8,
+    /// Attempts made so far (counted when a delivery starts).
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub fingerprint: String,
+    pub idempotency_key: Option<String>,
+    pub metadata: serde_json::Value,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// When it may next be delivered: the scheduled send time or the
+    /// retry backoff.
+    #[serde(serialize_with = "rfc3339")]
+    pub available_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// The channel's payload as stored; only with `?include=payload`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+
+impl MessageSummary {
+    pub fn new(message: Message, include_payload: bool) -> Self {
+        MessageSummary {
+            id: message.id.to_string(),
+            channel: message.channel,
+            transport: message.transport,
+            category: message.category,
+            status: message.status,
+            priority: message.priority.get(),
+            attempts: message.attempts,
+            max_attempts: message.max_attempts,
+            fingerprint: message.fingerprint.to_string(),
+            idempotency_key: message.idempotency_key,
+            metadata: message.metadata,
+            created_at: message.created_at,
+            available_at: message.available_at,
+            sent_at: message.sent_at,
+            last_error: message.last_error,
+            payload: include_payload.then_some(message.payload),
+        }
+    }
+}
+
+/// A message with its events, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageDetail {
+    #[serde(flatten)]
+    pub message: MessageSummary,
+    pub events: Vec<EventView>,
+}
+
+impl MessageDetail {
+    pub fn new(found: MessageWithEvents, include_payload: bool) -> Self {
+        MessageDetail {
+            message: MessageSummary::new(found.message, include_payload),
+            events: found.events.into_iter().map(EventView::from).collect(),
+        }
+    }
+}
+
+/// One step in a message's life.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub kind: EventKind,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: DateTime<Utc>,
+    /// The attempt this event belongs to (0 before the first).
+    pub attempt: u32,
+    /// The transport that acted; for a group, the member used.
+    pub transport: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+impl From<Event> for EventView {
+    fn from(event: Event) -> Self {
+        EventView {
+            kind: event.kind,
+            at: event.at,
+            attempt: event.attempt,
+            transport: event.transport,
+            duration_ms: event.duration_ms,
+            error: event.error,
+            detail: event.detail,
+        }
+    }
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    pub items: Vec<MessageSummary>,
+    /// Pass as `after=` for the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+impl MessagePage {
+    pub fn new(page: Page, include_payload: bool) -> Self {
+        MessagePage {
+            items: page
+                .items
+                .into_iter()
+                .map(|m| MessageSummary::new(m, include_payload))
+                .collect(),
+            next: page.next.as_ref().map(Stamp::to_string),
+        }
+    }
+}
+
+/// `POST /api/queue/dead-letters/replay`; an empty body replays the
+/// oldest dead letters of every transport.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Only dead letters of this transport.
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// At most this many, oldest first: 1 to 1000, default 1000.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayResponse {
+    /// The replayed messages' ids; they are queued again under the same ids.
+    pub replayed: Vec<String>,
+}

@@ -1,0 +1,332 @@
+//! `/api/messages`: enqueue (one or a batch), read one, list, cancel and
+//! retry. Validation is the domain's ([`EnqueueRequest::into_new_message`]);
+//! this module turns requests into storage calls and results into the
+//! shapes of [`super::dto`].
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::auth::{AdminRole, Authorized, EnqueueRole, ReadRole};
+use super::dto::{
+    BatchRequest, BatchResponse, BatchResult, EnqueueResponse, MessageDetail, MessagePage,
+};
+use super::error::ErrorBody;
+use super::extract::{JsonBody, Query};
+use super::{ApiError, AppState};
+use crate::domain::{
+    Channel, EnqueueRequest, Fingerprint, NewMessage, Stamp, Status, ValidationError,
+};
+use crate::storage::{MAX_BATCH, MessageFilter, PageRequest};
+
+/// Page size when a listing names none.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// Enqueue one message.
+#[utoipa::path(
+    post,
+    path = "/api/messages",
+    tag = "messages",
+    request_body = EnqueueRequest,
+    responses(
+        (status = 202, description = "Stored; it will be delivered", body = EnqueueResponse),
+        (status = 200, description = "The idempotency key is known: the existing message", body = EnqueueResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `enqueue` role", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid message; `field` names the problem", body = ErrorBody),
+        (status = 503, description = "Storage unreachable; nothing stored", body = ErrorBody),
+    ),
+    security(("bearer" = ["enqueue"]))
+)]
+pub async fn enqueue(
+    _: Authorized<EnqueueRole>,
+    state: web::Data<AppState>,
+    JsonBody(request): JsonBody<EnqueueRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let message = request.into_new_message(&state.policy, now)?;
+    let enqueued = state.storage.enqueue(message, now).await?;
+    let status = if enqueued.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status).json(EnqueueResponse::from(&enqueued)))
+}
+
+/// Enqueue up to 1000 messages in one transaction.
+///
+/// Every message is validated before anything is stored: if one is
+/// invalid the answer is 422 naming it (`messages[3].email.to[0]`) and
+/// nothing is stored. Otherwise all are stored at once and each gets a
+/// result, in request order. The answer is 202 when at least one message
+/// was created, and 200 when every message was an idempotent repeat of a
+/// stored one (nothing new was accepted), as for a single enqueue.
+#[utoipa::path(
+    post,
+    path = "/api/messages/batch",
+    tag = "messages",
+    request_body = BatchRequest,
+    responses(
+        (status = 202, description = "All stored (at least one new)", body = BatchResponse),
+        (status = 200, description = "Every message was an idempotent repeat", body = BatchResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `enqueue` role", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 422, description = "A message is invalid (named by `field`), or the batch is empty or too large; nothing stored", body = ErrorBody),
+        (status = 503, description = "Storage unreachable; nothing stored", body = ErrorBody),
+    ),
+    security(("bearer" = ["enqueue"]))
+)]
+pub async fn enqueue_batch(
+    _: Authorized<EnqueueRole>,
+    state: web::Data<AppState>,
+    JsonBody(batch): JsonBody<BatchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if batch.messages.is_empty() {
+        return Err(
+            ValidationError::required("messages", "a batch needs at least one message").into(),
+        );
+    }
+    if batch.messages.len() > MAX_BATCH {
+        return Err(ValidationError::too_many(
+            "messages",
+            format!(
+                "{} messages; a batch holds at most {MAX_BATCH}",
+                batch.messages.len()
+            ),
+        )
+        .into());
+    }
+    let now = state.clock.now();
+    let messages = batch
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(index, request)| {
+            request
+                .into_new_message(&state.policy, now)
+                .map_err(|err| ValidationError {
+                    field: format!("messages[{index}].{}", err.field),
+                    ..err
+                })
+        })
+        .collect::<Result<Vec<NewMessage>, ValidationError>>()?;
+    let results = state.storage.enqueue_many(messages, now).await?;
+    let status = if results.iter().any(|r| r.created) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let results = results
+        .iter()
+        .enumerate()
+        .map(|(index, enqueued)| BatchResult {
+            index,
+            id: enqueued.id.to_string(),
+            status: enqueued.status,
+            fingerprint: enqueued.fingerprint.to_string(),
+        })
+        .collect();
+    Ok(HttpResponse::build(status).json(BatchResponse { results }))
+}
+
+/// One message with its events, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/messages/{id}",
+    tag = "messages",
+    params(
+        ("id" = String, Path, description = "The message's stamp (ULID)"),
+        ("include" = Option<String>, Query, description = "`payload` adds the stored payload"),
+    ),
+    responses(
+        (status = 200, body = MessageDetail),
+        (status = 400, description = "Malformed id or query parameter", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn get_message(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let query = Query::parse(&req, &["include"])?;
+    let include_payload = include_payload(&query)?;
+    let found = state
+        .storage
+        .get_message(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("message {id} not found")))?;
+    Ok(HttpResponse::Ok().json(MessageDetail::new(found, include_payload)))
+}
+
+/// Messages, newest first, cursor-paged; filters combine with AND.
+#[utoipa::path(
+    get,
+    path = "/api/messages",
+    tag = "messages",
+    params(
+        ("status" = Option<Status>, Query, description = "queued | processing | sent | dead | cancelled"),
+        ("transport" = Option<String>, Query, description = "Messages of this transport"),
+        ("channel" = Option<Channel>, Query, description = "email | sms | chat | push | webhook"),
+        ("fingerprint" = Option<String>, Query, description = "Messages with this content fingerprint (64 hex digits)"),
+        ("limit" = Option<usize>, Query, description = "Page size, 1 to 1000, default 50"),
+        ("after" = Option<String>, Query, description = "The `next` cursor of the previous page"),
+        ("include" = Option<String>, Query, description = "`payload` adds each message's payload"),
+    ),
+    responses(
+        (status = 200, body = MessagePage),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn list_messages(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(
+        &req,
+        &[
+            "status",
+            "transport",
+            "channel",
+            "fingerprint",
+            "limit",
+            "after",
+            "include",
+        ],
+    )?;
+    let filter = MessageFilter {
+        status: query.get("status", |s| s.parse::<Status>().map_err(|e| e.to_string()))?,
+        transport: query.text("transport"),
+        channel: query.get("channel", |s| {
+            s.parse::<Channel>().map_err(|e| e.to_string())
+        })?,
+        fingerprint: query.get("fingerprint", |s| {
+            Fingerprint::parse(s).ok_or_else(|| "a fingerprint is 64 hex digits".to_owned())
+        })?,
+    };
+    let page = page_request(&query)?;
+    let include_payload = include_payload(&query)?;
+    let page = state.storage.list_messages(&filter, page).await?;
+    Ok(HttpResponse::Ok().json(MessagePage::new(page, include_payload)))
+}
+
+/// Cancel a message that is queued (not yet being delivered), or discard
+/// a dead letter. Answers the message with its events.
+#[utoipa::path(
+    post,
+    path = "/api/messages/{id}/cancel",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message's stamp (ULID)")),
+    responses(
+        (status = 200, description = "Cancelled", body = MessageDetail),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` role", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 409, description = "Being delivered, sent or already cancelled", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn cancel(
+    _: Authorized<AdminRole>,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    state.storage.cancel(id, state.clock.now()).await?;
+    detail(&state, id).await
+}
+
+/// Replay a dead message: queued again under the same id with fresh
+/// attempts (event `replayed`).
+#[utoipa::path(
+    post,
+    path = "/api/messages/{id}/retry",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message's stamp (ULID)")),
+    responses(
+        (status = 200, description = "Queued again", body = MessageDetail),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` role", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 409, description = "The message is not dead", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn retry(
+    _: Authorized<AdminRole>,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    state.storage.replay(id, state.clock.now()).await?;
+    detail(&state, id).await
+}
+
+/// The message as `GET /api/messages/{id}` shows it, after a change.
+async fn detail(state: &AppState, id: Stamp) -> Result<HttpResponse, ApiError> {
+    let found = state
+        .storage
+        .get_message(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("message {id} not found")))?;
+    Ok(HttpResponse::Ok().json(MessageDetail::new(found, false)))
+}
+
+pub(super) fn parse_id(raw: &str) -> Result<Stamp, ApiError> {
+    raw.parse::<Stamp>().map_err(|_| {
+        ApiError::bad_request(
+            "invalid",
+            "id",
+            format!("`{raw}` is not a message id (a 26-character ULID)"),
+        )
+    })
+}
+
+/// `limit` (1 to 1000, default 50) and `after` (a cursor).
+pub(super) fn page_request(query: &Query) -> Result<PageRequest, ApiError> {
+    let limit = query
+        .get("limit", |s| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_BATCH).contains(n))
+                .ok_or_else(|| format!("limit is a whole number from 1 to {MAX_BATCH}"))
+        })?
+        .unwrap_or(DEFAULT_PAGE_SIZE);
+    let after = query.get("after", |s| {
+        s.parse::<Stamp>()
+            .map_err(|_| "not a cursor: pass the `next` value of the previous page".to_owned())
+    })?;
+    Ok(PageRequest { after, limit })
+}
+
+pub(super) fn include_payload(query: &Query) -> Result<bool, ApiError> {
+    Ok(query
+        .get("include", |s| match s {
+            "payload" => Ok(true),
+            other => Err(format!(
+                "cannot include `{other}`; the only option is `payload`"
+            )),
+        })?
+        .unwrap_or(false))
+}
