@@ -63,7 +63,8 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
     )
     .await?;
 
-    let state = web::Data::new(AppState::new(storage, clock, settings.clone()));
+    let state =
+        web::Data::new(AppState::new(storage, clock, settings.clone()).with_engine(engine.clone()));
     let listen = settings.server.listen;
     let max_body = settings.server.max_body_bytes;
     let grace = settings.server.shutdown_grace;

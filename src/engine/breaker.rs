@@ -16,7 +16,7 @@ use serde::Serialize;
 const MAX_OPEN_FACTOR: u32 = 16;
 
 /// Breaker state as operators see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     Closed,

@@ -14,8 +14,10 @@ mod error;
 mod extract;
 mod health;
 pub mod messages;
+mod metrics;
 pub mod openapi;
 pub mod queue;
+pub mod transports;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 use crate::config::Settings;
 use crate::domain::EnqueuePolicy;
+use crate::engine::Engine;
 use crate::storage::Storage;
 use crate::time::Clock;
 
@@ -38,6 +41,9 @@ pub struct AppState {
     /// once, not per request.
     pub policy: EnqueuePolicy,
     pub api_keys: auth::ApiKeys,
+    /// The delivery engine, when this process runs one (the server always
+    /// does; API tests of the message routes may not).
+    pub engine: Option<Engine>,
 }
 
 impl AppState {
@@ -52,7 +58,22 @@ impl AppState {
             policy: settings.enqueue_policy(),
             settings,
             api_keys,
+            engine: None,
         }
+    }
+
+    /// Attaches the running engine: transport routes, readiness and
+    /// `/metrics` report its live state.
+    pub fn with_engine(mut self, engine: Engine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// The engine, or 503 when this process runs none.
+    pub fn engine(&self) -> Result<&Engine, ApiError> {
+        self.engine.as_ref().ok_or_else(|| {
+            ApiError::Unavailable("the delivery engine is not running in this process".into())
+        })
     }
 }
 
@@ -113,6 +134,16 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::POST, "/api/queue/dead-letters/replay", || {
             web::route().to(queue::replay_dead_letters)
         }),
+        route(Method::GET, "/api/transports", || {
+            web::route().to(transports::list)
+        }),
+        route(Method::POST, "/api/transports/{name}/pause", || {
+            web::route().to(transports::pause)
+        }),
+        route(Method::POST, "/api/transports/{name}/resume", || {
+            web::route().to(transports::resume)
+        }),
+        route(Method::GET, "/metrics", || web::route().to(metrics::render)),
         route(Method::GET, openapi::SPEC_PATH, || {
             web::route().to(openapi::spec)
         }),

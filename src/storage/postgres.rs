@@ -807,6 +807,9 @@ impl Storage for PostgresStorage {
             ))
             .await?;
         let Some(row) = tx.query_opt(&select, &[&uuid(id)]).await? else {
+            // Close the read transaction now: dropped, its ROLLBACK would
+            // only be queued, keeping the connection in a transaction.
+            tx.rollback().await?;
             return Ok(None);
         };
         let message = message_from_row(&row)?;

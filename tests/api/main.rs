@@ -1141,11 +1141,27 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
             "/api/queue/dead-letters/replay".into(),
             "admin",
         ),
+        (Method::GET, "/api/transports".into(), "read"),
+        (
+            Method::POST,
+            format!("/api/transports/{SOME_TRANSPORT}/pause"),
+            "admin",
+        ),
+        (
+            Method::POST,
+            format!("/api/transports/{SOME_TRANSPORT}/resume"),
+            "admin",
+        ),
+        (Method::GET, "/metrics".into(), "read"),
     ]
 }
 
+/// A transport name in the protected-route table's paths.
+const SOME_TRANSPORT: &str = "some-transport";
+
 fn template_of(path: &str, id: Stamp) -> String {
     path.replace(&id.to_string(), "{id}")
+        .replace(SOME_TRANSPORT, "{name}")
 }
 
 async fn every_route_needs_its_role_when_keys_are_configured(f: &Fixture) {

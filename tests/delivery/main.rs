@@ -92,6 +92,7 @@ on_both_backends!(
     a_429_retry_after_delays_the_next_attempt,
     failover_moves_delivery_to_the_healthy_member,
     emails_reach_a_real_smtp_server_with_their_stamp,
+    operators_see_and_control_transports_over_http,
 );
 
 async fn a_webhook_failing_twice_then_succeeding_is_one_message_with_three_attempts(f: Fixture) {
@@ -311,5 +312,87 @@ async fn emails_reach_a_real_smtp_server_with_their_stamp(f: Fixture) {
         assert_eq!(mail.header("X-Stamp-ID"), Some(id.to_string()));
         assert_eq!(mail.header("X-Tracking-ID"), Some(id.to_string()));
     }
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn operators_see_and_control_transports_over_http(f: Fixture) {
+    use actix_web::test;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let settings = settings(
+        &f.options.url,
+        &format!(
+            "[transports.hooks]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
+            server.uri()
+        ),
+    );
+    let engine = start(&f, settings.clone()).await;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = herald::http::AppState::new(f.storage.clone(), clock, settings.clone())
+        .with_engine(engine.clone());
+    let app = test::init_service(
+        actix_web::App::new()
+            .app_data(actix_web::web::Data::new(state))
+            .configure(herald::http::configure),
+    )
+    .await;
+    let get = |uri: &str| test::TestRequest::get().uri(uri).to_request();
+    let post = |uri: &str| test::TestRequest::post().uri(uri).to_request();
+
+    let listed: serde_json::Value =
+        test::call_and_read_body_json(&app, get("/api/transports")).await;
+    let hooks = &listed["transports"][0];
+    assert_eq!(
+        (hooks["name"].as_str(), hooks["kind"].as_str()),
+        (Some("hooks"), Some("webhook"))
+    );
+    assert_eq!(
+        (hooks["paused"].as_bool(), hooks["circuit"].as_str()),
+        (Some(false), Some("closed"))
+    );
+    assert_eq!(hooks["rate_limit"], 600);
+
+    let paused: serde_json::Value =
+        test::call_and_read_body_json(&app, post("/api/transports/hooks/pause")).await;
+    assert_eq!(paused["paused"], true);
+    let id = enqueue(f.storage.as_ref(), &settings, webhook("hooks")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listed: serde_json::Value =
+        test::call_and_read_body_json(&app, get("/api/transports")).await;
+    assert_eq!(
+        listed["transports"][0]["depth"], 1,
+        "paused: the message waits"
+    );
+    assert_eq!(server.received_requests().await.map(|r| r.len()), Some(0));
+    let resumed: serde_json::Value =
+        test::call_and_read_body_json(&app, post("/api/transports/hooks/resume")).await;
+    assert_eq!(resumed["paused"], false);
+    assert_eq!(
+        settled(f.storage.as_ref(), id).await.message.status,
+        Status::Sent
+    );
+    let missing = test::call_service(&app, post("/api/transports/nope/pause")).await;
+    assert_eq!(missing.status(), 404);
+
+    let metrics = test::call_service(&app, get("/metrics")).await;
+    assert_eq!(metrics.status(), 200);
+    let text = String::from_utf8(test::read_body(metrics).await.to_vec()).expect("utf-8");
+    for line in [
+        "herald_deliveries_total{transport=\"hooks\",outcome=\"sent\"} 1",
+        "herald_delivery_duration_seconds_count{transport=\"hooks\"} 1",
+        "herald_circuit_state{transport=\"hooks\",state=\"closed\"} 1",
+        "herald_transport_paused{transport=\"hooks\"} 0",
+        "# TYPE herald_queue_depth gauge",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+    let ready: serde_json::Value = test::call_and_read_body_json(&app, get("/health/ready")).await;
+    assert_eq!(ready["checks"]["transports"]["status"], "ok", "{ready}");
     engine.shutdown(Duration::from_secs(5)).await;
 }
