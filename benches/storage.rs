@@ -138,6 +138,7 @@ async fn complete_one_batch(storage: &dyn Storage, size: usize) {
             claim_token: m.claim_token.expect("token"),
             transport: m.transport.clone(),
             duration_ms: Some(1),
+            wait_ms: None,
             kind: OutcomeKind::Sent,
         })
         .collect();

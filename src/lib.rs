@@ -18,6 +18,7 @@
 //! [`time`] is the one clock; [`app`] wires storage and HTTP together and
 //! owns start-up and shutdown.
 
+pub mod analytics;
 pub mod app;
 pub mod config;
 pub mod delivery;

@@ -299,11 +299,16 @@ impl TransportActor {
                 )
             }
         };
+        // The claim stamped `updated_at`; the wait counts only for attempts.
+        let waited = (message.updated_at - message.available_at)
+            .num_milliseconds()
+            .max(0) as u64;
         self.parts.tracker.do_send(Record(Outcome {
             id: message.id,
             claim_token: token,
             transport: member,
             duration_ms: duration.map(|d| d.as_millis() as u64),
+            wait_ms: duration.map(|_| waited),
             kind,
         }));
         if panicked {
@@ -327,6 +332,7 @@ impl TransportActor {
                     claim_token: token,
                     transport: self.parts.settings.name.clone(),
                     duration_ms: None,
+                    wait_ms: None,
                     kind: OutcomeKind::Released {
                         reason: reason.to_owned(),
                     },

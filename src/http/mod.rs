@@ -134,6 +134,9 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::POST, "/api/queue/dead-letters/replay", || {
             web::route().to(queue::replay_dead_letters)
         }),
+        route(Method::GET, "/api/queue/analytics", || {
+            web::route().to(queue::analytics)
+        }),
         route(Method::GET, "/api/transports", || {
             web::route().to(transports::list)
         }),

@@ -38,6 +38,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
         messages::retry,
         queue::dead_letters,
         queue::replay_dead_letters,
+        queue::analytics,
         transports::list,
         transports::pause,
         transports::resume,
@@ -47,7 +48,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
     modifiers(&BearerKeys),
     tags(
         (name = "messages", description = "Enqueue, read, cancel and retry messages"),
-        (name = "queue", description = "The dead-letter queue"),
+        (name = "queue", description = "The dead-letter queue and queue analytics"),
         (name = "transports", description = "Transports' live state; pause and resume"),
         (name = "health", description = "Liveness and readiness probes"),
         (name = "meta", description = "This description"),

@@ -101,6 +101,9 @@ pub struct Outcome {
     /// The transport that made the attempt: for a group, the member.
     pub transport: String,
     pub duration_ms: Option<u64>,
+    /// How long the message waited to be claimed for this attempt
+    /// (available_at -> claimed), for the wait-time analytics.
+    pub wait_ms: Option<u64>,
     pub kind: OutcomeKind,
 }
 
@@ -178,6 +181,10 @@ pub struct MinuteMetrics {
     pub latency_max_ms: u64,
     /// Attempts of at most `LATENCY_BUCKETS_MS[i]` ms.
     pub latency_le: [u64; 9],
+    /// Attempts whose queue wait (available -> claimed) is known.
+    pub wait_count: u64,
+    pub wait_sum_ms: u64,
+    pub wait_max_ms: u64,
 }
 
 impl MinuteMetrics {
@@ -197,6 +204,11 @@ impl MinuteMetrics {
                 return;
             }
         }
+        if let Some(ms) = outcome.wait_ms {
+            self.wait_count += 1;
+            self.wait_sum_ms += ms;
+            self.wait_max_ms = self.wait_max_ms.max(ms);
+        }
         if let Some(ms) = outcome.duration_ms {
             self.latency_count += 1;
             self.latency_sum_ms += ms;
@@ -211,7 +223,7 @@ impl MinuteMetrics {
 }
 
 /// The `metrics_minutely` columns after the key, in [`MinuteMetrics`] order.
-pub(crate) const METRIC_COLUMNS: [&str; 17] = [
+pub(crate) const METRIC_COLUMNS: [&str; 20] = [
     "sent",
     "failed",
     "retried",
@@ -229,10 +241,18 @@ pub(crate) const METRIC_COLUMNS: [&str; 17] = [
     "le_2500",
     "le_5000",
     "le_10000",
+    "wait_count",
+    "wait_sum_ms",
+    "wait_max_ms",
 ];
 
-pub(crate) fn metric_values(m: &MinuteMetrics) -> [i64; 17] {
-    let mut values = [0i64; 17];
+/// Columns that keep a maximum rather than a sum when rows are merged.
+pub(crate) fn is_max_column(column: &str) -> bool {
+    column.ends_with("_max_ms")
+}
+
+/// A rollup's values in [`METRIC_COLUMNS`] order.
+pub(crate) fn metric_values(m: &MinuteMetrics) -> [i64; 20] {
     let counters = [
         m.sent,
         m.failed,
@@ -243,10 +263,38 @@ pub(crate) fn metric_values(m: &MinuteMetrics) -> [i64; 17] {
         m.latency_sum_ms,
         m.latency_max_ms,
     ];
-    for (slot, value) in values.iter_mut().zip(counters.iter().chain(&m.latency_le)) {
+    let wait = [m.wait_count, m.wait_sum_ms, m.wait_max_ms];
+    let mut values = [0i64; 20];
+    let all = counters.iter().chain(&m.latency_le).chain(&wait);
+    for (slot, value) in values.iter_mut().zip(all) {
         *slot = i64::try_from(*value).unwrap_or(i64::MAX);
     }
     values
+}
+
+impl MinuteMetrics {
+    /// The inverse of [`metric_values`], for rows read back.
+    pub(crate) fn from_values(minute: DateTime<Utc>, transport: String, values: [i64; 20]) -> Self {
+        let v = values.map(|x| x.max(0) as u64);
+        let mut latency_le = [0u64; 9];
+        latency_le.copy_from_slice(&v[8..17]);
+        MinuteMetrics {
+            minute,
+            transport,
+            sent: v[0],
+            failed: v[1],
+            retried: v[2],
+            dead: v[3],
+            deferred: v[4],
+            latency_count: v[5],
+            latency_sum_ms: v[6],
+            latency_max_ms: v[7],
+            latency_le,
+            wait_count: v[17],
+            wait_sum_ms: v[18],
+            wait_max_ms: v[19],
+        }
+    }
 }
 
 /// The rollups of the outcomes that were applied, by attempting transport,

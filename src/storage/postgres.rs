@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{
     DepthRow, Enqueued, METRIC_COLUMNS, MessageFilter, MinuteMetrics, Outcome, OutcomeKind, Page,
     PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState, WeakWorkSignal,
-    WorkSignal, clamp_limit, effective_at, metric_values, rollup,
+    WorkSignal, clamp_limit, effective_at, is_max_column, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -626,7 +626,7 @@ impl Storage for PostgresStorage {
         if !rollups.is_empty() {
             let minutes: Vec<DateTime<Utc>> = rollups.iter().map(|m| m.minute).collect();
             let transports: Vec<&str> = rollups.iter().map(|m| m.transport.as_str()).collect();
-            let values: Vec<[i64; 17]> = rollups.iter().map(metric_values).collect();
+            let values: Vec<[i64; 20]> = rollups.iter().map(metric_values).collect();
             let columns: Vec<Vec<i64>> = (0..METRIC_COLUMNS.len())
                 .map(|c| values.iter().map(|row| row[c]).collect())
                 .collect();
@@ -916,26 +916,15 @@ impl Storage for PostgresStorage {
         let rows = client.query(&sql, &[&from, &to]).await?;
         rows.iter()
             .map(|row| {
-                let value = |i: usize| -> Result<u64, StorageError> {
-                    Ok(row.try_get::<_, i64>(i)?.max(0) as u64)
-                };
-                let mut latency_le = [0u64; 9];
-                for (i, slot) in latency_le.iter_mut().enumerate() {
-                    *slot = value(10 + i)?;
+                let mut values = [0i64; 20];
+                for (i, slot) in values.iter_mut().enumerate() {
+                    *slot = row.try_get(2 + i)?;
                 }
-                Ok(MinuteMetrics {
-                    minute: row.try_get(0)?,
-                    transport: row.try_get(1)?,
-                    sent: value(2)?,
-                    failed: value(3)?,
-                    retried: value(4)?,
-                    dead: value(5)?,
-                    deferred: value(6)?,
-                    latency_count: value(7)?,
-                    latency_sum_ms: value(8)?,
-                    latency_max_ms: value(9)?,
-                    latency_le,
-                })
+                Ok(MinuteMetrics::from_values(
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    values,
+                ))
             })
             .collect()
     }
@@ -975,7 +964,7 @@ fn add_metrics_sql() -> String {
     let updates: Vec<String> = METRIC_COLUMNS
         .iter()
         .map(|c| {
-            if *c == "latency_max_ms" {
+            if is_max_column(c) {
                 format!("{c} = greatest(r.{c}, excluded.{c})")
             } else {
                 format!("{c} = r.{c} + excluded.{c}")

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     DepthRow, Enqueued, METRIC_COLUMNS, MessageFilter, MinuteMetrics, Outcome, OutcomeKind, Page,
     PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState, WorkSignal,
-    clamp_limit, effective_at, metric_values, rollup,
+    clamp_limit, effective_at, is_max_column, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -295,7 +295,7 @@ fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Resul
     let updates: Vec<String> = METRIC_COLUMNS
         .iter()
         .map(|c| {
-            if *c == "latency_max_ms" {
+            if is_max_column(c) {
                 format!("{c} = max({c}, excluded.{c})")
             } else {
                 format!("{c} = {c} + excluded.{c}")
@@ -323,24 +323,15 @@ fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Resul
 }
 
 fn metrics_from_row(row: &Row<'_>) -> rusqlite::Result<MinuteMetrics> {
-    let value = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)?.max(0) as u64) };
-    let mut latency_le = [0u64; 9];
-    for (i, slot) in latency_le.iter_mut().enumerate() {
-        *slot = value(10 + i)?;
+    let mut values = [0i64; 20];
+    for (i, slot) in values.iter_mut().enumerate() {
+        *slot = row.get(2 + i)?;
     }
-    Ok(MinuteMetrics {
-        minute: from_millis(row.get(0)?),
-        transport: row.get(1)?,
-        sent: value(2)?,
-        failed: value(3)?,
-        retried: value(4)?,
-        dead: value(5)?,
-        deferred: value(6)?,
-        latency_count: value(7)?,
-        latency_sum_ms: value(8)?,
-        latency_max_ms: value(9)?,
-        latency_le,
-    })
+    Ok(MinuteMetrics::from_values(
+        from_millis(row.get(0)?),
+        row.get(1)?,
+        values,
+    ))
 }
 
 fn load_message(conn: &Connection, id: Stamp) -> rusqlite::Result<Option<Message>> {

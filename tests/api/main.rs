@@ -67,6 +67,7 @@ on_both_backends!(
     dead_letters_are_listed_and_replayed_in_bulk,
     every_route_needs_its_role_when_keys_are_configured,
     without_keys_the_api_is_open,
+    queue_analytics_report_known_traffic_exactly,
 );
 
 /// Lets the pool's connection tasks, which share this test's single
@@ -262,6 +263,7 @@ where
                 claim_token: m.claim_token.expect("a token"),
                 transport: m.transport.clone(),
                 duration_ms: Some(5),
+                wait_ms: None,
                 kind: OutcomeKind::Failed {
                     error: "550 no such user".into(),
                     retry_at: None,
@@ -1142,6 +1144,7 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
             "admin",
         ),
         (Method::GET, "/api/transports".into(), "read"),
+        (Method::GET, "/api/queue/analytics".into(), "read"),
         (
             Method::POST,
             format!("/api/transports/{SOME_TRANSPORT}/pause"),
@@ -1538,5 +1541,97 @@ impl Drop for Proxy {
     // forwarding task and closes their sockets.
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+async fn queue_analytics_report_known_traffic_exactly(f: &Fixture) {
+    let api = api(f, false).await;
+    for i in 0..4 {
+        api.enqueue(&email(&format!("analytics {i}"))).await;
+    }
+    api.clock.advance(chrono::Duration::seconds(2));
+    let now = api.clock.now();
+    let mut claimed = api
+        .storage
+        .claim_due("mail", 10, LEASE, now)
+        .await
+        .expect("claim");
+    claimed.sort_by_key(|m| m.id);
+    assert_eq!(claimed.len(), 4);
+    let outcome = |i: usize, duration: u64, kind: OutcomeKind| Outcome {
+        id: claimed[i].id,
+        claim_token: claimed[i].claim_token.expect("a token"),
+        transport: "mail".into(),
+        duration_ms: Some(duration),
+        // As the engine computes it: claimed (updated_at) - available_at.
+        wait_ms: Some((claimed[i].updated_at - claimed[i].available_at).num_milliseconds() as u64),
+        kind,
+    };
+    let failed = |retry_at| OutcomeKind::Failed {
+        error: "451 later".into(),
+        retry_at,
+    };
+    let outcomes = vec![
+        outcome(0, 100, OutcomeKind::Sent),
+        outcome(1, 300, OutcomeKind::Sent),
+        outcome(2, 200, failed(Some(now + chrono::Duration::seconds(60)))),
+        outcome(3, 400, failed(None)),
+    ];
+    api.storage
+        .record_outcomes(outcomes, now)
+        .await
+        .expect("record");
+
+    let reply = api.get("/api/queue/analytics?window=15m&bucket=1m").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = &reply.body;
+    assert_eq!(body["window"], "15m");
+    assert_eq!(body["failureRate"], 0.5);
+    assert_eq!(body["averageWaitTime"], 2000.0);
+    assert_eq!(body["queueDepth"]["total"], 1, "the retried message waits");
+    assert_eq!(body["queueDepth"]["byTransport"]["mail"]["queued"], 1);
+    assert_eq!(body["processingRate"]["last1m"], 2.0 / 60.0);
+    assert_eq!(body["throughputMetrics"]["perSecond"], 2.0 / 900.0);
+    let series = body["throughputMetrics"]["series"]
+        .as_array()
+        .expect("series");
+    assert_eq!(series.len(), 1);
+    assert_eq!(
+        (
+            &series[0]["sent"],
+            &series[0]["failed"],
+            &series[0]["retried"],
+            &series[0]["dead"]
+        ),
+        (&json!(2), &json!(2), &json!(1), &json!(1))
+    );
+    let mail = body["transportBreakdown"]
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["transport"] == "mail"))
+        .expect("mail figures");
+    assert_eq!(mail["averageLatencyMs"], 250.0);
+    assert_eq!(mail["depth"], 1);
+    assert_eq!(body["priorityDistribution"][0]["queued"], 1);
+
+    // Outside the window nothing counts.
+    api.clock.advance(chrono::Duration::minutes(20));
+    let later = api.get("/api/queue/analytics?window=15m").await;
+    assert_eq!(later.body["failureRate"], 0.0);
+    assert_eq!(later.body["averageWaitTime"], Value::Null);
+
+    for (query, field) in [
+        ("window=0m", "window"),
+        ("window=90d", "window"),
+        ("bucket=2m", "bucket"),
+        ("transport=nope", "transport"),
+        ("channel=email", "channel"),
+    ] {
+        let bad = api.get(&format!("/api/queue/analytics?{query}")).await;
+        assert_eq!(
+            (bad.status, bad.field()),
+            (400, field),
+            "{query}: {}",
+            bad.body
+        );
     }
 }

@@ -81,6 +81,7 @@ fn outcome(message: &Message, kind: OutcomeKind) -> Outcome {
         claim_token: message.claim_token.expect("a claimed message has a token"),
         transport: message.transport.clone(),
         duration_ms: Some(12),
+        wait_ms: None,
         kind,
     }
 }

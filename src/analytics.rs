@@ -1,0 +1,509 @@
+//! The queries and rollups behind the analytics routes. Every figure comes
+//! from the per-minute rollups (`metrics_minutely`), the indexed queue
+//! depth counts and the engine's live state, never from scanning messages
+//! or events, so a route's cost does not grow with the messages ever sent.
+//!
+//! [`queue_analytics`] is pure: it takes what was read and `now`, so its
+//! arithmetic is tested exactly; [`load_queue_analytics`] does the reads.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::engine::{Engine, TransportStatus};
+use crate::storage::{DepthRow, MinuteMetrics, Storage, StorageError};
+
+/// Longest window the analytics answer for.
+pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+
+/// Parses `15m`, `1h`, `24h`, `7d` (a positive number and a unit: s, m, h, d).
+pub fn parse_span(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok().filter(|n| *n > 0)?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.checked_mul(60)?,
+        "h" => number.checked_mul(3600)?,
+        "d" => number.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+/// What a client asked for.
+#[derive(Debug, Clone)]
+pub struct AnalyticsQuery {
+    pub window: Duration,
+    pub bucket: Duration,
+    pub transport: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DepthCounts {
+    pub queued: u64,
+    pub processing: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueDepth {
+    pub total: u64,
+    pub queued: u64,
+    pub processing: u64,
+    pub by_transport: BTreeMap<String, DepthCounts>,
+    pub by_priority: BTreeMap<u8, DepthCounts>,
+}
+
+/// Messages sent per second, averaged over the last 1, 5 and 15 minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessingRate {
+    pub last1m: f64,
+    pub last5m: f64,
+    pub last15m: f64,
+}
+
+/// One bucket of the throughput series.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesPoint {
+    /// Start of the bucket, RFC 3339.
+    pub at: String,
+    pub sent: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Throughput {
+    /// Sent per second over the window.
+    pub per_second: f64,
+    pub per_minute: f64,
+    pub per_hour: f64,
+    pub series: Vec<SeriesPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    pub transport: String,
+    /// running | paused | stopped
+    pub state: String,
+    /// closed | open | half_open
+    pub circuit: String,
+    pub in_flight: usize,
+    pub concurrency: usize,
+    /// This node holds the transport's lease and delivers for it.
+    pub active_here: bool,
+    pub last_activity: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportFigures {
+    pub transport: String,
+    pub sent: u64,
+    /// Failed attempts.
+    pub failed: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub deferred: u64,
+    /// failed / (sent + failed), 0 without attempts.
+    pub failure_rate: f64,
+    pub average_latency_ms: Option<f64>,
+    pub average_wait_ms: Option<f64>,
+    pub depth: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PriorityCount {
+    pub priority: u8,
+    pub queued: u64,
+    pub processing: u64,
+}
+
+/// `GET /api/queue/analytics`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueAnalytics {
+    pub window: String,
+    pub bucket: String,
+    pub from: String,
+    pub to: String,
+    pub queue_depth: QueueDepth,
+    pub processing_rate: ProcessingRate,
+    /// Mean time from available to claimed over the window, ms; null
+    /// without attempts.
+    pub average_wait_time: Option<f64>,
+    /// failed / (sent + failed) over the window.
+    pub failure_rate: f64,
+    pub throughput_metrics: Throughput,
+    pub worker_status: Vec<WorkerStatus>,
+    pub transport_breakdown: Vec<TransportFigures>,
+    pub priority_distribution: Vec<PriorityCount>,
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn span_text(span: Duration) -> String {
+    let s = span.as_secs();
+    if s.is_multiple_of(86_400) {
+        format!("{}d", s / 86_400)
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn mean(sum: u64, count: u64) -> Option<f64> {
+    (count > 0).then(|| sum as f64 / count as f64)
+}
+
+/// The start of the minute holding `now`, and the window's first minute.
+pub fn window_bounds(now: DateTime<Utc>, window: Duration) -> (DateTime<Utc>, DateTime<Utc>) {
+    let current = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+    let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX);
+    // The window ends with the current (partial) minute.
+    (
+        current + TimeDelta::minutes(1) - window,
+        current + TimeDelta::minutes(1),
+    )
+}
+
+/// Computes the analytics from rows already read. `minutes` must cover at
+/// least the window and the last 15 minutes.
+pub fn queue_analytics(
+    query: &AnalyticsQuery,
+    now: DateTime<Utc>,
+    depth: &[DepthRow],
+    minutes: &[MinuteMetrics],
+    statuses: &[TransportStatus],
+) -> QueueAnalytics {
+    let wanted = |transport: &str| query.transport.as_deref().is_none_or(|t| t == transport);
+    let depth: Vec<&DepthRow> = depth.iter().filter(|d| wanted(&d.transport)).collect();
+    let minutes: Vec<&MinuteMetrics> = minutes.iter().filter(|m| wanted(&m.transport)).collect();
+    let (from, to) = window_bounds(now, query.window);
+
+    let mut queue_depth = QueueDepth {
+        total: 0,
+        queued: 0,
+        processing: 0,
+        by_transport: BTreeMap::new(),
+        by_priority: BTreeMap::new(),
+    };
+    for row in &depth {
+        queue_depth.queued += row.queued;
+        queue_depth.processing += row.processing;
+        for counts in [
+            queue_depth
+                .by_transport
+                .entry(row.transport.clone())
+                .or_default(),
+            queue_depth
+                .by_priority
+                .entry(row.priority.get())
+                .or_default(),
+        ] {
+            counts.queued += row.queued;
+            counts.processing += row.processing;
+        }
+    }
+    queue_depth.total = queue_depth.queued + queue_depth.processing;
+
+    let sent_since = |minutes_back: i64| -> f64 {
+        let since = to - TimeDelta::minutes(minutes_back);
+        let sent: u64 = minutes
+            .iter()
+            .filter(|m| m.minute >= since)
+            .map(|m| m.sent)
+            .sum();
+        sent as f64 / (minutes_back * 60) as f64
+    };
+    let processing_rate = ProcessingRate {
+        last1m: sent_since(1),
+        last5m: sent_since(5),
+        last15m: sent_since(15),
+    };
+
+    let in_window: Vec<&&MinuteMetrics> = minutes
+        .iter()
+        .filter(|m| m.minute >= from && m.minute < to)
+        .collect();
+    let mut per_transport: BTreeMap<String, MinuteMetrics> = BTreeMap::new();
+    let mut series: BTreeMap<DateTime<Utc>, SeriesPoint> = BTreeMap::new();
+    let bucket = TimeDelta::from_std(query.bucket).unwrap_or(TimeDelta::minutes(1));
+    for m in &in_window {
+        let total = per_transport.entry(m.transport.clone()).or_default();
+        total.sent += m.sent;
+        total.failed += m.failed;
+        total.retried += m.retried;
+        total.dead += m.dead;
+        total.deferred += m.deferred;
+        total.latency_count += m.latency_count;
+        total.latency_sum_ms += m.latency_sum_ms;
+        total.wait_count += m.wait_count;
+        total.wait_sum_ms += m.wait_sum_ms;
+        let start = m.minute.duration_trunc(bucket).unwrap_or(m.minute);
+        let point = series.entry(start).or_insert_with(|| SeriesPoint {
+            at: rfc3339(start),
+            sent: 0,
+            failed: 0,
+            retried: 0,
+            dead: 0,
+        });
+        point.sent += m.sent;
+        point.failed += m.failed;
+        point.retried += m.retried;
+        point.dead += m.dead;
+    }
+    let sent: u64 = per_transport.values().map(|t| t.sent).sum();
+    let failed: u64 = per_transport.values().map(|t| t.failed).sum();
+    let wait_sum: u64 = per_transport.values().map(|t| t.wait_sum_ms).sum();
+    let wait_count: u64 = per_transport.values().map(|t| t.wait_count).sum();
+    let window_seconds = query.window.as_secs_f64().max(1.0);
+    let per_second = sent as f64 / window_seconds;
+
+    let mut names: Vec<String> = per_transport.keys().cloned().collect();
+    names.extend(queue_depth.by_transport.keys().cloned());
+    names.sort();
+    names.dedup();
+    let transport_breakdown = names
+        .into_iter()
+        .map(|name| {
+            let t = per_transport.get(&name).cloned().unwrap_or_default();
+            TransportFigures {
+                failure_rate: ratio(t.failed, t.sent + t.failed),
+                average_latency_ms: mean(t.latency_sum_ms, t.latency_count),
+                average_wait_ms: mean(t.wait_sum_ms, t.wait_count),
+                depth: queue_depth.by_transport.get(&name).map_or(0, |d| d.queued),
+                sent: t.sent,
+                failed: t.failed,
+                retried: t.retried,
+                dead: t.dead,
+                deferred: t.deferred,
+                transport: name,
+            }
+        })
+        .collect();
+
+    let worker_status = statuses
+        .iter()
+        .filter(|s| wanted(&s.name))
+        .map(|s| WorkerStatus {
+            transport: s.name.clone(),
+            state: if !s.running {
+                "stopped"
+            } else if s.paused {
+                "paused"
+            } else {
+                "running"
+            }
+            .to_owned(),
+            circuit: s.circuit.as_str().to_owned(),
+            in_flight: s.in_flight,
+            concurrency: s.concurrency,
+            active_here: s.holds_lease,
+            last_activity: s.last_activity.map(rfc3339),
+            last_error: s.last_error.clone(),
+        })
+        .collect();
+
+    let priority_distribution = queue_depth
+        .by_priority
+        .iter()
+        .rev()
+        .map(|(priority, counts)| PriorityCount {
+            priority: *priority,
+            queued: counts.queued,
+            processing: counts.processing,
+        })
+        .collect();
+
+    QueueAnalytics {
+        window: span_text(query.window),
+        bucket: span_text(query.bucket),
+        from: rfc3339(from),
+        to: rfc3339(to),
+        queue_depth,
+        processing_rate,
+        average_wait_time: mean(wait_sum, wait_count),
+        failure_rate: ratio(failed, sent + failed),
+        throughput_metrics: Throughput {
+            per_second,
+            per_minute: per_second * 60.0,
+            per_hour: per_second * 3600.0,
+            series: series.into_values().collect(),
+        },
+        worker_status,
+        transport_breakdown,
+        priority_distribution,
+    }
+}
+
+/// Reads what [`queue_analytics`] needs and computes it.
+pub async fn load_queue_analytics(
+    storage: &dyn Storage,
+    engine: Option<&Engine>,
+    query: &AnalyticsQuery,
+    now: DateTime<Utc>,
+) -> Result<QueueAnalytics, StorageError> {
+    let depth = storage.queue_depth().await?;
+    let (from, to) = window_bounds(now, query.window.max(Duration::from_secs(15 * 60)));
+    let minutes = storage.minute_metrics(from, to).await?;
+    let statuses = match engine {
+        Some(engine) => engine.status().await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Ok(queue_analytics(query, now, &depth, &minutes, &statuses))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::Priority;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 30, 20)
+            .single()
+            .unwrap()
+    }
+
+    fn minute(minutes_ago: i64, transport: &str, sent: u64, failed: u64) -> MinuteMetrics {
+        let start =
+            now().duration_trunc(TimeDelta::minutes(1)).unwrap() - TimeDelta::minutes(minutes_ago);
+        MinuteMetrics {
+            minute: start,
+            transport: transport.into(),
+            sent,
+            failed,
+            retried: failed,
+            latency_count: sent + failed,
+            latency_sum_ms: 10 * (sent + failed),
+            wait_count: sent + failed,
+            wait_sum_ms: 100 * (sent + failed),
+            ..MinuteMetrics::default()
+        }
+    }
+
+    fn depth(transport: &str, priority: i64, queued: u64, processing: u64) -> DepthRow {
+        DepthRow {
+            transport: transport.into(),
+            priority: Priority::new(priority).unwrap(),
+            queued,
+            processing,
+        }
+    }
+
+    fn query(window: &str, bucket: &str) -> AnalyticsQuery {
+        AnalyticsQuery {
+            window: parse_span(window).unwrap(),
+            bucket: parse_span(bucket).unwrap(),
+            transport: None,
+        }
+    }
+
+    #[test]
+    fn spans_parse_with_units() {
+        assert_eq!(parse_span("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_span("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_span("0m"), None);
+        assert_eq!(parse_span("5"), None);
+        assert_eq!(parse_span("5w"), None);
+        assert_eq!(span_text(Duration::from_secs(86_400)), "1d");
+    }
+
+    #[test]
+    fn figures_are_exact_from_known_rollups() {
+        let minutes = vec![
+            minute(0, "mail", 30, 0),    // current minute
+            minute(3, "mail", 60, 20),   // within 5 minutes
+            minute(10, "hooks", 90, 10), // within 15 minutes
+            minute(40, "mail", 600, 0),  // outside a 15m window, inside 1h
+        ];
+        let depth = vec![
+            depth("mail", 9, 5, 2),
+            depth("mail", 4, 10, 0),
+            depth("hooks", 4, 1, 1),
+        ];
+        let a = queue_analytics(&query("15m", "1m"), now(), &depth, &minutes, &[]);
+        assert_eq!(
+            (
+                a.queue_depth.total,
+                a.queue_depth.queued,
+                a.queue_depth.processing
+            ),
+            (19, 16, 3)
+        );
+        assert_eq!(
+            a.queue_depth.by_priority[&4],
+            DepthCounts {
+                queued: 11,
+                processing: 1
+            }
+        );
+        assert_eq!(a.processing_rate.last1m, 0.5); // 30 in the current minute / 60 s
+        assert_eq!(a.processing_rate.last5m, 90.0 / 300.0);
+        assert_eq!(a.processing_rate.last15m, 180.0 / 900.0);
+        assert_eq!(a.failure_rate, 30.0 / 210.0);
+        assert_eq!(a.average_wait_time, Some(100.0));
+        assert_eq!(a.throughput_metrics.per_second, 180.0 / 900.0);
+        assert_eq!(a.throughput_metrics.series.len(), 3);
+        let mail = a
+            .transport_breakdown
+            .iter()
+            .find(|t| t.transport == "mail")
+            .unwrap();
+        assert_eq!((mail.sent, mail.failed, mail.depth), (90, 20, 15));
+        assert_eq!(mail.failure_rate, 20.0 / 110.0);
+        assert_eq!(mail.average_latency_ms, Some(10.0));
+        assert_eq!(a.priority_distribution.first().map(|p| p.priority), Some(9));
+
+        let hour = queue_analytics(&query("1h", "1h"), now(), &depth, &minutes, &[]);
+        assert_eq!(
+            hour.throughput_metrics
+                .series
+                .iter()
+                .map(|p| p.sent)
+                .sum::<u64>(),
+            780
+        );
+        assert!(hour.throughput_metrics.series.len() <= 2, "hourly buckets");
+    }
+
+    #[test]
+    fn a_transport_filter_narrows_everything() {
+        let minutes = vec![minute(1, "mail", 10, 0), minute(1, "hooks", 5, 5)];
+        let depth = vec![depth("mail", 4, 3, 0), depth("hooks", 4, 7, 0)];
+        let mut q = query("1h", "1m");
+        q.transport = Some("hooks".into());
+        let a = queue_analytics(&q, now(), &depth, &minutes, &[]);
+        assert_eq!(a.queue_depth.total, 7);
+        assert_eq!(a.failure_rate, 0.5);
+        assert_eq!(a.transport_breakdown.len(), 1);
+    }
+}
