@@ -14,7 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::engine::{Engine, TransportStatus};
-use crate::storage::{DepthRow, MinuteMetrics, Storage, StorageError};
+use crate::storage::{DepthRow, LATENCY_BUCKETS_MS, MinuteMetrics, Storage, StorageError};
 
 /// Longest window the analytics answer for.
 pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
@@ -363,6 +363,150 @@ pub fn queue_analytics(
     }
 }
 
+/// Estimates the `quantile` (0..1) of attempt latency from cumulative
+/// histogram buckets, interpolating linearly inside the bucket that holds
+/// it; past the last bucket, the observed maximum. `None` without data.
+pub fn latency_quantile(totals: &MinuteMetrics, quantile: f64) -> Option<f64> {
+    let count = totals.latency_count;
+    if count == 0 {
+        return None;
+    }
+    let target = quantile.clamp(0.0, 1.0) * count as f64;
+    let mut below_count = 0u64;
+    let mut below_bound = 0.0;
+    for (bound, cumulative) in LATENCY_BUCKETS_MS.iter().zip(totals.latency_le) {
+        let bound = *bound as f64;
+        if cumulative as f64 >= target && cumulative > below_count {
+            let share = (target - below_count as f64) / (cumulative - below_count) as f64;
+            let estimate = below_bound + share.clamp(0.0, 1.0) * (bound - below_bound);
+            return Some(estimate.min(totals.latency_max_ms as f64));
+        }
+        below_count = cumulative;
+        below_bound = bound;
+    }
+    Some(totals.latency_max_ms as f64)
+}
+
+/// Latency of attempts, ms.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySummary {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub average: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// One transport's performance over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportPerformance {
+    pub transport: String,
+    pub kind: String,
+    /// Attempts made (sent + failed).
+    pub attempts: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub dead: u64,
+    /// sent / attempts; null without attempts.
+    pub success_rate: Option<f64>,
+    pub latency_ms: LatencySummary,
+    /// attempts / (sent + dead): how many tries a finished message took.
+    pub attempts_per_message: Option<f64>,
+    /// 0-100, see README ("Reliability score").
+    pub reliability_score: Option<f64>,
+    /// From the transport's `cost_per_message`; null when not configured.
+    pub cost_per_message: Option<f64>,
+    /// cost_per_message * attempts.
+    pub total_cost: Option<f64>,
+}
+
+/// `GET /api/analytics/transport-performance`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PerformanceReport {
+    pub window: String,
+    pub from: String,
+    pub to: String,
+    pub transports: Vec<TransportPerformance>,
+}
+
+/// p95 at or under this counts as fully fast in the reliability score.
+const FAST_P95_MS: f64 = 1000.0;
+
+/// `100 * (0.7 * success_rate + 0.3 * speed)`, where speed is 1 while p95
+/// is at most one second and `1 s / p95` beyond.
+pub fn reliability_score(success_rate: f64, p95_ms: Option<f64>) -> f64 {
+    let speed = match p95_ms {
+        Some(p95) if p95 > FAST_P95_MS => FAST_P95_MS / p95,
+        _ => 1.0,
+    };
+    (100.0 * (0.7 * success_rate + 0.3 * speed) * 10.0).round() / 10.0
+}
+
+/// Computes per-transport performance from rollups in the window.
+/// `transports` is every configured transport: (name, kind, cost).
+pub fn transport_performance(
+    window: Duration,
+    now: DateTime<Utc>,
+    minutes: &[MinuteMetrics],
+    transports: &[(String, String, Option<f64>)],
+    filter: Option<&str>,
+) -> PerformanceReport {
+    let (from, to) = window_bounds(now, window);
+    let mut totals: BTreeMap<&str, MinuteMetrics> = BTreeMap::new();
+    for m in minutes.iter().filter(|m| m.minute >= from && m.minute < to) {
+        let t = totals.entry(m.transport.as_str()).or_default();
+        t.sent += m.sent;
+        t.failed += m.failed;
+        t.dead += m.dead;
+        t.latency_count += m.latency_count;
+        t.latency_sum_ms += m.latency_sum_ms;
+        t.latency_max_ms = t.latency_max_ms.max(m.latency_max_ms);
+        for (sum, add) in t.latency_le.iter_mut().zip(m.latency_le) {
+            *sum += add;
+        }
+    }
+    let rows = transports
+        .iter()
+        .filter(|(name, _, _)| filter.is_none_or(|f| f == name))
+        .map(|(name, kind, cost)| {
+            let t = totals.get(name.as_str()).cloned().unwrap_or_default();
+            let attempts = t.sent + t.failed;
+            let success_rate = (attempts > 0).then(|| ratio(t.sent, attempts));
+            let p95 = latency_quantile(&t, 0.95);
+            TransportPerformance {
+                transport: name.clone(),
+                kind: kind.clone(),
+                attempts,
+                sent: t.sent,
+                failed: t.failed,
+                dead: t.dead,
+                success_rate,
+                latency_ms: LatencySummary {
+                    p50: latency_quantile(&t, 0.50),
+                    p95,
+                    p99: latency_quantile(&t, 0.99),
+                    average: mean(t.latency_sum_ms, t.latency_count),
+                    max: (t.latency_count > 0).then_some(t.latency_max_ms as f64),
+                },
+                attempts_per_message: (t.sent + t.dead > 0)
+                    .then(|| ratio(attempts, t.sent + t.dead)),
+                reliability_score: success_rate.map(|rate| reliability_score(rate, p95)),
+                cost_per_message: *cost,
+                total_cost: cost.map(|c| c * attempts as f64),
+            }
+        })
+        .collect();
+    PerformanceReport {
+        window: span_text(window),
+        from: rfc3339(from),
+        to: rfc3339(to),
+        transports: rows,
+    }
+}
+
 /// Reads what [`queue_analytics`] needs and computes it.
 pub async fn load_queue_analytics(
     storage: &dyn Storage,
@@ -493,6 +637,42 @@ mod tests {
             780
         );
         assert!(hour.throughput_metrics.series.len() <= 2, "hourly buckets");
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_buckets() {
+        // 10 attempts: 4 at most 10 ms, 6 more at most 50 ms, max 40 ms.
+        let t = MinuteMetrics {
+            latency_count: 10,
+            latency_max_ms: 40,
+            latency_le: [4, 10, 10, 10, 10, 10, 10, 10, 10],
+            ..MinuteMetrics::default()
+        };
+        assert_eq!(latency_quantile(&t, 0.4), Some(10.0));
+        assert_eq!(latency_quantile(&t, 0.7), Some(30.0)); // halfway through 10..50
+        assert_eq!(
+            latency_quantile(&t, 0.99),
+            Some(40.0),
+            "capped at the observed max"
+        );
+        assert_eq!(latency_quantile(&MinuteMetrics::default(), 0.5), None);
+        let slow = MinuteMetrics {
+            latency_count: 2,
+            latency_max_ms: 30_000,
+            ..MinuteMetrics::default()
+        };
+        assert_eq!(
+            latency_quantile(&slow, 0.5),
+            Some(30_000.0),
+            "beyond the last bucket"
+        );
+    }
+
+    #[test]
+    fn reliability_weighs_success_and_speed() {
+        assert_eq!(reliability_score(1.0, Some(200.0)), 100.0);
+        assert_eq!(reliability_score(0.5, None), 65.0);
+        assert_eq!(reliability_score(1.0, Some(2000.0)), 85.0);
     }
 
     #[test]

@@ -156,6 +156,8 @@ pub struct DeliverySettings {
     pub circuit_failure_threshold: NonZeroU32,
     pub circuit_open: Duration,
     pub dlq_max_age: Duration,
+    /// Cost of one delivery, for the analytics; `None` when not configured.
+    pub cost_per_message: Option<f64>,
 }
 
 impl DeliverySettings {

@@ -174,6 +174,8 @@ tuning! {
     circuit_open_ms: u64,
     /// Dead letters older than this, in seconds, are purged. Default 86400.
     dlq_max_age_s: u64,
+    /// What one delivery costs, in your currency, for the analytics. Default unset.
+    cost_per_message: f64,
 }
 
 /// The whole file.
@@ -723,6 +725,15 @@ fn validate_tuning(
     if max_retry_delay < retry_delay {
         problems.add(key("max_retry_delay_ms"), "must be at least retry_delay_ms");
     }
+    if let Some(cost) = tuning
+        .cost_per_message
+        .filter(|c| !(c.is_finite() && *c >= 0.0))
+    {
+        problems.add(
+            key("cost_per_message"),
+            format!("must be a number of at least 0, got {cost}"),
+        );
+    }
     let retry_multiplier = tuning.retry_multiplier.unwrap_or(DEFAULT_RETRY_MULTIPLIER);
     if !(retry_multiplier.is_finite() && retry_multiplier >= 1.0) {
         problems.add(key("retry_multiplier"), "must be a number of at least 1.0");
@@ -745,5 +756,6 @@ fn validate_tuning(
         circuit_failure_threshold,
         circuit_open,
         dlq_max_age: Duration::from_secs(dlq_max_age_s),
+        cost_per_message: tuning.cost_per_message,
     })
 }

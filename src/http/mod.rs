@@ -8,6 +8,7 @@
 //! in [`auth`], request reading in `extract`, status codes only in
 //! [`error`], the spec and docs page in [`openapi`].
 
+mod analytics;
 pub mod auth;
 pub mod dto;
 mod error;
@@ -135,7 +136,10 @@ pub fn routes() -> Vec<ApiRoute> {
             web::route().to(queue::replay_dead_letters)
         }),
         route(Method::GET, "/api/queue/analytics", || {
-            web::route().to(queue::analytics)
+            web::route().to(analytics::queue)
+        }),
+        route(Method::GET, "/api/analytics/transport-performance", || {
+            web::route().to(analytics::transport_performance_report)
         }),
         route(Method::GET, "/api/transports", || {
             web::route().to(transports::list)

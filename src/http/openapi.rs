@@ -11,7 +11,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{health, messages, metrics, queue, transports};
+use super::{analytics, health, messages, metrics, queue, transports};
 
 /// Where the spec is served.
 pub const SPEC_PATH: &str = "/api/openapi.json";
@@ -38,7 +38,8 @@ pub const DOCS_PATH: &str = "/api/docs/";
         messages::retry,
         queue::dead_letters,
         queue::replay_dead_letters,
-        queue::analytics,
+        analytics::queue,
+        analytics::transport_performance_report,
         transports::list,
         transports::pause,
         transports::resume,
@@ -48,7 +49,8 @@ pub const DOCS_PATH: &str = "/api/docs/";
     modifiers(&BearerKeys),
     tags(
         (name = "messages", description = "Enqueue, read, cancel and retry messages"),
-        (name = "queue", description = "The dead-letter queue and queue analytics"),
+        (name = "queue", description = "The dead-letter queue"),
+        (name = "analytics", description = "Queue and transport analytics from the rollups"),
         (name = "transports", description = "Transports' live state; pause and resume"),
         (name = "health", description = "Liveness and readiness probes"),
         (name = "meta", description = "This description"),

@@ -1,7 +1,5 @@
-//! `/api/queue`: the dead-letter queue, listed and replayed in bulk, and
-//! the queue analytics (computed in [`crate::analytics`]).
-
-use std::time::Duration;
+//! `/api/queue/dead-letters`: the dead-letter queue, listed and replayed
+//! in bulk.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -11,7 +9,6 @@ use super::error::ErrorBody;
 use super::extract::{OptionalJsonBody, Query};
 use super::messages::{include_payload, page_request};
 use super::{ApiError, AppState};
-use crate::analytics::{AnalyticsQuery, MAX_WINDOW, load_queue_analytics, parse_span};
 use crate::domain::{Status, ValidationError};
 use crate::storage::{MAX_BATCH, MessageFilter};
 
@@ -107,75 +104,4 @@ pub async fn replay_dead_letters(
     Ok(HttpResponse::Ok().json(ReplayResponse {
         replayed: replayed.iter().map(ToString::to_string).collect(),
     }))
-}
-
-/// Buckets a throughput series may use.
-const BUCKETS: [&str; 5] = ["1m", "5m", "15m", "1h", "1d"];
-
-/// Queue analytics over a window: depth by transport and priority,
-/// processing rate over 1/5/15 minutes, average wait, failure rate,
-/// throughput with a series, worker status, per-transport breakdown.
-/// Answered from rollups and indexed counts only.
-#[utoipa::path(
-    get,
-    path = "/api/queue/analytics",
-    tag = "queue",
-    params(
-        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
-        ("bucket" = Option<String>, Query, description = "Series bucket: 1m (default), 5m, 15m, 1h, 1d"),
-        ("transport" = Option<String>, Query, description = "Only this transport"),
-    ),
-    responses(
-        (status = 200, body = crate::analytics::QueueAnalytics),
-        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
-        (status = 401, description = "No or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
-        (status = 503, description = "Storage unreachable", body = ErrorBody),
-    ),
-    security(("bearer" = ["read"]))
-)]
-pub async fn analytics(
-    _: Authorized<ReadRole>,
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(&req, &["window", "bucket", "transport"])?;
-    let window = query
-        .get("window", |raw| {
-            parse_span(raw)
-                .filter(|w| *w >= Duration::from_secs(60) && *w <= MAX_WINDOW)
-                .ok_or_else(|| {
-                    format!("`{raw}` is not a window from 1m to 30d (e.g. 15m, 1h, 24h, 7d)")
-                })
-        })?
-        .unwrap_or(Duration::from_secs(3600));
-    let bucket = query
-        .get("bucket", |raw| {
-            BUCKETS
-                .contains(&raw)
-                .then(|| parse_span(raw))
-                .flatten()
-                .ok_or_else(|| format!("`{raw}` is not one of {}", BUCKETS.join(", ")))
-        })?
-        .unwrap_or(Duration::from_secs(60));
-    let transport = query.text("transport");
-    if let Some(name) = transport
-        .as_ref()
-        .filter(|name| !state.settings.transports.contains_key(*name))
-    {
-        return Err(ApiError::bad_request(
-            "unknown_transport",
-            "transport",
-            format!("no transport named `{name}`"),
-        ));
-    }
-    let query = AnalyticsQuery {
-        window,
-        bucket,
-        transport,
-    };
-    let now = state.clock.now();
-    let analytics =
-        load_queue_analytics(state.storage.as_ref(), state.engine.as_ref(), &query, now).await?;
-    Ok(HttpResponse::Ok().json(analytics))
 }

@@ -113,6 +113,7 @@ fn settings(with_keys: bool) -> Settings {
         [transports.mail]
         kind = "file"
         path = "outbox"
+        cost_per_message = 0.002
         [transports.other]
         kind = "file"
         path = "outbox-other"
@@ -1145,6 +1146,11 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
         ),
         (Method::GET, "/api/transports".into(), "read"),
         (Method::GET, "/api/queue/analytics".into(), "read"),
+        (
+            Method::GET,
+            "/api/analytics/transport-performance".into(),
+            "read",
+        ),
         (
             Method::POST,
             format!("/api/transports/{SOME_TRANSPORT}/pause"),

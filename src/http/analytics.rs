@@ -1,0 +1,145 @@
+//! The analytics routes, `/api/queue/analytics` and `/api/analytics/*`:
+//! query parameters in, figures from [`crate::analytics`] out.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::auth::{Authorized, ReadRole};
+use super::error::ErrorBody;
+use super::extract::Query;
+use super::{ApiError, AppState};
+use crate::analytics::{
+    AnalyticsQuery, MAX_WINDOW, load_queue_analytics, parse_span, transport_performance,
+    window_bounds,
+};
+
+/// Buckets a throughput series may use.
+const BUCKETS: [&str; 5] = ["1m", "5m", "15m", "1h", "1d"];
+/// Window when none is asked for.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
+
+/// `window` (1m to 30d, default 1h) and `transport` (must be configured).
+fn window_and_transport(
+    query: &Query,
+    state: &AppState,
+) -> Result<(Duration, Option<String>), ApiError> {
+    let window = query
+        .get("window", |raw| {
+            parse_span(raw)
+                .filter(|w| *w >= Duration::from_secs(60) && *w <= MAX_WINDOW)
+                .ok_or_else(|| {
+                    format!("`{raw}` is not a window from 1m to 30d (e.g. 15m, 1h, 24h, 7d)")
+                })
+        })?
+        .unwrap_or(DEFAULT_WINDOW);
+    let transport = query.text("transport");
+    if let Some(name) = transport
+        .as_ref()
+        .filter(|name| !state.settings.transports.contains_key(*name))
+    {
+        return Err(ApiError::bad_request(
+            "unknown_transport",
+            "transport",
+            format!("no transport named `{name}`"),
+        ));
+    }
+    Ok((window, transport))
+}
+
+/// Queue analytics over a window: depth by transport and priority,
+/// processing rate over 1/5/15 minutes, average wait, failure rate,
+/// throughput with a series, worker status, per-transport breakdown.
+/// Answered from rollups and indexed counts only.
+#[utoipa::path(
+    get,
+    path = "/api/queue/analytics",
+    tag = "analytics",
+    params(
+        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("bucket" = Option<String>, Query, description = "Series bucket: 1m (default), 5m, 15m, 1h, 1d"),
+        ("transport" = Option<String>, Query, description = "Only this transport"),
+    ),
+    responses(
+        (status = 200, body = crate::analytics::QueueAnalytics),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn queue(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &["window", "bucket", "transport"])?;
+    let (window, transport) = window_and_transport(&query, &state)?;
+    let bucket = query
+        .get("bucket", |raw| {
+            BUCKETS
+                .contains(&raw)
+                .then(|| parse_span(raw))
+                .flatten()
+                .ok_or_else(|| format!("`{raw}` is not one of {}", BUCKETS.join(", ")))
+        })?
+        .unwrap_or(Duration::from_secs(60));
+    let query = AnalyticsQuery {
+        window,
+        bucket,
+        transport,
+    };
+    let now = state.clock.now();
+    let analytics =
+        load_queue_analytics(state.storage.as_ref(), state.engine.as_ref(), &query, now).await?;
+    Ok(HttpResponse::Ok().json(analytics))
+}
+
+/// Per transport over a window: attempts, success rate, latency
+/// p50/p95/p99 (estimated from the rollups' histogram), attempts per
+/// message, a reliability score (README) and cost from the transport's
+/// `cost_per_message`.
+#[utoipa::path(
+    get,
+    path = "/api/analytics/transport-performance",
+    tag = "analytics",
+    params(
+        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("transport" = Option<String>, Query, description = "Only this transport"),
+    ),
+    responses(
+        (status = 200, body = crate::analytics::PerformanceReport),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn transport_performance_report(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &["window", "transport"])?;
+    let (window, transport) = window_and_transport(&query, &state)?;
+    let now = state.clock.now();
+    let (from, to) = window_bounds(now, window);
+    let minutes = state.storage.minute_metrics(from, to).await?;
+    // Group members appear under their own names: they make the attempts.
+    let transports: Vec<(String, String, Option<f64>)> = state
+        .settings
+        .transports
+        .values()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.kind.name().to_owned(),
+                t.delivery.cost_per_message,
+            )
+        })
+        .collect();
+    let report = transport_performance(window, now, &minutes, &transports, transport.as_deref());
+    Ok(HttpResponse::Ok().json(report))
+}
