@@ -256,16 +256,10 @@ pub fn queue_analytics(
     let mut series: BTreeMap<DateTime<Utc>, SeriesPoint> = BTreeMap::new();
     let bucket = TimeDelta::from_std(query.bucket).unwrap_or(TimeDelta::minutes(1));
     for m in &in_window {
-        let total = per_transport.entry(m.transport.clone()).or_default();
-        total.sent += m.sent;
-        total.failed += m.failed;
-        total.retried += m.retried;
-        total.dead += m.dead;
-        total.deferred += m.deferred;
-        total.latency_count += m.latency_count;
-        total.latency_sum_ms += m.latency_sum_ms;
-        total.wait_count += m.wait_count;
-        total.wait_sum_ms += m.wait_sum_ms;
+        per_transport
+            .entry(m.transport.clone())
+            .or_default()
+            .merge(m);
         let start = m.minute.duration_trunc(bucket).unwrap_or(m.minute);
         let point = series.entry(start).or_insert_with(|| SeriesPoint {
             at: rfc3339(start),
@@ -457,16 +451,7 @@ pub fn transport_performance(
     let (from, to) = window_bounds(now, window);
     let mut totals: BTreeMap<&str, MinuteMetrics> = BTreeMap::new();
     for m in minutes.iter().filter(|m| m.minute >= from && m.minute < to) {
-        let t = totals.entry(m.transport.as_str()).or_default();
-        t.sent += m.sent;
-        t.failed += m.failed;
-        t.dead += m.dead;
-        t.latency_count += m.latency_count;
-        t.latency_sum_ms += m.latency_sum_ms;
-        t.latency_max_ms = t.latency_max_ms.max(m.latency_max_ms);
-        for (sum, add) in t.latency_le.iter_mut().zip(m.latency_le) {
-            *sum += add;
-        }
+        totals.entry(m.transport.as_str()).or_default().merge(m);
     }
     let rows = transports
         .iter()

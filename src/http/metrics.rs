@@ -62,17 +62,10 @@ pub async fn render(
         .await?;
     let mut totals: BTreeMap<String, MinuteMetrics> = BTreeMap::new();
     for minute in history {
-        let total = totals.entry(minute.transport.clone()).or_default();
-        total.sent += minute.sent;
-        total.failed += minute.failed;
-        total.retried += minute.retried;
-        total.dead += minute.dead;
-        total.deferred += minute.deferred;
-        total.latency_count += minute.latency_count;
-        total.latency_sum_ms += minute.latency_sum_ms;
-        for (sum, add) in total.latency_le.iter_mut().zip(minute.latency_le) {
-            *sum += add;
-        }
+        totals
+            .entry(minute.transport.clone())
+            .or_default()
+            .merge(&minute);
     }
     family(
         &mut out,

@@ -188,6 +188,25 @@ pub struct MinuteMetrics {
 }
 
 impl MinuteMetrics {
+    /// Adds another row's counts to this one (sums, and maxima for the
+    /// `_max_ms` figures): how minutes roll up into longer spans.
+    pub fn merge(&mut self, other: &MinuteMetrics) {
+        self.sent += other.sent;
+        self.failed += other.failed;
+        self.retried += other.retried;
+        self.dead += other.dead;
+        self.deferred += other.deferred;
+        self.latency_count += other.latency_count;
+        self.latency_sum_ms += other.latency_sum_ms;
+        self.latency_max_ms = self.latency_max_ms.max(other.latency_max_ms);
+        for (sum, add) in self.latency_le.iter_mut().zip(other.latency_le) {
+            *sum += add;
+        }
+        self.wait_count += other.wait_count;
+        self.wait_sum_ms += other.wait_sum_ms;
+        self.wait_max_ms = self.wait_max_ms.max(other.wait_max_ms);
+    }
+
     fn count(&mut self, outcome: &Outcome, status: Status) {
         match &outcome.kind {
             OutcomeKind::Sent => self.sent += 1,

@@ -13,6 +13,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::{App, HttpServer, test, web};
+use common::proxy::Proxy;
 use common::{Fixture, t0};
 use herald::config::Settings;
 use herald::domain::{Stamp, Status};
@@ -1439,9 +1440,12 @@ async fn the_api_works_over_a_real_socket() {
 #[actix_web::test]
 async fn unreachable_storage_is_503_not_500() {
     let fixture = Fixture::postgres().await;
-    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let proxy = Proxy::start(common::postgres_host_port()).await;
     let options = herald::storage::StorageOptions {
-        url: fixture.options.url.replace("127.0.0.1:5432", &proxy.addr),
+        url: fixture
+            .options
+            .url
+            .replace(&common::postgres_host_port(), &proxy.addr),
         pool_size: 2,
         ..fixture.options.clone()
     };
@@ -1513,41 +1517,6 @@ async fn unreachable_storage_is_503_not_500() {
         1
     );
     settle().await;
-}
-
-/// A TCP forwarder the test can cut, standing in for the network path to
-/// the real database (as in tests/server).
-struct Proxy {
-    addr: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: &'static str) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address").to_string();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Proxy { addr, task }
-    }
-}
-
-impl Drop for Proxy {
-    // Aborting the accept loop drops the JoinSet, which aborts every
-    // forwarding task and closes their sockets.
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 async fn queue_analytics_report_known_traffic_exactly(f: &Fixture) {

@@ -3,6 +3,7 @@
 //! afterwards) and message builders.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod proxy;
 pub mod smtp;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,16 @@ use herald::storage::{self, Storage, StorageOptions};
 pub fn postgres_base_url() -> String {
     std::env::var("HERALD_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `host:port` of the test database, for tests that put a proxy in front.
+pub fn postgres_host_port() -> String {
+    let url = url::Url::parse(&postgres_base_url()).expect("a PostgreSQL URL");
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    )
 }
 
 /// Adds `options=-csearch_path=<schema>` to a PostgreSQL URL.

@@ -10,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Fixture;
+use common::proxy::Proxy;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const STARTUP: Duration = Duration::from_secs(30);
@@ -163,8 +164,11 @@ async fn the_default_config_runs_on_postgres_via_the_environment() {
 #[tokio::test]
 async fn readiness_fails_with_a_reason_when_the_database_goes_away() {
     let fixture = Fixture::postgres().await;
-    let proxy = Proxy::start("127.0.0.1:5432").await;
-    let through_proxy = fixture.options.url.replace("127.0.0.1:5432", &proxy.addr);
+    let proxy = Proxy::start(common::postgres_host_port()).await;
+    let through_proxy = fixture
+        .options
+        .url
+        .replace(&common::postgres_host_port(), &proxy.addr);
     let dir = workdir();
     let client = client();
     let mut herald = Herald::start(dir.path(), &[("HERALD_DATABASE_URL", &through_proxy)]);
@@ -258,41 +262,6 @@ async fn migrate_creates_the_schema_and_exits() {
         );
     }
     drop(fixture);
-}
-
-/// A TCP forwarder the test can cut, standing in for a network path to
-/// the real database.
-struct Proxy {
-    addr: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: &'static str) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address").to_string();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Proxy { addr, task }
-    }
-}
-
-impl Drop for Proxy {
-    // Aborting the accept loop drops the JoinSet, which aborts every
-    // forwarding task and closes their sockets.
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// Sent messages, from the store's own depth count.
