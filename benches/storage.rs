@@ -139,6 +139,8 @@ async fn complete_one_batch(storage: &dyn Storage, size: usize) {
             transport: m.transport.clone(),
             duration_ms: Some(1),
             wait_ms: None,
+            attempt: m.attempts,
+            error_class: None,
             kind: OutcomeKind::Sent,
         })
         .collect();

@@ -247,6 +247,7 @@ impl TransportActor {
         self.last_activity = Some(now);
         let name = self.name().to_owned();
         let mut panicked = false;
+        let mut error_class = None;
         let (kind, member, duration) = match attempt {
             Attempt::NotPermitted => (
                 OutcomeKind::Released {
@@ -270,6 +271,7 @@ impl TransportActor {
                 }
                 tracing::info!(transport = %name, id = %message.id, attempt = message.attempts, class = ?err.class(), cause = %err, "delivery failed");
                 self.last_error = Some(err.to_string());
+                error_class = Some(err.class().as_str().to_owned());
                 let retry_at =
                     self.retry
                         .retry_at(message.attempts, &err, now, rand::random::<f64>());
@@ -288,6 +290,7 @@ impl TransportActor {
                 let error = format!("transport panicked: {what}");
                 tracing::error!(transport = %name, id = %message.id, cause = %what, "transport panicked; restarting its actor");
                 self.last_error = Some(error.clone());
+                error_class = Some("transient".to_owned());
                 let retry_at = Some(
                     now + chrono::Duration::from_std(self.retry.backoff(message.attempts))
                         .unwrap_or_default(),
@@ -309,6 +312,8 @@ impl TransportActor {
             transport: member,
             duration_ms: duration.map(|d| d.as_millis() as u64),
             wait_ms: duration.map(|_| waited),
+            attempt: message.attempts,
+            error_class,
             kind,
         }));
         if panicked {
@@ -333,6 +338,8 @@ impl TransportActor {
                     transport: self.parts.settings.name.clone(),
                     duration_ms: None,
                     wait_ms: None,
+                    attempt: message.attempts,
+                    error_class: None,
                     kind: OutcomeKind::Released {
                         reason: reason.to_owned(),
                     },

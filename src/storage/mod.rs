@@ -104,6 +104,12 @@ pub struct Outcome {
     /// How long the message waited to be claimed for this attempt
     /// (available_at -> claimed), for the wait-time analytics.
     pub wait_ms: Option<u64>,
+    /// The attempt number this outcome ends (the claimed message's
+    /// `attempts`), for the attempts distribution.
+    pub attempt: u32,
+    /// For a failure: its class (`timeout`, `connection`, `rejected`,
+    /// `permanent`, `transient`), for the failure analytics.
+    pub error_class: Option<String>,
     pub kind: OutcomeKind,
 }
 
@@ -185,6 +191,30 @@ pub struct MinuteMetrics {
     pub wait_count: u64,
     pub wait_sum_ms: u64,
     pub wait_max_ms: u64,
+    /// Messages sent on a later attempt, after at least one failure.
+    pub sent_after_retry: u64,
+    /// Finished messages (sent or dead) by attempts taken: 1, 2, 3, 4+.
+    pub finished: [u64; 4],
+}
+
+/// Failed attempts of one transport in one minute with one error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureCount {
+    pub minute: DateTime<Utc>,
+    pub transport: String,
+    pub class: String,
+    /// The error with ids, numbers and addresses blanked, so that one
+    /// cause is one row.
+    pub error: String,
+    pub failures: u64,
+}
+
+/// The dead letters of one transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetterSummary {
+    pub transport: String,
+    pub count: u64,
+    pub oldest: Option<DateTime<Utc>>,
 }
 
 impl MinuteMetrics {
@@ -205,11 +235,26 @@ impl MinuteMetrics {
         self.wait_count += other.wait_count;
         self.wait_sum_ms += other.wait_sum_ms;
         self.wait_max_ms = self.wait_max_ms.max(other.wait_max_ms);
+        self.sent_after_retry += other.sent_after_retry;
+        for (sum, add) in self.finished.iter_mut().zip(other.finished) {
+            *sum += add;
+        }
     }
 
     fn count(&mut self, outcome: &Outcome, status: Status) {
+        if matches!(status, Status::Sent | Status::Dead)
+            && !matches!(outcome.kind, OutcomeKind::Released { .. })
+        {
+            let bucket = (outcome.attempt.max(1) as usize - 1).min(3);
+            self.finished[bucket] += 1;
+        }
         match &outcome.kind {
-            OutcomeKind::Sent => self.sent += 1,
+            OutcomeKind::Sent => {
+                self.sent += 1;
+                if outcome.attempt > 1 {
+                    self.sent_after_retry += 1;
+                }
+            }
             OutcomeKind::Failed { .. } => {
                 self.failed += 1;
                 match status {
@@ -242,7 +287,7 @@ impl MinuteMetrics {
 }
 
 /// The `metrics_minutely` columns after the key, in [`MinuteMetrics`] order.
-pub(crate) const METRIC_COLUMNS: [&str; 20] = [
+pub(crate) const METRIC_COLUMNS: [&str; 25] = [
     "sent",
     "failed",
     "retried",
@@ -263,6 +308,11 @@ pub(crate) const METRIC_COLUMNS: [&str; 20] = [
     "wait_count",
     "wait_sum_ms",
     "wait_max_ms",
+    "sent_after_retry",
+    "finished_1",
+    "finished_2",
+    "finished_3",
+    "finished_4_plus",
 ];
 
 /// Columns that keep a maximum rather than a sum when rows are merged.
@@ -271,7 +321,7 @@ pub(crate) fn is_max_column(column: &str) -> bool {
 }
 
 /// A rollup's values in [`METRIC_COLUMNS`] order.
-pub(crate) fn metric_values(m: &MinuteMetrics) -> [i64; 20] {
+pub(crate) fn metric_values(m: &MinuteMetrics) -> [i64; 25] {
     let counters = [
         m.sent,
         m.failed,
@@ -282,9 +332,18 @@ pub(crate) fn metric_values(m: &MinuteMetrics) -> [i64; 20] {
         m.latency_sum_ms,
         m.latency_max_ms,
     ];
-    let wait = [m.wait_count, m.wait_sum_ms, m.wait_max_ms];
-    let mut values = [0i64; 20];
-    let all = counters.iter().chain(&m.latency_le).chain(&wait);
+    let wait = [
+        m.wait_count,
+        m.wait_sum_ms,
+        m.wait_max_ms,
+        m.sent_after_retry,
+    ];
+    let mut values = [0i64; 25];
+    let all = counters
+        .iter()
+        .chain(&m.latency_le)
+        .chain(&wait)
+        .chain(&m.finished);
     for (slot, value) in values.iter_mut().zip(all) {
         *slot = i64::try_from(*value).unwrap_or(i64::MAX);
     }
@@ -293,7 +352,7 @@ pub(crate) fn metric_values(m: &MinuteMetrics) -> [i64; 20] {
 
 impl MinuteMetrics {
     /// The inverse of [`metric_values`], for rows read back.
-    pub(crate) fn from_values(minute: DateTime<Utc>, transport: String, values: [i64; 20]) -> Self {
+    pub(crate) fn from_values(minute: DateTime<Utc>, transport: String, values: [i64; 25]) -> Self {
         let v = values.map(|x| x.max(0) as u64);
         let mut latency_le = [0u64; 9];
         latency_le.copy_from_slice(&v[8..17]);
@@ -312,24 +371,28 @@ impl MinuteMetrics {
             wait_count: v[17],
             wait_sum_ms: v[18],
             wait_max_ms: v[19],
+            sent_after_retry: v[20],
+            finished: [v[21], v[22], v[23], v[24]],
         }
     }
 }
 
 /// The rollups of the outcomes that were applied, by attempting transport,
-/// in the minute of `now`. Both backends write these in the same
-/// transaction as the outcomes.
+/// in the minute of `now`, and their failures by class and normalised
+/// error. Both backends write these in the same transaction as the
+/// outcomes.
 pub(crate) fn rollup(
     outcomes: &[Outcome],
     applied: &[(Stamp, Status)],
     now: DateTime<Utc>,
-) -> Vec<MinuteMetrics> {
+) -> (Vec<MinuteMetrics>, Vec<FailureCount>) {
     use chrono::DurationRound;
     let minute = now
         .duration_trunc(chrono::TimeDelta::minutes(1))
         .unwrap_or(now);
     let status_of: std::collections::HashMap<Stamp, Status> = applied.iter().copied().collect();
     let mut by_transport: std::collections::BTreeMap<&str, MinuteMetrics> = Default::default();
+    let mut failures: std::collections::BTreeMap<(&str, String, String), u64> = Default::default();
     for outcome in outcomes {
         let Some(status) = status_of.get(&outcome.id) else {
             continue; // refused as stale: it happened, but not as this claim
@@ -342,8 +405,31 @@ pub(crate) fn rollup(
                 ..MinuteMetrics::default()
             })
             .count(outcome, *status);
+        if let OutcomeKind::Failed { error, .. } = &outcome.kind {
+            let class = outcome
+                .error_class
+                .clone()
+                .unwrap_or_else(|| "transient".to_owned());
+            *failures
+                .entry((
+                    outcome.transport.as_str(),
+                    class,
+                    crate::delivery::errors::normalise(error),
+                ))
+                .or_default() += 1;
+        }
     }
-    by_transport.into_values().collect()
+    let failures = failures
+        .into_iter()
+        .map(|((transport, class, error), failures)| FailureCount {
+            minute,
+            transport: transport.to_owned(),
+            class,
+            error,
+            failures,
+        })
+        .collect();
+    (by_transport.into_values().collect(), failures)
 }
 
 /// Live messages of one transport at one priority.
@@ -602,6 +688,17 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Queued and processing counts by transport and priority.
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError>;
+
+    /// Failed attempts by minute, transport, class and normalised error,
+    /// with `from <= minute < to`.
+    async fn failure_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<FailureCount>, StorageError>;
+
+    /// Dead letters by transport: how many and since when.
+    async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError>;
 
     /// Per-minute rollups with `from <= minute < to`, oldest first.
     async fn minute_metrics(

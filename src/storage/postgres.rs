@@ -18,9 +18,10 @@ use ulid::Ulid;
 use uuid::Uuid;
 
 use super::{
-    DepthRow, Enqueued, METRIC_COLUMNS, MessageFilter, MinuteMetrics, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState, WeakWorkSignal,
-    WorkSignal, clamp_limit, effective_at, is_max_column, metric_values, rollup,
+    DeadLetterSummary, DepthRow, Enqueued, FailureCount, METRIC_COLUMNS, MessageFilter,
+    MinuteMetrics, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage, StorageError,
+    StorageOptions, TransportState, WeakWorkSignal, WorkSignal, clamp_limit, effective_at,
+    is_max_column, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -622,11 +623,34 @@ impl Storage for PostgresStorage {
                 None => recorded.stale.push(outcome.id),
             }
         }
-        let rollups = rollup(&outcomes, &recorded.applied, now);
+        let (rollups, failures) = rollup(&outcomes, &recorded.applied, now);
+        if !failures.is_empty() {
+            let minutes: Vec<DateTime<Utc>> = failures.iter().map(|f| f.minute).collect();
+            let transports: Vec<&str> = failures.iter().map(|f| f.transport.as_str()).collect();
+            let classes: Vec<&str> = failures.iter().map(|f| f.class.as_str()).collect();
+            let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+            let counts: Vec<i64> = failures
+                .iter()
+                .map(|f| i64::try_from(f.failures).unwrap_or(i64::MAX))
+                .collect();
+            let upsert = tx
+                .prepare_cached(
+                    "INSERT INTO failures_minutely AS r (minute, transport, class, error, failures)
+                     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int8[])
+                     ON CONFLICT (minute, transport, class, error) DO UPDATE SET failures = r.failures + excluded.failures",
+                )
+                .await?;
+            tx.execute(
+                &upsert,
+                &[&minutes, &transports, &classes, &errors, &counts],
+            )
+            .await?;
+        }
         if !rollups.is_empty() {
             let minutes: Vec<DateTime<Utc>> = rollups.iter().map(|m| m.minute).collect();
             let transports: Vec<&str> = rollups.iter().map(|m| m.transport.as_str()).collect();
-            let values: Vec<[i64; 20]> = rollups.iter().map(metric_values).collect();
+            let values: Vec<[i64; METRIC_COLUMNS.len()]> =
+                rollups.iter().map(metric_values).collect();
             let columns: Vec<Vec<i64>> = (0..METRIC_COLUMNS.len())
                 .map(|c| values.iter().map(|row| row[c]).collect())
                 .collect();
@@ -902,6 +926,52 @@ impl Storage for PostgresStorage {
         Ok(purged)
     }
 
+    async fn failure_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<FailureCount>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT minute, transport, class, error, failures FROM failures_minutely
+                 WHERE minute >= $1 AND minute < $2 ORDER BY minute, transport, class, error",
+                &[&from, &to],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FailureCount {
+                    minute: row.try_get(0)?,
+                    transport: row.try_get(1)?,
+                    class: row.try_get(2)?,
+                    error: row.try_get(3)?,
+                    failures: row.try_get::<_, i64>(4)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT transport, count(*), min(updated_at) FROM messages WHERE status = 'dead'
+                 GROUP BY transport ORDER BY transport",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetterSummary {
+                    transport: row.try_get(0)?,
+                    count: row.try_get::<_, i64>(1)?.max(0) as u64,
+                    oldest: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
     async fn minute_metrics(
         &self,
         from: DateTime<Utc>,
@@ -916,7 +986,7 @@ impl Storage for PostgresStorage {
         let rows = client.query(&sql, &[&from, &to]).await?;
         rows.iter()
             .map(|row| {
-                let mut values = [0i64; 20];
+                let mut values = [0i64; METRIC_COLUMNS.len()];
                 for (i, slot) in values.iter_mut().enumerate() {
                     *slot = row.try_get(2 + i)?;
                 }

@@ -22,9 +22,10 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    DepthRow, Enqueued, METRIC_COLUMNS, MessageFilter, MinuteMetrics, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState, WorkSignal,
-    clamp_limit, effective_at, is_max_column, metric_values, rollup,
+    DeadLetterSummary, DepthRow, Enqueued, FailureCount, METRIC_COLUMNS, MessageFilter,
+    MinuteMetrics, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage, StorageError,
+    StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at, is_max_column,
+    metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -323,7 +324,7 @@ fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Resul
 }
 
 fn metrics_from_row(row: &Row<'_>) -> rusqlite::Result<MinuteMetrics> {
-    let mut values = [0i64; 20];
+    let mut values = [0i64; METRIC_COLUMNS.len()];
     for (i, slot) in values.iter_mut().enumerate() {
         *slot = row.get(2 + i)?;
     }
@@ -671,8 +672,22 @@ impl Storage for SqliteStorage {
                 };
                 recorded.applied.push((outcome.id, status));
             }
-            for metrics in rollup(&outcomes, &recorded.applied, now) {
-                add_metrics(tx, &metrics)?;
+            let (metrics, failures) = rollup(&outcomes, &recorded.applied, now);
+            for metrics in &metrics {
+                add_metrics(tx, metrics)?;
+            }
+            let mut add_failure = tx.prepare_cached(
+                "INSERT INTO failures_minutely (minute, transport, class, error, failures) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (minute, transport, class, error) DO UPDATE SET failures = failures + excluded.failures",
+            )?;
+            for f in &failures {
+                add_failure.execute(params![
+                    to_millis(f.minute),
+                    f.transport,
+                    f.class,
+                    f.error,
+                    i64::try_from(f.failures).unwrap_or(i64::MAX)
+                ])?;
             }
             Ok(recorded)
         })
@@ -976,6 +991,54 @@ impl Storage for SqliteStorage {
             Ok(purged as u64)
         })
         .await
+    }
+
+    async fn failure_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<FailureCount>, StorageError> {
+        self.reader()
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT minute, transport, class, error, failures FROM failures_minutely
+                     WHERE minute >= ?1 AND minute < ?2 ORDER BY minute, transport, class, error",
+                )?;
+                let rows = stmt
+                    .query_map(params![to_millis(from), to_millis(to)], |row| {
+                        Ok(FailureCount {
+                            minute: from_millis(row.get(0)?),
+                            transport: row.get(1)?,
+                            class: row.get(2)?,
+                            error: row.get(3)?,
+                            failures: row.get::<_, i64>(4)?.max(0) as u64,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError> {
+        self.reader()
+            .call(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT transport, count(*), min(updated_at) FROM messages WHERE status = 'dead'
+                     GROUP BY transport ORDER BY transport",
+                )?;
+                let rows = stmt
+                    .query_map([], |row| {
+                        Ok(DeadLetterSummary {
+                            transport: row.get(0)?,
+                            count: row.get::<_, i64>(1)?.max(0) as u64,
+                            oldest: time_column(row, 2)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
     }
 
     async fn minute_metrics(

@@ -98,6 +98,18 @@ pub enum ErrorClass {
     Transient,
 }
 
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Connection => "connection",
+            ErrorClass::Rejected => "rejected",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Transient => "transient",
+        }
+    }
+}
+
 impl TransportError {
     /// Worth another attempt later.
     pub fn is_transient(&self) -> bool {

@@ -266,6 +266,8 @@ where
                 transport: m.transport.clone(),
                 duration_ms: Some(5),
                 wait_ms: None,
+                attempt: m.attempts,
+                error_class: Some("rejected".into()),
                 kind: OutcomeKind::Failed {
                     error: "550 no such user".into(),
                     retry_at: None,
@@ -1540,6 +1542,8 @@ async fn queue_analytics_report_known_traffic_exactly(f: &Fixture) {
         duration_ms: Some(duration),
         // As the engine computes it: claimed (updated_at) - available_at.
         wait_ms: Some((claimed[i].updated_at - claimed[i].available_at).num_milliseconds() as u64),
+        attempt: claimed[i].attempts,
+        error_class: Some("transient".into()),
         kind,
     };
     let failed = |retry_at| OutcomeKind::Failed {

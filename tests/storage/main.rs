@@ -82,6 +82,8 @@ fn outcome(message: &Message, kind: OutcomeKind) -> Outcome {
         transport: message.transport.clone(),
         duration_ms: Some(12),
         wait_ms: None,
+        attempt: message.attempts,
+        error_class: None,
         kind,
     }
 }
@@ -1058,6 +1060,56 @@ async fn outcomes_are_rolled_up_per_minute_and_transport(f: &Fixture) {
             .await
             .expect("metrics")
             .is_empty()
+    );
+
+    // The failures by class and normalised error, and the dead letters.
+    let failures = s
+        .failure_counts(t0(), t0() + secs(3600))
+        .await
+        .expect("failures");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(
+        (
+            failures[0].transport.as_str(),
+            failures[0].class.as_str(),
+            failures[0].error.as_str(),
+            failures[0].failures
+        ),
+        ("mail", "transient", "# try later", 2)
+    );
+    let dead = s.dead_letter_summary().await.expect("summary");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].transport.as_str(), dead[0].count, dead[0].oldest),
+        ("mail", 1, Some(at))
+    );
+
+    // The retried message succeeds on its second attempt.
+    let due = s
+        .claim_due("mail", 10, LEASE, at + secs(5))
+        .await
+        .expect("claim");
+    let retried = due
+        .iter()
+        .find(|m| m.id == claimed[2].id)
+        .expect("the retried message is due");
+    assert_eq!(retried.attempts, 2);
+    s.record_outcomes(vec![outcome(retried, OutcomeKind::Sent)], at + secs(6))
+        .await
+        .expect("record");
+    let rows = s
+        .minute_metrics(t0() + secs(60), t0() + secs(120))
+        .await
+        .expect("metrics");
+    let mail = rows
+        .iter()
+        .find(|r| r.transport == "mail")
+        .expect("mail row");
+    assert_eq!(mail.sent_after_retry, 1);
+    assert_eq!(
+        mail.finished,
+        [3, 1, 0, 0],
+        "sent, dead and the later one on attempt 1; the retried one on 2"
     );
 }
 
