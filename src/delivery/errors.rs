@@ -5,16 +5,17 @@
 const MAX_LEN: usize = 200;
 
 /// Blanks what varies between occurrences of one cause: email addresses
-/// (`<address>`), runs of digits (`#`), long hex or ULID-like tokens (`*`).
+/// (`address`), runs of digits (`#`), long hex or ULID-like tokens (`*`).
 pub fn normalise(error: &str) -> String {
     let mut out = String::with_capacity(error.len().min(MAX_LEN));
     for word in error.split_inclusive(|c: char| c.is_whitespace()) {
         let trimmed = word.trim_end();
         let tail = &word[trimmed.len()..];
-        let core = trimmed
-            .trim_matches(|c: char| matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '"' | '\''));
+        let core = trimmed.trim_matches(|c: char| {
+            matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | ':' | '"' | '\'')
+        });
         let replaced = if core.contains('@') && core.contains('.') {
-            trimmed.replace(core, "<address>")
+            trimmed.replace(core, "address")
         } else if core.len() >= 16
             && core.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             && core.chars().any(|c| c.is_ascii_digit())
