@@ -14,7 +14,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::engine::{Engine, TransportStatus};
-use crate::storage::{DepthRow, LATENCY_BUCKETS_MS, MinuteMetrics, Storage, StorageError};
+use crate::storage::{
+    DeadLetterSummary, DepthRow, FailureCount, LATENCY_BUCKETS_MS, MinuteMetrics, Storage,
+    StorageError,
+};
 
 /// Longest window the analytics answer for.
 pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
@@ -489,6 +492,171 @@ pub fn transport_performance(
         from: rfc3339(from),
         to: rfc3339(to),
         transports: rows,
+    }
+}
+
+/// Failures of one transport over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportFailures {
+    pub transport: String,
+    /// Failed attempts.
+    pub failed: u64,
+    pub retried: u64,
+    pub dead: u64,
+    /// Failed attempts by class.
+    pub by_class: BTreeMap<String, u64>,
+}
+
+/// One normalised error and how often it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FrequentError {
+    pub transport: String,
+    pub class: String,
+    pub error: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterTransport {
+    pub transport: String,
+    pub count: u64,
+    pub oldest: Option<String>,
+}
+
+/// The dead-letter queue now (not limited to the window).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterOverview {
+    pub count: u64,
+    pub oldest: Option<String>,
+    pub by_transport: Vec<DeadLetterTransport>,
+}
+
+/// `GET /api/queue/failures`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureReport {
+    pub window: String,
+    pub from: String,
+    pub to: String,
+    pub total_failures: u64,
+    /// Failed attempts by class: timeout, connection, rejected, permanent, transient.
+    pub by_class: BTreeMap<String, u64>,
+    pub by_transport: Vec<TransportFailures>,
+    /// The most frequent normalised errors, most frequent first.
+    pub top_errors: Vec<FrequentError>,
+    /// Of the messages that failed at least once and then finished, the
+    /// share that was sent in the end; null when none finished.
+    pub retry_success_rate: Option<f64>,
+    /// Finished messages by attempts taken: "1", "2", "3", "4+".
+    pub attempts_distribution: BTreeMap<String, u64>,
+    pub dead_letters: DeadLetterOverview,
+}
+
+/// How many frequent errors the failure report lists.
+const TOP_ERRORS: usize = 10;
+
+/// Computes the failure report from rollups in the window and the current
+/// dead letters.
+pub fn failure_report(
+    window: Duration,
+    now: DateTime<Utc>,
+    minutes: &[MinuteMetrics],
+    failures: &[FailureCount],
+    dead: &[DeadLetterSummary],
+    filter: Option<&str>,
+) -> FailureReport {
+    let (from, to) = window_bounds(now, window);
+    let wanted = |transport: &str| filter.is_none_or(|f| f == transport);
+    let in_window = |minute: DateTime<Utc>| minute >= from && minute < to;
+
+    let mut totals: BTreeMap<&str, MinuteMetrics> = BTreeMap::new();
+    for m in minutes
+        .iter()
+        .filter(|m| wanted(&m.transport) && in_window(m.minute))
+    {
+        totals.entry(m.transport.as_str()).or_default().merge(m);
+    }
+    let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
+    let mut class_by_transport: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut errors: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    for f in failures
+        .iter()
+        .filter(|f| wanted(&f.transport) && in_window(f.minute))
+    {
+        *by_class.entry(f.class.clone()).or_default() += f.failures;
+        *class_by_transport
+            .entry(f.transport.as_str())
+            .or_default()
+            .entry(f.class.clone())
+            .or_default() += f.failures;
+        *errors
+            .entry((f.transport.as_str(), f.class.as_str(), f.error.as_str()))
+            .or_default() += f.failures;
+    }
+    let mut top_errors: Vec<FrequentError> = errors
+        .into_iter()
+        .map(|((transport, class, error), count)| FrequentError {
+            transport: transport.to_owned(),
+            class: class.to_owned(),
+            error: error.to_owned(),
+            count,
+        })
+        .collect();
+    top_errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
+    top_errors.truncate(TOP_ERRORS);
+
+    let mut all = MinuteMetrics::default();
+    for t in totals.values() {
+        all.merge(t);
+    }
+    let by_transport = totals
+        .iter()
+        .filter(|(_, t)| t.failed > 0 || t.dead > 0)
+        .map(|(name, t)| TransportFailures {
+            transport: (*name).to_owned(),
+            failed: t.failed,
+            retried: t.retried,
+            dead: t.dead,
+            by_class: class_by_transport.get(name).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let recovered_or_lost = all.sent_after_retry + all.dead;
+    let attempts_distribution = ["1", "2", "3", "4+"]
+        .iter()
+        .zip(all.finished)
+        .map(|(label, count)| ((*label).to_owned(), count))
+        .collect();
+
+    let dead: Vec<&DeadLetterSummary> = dead.iter().filter(|d| wanted(&d.transport)).collect();
+    let dead_letters = DeadLetterOverview {
+        count: dead.iter().map(|d| d.count).sum(),
+        oldest: dead.iter().filter_map(|d| d.oldest).min().map(rfc3339),
+        by_transport: dead
+            .iter()
+            .map(|d| DeadLetterTransport {
+                transport: d.transport.clone(),
+                count: d.count,
+                oldest: d.oldest.map(rfc3339),
+            })
+            .collect(),
+    };
+
+    FailureReport {
+        window: span_text(window),
+        from: rfc3339(from),
+        to: rfc3339(to),
+        total_failures: all.failed,
+        by_class,
+        by_transport,
+        top_errors,
+        retry_success_rate: (recovered_or_lost > 0)
+            .then(|| ratio(all.sent_after_retry, recovered_or_lost)),
+        attempts_distribution,
+        dead_letters,
     }
 }
 

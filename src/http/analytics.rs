@@ -10,8 +10,8 @@ use super::error::ErrorBody;
 use super::extract::Query;
 use super::{ApiError, AppState};
 use crate::analytics::{
-    AnalyticsQuery, MAX_WINDOW, load_queue_analytics, parse_span, transport_performance,
-    window_bounds,
+    AnalyticsQuery, MAX_WINDOW, failure_report, load_queue_analytics, parse_span,
+    transport_performance, window_bounds,
 };
 
 /// Buckets a throughput series may use.
@@ -141,5 +141,49 @@ pub async fn transport_performance_report(
         })
         .collect();
     let report = transport_performance(window, now, &minutes, &transports, transport.as_deref());
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Failure patterns over a window: failed attempts by transport and error
+/// class, the most frequent normalised errors, the retry success rate (of
+/// messages that failed at least once and finished, the share sent), the
+/// attempts finished messages took, and the dead-letter queue now.
+#[utoipa::path(
+    get,
+    path = "/api/queue/failures",
+    tag = "analytics",
+    params(
+        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("transport" = Option<String>, Query, description = "Only this transport"),
+    ),
+    responses(
+        (status = 200, body = crate::analytics::FailureReport),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn failures(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &["window", "transport"])?;
+    let (window, transport) = window_and_transport(&query, &state)?;
+    let now = state.clock.now();
+    let (from, to) = window_bounds(now, window);
+    let minutes = state.storage.minute_metrics(from, to).await?;
+    let failures = state.storage.failure_counts(from, to).await?;
+    let dead = state.storage.dead_letter_summary().await?;
+    let report = failure_report(
+        window,
+        now,
+        &minutes,
+        &failures,
+        &dead,
+        transport.as_deref(),
+    );
     Ok(HttpResponse::Ok().json(report))
 }

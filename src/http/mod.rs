@@ -138,6 +138,9 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::GET, "/api/queue/analytics", || {
             web::route().to(analytics::queue)
         }),
+        route(Method::GET, "/api/queue/failures", || {
+            web::route().to(analytics::failures)
+        }),
         route(Method::GET, "/api/analytics/transport-performance", || {
             web::route().to(analytics::transport_performance_report)
         }),

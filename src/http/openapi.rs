@@ -40,6 +40,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
         queue::replay_dead_letters,
         analytics::queue,
         analytics::transport_performance_report,
+        analytics::failures,
         transports::list,
         transports::pause,
         transports::resume,

@@ -1149,6 +1149,7 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
         ),
         (Method::GET, "/api/transports".into(), "read"),
         (Method::GET, "/api/queue/analytics".into(), "read"),
+        (Method::GET, "/api/queue/failures".into(), "read"),
         (
             Method::GET,
             "/api/analytics/transport-performance".into(),
