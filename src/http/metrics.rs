@@ -198,7 +198,12 @@ pub async fn render(
 }
 
 /// A per-transport metric: name, type, help, and how to read it.
-type TransportGauge = (&'static str, &'static str, &'static str, fn(&TransportStatus) -> u64);
+type TransportGauge = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TransportStatus) -> u64,
+);
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
