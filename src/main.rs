@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald::config::Settings;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         // only clutter the report, hence `warn`; that server listens on
         // loopback only, so the warning that it has no API keys is noise.
         Some(Command::Bench(args)) => {
-            init_tracing(cli.log_json, "warn,herald::http::auth=error");
+            init_tracing(cli.log_json, "warn,herald::http::auth=error", true);
             let passed = herald::bench::run(args)?;
             if !passed {
                 std::process::exit(1);
@@ -52,7 +53,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         command => {
-            init_tracing(cli.log_json, "info");
+            init_tracing(cli.log_json, "info", false);
             actix_web::rt::System::new().block_on(serve(cli.config, command))
         }
     }
@@ -87,10 +88,19 @@ async fn serve(config: Option<String>, command: Option<Command>) -> anyhow::Resu
     Ok(())
 }
 
-fn init_tracing(json: bool, default_level: &str) {
+/// Logs to stdout, or to stderr where stdout carries the command's own
+/// output (the bench's report).
+fn init_tracing(json: bool, default_level: &str, to_stderr: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     if json {
         builder.json().init();
     } else {
