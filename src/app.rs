@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
@@ -45,8 +47,76 @@ pub async fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, AppEr
     Ok(storage)
 }
 
+/// How [`start`] runs the server besides what the settings say.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub engine: EngineOptions,
+    /// Stop on SIGINT / SIGTERM. `herald serve` does; an embedded server
+    /// (`herald bench`) leaves Ctrl-C to its host, which stops it through
+    /// [`Running::handle`].
+    pub handle_signals: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            engine: EngineOptions::default(),
+            handle_signals: true,
+        }
+    }
+}
+
+/// A started server: storage migrated, engine running, HTTP bound and
+/// accepting.
+pub struct Running {
+    addrs: Vec<SocketAddr>,
+    handle: ServerHandle,
+    server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+    engine: Engine,
+    grace: Duration,
+}
+
+impl Running {
+    /// The addresses actually bound (port 0 in the settings is resolved).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops the HTTP server from any thread or runtime; [`Running::wait`]
+    /// then finishes the shutdown.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Waits until the HTTP server stops (a signal, or [`Running::handle`]),
+    /// then stops the engine within the shutdown grace.
+    pub async fn wait(self) -> Result<(), AppError> {
+        match self.server.await {
+            Ok(result) => result?,
+            Err(join) => return Err(AppError::Server(std::io::Error::other(join))),
+        }
+        tracing::info!(grace = ?self.grace, "stopping: finishing deliveries in flight");
+        let unfinished = self.engine.shutdown(self.grace).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                unfinished,
+                "deliveries still running at the end of the grace; their leases bring them back"
+            );
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
 /// Runs Herald until a stop signal.
 pub async fn run(settings: Settings) -> Result<(), AppError> {
+    start(settings, StartOptions::default()).await?.wait().await
+}
+
+/// Opens storage, starts the engine and the HTTP server on the current
+/// actix system, and returns once the listener is bound. Must run inside
+/// an actix system (`actix_web::rt::System`).
+pub async fn start(settings: Settings, options: StartOptions) -> Result<Running, AppError> {
     transports::install_crypto_provider();
     let storage = open_storage(&settings).await?;
     let settings = Arc::new(settings);
@@ -59,7 +129,7 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
         clock.clone(),
         settings.clone(),
         transports,
-        EngineOptions::default(),
+        options.engine,
     )
     .await?;
 
@@ -68,34 +138,37 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
     let listen = settings.server.listen;
     let max_body = settings.server.max_body_bytes;
     let grace = settings.server.shutdown_grace;
-    let server = HttpServer::new(move || {
+    let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(web::JsonConfig::default().limit(max_body))
             .app_data(web::PayloadConfig::default().limit(max_body))
             .configure(http::configure)
     })
-    .shutdown_timeout(grace.as_secs().max(1))
-    .bind(listen)
-    .map_err(|source| AppError::Bind {
+    .shutdown_timeout(grace.as_secs().max(1));
+    if !options.handle_signals {
+        server = server.disable_signals();
+    }
+    let server = server.bind(listen).map_err(|source| AppError::Bind {
         addr: listen,
         source,
     })?;
-    for addr in server.addrs() {
+    let addrs = server.addrs();
+    for addr in &addrs {
         tracing::info!(%addr, "listening");
     }
-    server.run().await?;
-
-    tracing::info!(grace = ?grace, "stopping: finishing deliveries in flight");
-    let unfinished = engine.shutdown(grace).await;
-    if unfinished > 0 {
-        tracing::warn!(
-            unfinished,
-            "deliveries still running at the end of the grace; their leases bring them back"
-        );
-    }
-    tracing::info!("stopped");
-    Ok(())
+    let server = server.run();
+    let handle = server.handle();
+    // The server does nothing until polled: run it as a task of its own so
+    // that the caller gets the bound address back now.
+    let server = actix_web::rt::spawn(server);
+    Ok(Running {
+        addrs,
+        handle,
+        server,
+        engine,
+        grace,
+    })
 }
 
 /// A database URL without its password, for logs.

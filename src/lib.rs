@@ -16,10 +16,13 @@
 //!
 //! [`config`] turns `config.toml` and the environment into typed settings;
 //! [`time`] is the one clock; [`app`] wires storage and HTTP together and
-//! owns start-up and shutdown.
+//! owns start-up and shutdown. [`bench`] is `herald bench`, the load
+//! benchmark that drives a server through the HTTP API and verifies what
+//! it measured.
 
 pub mod analytics;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod delivery;
 pub mod domain;

@@ -1,6 +1,7 @@
 //! Black-box tests of the `herald` binary: started the way an operator
 //! starts it, probed over HTTP, stopped with SIGTERM.
 
+mod bench;
 #[path = "../common/mod.rs"]
 mod common;
 
