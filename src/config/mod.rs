@@ -176,6 +176,15 @@ pub struct TransportSettings {
     pub channels: Vec<Channel>,
 }
 
+/// How long analytics rollups are kept, and at what resolution.
+#[derive(Debug, Clone)]
+pub struct AnalyticsSettings {
+    /// Minute rollups older than this merge into hourly rows.
+    pub compact_after: Duration,
+    /// Rollups older than this are deleted.
+    pub retention: Duration,
+}
+
 /// Validated runtime settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -187,6 +196,7 @@ pub struct Settings {
     pub transports: BTreeMap<String, TransportSettings>,
     pub routes: BTreeMap<Channel, String>,
     pub priority: PrioritySettings,
+    pub analytics: AnalyticsSettings,
 }
 
 /// One problem with the configuration, naming its key.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    ApiKey, DeliverySettings, PrioritySettings, Problem, Role, Secret, ServerSettings, Settings,
-    TlsMode, TransportKind, TransportSettings,
+    AnalyticsSettings, ApiKey, DeliverySettings, PrioritySettings, Problem, Role, Secret,
+    ServerSettings, Settings, TlsMode, TransportKind, TransportSettings,
 };
 use crate::domain::{Channel, Priority};
 use crate::storage::{self, DEFAULT_PRIORITY_AGING, StorageOptions};
@@ -36,6 +36,8 @@ pub const DEFAULT_DLQ_MAX_AGE_S: u64 = 86_400;
 pub const DEFAULT_SMTP_PORT: u16 = 25;
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_PRIORITY: i64 = 4;
+pub const DEFAULT_COMPACT_AFTER_HOURS: u64 = 48;
+pub const DEFAULT_RETENTION_DAYS: u64 = 90;
 /// Shortest lease accepted: a heartbeat must fit inside it comfortably.
 const MIN_LEASE_MS: u64 = 1_000;
 /// Shortest API key accepted from config.
@@ -73,6 +75,16 @@ pub struct RawApiKey {
     /// Or the environment variable holding it.
     pub key_env: Option<String>,
     pub roles: Vec<Role>,
+}
+
+/// `[analytics]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalytics {
+    /// Minute rollups older than this, in hours, merge into hourly rows. Default 48.
+    pub compact_after_hours: Option<u64>,
+    /// Rollups older than this, in days, are deleted. Default 90.
+    pub retention_days: Option<u64>,
 }
 
 /// `[priority]`
@@ -196,6 +208,8 @@ pub struct RawConfig {
     pub routes: BTreeMap<String, String>,
     #[serde(default)]
     pub priority: RawPriority,
+    #[serde(default)]
+    pub analytics: RawAnalytics,
 }
 
 /// Collects problems so validation can report all of them.
@@ -306,6 +320,25 @@ impl RawConfig {
         }
 
         let priority = self.validate_priority(&mut problems);
+        let compact_after_hours = self
+            .analytics
+            .compact_after_hours
+            .unwrap_or(DEFAULT_COMPACT_AFTER_HOURS);
+        let retention_days = self
+            .analytics
+            .retention_days
+            .unwrap_or(DEFAULT_RETENTION_DAYS);
+        if compact_after_hours == 0 {
+            problems.add("analytics.compact_after_hours", "must be at least 1");
+        }
+        if retention_days == 0 {
+            problems.add("analytics.retention_days", "must be at least 1");
+        } else if retention_days.saturating_mul(24) <= compact_after_hours {
+            problems.add(
+                "analytics.retention_days",
+                "must be longer than compact_after_hours",
+            );
+        }
         let transports = self.validate_transports(env, &mut problems);
         let routes = self.validate_routes(&transports, &mut problems);
 
@@ -335,6 +368,10 @@ impl RawConfig {
             transports,
             routes,
             priority,
+            analytics: AnalyticsSettings {
+                compact_after: Duration::from_secs(compact_after_hours.saturating_mul(3600)),
+                retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            },
         })
     }
 

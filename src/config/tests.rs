@@ -222,3 +222,16 @@ fn enqueue_policy_reflects_transports() {
     assert!(policy.transports["hooks"].allowed_url_hosts.is_none());
     assert_eq!(policy.routes[&Channel::Email], "outbox");
 }
+
+#[test]
+fn analytics_retention_must_outlast_compaction() {
+    let settings = load(FULL).expect("valid");
+    assert_eq!(
+        settings.analytics.compact_after,
+        std::time::Duration::from_secs(48 * 3600)
+    );
+    let text = format!("{FULL}\n[analytics]\ncompact_after_hours = 48\nretention_days = 1\n");
+    assert_eq!(problem_keys(&text), vec!["analytics.retention_days"]);
+    let text = format!("{FULL}\n[analytics]\ncompact_after_hours = 0\n");
+    assert_eq!(problem_keys(&text), vec!["analytics.compact_after_hours"]);
+}

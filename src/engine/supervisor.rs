@@ -94,10 +94,23 @@ impl Supervisor {
                 (t.name.clone(), now - age)
             })
             .collect();
+        let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let compact_before = now - age(self.settings.analytics.compact_after);
+        let rollups_before = now - age(self.settings.analytics.retention);
         let purge = async move {
             let mut purged = 0;
             for (transport, cutoff) in cutoffs {
                 purged += storage.purge_dead(Some(&transport), cutoff).await?;
+            }
+            let (compacted, expired) = storage
+                .compact_rollups(compact_before, rollups_before)
+                .await?;
+            if compacted + expired > 0 {
+                tracing::info!(
+                    compacted,
+                    expired,
+                    "analytics rollups compacted to hours and expired"
+                );
             }
             Ok::<u64, crate::storage::StorageError>(purged)
         };

@@ -315,6 +315,38 @@ pub(crate) const METRIC_COLUMNS: [&str; 25] = [
     "finished_4_plus",
 ];
 
+/// `metrics_minutely`'s columns as aggregates for merging many rows into
+/// one (sums, and maxima for the `_max_ms` columns), in column order.
+pub(crate) fn metric_aggregates() -> String {
+    METRIC_COLUMNS
+        .iter()
+        .map(|c| {
+            if is_max_column(c) {
+                format!("max({c})")
+            } else {
+                format!("sum({c})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `DO UPDATE SET` list that adds a conflicting row into the stored
+/// one; `max` is the dialect's two-argument maximum (`max` / `greatest`).
+pub(crate) fn metric_merge_updates(stored: &str, max: &str) -> String {
+    METRIC_COLUMNS
+        .iter()
+        .map(|c| {
+            if is_max_column(c) {
+                format!("{c} = {max}({stored}{c}, excluded.{c})")
+            } else {
+                format!("{c} = {stored}{c} + excluded.{c}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Columns that keep a maximum rather than a sum when rows are merged.
 pub(crate) fn is_max_column(column: &str) -> bool {
     column.ends_with("_max_ms")
@@ -696,6 +728,15 @@ pub trait Storage: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<FailureCount>, StorageError>;
+
+    /// Merges minute rollups older than `compact_before` into one row per
+    /// hour (at the hour's start), and deletes rollups older than
+    /// `purge_before`. Returns (rows merged away, rows purged).
+    async fn compact_rollups(
+        &self,
+        compact_before: DateTime<Utc>,
+        purge_before: DateTime<Utc>,
+    ) -> Result<(u64, u64), StorageError>;
 
     /// Dead letters by transport: how many and since when.
     async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError>;

@@ -21,7 +21,7 @@ use super::{
     DeadLetterSummary, DepthRow, Enqueued, FailureCount, METRIC_COLUMNS, MessageFilter,
     MinuteMetrics, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage, StorageError,
     StorageOptions, TransportState, WeakWorkSignal, WorkSignal, clamp_limit, effective_at,
-    is_max_column, metric_values, rollup,
+    metric_aggregates, metric_merge_updates, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -952,6 +952,59 @@ impl Storage for PostgresStorage {
             .collect()
     }
 
+    async fn compact_rollups(
+        &self,
+        compact_before: DateTime<Utc>,
+        purge_before: DateTime<Utc>,
+    ) -> Result<(u64, u64), StorageError> {
+        // The hour in UTC whatever the session's time zone.
+        const HOUR: &str = "date_bin('1 hour', minute, TIMESTAMPTZ '2000-01-01 00:00:00+00')";
+        let old = format!("minute < $1 AND minute <> {HOUR}");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO metrics_minutely AS r (minute, transport, {columns})
+                 SELECT {HOUR}, transport, {aggregates} FROM metrics_minutely WHERE {old}
+                 GROUP BY {HOUR}, transport
+                 ON CONFLICT (minute, transport) DO UPDATE SET {updates}",
+                columns = METRIC_COLUMNS.join(", "),
+                aggregates = metric_aggregates(),
+                updates = metric_merge_updates("r.", "greatest"),
+            ),
+            &[&compact_before],
+        )
+        .await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO failures_minutely AS r (minute, transport, class, error, failures)
+                 SELECT {HOUR}, transport, class, error, sum(failures) FROM failures_minutely WHERE {old}
+                 GROUP BY {HOUR}, transport, class, error
+                 ON CONFLICT (minute, transport, class, error) DO UPDATE SET failures = r.failures + excluded.failures"
+            ),
+            &[&compact_before],
+        )
+        .await?;
+        let mut merged = 0;
+        let mut purged = 0;
+        for table in ["metrics_minutely", "failures_minutely"] {
+            merged += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE {old}"),
+                    &[&compact_before],
+                )
+                .await?;
+            purged += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE minute < $1"),
+                    &[&purge_before],
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((merged, purged))
+    }
+
     async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError> {
         let client = self.client().await?;
         let rows = client
@@ -1031,23 +1084,13 @@ fn add_metrics_sql() -> String {
     let arrays: Vec<String> = (3..3 + METRIC_COLUMNS.len())
         .map(|i| format!("${i}::int8[]"))
         .collect();
-    let updates: Vec<String> = METRIC_COLUMNS
-        .iter()
-        .map(|c| {
-            if is_max_column(c) {
-                format!("{c} = greatest(r.{c}, excluded.{c})")
-            } else {
-                format!("{c} = r.{c} + excluded.{c}")
-            }
-        })
-        .collect();
     format!(
         "INSERT INTO metrics_minutely AS r (minute, transport, {columns})
          SELECT * FROM unnest($1::timestamptz[], $2::text[], {arrays})
          ON CONFLICT (minute, transport) DO UPDATE SET {updates}",
         columns = METRIC_COLUMNS.join(", "),
         arrays = arrays.join(", "),
-        updates = updates.join(", ")
+        updates = metric_merge_updates("r.", "greatest")
     )
 }
 

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     DeadLetterSummary, DepthRow, Enqueued, FailureCount, METRIC_COLUMNS, MessageFilter,
     MinuteMetrics, Outcome, OutcomeKind, Page, PageRequest, Recorded, Storage, StorageError,
-    StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at, is_max_column,
-    metric_values, rollup,
+    StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at, metric_aggregates,
+    metric_merge_updates, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -293,16 +293,6 @@ fn insert_event(tx: &Transaction<'_>, event: NewEvent<'_>) -> rusqlite::Result<(
 
 /// Adds one rollup to its minute's row.
 fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Result<()> {
-    let updates: Vec<String> = METRIC_COLUMNS
-        .iter()
-        .map(|c| {
-            if is_max_column(c) {
-                format!("{c} = max({c}, excluded.{c})")
-            } else {
-                format!("{c} = {c} + excluded.{c}")
-            }
-        })
-        .collect();
     let placeholders: Vec<String> = (3..3 + METRIC_COLUMNS.len())
         .map(|i| format!("?{i}"))
         .collect();
@@ -311,7 +301,7 @@ fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Resul
          ON CONFLICT (minute, transport) DO UPDATE SET {}",
         METRIC_COLUMNS.join(", "),
         placeholders.join(", "),
-        updates.join(", ")
+        metric_merge_updates("", "max")
     );
     let mut stmt = tx.prepare_cached(&sql)?;
     let mut params: Vec<Value> = vec![
@@ -1018,6 +1008,48 @@ impl Storage for SqliteStorage {
                 Ok(rows)
             })
             .await
+    }
+
+    async fn compact_rollups(
+        &self,
+        compact_before: DateTime<Utc>,
+        purge_before: DateTime<Utc>,
+    ) -> Result<(u64, u64), StorageError> {
+        self.write(move |tx| {
+            const HOUR: &str = "(minute - minute % 3600000)";
+            let old = "minute < ?1 AND minute % 3600000 <> 0";
+            tx.prepare_cached(&format!(
+                "INSERT INTO metrics_minutely (minute, transport, {columns})
+                 SELECT {HOUR}, transport, {aggregates} FROM metrics_minutely WHERE {old}
+                 GROUP BY {HOUR}, transport
+                 ON CONFLICT (minute, transport) DO UPDATE SET {updates}",
+                columns = METRIC_COLUMNS.join(", "),
+                aggregates = metric_aggregates(),
+                updates = metric_merge_updates("", "max"),
+            ))?
+            .execute([to_millis(compact_before)])?;
+            tx.prepare_cached(&format!(
+                "INSERT INTO failures_minutely (minute, transport, class, error, failures)
+                 SELECT {HOUR}, transport, class, error, sum(failures) FROM failures_minutely WHERE {old}
+                 GROUP BY {HOUR}, transport, class, error
+                 ON CONFLICT (minute, transport, class, error) DO UPDATE SET failures = failures + excluded.failures"
+            ))?
+            .execute([to_millis(compact_before)])?;
+            let mut merged = 0;
+            for table in ["metrics_minutely", "failures_minutely"] {
+                merged += tx
+                    .prepare_cached(&format!("DELETE FROM {table} WHERE {old}"))?
+                    .execute([to_millis(compact_before)])?;
+            }
+            let mut purged = 0;
+            for table in ["metrics_minutely", "failures_minutely"] {
+                purged += tx
+                    .prepare_cached(&format!("DELETE FROM {table} WHERE minute < ?1"))?
+                    .execute([to_millis(purge_before)])?;
+            }
+            Ok((merged as u64, purged as u64))
+        })
+        .await
     }
 
     async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError> {

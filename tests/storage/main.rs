@@ -66,6 +66,7 @@ conformance!(
     concurrent_claimers_claim_each_message_exactly_once,
     outcomes_are_rolled_up_per_minute_and_transport,
     one_node_at_a_time_holds_a_transport,
+    old_rollups_compact_to_hours_and_are_purged,
 );
 
 async fn claim(storage: &dyn Storage, n: usize, at: chrono::DateTime<chrono::Utc>) -> Vec<Message> {
@@ -1240,4 +1241,85 @@ async fn one_node_at_a_time_holds_a_transport(f: &Fixture) {
         states.iter().any(|t| t.name == "mail" && t.paused),
         "leases leave the pause state alone"
     );
+}
+
+async fn old_rollups_compact_to_hours_and_are_purged(f: &Fixture) {
+    let s = f.storage.as_ref();
+    s.enqueue_many(emails(4, t0()), t0())
+        .await
+        .expect("enqueue");
+    let claimed = claim(s, 4, t0()).await;
+    // Minutes 10 and 20 of the first hour, 10 of the second, 5 of the third.
+    let at = [secs(600), secs(1200), secs(4200), secs(7500)];
+    s.record_outcomes(vec![outcome(&claimed[0], OutcomeKind::Sent)], t0() + at[0])
+        .await
+        .expect("record");
+    s.record_outcomes(vec![failed(&claimed[1], None)], t0() + at[1])
+        .await
+        .expect("record");
+    s.record_outcomes(vec![outcome(&claimed[2], OutcomeKind::Sent)], t0() + at[2])
+        .await
+        .expect("record");
+    s.record_outcomes(vec![outcome(&claimed[3], OutcomeKind::Sent)], t0() + at[3])
+        .await
+        .expect("record");
+
+    let (merged, purged) = s
+        .compact_rollups(t0() + secs(7200), t0())
+        .await
+        .expect("compact");
+    assert_eq!(
+        (merged, purged),
+        (4, 0),
+        "three minute rows and one failure row merged away"
+    );
+    let rows = s
+        .minute_metrics(t0(), t0() + secs(3 * 3600))
+        .await
+        .expect("metrics");
+    let summary: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.minute,
+                r.sent,
+                r.failed,
+                r.dead,
+                r.latency_count,
+                r.latency_max_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (t0(), 1, 1, 1, 2, 12),
+            (t0() + secs(3600), 1, 0, 0, 1, 12),
+            (t0() + secs(7500), 1, 0, 0, 1, 12),
+        ]
+    );
+    let failures = s
+        .failure_counts(t0(), t0() + secs(3 * 3600))
+        .await
+        .expect("failures");
+    assert_eq!(failures.len(), 1);
+    assert_eq!((failures[0].minute, failures[0].failures), (t0(), 1));
+
+    // Compacting again changes nothing; purging drops the first hour.
+    assert_eq!(
+        s.compact_rollups(t0() + secs(7200), t0())
+            .await
+            .expect("compact"),
+        (0, 0)
+    );
+    let (_, purged) = s
+        .compact_rollups(t0() + secs(7200), t0() + secs(3600))
+        .await
+        .expect("purge");
+    assert_eq!(purged, 2, "the first hour's metrics and failure rows");
+    let rows = s
+        .minute_metrics(t0(), t0() + secs(3 * 3600))
+        .await
+        .expect("metrics");
+    assert_eq!(rows.len(), 2);
 }
