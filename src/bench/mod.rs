@@ -173,16 +173,7 @@ async fn run_local(
     let server = local::LocalServer::start(store, args).await?;
     let base = format!("http://{}", server.addr());
     let result = match api::Api::new(&base, None, args) {
-        Ok(api) => {
-            bench(
-                args,
-                &api,
-                LOCAL_TRANSPORT,
-                Some(store.description()),
-                interrupts,
-            )
-            .await
-        }
+        Ok(api) => bench(args, &api, LOCAL_TRANSPORT, Some(store), interrupts).await,
         Err(err) => Err(err),
     };
     server.stop().await;
@@ -193,7 +184,7 @@ async fn bench(
     args: &BenchArgs,
     api: &api::Api,
     transport: &str,
-    local_store: Option<String>,
+    local_store: Option<&local::TempStore>,
     interrupts: &Interrupts,
 ) -> Result<Report, BenchError> {
     let server = api.server_info().await?;
@@ -204,6 +195,9 @@ async fn bench(
     });
     if warmup > 0 {
         warm_up(args, api, transport, &run_id, warmup, interrupts).await?;
+    }
+    if let Some(store) = local_store {
+        store.analyze().await?;
     }
     let started_wall = SystemClock.now();
     let plan = Arc::new(load::Plan::new(args, transport, &run_id, args.messages));
@@ -229,7 +223,7 @@ async fn bench(
         warmup,
         transport,
         server,
-        local_store,
+        local_store: local_store.map(local::TempStore::description),
         loaded: &loaded,
         stored: &stored,
         verification,
