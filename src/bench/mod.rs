@@ -78,6 +78,12 @@ pub struct BenchArgs {
     /// at `--rate`, else one request per client.
     #[arg(long)]
     pub warmup: Option<u64>,
+    /// Hold delivery (pause the transport) until every message is
+    /// enqueued: the enqueue rate is then the API's alone, and the
+    /// end-to-end figures become those of delivering a full queue. Needs
+    /// the `admin` role with `--url`.
+    #[arg(long)]
+    pub deliver_after: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -201,7 +207,13 @@ async fn bench(
     }
     let started_wall = SystemClock.now();
     let plan = Arc::new(load::Plan::new(args, transport, &run_id, args.messages));
+    if args.deliver_after {
+        api.set_paused(transport, true).await?;
+    }
     let loaded = load::run(api, &plan, "enqueue", interrupts).await;
+    if args.deliver_after {
+        api.set_paused(transport, false).await?;
+    }
     let wait_started = Instant::now();
     let stored = verify::wait_and_collect(
         api,

@@ -82,6 +82,8 @@ pub struct Load {
     pub payload_bytes: usize,
     /// Messages sent before the measured run, not part of its figures.
     pub warmup: u64,
+    /// Delivery was held until every message was enqueued.
+    pub deliver_after: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -206,13 +208,15 @@ fn end_to_end(messages: &[ListedMessage], wait: Duration) -> Option<EndToEnd> {
         .count() as u64;
     let drain_ms = (last_sent - last_created).num_milliseconds();
     let drained = sent.len() as u64 - sent_while_enqueuing;
+    // A rate over a handful of stragglers says nothing.
+    const MIN_DRAINED: u64 = 100;
     Some(EndToEnd {
         sent: sent.len() as u64,
         seconds,
         messages_per_second: rate(sent.len() as u64, seconds),
         last_enqueue_to_last_sent_ms: drain_ms,
         sent_while_enqueuing,
-        drain_messages_per_second: (drained > 0 && drain_ms > 0)
+        drain_messages_per_second: (drained >= MIN_DRAINED && drain_ms > 0)
             .then(|| rate(drained, drain_ms as f64 / 1000.0)),
         client_wait_seconds: wait.as_secs_f64(),
     })
@@ -273,6 +277,7 @@ impl Report {
                 rate: args.rate,
                 payload_bytes: args.payload_bytes,
                 warmup,
+                deliver_after: args.deliver_after,
             },
             enqueue: Enqueue {
                 accepted,
@@ -328,7 +333,7 @@ impl Report {
         };
         writeln!(
             out,
-            "  load        {} messages, {}, {mode}, {}-byte bodies, after {} warm-up messages{}",
+            "  load        {} messages, {}, {mode}, {}-byte bodies, after {} warm-up messages{}{}",
             thousands(self.load.messages as f64),
             if self.load.batch_size == 1 {
                 "single enqueues".to_owned()
@@ -337,6 +342,11 @@ impl Report {
             },
             self.load.payload_bytes,
             thousands(self.load.warmup as f64),
+            if self.load.deliver_after {
+                ", delivery held until all were enqueued"
+            } else {
+                ""
+            },
             if self.interrupted {
                 " (interrupted)"
             } else {
@@ -483,7 +493,13 @@ mod tests {
         assert!((e2e.messages_per_second - 1.5).abs() < 1e-9);
         assert_eq!(e2e.last_enqueue_to_last_sent_ms, 1100);
         assert_eq!(e2e.sent_while_enqueuing, 1);
-        assert!((e2e.drain_messages_per_second.unwrap() - 2.0 / 1.1).abs() < 1e-9);
+        assert_eq!(e2e.drain_messages_per_second, None, "too few to rate");
+
+        // 100 created at once, then drained over a second.
+        let messages: Vec<ListedMessage> = (0..100).map(|i| sent(0, 10 * (i + 1))).collect();
+        let e2e = end_to_end(&messages, Duration::ZERO).unwrap();
+        assert_eq!(e2e.sent_while_enqueuing, 0);
+        assert!((e2e.drain_messages_per_second.unwrap() - 100.0).abs() < 1e-9);
     }
 
     #[test]
