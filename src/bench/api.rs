@@ -133,6 +133,29 @@ impl Api {
         response.json::<T>().await.map_err(|e| error(e.to_string()))
     }
 
+    /// Pauses or resumes a transport (`POST /api/transports/{name}/pause`
+    /// or `/resume`; needs the `admin` role).
+    pub(crate) async fn set_paused(&self, transport: &str, paused: bool) -> Result<(), BenchError> {
+        let action = if paused { "pause" } else { "resume" };
+        let path = format!("/api/transports/{}/{action}", encode(transport));
+        let error = |message: String| BenchError::Api {
+            context: format!("POST {path}"),
+            message,
+        };
+        let response = self
+            .authorized(self.http.post(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let body = response.text().await.unwrap_or_default();
+            Err(error(format!("{status}: {body}")))
+        }
+    }
+
     /// One page of `GET /api/messages` with `query` (already encoded).
     pub(crate) async fn list(
         &self,

@@ -70,9 +70,10 @@ struct Batch<'a> {
 }
 
 impl Plan {
-    pub(crate) fn new(args: &BenchArgs, transport: &str, run_id: &str) -> Plan {
+    /// `messages` of the run `run_id` (the measured run, or its warm-up).
+    pub(crate) fn new(args: &BenchArgs, transport: &str, run_id: &str, messages: u64) -> Plan {
         Plan {
-            messages: args.messages,
+            messages,
             batch_size: args.batch_size,
             clients: args.clients as usize,
             rate: args.rate,
@@ -239,11 +240,11 @@ async fn send(api: &Api, plan: &Plan, seqs: Range<u64>, into: &mut Loaded) {
     }
 }
 
-fn progress_bar(total: u64) -> ProgressBar {
+fn progress_bar(label: &str, total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "enqueue [{bar:30}] {pos}/{len} messages, {per_sec}, {elapsed} (Ctrl-C stops)",
-    ) {
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{label} [{{bar:30}}] {{pos}}/{{len}} messages, {{per_sec}}, {{elapsed}} (Ctrl-C stops)"
+    )) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
@@ -251,8 +252,13 @@ fn progress_bar(total: u64) -> ProgressBar {
 
 /// Enqueues the plan's messages (closed or open loop) until done or
 /// interrupted.
-pub(crate) async fn run(api: &Api, plan: &Arc<Plan>, interrupts: &Interrupts) -> Loaded {
-    let bar = progress_bar(plan.messages);
+pub(crate) async fn run(
+    api: &Api,
+    plan: &Arc<Plan>,
+    label: &str,
+    interrupts: &Interrupts,
+) -> Loaded {
+    let bar = progress_bar(label, plan.messages);
     let started = Instant::now();
     let mut loaded = match plan.rate {
         None => closed_loop(api, plan, interrupts, &bar).await,

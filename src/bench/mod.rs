@@ -72,6 +72,18 @@ pub struct BenchArgs {
     /// Size of each email's text body, in bytes.
     #[arg(long, default_value_t = 200)]
     pub payload_bytes: usize,
+    /// Messages sent, the same way, before the measured run and left out of
+    /// its figures and checks: they open the connections and warm the
+    /// caches a long-running server has warm. Default: one second's worth
+    /// at `--rate`, else one request per client.
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Hold delivery (pause the transport) until every message is
+    /// enqueued: the enqueue rate is then the API's alone, and the
+    /// end-to-end figures become those of delivering a full queue. Needs
+    /// the `admin` role with `--url`.
+    #[arg(long)]
+    pub deliver_after: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -167,16 +179,7 @@ async fn run_local(
     let server = local::LocalServer::start(store, args).await?;
     let base = format!("http://{}", server.addr());
     let result = match api::Api::new(&base, None, args) {
-        Ok(api) => {
-            bench(
-                args,
-                &api,
-                LOCAL_TRANSPORT,
-                Some(store.description()),
-                interrupts,
-            )
-            .await
-        }
+        Ok(api) => bench(args, &api, LOCAL_TRANSPORT, Some(store), interrupts).await,
         Err(err) => Err(err),
     };
     server.stop().await;
@@ -187,14 +190,30 @@ async fn bench(
     args: &BenchArgs,
     api: &api::Api,
     transport: &str,
-    local_store: Option<String>,
+    local_store: Option<&local::TempStore>,
     interrupts: &Interrupts,
 ) -> Result<Report, BenchError> {
     let server = api.server_info().await?;
     let run_id = ulid::Ulid::generate().to_string().to_lowercase();
+    let warmup = args.warmup.unwrap_or(match args.rate {
+        Some(rate) => rate,
+        None => args.clients * args.batch_size,
+    });
+    if warmup > 0 {
+        warm_up(args, api, transport, &run_id, warmup, interrupts).await?;
+    }
+    if let Some(store) = local_store {
+        store.analyze().await?;
+    }
     let started_wall = SystemClock.now();
-    let plan = Arc::new(load::Plan::new(args, transport, &run_id));
-    let loaded = load::run(api, &plan, interrupts).await;
+    let plan = Arc::new(load::Plan::new(args, transport, &run_id, args.messages));
+    if args.deliver_after {
+        api.set_paused(transport, true).await?;
+    }
+    let loaded = load::run(api, &plan, "enqueue", interrupts).await;
+    if args.deliver_after {
+        api.set_paused(transport, false).await?;
+    }
     let wait_started = Instant::now();
     let stored = verify::wait_and_collect(
         api,
@@ -206,20 +225,55 @@ async fn bench(
     )
     .await?;
     let delivery_wait = wait_started.elapsed();
+    let reading_started = Instant::now();
     let checked = verify::check_events(api, &stored, args.clients as usize).await?;
+    let events_read = reading_started.elapsed();
     let verification = verify::compare(args.messages, &loaded, &stored, &checked);
     Ok(Report::new(report::Inputs {
         args,
         run_id,
+        warmup,
         transport,
         server,
-        local_store,
+        local_store: local_store.map(local::TempStore::description),
         loaded: &loaded,
         stored: &stored,
         verification,
         delivery_wait,
+        events_read,
         interrupted: interrupts.count() > 0,
     }))
+}
+
+/// Sends `messages` under the run id `<run>-warmup` and waits for their
+/// delivery, so the measured run starts on warm connections and an empty
+/// queue. Their outcome is not checked: the measured run's is.
+async fn warm_up(
+    args: &BenchArgs,
+    api: &api::Api,
+    transport: &str,
+    run_id: &str,
+    messages: u64,
+    interrupts: &Interrupts,
+) -> Result<(), BenchError> {
+    let started = SystemClock.now();
+    let plan = Arc::new(load::Plan::new(
+        args,
+        transport,
+        &format!("{run_id}-warmup"),
+        messages,
+    ));
+    let loaded = load::run(api, &plan, "warm-up", interrupts).await;
+    verify::wait_and_collect(
+        api,
+        &plan,
+        &loaded,
+        started,
+        Duration::from_secs(args.timeout),
+        interrupts,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Ctrl-C presses seen so far. The first stops enqueuing (the run is

@@ -19,6 +19,7 @@ use super::verify::Stored;
 pub(crate) struct Inputs<'a> {
     pub args: &'a BenchArgs,
     pub run_id: String,
+    pub warmup: u64,
     pub transport: &'a str,
     pub server: ServerInfo,
     /// What the in-process server stores in; `None` with `--url`.
@@ -27,6 +28,8 @@ pub(crate) struct Inputs<'a> {
     pub stored: &'a Stored,
     pub verification: Verification,
     pub delivery_wait: Duration,
+    /// Time spent reading every sent message's events.
+    pub events_read: Duration,
     pub interrupted: bool,
 }
 
@@ -43,6 +46,9 @@ pub struct Report {
     /// Enqueue (`created_at`) to sent (`sent_at`) of each sent message.
     pub latency_ms: Option<Latency>,
     pub verification: Verification,
+    /// Time spent reading every sent message with its events (the
+    /// verification's cost, not a figure of the run).
+    pub events_read_seconds: f64,
     /// Ctrl-C stopped the run early; the figures cover what was accepted.
     pub interrupted: bool,
 }
@@ -74,6 +80,10 @@ pub struct Load {
     /// Open-loop rate, messages/s; `None` for closed loop.
     pub rate: Option<u64>,
     pub payload_bytes: usize,
+    /// Messages sent before the measured run, not part of its figures.
+    pub warmup: u64,
+    /// Delivery was held until every message was enqueued.
+    pub deliver_after: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,6 +109,12 @@ pub struct EndToEnd {
     /// Last message created to last message sent: how far delivery
     /// trailed the enqueuing.
     pub last_enqueue_to_last_sent_ms: i64,
+    /// Messages already sent when the last one was created: what delivery
+    /// kept up with while competing with the enqueues.
+    pub sent_while_enqueuing: u64,
+    /// Delivery rate after the last enqueue, when delivery had the server
+    /// to itself (`null` when nothing was left to deliver by then).
+    pub drain_messages_per_second: Option<f64>,
     /// How long the client waited for delivery after enqueuing, including
     /// its polling (not a figure of the server's).
     pub client_wait_seconds: f64,
@@ -186,11 +202,22 @@ fn end_to_end(messages: &[ListedMessage], wait: Duration) -> Option<EndToEnd> {
     let last_created = sent.iter().map(|m| m.created_at).max()?;
     let last_sent = sent.iter().filter_map(|m| m.sent_at).max()?;
     let seconds = (last_sent - first_created).num_milliseconds() as f64 / 1000.0;
+    let sent_while_enqueuing = sent
+        .iter()
+        .filter(|m| m.sent_at.is_some_and(|at| at <= last_created))
+        .count() as u64;
+    let drain_ms = (last_sent - last_created).num_milliseconds();
+    let drained = sent.len() as u64 - sent_while_enqueuing;
+    // A rate over a handful of stragglers says nothing.
+    const MIN_DRAINED: u64 = 100;
     Some(EndToEnd {
         sent: sent.len() as u64,
         seconds,
         messages_per_second: rate(sent.len() as u64, seconds),
-        last_enqueue_to_last_sent_ms: (last_sent - last_created).num_milliseconds(),
+        last_enqueue_to_last_sent_ms: drain_ms,
+        sent_while_enqueuing,
+        drain_messages_per_second: (drained >= MIN_DRAINED && drain_ms > 0)
+            .then(|| rate(drained, drain_ms as f64 / 1000.0)),
         client_wait_seconds: wait.as_secs_f64(),
     })
 }
@@ -216,6 +243,7 @@ impl Report {
         let Inputs {
             args,
             run_id,
+            warmup,
             transport,
             server,
             local_store,
@@ -223,6 +251,7 @@ impl Report {
             stored,
             verification,
             delivery_wait,
+            events_read,
             interrupted,
         } = inputs;
         let accepted = loaded.accepted.len() as u64;
@@ -247,6 +276,8 @@ impl Report {
                 clients: args.clients,
                 rate: args.rate,
                 payload_bytes: args.payload_bytes,
+                warmup,
+                deliver_after: args.deliver_after,
             },
             enqueue: Enqueue {
                 accepted,
@@ -259,6 +290,7 @@ impl Report {
             end_to_end: end_to_end(&stored.messages, delivery_wait),
             latency_ms: latency(&stored.messages),
             verification,
+            events_read_seconds: events_read.as_secs_f64(),
             interrupted,
         }
     }
@@ -301,7 +333,7 @@ impl Report {
         };
         writeln!(
             out,
-            "  load        {} messages, {}, {mode}, {}-byte bodies{}",
+            "  load        {} messages, {}, {mode}, {}-byte bodies, after {} warm-up messages{}{}",
             thousands(self.load.messages as f64),
             if self.load.batch_size == 1 {
                 "single enqueues".to_owned()
@@ -309,6 +341,12 @@ impl Report {
                 format!("batches of {}", self.load.batch_size)
             },
             self.load.payload_bytes,
+            thousands(self.load.warmup as f64),
+            if self.load.deliver_after {
+                ", delivery held until all were enqueued"
+            } else {
+                ""
+            },
             if self.interrupted {
                 " (interrupted)"
             } else {
@@ -338,14 +376,26 @@ impl Report {
             writeln!(out, "              first error: {first}")?;
         }
         match &self.end_to_end {
-            Some(e2e) => writeln!(
-                out,
-                "  end to end  {} sent in {:.2} s: {} messages/s (first enqueue -> last sent; last sent {} ms after the last enqueue)",
-                thousands(e2e.sent as f64),
-                e2e.seconds,
-                thousands(e2e.messages_per_second),
-                e2e.last_enqueue_to_last_sent_ms
-            )?,
+            Some(e2e) => {
+                writeln!(
+                    out,
+                    "  end to end  {} sent in {:.2} s: {} messages/s (first enqueue -> last sent)",
+                    thousands(e2e.sent as f64),
+                    e2e.seconds,
+                    thousands(e2e.messages_per_second),
+                )?;
+                writeln!(
+                    out,
+                    "              {} sent while enqueuing; the last sent {} ms after the last enqueue{}",
+                    thousands(e2e.sent_while_enqueuing as f64),
+                    e2e.last_enqueue_to_last_sent_ms,
+                    e2e.drain_messages_per_second
+                        .map_or_else(String::new, |r| format!(
+                            ", the rest at {} messages/s",
+                            thousands(r)
+                        ))
+                )?;
+            }
             None => writeln!(out, "  end to end  nothing sent")?,
         }
         if let Some(l) = &self.latency_ms {
@@ -364,13 +414,15 @@ impl Report {
         let not_sent: u64 = v.not_sent.values().sum();
         writeln!(
             out,
-            "  verified    {} enqueued, {} sent exactly once with their events; {} lost, {} duplicates, {} not sent, {} with wrong events: {}",
+            "  verified    {} enqueued, {} sent exactly once with their events; {} lost, {} duplicates, {} not sent, {} with wrong events ({} read in {:.1} s): {}",
             thousands(v.enqueued as f64),
             thousands(v.sent as f64),
             v.lost,
             v.duplicates,
             not_sent,
             v.event_problems,
+            thousands(v.events_checked as f64),
+            self.events_read_seconds,
             if v.passed { "PASSED" } else { "FAILED" }
         )?;
         if let Some(reason) = &v.gave_up {
@@ -440,6 +492,14 @@ mod tests {
         assert!((e2e.seconds - 2.0).abs() < 1e-9);
         assert!((e2e.messages_per_second - 1.5).abs() < 1e-9);
         assert_eq!(e2e.last_enqueue_to_last_sent_ms, 1100);
+        assert_eq!(e2e.sent_while_enqueuing, 1);
+        assert_eq!(e2e.drain_messages_per_second, None, "too few to rate");
+
+        // 100 created at once, then drained over a second.
+        let messages: Vec<ListedMessage> = (0..100).map(|i| sent(0, 10 * (i + 1))).collect();
+        let e2e = end_to_end(&messages, Duration::ZERO).unwrap();
+        assert_eq!(e2e.sent_while_enqueuing, 0);
+        assert!((e2e.drain_messages_per_second.unwrap() - 100.0).abs() < 1e-9);
     }
 
     #[test]

@@ -93,6 +93,18 @@ fn bench_single_enqueues_on_sqlite_deliver_every_message_once() {
     assert_eq!(report["enqueue"]["requests"], 300);
 }
 
+#[test]
+fn bench_can_hold_delivery_until_everything_is_enqueued() {
+    let output = bench(&["--messages", "500", "--batch-size", "50", "--deliver-after"]);
+    let report = report(&output, true);
+    assert_verified(&report, 500);
+    assert_eq!(report["load"]["deliver_after"], true);
+    assert_eq!(
+        report["end_to_end"]["sent_while_enqueuing"], 0,
+        "nothing is delivered while the transport is held: {report:#}"
+    );
+}
+
 #[tokio::test]
 async fn bench_batches_on_postgres_deliver_every_message_once_and_drop_their_schema() {
     let url = common::postgres_base_url();
