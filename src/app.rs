@@ -88,6 +88,26 @@ impl Running {
         self.handle.clone()
     }
 
+    /// The ordered stop (see [`run`]): the engine within the grace, then
+    /// HTTP, letting requests in flight finish.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        tracing::info!(grace = ?self.grace, "stopping: finishing deliveries in flight");
+        let unfinished = self.engine.shutdown(self.grace).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                unfinished,
+                "deliveries still running at the end of the grace; their leases bring them back"
+            );
+        }
+        self.handle.stop(true).await;
+        match self.server.await {
+            Ok(result) => result?,
+            Err(join) => return Err(AppError::Server(std::io::Error::other(join))),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
     /// Waits until the HTTP server stops (a signal, or [`Running::handle`]),
     /// then stops the engine within the shutdown grace.
     pub async fn wait(self) -> Result<(), AppError> {
@@ -108,9 +128,43 @@ impl Running {
     }
 }
 
-/// Runs Herald until a stop signal.
+/// Runs Herald until SIGINT or SIGTERM, then stops in order: the engine
+/// first, then HTTP. The order matters on PostgreSQL: pooled connections
+/// live on the thread that opened them, often an HTTP worker, so stopping
+/// HTTP first would cut the engine off from the database before it has
+/// written its last outcomes and released its transport leases.
 pub async fn run(settings: Settings) -> Result<(), AppError> {
-    start(settings, StartOptions::default()).await?.wait().await
+    let options = StartOptions {
+        handle_signals: false,
+        ..StartOptions::default()
+    };
+    let running = start(settings, options).await?;
+    stop_signal().await;
+    running.shutdown().await
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(cause = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Opens storage, starts the engine and the HTTP server on the current
