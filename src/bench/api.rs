@@ -13,6 +13,8 @@ use super::{BenchArgs, BenchError};
 /// Longest one request may take; a server that stalls longer is counted
 /// as an error rather than hanging the run.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retries of a GET that could not be sent at all.
+const GET_RETRIES: u32 = 3;
 
 /// Page size when reading the run back: the API's largest.
 pub(crate) const PAGE_SIZE: usize = 1000;
@@ -120,11 +122,23 @@ impl Api {
             context: format!("GET {path}"),
             message,
         };
-        let response = self
-            .authorized(self.http.get(format!("{}{path}", self.base)))
-            .send()
-            .await
-            .map_err(|e| error(e.to_string()))?;
+        // A GET is idempotent: retry when the request could not be sent,
+        // typically a pooled keep-alive connection the server had closed.
+        let mut attempt = 0;
+        let response = loop {
+            match self
+                .authorized(self.http.get(format!("{}{path}", self.base)))
+                .send()
+                .await
+            {
+                Ok(response) => break response,
+                Err(e) if attempt < GET_RETRIES && !e.is_timeout() => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(error(e.to_string())),
+            }
+        };
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
