@@ -485,7 +485,6 @@ impl Handler<Pause> for TransportActor {
 
     fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
         self.paused = true;
-        self.parts.paused = true;
         self.release_ready("paused");
         tracing::info!(transport = self.name(), "paused");
     }
@@ -496,7 +495,6 @@ impl Handler<Resume> for TransportActor {
 
     fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
         self.paused = false;
-        self.parts.paused = false;
         self.idle = false;
         tracing::info!(transport = self.name(), "resumed");
         self.pump(ctx);

@@ -28,6 +28,17 @@ fn settings(storage_url: &str, transports: &str) -> Arc<Settings> {
     )
 }
 
+/// One webhook transport, `hooks`, posting to `server`.
+fn hooks_settings(f: &Fixture, server: &MockServer) -> Arc<Settings> {
+    settings(
+        &f.options.url,
+        &format!(
+            "[transports.hooks]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
+            server.uri()
+        ),
+    )
+}
+
 async fn start(f: &Fixture, settings: Arc<Settings>) -> Engine {
     herald::transports::install_crypto_provider();
     let transports = herald::transports::build_all(&settings.transports).expect("transports");
@@ -110,13 +121,7 @@ async fn a_webhook_failing_twice_then_succeeding_is_one_message_with_three_attem
         .with_priority(2)
         .mount(&server)
         .await;
-    let settings = settings(
-        &f.options.url,
-        &format!(
-            "[transports.hooks]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
-            server.uri()
-        ),
-    );
+    let settings = hooks_settings(&f, &server);
     let engine = start(&f, settings.clone()).await;
     let id = enqueue(f.storage.as_ref(), &settings, webhook("hooks")).await;
 
@@ -167,13 +172,7 @@ async fn a_webhook_4xx_dead_letters_at_once(f: Fixture) {
         .respond_with(ResponseTemplate::new(422))
         .mount(&server)
         .await;
-    let settings = settings(
-        &f.options.url,
-        &format!(
-            "[transports.hooks]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
-            server.uri()
-        ),
-    );
+    let settings = hooks_settings(&f, &server);
     let engine = start(&f, settings.clone()).await;
     let id = enqueue(f.storage.as_ref(), &settings, webhook("hooks")).await;
     let stored = settled(f.storage.as_ref(), id).await;
@@ -206,13 +205,7 @@ async fn a_429_retry_after_delays_the_next_attempt(f: Fixture) {
         .with_priority(2)
         .mount(&server)
         .await;
-    let settings = settings(
-        &f.options.url,
-        &format!(
-            "[transports.hooks]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
-            server.uri()
-        ),
-    );
+    let settings = hooks_settings(&f, &server);
     let engine = start(&f, settings.clone()).await;
     let id = enqueue(f.storage.as_ref(), &settings, webhook("hooks")).await;
     let stored = settled(f.storage.as_ref(), id).await;
@@ -322,13 +315,7 @@ async fn operators_see_and_control_transports_over_http(f: Fixture) {
         .respond_with(ResponseTemplate::new(200))
         .mount(&server)
         .await;
-    let settings = settings(
-        &f.options.url,
-        &format!(
-            "[transports.hooks]\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
-            server.uri()
-        ),
-    );
+    let settings = hooks_settings(&f, &server);
     let engine = start(&f, settings.clone()).await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = herald::http::AppState::new(f.storage.clone(), clock, settings.clone())
