@@ -25,7 +25,8 @@ pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
 
 use crate::domain::{
-    ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
+    Channel, ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp,
+    Status,
 };
 
 /// Default time a waiting message needs to gain one priority level.
@@ -94,16 +95,30 @@ pub struct Enqueued {
 }
 
 /// What became of one delivery attempt, reported under the claim token.
+/// The `_ms` figures say where the attempt's time went; the engine fills
+/// them for attempts made and leaves them `None` for claims handed back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub id: Stamp,
     pub claim_token: ClaimToken,
     /// The transport that made the attempt: for a group, the member.
     pub transport: String,
+    /// The message's channel and category: rollup dimensions.
+    pub channel: Channel,
+    pub category: Option<String>,
+    /// The transport's call.
     pub duration_ms: Option<u64>,
-    /// How long the message waited to be claimed for this attempt
-    /// (available_at -> claimed), for the wait-time analytics.
+    /// Queue wait: available_at -> claimed.
     pub wait_ms: Option<u64>,
+    /// Claimed -> handed to the transport: time in this node's prefetch
+    /// queue and the rate limiter.
+    pub processing_ms: Option<u64>,
+    /// The part of `processing_ms` the rate limiter held the message.
+    pub limited_ms: Option<u64>,
+    /// End to end: from when the message became due (enqueue or
+    /// `send_at`) to now, across all attempts; rolled up only for the
+    /// attempt that finishes the message (sent or dead).
+    pub total_ms: Option<u64>,
     /// The attempt number this outcome ends (the claimed message's
     /// `attempts`), for the attempts distribution.
     pub attempt: u32,
@@ -111,6 +126,28 @@ pub struct Outcome {
     /// `permanent`, `transient`), for the failure analytics.
     pub error_class: Option<String>,
     pub kind: OutcomeKind,
+}
+
+impl Outcome {
+    /// An outcome of `message`'s claim `claim_token`, attempted by the
+    /// message's own transport, with no timings yet.
+    pub fn new(message: &Message, claim_token: ClaimToken, kind: OutcomeKind) -> Outcome {
+        Outcome {
+            id: message.id,
+            claim_token,
+            transport: message.transport.clone(),
+            channel: message.channel,
+            category: message.category.clone(),
+            duration_ms: None,
+            wait_ms: None,
+            processing_ms: None,
+            limited_ms: None,
+            total_ms: None,
+            attempt: message.attempts,
+            error_class: None,
+            kind,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

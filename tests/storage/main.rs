@@ -77,15 +77,10 @@ async fn claim(storage: &dyn Storage, n: usize, at: chrono::DateTime<chrono::Utc
 }
 
 fn outcome(message: &Message, kind: OutcomeKind) -> Outcome {
+    let token = message.claim_token.expect("a claimed message has a token");
     Outcome {
-        id: message.id,
-        claim_token: message.claim_token.expect("a claimed message has a token"),
-        transport: message.transport.clone(),
         duration_ms: Some(12),
-        wait_ms: None,
-        attempt: message.attempts,
-        error_class: None,
-        kind,
+        ..Outcome::new(message, token, kind)
     }
 }
 
