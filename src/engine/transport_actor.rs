@@ -26,7 +26,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::oneshot;
 
 use super::breaker::{Breaker, CircuitState};
-use super::messages::{GetStatus, Pause, Record, Resume, Shutdown, Wake};
+use super::messages::{BreakerOpen, GetStatus, Pause, Record, Resume, Shutdown, Wake};
 use super::tracker::Tracker;
 use super::{EngineOptions, TransportStatus};
 use crate::config::TransportSettings;
@@ -58,6 +58,9 @@ enum Attempt {
     /// The transport panicked; the actor restarts after recording it.
     Panicked(String, Duration),
 }
+
+/// How often the breaker's state is sampled for the breaker-open time.
+const BREAKER_SAMPLE: Duration = Duration::from_secs(1);
 
 /// Where a claimed message spent its time on this node before the attempt.
 struct Held {
@@ -485,6 +488,16 @@ impl Actor for TransportActor {
         });
         let lease = self.parts.settings.delivery.lease;
         ctx.run_interval(lease / 3, |act, ctx| act.heartbeat(ctx));
+        // Sampled rather than timed at transitions: the breaker turns
+        // half-open lazily, when asked, so a sample is as exact as it gets.
+        ctx.run_interval(BREAKER_SAMPLE, |act, _| {
+            if act.breaker.state() == CircuitState::Open {
+                act.parts.tracker.do_send(BreakerOpen {
+                    transport: act.name().to_owned(),
+                    ms: BREAKER_SAMPLE.as_millis() as u64,
+                });
+            }
+        });
         tracing::info!(
             transport = self.name(),
             kind = self.parts.transport.kind(),
