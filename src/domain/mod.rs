@@ -16,7 +16,9 @@ pub use fingerprint::Fingerprint;
 pub use payload::{
     Attachment, EmailPayload, GenericPayload, MAX_ATTACHMENTS, MAX_RECIPIENTS, Payload, SmsPayload,
 };
-pub use request::{EnqueuePolicy, EnqueueRequest, NewMessage, TransportIntake, ValidationError};
+pub use request::{
+    EnqueuePolicy, EnqueueRequest, NewMessage, TransportIntake, ValidationError, check_category,
+};
 
 /// A message's identity for life: a ULID given at enqueue. Retries,
 /// failovers and replays are events under the same stamp, never new stamps.

@@ -17,6 +17,22 @@ use super::{
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Longest category name, in bytes.
 const MAX_CATEGORY: usize = 64;
+
+/// A category is 1 to 64 letters, digits, '_', '-' or '.'.
+pub fn check_category(category: &str) -> Result<(), String> {
+    let valid = !category.is_empty()
+        && category.len() <= MAX_CATEGORY
+        && category
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "1 to {MAX_CATEGORY} characters of letters, digits, '_', '-', '.'"
+        ))
+    }
+}
 /// Largest `metadata` object, serialised, in bytes.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
@@ -174,17 +190,7 @@ impl EnqueueRequest {
         }
 
         if let Some(category) = &self.category {
-            let valid = !category.is_empty()
-                && category.len() <= MAX_CATEGORY
-                && category
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            if !valid {
-                return Err(ValidationError::invalid(
-                    "category",
-                    format!("1 to {MAX_CATEGORY} characters of letters, digits, '_', '-', '.'"),
-                ));
-            }
+            check_category(category).map_err(|e| ValidationError::invalid("category", e))?;
         }
         let priority = self
             .priority

@@ -10,20 +10,22 @@ use super::error::ErrorBody;
 use super::extract::Query;
 use super::{ApiError, AppState};
 use crate::analytics::{
-    AnalyticsQuery, MAX_WINDOW, failure_report, load_queue_analytics, parse_span,
-    transport_performance, window_bounds,
+    AnalyticsQuery, MAX_WINDOW, Scope, TransportLimits, bottlenecks, failure_report,
+    load_queue_analytics, message_flow, parse_span, transport_performance, window_bounds,
 };
+use crate::domain::{Channel, check_category};
 
 /// Buckets a throughput series may use.
 const BUCKETS: [&str; 5] = ["1m", "5m", "15m", "1h", "1d"];
 /// Window when none is asked for.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 
-/// `window` (1m to 30d, default 1h) and `transport` (must be configured).
-fn window_and_transport(
-    query: &Query,
-    state: &AppState,
-) -> Result<(Duration, Option<String>), ApiError> {
+/// The query parameters every analytics route takes.
+const COMMON: [&str; 4] = ["window", "transport", "channel", "category"];
+
+/// `window` (1m to 30d, default 1h), `transport` (must be configured),
+/// `channel` (one of the channels) and `category`.
+fn window_and_scope(query: &Query, state: &AppState) -> Result<(Duration, Scope), ApiError> {
     let window = query
         .get("window", |raw| {
             parse_span(raw)
@@ -44,7 +46,22 @@ fn window_and_transport(
             format!("no transport named `{name}`"),
         ));
     }
-    Ok((window, transport))
+    let channel = query.get("channel", |raw| {
+        raw.parse::<Channel>()
+            .map(|c| c.as_str().to_owned())
+            .map_err(|_| format!("`{raw}` is not one of email, sms, chat, push, webhook"))
+    })?;
+    let category = query.get("category", |raw| {
+        check_category(raw).map(|()| raw.to_owned())
+    })?;
+    Ok((
+        window,
+        Scope {
+            transport,
+            channel,
+            category,
+        },
+    ))
 }
 
 /// Queue analytics over a window: depth by transport and priority,
@@ -59,6 +76,8 @@ fn window_and_transport(
         ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
         ("bucket" = Option<String>, Query, description = "Series bucket: 1m (default), 5m, 15m, 1h, 1d"),
         ("transport" = Option<String>, Query, description = "Only this transport"),
+        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
+        ("category" = Option<String>, Query, description = "Only messages of this category"),
     ),
     responses(
         (status = 200, body = crate::analytics::QueueAnalytics),
@@ -74,8 +93,8 @@ pub async fn queue(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(&req, &["window", "bucket", "transport"])?;
-    let (window, transport) = window_and_transport(&query, &state)?;
+    let query = Query::parse(&req, &[&COMMON[..], &["bucket"]].concat())?;
+    let (window, scope) = window_and_scope(&query, &state)?;
     let bucket = query
         .get("bucket", |raw| {
             BUCKETS
@@ -88,7 +107,7 @@ pub async fn queue(
     let query = AnalyticsQuery {
         window,
         bucket,
-        transport,
+        scope,
     };
     let now = state.clock.now();
     let analytics =
@@ -107,6 +126,8 @@ pub async fn queue(
     params(
         ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
         ("transport" = Option<String>, Query, description = "Only this transport"),
+        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
+        ("category" = Option<String>, Query, description = "Only messages of this category"),
     ),
     responses(
         (status = 200, body = crate::analytics::PerformanceReport),
@@ -122,8 +143,8 @@ pub async fn transport_performance_report(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(&req, &["window", "transport"])?;
-    let (window, transport) = window_and_transport(&query, &state)?;
+    let query = Query::parse(&req, &COMMON)?;
+    let (window, scope) = window_and_scope(&query, &state)?;
     let now = state.clock.now();
     let (from, to) = window_bounds(now, window);
     let minutes = state.storage.minute_metrics(from, to).await?;
@@ -140,7 +161,7 @@ pub async fn transport_performance_report(
             )
         })
         .collect();
-    let report = transport_performance(window, now, &minutes, &transports, transport.as_deref());
+    let report = transport_performance(window, now, &minutes, &transports, &scope);
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -155,6 +176,8 @@ pub async fn transport_performance_report(
     params(
         ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
         ("transport" = Option<String>, Query, description = "Only this transport"),
+        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
+        ("category" = Option<String>, Query, description = "Only messages of this category"),
     ),
     responses(
         (status = 200, body = crate::analytics::FailureReport),
@@ -170,20 +193,112 @@ pub async fn failures(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(&req, &["window", "transport"])?;
-    let (window, transport) = window_and_transport(&query, &state)?;
+    let query = Query::parse(&req, &COMMON)?;
+    let (window, scope) = window_and_scope(&query, &state)?;
     let now = state.clock.now();
     let (from, to) = window_bounds(now, window);
     let minutes = state.storage.minute_metrics(from, to).await?;
     let failures = state.storage.failure_counts(from, to).await?;
     let dead = state.storage.dead_letter_summary().await?;
-    let report = failure_report(
+    let report = failure_report(window, now, &minutes, &failures, &dead, &scope);
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Where the time goes, per transport, over a window: queue wait vs
+/// processing vs delivery, time held by the rate limiter, breaker-open
+/// time, concurrency saturation, the oldest queued message, and findings
+/// in plain language naming the setting to change (README,
+/// "Bottlenecks").
+#[utoipa::path(
+    get,
+    path = "/api/queue/bottlenecks",
+    tag = "analytics",
+    params(
+        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("transport" = Option<String>, Query, description = "Only this transport"),
+        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
+        ("category" = Option<String>, Query, description = "Only messages of this category"),
+    ),
+    responses(
+        (status = 200, body = crate::analytics::BottleneckReport),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn bottleneck_report(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &COMMON)?;
+    let (window, scope) = window_and_scope(&query, &state)?;
+    let now = state.clock.now();
+    let (from, to) = window_bounds(now, window);
+    let minutes = state.storage.minute_metrics(from, to).await?;
+    let depth = state.storage.queue_depth().await?;
+    let statuses = match state.engine.as_ref() {
+        Some(engine) => engine.status().await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let transports: Vec<TransportLimits> = state
+        .settings
+        .transports
+        .values()
+        .map(|t| TransportLimits {
+            name: t.name.clone(),
+            kind: t.kind.name().to_owned(),
+            rate_limit: t.delivery.rate_limit.get(),
+            concurrency: t.delivery.concurrency.get(),
+            members: t.kind.members().to_vec(),
+        })
+        .collect();
+    let report = bottlenecks(
         window,
         now,
         &minutes,
-        &failures,
-        &dead,
-        transport.as_deref(),
+        &depth,
+        &transports,
+        &statuses,
+        &scope,
     );
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// The end-to-end journey over a window: queue wait, processing,
+/// delivery and total time (p50/p95/p99, average, max), overall, per
+/// transport and per channel, with the counts at each stage.
+#[utoipa::path(
+    get,
+    path = "/api/analytics/message-flow",
+    tag = "analytics",
+    params(
+        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("transport" = Option<String>, Query, description = "Only this transport"),
+        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
+        ("category" = Option<String>, Query, description = "Only messages of this category"),
+    ),
+    responses(
+        (status = 200, body = crate::analytics::MessageFlow),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn message_flow_report(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &COMMON)?;
+    let (window, scope) = window_and_scope(&query, &state)?;
+    let now = state.clock.now();
+    let (from, to) = window_bounds(now, window);
+    let minutes = state.storage.minute_metrics(from, to).await?;
+    let depth = state.storage.queue_depth().await?;
+    Ok(HttpResponse::Ok().json(message_flow(window, now, &minutes, &depth, &scope)))
 }

@@ -44,13 +44,22 @@ pub async fn render(
         "gauge",
         "Messages waiting (queued) or being delivered (processing), by transport and priority.",
     );
+    // Depth rows also split by channel and category: one series per
+    // transport and priority.
+    let mut by_priority: BTreeMap<(&str, u8), (u64, u64)> = BTreeMap::new();
     for row in &depth {
-        for (kind, value) in [("queued", row.queued), ("processing", row.processing)] {
+        let counts = by_priority
+            .entry((row.transport.as_str(), row.priority.get()))
+            .or_default();
+        counts.0 += row.queued;
+        counts.1 += row.processing;
+    }
+    for ((transport, priority), (queued, processing)) in &by_priority {
+        for (kind, value) in [("queued", queued), ("processing", processing)] {
             let _ = writeln!(
                 out,
-                "herald_queue_depth{{transport=\"{}\",priority=\"{}\",state=\"{kind}\"}} {value}",
-                escape(&row.transport),
-                row.priority.get()
+                "herald_queue_depth{{transport=\"{}\",priority=\"{priority}\",state=\"{kind}\"}} {value}",
+                escape(transport),
             );
         }
     }

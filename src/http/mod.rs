@@ -141,6 +141,12 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::GET, "/api/queue/failures", || {
             web::route().to(analytics::failures)
         }),
+        route(Method::GET, "/api/queue/bottlenecks", || {
+            web::route().to(analytics::bottleneck_report)
+        }),
+        route(Method::GET, "/api/analytics/message-flow", || {
+            web::route().to(analytics::message_flow_report)
+        }),
         route(Method::GET, "/api/analytics/transport-performance", || {
             web::route().to(analytics::transport_performance_report)
         }),

@@ -41,6 +41,8 @@ pub const DOCS_PATH: &str = "/api/docs/";
         analytics::queue,
         analytics::transport_performance_report,
         analytics::failures,
+        analytics::bottleneck_report,
+        analytics::message_flow_report,
         transports::list,
         transports::pause,
         transports::resume,

@@ -318,6 +318,9 @@ pub struct FailureCount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetterSummary {
     pub transport: String,
+    pub channel: Channel,
+    /// Empty for messages without a category.
+    pub category: String,
     pub count: u64,
     pub oldest: Option<DateTime<Utc>>,
 }
@@ -899,7 +902,8 @@ pub trait Storage: Send + Sync + 'static {
         purge_before: DateTime<Utc>,
     ) -> Result<(u64, u64), StorageError>;
 
-    /// Dead letters by transport: how many and since when.
+    /// Dead letters by transport, channel and category: how many and
+    /// since when.
     async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError>;
 
     /// Per-minute rollups with `from <= minute < to`, oldest first.

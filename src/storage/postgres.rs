@@ -1025,8 +1025,9 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT transport, count(*), min(updated_at) FROM messages WHERE status = 'dead'
-                 GROUP BY transport ORDER BY transport",
+                "SELECT transport, channel, coalesce(category, ''), count(*), min(updated_at)
+                 FROM messages WHERE status = 'dead'
+                 GROUP BY transport, channel, category ORDER BY transport, channel, category",
                 &[],
             )
             .await?;
@@ -1034,8 +1035,13 @@ impl Storage for PostgresStorage {
             .map(|row| {
                 Ok(DeadLetterSummary {
                     transport: row.try_get(0)?,
-                    count: row.try_get::<_, i64>(1)?.max(0) as u64,
-                    oldest: row.try_get(2)?,
+                    channel: row
+                        .try_get::<_, String>(1)?
+                        .parse()
+                        .map_err(|e| corrupt("channel", e))?,
+                    category: row.try_get(2)?,
+                    count: row.try_get::<_, i64>(3)?.max(0) as u64,
+                    oldest: row.try_get(4)?,
                 })
             })
             .collect()

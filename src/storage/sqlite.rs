@@ -1071,15 +1071,18 @@ impl Storage for SqliteStorage {
         self.reader()
             .call(|conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT transport, count(*), min(updated_at) FROM messages WHERE status = 'dead'
-                     GROUP BY transport ORDER BY transport",
+                    "SELECT transport, channel, coalesce(category, ''), count(*), min(updated_at)
+                     FROM messages WHERE status = 'dead'
+                     GROUP BY transport, channel, category ORDER BY transport, channel, category",
                 )?;
                 let rows = stmt
                     .query_map([], |row| {
                         Ok(DeadLetterSummary {
                             transport: row.get(0)?,
-                            count: row.get::<_, i64>(1)?.max(0) as u64,
-                            oldest: time_column(row, 2)?,
+                            channel: parse_column(row, 1)?,
+                            category: row.get(2)?,
+                            count: row.get::<_, i64>(3)?.max(0) as u64,
+                            oldest: time_column(row, 4)?,
                         })
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -18,7 +18,7 @@ use common::{Fixture, t0};
 use herald::config::Settings;
 use herald::domain::{Stamp, Status};
 use herald::http::{self, AppState};
-use herald::storage::{MessageFilter, Outcome, OutcomeKind, PageRequest, Storage};
+use herald::storage::{MessageFilter, MinuteMetrics, Outcome, OutcomeKind, PageRequest, Storage};
 use herald::time::{Clock, ManualClock};
 use serde_json::{Value, json};
 
@@ -69,6 +69,8 @@ on_both_backends!(
     every_route_needs_its_role_when_keys_are_configured,
     without_keys_the_api_is_open,
     queue_analytics_report_known_traffic_exactly,
+    message_flow_and_bottlenecks_report_known_traffic_exactly,
+    analytics_filter_by_channel_and_category,
 );
 
 /// Lets the pool's connection tasks, which share this test's single
@@ -1148,6 +1150,8 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
         (Method::GET, "/api/transports".into(), "read"),
         (Method::GET, "/api/queue/analytics".into(), "read"),
         (Method::GET, "/api/queue/failures".into(), "read"),
+        (Method::GET, "/api/queue/bottlenecks".into(), "read"),
+        (Method::GET, "/api/analytics/message-flow".into(), "read"),
         (
             Method::GET,
             "/api/analytics/transport-performance".into(),
@@ -1599,7 +1603,9 @@ async fn queue_analytics_report_known_traffic_exactly(f: &Fixture) {
         ("window=90d", "window"),
         ("bucket=2m", "bucket"),
         ("transport=nope", "transport"),
-        ("channel=email", "channel"),
+        ("channel=fax", "channel"),
+        ("category=not%20one", "category"),
+        ("surprise=1", "surprise"),
     ] {
         let bad = api.get(&format!("/api/queue/analytics?{query}")).await;
         assert_eq!(
@@ -1609,4 +1615,292 @@ async fn queue_analytics_report_known_traffic_exactly(f: &Fixture) {
             bad.body
         );
     }
+}
+
+/// Known traffic for the flow and bottleneck routes: an sms for `hooks`
+/// queued six minutes and never sent; four `mail` emails (two of category
+/// `receipt`) that waited 2 s and ended sent, sent, retried and dead with
+/// set processing, limiter and delivery times; a minute of open breaker
+/// on `mail`.
+async fn known_flow_traffic<S, B>(api: &Api<S>) -> chrono::DateTime<chrono::Utc>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    api.enqueue(&json!({"channel": "sms", "sms": {"to": "+14155550100", "body": "Your code"}}))
+        .await;
+    api.clock.advance(chrono::Duration::minutes(6));
+    for i in 0..4 {
+        let body = email_with(|b| {
+            b["email"]["subject"] = json!(format!("flow {i}"));
+            if i < 2 {
+                b["category"] = json!("receipt");
+            }
+        });
+        api.enqueue(&body).await;
+    }
+    api.clock.advance(chrono::Duration::seconds(2));
+    let now = api.clock.now();
+    let mut claimed = api
+        .storage
+        .claim_due("mail", 10, LEASE, now)
+        .await
+        .expect("claim");
+    claimed.sort_by_key(|m| m.id);
+    assert_eq!(claimed.len(), 4);
+    let failed = |retry_at| OutcomeKind::Failed {
+        error: "451 later".into(),
+        retry_at,
+    };
+    // (kind, processing, limited, delivery, total)
+    let plan = [
+        (OutcomeKind::Sent, 500, 400, 100, 2600),
+        (OutcomeKind::Sent, 1500, 1500, 300, 3800),
+        (
+            failed(Some(now + chrono::Duration::seconds(60))),
+            0,
+            0,
+            200,
+            2200,
+        ),
+        (failed(None), 1000, 100, 400, 3400),
+    ];
+    let outcomes = plan
+        .into_iter()
+        .zip(&claimed)
+        .map(
+            |((kind, processing, limited, delivery, total), m)| Outcome {
+                duration_ms: Some(delivery),
+                wait_ms: Some((m.updated_at - m.available_at).num_milliseconds() as u64),
+                processing_ms: Some(processing),
+                limited_ms: Some(limited),
+                total_ms: Some(total),
+                error_class: Some("transient".into()),
+                ..Outcome::new(m, m.claim_token.expect("a token"), kind)
+            },
+        )
+        .collect();
+    api.storage
+        .record_outcomes(outcomes, now)
+        .await
+        .expect("record");
+    api.storage
+        .add_rollups(vec![MinuteMetrics {
+            minute: now - chrono::Duration::seconds(2),
+            transport: "mail".into(),
+            breaker_open_ms: 60_000,
+            ..MinuteMetrics::default()
+        }])
+        .await
+        .expect("breaker time");
+    now
+}
+
+fn close(value: &Value, expected: f64) -> bool {
+    value.as_f64().is_some_and(|v| (v - expected).abs() < 1e-9)
+}
+
+async fn message_flow_and_bottlenecks_report_known_traffic_exactly(f: &Fixture) {
+    let api = api(f, false).await;
+    known_flow_traffic(&api).await;
+
+    let flow = api.get("/api/analytics/message-flow?window=15m").await;
+    assert_eq!(flow.status, 200, "{}", flow.body);
+    let body = &flow.body;
+    assert_eq!(
+        body["stages"],
+        json!({"queuedNow": 2, "processingNow": 0, "claimed": 4, "sent": 2,
+               "retried": 1, "dead": 1, "deferred": 0})
+    );
+    let t = &body["timings"];
+    assert_eq!(
+        t["queueWait"],
+        json!({"count": 4, "p50": 2000.0, "p95": 2000.0, "p99": 2000.0,
+               "average": 2000.0, "max": 2000})
+    );
+    // Processing 0, 500, 1000, 1500: p50 interpolates in (250, 500].
+    assert_eq!(t["processing"]["p50"], 500.0);
+    assert_eq!(t["processing"]["p95"], 1500.0, "capped at the maximum");
+    assert_eq!(t["processing"]["average"], 750.0);
+    assert_eq!(t["delivery"]["p50"], 250.0);
+    assert_eq!(t["delivery"]["average"], 250.0);
+    assert_eq!(t["delivery"]["max"], 400);
+    // Only the three finished messages have an end-to-end time.
+    assert_eq!(
+        t["total"],
+        json!({"count": 3, "p50": 3000.0, "p95": 3800.0, "p99": 3800.0,
+               "average": 9800.0 / 3.0, "max": 3800})
+    );
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .expect("a list")
+            .iter()
+            .map(|g| g["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(names(&body["byTransport"]), ["hooks", "mail"]);
+    assert_eq!(names(&body["byChannel"]), ["email", "sms"]);
+    assert_eq!(body["byTransport"][0]["stages"]["queuedNow"], 1);
+    assert_eq!(
+        body["byTransport"][0]["timings"]["delivery"]["p50"],
+        Value::Null
+    );
+    assert_eq!(body["byChannel"][0]["stages"]["claimed"], 4);
+
+    let report = api.get("/api/queue/bottlenecks?window=15m").await;
+    assert_eq!(report.status, 200, "{}", report.body);
+    let transports = report.body["transports"].as_array().expect("transports");
+    let of = |name: &str| {
+        transports
+            .iter()
+            .find(|t| t["transport"] == name)
+            .unwrap_or_else(|| panic!("{name} in {transports:?}"))
+    };
+    let mail = of("mail");
+    assert_eq!((&mail["attempts"], &mail["sent"]), (&json!(4), &json!(2)));
+    assert_eq!(mail["averageQueueWaitMs"], 2000.0);
+    assert_eq!(mail["averageProcessingMs"], 750.0);
+    assert_eq!(mail["averageDeliveryMs"], 250.0);
+    assert!(close(&mail["timeShare"]["queueWait"], 8000.0 / 12000.0));
+    assert!(close(&mail["timeShare"]["processing"], 3000.0 / 12000.0));
+    assert!(close(&mail["timeShare"]["delivery"], 1000.0 / 12000.0));
+    assert_eq!(mail["rateLimitedMs"], 2000);
+    assert!(close(&mail["rateLimitedShareOfWait"], 2000.0 / 11000.0));
+    assert!(close(&mail["peakRateLimitUse"], 4.0 / 600.0));
+    assert_eq!(mail["breakerOpenMs"], 60_000);
+    assert!(close(&mail["breakerOpenShare"], 60.0 / 900.0));
+    assert!(close(
+        &mail["concurrencySaturation"],
+        1000.0 / (900_000.0 * 8.0)
+    ));
+    assert_eq!(mail["queued"], 1);
+    assert_eq!(
+        mail["oldestQueuedAgeMs"],
+        Value::Null,
+        "the retried message is not due yet"
+    );
+    let hooks = of("hooks");
+    assert_eq!(hooks["queued"], 1);
+    assert_eq!(hooks["oldestQueuedAgeMs"], 362_000);
+
+    let findings: Vec<(&str, &str, &str)> = report.body["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["transport"].as_str().unwrap_or(""),
+                f["severity"].as_str().unwrap_or(""),
+                f["kind"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        findings,
+        [
+            ("hooks", "critical", "stalled"),
+            ("mail", "warning", "breaker")
+        ]
+    );
+    let breaker = &mail["findings"][0];
+    assert_eq!(
+        breaker["setting"],
+        "transports.mail.circuit_failure_threshold"
+    );
+    assert!(
+        breaker["message"].as_str().is_some_and(
+            |m| m.starts_with("mail: circuit breaker open 7 % of the window (1.0 min)")
+        ),
+        "{breaker}"
+    );
+
+    // Outside the window only live counts remain.
+    api.clock.advance(chrono::Duration::minutes(20));
+    let later = api.get("/api/analytics/message-flow?window=15m").await;
+    assert_eq!(later.body["stages"]["claimed"], 0);
+    assert_eq!(later.body["stages"]["queuedNow"], 2);
+    for path in ["/api/queue/bottlenecks", "/api/analytics/message-flow"] {
+        for (query, field) in [
+            ("window=1s", "window"),
+            ("transport=nope", "transport"),
+            ("channel=fax", "channel"),
+            ("bucket=1m", "bucket"),
+        ] {
+            let bad = api.get(&format!("{path}?{query}")).await;
+            assert_eq!(
+                (bad.status, bad.field()),
+                (400, field),
+                "{path}?{query}: {}",
+                bad.body
+            );
+        }
+    }
+}
+
+async fn analytics_filter_by_channel_and_category(f: &Fixture) {
+    let api = api(f, false).await;
+    known_flow_traffic(&api).await;
+
+    let receipts = api
+        .get("/api/analytics/message-flow?window=15m&category=receipt")
+        .await;
+    assert_eq!(receipts.status, 200, "{}", receipts.body);
+    assert_eq!(receipts.body["stages"]["claimed"], 2);
+    assert_eq!(receipts.body["stages"]["sent"], 2);
+    assert_eq!(receipts.body["timings"]["total"]["count"], 2);
+    assert_eq!(receipts.body["stages"]["queuedNow"], 0);
+
+    let sms = api
+        .get("/api/analytics/message-flow?window=15m&channel=sms")
+        .await;
+    assert_eq!(sms.body["stages"]["claimed"], 0);
+    assert_eq!(sms.body["stages"]["queuedNow"], 1);
+
+    let queue = api
+        .get("/api/queue/analytics?window=15m&channel=email")
+        .await;
+    assert_eq!(queue.status, 200, "{}", queue.body);
+    assert_eq!(
+        queue.body["queueDepth"]["total"], 1,
+        "only the retried email"
+    );
+    assert_eq!(queue.body["failureRate"], 0.5);
+    let receipts = api
+        .get("/api/queue/analytics?window=15m&category=receipt")
+        .await;
+    assert_eq!(receipts.body["failureRate"], 0.0);
+
+    let failures = api
+        .get("/api/queue/failures?window=15m&category=receipt")
+        .await;
+    assert_eq!(failures.status, 200, "{}", failures.body);
+    assert_eq!(failures.body["totalFailures"], 0);
+    let failures = api
+        .get("/api/queue/failures?window=15m&channel=email")
+        .await;
+    assert_eq!(failures.body["totalFailures"], 2);
+    assert_eq!(failures.body["deadLetters"]["count"], 1);
+    let none = api.get("/api/queue/failures?window=15m&channel=sms").await;
+    assert_eq!(none.body["deadLetters"]["count"], 0);
+
+    let performance = api
+        .get("/api/analytics/transport-performance?window=15m&transport=mail&category=receipt")
+        .await;
+    assert_eq!(performance.status, 200, "{}", performance.body);
+    let mail = &performance.body["transports"][0];
+    assert_eq!(
+        (&mail["attempts"], &mail["successRate"]),
+        (&json!(2), &json!(1.0))
+    );
+
+    // The breaker is the transport's, whatever the channel: its time stays.
+    let bottlenecks = api
+        .get("/api/queue/bottlenecks?window=15m&transport=mail&channel=email&category=receipt")
+        .await;
+    assert_eq!(bottlenecks.status, 200, "{}", bottlenecks.body);
+    let mail = &bottlenecks.body["transports"][0];
+    assert_eq!(
+        (&mail["attempts"], &mail["breakerOpenMs"]),
+        (&json!(2), &json!(60_000))
+    );
 }

@@ -6,6 +6,8 @@
 //! [`queue_analytics`] is pure: it takes what was read and `now`, so its
 //! arithmetic is tested exactly; [`load_queue_analytics`] does the reads.
 
+mod flow;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -17,6 +19,11 @@ use crate::engine::{Engine, TransportStatus};
 use crate::storage::{
     DeadLetterSummary, DepthRow, FailureCount, LATENCY_BUCKETS_MS, MinuteMetrics, Storage,
     StorageError,
+};
+
+pub use flow::{
+    BottleneckReport, Finding, FlowGroup, FlowStages, FlowTimings, MessageFlow, TimeShare,
+    TimingSummary, TransportBottleneck, TransportLimits, bottlenecks, message_flow,
 };
 
 /// Longest window the analytics answer for.
@@ -38,12 +45,49 @@ pub fn parse_span(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
+/// Which traffic a route covers; `None` is all. Rollup rows of a
+/// transport's own (breaker-open time: no channel, no category) fall
+/// outside any channel or category filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scope {
+    pub transport: Option<String>,
+    pub channel: Option<String>,
+    pub category: Option<String>,
+}
+
+impl Scope {
+    pub fn transport(name: &str) -> Scope {
+        Scope {
+            transport: Some(name.to_owned()),
+            ..Scope::default()
+        }
+    }
+
+    pub fn keeps_transport(&self, transport: &str) -> bool {
+        self.transport.as_deref().is_none_or(|t| t == transport)
+    }
+
+    pub fn keeps(&self, transport: &str, channel: &str, category: &str) -> bool {
+        self.keeps_transport(transport)
+            && self.channel.as_deref().is_none_or(|c| c == channel)
+            && self.category.as_deref().is_none_or(|c| c == category)
+    }
+
+    pub fn keeps_rollup(&self, m: &MinuteMetrics) -> bool {
+        self.keeps(&m.transport, &m.channel, &m.category)
+    }
+
+    pub fn keeps_depth(&self, d: &DepthRow) -> bool {
+        self.keeps(&d.transport, d.channel.as_str(), &d.category)
+    }
+}
+
 /// What a client asked for.
 #[derive(Debug, Clone)]
 pub struct AnalyticsQuery {
     pub window: Duration,
     pub bucket: Duration,
-    pub transport: Option<String>,
+    pub scope: Scope,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
@@ -205,9 +249,9 @@ pub fn queue_analytics(
     minutes: &[MinuteMetrics],
     statuses: &[TransportStatus],
 ) -> QueueAnalytics {
-    let wanted = |transport: &str| query.transport.as_deref().is_none_or(|t| t == transport);
-    let depth: Vec<&DepthRow> = depth.iter().filter(|d| wanted(&d.transport)).collect();
-    let minutes: Vec<&MinuteMetrics> = minutes.iter().filter(|m| wanted(&m.transport)).collect();
+    let scope = &query.scope;
+    let depth: Vec<&DepthRow> = depth.iter().filter(|d| scope.keeps_depth(d)).collect();
+    let minutes: Vec<&MinuteMetrics> = minutes.iter().filter(|m| scope.keeps_rollup(m)).collect();
     let (from, to) = window_bounds(now, query.window);
 
     let mut queue_depth = QueueDepth {
@@ -308,7 +352,7 @@ pub fn queue_analytics(
 
     let worker_status = statuses
         .iter()
-        .filter(|s| wanted(&s.name))
+        .filter(|s| scope.keeps_transport(&s.name))
         .map(|s| WorkerStatus {
             transport: s.name.clone(),
             state: if !s.running {
@@ -364,24 +408,41 @@ pub fn queue_analytics(
 /// histogram buckets, interpolating linearly inside the bucket that holds
 /// it; past the last bucket, the observed maximum. `None` without data.
 pub fn latency_quantile(totals: &MinuteMetrics, quantile: f64) -> Option<f64> {
-    let count = totals.latency_count;
+    histogram_quantile(
+        &LATENCY_BUCKETS_MS,
+        &totals.latency_le,
+        totals.latency_count,
+        totals.latency_max_ms,
+        quantile,
+    )
+}
+
+/// The same estimate over any cumulative histogram: `le[i]` counts the
+/// observations of at most `bounds[i]` ms, of `count` in all.
+pub fn histogram_quantile(
+    bounds: &[u64],
+    le: &[u64],
+    count: u64,
+    max_ms: u64,
+    quantile: f64,
+) -> Option<f64> {
     if count == 0 {
         return None;
     }
     let target = quantile.clamp(0.0, 1.0) * count as f64;
     let mut below_count = 0u64;
     let mut below_bound = 0.0;
-    for (bound, cumulative) in LATENCY_BUCKETS_MS.iter().zip(totals.latency_le) {
-        let bound = *bound as f64;
+    for (bound, cumulative) in bounds.iter().zip(le) {
+        let (bound, cumulative) = (*bound as f64, *cumulative);
         if cumulative as f64 >= target && cumulative > below_count {
             let share = (target - below_count as f64) / (cumulative - below_count) as f64;
             let estimate = below_bound + share.clamp(0.0, 1.0) * (bound - below_bound);
-            return Some(estimate.min(totals.latency_max_ms as f64));
+            return Some(estimate.min(max_ms as f64));
         }
         below_count = cumulative;
         below_bound = bound;
     }
-    Some(totals.latency_max_ms as f64)
+    Some(max_ms as f64)
 }
 
 /// Latency of attempts, ms.
@@ -449,16 +510,19 @@ pub fn transport_performance(
     now: DateTime<Utc>,
     minutes: &[MinuteMetrics],
     transports: &[(String, String, Option<f64>)],
-    filter: Option<&str>,
+    scope: &Scope,
 ) -> PerformanceReport {
     let (from, to) = window_bounds(now, window);
     let mut totals: BTreeMap<&str, MinuteMetrics> = BTreeMap::new();
-    for m in minutes.iter().filter(|m| m.minute >= from && m.minute < to) {
+    for m in minutes
+        .iter()
+        .filter(|m| m.minute >= from && m.minute < to && scope.keeps_rollup(m))
+    {
         totals.entry(m.transport.as_str()).or_default().merge(m);
     }
     let rows = transports
         .iter()
-        .filter(|(name, _, _)| filter.is_none_or(|f| f == name))
+        .filter(|(name, _, _)| scope.keeps_transport(name))
         .map(|(name, kind, cost)| {
             let t = totals.get(name.as_str()).cloned().unwrap_or_default();
             let attempts = t.sent + t.failed;
@@ -567,16 +631,15 @@ pub fn failure_report(
     minutes: &[MinuteMetrics],
     failures: &[FailureCount],
     dead: &[DeadLetterSummary],
-    filter: Option<&str>,
+    scope: &Scope,
 ) -> FailureReport {
     let (from, to) = window_bounds(now, window);
-    let wanted = |transport: &str| filter.is_none_or(|f| f == transport);
     let in_window = |minute: DateTime<Utc>| minute >= from && minute < to;
 
     let mut totals: BTreeMap<&str, MinuteMetrics> = BTreeMap::new();
     for m in minutes
         .iter()
-        .filter(|m| wanted(&m.transport) && in_window(m.minute))
+        .filter(|m| scope.keeps_rollup(m) && in_window(m.minute))
     {
         totals.entry(m.transport.as_str()).or_default().merge(m);
     }
@@ -585,7 +648,7 @@ pub fn failure_report(
     let mut errors: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
     for f in failures
         .iter()
-        .filter(|f| wanted(&f.transport) && in_window(f.minute))
+        .filter(|f| scope.keeps(&f.transport, &f.channel, &f.category) && in_window(f.minute))
     {
         *by_class.entry(f.class.clone()).or_default() += f.failures;
         *class_by_transport
@@ -631,18 +694,31 @@ pub fn failure_report(
         .map(|(label, count)| ((*label).to_owned(), count))
         .collect();
 
-    let dead: Vec<&DeadLetterSummary> = dead.iter().filter(|d| wanted(&d.transport)).collect();
-    let dead_letters = DeadLetterOverview {
-        count: dead.iter().map(|d| d.count).sum(),
-        oldest: dead.iter().filter_map(|d| d.oldest).min().map(rfc3339),
-        by_transport: dead
-            .iter()
-            .map(|d| DeadLetterTransport {
+    let mut dead_by_transport: BTreeMap<&str, DeadLetterTransport> = BTreeMap::new();
+    for d in dead
+        .iter()
+        .filter(|d| scope.keeps(&d.transport, d.channel.as_str(), &d.category))
+    {
+        let entry = dead_by_transport
+            .entry(d.transport.as_str())
+            .or_insert_with(|| DeadLetterTransport {
                 transport: d.transport.clone(),
-                count: d.count,
-                oldest: d.oldest.map(rfc3339),
-            })
-            .collect(),
+                count: 0,
+                oldest: None,
+            });
+        entry.count += d.count;
+        let oldest = d.oldest.map(rfc3339);
+        if entry.oldest.is_none() || (oldest.is_some() && oldest < entry.oldest) {
+            entry.oldest = oldest;
+        }
+    }
+    let dead_letters = DeadLetterOverview {
+        count: dead_by_transport.values().map(|d| d.count).sum(),
+        oldest: dead_by_transport
+            .values()
+            .filter_map(|d| d.oldest.clone())
+            .min(),
+        by_transport: dead_by_transport.into_values().collect(),
     };
 
     FailureReport {
@@ -723,7 +799,7 @@ mod tests {
         AnalyticsQuery {
             window: parse_span(window).unwrap(),
             bucket: parse_span(bucket).unwrap(),
-            transport: None,
+            scope: Scope::default(),
         }
     }
 
@@ -836,7 +912,7 @@ mod tests {
         let minutes = vec![minute(1, "mail", 10, 0), minute(1, "hooks", 5, 5)];
         let depth = vec![depth("mail", 4, 3, 0), depth("hooks", 4, 7, 0)];
         let mut q = query("1h", "1m");
-        q.transport = Some("hooks".into());
+        q.scope.transport = Some("hooks".into());
         let a = queue_analytics(&q, now(), &depth, &minutes, &[]);
         assert_eq!(a.queue_depth.total, 7);
         assert_eq!(a.failure_rate, 0.5);
