@@ -60,19 +60,10 @@ impl Tracker {
         if let Some(timer) = self.breaker_timer.take() {
             ctx.cancel_future(timer);
         }
-        if self.breaker_open.is_empty() {
+        let rows = self.take_breaker_rows();
+        if rows.is_empty() {
             return;
         }
-        let minute = truncate_minute(self.clock.now());
-        let rows: Vec<MinuteMetrics> = std::mem::take(&mut self.breaker_open)
-            .into_iter()
-            .map(|(transport, ms)| MinuteMetrics {
-                minute,
-                transport,
-                breaker_open_ms: ms,
-                ..MinuteMetrics::default()
-            })
-            .collect();
         let storage = self.storage.clone();
         let kept = rows.clone();
         let write = async move { storage.add_rollups(rows).await };
@@ -85,6 +76,19 @@ impl Tracker {
                 act.schedule_breaker_write(ctx);
             }
         }));
+    }
+
+    fn take_breaker_rows(&mut self) -> Vec<MinuteMetrics> {
+        let minute = truncate_minute(self.clock.now());
+        std::mem::take(&mut self.breaker_open)
+            .into_iter()
+            .map(|(transport, ms)| MinuteMetrics {
+                minute,
+                transport,
+                breaker_open_ms: ms,
+                ..MinuteMetrics::default()
+            })
+            .collect()
     }
 
     fn schedule_breaker_write(&mut self, ctx: &mut Context<Self>) {
@@ -185,12 +189,21 @@ impl Handler<Flush> for Tracker {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
-        self.write_breaker_time(ctx);
+        if let Some(timer) = self.breaker_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let breaker = self.take_breaker_rows();
+        let storage = self.storage.clone();
         let (done, wait) = oneshot::channel();
         self.flush_waiters.push(done);
         self.write(ctx);
         Box::pin(async move {
             let _ = wait.await;
+            if !breaker.is_empty()
+                && let Err(err) = storage.add_rollups(breaker).await
+            {
+                tracing::warn!(cause = %err, "breaker-open time not recorded");
+            }
         })
     }
 }

@@ -18,7 +18,7 @@ use common::{Fixture, emails};
 use herald::config::Settings;
 use herald::domain::{EventKind, Message, Stamp, Status};
 use herald::engine::{CircuitState, Engine, EngineOptions};
-use herald::storage::{MessageFilter, PageRequest, Storage};
+use herald::storage::{MessageFilter, MinuteMetrics, PageRequest, Storage};
 use herald::time::{Clock, SystemClock};
 use herald::transports::{Delivery, Transport, TransportError};
 
@@ -323,6 +323,35 @@ async fn deliveries_wait_for_the_rate_limiter(f: Fixture) {
         "30 deliveries took only {span:?}"
     );
     engine.shutdown(Duration::from_secs(5)).await;
+    // The limiter's hold is in the rollups: beyond the burst, up to 8
+    // deliveries at a time wait their turn at 10/s.
+    let mail = rollup_of(&f, "mail").await;
+    assert_eq!(
+        (mail.sent, mail.processing.count, mail.total.count),
+        (30, 30, 30)
+    );
+    assert!(
+        mail.limited_sum_ms >= 1000,
+        "limiter wait {} ms",
+        mail.limited_sum_ms
+    );
+}
+
+/// Every rollup row of `transport` merged into one.
+async fn rollup_of(f: &Fixture, transport: &str) -> MinuteMetrics {
+    let rows = f
+        .storage
+        .minute_metrics(
+            chrono::DateTime::UNIX_EPOCH,
+            now() + chrono::Duration::days(1),
+        )
+        .await
+        .expect("rollups");
+    let mut all = MinuteMetrics::default();
+    for row in rows.iter().filter(|r| r.transport == transport) {
+        all.merge(row);
+    }
+    all
 }
 
 async fn an_open_breaker_claims_nothing_until_a_probe_succeeds(f: Fixture) {
@@ -372,6 +401,13 @@ async fn an_open_breaker_claims_nothing_until_a_probe_succeeds(f: Fixture) {
             .any(|t| t.name == "mail" && t.circuit == CircuitState::Closed)
     );
     engine.shutdown(Duration::from_secs(5)).await;
+    // Open for at least its 1.5 s, sampled every second.
+    let mail = rollup_of(&f, "mail").await;
+    assert!(
+        mail.breaker_open_ms >= 1000,
+        "breaker open {} ms",
+        mail.breaker_open_ms
+    );
 }
 
 async fn pause_stops_claims_and_survives_a_restart(f: Fixture) {
