@@ -318,11 +318,15 @@ fn human_ms(ms: f64) -> String {
     }
 }
 
-/// Per transport: where the time goes and what to change.
+/// Per transport: where the time goes and what to change. `totals` are
+/// the window's rollups (any granularity), `recent` its last 15 minutes
+/// per minute, for the busiest minute.
+#[allow(clippy::too_many_arguments)]
 pub fn bottlenecks(
     window: Duration,
     now: DateTime<Utc>,
-    minutes: &[MinuteMetrics],
+    totals: &[MinuteMetrics],
+    recent: &[MinuteMetrics],
     depth: &[DepthRow],
     transports: &[TransportLimits],
     statuses: &[TransportStatus],
@@ -330,10 +334,14 @@ pub fn bottlenecks(
 ) -> BottleneckReport {
     let (from, to) = window_bounds(now, window);
     let window_ms = window.as_millis() as f64;
-    let in_window: Vec<&MinuteMetrics> = minutes
+    let in_window: Vec<&MinuteMetrics> = totals
         .iter()
         .filter(|m| m.minute >= from && m.minute < to)
         .collect();
+    let unscoped = Scope {
+        transport: None,
+        ..scope.clone()
+    };
     let mut rows = Vec::new();
     let mut all_findings = Vec::new();
     for limits in transports.iter().filter(|t| scope.keeps_transport(&t.name)) {
@@ -346,19 +354,22 @@ pub fn bottlenecks(
         let mut t = MinuteMetrics::default();
         let mut per_minute: BTreeMap<DateTime<Utc>, u64> = BTreeMap::new();
         let mut breaker_open_ms = 0;
+        let attempted_here = |m: &MinuteMetrics| {
+            attempting.contains(&m.transport.as_str()) && unscoped.keeps_rollup(m)
+        };
         for m in &in_window {
             if m.transport == limits.name {
                 breaker_open_ms += m.breaker_open_ms;
             }
-            let keeps = Scope {
-                transport: None,
-                ..scope.clone()
-            }
-            .keeps(&m.transport, &m.channel, &m.category);
-            if attempting.contains(&m.transport.as_str()) && keeps {
+            if attempted_here(m) {
                 t.merge(m);
-                *per_minute.entry(m.minute).or_default() += m.sent + m.failed;
             }
+        }
+        for m in recent
+            .iter()
+            .filter(|m| m.minute >= from && attempted_here(m))
+        {
+            *per_minute.entry(m.minute).or_default() += m.sent + m.failed;
         }
         let attempts = t.sent + t.failed;
         let wait_ms = t.wait_sum_ms as f64;

@@ -147,7 +147,7 @@ pub async fn transport_performance_report(
     let (window, scope) = window_and_scope(&query, &state)?;
     let now = state.clock.now();
     let (from, to) = window_bounds(now, window);
-    let minutes = state.storage.minute_metrics(from, to).await?;
+    let minutes = state.storage.rollup_totals(from, to).await?;
     // Group members appear under their own names: they make the attempts.
     let transports: Vec<(String, String, Option<f64>)> = state
         .settings
@@ -197,7 +197,7 @@ pub async fn failures(
     let (window, scope) = window_and_scope(&query, &state)?;
     let now = state.clock.now();
     let (from, to) = window_bounds(now, window);
-    let minutes = state.storage.minute_metrics(from, to).await?;
+    let minutes = state.storage.rollup_totals(from, to).await?;
     let failures = state.storage.failure_counts(from, to).await?;
     let dead = state.storage.dead_letter_summary().await?;
     let report = failure_report(window, now, &minutes, &failures, &dead, &scope);
@@ -237,7 +237,11 @@ pub async fn bottleneck_report(
     let (window, scope) = window_and_scope(&query, &state)?;
     let now = state.clock.now();
     let (from, to) = window_bounds(now, window);
-    let minutes = state.storage.minute_metrics(from, to).await?;
+    let totals = state.storage.rollup_totals(from, to).await?;
+    let recent = state
+        .storage
+        .minute_metrics(from.max(to - chrono::Duration::minutes(15)), to)
+        .await?;
     let depth = state.storage.queue_depth().await?;
     let statuses = match state.engine.as_ref() {
         Some(engine) => engine.status().await.unwrap_or_default(),
@@ -258,7 +262,8 @@ pub async fn bottleneck_report(
     let report = bottlenecks(
         window,
         now,
-        &minutes,
+        &totals,
+        &recent,
         &depth,
         &transports,
         &statuses,
@@ -298,7 +303,7 @@ pub async fn message_flow_report(
     let (window, scope) = window_and_scope(&query, &state)?;
     let now = state.clock.now();
     let (from, to) = window_bounds(now, window);
-    let minutes = state.storage.minute_metrics(from, to).await?;
+    let minutes = state.storage.rollup_totals(from, to).await?;
     let depth = state.storage.queue_depth().await?;
     Ok(HttpResponse::Ok().json(message_flow(window, now, &minutes, &depth, &scope)))
 }

@@ -67,7 +67,7 @@ pub async fn render(
     let now = state.clock.now();
     let history = state
         .storage
-        .minute_metrics(DateTime::UNIX_EPOCH, now + chrono::Duration::minutes(1))
+        .rollup_totals(DateTime::UNIX_EPOCH, now + chrono::Duration::minutes(1))
         .await?;
     let mut totals: BTreeMap<String, MinuteMetrics> = BTreeMap::new();
     for minute in history {

@@ -496,7 +496,8 @@ pub(crate) fn metric_aggregates() -> String {
             if is_max_column(c) {
                 format!("max({c})")
             } else {
-                format!("sum({c})")
+                // PostgreSQL sums bigints as numeric.
+                format!("CAST(sum({c}) AS BIGINT)")
             }
         })
         .collect::<Vec<_>>()
@@ -908,6 +909,15 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Per-minute rollups with `from <= minute < to`, oldest first.
     async fn minute_metrics(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError>;
+
+    /// The rollups with `from <= minute < to` summed per transport,
+    /// channel and category (each row's `minute` is `from`): what a
+    /// route that needs no series reads, whatever the window's length.
+    async fn rollup_totals(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,

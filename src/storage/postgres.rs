@@ -664,6 +664,36 @@ impl Storage for PostgresStorage {
         Ok(recorded)
     }
 
+    async fn rollup_totals(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT transport, channel, category, {} FROM metrics_minutely
+             WHERE minute >= $1 AND minute < $2
+             GROUP BY transport, channel, category ORDER BY transport, channel, category",
+            metric_aggregates()
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client.query(&statement, &[&from, &to]).await?;
+        rows.iter()
+            .map(|row| {
+                let values = (3..3 + metric_columns().len())
+                    .map(|i| row.try_get::<_, i64>(i))
+                    .collect::<Result<Vec<i64>, _>>()?;
+                Ok(MinuteMetrics::from_values(
+                    from,
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    &values,
+                ))
+            })
+            .collect()
+    }
+
     async fn add_rollups(&self, rows: Vec<MinuteMetrics>) -> Result<(), StorageError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;

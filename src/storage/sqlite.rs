@@ -1113,6 +1113,28 @@ impl Storage for SqliteStorage {
             .await
     }
 
+    async fn rollup_totals(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        self.reader()
+            .call(move |conn| {
+                let sql = format!(
+                    "SELECT ?1, transport, channel, category, {} FROM metrics_minutely
+                     WHERE minute >= ?1 AND minute < ?2
+                     GROUP BY transport, channel, category ORDER BY transport, channel, category",
+                    metric_aggregates()
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(params![to_millis(from), to_millis(to)], metrics_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
     async fn add_rollups(&self, rows: Vec<MinuteMetrics>) -> Result<(), StorageError> {
         self.write(move |tx| {
             for metrics in &rows {

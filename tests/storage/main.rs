@@ -1257,6 +1257,30 @@ async fn rollups_split_by_channel_and_category_with_flow_timings(f: &Fixture) {
         ("email", "receipt")
     );
 
+    // Totals sum every minute of the range per key, labelled `from`.
+    s.add_rollups(vec![MinuteMetrics {
+        minute: t0() + secs(120),
+        transport: "mail".into(),
+        breaker_open_ms: 500,
+        ..MinuteMetrics::default()
+    }])
+    .await
+    .expect("add later");
+    let totals = s
+        .rollup_totals(t0() - secs(60), t0() + secs(3600))
+        .await
+        .expect("totals");
+    assert_eq!(totals.len(), 3);
+    assert!(totals.iter().all(|r| r.minute == t0() - secs(60)));
+    assert_eq!(totals[0].breaker_open_ms, 4500);
+    assert_eq!(
+        MinuteMetrics {
+            minute: t0(),
+            ..totals[2].clone()
+        },
+        *receipt
+    );
+
     // Compaction keeps the dimensions apart.
     s.compact_rollups(t0() + secs(7200), t0() - secs(3600))
         .await
@@ -1267,6 +1291,7 @@ async fn rollups_split_by_channel_and_category_with_flow_timings(f: &Fixture) {
         .expect("metrics");
     assert_eq!(hourly.len(), 3, "{hourly:?}");
     assert!(hourly.iter().all(|r| r.minute == t0()));
+    assert_eq!(hourly[0].breaker_open_ms, 4500);
     assert_eq!(hourly[2].wait_le, receipt.wait_le);
 }
 
