@@ -713,6 +713,7 @@ mod tests {
             priority: Priority::new(priority).unwrap(),
             queued,
             processing,
+            oldest_queued: None,
         }
     }
 

@@ -1,12 +1,14 @@
 //! `/metrics`: Prometheus text exposition. Two sources, no family in both:
-//! state read at scrape time (queue depth and dead letters from storage,
+//! state read at scrape time (queue depth and age and dead letters from storage,
 //! shared by every node on the database; breaker, pause, lease and
 //! capacity from this process's engine), then this process's registry of
 //! counters and histograms ([`crate::telemetry`]).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
 
 use super::auth::{Authorized, ReadRole};
 use super::error::ErrorBody;
@@ -18,6 +20,7 @@ use crate::telemetry;
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const QUEUE_DEPTH: &str = "herald_queue_depth";
+const QUEUE_AGE: &str = "herald_queue_oldest_age_seconds";
 const DEAD_LETTERS: &str = "herald_dead_letters";
 const DEAD_LETTER_AGE: &str = "herald_dead_letter_oldest_age_seconds";
 const CIRCUIT_STATE: &str = "herald_circuit_state";
@@ -105,8 +108,30 @@ pub async fn render(
         }
     }
 
-    let dead = state.storage.dead_letter_summary().await?;
     let now = state.clock.now();
+    let mut oldest: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    for row in &depth {
+        if let Some(at) = row.oldest_queued {
+            let entry = oldest.entry(row.transport.as_str()).or_insert(at);
+            *entry = (*entry).min(at);
+        }
+    }
+    family(
+        &mut out,
+        QUEUE_AGE,
+        "gauge",
+        "How long the longest-waiting due message has waited, by transport (0 when every queued one is scheduled later).",
+    );
+    for (transport, at) in oldest {
+        let _ = writeln!(
+            out,
+            "{QUEUE_AGE}{{transport=\"{}\"}} {}",
+            escape(transport),
+            seconds_since(at, now)
+        );
+    }
+
+    let dead = state.storage.dead_letter_summary().await?;
     family(
         &mut out,
         DEAD_LETTERS,
@@ -129,11 +154,11 @@ pub async fn render(
     );
     for summary in &dead {
         if let Some(oldest) = summary.oldest {
-            let age = (now - oldest).num_milliseconds().max(0) as f64 / 1000.0;
             let _ = writeln!(
                 out,
-                "{DEAD_LETTER_AGE}{{transport=\"{}\"}} {age}",
-                escape(&summary.transport)
+                "{DEAD_LETTER_AGE}{{transport=\"{}\"}} {}",
+                escape(&summary.transport),
+                seconds_since(oldest, now)
             );
         }
     }
@@ -178,6 +203,11 @@ pub async fn render(
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(out))
 }
 
+/// Seconds from `then` to `now`, never negative.
+fn seconds_since(then: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    (now - then).num_milliseconds().max(0) as f64 / 1000.0
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -197,9 +227,15 @@ mod tests {
 
     #[test]
     fn scrape_time_families_are_not_in_the_registry() {
-        let scraped = [QUEUE_DEPTH, DEAD_LETTERS, DEAD_LETTER_AGE, CIRCUIT_STATE]
-            .into_iter()
-            .chain(TRANSPORT_GAUGES.iter().map(|(name, _, _)| *name));
+        let scraped = [
+            QUEUE_DEPTH,
+            QUEUE_AGE,
+            DEAD_LETTERS,
+            DEAD_LETTER_AGE,
+            CIRCUIT_STATE,
+        ]
+        .into_iter()
+        .chain(TRANSPORT_GAUGES.iter().map(|(name, _, _)| *name));
         for name in scraped {
             assert!(
                 telemetry::FAMILIES.iter().all(|f| f.name != name),

@@ -508,6 +508,10 @@ pub struct DepthRow {
     pub priority: Priority,
     pub queued: u64,
     pub processing: u64,
+    /// The earliest `available_at` of the queued ones: when the longest
+    /// waiting message became due (or, when in the future, when the next
+    /// one will). `None` without queued messages.
+    pub oldest_queued: Option<DateTime<Utc>>,
 }
 
 /// Persisted admin state of one transport.

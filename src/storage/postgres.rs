@@ -1058,7 +1058,8 @@ impl Storage for PostgresStorage {
             .query(
                 "SELECT transport, priority,
                         count(*) FILTER (WHERE status = 'queued'),
-                        count(*) FILTER (WHERE status = 'processing')
+                        count(*) FILTER (WHERE status = 'processing'),
+                        min(available_at) FILTER (WHERE status = 'queued')
                  FROM messages WHERE status IN ('queued', 'processing')
                  GROUP BY transport, priority ORDER BY transport, priority DESC",
                 &[],
@@ -1073,6 +1074,7 @@ impl Storage for PostgresStorage {
                         .ok_or_else(|| corrupt("priority", priority))?,
                     queued: row.try_get::<_, i64>(2)?.max(0) as u64,
                     processing: row.try_get::<_, i64>(3)?.max(0) as u64,
+                    oldest_queued: row.try_get(4)?,
                 })
             })
             .collect()

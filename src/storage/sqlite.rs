@@ -1098,7 +1098,8 @@ impl Storage for SqliteStorage {
         self.reader()
             .call(|conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT transport, priority, sum(status = 'queued'), sum(status = 'processing')
+                    "SELECT transport, priority, sum(status = 'queued'), sum(status = 'processing'),
+                            min(CASE WHEN status = 'queued' THEN available_at END)
                      FROM messages WHERE status IN ('queued', 'processing')
                      GROUP BY transport, priority ORDER BY transport, priority DESC",
                 )?;
@@ -1109,6 +1110,7 @@ impl Storage for SqliteStorage {
                             priority: Priority::new(row.get(1)?).unwrap_or_default(),
                             queued: row.get::<_, i64>(2)?.max(0) as u64,
                             processing: row.get::<_, i64>(3)?.max(0) as u64,
+                            oldest_queued: row.get::<_, Option<i64>>(4)?.map(from_millis),
                         })
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;

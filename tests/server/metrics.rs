@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use herald::time::{Clock, SystemClock};
+
 use super::{Herald, client, common};
 
 const KEY: &str = "metrics-test-key-0123456789";
@@ -269,6 +271,10 @@ async fn metrics_count_known_traffic_exactly(storage_url: &str) {
     )
     .await;
     assert_eq!(status, 202, "{batch}");
+    let mut later = webhook("hooks-ok", "reminder");
+    later["send_at"] = json!((SystemClock.now() + chrono::Duration::days(1)).to_rfc3339());
+    let (status, body) = post(&client, single.clone(), Some(KEY), &later).await;
+    assert_eq!(status, 202, "{body}");
 
     assert_eq!(settled(&client, &base, &sent_id).await, "sent");
     for result in batch["results"].as_array().expect("results") {
@@ -299,7 +305,7 @@ async fn metrics_count_known_traffic_exactly(storage_url: &str) {
     let expected: &[(&str, f64)] = &[
         (
             "herald_enqueue_requests_total{endpoint=\"single\",result=\"accepted\"}",
-            1.0,
+            2.0,
         ),
         (
             "herald_enqueue_requests_total{endpoint=\"single\",result=\"duplicate\"}",
@@ -323,7 +329,7 @@ async fn metrics_count_known_traffic_exactly(storage_url: &str) {
         ),
         (
             "herald_messages_enqueued_total{transport=\"hooks-ok\",channel=\"webhook\"}",
-            1.0,
+            2.0,
         ),
         (
             "herald_messages_enqueued_total{transport=\"hooks-down\",channel=\"webhook\"}",
@@ -407,8 +413,21 @@ async fn metrics_count_known_traffic_exactly(storage_url: &str) {
         ("herald_transport_running{transport=\"hooks-ok\"}", 1.0),
         ("herald_transport_concurrency{transport=\"hooks-ok\"}", 8.0),
         (
+            "herald_queue_depth{transport=\"hooks-ok\",priority=\"4\",state=\"queued\"}",
+            1.0,
+        ),
+        (
+            "herald_queue_depth{transport=\"hooks-ok\",priority=\"4\",state=\"processing\"}",
+            0.0,
+        ),
+        // Due tomorrow: it has not waited yet.
+        (
+            "herald_queue_oldest_age_seconds{transport=\"hooks-ok\"}",
+            0.0,
+        ),
+        (
             "herald_storage_operation_duration_seconds_count{op=\"enqueue\"}",
-            2.0,
+            3.0,
         ),
         (
             "herald_storage_operation_duration_seconds_count{op=\"enqueue_many\"}",
