@@ -404,6 +404,161 @@ mod tests {
         }
     }
 
+    /// The value of one series in the registry's text.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+    }
+
+    fn outcome(transport: &str, attempt: u32, kind: OutcomeKind) -> Outcome {
+        Outcome {
+            id: Stamp::generate(),
+            claim_token: crate::domain::ClaimToken::generate(),
+            transport: transport.to_owned(),
+            channel: Channel::Sms,
+            category: None,
+            duration_ms: Some(120),
+            wait_ms: Some(2000),
+            processing_ms: Some(30),
+            limited_ms: Some(20),
+            total_ms: Some(5000),
+            attempt,
+            error_class: None,
+            kind,
+        }
+    }
+
+    #[test]
+    fn outcomes_count_by_the_status_they_left_and_stale_ones_apart() {
+        // A transport name no other test uses: the registry is the process's.
+        const T: &str = "telemetry-unit";
+        let failed = |retry| OutcomeKind::Failed {
+            error: "HTTP 503".into(),
+            retry_at: retry,
+        };
+        let sent = outcome(T, 2, OutcomeKind::Sent);
+        let retried = Outcome {
+            error_class: Some("timeout".into()),
+            ..outcome(T, 1, failed(Some(chrono::DateTime::UNIX_EPOCH)))
+        };
+        let dead = outcome(T, 3, failed(None));
+        let deferred = Outcome {
+            duration_ms: None,
+            wait_ms: None,
+            processing_ms: None,
+            limited_ms: None,
+            total_ms: None,
+            ..outcome(
+                T,
+                1,
+                OutcomeKind::Released {
+                    reason: "paused".into(),
+                },
+            )
+        };
+        let stale = outcome(T, 1, OutcomeKind::Sent);
+        let recorded = Recorded {
+            applied: vec![
+                (sent.id, Status::Sent),
+                (retried.id, Status::Queued),
+                (dead.id, Status::Dead),
+                (deferred.id, Status::Queued),
+            ],
+            stale: vec![stale.id],
+        };
+        outcomes_recorded(&[sent, retried, dead, deferred, stale], &recorded);
+
+        let text = render();
+        let expected = [
+            (
+                "herald_deliveries_total{transport=\"telemetry-unit\",channel=\"sms\",outcome=\"sent\"}",
+                1.0,
+            ),
+            (
+                "herald_deliveries_total{transport=\"telemetry-unit\",channel=\"sms\",outcome=\"retried\"}",
+                1.0,
+            ),
+            (
+                "herald_deliveries_total{transport=\"telemetry-unit\",channel=\"sms\",outcome=\"dead\"}",
+                1.0,
+            ),
+            (
+                "herald_deliveries_total{transport=\"telemetry-unit\",channel=\"sms\",outcome=\"deferred\"}",
+                1.0,
+            ),
+            (
+                "herald_delivery_failures_total{transport=\"telemetry-unit\",class=\"timeout\"}",
+                1.0,
+            ),
+            (
+                "herald_delivery_failures_total{transport=\"telemetry-unit\",class=\"transient\"}",
+                1.0,
+            ),
+            (
+                "herald_stale_outcomes_total{transport=\"telemetry-unit\"}",
+                1.0,
+            ),
+            // Three attempts were made; the deferred claim was not one.
+            (
+                "herald_delivery_duration_seconds_count{transport=\"telemetry-unit\"}",
+                3.0,
+            ),
+            (
+                "herald_delivery_duration_seconds_sum{transport=\"telemetry-unit\"}",
+                0.36,
+            ),
+            (
+                "herald_delivery_duration_seconds_bucket{transport=\"telemetry-unit\",le=\"0.1\"}",
+                0.0,
+            ),
+            (
+                "herald_delivery_duration_seconds_bucket{transport=\"telemetry-unit\",le=\"0.25\"}",
+                3.0,
+            ),
+            (
+                "herald_queue_wait_seconds_count{transport=\"telemetry-unit\"}",
+                3.0,
+            ),
+            (
+                "herald_rate_limiter_wait_seconds_sum{transport=\"telemetry-unit\"}",
+                0.06,
+            ),
+            // Only the finished ones: sent on attempt 2, dead after 3.
+            (
+                "herald_message_attempts_sum{transport=\"telemetry-unit\",outcome=\"sent\"}",
+                2.0,
+            ),
+            (
+                "herald_message_attempts_sum{transport=\"telemetry-unit\",outcome=\"dead\"}",
+                3.0,
+            ),
+            (
+                "herald_end_to_end_seconds_count{transport=\"telemetry-unit\",outcome=\"sent\"}",
+                1.0,
+            ),
+            (
+                "herald_end_to_end_seconds_sum{transport=\"telemetry-unit\",outcome=\"dead\"}",
+                5.0,
+            ),
+        ];
+        for (series, value) in expected {
+            let got = sample(&text, series);
+            assert!(
+                got.is_some_and(|g| (g - value).abs() < 1e-9),
+                "{series}: want {value}, got {got:?} in:\n{text}"
+            );
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "herald_message_attempts_count{transport=\"telemetry-unit\",outcome=\"retried\"}"
+            ),
+            None,
+            "a retried message has not finished"
+        );
+    }
+
     #[test]
     fn delivery_buckets_match_the_rollup_buckets() {
         let rollup: Vec<f64> = crate::storage::LATENCY_BUCKETS_MS
