@@ -290,13 +290,18 @@ async fn metrics_count_known_traffic_exactly(storage_url: &str) {
     .await;
     assert_eq!(status, 409, "a sent message cannot be cancelled");
 
-    // The tracker counts a batch just after storing it: wait for the last.
+    // The tracker counts a batch just after storing it, so the API can
+    // show a status a moment before it is counted: wait for the finishing
+    // outcomes (every other figure is settled before them).
+    let sent =
+        "herald_deliveries_total{transport=\"hooks-ok\",channel=\"webhook\",outcome=\"sent\"}";
     let dead =
         "herald_deliveries_total{transport=\"hooks-down\",channel=\"webhook\",outcome=\"dead\"}";
     let deadline = Instant::now() + Duration::from_secs(30);
     let (text, metrics) = loop {
         let (text, metrics) = scrape(&client, &base).await;
-        if metrics.get(dead) == Some(2.0) || Instant::now() > deadline {
+        let finished = metrics.get(sent) == Some(1.0) && metrics.get(dead) == Some(2.0);
+        if finished || Instant::now() > deadline {
             break (text, metrics);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -335,10 +340,7 @@ async fn metrics_count_known_traffic_exactly(storage_url: &str) {
             "herald_messages_enqueued_total{transport=\"hooks-down\",channel=\"webhook\"}",
             2.0,
         ),
-        (
-            "herald_deliveries_total{transport=\"hooks-ok\",channel=\"webhook\",outcome=\"sent\"}",
-            1.0,
-        ),
+        (sent, 1.0),
         (
             "herald_deliveries_total{transport=\"hooks-down\",channel=\"webhook\",outcome=\"retried\"}",
             2.0,
