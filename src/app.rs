@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::http::{self, AppState};
 use crate::storage::{self, Storage, StorageError};
+use crate::telemetry::TimedStorage;
 use crate::time::{Clock, SystemClock};
 use crate::transports::{self, Transport, TransportError};
 
@@ -39,9 +40,11 @@ pub enum AppError {
     Server(#[from] std::io::Error),
 }
 
-/// Opens the configured storage and applies pending migrations.
+/// Opens the configured storage, timed for `/metrics`, and applies
+/// pending migrations.
 pub async fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, AppError> {
-    let storage = storage::open(&settings.storage).await?;
+    let storage: Arc<dyn Storage> =
+        Arc::new(TimedStorage::new(storage::open(&settings.storage).await?));
     storage.migrate().await?;
     tracing::info!(backend = storage.backend(), url = %redact_url(&settings.storage.url), "storage ready");
     Ok(storage)

@@ -14,6 +14,9 @@
 //!    dead), refusing any reported under a stale claim token, and records
 //!    each step as an event under the same stamp.
 //!
+//! [`telemetry`] counts what happens on the way (requests, outcomes,
+//! breaker transitions, storage calls) for `/metrics`.
+//!
 //! [`config`] turns `config.toml` and the environment into typed settings;
 //! [`time`] is the one clock; [`app`] wires storage and HTTP together and
 //! owns start-up and shutdown. [`bench`] is `herald bench`, the load
@@ -29,5 +32,6 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod storage;
+pub mod telemetry;
 pub mod time;
 pub mod transports;

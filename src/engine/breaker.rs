@@ -3,6 +3,7 @@
 //! one probe decides) with its state mirrored into an atomic, so the
 //! transport actor and status reports can read it without asking failsafe
 //! (whose `is_call_permitted` has the side effect of moving to half-open).
+//! Every change of state is counted for `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -43,24 +44,42 @@ struct Observed {
 }
 
 #[derive(Clone)]
-struct Mirror(Arc<Observed>);
+struct Mirror {
+    observed: Arc<Observed>,
+    transport: Arc<str>,
+}
+
+impl Mirror {
+    /// failsafe also reports `closed` when the breaker is built, which is
+    /// no transition: only a change of the mirrored state counts.
+    fn enter(&self, state: CircuitState) {
+        let code = match state {
+            CircuitState::Closed => 0,
+            CircuitState::Open => 1,
+            CircuitState::HalfOpen => 2,
+        };
+        if self.observed.state.swap(code, Ordering::AcqRel) != code {
+            crate::telemetry::circuit_transition(&self.transport, state);
+        }
+    }
+}
 
 impl Instrument for Mirror {
     fn on_call_rejected(&self) {
-        self.0.rejected.fetch_add(1, Ordering::Relaxed);
+        self.observed.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     fn on_open(&self) {
-        self.0.state.store(1, Ordering::Release);
-        self.0.opened.fetch_add(1, Ordering::Relaxed);
+        self.enter(CircuitState::Open);
+        self.observed.opened.fetch_add(1, Ordering::Relaxed);
     }
 
     fn on_half_open(&self) {
-        self.0.state.store(2, Ordering::Release);
+        self.enter(CircuitState::HalfOpen);
     }
 
     fn on_closed(&self) {
-        self.0.state.store(0, Ordering::Release);
+        self.enter(CircuitState::Closed);
     }
 }
 
@@ -91,9 +110,10 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// Opens after `threshold` consecutive transient failures, for
-    /// `open_for`, doubling while probes keep failing (up to 16x).
-    pub fn new(threshold: u32, open_for: Duration) -> Breaker {
+    /// `transport`'s breaker: opens after `threshold` consecutive transient
+    /// failures, for `open_for`, doubling while probes keep failing (up to
+    /// 16x).
+    pub fn new(transport: &str, threshold: u32, open_for: Duration) -> Breaker {
         let observed = Arc::new(Observed::default());
         let open_times = OpenTimes {
             next: open_for,
@@ -102,7 +122,10 @@ impl Breaker {
         let policy = failure_policy::consecutive_failures(threshold, open_times);
         let machine = Config::new()
             .failure_policy(policy)
-            .instrument(Mirror(observed.clone()))
+            .instrument(Mirror {
+                observed: observed.clone(),
+                transport: Arc::from(transport),
+            })
             .build();
         Breaker { machine, observed }
     }
@@ -146,7 +169,7 @@ mod tests {
 
     #[test]
     fn opens_after_the_threshold_and_probes_after_the_open_time() {
-        let breaker = Breaker::new(3, Duration::from_millis(50));
+        let breaker = Breaker::new("breaker-unit-probe", 3, Duration::from_millis(50));
         for _ in 0..2 {
             assert!(breaker.permits());
             breaker.record_failure();
@@ -162,6 +185,16 @@ mod tests {
         assert_eq!(breaker.state(), CircuitState::Closed);
         assert_eq!(breaker.times_opened(), 1);
         assert!(breaker.rejected_calls() >= 1);
+        let metrics = crate::telemetry::render();
+        for (to, count) in [("open", 1), ("half_open", 1), ("closed", 1)] {
+            let line = format!(
+                "herald_circuit_transitions_total{{transport=\"breaker-unit-probe\",to=\"{to}\"}} {count}"
+            );
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "no `{line}` in:\n{metrics}"
+            );
+        }
     }
 
     #[test]
@@ -177,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_count() {
-        let breaker = Breaker::new(2, Duration::from_secs(60));
+        let breaker = Breaker::new("breaker-unit-reset", 2, Duration::from_secs(60));
         breaker.record_failure();
         breaker.record_success();
         breaker.record_failure();

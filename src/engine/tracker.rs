@@ -132,6 +132,7 @@ impl Tracker {
                         );
                     }
                     tracing::debug!(applied = recorded.applied.len(), "outcomes recorded");
+                    crate::telemetry::outcomes_recorded(&batch, &recorded);
                     act.write(ctx);
                 }
                 Err(err) if err.is_transient() => {

@@ -126,6 +126,7 @@ impl TransportActor {
         let delivery = &parts.settings.delivery;
         let quota = Quota::per_minute(delivery.rate_limit).allow_burst(delivery.burst_limit);
         let breaker = Breaker::new(
+            &parts.settings.name,
             delivery.circuit_failure_threshold.get(),
             delivery.circuit_open,
         );

@@ -1,10 +1,13 @@
 //! `/api/messages`: enqueue (one or a batch), read one, list, cancel and
 //! retry. Validation is the domain's ([`EnqueueRequest::into_new_message`]);
 //! this module turns requests into storage calls and results into the
-//! shapes of [`super::dto`].
+//! shapes of [`super::dto`]. Every enqueue request is counted with how it
+//! was answered, refusals included, so the enqueue handlers read their
+//! key and body themselves rather than through extractors that would
+//! answer before them.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 
 use super::auth::{AdminRole, Authorized, EnqueueRole, ReadRole};
 use super::dto::{
@@ -17,6 +20,7 @@ use crate::domain::{
     Channel, EnqueueRequest, Fingerprint, NewMessage, Stamp, Status, ValidationError,
 };
 use crate::storage::{MAX_BATCH, MessageFilter, PageRequest};
+use crate::telemetry::{self, Endpoint};
 
 /// Page size when a listing names none.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -41,19 +45,54 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
     security(("bearer" = ["enqueue"]))
 )]
 pub async fn enqueue(
-    _: Authorized<EnqueueRole>,
+    req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<AppState>,
-    JsonBody(request): JsonBody<EnqueueRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let answer = enqueue_one(&req, payload, &state).await;
+    telemetry::enqueue_request(Endpoint::Single, request_result(&answer));
+    answer
+}
+
+async fn enqueue_one(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    // The key first: a refused client's body is never read.
+    Authorized::<EnqueueRole>::extract(req).await?;
+    let JsonBody(request) =
+        JsonBody::<EnqueueRequest>::from_request(req, &mut payload.into_inner()).await?;
     let now = state.clock.now();
     let message = request.into_new_message(&state.policy, now)?;
+    let (transport, channel) = (message.transport.clone(), message.channel);
     let enqueued = state.storage.enqueue(message, now).await?;
     let status = if enqueued.created {
+        telemetry::messages_enqueued([(transport.as_str(), channel)]);
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
     Ok(HttpResponse::build(status).json(EnqueueResponse::from(&enqueued)))
+}
+
+/// How an enqueue request was answered, as `herald_enqueue_requests_total`
+/// labels it: 202 accepted, 200 duplicate (a known idempotency key), or
+/// why it was refused.
+fn request_result(answer: &Result<HttpResponse, ApiError>) -> &'static str {
+    match answer {
+        Ok(response) if response.status() == StatusCode::ACCEPTED => "accepted",
+        Ok(_) => "duplicate",
+        Err(
+            ApiError::Validation(_)
+            | ApiError::BadRequest { .. }
+            | ApiError::UnsupportedMediaType(_),
+        ) => "invalid",
+        Err(ApiError::PayloadTooLarge { .. }) => "too_large",
+        Err(ApiError::Unauthorized { .. } | ApiError::Forbidden(_)) => "unauthorized",
+        Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
+    }
 }
 
 /// Enqueue up to 1000 messages in one transaction.
@@ -83,10 +122,23 @@ pub async fn enqueue(
     security(("bearer" = ["enqueue"]))
 )]
 pub async fn enqueue_batch(
-    _: Authorized<EnqueueRole>,
+    req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<AppState>,
-    JsonBody(batch): JsonBody<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let answer = enqueue_many(&req, payload, &state).await;
+    telemetry::enqueue_request(Endpoint::Batch, request_result(&answer));
+    answer
+}
+
+async fn enqueue_many(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    Authorized::<EnqueueRole>::extract(req).await?;
+    let JsonBody(batch) =
+        JsonBody::<BatchRequest>::from_request(req, &mut payload.into_inner()).await?;
     if batch.messages.is_empty() {
         return Err(
             ValidationError::required("messages", "a batch needs at least one message").into(),
@@ -116,7 +168,18 @@ pub async fn enqueue_batch(
                 })
         })
         .collect::<Result<Vec<NewMessage>, ValidationError>>()?;
+    let labels: Vec<(String, Channel)> = messages
+        .iter()
+        .map(|m| (m.transport.clone(), m.channel))
+        .collect();
     let results = state.storage.enqueue_many(messages, now).await?;
+    telemetry::messages_enqueued(
+        labels
+            .iter()
+            .zip(&results)
+            .filter(|(_, enqueued)| enqueued.created)
+            .map(|((transport, channel), _)| (transport.as_str(), *channel)),
+    );
     let status = if results.iter().any(|r| r.created) {
         StatusCode::ACCEPTED
     } else {

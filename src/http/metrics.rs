@@ -1,25 +1,78 @@
-//! `/metrics`: Prometheus text exposition, rendered at scrape time from
-//! what Herald already keeps: queue depth from storage, delivery counts and
-//! the latency histogram from the per-minute rollups (totals over the
-//! retained history, shared by every node on the database), and breaker
-//! and in-flight state from this process's engine.
+//! `/metrics`: Prometheus text exposition. Two sources, no family in both:
+//! state read at scrape time (queue depth and age and dead letters from storage,
+//! shared by every node on the database; breaker, pause, lease and
+//! capacity from this process's engine), then this process's registry of
+//! counters and histograms ([`crate::telemetry`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use actix_web::{HttpResponse, web};
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 
 use super::auth::{Authorized, ReadRole};
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::engine::{CircuitState, TransportStatus};
-use crate::storage::{LATENCY_BUCKETS_MS, MinuteMetrics};
+use crate::telemetry;
 
 /// Prometheus text format, version 0.0.4.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Queue, delivery and transport metrics in the Prometheus text format.
+const QUEUE_DEPTH: &str = "herald_queue_depth";
+const QUEUE_AGE: &str = "herald_queue_oldest_age_seconds";
+const DEAD_LETTERS: &str = "herald_dead_letters";
+const DEAD_LETTER_AGE: &str = "herald_dead_letter_oldest_age_seconds";
+const CIRCUIT_STATE: &str = "herald_circuit_state";
+
+/// A per-transport gauge from the engine's status: name, help, value.
+type TransportGauge = (&'static str, &'static str, fn(&TransportStatus) -> u64);
+
+const TRANSPORT_GAUGES: [TransportGauge; 8] = [
+    (
+        "herald_transport_running",
+        "1 while the transport's actor runs.",
+        |s| u64::from(s.running),
+    ),
+    (
+        "herald_transport_paused",
+        "1 while the transport is paused.",
+        |s| u64::from(s.paused),
+    ),
+    (
+        "herald_transport_active",
+        "1 when this node holds the transport's lease and delivers for it.",
+        |s| u64::from(s.holds_lease),
+    ),
+    (
+        "herald_transport_in_flight",
+        "Deliveries running on this node.",
+        |s| s.in_flight as u64,
+    ),
+    (
+        "herald_transport_prefetched",
+        "Messages claimed by this node, waiting for a delivery slot.",
+        |s| s.prefetched as u64,
+    ),
+    (
+        "herald_transport_concurrency",
+        "Configured deliveries at once.",
+        |s| s.concurrency as u64,
+    ),
+    (
+        "herald_transport_rate_limit_per_minute",
+        "Configured deliveries per minute.",
+        |s| u64::from(s.rate_limit),
+    ),
+    (
+        "herald_transport_burst_limit",
+        "Configured burst above the rate.",
+        |s| u64::from(s.burst_limit),
+    ),
+];
+
+/// Queue, delivery, transport and storage metrics in the Prometheus text
+/// format.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -40,7 +93,7 @@ pub async fn render(
     let depth = state.storage.queue_depth().await?;
     family(
         &mut out,
-        "herald_queue_depth",
+        QUEUE_DEPTH,
         "gauge",
         "Messages waiting (queued) or being delivered (processing), by transport and priority.",
     );
@@ -58,82 +111,81 @@ pub async fn render(
         for (kind, value) in [("queued", queued), ("processing", processing)] {
             let _ = writeln!(
                 out,
-                "herald_queue_depth{{transport=\"{}\",priority=\"{priority}\",state=\"{kind}\"}} {value}",
+                "{QUEUE_DEPTH}{{transport=\"{}\",priority=\"{priority}\",state=\"{kind}\"}} {value}",
                 escape(transport),
             );
         }
     }
 
     let now = state.clock.now();
-    let history = state
-        .storage
-        .rollup_totals(DateTime::UNIX_EPOCH, now + chrono::Duration::minutes(1))
-        .await?;
-    let mut totals: BTreeMap<String, MinuteMetrics> = BTreeMap::new();
-    for minute in history {
-        totals
-            .entry(minute.transport.clone())
-            .or_default()
-            .merge(&minute);
-    }
-    family(
-        &mut out,
-        "herald_deliveries_total",
-        "counter",
-        "Delivery attempts and hand-backs by transport and outcome.",
-    );
-    for (transport, t) in &totals {
-        for (outcome, value) in [
-            ("sent", t.sent),
-            ("failed", t.failed),
-            ("retried", t.retried),
-            ("dead", t.dead),
-            ("deferred", t.deferred),
-        ] {
-            let _ = writeln!(
-                out,
-                "herald_deliveries_total{{transport=\"{}\",outcome=\"{outcome}\"}} {value}",
-                escape(transport)
-            );
+    let mut oldest: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    for row in &depth {
+        if let Some(at) = row.oldest_available {
+            let entry = oldest.entry(row.transport.as_str()).or_insert(at);
+            *entry = (*entry).min(at);
         }
     }
     family(
         &mut out,
-        "herald_delivery_duration_seconds",
-        "histogram",
-        "Duration of delivery attempts by transport.",
+        QUEUE_AGE,
+        "gauge",
+        "How long the longest-waiting due message has waited, by transport (0 when every queued one is scheduled later).",
     );
-    for (transport, t) in &totals {
-        let transport = escape(transport);
-        for (bound, count) in LATENCY_BUCKETS_MS.iter().zip(t.latency_le) {
+    for (transport, at) in oldest {
+        let _ = writeln!(
+            out,
+            "{QUEUE_AGE}{{transport=\"{}\"}} {}",
+            escape(transport),
+            seconds_since(at, now)
+        );
+    }
+
+    // Dead letters are summarised by channel and category too.
+    let mut dead: BTreeMap<&str, (u64, Option<DateTime<Utc>>)> = BTreeMap::new();
+    let summaries = state.storage.dead_letter_summary().await?;
+    for summary in &summaries {
+        let entry = dead.entry(summary.transport.as_str()).or_default();
+        entry.0 += summary.count;
+        entry.1 = match (entry.1, summary.oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    family(
+        &mut out,
+        DEAD_LETTERS,
+        "gauge",
+        "Dead letters kept, by transport.",
+    );
+    for (transport, (count, _)) in &dead {
+        let _ = writeln!(
+            out,
+            "{DEAD_LETTERS}{{transport=\"{}\"}} {count}",
+            escape(transport),
+        );
+    }
+    family(
+        &mut out,
+        DEAD_LETTER_AGE,
+        "gauge",
+        "Age of the oldest dead letter, by transport.",
+    );
+    for (transport, (_, oldest)) in &dead {
+        if let Some(oldest) = oldest {
             let _ = writeln!(
                 out,
-                "herald_delivery_duration_seconds_bucket{{transport=\"{transport}\",le=\"{}\"}} {count}",
-                *bound as f64 / 1000.0
+                "{DEAD_LETTER_AGE}{{transport=\"{}\"}} {}",
+                escape(transport),
+                seconds_since(*oldest, now)
             );
         }
-        let _ = writeln!(
-            out,
-            "herald_delivery_duration_seconds_bucket{{transport=\"{transport}\",le=\"+Inf\"}} {}",
-            t.latency_count
-        );
-        let _ = writeln!(
-            out,
-            "herald_delivery_duration_seconds_sum{{transport=\"{transport}\"}} {}",
-            t.latency_sum_ms as f64 / 1000.0
-        );
-        let _ = writeln!(
-            out,
-            "herald_delivery_duration_seconds_count{{transport=\"{transport}\"}} {}",
-            t.latency_count
-        );
     }
 
     if let Some(engine) = &state.engine {
         let statuses = engine.status().await?;
         family(
             &mut out,
-            "herald_circuit_state",
+            CIRCUIT_STATE,
             "gauge",
             "1 for the breaker's current state, by transport.",
         );
@@ -146,46 +198,14 @@ pub async fn render(
                 let value = u8::from(s.circuit == circuit);
                 let _ = writeln!(
                     out,
-                    "herald_circuit_state{{transport=\"{}\",state=\"{}\"}} {value}",
+                    "{CIRCUIT_STATE}{{transport=\"{}\",state=\"{}\"}} {value}",
                     escape(&s.name),
                     circuit.as_str()
                 );
             }
         }
-        let gauges: [TransportGauge; 5] = [
-            (
-                "herald_circuit_opened_total",
-                "counter",
-                "Times the breaker opened since this process started.",
-                |s| s.breaker_opened,
-            ),
-            (
-                "herald_transport_in_flight",
-                "gauge",
-                "Deliveries running on this node.",
-                |s| s.in_flight as u64,
-            ),
-            (
-                "herald_transport_paused",
-                "gauge",
-                "1 while the transport is paused.",
-                |s| u64::from(s.paused),
-            ),
-            (
-                "herald_transport_active",
-                "gauge",
-                "1 when this node holds the transport's lease and delivers for it.",
-                |s| u64::from(s.holds_lease),
-            ),
-            (
-                "herald_transport_rate_limit_per_minute",
-                "gauge",
-                "Configured deliveries per minute.",
-                |s| u64::from(s.rate_limit),
-            ),
-        ];
-        for (name, kind, help, value) in gauges {
-            family(&mut out, name, kind, help);
+        for (name, help, value) in TRANSPORT_GAUGES {
+            family(&mut out, name, "gauge", help);
             for s in &statuses {
                 let _ = writeln!(
                     out,
@@ -196,16 +216,15 @@ pub async fn render(
             }
         }
     }
+    out.push('\n');
+    out.push_str(&telemetry::render());
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(out))
 }
 
-/// A per-transport metric: name, type, help, and how to read it.
-type TransportGauge = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&TransportStatus) -> u64,
-);
+/// Seconds from `then` to `now`, never negative.
+fn seconds_since(then: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    (now - then).num_milliseconds().max(0) as f64 / 1000.0
+}
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -218,4 +237,28 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_time_families_are_not_in_the_registry() {
+        let scraped = [
+            QUEUE_DEPTH,
+            QUEUE_AGE,
+            DEAD_LETTERS,
+            DEAD_LETTER_AGE,
+            CIRCUIT_STATE,
+        ]
+        .into_iter()
+        .chain(TRANSPORT_GAUGES.iter().map(|(name, _, _)| *name));
+        for name in scraped {
+            assert!(
+                telemetry::FAMILIES.iter().all(|f| f.name != name),
+                "{name} would be emitted twice"
+            );
+        }
+    }
 }

@@ -673,7 +673,7 @@ impl Storage for PostgresStorage {
         let sql = format!(
             "SELECT transport, channel, category, {} FROM metrics_minutely
              WHERE minute >= $1 AND minute < $2
-             GROUP BY transport, channel, category ORDER BY transport, channel, category",
+             GROUP BY transport, channel, category ORDER BY 1, 2, 3",
             metric_aggregates()
         );
         let statement = client.prepare_cached(&sql).await?;
@@ -1057,7 +1057,7 @@ impl Storage for PostgresStorage {
             .query(
                 "SELECT transport, channel, coalesce(category, ''), count(*), min(updated_at)
                  FROM messages WHERE status = 'dead'
-                 GROUP BY transport, channel, category ORDER BY transport, channel, category",
+                 GROUP BY transport, channel, category ORDER BY 1, 2, 3",
                 &[],
             )
             .await?;
@@ -1115,7 +1115,7 @@ impl Storage for PostgresStorage {
                         min(available_at) FILTER (WHERE status = 'queued')
                  FROM messages WHERE status IN ('queued', 'processing')
                  GROUP BY transport, priority, channel, category
-                 ORDER BY transport, priority DESC, channel, category",
+                 ORDER BY 1, 2 DESC, 3, 4",
                 &[],
             )
             .await?;

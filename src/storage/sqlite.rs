@@ -1073,7 +1073,7 @@ impl Storage for SqliteStorage {
                 let mut stmt = conn.prepare_cached(
                     "SELECT transport, channel, coalesce(category, ''), count(*), min(updated_at)
                      FROM messages WHERE status = 'dead'
-                     GROUP BY transport, channel, category ORDER BY transport, channel, category",
+                     GROUP BY transport, channel, category ORDER BY 1, 2, 3",
                 )?;
                 let rows = stmt
                     .query_map([], |row| {
@@ -1123,7 +1123,7 @@ impl Storage for SqliteStorage {
                 let sql = format!(
                     "SELECT ?1, transport, channel, category, {} FROM metrics_minutely
                      WHERE minute >= ?1 AND minute < ?2
-                     GROUP BY transport, channel, category ORDER BY transport, channel, category",
+                     GROUP BY transport, channel, category ORDER BY 2, 3, 4",
                     metric_aggregates()
                 );
                 let mut stmt = conn.prepare_cached(&sql)?;
@@ -1154,7 +1154,7 @@ impl Storage for SqliteStorage {
                             min(CASE WHEN status = 'queued' THEN available_at END)
                      FROM messages WHERE status IN ('queued', 'processing')
                      GROUP BY transport, priority, channel, category
-                     ORDER BY transport, priority DESC, channel, category",
+                     ORDER BY 1, 2 DESC, 3, 4",
                 )?;
                 let rows = stmt
                     .query_map([], |row| {

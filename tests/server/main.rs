@@ -4,6 +4,7 @@
 mod bench;
 #[path = "../common/mod.rs"]
 mod common;
+mod metrics;
 
 use std::net::TcpListener;
 use std::path::Path;

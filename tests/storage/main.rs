@@ -894,37 +894,59 @@ async fn queue_depth_counts_by_transport_and_priority(f: &Fixture) {
     );
     s.enqueue_many(batch, t0()).await.expect("enqueue");
     claim(s, 1, t0()).await; // one priority-9 message goes to processing
-    let depth: Vec<(String, u8, u64, u64)> = s
+    s.enqueue(
+        Email {
+            transport: "other",
+            subject: "Later".into(),
+            send_at: Some(t0() + secs(60)),
+            ..Email::default()
+        }
+        .build(t0()),
+        t0(),
+    )
+    .await
+    .expect("enqueue a scheduled one");
+    let depth: Vec<_> = s
         .queue_depth()
         .await
         .expect("depth")
         .into_iter()
-        .map(|d| (d.transport, d.priority.get(), d.queued, d.processing))
+        .map(|d| {
+            assert_eq!(d.channel, Channel::Email);
+            (
+                d.transport,
+                d.priority.get(),
+                d.category,
+                (d.queued, d.processing),
+                d.oldest_available,
+            )
+        })
         .collect();
     assert_eq!(
         depth,
         vec![
-            ("mail".into(), 9, 1, 1),
-            ("mail".into(), 1, 1, 0),
-            ("other".into(), 4, 1, 0)
-        ]
+            ("mail".into(), 9, "".into(), (1, 1), Some(t0())),
+            ("mail".into(), 1, "".into(), (1, 0), Some(t0())),
+            ("other".into(), 4, "".into(), (1, 0), Some(t0() + secs(60))),
+            (
+                "other".into(),
+                4,
+                "receipt".into(),
+                (1, 0),
+                Some(t0() - secs(30))
+            ),
+        ],
+        "by transport, priority (highest first), channel and category; no category is the empty one"
     );
-    let rows = s.queue_depth().await.expect("depth");
-    let other = rows.iter().find(|d| d.transport == "other").expect("other");
-    assert_eq!(
-        (
-            other.channel,
-            other.category.as_str(),
-            other.oldest_available
-        ),
-        (Channel::Email, "receipt", Some(t0() - secs(30)))
-    );
-    let mail: Vec<&str> = rows
-        .iter()
-        .filter(|d| d.transport == "mail")
-        .map(|d| d.category.as_str())
-        .collect();
-    assert_eq!(mail, ["", ""], "no category is the empty one");
+    claim(s, 1, t0()).await; // the last priority-9 one
+    let mail_9 = s
+        .queue_depth()
+        .await
+        .expect("depth")
+        .into_iter()
+        .find(|d| d.transport == "mail" && d.priority.get() == 9)
+        .expect("mail at 9 is still processing");
+    assert_eq!((mail_9.queued, mail_9.oldest_available), (0, None));
 }
 
 async fn migrations_can_run_twice(f: &Fixture) {

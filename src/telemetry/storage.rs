@@ -1,0 +1,244 @@
+//! [`TimedStorage`]: any [`Storage`] with each operation timed and its
+//! errors counted, so both backends are measured the same way from one
+//! place (the app wraps the store it opens).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Stamp};
+use crate::storage::{
+    DeadLetterSummary, DepthRow, Enqueued, FailureCount, MessageFilter, MinuteMetrics, Outcome,
+    Page, PageRequest, Recorded, Storage, StorageError, TransportState, WorkSignal,
+};
+
+/// Delegates every call to the wrapped store, recording its duration in
+/// `herald_storage_operation_duration_seconds{op}` and its failure in
+/// `herald_storage_errors_total{op,class}`; `op` is the method's name.
+pub struct TimedStorage {
+    inner: Arc<dyn Storage>,
+}
+
+impl TimedStorage {
+    pub fn new(inner: Arc<dyn Storage>) -> TimedStorage {
+        TimedStorage { inner }
+    }
+}
+
+async fn timed<T>(
+    op: &'static str,
+    call: impl Future<Output = Result<T, StorageError>>,
+) -> Result<T, StorageError> {
+    let started = Instant::now();
+    let result = call.await;
+    super::storage_operation(op, started.elapsed(), result.as_ref().err());
+    result
+}
+
+#[async_trait]
+impl Storage for TimedStorage {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    fn work_signal(&self) -> &WorkSignal {
+        self.inner.work_signal()
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        timed("migrate", self.inner.migrate()).await
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        timed("ping", self.inner.ping()).await
+    }
+
+    async fn enqueue(
+        &self,
+        message: NewMessage,
+        now: DateTime<Utc>,
+    ) -> Result<Enqueued, StorageError> {
+        timed("enqueue", self.inner.enqueue(message, now)).await
+    }
+
+    async fn enqueue_many(
+        &self,
+        messages: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>, StorageError> {
+        timed("enqueue_many", self.inner.enqueue_many(messages, now)).await
+    }
+
+    async fn claim_due(
+        &self,
+        transport: &str,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Message>, StorageError> {
+        timed(
+            "claim_due",
+            self.inner.claim_due(transport, limit, lease, now),
+        )
+        .await
+    }
+
+    async fn renew_leases(
+        &self,
+        claims: &[(Stamp, ClaimToken)],
+        lease_until: DateTime<Utc>,
+    ) -> Result<usize, StorageError> {
+        timed("renew_leases", self.inner.renew_leases(claims, lease_until)).await
+    }
+
+    async fn record_outcomes(
+        &self,
+        outcomes: Vec<Outcome>,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded, StorageError> {
+        timed("record_outcomes", self.inner.record_outcomes(outcomes, now)).await
+    }
+
+    async fn recover_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Stamp>, StorageError> {
+        timed("recover_expired", self.inner.recover_expired(now, limit)).await
+    }
+
+    async fn cancel(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
+        timed("cancel", self.inner.cancel(id, now)).await
+    }
+
+    async fn replay(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
+        timed("replay", self.inner.replay(id, now)).await
+    }
+
+    async fn replay_dead(
+        &self,
+        transport: Option<&str>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Stamp>, StorageError> {
+        timed("replay_dead", self.inner.replay_dead(transport, limit, now)).await
+    }
+
+    async fn set_paused(
+        &self,
+        transport: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<TransportState, StorageError> {
+        timed("set_paused", self.inner.set_paused(transport, paused, now)).await
+    }
+
+    async fn hold_transport(
+        &self,
+        transport: &str,
+        node: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        timed(
+            "hold_transport",
+            self.inner.hold_transport(transport, node, until, now),
+        )
+        .await
+    }
+
+    async fn release_transport(&self, transport: &str, node: &str) -> Result<(), StorageError> {
+        timed(
+            "release_transport",
+            self.inner.release_transport(transport, node),
+        )
+        .await
+    }
+
+    async fn transport_states(&self) -> Result<Vec<TransportState>, StorageError> {
+        timed("transport_states", self.inner.transport_states()).await
+    }
+
+    async fn get_message(&self, id: Stamp) -> Result<Option<MessageWithEvents>, StorageError> {
+        timed("get_message", self.inner.get_message(id)).await
+    }
+
+    async fn list_messages(
+        &self,
+        filter: &MessageFilter,
+        page: PageRequest,
+    ) -> Result<Page, StorageError> {
+        timed("list_messages", self.inner.list_messages(filter, page)).await
+    }
+
+    async fn find_by_fingerprint(
+        &self,
+        fingerprint: &Fingerprint,
+        limit: usize,
+    ) -> Result<Vec<Message>, StorageError> {
+        timed(
+            "find_by_fingerprint",
+            self.inner.find_by_fingerprint(fingerprint, limit),
+        )
+        .await
+    }
+
+    async fn purge_dead(
+        &self,
+        transport: Option<&str>,
+        dead_before: DateTime<Utc>,
+    ) -> Result<u64, StorageError> {
+        timed("purge_dead", self.inner.purge_dead(transport, dead_before)).await
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {
+        timed("queue_depth", self.inner.queue_depth()).await
+    }
+
+    async fn failure_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<FailureCount>, StorageError> {
+        timed("failure_counts", self.inner.failure_counts(from, to)).await
+    }
+
+    async fn compact_rollups(
+        &self,
+        compact_before: DateTime<Utc>,
+        purge_before: DateTime<Utc>,
+    ) -> Result<(u64, u64), StorageError> {
+        timed(
+            "compact_rollups",
+            self.inner.compact_rollups(compact_before, purge_before),
+        )
+        .await
+    }
+
+    async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError> {
+        timed("dead_letter_summary", self.inner.dead_letter_summary()).await
+    }
+
+    async fn minute_metrics(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        timed("minute_metrics", self.inner.minute_metrics(from, to)).await
+    }
+
+    async fn rollup_totals(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        timed("rollup_totals", self.inner.rollup_totals(from, to)).await
+    }
+
+    async fn add_rollups(&self, rows: Vec<MinuteMetrics>) -> Result<(), StorageError> {
+        timed("add_rollups", self.inner.add_rollups(rows)).await
+    }
+}
