@@ -88,6 +88,7 @@ impl TransportActor {
         let breaker = Breaker::new(
             delivery.circuit_failure_threshold.get(),
             delivery.circuit_open,
+            parts.clock.clone(),
         );
         TransportActor {
             retry: RetryPolicy::from(delivery),
@@ -512,6 +513,7 @@ impl Handler<GetStatus> for TransportActor {
             running: !self.stopping,
             paused: self.paused,
             circuit: self.breaker.state(),
+            circuit_open_since: self.breaker.open_since(),
             holds_lease: self.holds_lease,
             in_flight: self.in_flight.len(),
             prefetched: self.ready.len(),
