@@ -14,12 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use common::{Fixture, emails};
+use herald::alerts::{Evaluation, Evaluator};
 use herald::config::Settings;
 use herald::domain::{EventKind, Message, Stamp, Status};
 use herald::engine::{CircuitState, Engine, EngineOptions};
-use herald::storage::{MessageFilter, PageRequest, Storage};
-use herald::time::{Clock, SystemClock};
+use herald::storage::{
+    AlertNotice, AlertState, MessageFilter, Outcome, OutcomeKind, PageRequest, Storage,
+};
+use herald::time::{Clock, ManualClock, SystemClock};
 use herald::transports::{Delivery, Transport, TransportError};
 
 /// What the scripted transport answers for the n-th delivery (0-based).
@@ -221,6 +225,7 @@ on_both_backends!(
     pause_stops_claims_and_survives_a_restart,
     shutdown_hands_back_unstarted_claims,
     a_panicking_transport_restarts_its_actor_and_delivery_goes_on,
+    an_alert_rule_fires_cools_down_and_resolves,
 );
 
 async fn queued_messages_are_delivered_and_tracked(f: Fixture) {
@@ -525,4 +530,168 @@ async fn a_panicking_transport_restarts_its_actor_and_delivery_goes_on(f: Fixtur
         "the transport runs again"
     );
     engine.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Delivers `sent` and fails (permanently) `failed` new messages of `mail`
+/// at `at`, as the tracker would record them.
+async fn attempts(storage: &dyn Storage, sent: usize, failed: usize, at: DateTime<Utc>) {
+    storage
+        .enqueue_many(emails(sent + failed, at), at)
+        .await
+        .expect("enqueue");
+    let claimed = storage
+        .claim_due("mail", sent + failed, Duration::from_secs(30), at)
+        .await
+        .expect("claim");
+    let outcomes = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, message)| Outcome {
+            id: message.id,
+            claim_token: message.claim_token.expect("claimed"),
+            transport: "mail".into(),
+            duration_ms: Some(5),
+            wait_ms: Some(0),
+            attempt: message.attempts,
+            error_class: (i >= sent).then(|| "permanent".to_owned()),
+            kind: if i < sent {
+                OutcomeKind::Sent
+            } else {
+                OutcomeKind::Failed {
+                    error: "550 no such user".into(),
+                    retry_at: None,
+                }
+            },
+        })
+        .collect();
+    storage.record_outcomes(outcomes, at).await.expect("record");
+}
+
+/// The evaluator on a clock that only moves when told: each evaluation's
+/// transitions and notices, exactly.
+async fn an_alert_rule_fires_cools_down_and_resolves(f: Fixture) {
+    let rules = "[alerts]\ntransport = \"other\"\ncooldown_s = 600\n\n\
+        [[alerts.rules]]\nname = \"mail-failing\"\nkind = \"failure_rate\"\ntransport = \"mail\"\nthreshold = 0.5\nwindow_s = 120\n";
+    let settings = settings(&f.options.url, &format!("\n{rules}"));
+    let s = f.storage.as_ref();
+    let start = common::t0();
+    let clock = Arc::new(ManualClock::new(start));
+    let evaluator = Evaluator::new(f.storage.clone(), clock.clone(), settings);
+    let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
+    let evaluate = || async { evaluator.evaluate(Vec::new()).await.expect("evaluate") };
+
+    // Minute 0: two of two attempts failed.
+    attempts(s, 0, 2, at(5)).await;
+    clock.set(at(10));
+    let fired = evaluate().await;
+    assert_eq!(fired.opened.len(), 1);
+    let incident = &fired.opened[0];
+    assert_eq!(
+        (
+            incident.rule.as_str(),
+            incident.transport.as_str(),
+            incident.fired_value
+        ),
+        ("mail-failing", "mail", 1.0)
+    );
+    assert!(incident.notified);
+    assert_eq!(fired.notices.len(), 1);
+    let (id, notice, message) = fired.notices[0];
+    assert_eq!((id, notice), (incident.id, AlertNotice::Fired));
+    let stored = s.get_message(message).await.expect("get").expect("stored");
+    assert_eq!(stored.message.transport, "other");
+    assert_eq!(stored.message.category.as_deref(), Some("alert"));
+    assert_eq!(
+        stored.message.idempotency_key,
+        Some(format!("alert:mail-failing:{}:fired", incident.id))
+    );
+    assert_eq!(stored.message.payload["payload"]["alert"]["value"], 1.0);
+
+    // Minute 1: one sent; the window still holds minute 0: 2 of 3 failed.
+    attempts(s, 1, 0, at(65)).await;
+    clock.set(at(70));
+    let going_on = evaluate().await;
+    assert_eq!(going_on, Evaluation::default(), "one incident, one alert");
+    let active = s
+        .list_alerts(Some(AlertState::Active), 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        (active[0].last_value, active[0].checked_at),
+        (2.0 / 3.0, at(70))
+    );
+
+    // Minute 2: the window is minutes 1 and 2, where nothing failed.
+    clock.set(at(130));
+    let resolved = evaluate().await;
+    assert_eq!(resolved.resolved.len(), 1);
+    assert_eq!(resolved.resolved[0].resolved_at, Some(at(130)));
+    assert_eq!(
+        resolved
+            .notices
+            .iter()
+            .map(|(id, notice, _)| (*id, *notice))
+            .collect::<Vec<_>>(),
+        [(incident.id, AlertNotice::Resolved)]
+    );
+    let notice = s
+        .get_message(resolved.notices[0].2)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(
+        notice.message.payload["payload"]["alert"]["duration_s"],
+        120
+    );
+
+    // Minute 3: failing again, within the 600 s cooldown of the first.
+    attempts(s, 0, 1, at(185)).await;
+    clock.set(at(190));
+    let flap = evaluate().await;
+    assert_eq!(flap.opened.len(), 1);
+    assert!(!flap.opened[0].notified, "recorded, not notified");
+    assert!(flap.notices.is_empty());
+    clock.set(at(310));
+    let flap_over = evaluate().await;
+    assert_eq!(flap_over.resolved.len(), 1);
+    assert!(
+        flap_over.notices.is_empty(),
+        "a silent incident resolves silently"
+    );
+
+    // Minute 11: past the cooldown, an incident is notified again.
+    attempts(s, 0, 1, at(665)).await;
+    clock.set(at(670));
+    let again = evaluate().await;
+    assert_eq!(again.opened.len(), 1);
+    assert!(again.opened[0].notified);
+    assert_eq!(again.notices.len(), 1);
+
+    let alert_messages = s
+        .list_messages(
+            &MessageFilter {
+                transport: Some("other".into()),
+                ..Default::default()
+            },
+            PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        alert_messages.items.len(),
+        3,
+        "fired, resolved, fired: nothing for the incident in the cooldown"
+    );
+    let history = s.list_alerts(None, 10).await.expect("history");
+    assert_eq!(
+        history.iter().map(|a| a.state).collect::<Vec<_>>(),
+        [
+            AlertState::Active,
+            AlertState::Resolved,
+            AlertState::Resolved
+        ]
+    );
 }
