@@ -350,3 +350,29 @@ fn email_alerts_need_valid_addresses() {
         problem_keys(&format!("{FULL}{wrong_channel}")).contains(&"alerts.channel".to_string())
     );
 }
+
+#[test]
+fn the_commented_alerts_example_in_config_toml_loads() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .expect("config.toml at the repository root");
+    let start = text
+        .find("# [alerts]")
+        .expect("the commented [alerts] example");
+    let example: String = text[start..]
+        .lines()
+        .map(|line| {
+            line.strip_prefix('#')
+                .map_or(line, |l| l.strip_prefix(' ').unwrap_or(l))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let settings = Settings::from_toml(
+        &format!("{}\n{example}\n", &text[..start]),
+        Path::new("config.toml"),
+        |_| None,
+    )
+    .expect("the example is valid");
+    let alerts = settings.alerts.expect("alerting configured");
+    assert_eq!(alerts.channel, Channel::Email);
+    assert_eq!(alerts.rules.len(), 2);
+}
