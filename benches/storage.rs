@@ -134,14 +134,8 @@ async fn complete_one_batch(storage: &dyn Storage, size: usize) {
     let outcomes = claimed
         .iter()
         .map(|m| Outcome {
-            id: m.id,
-            claim_token: m.claim_token.expect("token"),
-            transport: m.transport.clone(),
             duration_ms: Some(1),
-            wait_ms: None,
-            attempt: m.attempts,
-            error_class: None,
-            kind: OutcomeKind::Sent,
+            ..Outcome::new(m, m.claim_token.expect("token"), OutcomeKind::Sent)
         })
         .collect();
     storage

@@ -38,8 +38,8 @@ use crate::domain::{
 };
 use crate::engine::TransportStatus;
 use crate::storage::{
-    Alert, AlertNotice, AlertState, DepthRow, MAX_BATCH, MinuteMetrics, NewAlert, OldestQueued,
-    Storage, StorageError,
+    Alert, AlertNotice, AlertState, DepthRow, MAX_BATCH, MinuteMetrics, NewAlert, Storage,
+    StorageError,
 };
 use crate::time::Clock;
 
@@ -51,7 +51,6 @@ pub const ALERT_CATEGORY: &str = "alert";
 pub struct Inputs {
     pub minutes: Vec<MinuteMetrics>,
     pub depth: Vec<DepthRow>,
-    pub oldest: Vec<OldestQueued>,
     pub statuses: Vec<TransportStatus>,
 }
 
@@ -103,10 +102,12 @@ pub fn measure(
             .map(|d| d.queued)
             .sum::<u64>() as f64,
         AlertKind::OldestQueued => inputs
-            .oldest
+            .depth
             .iter()
-            .find(|o| o.transport == transport)
-            .map_or(0.0, |o| seconds_since(o.available_at)),
+            .filter(|d| d.transport == transport)
+            .filter_map(|d| d.oldest_available)
+            .min()
+            .map_or(0.0, seconds_since),
         AlertKind::BreakerOpen => {
             let status = inputs.statuses.iter().find(|s| s.name == transport)?;
             if !status.holds_lease {
@@ -303,20 +304,8 @@ impl Evaluator {
             let (from, to) = window_bounds(now, window);
             inputs.minutes = self.storage.minute_metrics(from, to).await?;
         }
-        if needs(AlertKind::QueueDepth) {
+        if needs(AlertKind::QueueDepth) || needs(AlertKind::OldestQueued) {
             inputs.depth = self.storage.queue_depth().await?;
-        }
-        if needs(AlertKind::OldestQueued) {
-            let mut transports: Vec<String> = alerts
-                .rules
-                .iter()
-                .filter(|r| r.kind == AlertKind::OldestQueued)
-                .flat_map(|r| watched(r, &self.settings))
-                .map(str::to_owned)
-                .collect();
-            transports.sort();
-            transports.dedup();
-            inputs.oldest = self.storage.oldest_queued(&transports).await?;
         }
         Ok(inputs)
     }

@@ -711,8 +711,11 @@ mod tests {
         DepthRow {
             transport: transport.into(),
             priority: Priority::new(priority).unwrap(),
+            channel: crate::domain::Channel::Email,
+            category: String::new(),
             queued,
             processing,
+            oldest_available: None,
         }
     }
 

@@ -32,5 +32,3 @@ CREATE INDEX alerts_state ON alerts (state, id);
 CREATE INDEX alerts_awaiting_notice ON alerts (id)
     WHERE notified = 1 AND (fired_message_id IS NULL
                             OR (state = 'resolved' AND resolved_message_id IS NULL));
--- The oldest queued message of a transport, for the oldest_queued rule.
-CREATE INDEX messages_queued_since ON messages (transport, available_at) WHERE status = 'queued';

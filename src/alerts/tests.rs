@@ -148,27 +148,38 @@ threshold = 60
             DepthRow {
                 transport: "flaky".into(),
                 priority: crate::domain::Priority::MAX,
+                channel: Channel::Webhook,
+                category: String::new(),
                 queued: 2,
                 processing: 5,
+                oldest_available: Some(at(0, 30)),
             },
             DepthRow {
                 transport: "flaky".into(),
                 priority: crate::domain::Priority::MIN,
+                channel: Channel::Sms,
+                category: "receipt".into(),
                 queued: 1,
                 processing: 0,
+                oldest_available: Some(at(0, 0)),
+            },
+            DepthRow {
+                transport: "hooks".into(),
+                priority: crate::domain::Priority::MIN,
+                channel: Channel::Webhook,
+                category: String::new(),
+                queued: 0,
+                processing: 1,
+                oldest_available: None,
             },
         ],
-        oldest: vec![OldestQueued {
-            transport: "flaky".into(),
-            available_at: at(0, 0),
-        }],
         ..Inputs::default()
     };
     let now = at(1, 30);
     assert_eq!(
         measure(&rule(&settings, "deep"), "flaky", now, &inputs),
         Some(3.0),
-        "queued only, every priority"
+        "queued only, every priority, channel and category"
     );
     assert_eq!(
         measure(&rule(&settings, "stale"), "flaky", now, &inputs),

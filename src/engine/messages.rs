@@ -50,6 +50,15 @@ pub struct Shutdown {
     pub grace: Duration,
 }
 
+/// A transport's breaker was open for `ms` (sampled by its actor): added
+/// to the transport's rollup.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct BreakerOpen {
+    pub transport: String,
+    pub ms: u64,
+}
+
 /// A delivery outcome to persist.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

@@ -12,14 +12,16 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::messages::{Flush, Record};
-use crate::storage::{MAX_BATCH, Outcome, Storage};
+use super::messages::{BreakerOpen, Flush, Record};
+use crate::storage::{MAX_BATCH, MinuteMetrics, Outcome, Storage, truncate_minute};
 use crate::time::Clock;
 
 /// Outcomes that trigger a write at once.
 pub const FLUSH_AT: usize = 256;
 /// Longest an outcome waits for its batch.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(5);
+/// How often breaker-open time is written to the rollups.
+const BREAKER_FLUSH: Duration = Duration::from_secs(5);
 /// Longest pause between attempts while storage is failing.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
@@ -31,6 +33,9 @@ pub struct Tracker {
     timer: Option<SpawnHandle>,
     failures: u32,
     flush_waiters: Vec<oneshot::Sender<()>>,
+    /// Breaker-open ms by transport, not yet written.
+    breaker_open: std::collections::BTreeMap<String, u64>,
+    breaker_timer: Option<SpawnHandle>,
 }
 
 impl Tracker {
@@ -43,6 +48,51 @@ impl Tracker {
             timer: None,
             failures: 0,
             flush_waiters: Vec::new(),
+            breaker_open: Default::default(),
+            breaker_timer: None,
+        }
+    }
+
+    /// Writes the breaker-open time gathered so far as transport rows (no
+    /// channel or category) of the current minute; kept for the next
+    /// try if storage refuses.
+    fn write_breaker_time(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.breaker_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if self.breaker_open.is_empty() {
+            return;
+        }
+        let minute = truncate_minute(self.clock.now());
+        let rows: Vec<MinuteMetrics> = std::mem::take(&mut self.breaker_open)
+            .into_iter()
+            .map(|(transport, ms)| MinuteMetrics {
+                minute,
+                transport,
+                breaker_open_ms: ms,
+                ..MinuteMetrics::default()
+            })
+            .collect();
+        let storage = self.storage.clone();
+        let kept = rows.clone();
+        let write = async move { storage.add_rollups(rows).await };
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+            if let Err(err) = result {
+                tracing::warn!(cause = %err, "cannot record breaker-open time yet");
+                for row in kept {
+                    *act.breaker_open.entry(row.transport).or_default() += row.breaker_open_ms;
+                }
+                act.schedule_breaker_write(ctx);
+            }
+        }));
+    }
+
+    fn schedule_breaker_write(&mut self, ctx: &mut Context<Self>) {
+        if self.breaker_timer.is_none() {
+            self.breaker_timer = Some(ctx.run_later(BREAKER_FLUSH, |act, ctx| {
+                act.breaker_timer = None;
+                act.write_breaker_time(ctx);
+            }));
         }
     }
 
@@ -122,10 +172,20 @@ impl Handler<Record> for Tracker {
     }
 }
 
+impl Handler<BreakerOpen> for Tracker {
+    type Result = ();
+
+    fn handle(&mut self, BreakerOpen { transport, ms }: BreakerOpen, ctx: &mut Context<Self>) {
+        *self.breaker_open.entry(transport).or_default() += ms;
+        self.schedule_breaker_write(ctx);
+    }
+}
+
 impl Handler<Flush> for Tracker {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        self.write_breaker_time(ctx);
         let (done, wait) = oneshot::channel();
         self.flush_waiters.push(done);
         self.write(ctx);

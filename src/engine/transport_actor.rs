@@ -26,7 +26,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::oneshot;
 
 use super::breaker::{Breaker, CircuitState};
-use super::messages::{GetStatus, Pause, Record, Resume, Shutdown, Wake};
+use super::messages::{BreakerOpen, GetStatus, Pause, Record, Resume, Shutdown, Wake};
 use super::tracker::Tracker;
 use super::{EngineOptions, TransportStatus};
 use crate::config::TransportSettings;
@@ -57,6 +57,46 @@ enum Attempt {
     NotPermitted,
     /// The transport panicked; the actor restarts after recording it.
     Panicked(String, Duration),
+}
+
+/// How often the breaker's state is sampled for the breaker-open time.
+const BREAKER_SAMPLE: Duration = Duration::from_secs(1);
+
+/// Where a claimed message spent its time on this node before the attempt.
+struct Held {
+    /// Waiting on the rate limiter.
+    limited: Duration,
+    /// When the attempt started (the claim stamped `updated_at`).
+    started_at: DateTime<Utc>,
+}
+
+/// Fills in an attempt's timings. A first attempt's total is its wait,
+/// hold and delivery; a later one's runs from the message's creation,
+/// since `available_at` has moved with each retry.
+fn with_timings(
+    outcome: Outcome,
+    message: &Message,
+    held: &Held,
+    took: Duration,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let millis = |d: chrono::TimeDelta| d.num_milliseconds().max(0) as u64;
+    let wait = millis(message.updated_at - message.available_at);
+    let processing = millis(held.started_at - message.updated_at);
+    let delivery = took.as_millis() as u64;
+    let total = if message.attempts <= 1 {
+        wait + processing + delivery
+    } else {
+        millis(now - message.created_at)
+    };
+    Outcome {
+        duration_ms: Some(delivery),
+        wait_ms: Some(wait),
+        processing_ms: Some(processing),
+        limited_ms: Some(held.limited.as_millis() as u64),
+        total_ms: Some(total),
+        ..outcome
+    }
 }
 
 pub struct TransportActor {
@@ -208,11 +248,17 @@ impl TransportActor {
         let limiter = self.limiter.clone();
         let breaker = self.breaker.clone();
         let transport = self.parts.transport.clone();
+        let clock = self.parts.clock.clone();
         let hard_timeout = self.parts.options.delivery_timeout;
         let task = async move {
+            let limited = Instant::now();
             limiter.until_ready().await;
+            let held = Held {
+                limited: limited.elapsed(),
+                started_at: clock.now(),
+            };
             if !breaker.permits() {
-                return (message, Attempt::NotPermitted);
+                return (message, Attempt::NotPermitted, held);
             }
             let started = Instant::now();
             let delivery = tokio::time::timeout(hard_timeout, transport.deliver(&message));
@@ -233,14 +279,17 @@ impl TransportActor {
                     Attempt::Panicked(what, started.elapsed())
                 }
             };
-            (message, attempt)
+            (message, attempt, held)
         };
-        ctx.spawn(task.into_actor(self).map(|(message, attempt), act, ctx| {
-            act.finish(message, attempt, ctx);
-        }));
+        ctx.spawn(
+            task.into_actor(self)
+                .map(|(message, attempt, held), act, ctx| {
+                    act.finish(message, attempt, held, ctx);
+                }),
+        );
     }
 
-    fn finish(&mut self, message: Message, attempt: Attempt, ctx: &mut Context<Self>) {
+    fn finish(&mut self, message: Message, attempt: Attempt, held: Held, ctx: &mut Context<Self>) {
         let Some(token) = self.in_flight.remove(&message.id) else {
             return; // handed back already (restart)
         };
@@ -303,20 +352,17 @@ impl TransportActor {
                 )
             }
         };
-        // The claim stamped `updated_at`; the wait counts only for attempts.
-        let waited = (message.updated_at - message.available_at)
-            .num_milliseconds()
-            .max(0) as u64;
-        self.parts.tracker.do_send(Record(Outcome {
-            id: message.id,
-            claim_token: token,
+        let outcome = Outcome {
             transport: member,
-            duration_ms: duration.map(|d| d.as_millis() as u64),
-            wait_ms: duration.map(|_| waited),
             attempt: message.attempts,
             error_class,
-            kind,
-        }));
+            ..Outcome::new(&message, token, kind)
+        };
+        let outcome = match duration {
+            Some(took) => with_timings(outcome, &message, &held, took, now),
+            None => outcome,
+        };
+        self.parts.tracker.do_send(Record(outcome));
         if panicked {
             ctx.stop(); // the supervisor restarts us with fresh state
             return;
@@ -333,17 +379,12 @@ impl TransportActor {
     fn release_ready(&mut self, reason: &str) {
         for message in self.ready.drain(..) {
             if let Some(token) = message.claim_token {
+                let kind = OutcomeKind::Released {
+                    reason: reason.to_owned(),
+                };
                 self.parts.tracker.do_send(Record(Outcome {
-                    id: message.id,
-                    claim_token: token,
                     transport: self.parts.settings.name.clone(),
-                    duration_ms: None,
-                    wait_ms: None,
-                    attempt: message.attempts,
-                    error_class: None,
-                    kind: OutcomeKind::Released {
-                        reason: reason.to_owned(),
-                    },
+                    ..Outcome::new(&message, token, kind)
                 }));
             }
         }
@@ -448,6 +489,16 @@ impl Actor for TransportActor {
         });
         let lease = self.parts.settings.delivery.lease;
         ctx.run_interval(lease / 3, |act, ctx| act.heartbeat(ctx));
+        // Sampled rather than timed at transitions: the breaker turns
+        // half-open lazily, when asked, so a sample is as exact as it gets.
+        ctx.run_interval(BREAKER_SAMPLE, |act, _| {
+            if act.breaker.state() == CircuitState::Open {
+                act.parts.tracker.do_send(BreakerOpen {
+                    transport: act.name().to_owned(),
+                    ms: BREAKER_SAMPLE.as_millis() as u64,
+                });
+            }
+        });
         tracing::info!(
             transport = self.name(),
             kind = self.parts.transport.kind(),

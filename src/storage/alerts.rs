@@ -107,11 +107,3 @@ impl Alert {
         missing
     }
 }
-
-/// The longest-waiting queued message of one transport.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OldestQueued {
-    pub transport: String,
-    /// Its `available_at`: since when it could have been delivered.
-    pub available_at: DateTime<Utc>,
-}

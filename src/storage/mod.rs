@@ -22,12 +22,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use alerts::{Alert, AlertNotice, AlertState, NewAlert, OldestQueued};
+pub use alerts::{Alert, AlertNotice, AlertState, NewAlert};
 pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
 
 use crate::domain::{
-    ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
+    Channel, ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp,
+    Status,
 };
 
 /// Default time a waiting message needs to gain one priority level.
@@ -96,16 +97,30 @@ pub struct Enqueued {
 }
 
 /// What became of one delivery attempt, reported under the claim token.
+/// The `_ms` figures say where the attempt's time went; the engine fills
+/// them for attempts made and leaves them `None` for claims handed back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub id: Stamp,
     pub claim_token: ClaimToken,
     /// The transport that made the attempt: for a group, the member.
     pub transport: String,
+    /// The message's channel and category: rollup dimensions.
+    pub channel: Channel,
+    pub category: Option<String>,
+    /// The transport's call.
     pub duration_ms: Option<u64>,
-    /// How long the message waited to be claimed for this attempt
-    /// (available_at -> claimed), for the wait-time analytics.
+    /// Queue wait: available_at -> claimed.
     pub wait_ms: Option<u64>,
+    /// Claimed -> handed to the transport: time in this node's prefetch
+    /// queue and the rate limiter.
+    pub processing_ms: Option<u64>,
+    /// The part of `processing_ms` the rate limiter held the message.
+    pub limited_ms: Option<u64>,
+    /// End to end: from when the message became due (enqueue or
+    /// `send_at`) to now, across all attempts; rolled up only for the
+    /// attempt that finishes the message (sent or dead).
+    pub total_ms: Option<u64>,
     /// The attempt number this outcome ends (the claimed message's
     /// `attempts`), for the attempts distribution.
     pub attempt: u32,
@@ -113,6 +128,28 @@ pub struct Outcome {
     /// `permanent`, `transient`), for the failure analytics.
     pub error_class: Option<String>,
     pub kind: OutcomeKind,
+}
+
+impl Outcome {
+    /// An outcome of `message`'s claim `claim_token`, attempted by the
+    /// message's own transport, with no timings yet.
+    pub fn new(message: &Message, claim_token: ClaimToken, kind: OutcomeKind) -> Outcome {
+        Outcome {
+            id: message.id,
+            claim_token,
+            transport: message.transport.clone(),
+            channel: message.channel,
+            category: message.category.clone(),
+            duration_ms: None,
+            wait_ms: None,
+            processing_ms: None,
+            limited_ms: None,
+            total_ms: None,
+            attempt: message.attempts,
+            error_class: None,
+            kind,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,12 +206,67 @@ pub struct Page {
 /// [`MinuteMetrics::latency_le`] (`le_10` ... `le_10000` in the table).
 pub const LATENCY_BUCKETS_MS: [u64; 9] = [10, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
-/// Delivery counts of one transport in one minute.
+/// Upper bounds, in ms, of the queue-wait, processing and end-to-end
+/// histograms (`wait_le_*`, `processing_le_*`, `total_le_*`): from a
+/// busy-but-keeping-up queue (ms) to a stalled one (an hour).
+pub const FLOW_BUCKETS_MS: [u64; 12] = [
+    10, 50, 100, 250, 500, 1000, 5000, 15000, 60000, 300000, 900000, 3600000,
+];
+
+/// A cumulative histogram of one timing: how many, their sum and
+/// maximum, and `le[i]` = how many took at most `bounds[i]` ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timing<const N: usize> {
+    pub count: u64,
+    pub sum_ms: u64,
+    pub max_ms: u64,
+    #[serde(skip)]
+    pub le: [u64; N],
+}
+
+impl<const N: usize> Default for Timing<N> {
+    fn default() -> Self {
+        Timing {
+            count: 0,
+            sum_ms: 0,
+            max_ms: 0,
+            le: [0; N],
+        }
+    }
+}
+
+impl<const N: usize> Timing<N> {
+    fn observe(&mut self, ms: u64, bounds: &[u64; N]) {
+        self.count += 1;
+        self.sum_ms += ms;
+        self.max_ms = self.max_ms.max(ms);
+        for (bucket, bound) in self.le.iter_mut().zip(bounds) {
+            if ms <= *bound {
+                *bucket += 1;
+            }
+        }
+    }
+
+    /// Its values in column order: count, sum, max, buckets.
+    fn slots(&mut self) -> impl Iterator<Item = &mut u64> {
+        [&mut self.count, &mut self.sum_ms, &mut self.max_ms]
+            .into_iter()
+            .chain(self.le.iter_mut())
+    }
+}
+
+/// Delivery counts of one transport, channel and category in one minute
+/// (or one hour, once compacted).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MinuteMetrics {
     pub minute: DateTime<Utc>,
     /// The transport that made the attempts (for a group, the member).
     pub transport: String,
+    /// The messages' channel and category; both empty on a transport's
+    /// own row (breaker-open time), and the category is empty for
+    /// messages without one.
+    pub channel: String,
+    pub category: String,
     pub sent: u64,
     /// Failed attempts, whatever came next.
     pub failed: u64,
@@ -197,6 +289,16 @@ pub struct MinuteMetrics {
     pub sent_after_retry: u64,
     /// Finished messages (sent or dead) by attempts taken: 1, 2, 3, 4+.
     pub finished: [u64; 4],
+    /// Queue waits of at most `FLOW_BUCKETS_MS[i]` ms.
+    pub wait_le: [u64; 12],
+    /// Claimed -> handed to the transport (prefetch queue, rate limiter).
+    pub processing: Timing<12>,
+    /// Time attempts were held by the transport's rate limiter.
+    pub limited_sum_ms: u64,
+    /// End to end, for attempts that finished their message.
+    pub total: Timing<12>,
+    /// Time the transport's circuit breaker was open.
+    pub breaker_open_ms: u64,
 }
 
 /// Failed attempts of one transport in one minute with one error.
@@ -204,6 +306,9 @@ pub struct MinuteMetrics {
 pub struct FailureCount {
     pub minute: DateTime<Utc>,
     pub transport: String,
+    pub channel: String,
+    /// Empty for messages without a category.
+    pub category: String,
     pub class: String,
     /// The error with ids, numbers and addresses blanked, so that one
     /// cause is one row.
@@ -223,24 +328,47 @@ impl MinuteMetrics {
     /// Adds another row's counts to this one (sums, and maxima for the
     /// `_max_ms` figures): how minutes roll up into longer spans.
     pub fn merge(&mut self, other: &MinuteMetrics) {
-        self.sent += other.sent;
-        self.failed += other.failed;
-        self.retried += other.retried;
-        self.dead += other.dead;
-        self.deferred += other.deferred;
-        self.latency_count += other.latency_count;
-        self.latency_sum_ms += other.latency_sum_ms;
-        self.latency_max_ms = self.latency_max_ms.max(other.latency_max_ms);
-        for (sum, add) in self.latency_le.iter_mut().zip(other.latency_le) {
-            *sum += add;
+        let add = other.values();
+        for ((slot, add), column) in self.slots().into_iter().zip(add).zip(metric_columns()) {
+            if is_max_column(column) {
+                *slot = (*slot).max(add);
+            } else {
+                *slot += add;
+            }
         }
-        self.wait_count += other.wait_count;
-        self.wait_sum_ms += other.wait_sum_ms;
-        self.wait_max_ms = self.wait_max_ms.max(other.wait_max_ms);
-        self.sent_after_retry += other.sent_after_retry;
-        for (sum, add) in self.finished.iter_mut().zip(other.finished) {
-            *sum += add;
-        }
+    }
+
+    /// Every figure, in [`metric_columns`] order: the one place that order
+    /// is defined.
+    fn slots(&mut self) -> Vec<&mut u64> {
+        let mut slots: Vec<&mut u64> = vec![
+            &mut self.sent,
+            &mut self.failed,
+            &mut self.retried,
+            &mut self.dead,
+            &mut self.deferred,
+            &mut self.latency_count,
+            &mut self.latency_sum_ms,
+            &mut self.latency_max_ms,
+        ];
+        slots.extend(self.latency_le.iter_mut());
+        slots.extend([
+            &mut self.wait_count,
+            &mut self.wait_sum_ms,
+            &mut self.wait_max_ms,
+            &mut self.sent_after_retry,
+        ]);
+        slots.extend(self.finished.iter_mut());
+        slots.extend(self.wait_le.iter_mut());
+        slots.extend(self.processing.slots());
+        slots.push(&mut self.limited_sum_ms);
+        slots.extend(self.total.slots());
+        slots.push(&mut self.breaker_open_ms);
+        slots
+    }
+
+    fn values(&self) -> Vec<u64> {
+        self.clone().slots().into_iter().map(|v| *v).collect()
     }
 
     fn count(&mut self, outcome: &Outcome, status: Status) {
@@ -274,6 +402,21 @@ impl MinuteMetrics {
             self.wait_count += 1;
             self.wait_sum_ms += ms;
             self.wait_max_ms = self.wait_max_ms.max(ms);
+            for (bucket, bound) in self.wait_le.iter_mut().zip(FLOW_BUCKETS_MS) {
+                if ms <= bound {
+                    *bucket += 1;
+                }
+            }
+        }
+        if let Some(ms) = outcome.processing_ms {
+            self.processing.observe(ms, &FLOW_BUCKETS_MS);
+        }
+        self.limited_sum_ms += outcome.limited_ms.unwrap_or(0);
+        if let Some(ms) = outcome
+            .total_ms
+            .filter(|_| matches!(status, Status::Sent | Status::Dead))
+        {
+            self.total.observe(ms, &FLOW_BUCKETS_MS);
         }
         if let Some(ms) = outcome.duration_ms {
             self.latency_count += 1;
@@ -288,39 +431,65 @@ impl MinuteMetrics {
     }
 }
 
-/// The `metrics_minutely` columns after the key, in [`MinuteMetrics`] order.
-pub(crate) const METRIC_COLUMNS: [&str; 25] = [
-    "sent",
-    "failed",
-    "retried",
-    "dead",
-    "deferred",
-    "latency_count",
-    "latency_sum_ms",
-    "latency_max_ms",
-    "le_10",
-    "le_50",
-    "le_100",
-    "le_250",
-    "le_500",
-    "le_1000",
-    "le_2500",
-    "le_5000",
-    "le_10000",
-    "wait_count",
-    "wait_sum_ms",
-    "wait_max_ms",
-    "sent_after_retry",
-    "finished_1",
-    "finished_2",
-    "finished_3",
-    "finished_4_plus",
-];
+/// The `metrics_minutely` columns after the key, in [`MinuteMetrics`]
+/// order (see `MinuteMetrics::slots`).
+pub(crate) fn metric_columns() -> &'static [String] {
+    static COLUMNS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let bucketed = |prefix: &str, bounds: &[u64]| {
+            bounds
+                .iter()
+                .map(|b| format!("{prefix}{b}"))
+                .collect::<Vec<_>>()
+        };
+        let timing = |name: &str| {
+            let mut columns = vec![
+                format!("{name}_count"),
+                format!("{name}_sum_ms"),
+                format!("{name}_max_ms"),
+            ];
+            columns.extend(bucketed(&format!("{name}_le_"), &FLOW_BUCKETS_MS));
+            columns
+        };
+        let mut columns: Vec<String> = [
+            "sent",
+            "failed",
+            "retried",
+            "dead",
+            "deferred",
+            "latency_count",
+            "latency_sum_ms",
+            "latency_max_ms",
+        ]
+        .map(String::from)
+        .into();
+        columns.extend(bucketed("le_", &LATENCY_BUCKETS_MS));
+        columns.extend(
+            [
+                "wait_count",
+                "wait_sum_ms",
+                "wait_max_ms",
+                "sent_after_retry",
+                "finished_1",
+                "finished_2",
+                "finished_3",
+                "finished_4_plus",
+            ]
+            .map(String::from),
+        );
+        columns.extend(bucketed("wait_le_", &FLOW_BUCKETS_MS));
+        columns.extend(timing("processing"));
+        columns.push("limited_sum_ms".into());
+        columns.extend(timing("total"));
+        columns.push("breaker_open_ms".into());
+        columns
+    });
+    &COLUMNS
+}
 
 /// `metrics_minutely`'s columns as aggregates for merging many rows into
 /// one (sums, and maxima for the `_max_ms` columns), in column order.
 pub(crate) fn metric_aggregates() -> String {
-    METRIC_COLUMNS
+    metric_columns()
         .iter()
         .map(|c| {
             if is_max_column(c) {
@@ -336,7 +505,7 @@ pub(crate) fn metric_aggregates() -> String {
 /// The `DO UPDATE SET` list that adds a conflicting row into the stored
 /// one; `max` is the dialect's two-argument maximum (`max` / `greatest`).
 pub(crate) fn metric_merge_updates(stored: &str, max: &str) -> String {
-    METRIC_COLUMNS
+    metric_columns()
         .iter()
         .map(|c| {
             if is_max_column(c) {
@@ -354,88 +523,63 @@ pub(crate) fn is_max_column(column: &str) -> bool {
     column.ends_with("_max_ms")
 }
 
-/// A rollup's values in [`METRIC_COLUMNS`] order.
-pub(crate) fn metric_values(m: &MinuteMetrics) -> [i64; 25] {
-    let counters = [
-        m.sent,
-        m.failed,
-        m.retried,
-        m.dead,
-        m.deferred,
-        m.latency_count,
-        m.latency_sum_ms,
-        m.latency_max_ms,
-    ];
-    let wait = [
-        m.wait_count,
-        m.wait_sum_ms,
-        m.wait_max_ms,
-        m.sent_after_retry,
-    ];
-    let mut values = [0i64; 25];
-    let all = counters
-        .iter()
-        .chain(&m.latency_le)
-        .chain(&wait)
-        .chain(&m.finished);
-    for (slot, value) in values.iter_mut().zip(all) {
-        *slot = i64::try_from(*value).unwrap_or(i64::MAX);
-    }
-    values
+/// A rollup's values in [`metric_columns`] order, as stored.
+pub(crate) fn metric_values(m: &MinuteMetrics) -> Vec<i64> {
+    m.values()
+        .into_iter()
+        .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+        .collect()
 }
 
 impl MinuteMetrics {
     /// The inverse of [`metric_values`], for rows read back.
-    pub(crate) fn from_values(minute: DateTime<Utc>, transport: String, values: [i64; 25]) -> Self {
-        let v = values.map(|x| x.max(0) as u64);
-        let mut latency_le = [0u64; 9];
-        latency_le.copy_from_slice(&v[8..17]);
-        MinuteMetrics {
+    pub(crate) fn from_values(
+        minute: DateTime<Utc>,
+        transport: String,
+        channel: String,
+        category: String,
+        values: &[i64],
+    ) -> Self {
+        let mut metrics = MinuteMetrics {
             minute,
             transport,
-            sent: v[0],
-            failed: v[1],
-            retried: v[2],
-            dead: v[3],
-            deferred: v[4],
-            latency_count: v[5],
-            latency_sum_ms: v[6],
-            latency_max_ms: v[7],
-            latency_le,
-            wait_count: v[17],
-            wait_sum_ms: v[18],
-            wait_max_ms: v[19],
-            sent_after_retry: v[20],
-            finished: [v[21], v[22], v[23], v[24]],
+            channel,
+            category,
+            ..MinuteMetrics::default()
+        };
+        for (slot, value) in metrics.slots().into_iter().zip(values) {
+            *slot = (*value).max(0) as u64;
         }
+        metrics
     }
 }
 
-/// The rollups of the outcomes that were applied, by attempting transport,
-/// in the minute of `now`, and their failures by class and normalised
-/// error. Both backends write these in the same transaction as the
-/// outcomes.
+/// The rollups of the outcomes that were applied, by attempting
+/// transport, channel and category, in the minute of `now`, and their
+/// failures by class and normalised error. Both backends write these in
+/// the same transaction as the outcomes.
 pub(crate) fn rollup(
     outcomes: &[Outcome],
     applied: &[(Stamp, Status)],
     now: DateTime<Utc>,
 ) -> (Vec<MinuteMetrics>, Vec<FailureCount>) {
-    use chrono::DurationRound;
-    let minute = now
-        .duration_trunc(chrono::TimeDelta::minutes(1))
-        .unwrap_or(now);
-    let status_of: std::collections::HashMap<Stamp, Status> = applied.iter().copied().collect();
-    let mut by_transport: std::collections::BTreeMap<&str, MinuteMetrics> = Default::default();
-    let mut failures: std::collections::BTreeMap<(&str, String, String), u64> = Default::default();
+    use std::collections::{BTreeMap, HashMap};
+    let minute = truncate_minute(now);
+    let status_of: HashMap<Stamp, Status> = applied.iter().copied().collect();
+    let mut rows: BTreeMap<(&str, &str, &str), MinuteMetrics> = BTreeMap::new();
+    let mut failures: BTreeMap<(&str, &str, &str, String, String), u64> = BTreeMap::new();
     for outcome in outcomes {
         let Some(status) = status_of.get(&outcome.id) else {
             continue; // refused as stale: it happened, but not as this claim
         };
-        by_transport
-            .entry(outcome.transport.as_str())
+        let channel = outcome.channel.as_str();
+        let category = outcome.category.as_deref().unwrap_or("");
+        rows.entry((outcome.transport.as_str(), channel, category))
             .or_insert_with(|| MinuteMetrics {
                 minute,
                 transport: outcome.transport.clone(),
+                channel: channel.to_owned(),
+                category: category.to_owned(),
                 ..MinuteMetrics::default()
             })
             .count(outcome, *status);
@@ -444,26 +588,34 @@ pub(crate) fn rollup(
                 .error_class
                 .clone()
                 .unwrap_or_else(|| "transient".to_owned());
+            let error = crate::delivery::errors::normalise(error);
             *failures
-                .entry((
-                    outcome.transport.as_str(),
-                    class,
-                    crate::delivery::errors::normalise(error),
-                ))
+                .entry((outcome.transport.as_str(), channel, category, class, error))
                 .or_default() += 1;
         }
     }
     let failures = failures
         .into_iter()
-        .map(|((transport, class, error), failures)| FailureCount {
-            minute,
-            transport: transport.to_owned(),
-            class,
-            error,
-            failures,
-        })
+        .map(
+            |((transport, channel, category, class, error), failures)| FailureCount {
+                minute,
+                transport: transport.to_owned(),
+                channel: channel.to_owned(),
+                category: category.to_owned(),
+                class,
+                error,
+                failures,
+            },
+        )
         .collect();
-    (by_transport.into_values().collect(), failures)
+    (rows.into_values().collect(), failures)
+}
+
+/// The start of `at`'s minute: the key of its rollup rows.
+pub(crate) fn truncate_minute(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::DurationRound;
+    at.duration_trunc(chrono::TimeDelta::minutes(1))
+        .unwrap_or(at)
 }
 
 /// Live messages of one transport at one priority.
@@ -471,8 +623,15 @@ pub(crate) fn rollup(
 pub struct DepthRow {
     pub transport: String,
     pub priority: Priority,
+    pub channel: Channel,
+    /// Empty for messages without a category.
+    pub category: String,
     pub queued: u64,
     pub processing: u64,
+    /// The earliest `available_at` of the queued ones: in the past, how
+    /// long the oldest due message has waited; in the future, nothing is
+    /// due yet.
+    pub oldest_available: Option<DateTime<Utc>>,
 }
 
 /// Persisted admin state of one transport.
@@ -720,7 +879,9 @@ pub trait Storage: Send + Sync + 'static {
         dead_before: DateTime<Utc>,
     ) -> Result<u64, StorageError>;
 
-    /// Queued and processing counts by transport and priority.
+    /// Queued and processing counts by transport, priority, channel and
+    /// category, with the oldest queued message's `available_at`. Reads
+    /// only live messages (indexed by status).
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError>;
 
     /// Failed attempts by minute, transport, class and normalised error,
@@ -750,11 +911,10 @@ pub trait Storage: Send + Sync + 'static {
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteMetrics>, StorageError>;
 
-    /// The oldest `available_at` of each named transport's queued
-    /// messages (one indexed lookup per transport); transports with
-    /// nothing queued are left out.
-    async fn oldest_queued(&self, transports: &[String])
-    -> Result<Vec<OldestQueued>, StorageError>;
+    /// Adds rows to the rollups (merged into existing rows of the same
+    /// minute and key): figures that are not outcomes, such as the time a
+    /// transport's breaker was open.
+    async fn add_rollups(&self, rows: Vec<MinuteMetrics>) -> Result<(), StorageError>;
 
     /// Opens an incident unless one of the same rule and transport is
     /// active (then `None`: another evaluation, perhaps on another node,

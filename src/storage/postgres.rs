@@ -19,10 +19,9 @@ use uuid::Uuid;
 
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    METRIC_COLUMNS, MessageFilter, MinuteMetrics, NewAlert, OldestQueued, Outcome, OutcomeKind,
-    Page, PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState,
-    WeakWorkSignal, WorkSignal, clamp_limit, effective_at, metric_aggregates, metric_merge_updates,
-    metric_values, rollup,
+    MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest, Recorded,
+    Storage, StorageError, StorageOptions, TransportState, WeakWorkSignal, WorkSignal, clamp_limit,
+    effective_at, metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -658,6 +657,8 @@ impl Storage for PostgresStorage {
         if !failures.is_empty() {
             let minutes: Vec<DateTime<Utc>> = failures.iter().map(|f| f.minute).collect();
             let transports: Vec<&str> = failures.iter().map(|f| f.transport.as_str()).collect();
+            let channels: Vec<&str> = failures.iter().map(|f| f.channel.as_str()).collect();
+            let categories: Vec<&str> = failures.iter().map(|f| f.category.as_str()).collect();
             let classes: Vec<&str> = failures.iter().map(|f| f.class.as_str()).collect();
             let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
             let counts: Vec<i64> = failures
@@ -666,32 +667,39 @@ impl Storage for PostgresStorage {
                 .collect();
             let upsert = tx
                 .prepare_cached(
-                    "INSERT INTO failures_minutely AS r (minute, transport, class, error, failures)
-                     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int8[])
-                     ON CONFLICT (minute, transport, class, error) DO UPDATE SET failures = r.failures + excluded.failures",
+                    "INSERT INTO failures_minutely AS r
+                         (minute, transport, channel, category, class, error, failures)
+                     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                          $5::text[], $6::text[], $7::int8[])
+                     ON CONFLICT (minute, transport, channel, category, class, error)
+                     DO UPDATE SET failures = r.failures + excluded.failures",
                 )
                 .await?;
             tx.execute(
                 &upsert,
-                &[&minutes, &transports, &classes, &errors, &counts],
+                &[
+                    &minutes,
+                    &transports,
+                    &channels,
+                    &categories,
+                    &classes,
+                    &errors,
+                    &counts,
+                ],
             )
             .await?;
         }
-        if !rollups.is_empty() {
-            let minutes: Vec<DateTime<Utc>> = rollups.iter().map(|m| m.minute).collect();
-            let transports: Vec<&str> = rollups.iter().map(|m| m.transport.as_str()).collect();
-            let values: Vec<[i64; METRIC_COLUMNS.len()]> =
-                rollups.iter().map(metric_values).collect();
-            let columns: Vec<Vec<i64>> = (0..METRIC_COLUMNS.len())
-                .map(|c| values.iter().map(|row| row[c]).collect())
-                .collect();
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&minutes, &transports];
-            params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
-            let upsert = tx.prepare_cached(&add_metrics_sql()).await?;
-            tx.execute(&upsert, &params).await?;
-        }
+        add_rollups(&tx, &rollups).await?;
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    async fn add_rollups(&self, rows: Vec<MinuteMetrics>) -> Result<(), StorageError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        add_rollups(&tx, &rows).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn recover_expired(
@@ -965,8 +973,9 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT minute, transport, class, error, failures FROM failures_minutely
-                 WHERE minute >= $1 AND minute < $2 ORDER BY minute, transport, class, error",
+                "SELECT minute, transport, channel, category, class, error, failures
+                 FROM failures_minutely WHERE minute >= $1 AND minute < $2
+                 ORDER BY minute, transport, channel, category, class, error",
                 &[&from, &to],
             )
             .await?;
@@ -975,9 +984,11 @@ impl Storage for PostgresStorage {
                 Ok(FailureCount {
                     minute: row.try_get(0)?,
                     transport: row.try_get(1)?,
-                    class: row.try_get(2)?,
-                    error: row.try_get(3)?,
-                    failures: row.try_get::<_, i64>(4)?.max(0) as u64,
+                    channel: row.try_get(2)?,
+                    category: row.try_get(3)?,
+                    class: row.try_get(4)?,
+                    error: row.try_get(5)?,
+                    failures: row.try_get::<_, i64>(6)?.max(0) as u64,
                 })
             })
             .collect()
@@ -995,11 +1006,12 @@ impl Storage for PostgresStorage {
         let tx = client.transaction().await?;
         tx.execute(
             &format!(
-                "INSERT INTO metrics_minutely AS r (minute, transport, {columns})
-                 SELECT {HOUR}, transport, {aggregates} FROM metrics_minutely WHERE {old}
-                 GROUP BY {HOUR}, transport
-                 ON CONFLICT (minute, transport) DO UPDATE SET {updates}",
-                columns = METRIC_COLUMNS.join(", "),
+                "INSERT INTO metrics_minutely AS r (minute, transport, channel, category, {columns})
+                 SELECT {HOUR}, transport, channel, category, {aggregates}
+                 FROM metrics_minutely WHERE {old}
+                 GROUP BY {HOUR}, transport, channel, category
+                 ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {updates}",
+                columns = metric_columns().join(", "),
                 aggregates = metric_aggregates(),
                 updates = metric_merge_updates("r.", "greatest"),
             ),
@@ -1008,10 +1020,13 @@ impl Storage for PostgresStorage {
         .await?;
         tx.execute(
             &format!(
-                "INSERT INTO failures_minutely AS r (minute, transport, class, error, failures)
-                 SELECT {HOUR}, transport, class, error, sum(failures) FROM failures_minutely WHERE {old}
-                 GROUP BY {HOUR}, transport, class, error
-                 ON CONFLICT (minute, transport, class, error) DO UPDATE SET failures = r.failures + excluded.failures"
+                "INSERT INTO failures_minutely AS r
+                     (minute, transport, channel, category, class, error, failures)
+                 SELECT {HOUR}, transport, channel, category, class, error, sum(failures)
+                 FROM failures_minutely WHERE {old}
+                 GROUP BY {HOUR}, transport, channel, category, class, error
+                 ON CONFLICT (minute, transport, channel, category, class, error)
+                 DO UPDATE SET failures = r.failures + excluded.failures"
             ),
             &[&compact_before],
         )
@@ -1063,51 +1078,25 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<MinuteMetrics>, StorageError> {
         let client = self.client().await?;
         let sql = format!(
-            "SELECT minute, transport, {} FROM metrics_minutely
-             WHERE minute >= $1 AND minute < $2 ORDER BY minute, transport",
-            METRIC_COLUMNS.join(", ")
+            "SELECT minute, transport, channel, category, {} FROM metrics_minutely
+             WHERE minute >= $1 AND minute < $2 ORDER BY minute, transport, channel, category",
+            metric_columns().join(", ")
         );
         let rows = client.query(&sql, &[&from, &to]).await?;
         rows.iter()
             .map(|row| {
-                let mut values = [0i64; METRIC_COLUMNS.len()];
-                for (i, slot) in values.iter_mut().enumerate() {
-                    *slot = row.try_get(2 + i)?;
-                }
+                let values = (4..4 + metric_columns().len())
+                    .map(|i| row.try_get::<_, i64>(i))
+                    .collect::<Result<Vec<i64>, _>>()?;
                 Ok(MinuteMetrics::from_values(
                     row.try_get(0)?,
                     row.try_get(1)?,
-                    values,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    &values,
                 ))
             })
             .collect()
-    }
-
-    async fn oldest_queued(
-        &self,
-        transports: &[String],
-    ) -> Result<Vec<OldestQueued>, StorageError> {
-        let client = self.client().await?;
-        // A min() per transport: each is a seek in the partial index,
-        // where a GROUP BY would read every queued row.
-        let rows = client
-            .query(
-                "SELECT t.name, (SELECT min(available_at) FROM messages
-                                 WHERE status = 'queued' AND transport = t.name)
-                 FROM unnest($1::text[]) AS t(name)",
-                &[&transports],
-            )
-            .await?;
-        let mut oldest = Vec::new();
-        for row in rows {
-            if let Some(available_at) = row.try_get::<_, Option<DateTime<Utc>>>(1)? {
-                oldest.push(OldestQueued {
-                    transport: row.try_get(0)?,
-                    available_at,
-                });
-            }
-        }
-        Ok(oldest)
     }
 
     async fn open_alert(
@@ -1239,11 +1228,13 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT transport, priority,
+                "SELECT transport, priority, channel, coalesce(category, ''),
                         count(*) FILTER (WHERE status = 'queued'),
-                        count(*) FILTER (WHERE status = 'processing')
+                        count(*) FILTER (WHERE status = 'processing'),
+                        min(available_at) FILTER (WHERE status = 'queued')
                  FROM messages WHERE status IN ('queued', 'processing')
-                 GROUP BY transport, priority ORDER BY transport, priority DESC",
+                 GROUP BY transport, priority, channel, category
+                 ORDER BY transport, priority DESC, channel, category",
                 &[],
             )
             .await?;
@@ -1254,24 +1245,53 @@ impl Storage for PostgresStorage {
                     transport: row.try_get(0)?,
                     priority: Priority::new(priority.into())
                         .ok_or_else(|| corrupt("priority", priority))?,
-                    queued: row.try_get::<_, i64>(2)?.max(0) as u64,
-                    processing: row.try_get::<_, i64>(3)?.max(0) as u64,
+                    channel: row
+                        .try_get::<_, String>(2)?
+                        .parse()
+                        .map_err(|e| corrupt("channel", e))?,
+                    category: row.try_get(3)?,
+                    queued: row.try_get::<_, i64>(4)?.max(0) as u64,
+                    processing: row.try_get::<_, i64>(5)?.max(0) as u64,
+                    oldest_available: row.try_get(6)?,
                 })
             })
             .collect()
     }
 }
 
-/// Adds a batch of rollups (one array per column) to their minutes' rows.
+/// Adds rollups to their minutes' rows, in one statement (one array per
+/// column).
+async fn add_rollups(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[MinuteMetrics],
+) -> Result<(), StorageError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let minutes: Vec<DateTime<Utc>> = rows.iter().map(|m| m.minute).collect();
+    let transports: Vec<&str> = rows.iter().map(|m| m.transport.as_str()).collect();
+    let channels: Vec<&str> = rows.iter().map(|m| m.channel.as_str()).collect();
+    let categories: Vec<&str> = rows.iter().map(|m| m.category.as_str()).collect();
+    let values: Vec<Vec<i64>> = rows.iter().map(metric_values).collect();
+    let columns: Vec<Vec<i64>> = (0..metric_columns().len())
+        .map(|c| values.iter().map(|row| row[c]).collect())
+        .collect();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&minutes, &transports, &channels, &categories];
+    params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+    let upsert = tx.prepare_cached(&add_metrics_sql()).await?;
+    tx.execute(&upsert, &params).await?;
+    Ok(())
+}
+
 fn add_metrics_sql() -> String {
-    let arrays: Vec<String> = (3..3 + METRIC_COLUMNS.len())
+    let arrays: Vec<String> = (5..5 + metric_columns().len())
         .map(|i| format!("${i}::int8[]"))
         .collect();
     format!(
-        "INSERT INTO metrics_minutely AS r (minute, transport, {columns})
-         SELECT * FROM unnest($1::timestamptz[], $2::text[], {arrays})
-         ON CONFLICT (minute, transport) DO UPDATE SET {updates}",
-        columns = METRIC_COLUMNS.join(", "),
+        "INSERT INTO metrics_minutely AS r (minute, transport, channel, category, {columns})
+         SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], {arrays})
+         ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {updates}",
+        columns = metric_columns().join(", "),
         arrays = arrays.join(", "),
         updates = metric_merge_updates("r.", "greatest")
     )

@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    METRIC_COLUMNS, MessageFilter, MinuteMetrics, NewAlert, OldestQueued, Outcome, OutcomeKind,
-    Page, PageRequest, Recorded, Storage, StorageError, StorageOptions, TransportState, WorkSignal,
-    clamp_limit, effective_at, metric_aggregates, metric_merge_updates, metric_values, rollup,
+    MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest, Recorded,
+    Storage, StorageError, StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at,
+    metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -296,13 +296,14 @@ fn insert_event(tx: &Transaction<'_>, event: NewEvent<'_>) -> rusqlite::Result<(
 
 /// Adds one rollup to its minute's row.
 fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Result<()> {
-    let placeholders: Vec<String> = (3..3 + METRIC_COLUMNS.len())
+    let placeholders: Vec<String> = (5..5 + metric_columns().len())
         .map(|i| format!("?{i}"))
         .collect();
     let sql = format!(
-        "INSERT INTO metrics_minutely (minute, transport, {}) VALUES (?1, ?2, {})
-         ON CONFLICT (minute, transport) DO UPDATE SET {}",
-        METRIC_COLUMNS.join(", "),
+        "INSERT INTO metrics_minutely (minute, transport, channel, category, {})
+         VALUES (?1, ?2, ?3, ?4, {})
+         ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {}",
+        metric_columns().join(", "),
         placeholders.join(", "),
         metric_merge_updates("", "max")
     );
@@ -310,21 +311,24 @@ fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Resul
     let mut params: Vec<Value> = vec![
         Value::Integer(to_millis(metrics.minute)),
         Value::Text(metrics.transport.clone()),
+        Value::Text(metrics.channel.clone()),
+        Value::Text(metrics.category.clone()),
     ];
-    params.extend(metric_values(metrics).map(Value::Integer));
+    params.extend(metric_values(metrics).into_iter().map(Value::Integer));
     stmt.execute(rusqlite::params_from_iter(params))?;
     Ok(())
 }
 
 fn metrics_from_row(row: &Row<'_>) -> rusqlite::Result<MinuteMetrics> {
-    let mut values = [0i64; METRIC_COLUMNS.len()];
-    for (i, slot) in values.iter_mut().enumerate() {
-        *slot = row.get(2 + i)?;
-    }
+    let values = (4..4 + metric_columns().len())
+        .map(|i| row.get::<_, i64>(i))
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
     Ok(MinuteMetrics::from_values(
         from_millis(row.get(0)?),
         row.get(1)?,
-        values,
+        row.get(2)?,
+        row.get(3)?,
+        &values,
     ))
 }
 
@@ -705,13 +709,17 @@ impl Storage for SqliteStorage {
                 add_metrics(tx, metrics)?;
             }
             let mut add_failure = tx.prepare_cached(
-                "INSERT INTO failures_minutely (minute, transport, class, error, failures) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (minute, transport, class, error) DO UPDATE SET failures = failures + excluded.failures",
+                "INSERT INTO failures_minutely (minute, transport, channel, category, class, error, failures)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (minute, transport, channel, category, class, error)
+                 DO UPDATE SET failures = failures + excluded.failures",
             )?;
             for f in &failures {
                 add_failure.execute(params![
                     to_millis(f.minute),
                     f.transport,
+                    f.channel,
+                    f.category,
                     f.class,
                     f.error,
                     i64::try_from(f.failures).unwrap_or(i64::MAX)
@@ -1029,17 +1037,20 @@ impl Storage for SqliteStorage {
         self.reader()
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT minute, transport, class, error, failures FROM failures_minutely
-                     WHERE minute >= ?1 AND minute < ?2 ORDER BY minute, transport, class, error",
+                    "SELECT minute, transport, channel, category, class, error, failures
+                     FROM failures_minutely WHERE minute >= ?1 AND minute < ?2
+                     ORDER BY minute, transport, channel, category, class, error",
                 )?;
                 let rows = stmt
                     .query_map(params![to_millis(from), to_millis(to)], |row| {
                         Ok(FailureCount {
                             minute: from_millis(row.get(0)?),
                             transport: row.get(1)?,
-                            class: row.get(2)?,
-                            error: row.get(3)?,
-                            failures: row.get::<_, i64>(4)?.max(0) as u64,
+                            channel: row.get(2)?,
+                            category: row.get(3)?,
+                            class: row.get(4)?,
+                            error: row.get(5)?,
+                            failures: row.get::<_, i64>(6)?.max(0) as u64,
                         })
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1057,20 +1068,24 @@ impl Storage for SqliteStorage {
             const HOUR: &str = "(minute - minute % 3600000)";
             let old = "minute < ?1 AND minute % 3600000 <> 0";
             tx.prepare_cached(&format!(
-                "INSERT INTO metrics_minutely (minute, transport, {columns})
-                 SELECT {HOUR}, transport, {aggregates} FROM metrics_minutely WHERE {old}
-                 GROUP BY {HOUR}, transport
-                 ON CONFLICT (minute, transport) DO UPDATE SET {updates}",
-                columns = METRIC_COLUMNS.join(", "),
+                "INSERT INTO metrics_minutely (minute, transport, channel, category, {columns})
+                 SELECT {HOUR}, transport, channel, category, {aggregates}
+                 FROM metrics_minutely WHERE {old}
+                 GROUP BY {HOUR}, transport, channel, category
+                 ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {updates}",
+                columns = metric_columns().join(", "),
                 aggregates = metric_aggregates(),
                 updates = metric_merge_updates("", "max"),
             ))?
             .execute([to_millis(compact_before)])?;
             tx.prepare_cached(&format!(
-                "INSERT INTO failures_minutely (minute, transport, class, error, failures)
-                 SELECT {HOUR}, transport, class, error, sum(failures) FROM failures_minutely WHERE {old}
-                 GROUP BY {HOUR}, transport, class, error
-                 ON CONFLICT (minute, transport, class, error) DO UPDATE SET failures = failures + excluded.failures"
+                "INSERT INTO failures_minutely
+                     (minute, transport, channel, category, class, error, failures)
+                 SELECT {HOUR}, transport, channel, category, class, error, sum(failures)
+                 FROM failures_minutely WHERE {old}
+                 GROUP BY {HOUR}, transport, channel, category, class, error
+                 ON CONFLICT (minute, transport, channel, category, class, error)
+                 DO UPDATE SET failures = failures + excluded.failures"
             ))?
             .execute([to_millis(compact_before)])?;
             let mut merged = 0;
@@ -1119,9 +1134,10 @@ impl Storage for SqliteStorage {
         self.reader()
             .call(move |conn| {
                 let sql = format!(
-                    "SELECT minute, transport, {} FROM metrics_minutely
-                     WHERE minute >= ?1 AND minute < ?2 ORDER BY minute, transport",
-                    METRIC_COLUMNS.join(", ")
+                    "SELECT minute, transport, channel, category, {} FROM metrics_minutely
+                     WHERE minute >= ?1 AND minute < ?2
+                     ORDER BY minute, transport, channel, category",
+                    metric_columns().join(", ")
                 );
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt
@@ -1132,31 +1148,14 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn oldest_queued(
-        &self,
-        transports: &[String],
-    ) -> Result<Vec<OldestQueued>, StorageError> {
-        let transports = transports.to_vec();
-        self.reader()
-            .call(move |conn| {
-                // One min() per transport: each is a seek in the partial
-                // index, where a GROUP BY would read every queued row.
-                let mut stmt = conn.prepare_cached(
-                    "SELECT min(available_at) FROM messages WHERE status = 'queued' AND transport = ?1",
-                )?;
-                let mut oldest = Vec::new();
-                for transport in transports {
-                    let at: Option<i64> = stmt.query_row([&transport], |row| row.get(0))?;
-                    if let Some(at) = at {
-                        oldest.push(OldestQueued {
-                            transport,
-                            available_at: from_millis(at),
-                        });
-                    }
-                }
-                Ok(oldest)
-            })
-            .await
+    async fn add_rollups(&self, rows: Vec<MinuteMetrics>) -> Result<(), StorageError> {
+        self.write(move |tx| {
+            for metrics in &rows {
+                add_metrics(tx, metrics)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn open_alert(
@@ -1292,17 +1291,23 @@ impl Storage for SqliteStorage {
         self.reader()
             .call(|conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT transport, priority, sum(status = 'queued'), sum(status = 'processing')
+                    "SELECT transport, priority, channel, coalesce(category, ''),
+                            sum(status = 'queued'), sum(status = 'processing'),
+                            min(CASE WHEN status = 'queued' THEN available_at END)
                      FROM messages WHERE status IN ('queued', 'processing')
-                     GROUP BY transport, priority ORDER BY transport, priority DESC",
+                     GROUP BY transport, priority, channel, category
+                     ORDER BY transport, priority DESC, channel, category",
                 )?;
                 let rows = stmt
                     .query_map([], |row| {
                         Ok(DepthRow {
                             transport: row.get(0)?,
                             priority: Priority::new(row.get(1)?).unwrap_or_default(),
-                            queued: row.get::<_, i64>(2)?.max(0) as u64,
-                            processing: row.get::<_, i64>(3)?.max(0) as u64,
+                            channel: parse_column(row, 2)?,
+                            category: row.get(3)?,
+                            queued: row.get::<_, i64>(4)?.max(0) as u64,
+                            processing: row.get::<_, i64>(5)?.max(0) as u64,
+                            oldest_available: time_column(row, 6)?,
                         })
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -260,18 +260,16 @@ where
             .expect("claim");
         let outcomes = claimed
             .iter()
-            .map(|m| Outcome {
-                id: m.id,
-                claim_token: m.claim_token.expect("a token"),
-                transport: m.transport.clone(),
-                duration_ms: Some(5),
-                wait_ms: None,
-                attempt: m.attempts,
-                error_class: Some("rejected".into()),
-                kind: OutcomeKind::Failed {
+            .map(|m| {
+                let kind = OutcomeKind::Failed {
                     error: "550 no such user".into(),
                     retry_at: None,
-                },
+                };
+                Outcome {
+                    duration_ms: Some(5),
+                    error_class: Some("rejected".into()),
+                    ..Outcome::new(m, m.claim_token.expect("a token"), kind)
+                }
             })
             .collect();
         self.storage
@@ -1537,15 +1535,12 @@ async fn queue_analytics_report_known_traffic_exactly(f: &Fixture) {
     claimed.sort_by_key(|m| m.id);
     assert_eq!(claimed.len(), 4);
     let outcome = |i: usize, duration: u64, kind: OutcomeKind| Outcome {
-        id: claimed[i].id,
-        claim_token: claimed[i].claim_token.expect("a token"),
         transport: "mail".into(),
         duration_ms: Some(duration),
         // As the engine computes it: claimed (updated_at) - available_at.
         wait_ms: Some((claimed[i].updated_at - claimed[i].available_at).num_milliseconds() as u64),
-        attempt: claimed[i].attempts,
         error_class: Some("transient".into()),
-        kind,
+        ..Outcome::new(&claimed[i], claimed[i].claim_token.expect("a token"), kind)
     };
     let failed = |retry_at| OutcomeKind::Failed {
         error: "451 later".into(),

@@ -188,6 +188,7 @@ pub struct Email {
     pub subject: String,
     pub idempotency_key: Option<String>,
     pub send_at: Option<DateTime<Utc>>,
+    pub category: Option<&'static str>,
 }
 
 impl Default for Email {
@@ -199,6 +200,7 @@ impl Default for Email {
             subject: "Hello".into(),
             idempotency_key: None,
             send_at: None,
+            category: None,
         }
     }
 }
@@ -211,6 +213,7 @@ impl Email {
             "priority": self.priority,
             "idempotency_key": self.idempotency_key,
             "send_at": self.send_at,
+            "category": self.category,
             "email": {
                 "from": "shop@example.com",
                 "to": [self.to],

@@ -546,22 +546,20 @@ async fn attempts(storage: &dyn Storage, sent: usize, failed: usize, at: DateTim
     let outcomes = claimed
         .iter()
         .enumerate()
-        .map(|(i, message)| Outcome {
-            id: message.id,
-            claim_token: message.claim_token.expect("claimed"),
-            transport: "mail".into(),
-            duration_ms: Some(5),
-            wait_ms: Some(0),
-            attempt: message.attempts,
-            error_class: (i >= sent).then(|| "permanent".to_owned()),
-            kind: if i < sent {
+        .map(|(i, message)| {
+            let kind = if i < sent {
                 OutcomeKind::Sent
             } else {
                 OutcomeKind::Failed {
                     error: "550 no such user".into(),
                     retry_at: None,
                 }
-            },
+            };
+            Outcome {
+                duration_ms: Some(5),
+                error_class: (i >= sent).then(|| "permanent".to_owned()),
+                ..Outcome::new(message, message.claim_token.expect("claimed"), kind)
+            }
         })
         .collect();
     storage.record_outcomes(outcomes, at).await.expect("record");

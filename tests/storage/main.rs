@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Email, Fixture, emails, secs, t0};
-use herald::domain::{ClaimToken, EventKind, Message, Stamp, Status};
+use herald::domain::{Channel, ClaimToken, EventKind, Message, Stamp, Status};
 use herald::storage::{
-    Alert, AlertNotice, AlertState, MessageFilter, NewAlert, OldestQueued, Outcome, OutcomeKind,
+    Alert, AlertNotice, AlertState, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind,
     PageRequest, Storage, StorageError,
 };
 
@@ -70,7 +70,7 @@ conformance!(
     outcomes_are_rolled_up_per_minute_and_transport,
     one_node_at_a_time_holds_a_transport,
     old_rollups_compact_to_hours_and_are_purged,
-    oldest_queued_reads_each_transport_apart,
+    rollups_split_by_channel_and_category_with_flow_timings,
     one_alert_is_active_per_rule_and_transport,
     concurrent_evaluations_open_one_alert,
     the_cooldown_is_decided_with_the_opening,
@@ -86,15 +86,10 @@ async fn claim(storage: &dyn Storage, n: usize, at: chrono::DateTime<chrono::Utc
 }
 
 fn outcome(message: &Message, kind: OutcomeKind) -> Outcome {
+    let token = message.claim_token.expect("a claimed message has a token");
     Outcome {
-        id: message.id,
-        claim_token: message.claim_token.expect("a claimed message has a token"),
-        transport: message.transport.clone(),
         duration_ms: Some(12),
-        wait_ms: None,
-        attempt: message.attempts,
-        error_class: None,
-        kind,
+        ..Outcome::new(message, token, kind)
     }
 }
 
@@ -898,9 +893,10 @@ async fn queue_depth_counts_by_transport_and_priority(f: &Fixture) {
     batch.push(
         Email {
             transport: "other",
+            category: Some("receipt"),
             ..Email::default()
         }
-        .build(t0()),
+        .build(t0() - secs(30)),
     );
     s.enqueue_many(batch, t0()).await.expect("enqueue");
     claim(s, 1, t0()).await; // one priority-9 message goes to processing
@@ -919,6 +915,22 @@ async fn queue_depth_counts_by_transport_and_priority(f: &Fixture) {
             ("other".into(), 4, 1, 0)
         ]
     );
+    let rows = s.queue_depth().await.expect("depth");
+    let other = rows.iter().find(|d| d.transport == "other").expect("other");
+    assert_eq!(
+        (
+            other.channel,
+            other.category.as_str(),
+            other.oldest_available
+        ),
+        (Channel::Email, "receipt", Some(t0() - secs(30)))
+    );
+    let mail: Vec<&str> = rows
+        .iter()
+        .filter(|d| d.transport == "mail")
+        .map(|d| d.category.as_str())
+        .collect();
+    assert_eq!(mail, ["", ""], "no category is the empty one");
 }
 
 async fn migrations_can_run_twice(f: &Fixture) {
@@ -1121,6 +1133,147 @@ async fn outcomes_are_rolled_up_per_minute_and_transport(f: &Fixture) {
         [3, 1, 0, 0],
         "sent, dead and the later one on attempt 1; the retried one on 2"
     );
+}
+
+async fn rollups_split_by_channel_and_category_with_flow_timings(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let batch = ["receipt", "receipt", "alert"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, category)| {
+            Email {
+                category: Some(category),
+                subject: format!("Message {i}"),
+                ..Email::default()
+            }
+            .build(t0())
+        })
+        .collect();
+    s.enqueue_many(batch, t0()).await.expect("enqueue");
+    let claimed = claim(s, 3, t0()).await;
+    let at = t0() + secs(10);
+    let timed = |m: &Message, wait: u64, processing: u64, total: u64, kind: OutcomeKind| Outcome {
+        wait_ms: Some(wait),
+        processing_ms: Some(processing),
+        limited_ms: Some(processing / 2),
+        total_ms: Some(total),
+        ..outcome(m, kind)
+    };
+    let outcomes: Vec<Outcome> = claimed
+        .iter()
+        .map(|m| match m.category.as_deref() {
+            Some("alert") => timed(m, 40, 2000, 2052, OutcomeKind::Sent),
+            _ if m.payload["subject"] == "Message 0" => timed(m, 5, 30, 47, OutcomeKind::Sent),
+            // A failure to retry: its total is not an end-to-end time.
+            _ => timed(
+                m,
+                700,
+                0,
+                712,
+                OutcomeKind::Failed {
+                    error: "451 later".into(),
+                    retry_at: Some(at + secs(60)),
+                },
+            ),
+        })
+        .collect();
+    s.record_outcomes(outcomes, at).await.expect("record");
+    s.add_rollups(vec![MinuteMetrics {
+        minute: t0(),
+        transport: "mail".into(),
+        breaker_open_ms: 3000,
+        ..MinuteMetrics::default()
+    }])
+    .await
+    .expect("add");
+    s.add_rollups(vec![MinuteMetrics {
+        minute: t0(),
+        transport: "mail".into(),
+        breaker_open_ms: 1000,
+        ..MinuteMetrics::default()
+    }])
+    .await
+    .expect("add again");
+
+    let rows = s
+        .minute_metrics(t0(), t0() + secs(60))
+        .await
+        .expect("metrics");
+    let keys: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.transport.as_str(),
+                r.channel.as_str(),
+                r.category.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("mail", "", ""),
+            ("mail", "email", "alert"),
+            ("mail", "email", "receipt")
+        ]
+    );
+    assert_eq!(rows[0].breaker_open_ms, 4000, "transport rows add up");
+    assert_eq!(rows[0].sent + rows[0].failed, 0);
+
+    let alert = &rows[1];
+    assert_eq!(
+        (alert.sent, alert.wait_count, alert.wait_max_ms),
+        (1, 1, 40)
+    );
+    assert_eq!(alert.wait_le, [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(
+        (
+            alert.processing.count,
+            alert.processing.sum_ms,
+            alert.processing.max_ms
+        ),
+        (1, 2000, 2000)
+    );
+    assert_eq!(alert.processing.le, [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(alert.limited_sum_ms, 1000);
+    assert_eq!((alert.total.count, alert.total.sum_ms), (1, 2052));
+
+    let receipt = &rows[2];
+    assert_eq!((receipt.sent, receipt.failed, receipt.retried), (1, 1, 1));
+    assert_eq!((receipt.wait_count, receipt.wait_sum_ms), (2, 705));
+    assert_eq!(receipt.wait_le, [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]);
+    assert_eq!(
+        (
+            receipt.total.count,
+            receipt.total.sum_ms,
+            receipt.total.le[1]
+        ),
+        (1, 47, 1),
+        "only the finished message has an end-to-end time"
+    );
+    assert_eq!(receipt.limited_sum_ms, 15);
+
+    let failures = s
+        .failure_counts(t0(), t0() + secs(60))
+        .await
+        .expect("failures");
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        (failures[0].channel.as_str(), failures[0].category.as_str()),
+        ("email", "receipt")
+    );
+
+    // Compaction keeps the dimensions apart.
+    s.compact_rollups(t0() + secs(7200), t0() - secs(3600))
+        .await
+        .expect("compact");
+    let hourly = s
+        .minute_metrics(t0() - secs(3600), t0() + secs(3600))
+        .await
+        .expect("metrics");
+    assert_eq!(hourly.len(), 3, "{hourly:?}");
+    assert!(hourly.iter().all(|r| r.minute == t0()));
+    assert_eq!(hourly[2].wait_le, receipt.wait_le);
 }
 
 /// An enqueue signals waiting workers at once: in-process on both
@@ -1334,49 +1487,6 @@ async fn old_rollups_compact_to_hours_and_are_purged(f: &Fixture) {
         .await
         .expect("metrics");
     assert_eq!(rows.len(), 2);
-}
-
-async fn oldest_queued_reads_each_transport_apart(f: &Fixture) {
-    let s = f.storage.as_ref();
-    let batch = vec![
-        Email::default().build(t0()),
-        Email {
-            send_at: Some(t0() + secs(60)),
-            ..Email::default()
-        }
-        .build(t0()),
-        Email {
-            transport: "other",
-            send_at: Some(t0() + secs(30)),
-            ..Email::default()
-        }
-        .build(t0()),
-    ];
-    s.enqueue_many(batch, t0()).await.expect("enqueue");
-    let transports = ["mail".to_string(), "other".into(), "idle".into()];
-    assert_eq!(
-        s.oldest_queued(&transports).await.expect("oldest"),
-        vec![
-            OldestQueued {
-                transport: "mail".into(),
-                available_at: t0()
-            },
-            OldestQueued {
-                transport: "other".into(),
-                available_at: t0() + secs(30)
-            },
-        ],
-        "transports with nothing queued are left out"
-    );
-    claim(s, 1, t0()).await;
-    assert_eq!(
-        s.oldest_queued(&transports[..1]).await.expect("oldest"),
-        vec![OldestQueued {
-            transport: "mail".into(),
-            available_at: t0() + secs(60)
-        }],
-        "a message being delivered is no longer queued"
-    );
 }
 
 fn new_alert(rule: &str, transport: &str, at: chrono::DateTime<chrono::Utc>) -> NewAlert {
