@@ -69,6 +69,7 @@ on_both_backends!(
     every_route_needs_its_role_when_keys_are_configured,
     without_keys_the_api_is_open,
     queue_analytics_report_known_traffic_exactly,
+    alerts_are_listed_by_state_and_bad_parameters_named,
 );
 
 /// Lets the pool's connection tasks, which share this test's single
@@ -1148,6 +1149,7 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
         (Method::GET, "/api/transports".into(), "read"),
         (Method::GET, "/api/queue/analytics".into(), "read"),
         (Method::GET, "/api/queue/failures".into(), "read"),
+        (Method::GET, "/api/alerts".into(), "read"),
         (
             Method::GET,
             "/api/analytics/transport-performance".into(),
@@ -1608,5 +1610,74 @@ async fn queue_analytics_report_known_traffic_exactly(f: &Fixture) {
             "{query}: {}",
             bad.body
         );
+    }
+}
+
+async fn alerts_are_listed_by_state_and_bad_parameters_named(f: &Fixture) {
+    let api = api(f, true).await;
+    let now = api.clock.now();
+    let incident = |rule: &str| herald::storage::NewAlert {
+        id: ulid::Ulid::generate(),
+        rule: rule.to_owned(),
+        kind: "failure_rate".to_owned(),
+        transport: "mail".to_owned(),
+        threshold: 0.5,
+        window_s: Some(300),
+        value: 0.75,
+        fired_at: now,
+    };
+    let over = api
+        .storage
+        .open_alert(incident("failing"), now)
+        .await
+        .expect("open")
+        .expect("opened");
+    api.storage
+        .resolve_alert(over.id, 0.0, now + chrono::Duration::seconds(90))
+        .await
+        .expect("resolve");
+    let going_on = api
+        .storage
+        .open_alert(incident("still-failing"), now)
+        .await
+        .expect("open")
+        .expect("opened");
+
+    let listed = api.get("/api/alerts").await;
+    assert_eq!(listed.status, 200);
+    let ids: Vec<&str> = listed.body["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, [going_on.id.to_string(), over.id.to_string()]);
+    let resolved = api.get("/api/alerts?state=resolved").await.body;
+    let entry = &resolved["alerts"][0];
+    assert_eq!(resolved["alerts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(entry["rule"], "failing");
+    assert_eq!(entry["state"], "resolved");
+    assert_eq!(entry["kind"], "failure_rate");
+    assert_eq!(entry["window_s"], 300);
+    assert_eq!(
+        (entry["fired_value"].as_f64(), entry["last_value"].as_f64()),
+        (Some(0.75), Some(0.0))
+    );
+    assert_eq!(entry["duration_s"], 90);
+    assert_eq!(entry["notified"], true);
+    assert_eq!(entry["fired_message_id"], Value::Null);
+    let active = api.get("/api/alerts?state=active&limit=1").await.body;
+    assert_eq!(active["alerts"][0]["id"], going_on.id.to_string());
+    assert_eq!(active["alerts"][0]["resolved_at"], Value::Null);
+
+    for (query, field) in [
+        ("state=firing", "state"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("rule=failing", "rule"),
+    ] {
+        let reply = api.get(&format!("/api/alerts?{query}")).await;
+        assert_eq!(reply.status, 400, "{query}");
+        assert_eq!(reply.body["error"]["field"], field, "{query}");
     }
 }
