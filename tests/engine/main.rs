@@ -21,7 +21,7 @@ use herald::config::Settings;
 use herald::domain::{EventKind, Message, Stamp, Status};
 use herald::engine::{CircuitState, Engine, EngineOptions};
 use herald::storage::{
-    AlertNotice, AlertState, MessageFilter, Outcome, OutcomeKind, PageRequest, Storage,
+    AlertNotice, AlertState, MessageFilter, NewAlert, Outcome, OutcomeKind, PageRequest, Storage,
 };
 use herald::time::{Clock, ManualClock, SystemClock};
 use herald::transports::{Delivery, Transport, TransportError};
@@ -226,6 +226,9 @@ on_both_backends!(
     shutdown_hands_back_unstarted_claims,
     a_panicking_transport_restarts_its_actor_and_delivery_goes_on,
     an_alert_rule_fires_cools_down_and_resolves,
+    nodes_evaluating_at_once_notify_an_incident_once,
+    a_notice_left_unsent_goes_out_at_the_next_evaluation,
+    a_breaker_rule_fires_while_open_and_resolves_once_closed,
 );
 
 async fn queued_messages_are_delivered_and_tracked(f: Fixture) {
@@ -692,4 +695,143 @@ async fn an_alert_rule_fires_cools_down_and_resolves(f: Fixture) {
             AlertState::Resolved
         ]
     );
+}
+
+/// `[alerts]` through `other` with one rule, `deep`: more than one
+/// message queued on `mail`.
+fn depth_alert_settings(f: &Fixture) -> Arc<Settings> {
+    settings(
+        &f.options.url,
+        "\n[alerts]\ntransport = \"other\"\n\n[[alerts.rules]]\nname = \"deep\"\nkind = \"queue_depth\"\ntransport = \"mail\"\nthreshold = 1\n",
+    )
+}
+
+async fn alert_messages(storage: &dyn Storage) -> usize {
+    let filter = MessageFilter {
+        transport: Some("other".into()),
+        ..Default::default()
+    };
+    let page = PageRequest {
+        after: None,
+        limit: 100,
+    };
+    storage
+        .list_messages(&filter, page)
+        .await
+        .expect("list")
+        .items
+        .len()
+}
+
+async fn nodes_evaluating_at_once_notify_an_incident_once(f: Fixture) {
+    let settings = depth_alert_settings(&f);
+    let clock = Arc::new(ManualClock::new(common::t0()));
+    f.storage
+        .enqueue_many(emails(2, common::t0()), common::t0())
+        .await
+        .expect("enqueue");
+    // Two nodes: separate handles on one store, evaluating the same rules.
+    let other_node = f.reopen().await;
+    let a = Evaluator::new(f.storage.clone(), clock.clone(), settings.clone());
+    let b = Evaluator::new(other_node, clock.clone(), settings);
+    let (first, second) = tokio::join!(a.evaluate(Vec::new()), b.evaluate(Vec::new()));
+    let (first, second) = (first.expect("evaluate"), second.expect("evaluate"));
+    assert_eq!(first.opened.len() + second.opened.len(), 1, "one incident");
+    assert_eq!(
+        f.storage.list_alerts(None, 10).await.expect("list").len(),
+        1
+    );
+    assert_eq!(alert_messages(f.storage.as_ref()).await, 1, "one notice");
+}
+
+async fn a_notice_left_unsent_goes_out_at_the_next_evaluation(f: Fixture) {
+    let settings = depth_alert_settings(&f);
+    let clock = Arc::new(ManualClock::new(common::t0()));
+    // A node opened the incident and stopped before sending its notice.
+    let stranded = f
+        .storage
+        .open_alert(
+            NewAlert {
+                id: ulid::Ulid::generate(),
+                rule: "deep".into(),
+                kind: "queue_depth".into(),
+                transport: "mail".into(),
+                threshold: 1.0,
+                window_s: None,
+                value: 2.0,
+                fired_at: common::t0(),
+            },
+            common::t0(),
+        )
+        .await
+        .expect("open")
+        .expect("opened");
+    let evaluator = Evaluator::new(f.storage.clone(), clock.clone(), settings);
+    let evaluation = evaluator.evaluate(Vec::new()).await.expect("evaluate");
+    assert_eq!(
+        evaluation
+            .notices
+            .iter()
+            .map(|(id, notice, _)| (*id, *notice))
+            .collect::<Vec<_>>(),
+        [
+            (stranded.id, AlertNotice::Fired),
+            (stranded.id, AlertNotice::Resolved)
+        ],
+        "nothing is queued now, so it also resolves; the fired notice goes first"
+    );
+    assert_eq!(evaluation.resolved.len(), 1);
+    assert_eq!(alert_messages(f.storage.as_ref()).await, 2);
+    let again = evaluator.evaluate(Vec::new()).await.expect("evaluate");
+    assert_eq!(again, Evaluation::default());
+}
+
+async fn a_breaker_rule_fires_while_open_and_resolves_once_closed(f: Fixture) {
+    let transport = Scripted::new(Duration::ZERO, |_| Err(transient()));
+    let tuning = "circuit_failure_threshold = 2\ncircuit_open_ms = 1000\nconcurrency = 1\nbatch_size = 1\nprefetch_count = 0\nretry_delay_ms = 60000\nmax_retry_delay_ms = 60000\n\n\
+        [alerts]\ntransport = \"other\"\nevaluate_every_s = 1\n\n\
+        [[alerts.rules]]\nname = \"tripped\"\nkind = \"breaker_open\"\ntransport = \"mail\"\nthreshold = 0\n";
+    let engine = start(&f, tuning, transport.clone()).await;
+    enqueue(f.storage.as_ref(), 3).await;
+    eventually("the breaker opens", || async {
+        engine
+            .status()
+            .await
+            .expect("status")
+            .iter()
+            .any(|t| t.name == "mail" && t.circuit_open_since.is_some())
+    })
+    .await;
+    eventually("the incident's notice is delivered", || async {
+        let active = f
+            .storage
+            .list_alerts(Some(AlertState::Active), 10)
+            .await
+            .expect("list");
+        match active.first().and_then(|a| a.fired_message) {
+            Some(id) => {
+                let notice = f.storage.get_message(id).await.expect("get");
+                notice.is_some_and(|n| n.message.status == Status::Sent)
+            }
+            None => false,
+        }
+    })
+    .await;
+
+    transport.set_script(|_| Ok(()));
+    eventually("the incident resolves and says so", || async {
+        let history = f.storage.list_alerts(None, 10).await.expect("list");
+        history.len() == 1
+            && history[0].state == AlertState::Resolved
+            && history[0].resolved_message.is_some()
+    })
+    .await;
+    let incident = &f.storage.list_alerts(None, 10).await.expect("list")[0];
+    assert_eq!(
+        (incident.rule.as_str(), incident.kind.as_str()),
+        ("tripped", "breaker_open")
+    );
+    assert!(incident.fired_value > 0.0);
+    assert_eq!(incident.last_value, 0.0, "resolved by a closed breaker");
+    engine.shutdown(Duration::from_secs(5)).await;
 }
