@@ -819,6 +819,9 @@ async fn a_breaker_rule_fires_while_open_and_resolves_once_closed(f: Fixture) {
     .await;
 
     transport.set_script(|_| Ok(()));
+    // The failed messages wait a minute for their retry: give the probe one
+    // that is due.
+    enqueue(f.storage.as_ref(), 1).await;
     eventually("the incident resolves and says so", || async {
         let history = f.storage.list_alerts(None, 10).await.expect("list");
         history.len() == 1
