@@ -21,8 +21,11 @@
 //! [`time`] is the one clock; [`app`] wires storage and HTTP together and
 //! owns start-up and shutdown. [`bench`] is `herald bench`, the load
 //! benchmark that drives a server through the HTTP API and verifies what
-//! it measured.
+//! it measured. [`alerts`] watches the rollups, queue counts and breakers
+//! against the configured rules and sends its notices as messages of its
+//! own.
 
+pub mod alerts;
 pub mod analytics;
 pub mod app;
 pub mod bench;

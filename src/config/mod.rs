@@ -185,6 +185,80 @@ pub struct AnalyticsSettings {
     pub retention: Duration,
 }
 
+/// What an alert rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    /// Failed attempts / attempts over a window, from the rollups.
+    FailureRate,
+    /// Seconds the circuit breaker has been open.
+    BreakerOpen,
+    /// Messages dead-lettered over a window, from the rollups.
+    DeadLetters,
+    /// Seconds the oldest queued message has been waiting.
+    OldestQueued,
+    /// Messages queued.
+    QueueDepth,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 5] = [
+        AlertKind::FailureRate,
+        AlertKind::BreakerOpen,
+        AlertKind::DeadLetters,
+        AlertKind::OldestQueued,
+        AlertKind::QueueDepth,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::FailureRate => "failure_rate",
+            AlertKind::BreakerOpen => "breaker_open",
+            AlertKind::DeadLetters => "dead_letters",
+            AlertKind::OldestQueued => "oldest_queued",
+            AlertKind::QueueDepth => "queue_depth",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AlertKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// Kinds measured over a window of rollups.
+    pub fn has_window(self) -> bool {
+        matches!(self, AlertKind::FailureRate | AlertKind::DeadLetters)
+    }
+}
+
+/// One `[[alerts.rules]]` entry, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    pub name: String,
+    pub kind: AlertKind,
+    /// The transport watched; `None` watches each configured transport
+    /// separately.
+    pub transport: Option<String>,
+    pub threshold: f64,
+    /// For the windowed kinds.
+    pub window: Option<Duration>,
+    /// A new incident within this time of the last notified one of the
+    /// same rule and transport is recorded but not notified.
+    pub cooldown: Duration,
+}
+
+/// `[alerts]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    /// The transport notices go through.
+    pub transport: String,
+    pub channel: Channel,
+    /// email: sender; sms: sender number.
+    pub from: Option<String>,
+    /// email: recipients; sms: the one number.
+    pub to: Vec<String>,
+    pub evaluate_every: Duration,
+    pub rules: Vec<AlertRule>,
+}
+
 /// Validated runtime settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -197,6 +271,8 @@ pub struct Settings {
     pub routes: BTreeMap<Channel, String>,
     pub priority: PrioritySettings,
     pub analytics: AnalyticsSettings,
+    /// Alerting; `None` without an `[alerts]` table.
+    pub alerts: Option<AlertSettings>,
 }
 
 /// One problem with the configuration, naming its key.

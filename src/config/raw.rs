@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    AnalyticsSettings, ApiKey, DeliverySettings, PrioritySettings, Problem, Role, Secret,
-    ServerSettings, Settings, TlsMode, TransportKind, TransportSettings,
+    AlertKind, AlertRule, AlertSettings, AnalyticsSettings, ApiKey, DeliverySettings,
+    PrioritySettings, Problem, Role, Secret, ServerSettings, Settings, TlsMode, TransportKind,
+    TransportSettings,
 };
 use crate::domain::{Channel, Priority};
 use crate::storage::{self, DEFAULT_PRIORITY_AGING, StorageOptions};
@@ -38,6 +39,12 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_PRIORITY: i64 = 4;
 pub const DEFAULT_COMPACT_AFTER_HOURS: u64 = 48;
 pub const DEFAULT_RETENTION_DAYS: u64 = 90;
+pub const DEFAULT_ALERT_EVALUATE_EVERY_S: u64 = 30;
+pub const DEFAULT_ALERT_COOLDOWN_S: u64 = 900;
+/// Longest alert rule name: it goes into notices' idempotency keys.
+const MAX_ALERT_RULE_NAME: usize = 64;
+/// Shortest alert window: the rollups are per minute.
+const MIN_ALERT_WINDOW_S: u64 = 60;
 /// Shortest lease accepted: a heartbeat must fit inside it comfortably.
 const MIN_LEASE_MS: u64 = 1_000;
 /// Shortest API key accepted from config.
@@ -85,6 +92,46 @@ pub struct RawAnalytics {
     pub compact_after_hours: Option<u64>,
     /// Rollups older than this, in days, are deleted. Default 90.
     pub retention_days: Option<u64>,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// The transport alert notices go through. Required.
+    pub transport: Option<String>,
+    /// Channel of the notices. Default: webhook when the transport delivers
+    /// it, else email.
+    pub channel: Option<String>,
+    /// email: the sender (required); sms: the sender number (optional).
+    pub from: Option<String>,
+    /// email: the recipients (required); sms: the one number (required).
+    pub to: Option<Vec<String>>,
+    /// Seconds between evaluations of the rules. Default 30.
+    pub evaluate_every_s: Option<u64>,
+    /// Default cooldown of a rule, in seconds. Default 900.
+    pub cooldown_s: Option<u64>,
+    #[serde(default)]
+    pub rules: Vec<RawAlertRule>,
+}
+
+/// `[[alerts.rules]]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertRule {
+    /// Unique; letters, digits, '-' and '_'.
+    pub name: Option<String>,
+    /// failure_rate | breaker_open | dead_letters | oldest_queued | queue_depth
+    pub kind: Option<String>,
+    /// The transport watched. Unset: every transport, each on its own.
+    pub transport: Option<String>,
+    /// failure_rate: a fraction (0 to 1); breaker_open, oldest_queued:
+    /// seconds; dead_letters, queue_depth: messages.
+    pub threshold: Option<f64>,
+    /// failure_rate, dead_letters: the window measured, in seconds.
+    pub window_s: Option<u64>,
+    /// Overrides `[alerts] cooldown_s`, in seconds.
+    pub cooldown_s: Option<u64>,
 }
 
 /// `[priority]`
@@ -210,6 +257,7 @@ pub struct RawConfig {
     pub priority: RawPriority,
     #[serde(default)]
     pub analytics: RawAnalytics,
+    pub alerts: Option<RawAlerts>,
 }
 
 /// Collects problems so validation can report all of them.
@@ -341,6 +389,7 @@ impl RawConfig {
         }
         let transports = self.validate_transports(env, &mut problems);
         let routes = self.validate_routes(&transports, &mut problems);
+        let alerts = self.validate_alerts(&transports, &mut problems);
 
         if !problems.0.is_empty() {
             // A bad `[defaults]` key is found once per transport; say it once.
@@ -348,7 +397,7 @@ impl RawConfig {
             problems.0.retain(|p| seen.insert(p.to_string()));
             return Err(problems.0);
         }
-        Ok(Settings {
+        let settings = Settings {
             source: source.to_owned(),
             server: ServerSettings {
                 listen,
@@ -372,6 +421,212 @@ impl RawConfig {
                 compact_after: Duration::from_secs(compact_after_hours.saturating_mul(3600)),
                 retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
             },
+            alerts,
+        };
+        // Notices are ordinary messages: one that enqueue validation would
+        // refuse (a bad address, say) is a config problem, found now.
+        if let Some(err) = crate::alerts::check_notices(&settings) {
+            let key = match err.field.split(['.', '[']).nth(1) {
+                Some(field @ ("from" | "to")) => format!("alerts.{field}"),
+                _ => "alerts.channel".to_owned(),
+            };
+            return Err(vec![Problem {
+                key,
+                message: format!("an alert notice would be refused: {}", err.message),
+            }]);
+        }
+        Ok(settings)
+    }
+
+    fn validate_alerts(
+        &self,
+        transports: &BTreeMap<String, TransportSettings>,
+        problems: &mut Problems,
+    ) -> Option<AlertSettings> {
+        let raw = self.alerts.as_ref()?;
+        let known = |name: &str| self.transports.contains_key(name);
+        let transport = match &raw.transport {
+            None => {
+                problems.add(
+                    "alerts.transport",
+                    "name the transport alert notices go through",
+                );
+                None
+            }
+            Some(name) if !known(name) => {
+                problems.add("alerts.transport", format!("no transport named `{name}`"));
+                None
+            }
+            Some(name) => transports.get(name), // None: its own problem is reported
+        };
+        let channel = match (&raw.channel, transport) {
+            (Some(text), _) => match text.parse::<Channel>() {
+                Ok(channel) => Some(channel),
+                Err(_) => {
+                    problems.add(
+                        "alerts.channel",
+                        "not a channel; expected one of email, sms, chat, push, webhook",
+                    );
+                    None
+                }
+            },
+            (None, Some(t)) if t.channels.contains(&Channel::Webhook) => Some(Channel::Webhook),
+            (None, Some(_)) => Some(Channel::Email),
+            (None, None) => None,
+        };
+        if let (Some(t), Some(channel)) = (transport, channel)
+            && !t.channels.contains(&channel)
+        {
+            problems.add(
+                "alerts.channel",
+                format!(
+                    "transport `{}` ({}) cannot deliver `{channel}` messages",
+                    t.name,
+                    t.kind.name()
+                ),
+            );
+        }
+        let to = raw.to.clone().unwrap_or_default();
+        match channel {
+            Some(Channel::Email) => {
+                if raw.from.is_none() {
+                    problems.add("alerts.from", "email notices need a sender");
+                }
+                if to.is_empty() {
+                    problems.add("alerts.to", "email notices need at least one recipient");
+                }
+            }
+            Some(Channel::Sms) if to.len() != 1 => {
+                problems.add("alerts.to", "SMS notices go to exactly one number");
+            }
+            Some(Channel::Sms) => {}
+            Some(channel) => {
+                for (key, set) in [("from", raw.from.is_some()), ("to", raw.to.is_some())] {
+                    if set {
+                        problems.add(
+                            format!("alerts.{key}"),
+                            format!("`{channel}` notices carry no `{key}`"),
+                        );
+                    }
+                }
+            }
+            None => {}
+        }
+        let evaluate_every_s = raw
+            .evaluate_every_s
+            .unwrap_or(DEFAULT_ALERT_EVALUATE_EVERY_S);
+        if evaluate_every_s == 0 {
+            problems.add("alerts.evaluate_every_s", "must be at least 1");
+        }
+        let default_cooldown = raw.cooldown_s.unwrap_or(DEFAULT_ALERT_COOLDOWN_S);
+
+        let mut rules = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, rule) in raw.rules.iter().enumerate() {
+            let prefix = format!("alerts.rules[{i}]");
+            let before = problems.0.len();
+            let name = rule.name.clone().unwrap_or_default();
+            if name.is_empty()
+                || name.len() > MAX_ALERT_RULE_NAME
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                problems.add(
+                    format!("{prefix}.name"),
+                    format!("1 to {MAX_ALERT_RULE_NAME} letters, digits, '-' and '_'"),
+                );
+            } else if !names.insert(name.clone()) {
+                problems.add(
+                    format!("{prefix}.name"),
+                    format!("another rule is named `{name}`"),
+                );
+            }
+            let kinds = AlertKind::ALL.map(AlertKind::as_str).join(", ");
+            let kind = match rule.kind.as_deref() {
+                None => {
+                    problems.add(format!("{prefix}.kind"), format!("give one of {kinds}"));
+                    None
+                }
+                Some(text) => AlertKind::parse(text).or_else(|| {
+                    problems.add(
+                        format!("{prefix}.kind"),
+                        format!("unknown rule kind `{text}`; expected one of {kinds}"),
+                    );
+                    None
+                }),
+            };
+            if let Some(name) = rule.transport.as_deref().filter(|n| !known(n)) {
+                problems.add(
+                    format!("{prefix}.transport"),
+                    format!("no transport named `{name}`"),
+                );
+            }
+            match (rule.threshold, kind) {
+                (None, _) => {
+                    problems.add(format!("{prefix}.threshold"), "a rule needs a threshold")
+                }
+                (Some(t), Some(AlertKind::FailureRate)) if !(0.0..1.0).contains(&t) => problems
+                    .add(
+                        format!("{prefix}.threshold"),
+                        format!(
+                            "a failure rate threshold is a fraction from 0 to below 1, got {t}"
+                        ),
+                    ),
+                (Some(t), Some(AlertKind::DeadLetters)) if !(t.is_finite() && t >= 1.0) => problems
+                    .add(
+                        format!("{prefix}.threshold"),
+                        format!("must be a number of at least 1, got {t}"),
+                    ),
+                (Some(t), _) if !(t.is_finite() && t >= 0.0) => problems.add(
+                    format!("{prefix}.threshold"),
+                    format!("must be a number of at least 0, got {t}"),
+                ),
+                _ => {}
+            }
+            match (kind, rule.window_s) {
+                (Some(kind), None) if kind.has_window() => problems.add(
+                    format!("{prefix}.window_s"),
+                    format!("a `{}` rule needs a window", kind.as_str()),
+                ),
+                (Some(kind), Some(_)) if !kind.has_window() => problems.add(
+                    format!("{prefix}.window_s"),
+                    format!("not a key of a `{}` rule", kind.as_str()),
+                ),
+                (_, Some(w))
+                    if !(MIN_ALERT_WINDOW_S..=crate::analytics::MAX_WINDOW.as_secs())
+                        .contains(&w) =>
+                {
+                    problems.add(
+                        format!("{prefix}.window_s"),
+                        format!(
+                            "must be {MIN_ALERT_WINDOW_S} to {} seconds",
+                            crate::analytics::MAX_WINDOW.as_secs()
+                        ),
+                    )
+                }
+                _ => {}
+            }
+            if let (Some(kind), Some(threshold), true) =
+                (kind, rule.threshold, problems.0.len() == before)
+            {
+                rules.push(AlertRule {
+                    name,
+                    kind,
+                    transport: rule.transport.clone(),
+                    threshold,
+                    window: rule.window_s.map(Duration::from_secs),
+                    cooldown: Duration::from_secs(rule.cooldown_s.unwrap_or(default_cooldown)),
+                });
+            }
+        }
+        Some(AlertSettings {
+            transport: transport?.name.clone(),
+            channel: channel?,
+            from: raw.from.clone(),
+            to,
+            evaluate_every: Duration::from_secs(evaluate_every_s),
+            rules,
         })
     }
 

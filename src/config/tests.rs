@@ -235,3 +235,144 @@ fn analytics_retention_must_outlast_compaction() {
     let text = format!("{FULL}\n[analytics]\ncompact_after_hours = 0\n");
     assert_eq!(problem_keys(&text), vec!["analytics.compact_after_hours"]);
 }
+
+const ALERTS: &str = r#"
+[alerts]
+transport = "hooks"
+evaluate_every_s = 15
+cooldown_s = 600
+
+[[alerts.rules]]
+name = "hooks-failing"
+kind = "failure_rate"
+transport = "hooks"
+threshold = 0.25
+window_s = 300
+
+[[alerts.rules]]
+name = "backlog"
+kind = "queue_depth"
+threshold = 1000
+cooldown_s = 60
+"#;
+
+#[test]
+fn alert_rules_load_with_their_defaults() {
+    let settings = load(&format!("{FULL}{ALERTS}")).expect("valid alerts");
+    let alerts = settings.alerts.expect("alerting configured");
+    assert_eq!(alerts.transport, "hooks");
+    assert_eq!(
+        alerts.channel,
+        Channel::Webhook,
+        "webhook transports default to webhook"
+    );
+    assert_eq!(alerts.evaluate_every, std::time::Duration::from_secs(15));
+    assert_eq!(alerts.rules.len(), 2);
+    let failing = &alerts.rules[0];
+    assert_eq!(failing.kind, AlertKind::FailureRate);
+    assert_eq!(failing.window, Some(std::time::Duration::from_secs(300)));
+    assert_eq!(failing.cooldown, std::time::Duration::from_secs(600));
+    assert_eq!(alerts.rules[1].transport, None, "every transport");
+    assert_eq!(alerts.rules[1].cooldown, std::time::Duration::from_secs(60));
+    assert!(load(FULL).expect("valid").alerts.is_none());
+}
+
+#[test]
+fn alert_problems_are_named_by_key() {
+    let with = |from: &str, to: &str| format!("{FULL}{}", ALERTS.replace(from, to));
+    assert_eq!(
+        problem_keys(&with(
+            "transport = \"hooks\"\nevaluate",
+            "transport = \"pager\"\nevaluate"
+        )),
+        vec!["alerts.transport"]
+    );
+    assert_eq!(
+        problem_keys(&with("kind = \"queue_depth\"", "kind = \"vibes\"")),
+        vec!["alerts.rules[1].kind"]
+    );
+    assert_eq!(
+        problem_keys(&with("threshold = 1000\n", "")),
+        vec!["alerts.rules[1].threshold"]
+    );
+    assert_eq!(
+        problem_keys(&with("name = \"backlog\"", "name = \"hooks-failing\"")),
+        vec!["alerts.rules[1].name"]
+    );
+    assert_eq!(
+        problem_keys(&with(
+            "transport = \"hooks\"\nthreshold",
+            "transport = \"gone\"\nthreshold"
+        )),
+        vec!["alerts.rules[0].transport"]
+    );
+    assert_eq!(
+        problem_keys(&with("window_s = 300\n", "")),
+        vec!["alerts.rules[0].window_s"]
+    );
+    assert_eq!(
+        problem_keys(&with("threshold = 1000", "threshold = 1000\nwindow_s = 60")),
+        vec!["alerts.rules[1].window_s"],
+        "a queue_depth rule has no window"
+    );
+    assert_eq!(
+        problem_keys(&with("threshold = 0.25", "threshold = 25")),
+        vec!["alerts.rules[0].threshold"],
+        "a failure rate is a fraction"
+    );
+    assert_eq!(
+        problem_keys(&with("evaluate_every_s = 15", "evaluate_every_s = 0")),
+        vec!["alerts.evaluate_every_s"]
+    );
+}
+
+#[test]
+fn email_alerts_need_valid_addresses() {
+    let email = ALERTS.replace(
+        "transport = \"hooks\"\nevaluate",
+        "transport = \"outbox\"\nevaluate",
+    );
+    assert_eq!(
+        problem_keys(&format!("{FULL}{email}")),
+        vec!["alerts.from", "alerts.to"]
+    );
+    let addressed = email.replace(
+        "evaluate_every_s",
+        "from = \"herald@example.com\"\nto = [\"ops@example.com\"]\nevaluate_every_s",
+    );
+    let settings = load(&format!("{FULL}{addressed}")).expect("valid");
+    assert_eq!(settings.alerts.map(|a| a.channel), Some(Channel::Email));
+    let bad = addressed.replace("ops@example.com", "not an address");
+    assert_eq!(problem_keys(&format!("{FULL}{bad}")), vec!["alerts.to"]);
+    let wrong_channel =
+        addressed.replace("evaluate_every_s", "channel = \"sms\"\nevaluate_every_s");
+    assert!(
+        problem_keys(&format!("{FULL}{wrong_channel}")).contains(&"alerts.channel".to_string())
+    );
+}
+
+#[test]
+fn the_commented_alerts_example_in_config_toml_loads() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .expect("config.toml at the repository root");
+    let start = text
+        .find("# [alerts]")
+        .expect("the commented [alerts] example");
+    let example: String = text[start..]
+        .lines()
+        .map(|line| {
+            line.strip_prefix('#')
+                .map_or(line, |l| l.strip_prefix(' ').unwrap_or(l))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let settings = Settings::from_toml(
+        &format!("{}\n{example}\n", &text[..start]),
+        Path::new("config.toml"),
+        |_| None,
+    )
+    .expect("the example is valid");
+    let alerts = settings.alerts.expect("alerting configured");
+    assert_eq!(alerts.channel, Channel::Email);
+    assert_eq!(alerts.rules.len(), 2);
+}

@@ -6,12 +6,15 @@
 //! Every change of state is counted for `/metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::{Config, Instrument, StateMachine};
 use serde::Serialize;
+
+use crate::time::{Clock, from_millis, to_millis};
 
 /// Longest the breaker stays open, however often probes fail.
 const MAX_OPEN_FACTOR: u32 = 16;
@@ -35,32 +38,43 @@ impl CircuitState {
     }
 }
 
+/// `Observed::open_since` when the breaker is closed.
+const NOT_OPEN: i64 = i64::MIN;
+
 /// Shared, lock-free view of the breaker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Observed {
     state: AtomicU8,
     opened: AtomicU64,
     rejected: AtomicU64,
+    /// Epoch ms of the opening that followed the last closed state, or
+    /// [`NOT_OPEN`]. A failed probe re-opens without resetting it: to an
+    /// operator the provider has been down since the first opening.
+    open_since: AtomicI64,
 }
 
 #[derive(Clone)]
 struct Mirror {
     observed: Arc<Observed>,
     transport: Arc<str>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Mirror {
-    /// failsafe also reports `closed` when the breaker is built, which is
-    /// no transition: only a change of the mirrored state counts.
-    fn enter(&self, state: CircuitState) {
+    /// Mirrors `state`, answering the previous one's code. failsafe also
+    /// reports `closed` when the breaker is built, which is no transition:
+    /// only a change of the mirrored state counts.
+    fn enter(&self, state: CircuitState) -> u8 {
         let code = match state {
             CircuitState::Closed => 0,
             CircuitState::Open => 1,
             CircuitState::HalfOpen => 2,
         };
-        if self.observed.state.swap(code, Ordering::AcqRel) != code {
+        let was = self.observed.state.swap(code, Ordering::AcqRel);
+        if was != code {
             crate::telemetry::circuit_transition(&self.transport, state);
         }
+        was
     }
 }
 
@@ -70,8 +84,13 @@ impl Instrument for Mirror {
     }
 
     fn on_open(&self) {
-        self.enter(CircuitState::Open);
+        let was = self.enter(CircuitState::Open);
         self.observed.opened.fetch_add(1, Ordering::Relaxed);
+        if was == 0 {
+            self.observed
+                .open_since
+                .store(to_millis(self.clock.now()), Ordering::Release);
+        }
     }
 
     fn on_half_open(&self) {
@@ -80,6 +99,7 @@ impl Instrument for Mirror {
 
     fn on_closed(&self) {
         self.enter(CircuitState::Closed);
+        self.observed.open_since.store(NOT_OPEN, Ordering::Release);
     }
 }
 
@@ -112,9 +132,19 @@ pub struct Breaker {
 impl Breaker {
     /// `transport`'s breaker: opens after `threshold` consecutive transient
     /// failures, for `open_for`, doubling while probes keep failing (up to
-    /// 16x).
-    pub fn new(transport: &str, threshold: u32, open_for: Duration) -> Breaker {
-        let observed = Arc::new(Observed::default());
+    /// 16x). `clock` dates the openings.
+    pub fn new(
+        transport: &str,
+        threshold: u32,
+        open_for: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Breaker {
+        let observed = Arc::new(Observed {
+            state: AtomicU8::new(0),
+            opened: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            open_since: AtomicI64::new(NOT_OPEN),
+        });
         let open_times = OpenTimes {
             next: open_for,
             max: open_for * MAX_OPEN_FACTOR,
@@ -125,6 +155,7 @@ impl Breaker {
             .instrument(Mirror {
                 observed: observed.clone(),
                 transport: Arc::from(transport),
+                clock,
             })
             .build();
         Breaker { machine, observed }
@@ -152,6 +183,15 @@ impl Breaker {
         self.machine.on_error();
     }
 
+    /// Since when the breaker has not been closed (open, or half-open
+    /// between failed probes); `None` while closed.
+    pub fn open_since(&self) -> Option<DateTime<Utc>> {
+        match self.observed.open_since.load(Ordering::Acquire) {
+            NOT_OPEN => None,
+            ms => Some(from_millis(ms)),
+        }
+    }
+
     /// How many times the breaker has opened.
     pub fn times_opened(&self) -> u64 {
         self.observed.opened.load(Ordering::Relaxed)
@@ -166,27 +206,52 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::ManualClock;
+
+    fn clock() -> Arc<ManualClock> {
+        Arc::new(ManualClock::new(DateTime::UNIX_EPOCH))
+    }
 
     #[test]
     fn opens_after_the_threshold_and_probes_after_the_open_time() {
-        let breaker = Breaker::new("breaker-unit-probe", 3, Duration::from_millis(50));
+        let clock = clock();
+        let breaker = Breaker::new(
+            "breaker-unit-probe",
+            3,
+            Duration::from_millis(50),
+            clock.clone(),
+        );
         for _ in 0..2 {
             assert!(breaker.permits());
             breaker.record_failure();
         }
         assert_eq!(breaker.state(), CircuitState::Closed);
+        assert_eq!(breaker.open_since(), None);
+        clock.advance(chrono::Duration::seconds(5));
         breaker.record_failure();
         assert_eq!(breaker.state(), CircuitState::Open);
+        let opened_at = DateTime::UNIX_EPOCH + chrono::Duration::seconds(5);
+        assert_eq!(breaker.open_since(), Some(opened_at));
         assert!(!breaker.permits());
         std::thread::sleep(Duration::from_millis(80));
         assert!(breaker.permits(), "after the open time one probe may go");
         assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        clock.advance(chrono::Duration::seconds(5));
+        breaker.record_failure();
+        assert_eq!(
+            breaker.open_since(),
+            Some(opened_at),
+            "a failed probe keeps the first opening"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(breaker.permits());
         breaker.record_success();
         assert_eq!(breaker.state(), CircuitState::Closed);
-        assert_eq!(breaker.times_opened(), 1);
+        assert_eq!(breaker.open_since(), None);
+        assert_eq!(breaker.times_opened(), 2);
         assert!(breaker.rejected_calls() >= 1);
         let metrics = crate::telemetry::render();
-        for (to, count) in [("open", 1), ("half_open", 1), ("closed", 1)] {
+        for (to, count) in [("open", 2), ("half_open", 2), ("closed", 1)] {
             let line = format!(
                 "herald_circuit_transitions_total{{transport=\"breaker-unit-probe\",to=\"{to}\"}} {count}"
             );
@@ -210,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_count() {
-        let breaker = Breaker::new("breaker-unit-reset", 2, Duration::from_secs(60));
+        let breaker = Breaker::new("breaker-unit-reset", 2, Duration::from_secs(60), clock());
         breaker.record_failure();
         breaker.record_success();
         breaker.record_failure();

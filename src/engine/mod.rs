@@ -1,8 +1,10 @@
 //! The delivery engine: a [`supervisor::Supervisor`] actor that runs one
 //! [`transport_actor::TransportActor`] per configured transport and the
-//! shared [`tracker::Tracker`] that persists outcomes in batches.
+//! shared [`tracker::Tracker`] that persists outcomes in batches, and,
+//! with alert rules configured, the `alerter::Alerter` that evaluates them.
 //! [`Engine`] is the handle the rest of Herald (HTTP, `app`) uses.
 
+mod alerter;
 mod breaker;
 mod messages;
 mod supervisor;
@@ -57,6 +59,8 @@ pub struct TransportStatus {
     pub running: bool,
     pub paused: bool,
     pub circuit: CircuitState,
+    /// Since when the breaker has not been closed; `None` while closed.
+    pub circuit_open_since: Option<DateTime<Utc>>,
     /// This node holds the transport's lease and so is the one delivering
     /// for it (with several nodes, exactly one does).
     pub holds_lease: bool,

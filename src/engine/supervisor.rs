@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::alerter::Alerter;
 use super::messages::{Flush, GetStatus, GetStatuses, Pause, Resume, SetPaused, Shutdown, Wake};
 use super::tracker::Tracker;
 use super::transport_actor::{TransportActor, TransportParts};
@@ -28,6 +29,7 @@ pub struct Supervisor {
     options: EngineOptions,
     actors: BTreeMap<String, Addr<TransportActor>>,
     tracker: Option<Addr<Tracker>>,
+    alerter: Option<Addr<Alerter>>,
     node: Arc<str>,
     recovering: bool,
 }
@@ -50,6 +52,7 @@ impl Supervisor {
             options,
             actors: BTreeMap::new(),
             tracker: None,
+            alerter: None,
             node: Arc::from(format!("{}-{}", std::process::id(), ulid::Ulid::generate())),
             recovering: false,
         }
@@ -171,6 +174,20 @@ impl Actor for Supervisor {
             }
             .into_actor(self),
         );
+        if let Some(alerts) = self
+            .settings
+            .alerts
+            .as_ref()
+            .filter(|a| !a.rules.is_empty())
+        {
+            let evaluator = crate::alerts::Evaluator::new(
+                self.storage.clone(),
+                self.clock.clone(),
+                self.settings.clone(),
+            );
+            let statuses = ctx.address().recipient();
+            self.alerter = Some(Alerter::new(evaluator, statuses, alerts.evaluate_every).start());
+        }
         self.recover(ctx);
         ctx.run_interval(self.options.recovery_interval, |act, ctx| act.recover(ctx));
         ctx.run_interval(self.options.purge_interval, |act, ctx| act.purge(ctx));
@@ -224,7 +241,12 @@ impl Handler<Shutdown> for Supervisor {
     fn handle(&mut self, shutdown: Shutdown, _: &mut Context<Self>) -> Self::Result {
         let actors: Vec<Addr<TransportActor>> = self.actors.values().cloned().collect();
         let tracker = self.tracker.clone();
+        let alerter = self.alerter.take();
         Box::pin(async move {
+            // Evaluating a stopping engine would find every breaker idle.
+            if let Some(alerter) = alerter {
+                let _ = alerter.send(shutdown).await;
+            }
             let mut unfinished = 0;
             let stops: Vec<_> = actors.iter().map(|a| a.send(shutdown)).collect();
             for stop in stops {

@@ -129,6 +129,7 @@ impl TransportActor {
             &parts.settings.name,
             delivery.circuit_failure_threshold.get(),
             delivery.circuit_open,
+            parts.clock.clone(),
         );
         TransportActor {
             retry: RetryPolicy::from(delivery),
@@ -564,6 +565,7 @@ impl Handler<GetStatus> for TransportActor {
             running: !self.stopping,
             paused: self.paused,
             circuit: self.breaker.state(),
+            circuit_open_since: self.breaker.open_since(),
             holds_lease: self.holds_lease,
             in_flight: self.in_flight.len(),
             prefetched: self.ready.len(),

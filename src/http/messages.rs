@@ -368,19 +368,24 @@ pub(super) fn parse_id(raw: &str) -> Result<Stamp, ApiError> {
 
 /// `limit` (1 to 1000, default 50) and `after` (a cursor).
 pub(super) fn page_request(query: &Query) -> Result<PageRequest, ApiError> {
-    let limit = query
+    let limit = page_limit(query)?;
+    let after = query.get("after", |s| {
+        s.parse::<Stamp>()
+            .map_err(|_| "not a cursor: pass the `next` value of the previous page".to_owned())
+    })?;
+    Ok(PageRequest { after, limit })
+}
+
+/// `limit`: 1 to 1000, default 50.
+pub(super) fn page_limit(query: &Query) -> Result<usize, ApiError> {
+    Ok(query
         .get("limit", |s| {
             s.parse::<usize>()
                 .ok()
                 .filter(|n| (1..=MAX_BATCH).contains(n))
                 .ok_or_else(|| format!("limit is a whole number from 1 to {MAX_BATCH}"))
         })?
-        .unwrap_or(DEFAULT_PAGE_SIZE);
-    let after = query.get("after", |s| {
-        s.parse::<Stamp>()
-            .map_err(|_| "not a cursor: pass the `next` value of the previous page".to_owned())
-    })?;
-    Ok(PageRequest { after, limit })
+        .unwrap_or(DEFAULT_PAGE_SIZE))
 }
 
 pub(super) fn include_payload(query: &Query) -> Result<bool, ApiError> {

@@ -4,10 +4,11 @@
 //! it.
 //!
 //! One file per resource: [`messages`] (`/api/messages`), [`queue`]
-//! (`/api/queue/dead-letters`), `health`; shapes in [`dto`], access control
+//! (`/api/queue/dead-letters`), `alerts` (`/api/alerts`), `health`; shapes in [`dto`], access control
 //! in [`auth`], request reading in `extract`, status codes only in
 //! [`error`], the spec and docs page in [`openapi`].
 
+mod alerts;
 mod analytics;
 pub mod auth;
 pub mod dto;
@@ -150,6 +151,7 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::GET, "/api/analytics/transport-performance", || {
             web::route().to(analytics::transport_performance_report)
         }),
+        route(Method::GET, "/api/alerts", || web::route().to(alerts::list)),
         route(Method::GET, "/api/transports", || {
             web::route().to(transports::list)
         }),

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{analytics, health, messages, metrics, queue, transports};
+use super::{alerts, analytics, health, messages, metrics, queue, transports};
 
 /// Where the spec is served.
 pub const SPEC_PATH: &str = "/api/openapi.json";
@@ -43,6 +43,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
         analytics::failures,
         analytics::bottleneck_report,
         analytics::message_flow_report,
+        alerts::list,
         transports::list,
         transports::pause,
         transports::resume,
@@ -54,6 +55,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
         (name = "messages", description = "Enqueue, read, cancel and retry messages"),
         (name = "queue", description = "The dead-letter queue"),
         (name = "analytics", description = "Queue and transport analytics from the rollups"),
+        (name = "alerts", description = "Alert incidents from the configured rules"),
         (name = "transports", description = "Transports' live state; pause and resume"),
         (name = "health", description = "Liveness and readiness probes"),
         (name = "meta", description = "This description"),

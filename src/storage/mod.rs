@@ -11,6 +11,7 @@
 //! Stored as `effective_at = available_at - priority * priority_aging`, so
 //! claiming is an index range scan and low priorities cannot starve.
 
+mod alerts;
 mod postgres;
 mod sqlite;
 
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use alerts::{Alert, AlertNotice, AlertState, NewAlert};
 pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
 
@@ -927,6 +929,53 @@ pub trait Storage: Send + Sync + 'static {
     /// minute and key): figures that are not outcomes, such as the time a
     /// transport's breaker was open.
     async fn add_rollups(&self, rows: Vec<MinuteMetrics>) -> Result<(), StorageError>;
+
+    /// Opens an incident unless one of the same rule and transport is
+    /// active (then `None`: another evaluation, perhaps on another node,
+    /// got there first). It is `notified` unless a notified incident of the
+    /// same rule and transport fired at or after `quiet_since` (the
+    /// cooldown).
+    async fn open_alert(
+        &self,
+        alert: NewAlert,
+        quiet_since: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StorageError>;
+
+    /// Records the latest measurement of an active incident.
+    async fn check_alert(
+        &self,
+        id: ulid::Ulid,
+        value: f64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError>;
+
+    /// Resolves an active incident; `None` when it is not active (already
+    /// resolved by another evaluation).
+    async fn resolve_alert(
+        &self,
+        id: ulid::Ulid,
+        value: f64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StorageError>;
+
+    /// Records the message that carried one of an incident's notices.
+    async fn set_alert_notice(
+        &self,
+        id: ulid::Ulid,
+        notice: AlertNotice,
+        message: Stamp,
+    ) -> Result<(), StorageError>;
+
+    /// Incidents with a notice still to send ([`Alert::missing_notices`]),
+    /// oldest first.
+    async fn alerts_awaiting_notice(&self) -> Result<Vec<Alert>, StorageError>;
+
+    /// Incidents newest first, of one state or both.
+    async fn list_alerts(
+        &self,
+        state: Option<AlertState>,
+        limit: usize,
+    ) -> Result<Vec<Alert>, StorageError>;
 }
 
 /// `available_at - priority * aging`, the claim order key.

@@ -18,10 +18,10 @@ use ulid::Ulid;
 use uuid::Uuid;
 
 use super::{
-    DeadLetterSummary, DepthRow, Enqueued, FailureCount, MessageFilter, MinuteMetrics, Outcome,
-    OutcomeKind, Page, PageRequest, Recorded, Storage, StorageError, StorageOptions,
-    TransportState, WeakWorkSignal, WorkSignal, clamp_limit, effective_at, metric_aggregates,
-    metric_columns, metric_merge_updates, metric_values, rollup,
+    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
+    MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest, Recorded,
+    Storage, StorageError, StorageOptions, TransportState, WeakWorkSignal, WorkSignal, clamp_limit,
+    effective_at, metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -35,6 +35,9 @@ mod embedded {
 const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
 /// How long a caller waits for a pooled connection before giving up.
 const POOL_WAIT: Duration = Duration::from_secs(5);
+
+const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window_s, fired_value, \
+    last_value, fired_at, checked_at, resolved_at, notified, fired_message_id, resolved_message_id";
 
 const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
     metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
@@ -203,6 +206,33 @@ fn message_from_row(row: &Row) -> Result<Message, StorageError> {
         sent_at: row.try_get("sent_at")?,
         last_error: row.try_get("last_error")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn alert_from_row(row: &Row) -> Result<Alert, StorageError> {
+    let state: String = row.try_get("state")?;
+    Ok(Alert {
+        id: Ulid::from(row.try_get::<_, Uuid>("id")?),
+        rule: row.try_get("rule")?,
+        kind: row.try_get("kind")?,
+        transport: row.try_get("transport")?,
+        state: AlertState::parse(&state).ok_or_else(|| corrupt("alerts.state", &state))?,
+        threshold: row.try_get("threshold")?,
+        window_s: row
+            .try_get::<_, Option<i32>>("window_s")?
+            .map(|w| w.max(0) as u64),
+        fired_value: row.try_get("fired_value")?,
+        last_value: row.try_get("last_value")?,
+        fired_at: row.try_get("fired_at")?,
+        checked_at: row.try_get("checked_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+        notified: row.try_get("notified")?,
+        fired_message: row
+            .try_get::<_, Option<Uuid>>("fired_message_id")?
+            .map(stamp),
+        resolved_message: row
+            .try_get::<_, Option<Uuid>>("resolved_message_id")?
+            .map(stamp),
     })
 }
 
@@ -1103,6 +1133,131 @@ impl Storage for PostgresStorage {
                 ))
             })
             .collect()
+    }
+
+    async fn open_alert(
+        &self,
+        alert: NewAlert,
+        quiet_since: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StorageError> {
+        let client = self.client().await?;
+        let window_s = alert.window_s.map(|w| i32::try_from(w).unwrap_or(i32::MAX));
+        let row = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO alerts (id, rule, kind, transport, state, threshold, window_s, fired_value,
+                         last_value, fired_at, checked_at, notified)
+                     SELECT $1, $2, $3, $4, 'active', $5, $6, $7, $7, $8, $8,
+                         NOT EXISTS (SELECT 1 FROM alerts WHERE rule = $2 AND transport = $4
+                                     AND notified AND fired_at >= $9)
+                     ON CONFLICT DO NOTHING
+                     RETURNING {ALERT_COLUMNS}"
+                ),
+                &[
+                    &Uuid::from(alert.id),
+                    &alert.rule,
+                    &alert.kind,
+                    &alert.transport,
+                    &alert.threshold,
+                    &window_s,
+                    &alert.value,
+                    &alert.fired_at,
+                    &quiet_since,
+                ],
+            )
+            .await?;
+        row.as_ref().map(alert_from_row).transpose()
+    }
+
+    async fn check_alert(
+        &self,
+        id: Ulid,
+        value: f64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE alerts SET last_value = $2, checked_at = $3 WHERE id = $1 AND state = 'active'",
+                &[&Uuid::from(id), &value, &now],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: Ulid,
+        value: f64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE alerts SET state = 'resolved', last_value = $2, checked_at = $3, resolved_at = $3
+                     WHERE id = $1 AND state = 'active' RETURNING {ALERT_COLUMNS}"
+                ),
+                &[&Uuid::from(id), &value, &now],
+            )
+            .await?;
+        row.as_ref().map(alert_from_row).transpose()
+    }
+
+    async fn set_alert_notice(
+        &self,
+        id: Ulid,
+        notice: AlertNotice,
+        message: Stamp,
+    ) -> Result<(), StorageError> {
+        let column = match notice {
+            AlertNotice::Fired => "fired_message_id",
+            AlertNotice::Resolved => "resolved_message_id",
+        };
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!("UPDATE alerts SET {column} = $2 WHERE id = $1"),
+                &[&Uuid::from(id), &uuid(message)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn alerts_awaiting_notice(&self) -> Result<Vec<Alert>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {ALERT_COLUMNS} FROM alerts
+                     WHERE notified AND (fired_message_id IS NULL
+                                         OR (state = 'resolved' AND resolved_message_id IS NULL))
+                     ORDER BY id"
+                ),
+                &[],
+            )
+            .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn list_alerts(
+        &self,
+        state: Option<AlertState>,
+        limit: usize,
+    ) -> Result<Vec<Alert>, StorageError> {
+        let client = self.client().await?;
+        let limit = clamp_limit(limit) as i64;
+        let state = state.map(AlertState::as_str);
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {ALERT_COLUMNS} FROM alerts WHERE ($1::text IS NULL OR state = $1)
+                     ORDER BY id DESC LIMIT $2"
+                ),
+                &[&state, &limit],
+            )
+            .await?;
+        rows.iter().map(alert_from_row).collect()
     }
 
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {

@@ -22,10 +22,10 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    DeadLetterSummary, DepthRow, Enqueued, FailureCount, MessageFilter, MinuteMetrics, Outcome,
-    OutcomeKind, Page, PageRequest, Recorded, Storage, StorageError, StorageOptions,
-    TransportState, WorkSignal, clamp_limit, effective_at, metric_aggregates, metric_columns,
-    metric_merge_updates, metric_values, rollup,
+    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
+    MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest, Recorded,
+    Storage, StorageError, StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at,
+    metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -41,6 +41,9 @@ mod embedded {
 const QUEUE_PER_CONNECTION: usize = 256;
 /// How long a connection waits for a lock held by another process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window_s, fired_value, \
+    last_value, fired_at, checked_at, resolved_at, notified, fired_message_id, resolved_message_id";
 
 const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
     metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
@@ -327,6 +330,41 @@ fn metrics_from_row(row: &Row<'_>) -> rusqlite::Result<MinuteMetrics> {
         row.get(3)?,
         &values,
     ))
+}
+
+fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<Alert> {
+    let state: String = row.get(4)?;
+    let stamp_column = |column: usize| -> rusqlite::Result<Option<Stamp>> {
+        row.get::<_, Option<String>>(column)?
+            .map(|text| {
+                text.parse::<Stamp>()
+                    .map_err(|e| conversion_error(column, e))
+            })
+            .transpose()
+    };
+    Ok(Alert {
+        id: ulid::Ulid::from_string(&row.get::<_, String>(0)?)
+            .map_err(|e| conversion_error(0, e))?,
+        rule: row.get(1)?,
+        kind: row.get(2)?,
+        transport: row.get(3)?,
+        state: AlertState::parse(&state).ok_or_else(|| {
+            conversion_error(
+                4,
+                crate::domain::ValidationError::invalid("state", "unknown alert state"),
+            )
+        })?,
+        threshold: row.get(5)?,
+        window_s: row.get::<_, Option<i64>>(6)?.map(|w| w.max(0) as u64),
+        fired_value: row.get(7)?,
+        last_value: row.get(8)?,
+        fired_at: from_millis(row.get(9)?),
+        checked_at: from_millis(row.get(10)?),
+        resolved_at: time_column(row, 11)?,
+        notified: row.get(12)?,
+        fired_message: stamp_column(13)?,
+        resolved_message: stamp_column(14)?,
+    })
 }
 
 fn load_message(conn: &Connection, id: Stamp) -> rusqlite::Result<Option<Message>> {
@@ -1143,6 +1181,135 @@ impl Storage for SqliteStorage {
             Ok(())
         })
         .await
+    }
+
+    async fn open_alert(
+        &self,
+        alert: NewAlert,
+        quiet_since: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StorageError> {
+        self.write(move |tx| {
+            let mut stmt = tx.prepare_cached(&format!(
+                "INSERT INTO alerts (id, rule, kind, transport, state, threshold, window_s, fired_value,
+                     last_value, fired_at, checked_at, notified)
+                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?7, ?8, ?8,
+                     NOT EXISTS (SELECT 1 FROM alerts WHERE rule = ?2 AND transport = ?4
+                                 AND notified = 1 AND fired_at >= ?9))
+                 ON CONFLICT DO NOTHING
+                 RETURNING {ALERT_COLUMNS}"
+            ))?;
+            let opened = stmt
+                .query_row(
+                    params![
+                        alert.id.to_string(),
+                        alert.rule,
+                        alert.kind,
+                        alert.transport,
+                        alert.threshold,
+                        alert.window_s.map(|w| i64::try_from(w).unwrap_or(i64::MAX)),
+                        alert.value,
+                        to_millis(alert.fired_at),
+                        to_millis(quiet_since),
+                    ],
+                    alert_from_row,
+                )
+                .optional()?;
+            Ok(opened)
+        })
+        .await
+    }
+
+    async fn check_alert(
+        &self,
+        id: ulid::Ulid,
+        value: f64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "UPDATE alerts SET last_value = ?2, checked_at = ?3 WHERE id = ?1 AND state = 'active'",
+            )?
+            .execute(params![id.to_string(), value, to_millis(now)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: ulid::Ulid,
+        value: f64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StorageError> {
+        self.write(move |tx| {
+            let resolved = tx
+                .prepare_cached(&format!(
+                    "UPDATE alerts SET state = 'resolved', last_value = ?2, checked_at = ?3, resolved_at = ?3
+                     WHERE id = ?1 AND state = 'active' RETURNING {ALERT_COLUMNS}"
+                ))?
+                .query_row(params![id.to_string(), value, to_millis(now)], alert_from_row)
+                .optional()?;
+            Ok(resolved)
+        })
+        .await
+    }
+
+    async fn set_alert_notice(
+        &self,
+        id: ulid::Ulid,
+        notice: AlertNotice,
+        message: Stamp,
+    ) -> Result<(), StorageError> {
+        let column = match notice {
+            AlertNotice::Fired => "fired_message_id",
+            AlertNotice::Resolved => "resolved_message_id",
+        };
+        self.write(move |tx| {
+            tx.prepare_cached(&format!("UPDATE alerts SET {column} = ?2 WHERE id = ?1"))?
+                .execute(params![id.to_string(), message.to_string()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn alerts_awaiting_notice(&self) -> Result<Vec<Alert>, StorageError> {
+        self.reader()
+            .call(|conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {ALERT_COLUMNS} FROM alerts
+                     WHERE notified = 1 AND (fired_message_id IS NULL
+                                             OR (state = 'resolved' AND resolved_message_id IS NULL))
+                     ORDER BY id"
+                ))?;
+                let alerts = stmt
+                    .query_map([], alert_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(alerts)
+            })
+            .await
+    }
+
+    async fn list_alerts(
+        &self,
+        state: Option<AlertState>,
+        limit: usize,
+    ) -> Result<Vec<Alert>, StorageError> {
+        let limit = clamp_limit(limit) as i64;
+        self.reader()
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {ALERT_COLUMNS} FROM alerts WHERE (?1 IS NULL OR state = ?1)
+                     ORDER BY id DESC LIMIT ?2"
+                ))?;
+                let alerts = stmt
+                    .query_map(
+                        params![state.map(AlertState::as_str), limit],
+                        alert_from_row,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(alerts)
+            })
+            .await
     }
 
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {

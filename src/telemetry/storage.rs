@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Stamp};
 use crate::storage::{
-    DeadLetterSummary, DepthRow, Enqueued, FailureCount, MessageFilter, MinuteMetrics, Outcome,
-    Page, PageRequest, Recorded, Storage, StorageError, TransportState, WorkSignal,
+    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
+    MessageFilter, MinuteMetrics, NewAlert, Outcome, Page, PageRequest, Recorded, Storage,
+    StorageError, TransportState, WorkSignal,
 };
 
 /// Delegates every call to the wrapped store, recording its duration in
@@ -240,5 +241,60 @@ impl Storage for TimedStorage {
 
     async fn add_rollups(&self, rows: Vec<MinuteMetrics>) -> Result<(), StorageError> {
         timed("add_rollups", self.inner.add_rollups(rows)).await
+    }
+
+    async fn open_alert(
+        &self,
+        alert: NewAlert,
+        quiet_since: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StorageError> {
+        timed("open_alert", self.inner.open_alert(alert, quiet_since)).await
+    }
+
+    async fn check_alert(
+        &self,
+        id: ulid::Ulid,
+        value: f64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        timed("check_alert", self.inner.check_alert(id, value, now)).await
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: ulid::Ulid,
+        value: f64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StorageError> {
+        timed("resolve_alert", self.inner.resolve_alert(id, value, now)).await
+    }
+
+    async fn set_alert_notice(
+        &self,
+        id: ulid::Ulid,
+        notice: AlertNotice,
+        message: Stamp,
+    ) -> Result<(), StorageError> {
+        timed(
+            "set_alert_notice",
+            self.inner.set_alert_notice(id, notice, message),
+        )
+        .await
+    }
+
+    async fn alerts_awaiting_notice(&self) -> Result<Vec<Alert>, StorageError> {
+        timed(
+            "alerts_awaiting_notice",
+            self.inner.alerts_awaiting_notice(),
+        )
+        .await
+    }
+
+    async fn list_alerts(
+        &self,
+        state: Option<AlertState>,
+        limit: usize,
+    ) -> Result<Vec<Alert>, StorageError> {
+        timed("list_alerts", self.inner.list_alerts(state, limit)).await
     }
 }

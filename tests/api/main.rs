@@ -71,6 +71,7 @@ on_both_backends!(
     queue_analytics_report_known_traffic_exactly,
     message_flow_and_bottlenecks_report_known_traffic_exactly,
     analytics_filter_by_channel_and_category,
+    alerts_are_listed_by_state_and_bad_parameters_named,
 );
 
 /// Lets the pool's connection tasks, which share this test's single
@@ -1152,6 +1153,7 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
         (Method::GET, "/api/queue/failures".into(), "read"),
         (Method::GET, "/api/queue/bottlenecks".into(), "read"),
         (Method::GET, "/api/analytics/message-flow".into(), "read"),
+        (Method::GET, "/api/alerts".into(), "read"),
         (
             Method::GET,
             "/api/analytics/transport-performance".into(),
@@ -1903,4 +1905,72 @@ async fn analytics_filter_by_channel_and_category(f: &Fixture) {
         (&mail["attempts"], &mail["breakerOpenMs"]),
         (&json!(2), &json!(60_000))
     );
+}
+async fn alerts_are_listed_by_state_and_bad_parameters_named(f: &Fixture) {
+    let api = api(f, true).await;
+    let now = api.clock.now();
+    let incident = |rule: &str| herald::storage::NewAlert {
+        id: ulid::Ulid::generate(),
+        rule: rule.to_owned(),
+        kind: "failure_rate".to_owned(),
+        transport: "mail".to_owned(),
+        threshold: 0.5,
+        window_s: Some(300),
+        value: 0.75,
+        fired_at: now,
+    };
+    let over = api
+        .storage
+        .open_alert(incident("failing"), now)
+        .await
+        .expect("open")
+        .expect("opened");
+    api.storage
+        .resolve_alert(over.id, 0.0, now + chrono::Duration::seconds(90))
+        .await
+        .expect("resolve");
+    let going_on = api
+        .storage
+        .open_alert(incident("still-failing"), now)
+        .await
+        .expect("open")
+        .expect("opened");
+
+    let listed = api.get("/api/alerts").await;
+    assert_eq!(listed.status, 200);
+    let ids: Vec<&str> = listed.body["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, [going_on.id.to_string(), over.id.to_string()]);
+    let resolved = api.get("/api/alerts?state=resolved").await.body;
+    let entry = &resolved["alerts"][0];
+    assert_eq!(resolved["alerts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(entry["rule"], "failing");
+    assert_eq!(entry["state"], "resolved");
+    assert_eq!(entry["kind"], "failure_rate");
+    assert_eq!(entry["window_s"], 300);
+    assert_eq!(
+        (entry["fired_value"].as_f64(), entry["last_value"].as_f64()),
+        (Some(0.75), Some(0.0))
+    );
+    assert_eq!(entry["duration_s"], 90);
+    assert_eq!(entry["notified"], true);
+    assert_eq!(entry["fired_message_id"], Value::Null);
+    let active = api.get("/api/alerts?state=active&limit=1").await.body;
+    assert_eq!(active["alerts"][0]["id"], going_on.id.to_string());
+    assert_eq!(active["alerts"][0]["resolved_at"], Value::Null);
+
+    for (query, field) in [
+        ("state=firing", "state"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("rule=failing", "rule"),
+    ] {
+        let reply = api.get(&format!("/api/alerts?{query}")).await;
+        assert_eq!(reply.status, 400, "{query}");
+        assert_eq!(reply.body["error"]["field"], field, "{query}");
+    }
 }

@@ -104,6 +104,7 @@ on_both_backends!(
     failover_moves_delivery_to_the_healthy_member,
     emails_reach_a_real_smtp_server_with_their_stamp,
     operators_see_and_control_transports_over_http,
+    an_alert_fires_once_through_a_transport_and_resolves,
 );
 
 async fn a_webhook_failing_twice_then_succeeding_is_one_message_with_three_attempts(f: Fixture) {
@@ -394,4 +395,200 @@ async fn operators_see_and_control_transports_over_http(f: Fixture) {
     let ready: serde_json::Value = test::call_and_read_body_json(&app, get("/health/ready")).await;
     assert_eq!(ready["checks"]["transports"]["status"], "ok", "{ready}");
     engine.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The requests `server` received on `path`, as JSON, with their stamps.
+async fn received_on(server: &MockServer, path: &str) -> Vec<(serde_json::Value, String)> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.url.path() == path)
+        .map(|r| {
+            let stamp = r
+                .headers
+                .get("x-herald-stamp")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (r.body_json().expect("a JSON body"), stamp)
+        })
+        .collect()
+}
+
+/// Waits (generously: not a performance assertion) until `check` answers.
+async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The whole server (engine, alerter, HTTP) with a queue-depth rule on a
+/// paused transport; the notices go through a webhook transport to a real
+/// receiver.
+async fn an_alert_fires_once_through_a_transport_and_resolves(f: Fixture) {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[storage]
+url = "{storage}"
+
+[transports.pager]
+kind = "webhook"
+url = "{uri}/alerts"
+
+[transports.hooks]
+kind = "webhook"
+url = "{uri}/hook"
+
+[alerts]
+transport = "pager"
+evaluate_every_s = 1
+cooldown_s = 3600
+
+[[alerts.rules]]
+name = "backlog"
+kind = "queue_depth"
+transport = "hooks"
+threshold = 2
+"#,
+        storage = f.options.url,
+        uri = receiver.uri()
+    );
+    let settings =
+        Settings::from_toml(&text, Path::new("test.toml"), |_| None).expect("valid settings");
+    let options = herald::app::StartOptions {
+        handle_signals: false,
+        engine: EngineOptions {
+            poll_interval: Duration::from_millis(50),
+            ..EngineOptions::default()
+        },
+    };
+    let running = herald::app::start(settings, options)
+        .await
+        .expect("the server starts");
+    let base = format!("http://{}", running.addrs()[0]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a client");
+    let get = |path: String| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let response = client.get(url).send().await.expect("answered");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("JSON"),
+            )
+        }
+    };
+    let post = |path: &str, body: Option<serde_json::Value>| {
+        let mut request = client.post(format!("{base}{path}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { request.send().await.expect("answered").status().as_u16() }
+    };
+
+    assert_eq!(post("/api/transports/hooks/pause", None).await, 200);
+    for _ in 0..3 {
+        assert_eq!(post("/api/messages", Some(webhook("hooks"))).await, 202);
+    }
+
+    // Three queued on `hooks`, above the threshold of 2: one notice.
+    let fired = until("the fired notice arrives", || async {
+        received_on(&receiver, "/alerts").await.into_iter().next()
+    })
+    .await;
+    let (notice, stamp) = fired;
+    assert_eq!(notice["alert"]["notice"], "fired");
+    assert_eq!(notice["alert"]["rule"], "backlog");
+    assert_eq!(notice["alert"]["transport"], "hooks");
+    assert_eq!(notice["alert"]["value"], 3.0);
+    assert_eq!(notice["alert"]["threshold"], 2.0);
+    let (status, active) = get("/api/alerts?state=active".into()).await;
+    assert_eq!(status, 200);
+    let incident = active["alerts"][0].clone();
+    assert_eq!(incident["rule"], "backlog");
+    assert_eq!(incident["state"], "active");
+    assert_eq!(
+        incident["fired_message_id"],
+        stamp.as_str(),
+        "the notice is tracked"
+    );
+    let (_, tracked) = get(format!("/api/messages/{stamp}")).await;
+    assert_eq!(tracked["category"], "alert");
+    let tracked = until("the notice is recorded as sent", || async {
+        let (_, message) = get(format!("/api/messages/{stamp}")).await;
+        (message["status"] == "sent").then_some(message)
+    })
+    .await;
+    assert_eq!(tracked["transport"], "pager");
+
+    // Still above the threshold for two more evaluations: no second notice.
+    let fired_at = incident["fired_at"].as_str().expect("fired_at").to_owned();
+    let fired_at = chrono::DateTime::parse_from_rfc3339(&fired_at).expect("RFC 3339");
+    until("two more evaluations", || async {
+        let (_, active) = get("/api/alerts?state=active".into()).await;
+        let checked_at = active["alerts"][0]["checked_at"].as_str()?.to_owned();
+        let checked_at = chrono::DateTime::parse_from_rfc3339(&checked_at).ok()?;
+        (checked_at - fired_at >= chrono::Duration::seconds(2)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        received_on(&receiver, "/alerts").await.len(),
+        1,
+        "one incident, one alert"
+    );
+
+    // The backlog drains: the incident resolves and says so, once.
+    assert_eq!(post("/api/transports/hooks/resume", None).await, 200);
+    let resolved = until("the resolve notice arrives", || async {
+        received_on(&receiver, "/alerts").await.into_iter().nth(1)
+    })
+    .await;
+    let (notice, resolve_stamp) = resolved;
+    assert_eq!(notice["alert"]["notice"], "resolved");
+    assert_eq!(notice["alert"]["id"], incident["id"]);
+    assert_eq!(notice["alert"]["value"], 0.0);
+    assert!(
+        notice["alert"]["duration_s"]
+            .as_i64()
+            .is_some_and(|d| d >= 2)
+    );
+    assert_eq!(received_on(&receiver, "/hook").await.len(), 3);
+
+    let (_, active) = get("/api/alerts?state=active".into()).await;
+    assert_eq!(active["alerts"], serde_json::json!([]));
+    let (_, resolved) = get("/api/alerts?state=resolved&limit=10".into()).await;
+    assert_eq!(resolved["alerts"][0]["id"], incident["id"]);
+    assert_eq!(resolved["alerts"][0]["state"], "resolved");
+    assert_eq!(
+        resolved["alerts"][0]["resolved_message_id"],
+        resolve_stamp.as_str()
+    );
+    let (status, refused) = get("/api/alerts?state=sleeping".into()).await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"]["field"], "state");
+
+    running.shutdown().await.expect("stops cleanly");
 }

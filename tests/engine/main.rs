@@ -14,12 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use common::{Fixture, emails};
+use herald::alerts::{Evaluation, Evaluator};
 use herald::config::Settings;
 use herald::domain::{EventKind, Message, Stamp, Status};
 use herald::engine::{CircuitState, Engine, EngineOptions};
-use herald::storage::{MessageFilter, MinuteMetrics, PageRequest, Storage};
-use herald::time::{Clock, SystemClock};
+use herald::storage::{
+    AlertNotice, AlertState, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind,
+    PageRequest, Storage,
+};
+use herald::time::{Clock, ManualClock, SystemClock};
 use herald::transports::{Delivery, Transport, TransportError};
 
 /// What the scripted transport answers for the n-th delivery (0-based).
@@ -221,6 +226,10 @@ on_both_backends!(
     pause_stops_claims_and_survives_a_restart,
     shutdown_hands_back_unstarted_claims,
     a_panicking_transport_restarts_its_actor_and_delivery_goes_on,
+    an_alert_rule_fires_cools_down_and_resolves,
+    nodes_evaluating_at_once_notify_an_incident_once,
+    a_notice_left_unsent_goes_out_at_the_next_evaluation,
+    a_breaker_rule_fires_while_open_and_resolves_once_closed,
 );
 
 async fn queued_messages_are_delivered_and_tracked(f: Fixture) {
@@ -560,5 +569,309 @@ async fn a_panicking_transport_restarts_its_actor_and_delivery_goes_on(f: Fixtur
         status.iter().any(|t| t.name == "mail" && t.running),
         "the transport runs again"
     );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Delivers `sent` and fails (permanently) `failed` new messages of `mail`
+/// at `at`, as the tracker would record them.
+async fn attempts(storage: &dyn Storage, sent: usize, failed: usize, at: DateTime<Utc>) {
+    storage
+        .enqueue_many(emails(sent + failed, at), at)
+        .await
+        .expect("enqueue");
+    let claimed = storage
+        .claim_due("mail", sent + failed, Duration::from_secs(30), at)
+        .await
+        .expect("claim");
+    let outcomes = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let kind = if i < sent {
+                OutcomeKind::Sent
+            } else {
+                OutcomeKind::Failed {
+                    error: "550 no such user".into(),
+                    retry_at: None,
+                }
+            };
+            Outcome {
+                duration_ms: Some(5),
+                error_class: (i >= sent).then(|| "permanent".to_owned()),
+                ..Outcome::new(message, message.claim_token.expect("claimed"), kind)
+            }
+        })
+        .collect();
+    storage.record_outcomes(outcomes, at).await.expect("record");
+}
+
+/// The evaluator on a clock that only moves when told: each evaluation's
+/// transitions and notices, exactly.
+async fn an_alert_rule_fires_cools_down_and_resolves(f: Fixture) {
+    let rules = "[alerts]\ntransport = \"other\"\ncooldown_s = 600\n\n\
+        [[alerts.rules]]\nname = \"mail-failing\"\nkind = \"failure_rate\"\ntransport = \"mail\"\nthreshold = 0.5\nwindow_s = 120\n";
+    let settings = settings(&f.options.url, &format!("\n{rules}"));
+    let s = f.storage.as_ref();
+    let start = common::t0();
+    let clock = Arc::new(ManualClock::new(start));
+    let evaluator = Evaluator::new(f.storage.clone(), clock.clone(), settings);
+    let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
+    let evaluate = || async { evaluator.evaluate(Vec::new()).await.expect("evaluate") };
+
+    // Minute 0: two of two attempts failed.
+    attempts(s, 0, 2, at(5)).await;
+    clock.set(at(10));
+    let fired = evaluate().await;
+    assert_eq!(fired.opened.len(), 1);
+    let incident = &fired.opened[0];
+    assert_eq!(
+        (
+            incident.rule.as_str(),
+            incident.transport.as_str(),
+            incident.fired_value
+        ),
+        ("mail-failing", "mail", 1.0)
+    );
+    assert!(incident.notified);
+    assert_eq!(fired.notices.len(), 1);
+    let (id, notice, message) = fired.notices[0];
+    assert_eq!((id, notice), (incident.id, AlertNotice::Fired));
+    let stored = s.get_message(message).await.expect("get").expect("stored");
+    assert_eq!(stored.message.transport, "other");
+    assert_eq!(stored.message.category.as_deref(), Some("alert"));
+    assert_eq!(
+        stored.message.idempotency_key,
+        Some(format!("alert:mail-failing:{}:fired", incident.id))
+    );
+    assert_eq!(stored.message.payload["payload"]["alert"]["value"], 1.0);
+
+    // Minute 1: one sent; the window still holds minute 0: 2 of 3 failed.
+    attempts(s, 1, 0, at(65)).await;
+    clock.set(at(70));
+    let going_on = evaluate().await;
+    assert_eq!(going_on, Evaluation::default(), "one incident, one alert");
+    let active = s
+        .list_alerts(Some(AlertState::Active), 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        (active[0].last_value, active[0].checked_at),
+        (2.0 / 3.0, at(70))
+    );
+
+    // Minute 2: the window is minutes 1 and 2, where nothing failed.
+    clock.set(at(130));
+    let resolved = evaluate().await;
+    assert_eq!(resolved.resolved.len(), 1);
+    assert_eq!(resolved.resolved[0].resolved_at, Some(at(130)));
+    assert_eq!(
+        resolved
+            .notices
+            .iter()
+            .map(|(id, notice, _)| (*id, *notice))
+            .collect::<Vec<_>>(),
+        [(incident.id, AlertNotice::Resolved)]
+    );
+    let notice = s
+        .get_message(resolved.notices[0].2)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(
+        notice.message.payload["payload"]["alert"]["duration_s"],
+        120
+    );
+
+    // Minute 3: failing again, within the 600 s cooldown of the first.
+    attempts(s, 0, 1, at(185)).await;
+    clock.set(at(190));
+    let flap = evaluate().await;
+    assert_eq!(flap.opened.len(), 1);
+    assert!(!flap.opened[0].notified, "recorded, not notified");
+    assert!(flap.notices.is_empty());
+    clock.set(at(310));
+    let flap_over = evaluate().await;
+    assert_eq!(flap_over.resolved.len(), 1);
+    assert!(
+        flap_over.notices.is_empty(),
+        "a silent incident resolves silently"
+    );
+
+    // Minute 11: past the cooldown, an incident is notified again.
+    attempts(s, 0, 1, at(665)).await;
+    clock.set(at(670));
+    let again = evaluate().await;
+    assert_eq!(again.opened.len(), 1);
+    assert!(again.opened[0].notified);
+    assert_eq!(again.notices.len(), 1);
+
+    let alert_messages = s
+        .list_messages(
+            &MessageFilter {
+                transport: Some("other".into()),
+                ..Default::default()
+            },
+            PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        alert_messages.items.len(),
+        3,
+        "fired, resolved, fired: nothing for the incident in the cooldown"
+    );
+    let history = s.list_alerts(None, 10).await.expect("history");
+    assert_eq!(
+        history.iter().map(|a| a.state).collect::<Vec<_>>(),
+        [
+            AlertState::Active,
+            AlertState::Resolved,
+            AlertState::Resolved
+        ]
+    );
+}
+
+/// `[alerts]` through `other` with one rule, `deep`: more than one
+/// message queued on `mail`.
+fn depth_alert_settings(f: &Fixture) -> Arc<Settings> {
+    settings(
+        &f.options.url,
+        "\n[alerts]\ntransport = \"other\"\n\n[[alerts.rules]]\nname = \"deep\"\nkind = \"queue_depth\"\ntransport = \"mail\"\nthreshold = 1\n",
+    )
+}
+
+async fn alert_messages(storage: &dyn Storage) -> usize {
+    let filter = MessageFilter {
+        transport: Some("other".into()),
+        ..Default::default()
+    };
+    let page = PageRequest {
+        after: None,
+        limit: 100,
+    };
+    storage
+        .list_messages(&filter, page)
+        .await
+        .expect("list")
+        .items
+        .len()
+}
+
+async fn nodes_evaluating_at_once_notify_an_incident_once(f: Fixture) {
+    let settings = depth_alert_settings(&f);
+    let clock = Arc::new(ManualClock::new(common::t0()));
+    f.storage
+        .enqueue_many(emails(2, common::t0()), common::t0())
+        .await
+        .expect("enqueue");
+    // Two nodes: separate handles on one store, evaluating the same rules.
+    let other_node = f.reopen().await;
+    let a = Evaluator::new(f.storage.clone(), clock.clone(), settings.clone());
+    let b = Evaluator::new(other_node, clock.clone(), settings);
+    let (first, second) = tokio::join!(a.evaluate(Vec::new()), b.evaluate(Vec::new()));
+    let (first, second) = (first.expect("evaluate"), second.expect("evaluate"));
+    assert_eq!(first.opened.len() + second.opened.len(), 1, "one incident");
+    assert_eq!(
+        f.storage.list_alerts(None, 10).await.expect("list").len(),
+        1
+    );
+    assert_eq!(alert_messages(f.storage.as_ref()).await, 1, "one notice");
+}
+
+async fn a_notice_left_unsent_goes_out_at_the_next_evaluation(f: Fixture) {
+    let settings = depth_alert_settings(&f);
+    let clock = Arc::new(ManualClock::new(common::t0()));
+    // A node opened the incident and stopped before sending its notice.
+    let stranded = f
+        .storage
+        .open_alert(
+            NewAlert {
+                id: ulid::Ulid::generate(),
+                rule: "deep".into(),
+                kind: "queue_depth".into(),
+                transport: "mail".into(),
+                threshold: 1.0,
+                window_s: None,
+                value: 2.0,
+                fired_at: common::t0(),
+            },
+            common::t0(),
+        )
+        .await
+        .expect("open")
+        .expect("opened");
+    let evaluator = Evaluator::new(f.storage.clone(), clock.clone(), settings);
+    let evaluation = evaluator.evaluate(Vec::new()).await.expect("evaluate");
+    assert_eq!(
+        evaluation
+            .notices
+            .iter()
+            .map(|(id, notice, _)| (*id, *notice))
+            .collect::<Vec<_>>(),
+        [
+            (stranded.id, AlertNotice::Fired),
+            (stranded.id, AlertNotice::Resolved)
+        ],
+        "nothing is queued now, so it also resolves; the fired notice goes first"
+    );
+    assert_eq!(evaluation.resolved.len(), 1);
+    assert_eq!(alert_messages(f.storage.as_ref()).await, 2);
+    let again = evaluator.evaluate(Vec::new()).await.expect("evaluate");
+    assert_eq!(again, Evaluation::default());
+}
+
+async fn a_breaker_rule_fires_while_open_and_resolves_once_closed(f: Fixture) {
+    let transport = Scripted::new(Duration::ZERO, |_| Err(transient()));
+    let tuning = "circuit_failure_threshold = 2\ncircuit_open_ms = 1000\nconcurrency = 1\nbatch_size = 1\nprefetch_count = 0\nretry_delay_ms = 60000\nmax_retry_delay_ms = 60000\n\n\
+        [alerts]\ntransport = \"other\"\nevaluate_every_s = 1\n\n\
+        [[alerts.rules]]\nname = \"tripped\"\nkind = \"breaker_open\"\ntransport = \"mail\"\nthreshold = 0\n";
+    let engine = start(&f, tuning, transport.clone()).await;
+    enqueue(f.storage.as_ref(), 3).await;
+    eventually("the breaker opens", || async {
+        engine
+            .status()
+            .await
+            .expect("status")
+            .iter()
+            .any(|t| t.name == "mail" && t.circuit_open_since.is_some())
+    })
+    .await;
+    eventually("the incident's notice is delivered", || async {
+        let active = f
+            .storage
+            .list_alerts(Some(AlertState::Active), 10)
+            .await
+            .expect("list");
+        match active.first().and_then(|a| a.fired_message) {
+            Some(id) => {
+                let notice = f.storage.get_message(id).await.expect("get");
+                notice.is_some_and(|n| n.message.status == Status::Sent)
+            }
+            None => false,
+        }
+    })
+    .await;
+
+    transport.set_script(|_| Ok(()));
+    // The failed messages wait a minute for their retry: give the probe one
+    // that is due.
+    enqueue(f.storage.as_ref(), 1).await;
+    eventually("the incident resolves and says so", || async {
+        let history = f.storage.list_alerts(None, 10).await.expect("list");
+        history.len() == 1
+            && history[0].state == AlertState::Resolved
+            && history[0].resolved_message.is_some()
+    })
+    .await;
+    let incident = &f.storage.list_alerts(None, 10).await.expect("list")[0];
+    assert_eq!(
+        (incident.rule.as_str(), incident.kind.as_str()),
+        ("tripped", "breaker_open")
+    );
+    assert!(incident.fired_value > 0.0);
+    assert_eq!(incident.last_value, 0.0, "resolved by a closed breaker");
     engine.shutdown(Duration::from_secs(5)).await;
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use common::{Email, Fixture, emails, secs, t0};
 use herald::domain::{Channel, ClaimToken, EventKind, Message, Stamp, Status};
 use herald::storage::{
-    MessageFilter, MinuteMetrics, Outcome, OutcomeKind, PageRequest, Storage, StorageError,
+    Alert, AlertNotice, AlertState, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind,
+    PageRequest, Storage, StorageError,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -70,6 +71,11 @@ conformance!(
     one_node_at_a_time_holds_a_transport,
     old_rollups_compact_to_hours_and_are_purged,
     rollups_split_by_channel_and_category_with_flow_timings,
+    one_alert_is_active_per_rule_and_transport,
+    concurrent_evaluations_open_one_alert,
+    the_cooldown_is_decided_with_the_opening,
+    notices_await_until_recorded,
+    alert_history_survives_a_restart,
 );
 
 async fn claim(storage: &dyn Storage, n: usize, at: chrono::DateTime<chrono::Utc>) -> Vec<Message> {
@@ -1528,4 +1534,251 @@ async fn old_rollups_compact_to_hours_and_are_purged(f: &Fixture) {
         .await
         .expect("metrics");
     assert_eq!(rows.len(), 2);
+}
+
+fn new_alert(rule: &str, transport: &str, at: chrono::DateTime<chrono::Utc>) -> NewAlert {
+    NewAlert {
+        id: ulid::Ulid::generate(),
+        rule: rule.to_owned(),
+        kind: "queue_depth".to_owned(),
+        transport: transport.to_owned(),
+        threshold: 2.0,
+        window_s: None,
+        value: 3.0,
+        fired_at: at,
+    }
+}
+
+/// Opens an alert with a cooldown that has long passed.
+async fn open(s: &dyn Storage, alert: NewAlert) -> Option<Alert> {
+    let quiet_since = alert.fired_at;
+    s.open_alert(alert, quiet_since).await.expect("open alert")
+}
+
+async fn one_alert_is_active_per_rule_and_transport(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let first = open(s, new_alert("deep", "mail", t0()))
+        .await
+        .expect("opened");
+    assert_eq!(
+        (
+            first.state,
+            first.notified,
+            first.fired_value,
+            first.last_value
+        ),
+        (AlertState::Active, true, 3.0, 3.0)
+    );
+    assert_eq!(first.fired_at, t0());
+    assert!(
+        open(s, new_alert("deep", "mail", t0() + secs(30)))
+            .await
+            .is_none(),
+        "already active"
+    );
+    let other = open(s, new_alert("deep", "other", t0() + secs(30)))
+        .await
+        .expect("another transport is another incident");
+
+    s.check_alert(first.id, 7.5, t0() + secs(60))
+        .await
+        .expect("check");
+    let resolved = s
+        .resolve_alert(first.id, 1.0, t0() + secs(90))
+        .await
+        .expect("resolve")
+        .expect("it was active");
+    assert_eq!(resolved.state, AlertState::Resolved);
+    assert_eq!(resolved.resolved_at, Some(t0() + secs(90)));
+    assert_eq!((resolved.fired_value, resolved.last_value), (3.0, 1.0));
+    assert!(
+        s.resolve_alert(first.id, 1.0, t0() + secs(95))
+            .await
+            .expect("resolve")
+            .is_none(),
+        "resolved once"
+    );
+    let again = open(s, new_alert("deep", "mail", t0() + secs(120)))
+        .await
+        .expect("a new incident once the last is resolved");
+
+    let ids = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s
+            .list_alerts(Some(AlertState::Active), 10)
+            .await
+            .expect("list")),
+        vec![again.id, other.id],
+        "newest first"
+    );
+    assert_eq!(
+        ids(s
+            .list_alerts(Some(AlertState::Resolved), 10)
+            .await
+            .expect("list")),
+        vec![first.id]
+    );
+    assert_eq!(
+        ids(s.list_alerts(None, 2).await.expect("list")),
+        vec![again.id, other.id]
+    );
+    let active = s
+        .list_alerts(Some(AlertState::Active), 10)
+        .await
+        .expect("list");
+    assert_eq!(active[1].checked_at, t0() + secs(30));
+}
+
+async fn concurrent_evaluations_open_one_alert(f: &Fixture) {
+    let attempts = (0..8).map(|_| {
+        let s = f.storage.clone();
+        tokio::spawn(async move { open(s.as_ref(), new_alert("deep", "mail", t0())).await })
+    });
+    let mut opened = 0;
+    for attempt in attempts {
+        if attempt.await.expect("no panic").is_some() {
+            opened += 1;
+        }
+    }
+    assert_eq!(opened, 1);
+}
+
+async fn the_cooldown_is_decided_with_the_opening(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let cooldown = secs(900);
+    let first = open(s, new_alert("deep", "mail", t0()))
+        .await
+        .expect("opened");
+    s.resolve_alert(first.id, 0.0, t0() + secs(60))
+        .await
+        .expect("resolve");
+    let at = t0() + secs(120);
+    let flap = s
+        .open_alert(new_alert("deep", "mail", at), at - cooldown)
+        .await
+        .expect("open")
+        .expect("recorded");
+    assert!(!flap.notified, "within the cooldown of a notified incident");
+    s.resolve_alert(flap.id, 0.0, at + secs(60))
+        .await
+        .expect("resolve");
+    let at = t0() + secs(901);
+    let later = s
+        .open_alert(new_alert("deep", "mail", at), at - cooldown)
+        .await
+        .expect("open")
+        .expect("recorded");
+    assert!(
+        later.notified,
+        "the silent incident does not extend the cooldown"
+    );
+    let elsewhere = s
+        .open_alert(new_alert("deep", "other", at), at - cooldown)
+        .await
+        .expect("open")
+        .expect("recorded");
+    assert!(elsewhere.notified, "cooldowns are per transport");
+}
+
+async fn notices_await_until_recorded(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let loud = open(s, new_alert("deep", "mail", t0()))
+        .await
+        .expect("opened");
+    let second = open(s, new_alert("deep", "other", t0()))
+        .await
+        .expect("opened");
+    let awaiting = |alerts: Vec<Alert>| {
+        alerts
+            .into_iter()
+            .map(|a| (a.id, a.missing_notices()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        awaiting(s.alerts_awaiting_notice().await.expect("awaiting")),
+        vec![
+            (loud.id, vec![AlertNotice::Fired]),
+            (second.id, vec![AlertNotice::Fired])
+        ]
+    );
+    let notice = Email::default().build(t0());
+    let message = s.enqueue(notice, t0()).await.expect("enqueue").id;
+    s.set_alert_notice(loud.id, AlertNotice::Fired, message)
+        .await
+        .expect("record");
+    s.set_alert_notice(second.id, AlertNotice::Fired, message)
+        .await
+        .expect("record");
+    assert!(
+        s.alerts_awaiting_notice()
+            .await
+            .expect("awaiting")
+            .is_empty()
+    );
+
+    let resolved = s
+        .resolve_alert(loud.id, 0.0, t0() + secs(10))
+        .await
+        .expect("resolve")
+        .expect("resolved");
+    assert_eq!(resolved.fired_message, Some(message));
+    assert_eq!(
+        awaiting(s.alerts_awaiting_notice().await.expect("awaiting")),
+        vec![(loud.id, vec![AlertNotice::Resolved])]
+    );
+    s.set_alert_notice(loud.id, AlertNotice::Resolved, message)
+        .await
+        .expect("record");
+    assert!(
+        s.alerts_awaiting_notice()
+            .await
+            .expect("awaiting")
+            .is_empty()
+    );
+
+    s.resolve_alert(second.id, 0.0, t0() + secs(10))
+        .await
+        .expect("resolve");
+    s.set_alert_notice(second.id, AlertNotice::Resolved, message)
+        .await
+        .expect("record");
+    let quiet = s
+        .open_alert(new_alert("deep", "other", t0() + secs(20)), t0())
+        .await
+        .expect("open")
+        .expect("opened");
+    assert!(!quiet.notified);
+    assert!(
+        s.alerts_awaiting_notice()
+            .await
+            .expect("awaiting")
+            .is_empty(),
+        "an incident in its cooldown sends nothing, ever"
+    );
+}
+
+async fn alert_history_survives_a_restart(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let alert = open(s, new_alert("deep", "mail", t0()))
+        .await
+        .expect("opened");
+    s.resolve_alert(alert.id, 0.5, t0() + secs(30))
+        .await
+        .expect("resolve");
+    let reopened = f.reopen().await;
+    let history = reopened.list_alerts(None, 10).await.expect("list");
+    assert_eq!(history.len(), 1);
+    let stored = &history[0];
+    assert_eq!(stored.id, alert.id);
+    assert_eq!(stored.state, AlertState::Resolved);
+    assert_eq!(stored.resolved_at, Some(t0() + secs(30)));
+    assert_eq!(stored.last_value, 0.5);
+    assert!(
+        open(
+            reopened.as_ref(),
+            new_alert("deep", "mail", t0() + secs(60))
+        )
+        .await
+        .is_some()
+    );
 }
