@@ -3,7 +3,7 @@
 -- messages without a category), histograms of queue wait, processing
 -- (claimed -> handed to the transport) and end-to-end time (buckets:
 -- at most N ms, cumulative), the time attempts were held by the rate
--- limiter and the time the breaker was open. Existing rows keep empty
+-- limiter, the time the breaker was open, and cancellations. Existing rows keep empty
 -- channel and category.
 
 ALTER TABLE metrics_minutely ADD COLUMN channel text NOT NULL DEFAULT '';
@@ -54,6 +54,7 @@ ALTER TABLE metrics_minutely ADD COLUMN total_le_300000 bigint NOT NULL DEFAULT 
 ALTER TABLE metrics_minutely ADD COLUMN total_le_900000 bigint NOT NULL DEFAULT 0;
 ALTER TABLE metrics_minutely ADD COLUMN total_le_3600000 bigint NOT NULL DEFAULT 0;
 ALTER TABLE metrics_minutely ADD COLUMN breaker_open_ms bigint NOT NULL DEFAULT 0;
+ALTER TABLE metrics_minutely ADD COLUMN cancelled bigint NOT NULL DEFAULT 0;
 
 ALTER TABLE failures_minutely ADD COLUMN channel text NOT NULL DEFAULT '';
 ALTER TABLE failures_minutely ADD COLUMN category text NOT NULL DEFAULT '';

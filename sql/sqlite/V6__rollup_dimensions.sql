@@ -3,7 +3,7 @@
 -- messages without a category), histograms of queue wait, processing
 -- (claimed -> handed to the transport) and end-to-end time (buckets:
 -- at most N ms, cumulative), the time attempts were held by the rate
--- limiter and the time the breaker was open. Existing rows keep empty
+-- limiter, the time the breaker was open, and cancellations. Existing rows keep empty
 -- channel and category.
 -- SQLite cannot change a primary key in place: the tables are rebuilt.
 
@@ -81,6 +81,7 @@ CREATE TABLE metrics_minutely_v6 (
     total_le_900000        INTEGER NOT NULL DEFAULT 0,
     total_le_3600000       INTEGER NOT NULL DEFAULT 0,
     breaker_open_ms        INTEGER NOT NULL DEFAULT 0,
+    cancelled              INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (minute, transport, channel, category)
 );
 INSERT INTO metrics_minutely_v6 (minute, transport, sent, failed, retried, dead, deferred, latency_count, latency_sum_ms, latency_max_ms, le_10, le_50, le_100, le_250, le_500, le_1000, le_2500, le_5000, le_10000, wait_count, wait_sum_ms, wait_max_ms, sent_after_retry, finished_1, finished_2, finished_3, finished_4_plus)

@@ -57,6 +57,8 @@ pub struct FlowStages {
     pub dead: u64,
     /// Claims handed back unattempted (paused, breaker open, shutdown).
     pub deferred: u64,
+    /// Messages cancelled in the window.
+    pub cancelled: u64,
 }
 
 /// The journey's timings, ms.
@@ -104,6 +106,7 @@ fn stages(m: &MinuteMetrics) -> FlowStages {
         retried: m.retried,
         dead: m.dead,
         deferred: m.deferred,
+        cancelled: m.cancelled,
     }
 }
 

@@ -299,6 +299,8 @@ pub struct MinuteMetrics {
     pub total: Timing<12>,
     /// Time the transport's circuit breaker was open.
     pub breaker_open_ms: u64,
+    /// Messages cancelled (while queued or dead).
+    pub cancelled: u64,
 }
 
 /// Failed attempts of one transport in one minute with one error.
@@ -367,6 +369,7 @@ impl MinuteMetrics {
         slots.push(&mut self.limited_sum_ms);
         slots.extend(self.total.slots());
         slots.push(&mut self.breaker_open_ms);
+        slots.push(&mut self.cancelled);
         slots
     }
 
@@ -484,6 +487,7 @@ pub(crate) fn metric_columns() -> &'static [String] {
         columns.push("limited_sum_ms".into());
         columns.extend(timing("total"));
         columns.push("breaker_open_ms".into());
+        columns.push("cancelled".into());
         columns
     });
     &COLUMNS
@@ -613,6 +617,18 @@ pub(crate) fn rollup(
         )
         .collect();
     (rows.into_values().collect(), failures)
+}
+
+/// The rollup of one cancellation, written with it.
+pub(crate) fn cancelled_rollup(message: &Message, now: DateTime<Utc>) -> MinuteMetrics {
+    MinuteMetrics {
+        minute: truncate_minute(now),
+        transport: message.transport.clone(),
+        channel: message.channel.as_str().to_owned(),
+        category: message.category.clone().unwrap_or_default(),
+        cancelled: 1,
+        ..MinuteMetrics::default()
+    }
 }
 
 /// The start of `at`'s minute: the key of its rollup rows.

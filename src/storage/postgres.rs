@@ -20,8 +20,9 @@ use uuid::Uuid;
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
     MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest, Recorded,
-    Storage, StorageError, StorageOptions, TransportState, WeakWorkSignal, WorkSignal, clamp_limit,
-    effective_at, metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
+    Storage, StorageError, StorageOptions, TransportState, WeakWorkSignal, WorkSignal,
+    cancelled_rollup, clamp_limit, effective_at, metric_aggregates, metric_columns,
+    metric_merge_updates, metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -772,6 +773,7 @@ impl Storage for PostgresStorage {
             Some(&detail),
         )
         .await?;
+        add_rollups(&tx, &[cancelled_rollup(&current, now)]).await?;
         tx.commit().await?;
         message_from_row(&row)
     }

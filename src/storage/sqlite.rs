@@ -24,8 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
     MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest, Recorded,
-    Storage, StorageError, StorageOptions, TransportState, WorkSignal, clamp_limit, effective_at,
-    metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
+    Storage, StorageError, StorageOptions, TransportState, WorkSignal, cancelled_rollup,
+    clamp_limit, effective_at, metric_aggregates, metric_columns, metric_merge_updates,
+    metric_values, rollup,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -823,6 +824,7 @@ impl Storage for SqliteStorage {
                     detail: Some(serde_json::json!({ "previous_status": message.status })),
                 },
             )?;
+            add_metrics(tx, &cancelled_rollup(&message, now))?;
             Ok(cancelled)
         })
         .await

@@ -1712,7 +1712,7 @@ async fn message_flow_and_bottlenecks_report_known_traffic_exactly(f: &Fixture) 
     assert_eq!(
         body["stages"],
         json!({"queuedNow": 2, "processingNow": 0, "claimed": 4, "sent": 2,
-               "retried": 1, "dead": 1, "deferred": 0})
+               "retried": 1, "dead": 1, "deferred": 0, "cancelled": 0})
     );
     let t = &body["timings"];
     assert_eq!(

@@ -647,6 +647,16 @@ async fn cancel_applies_to_queued_messages_only(f: &Fixture) {
         s.cancel(batch[0].id, t0()).await,
         Err(StorageError::Conflict { .. })
     ));
+    // The one cancellation is counted in its minute's rollup, once.
+    let rows = s
+        .minute_metrics(t0(), t0() + secs(60))
+        .await
+        .expect("rollups");
+    let cancelled: Vec<(&str, &str, u64)> = rows
+        .iter()
+        .map(|r| (r.transport.as_str(), r.channel.as_str(), r.cancelled))
+        .collect();
+    assert_eq!(cancelled, [("mail", "email", 1)]);
 }
 
 async fn replay_requeues_a_dead_message_under_the_same_id(f: &Fixture) {
