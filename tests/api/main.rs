@@ -71,6 +71,7 @@ on_both_backends!(
     queue_analytics_report_known_traffic_exactly,
     message_flow_and_bottlenecks_report_known_traffic_exactly,
     analytics_filter_by_channel_and_category,
+    failures_and_transport_performance_report_known_traffic_exactly,
     alerts_are_listed_by_state_and_bad_parameters_named,
 );
 
@@ -1973,4 +1974,63 @@ async fn alerts_are_listed_by_state_and_bad_parameters_named(f: &Fixture) {
         assert_eq!(reply.status, 400, "{query}");
         assert_eq!(reply.body["error"]["field"], field, "{query}");
     }
+}
+
+async fn failures_and_transport_performance_report_known_traffic_exactly(f: &Fixture) {
+    let api = api(f, false).await;
+    let now = known_flow_traffic(&api).await;
+
+    let failures = api.get("/api/queue/failures?window=15m").await;
+    assert_eq!(failures.status, 200, "{}", failures.body);
+    let body = &failures.body;
+    assert_eq!(body["totalFailures"], 2);
+    assert_eq!(body["byClass"], json!({"transient": 2}));
+    assert_eq!(
+        body["byTransport"],
+        json!([{"transport": "mail", "failed": 2, "retried": 1, "dead": 1,
+                "byClass": {"transient": 2}}])
+    );
+    assert_eq!(
+        body["topErrors"],
+        json!([{"transport": "mail", "class": "transient", "error": "# later", "count": 2}])
+    );
+    assert_eq!(
+        body["retrySuccessRate"], 0.0,
+        "the one retried-or-lost message died"
+    );
+    assert_eq!(
+        body["attemptsDistribution"],
+        json!({"1": 3, "2": 0, "3": 0, "4+": 0})
+    );
+    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(
+        body["deadLetters"],
+        json!({"count": 1, "oldest": at,
+               "byTransport": [{"transport": "mail", "count": 1, "oldest": at}]})
+    );
+
+    let report = api
+        .get("/api/analytics/transport-performance?window=15m&transport=mail")
+        .await;
+    assert_eq!(report.status, 200, "{}", report.body);
+    let mail = &report.body["transports"][0];
+    assert_eq!(
+        (
+            &mail["attempts"],
+            &mail["sent"],
+            &mail["failed"],
+            &mail["dead"]
+        ),
+        (&json!(4), &json!(2), &json!(2), &json!(1))
+    );
+    assert_eq!(mail["successRate"], 0.5);
+    // Delivery 100, 200, 300, 400 ms in the 10/50/100/250/500 buckets.
+    assert_eq!(
+        mail["latencyMs"],
+        json!({"p50": 250.0, "p95": 400.0, "p99": 400.0, "average": 250.0, "max": 400.0})
+    );
+    assert!(close(&mail["attemptsPerMessage"], 4.0 / 3.0));
+    assert_eq!(mail["reliabilityScore"], 65.0);
+    assert_eq!(mail["costPerMessage"], 0.002);
+    assert!(close(&mail["totalCost"], 0.008));
 }
