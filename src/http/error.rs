@@ -34,6 +34,13 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// A known path asked with a method it does not serve (405, with
+    /// `Allow`).
+    #[error("{message}")]
+    MethodNotAllowed {
+        message: String,
+        allowed: Vec<actix_web::http::Method>,
+    },
     /// The operation does not apply in the resource's current state (409).
     #[error("{0}")]
     Conflict(String),
@@ -89,6 +96,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -130,6 +138,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -156,6 +165,10 @@ impl ResponseError for ApiError {
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
+        if let ApiError::MethodNotAllowed { allowed, .. } = self {
+            let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+            response.insert_header((header::ALLOW, allow.join(", ")));
+        }
         response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_owned(),
@@ -164,6 +177,23 @@ impl ResponseError for ApiError {
             },
         })
     }
+}
+
+/// A known path with a method it does not serve.
+pub fn method_not_allowed(
+    req: actix_web::HttpRequest,
+    allowed: Vec<actix_web::http::Method>,
+) -> Result<HttpResponse, ApiError> {
+    let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+    Err(ApiError::MethodNotAllowed {
+        message: format!(
+            "{} does not serve {}; it allows {}",
+            req.path(),
+            req.method(),
+            names.join(", ")
+        ),
+        allowed,
+    })
 }
 
 /// Unknown paths get the JSON error shape too.

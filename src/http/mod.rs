@@ -170,13 +170,25 @@ pub fn routes() -> Vec<ApiRoute> {
 
 /// Registers all routes. The caller provides `web::Data<AppState>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // One resource per path, holding a route per method, so a known path
+    // asked with another method answers 405 with `Allow` rather than 404.
+    let mut paths: Vec<(&'static str, Vec<ApiRoute>)> = Vec::new();
     for api_route in routes() {
-        // `ServiceConfig::route` moves the method guard onto the resource,
-        // so one path can carry several methods as separate routes.
-        cfg.route(
-            api_route.path,
-            (api_route.handler)().method(api_route.method),
-        );
+        match paths.iter_mut().find(|(path, _)| *path == api_route.path) {
+            Some((_, routes)) => routes.push(api_route),
+            None => paths.push((api_route.path, vec![api_route])),
+        }
+    }
+    for (path, routes) in paths {
+        let allowed: Vec<Method> = routes.iter().map(|r| r.method.clone()).collect();
+        let mut resource = web::resource(path);
+        for api_route in routes {
+            resource = resource.route((api_route.handler)().method(api_route.method));
+        }
+        cfg.service(resource.default_service(web::to(move |req: HttpRequest| {
+            let allowed = allowed.clone();
+            async move { error::method_not_allowed(req, allowed) }
+        })));
     }
     cfg.service(web::redirect(
         openapi::DOCS_PATH.trim_end_matches('/'),

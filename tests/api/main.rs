@@ -72,6 +72,7 @@ on_both_backends!(
     message_flow_and_bottlenecks_report_known_traffic_exactly,
     analytics_filter_by_channel_and_category,
     failures_and_transport_performance_report_known_traffic_exactly,
+    a_wrong_method_is_405_naming_the_allowed_ones,
     alerts_are_listed_by_state_and_bad_parameters_named,
 );
 
@@ -2033,4 +2034,31 @@ async fn failures_and_transport_performance_report_known_traffic_exactly(f: &Fix
     assert_eq!(mail["reliabilityScore"], 65.0);
     assert_eq!(mail["costPerMessage"], 0.002);
     assert!(close(&mail["totalCost"], 0.008));
+}
+
+async fn a_wrong_method_is_405_naming_the_allowed_ones(f: &Fixture) {
+    let api = api(f, false).await;
+    let reply = api
+        .send(test::TestRequest::delete().uri("/api/messages"))
+        .await;
+    assert_eq!((reply.status, reply.code()), (405, "method_not_allowed"));
+    assert_eq!(
+        reply
+            .headers
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok()),
+        Some("POST, GET")
+    );
+    let reply = api.get("/api/queue/dead-letters/replay").await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(
+        reply
+            .headers
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    let reply = api.get("/api/nothing-here").await;
+    assert_eq!((reply.status, reply.code()), (404, "not_found"));
+    assert_eq!(api.stored().await, 0);
 }
