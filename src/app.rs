@@ -16,7 +16,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
-use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::engine::{Engine, EngineError};
 use crate::http::{self, AppState};
 use crate::storage::{self, Storage, StorageError};
 use crate::telemetry::TimedStorage;
@@ -53,7 +53,6 @@ pub async fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, AppEr
 /// How [`start`] runs the server besides what the settings say.
 #[derive(Debug, Clone)]
 pub struct StartOptions {
-    pub engine: EngineOptions,
     /// Stop on SIGINT / SIGTERM. `herald serve` does; an embedded server
     /// (`herald bench`) leaves Ctrl-C to its host, which stops it through
     /// [`Running::handle`].
@@ -63,7 +62,6 @@ pub struct StartOptions {
 impl Default for StartOptions {
     fn default() -> Self {
         StartOptions {
-            engine: EngineOptions::default(),
             handle_signals: true,
         }
     }
@@ -139,7 +137,6 @@ impl Running {
 pub async fn run(settings: Settings) -> Result<(), AppError> {
     let options = StartOptions {
         handle_signals: false,
-        ..StartOptions::default()
     };
     let running = start(settings, options).await?;
     stop_signal().await;
@@ -186,7 +183,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
         clock.clone(),
         settings.clone(),
         transports,
-        options.engine,
+        settings.engine.clone(),
     )
     .await?;
 

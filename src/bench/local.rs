@@ -174,7 +174,6 @@ impl LocalServer {
                 system.block_on(async move {
                     let options = StartOptions {
                         handle_signals: false,
-                        ..StartOptions::default()
                     };
                     let running = match app::start(settings, options).await {
                         Ok(running) => running,

@@ -271,6 +271,8 @@ pub struct Settings {
     pub routes: BTreeMap<Channel, String>,
     pub priority: PrioritySettings,
     pub analytics: AnalyticsSettings,
+    /// The delivery loop's timings (`[engine]`).
+    pub engine: crate::engine::EngineOptions,
     /// Alerting; `None` without an `[alerts]` table.
     pub alerts: Option<AlertSettings>,
 }

@@ -94,6 +94,20 @@ pub struct RawAnalytics {
     pub retention_days: Option<u64>,
 }
 
+/// `[engine]`: the delivery loop's timings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    /// Fallback claim poll when no work signal arrives. Default 500.
+    pub poll_interval_ms: Option<u64>,
+    /// How often expired leases are looked for. Default 1000.
+    pub recovery_interval_ms: Option<u64>,
+    /// How often old dead letters are purged and rollups compacted. Default 60.
+    pub purge_interval_s: Option<u64>,
+    /// Longest one delivery may run, whatever the transport. Default 120000.
+    pub delivery_timeout_ms: Option<u64>,
+}
+
 /// `[alerts]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,6 +271,8 @@ pub struct RawConfig {
     pub priority: RawPriority,
     #[serde(default)]
     pub analytics: RawAnalytics,
+    #[serde(default)]
+    pub engine: RawEngine,
     pub alerts: Option<RawAlerts>,
 }
 
@@ -387,6 +403,7 @@ impl RawConfig {
                 "must be longer than compact_after_hours",
             );
         }
+        let engine = self.validate_engine(&mut problems);
         let transports = self.validate_transports(env, &mut problems);
         let routes = self.validate_routes(&transports, &mut problems);
         let alerts = self.validate_alerts(&transports, &mut problems);
@@ -421,6 +438,7 @@ impl RawConfig {
                 compact_after: Duration::from_secs(compact_after_hours.saturating_mul(3600)),
                 retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
             },
+            engine,
             alerts,
         };
         // Notices are ordinary messages: one that enqueue validation would
@@ -676,6 +694,46 @@ impl RawConfig {
             }
         }
         keys
+    }
+
+    fn validate_engine(&self, problems: &mut Problems) -> crate::engine::EngineOptions {
+        let defaults = crate::engine::EngineOptions::default();
+        let mut positive =
+            |key: &str, value: Option<u64>, unit: fn(u64) -> Duration, default| match value {
+                Some(0) => {
+                    problems.add(format!("engine.{key}"), "must be at least 1");
+                    default
+                }
+                Some(n) => unit(n),
+                None => default,
+            };
+        let e = &self.engine;
+        crate::engine::EngineOptions {
+            poll_interval: positive(
+                "poll_interval_ms",
+                e.poll_interval_ms,
+                Duration::from_millis,
+                defaults.poll_interval,
+            ),
+            recovery_interval: positive(
+                "recovery_interval_ms",
+                e.recovery_interval_ms,
+                Duration::from_millis,
+                defaults.recovery_interval,
+            ),
+            purge_interval: positive(
+                "purge_interval_s",
+                e.purge_interval_s,
+                Duration::from_secs,
+                defaults.purge_interval,
+            ),
+            delivery_timeout: positive(
+                "delivery_timeout_ms",
+                e.delivery_timeout_ms,
+                Duration::from_millis,
+                defaults.delivery_timeout,
+            ),
+        }
     }
 
     fn validate_priority(&self, problems: &mut Problems) -> PrioritySettings {

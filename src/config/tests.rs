@@ -257,6 +257,37 @@ cooldown_s = 60
 "#;
 
 #[test]
+fn engine_timings_load_and_zero_is_named() {
+    let settings = load(FULL).expect("valid");
+    assert_eq!(settings.engine, crate::engine::EngineOptions::default());
+    let text = format!(
+        "{FULL}\n[engine]\npoll_interval_ms = 50\nrecovery_interval_ms = 250\npurge_interval_s = 5\ndelivery_timeout_ms = 3000\n"
+    );
+    let engine = load(&text).expect("valid").engine;
+    assert_eq!(
+        (
+            engine.poll_interval,
+            engine.recovery_interval,
+            engine.purge_interval,
+            engine.delivery_timeout
+        ),
+        (
+            Duration::from_millis(50),
+            Duration::from_millis(250),
+            Duration::from_secs(5),
+            Duration::from_secs(3)
+        )
+    );
+    let text = format!("{FULL}\n[engine]\npoll_interval_ms = 0\ndelivery_timeout_ms = 0\n");
+    assert_eq!(
+        problem_keys(&text),
+        vec!["engine.poll_interval_ms", "engine.delivery_timeout_ms"]
+    );
+    let text = format!("{FULL}\n[engine]\npoll_ms = 5\n");
+    assert!(load(&text).is_err(), "unknown keys are refused");
+}
+
+#[test]
 fn alert_rules_load_with_their_defaults() {
     let settings = load(&format!("{FULL}{ALERTS}")).expect("valid alerts");
     let alerts = settings.alerts.expect("alerting configured");

@@ -27,7 +27,7 @@ use crate::time::Clock;
 use crate::transports::Transport;
 
 /// Engine timing that is not per-transport configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineOptions {
     /// Fallback poll when no work signal arrives (retries coming due,
     /// other nodes' enqueues on SQLite).

@@ -450,6 +450,9 @@ listen = "127.0.0.1:0"
 [storage]
 url = "{storage}"
 
+[engine]
+poll_interval_ms = 50
+
 [transports.pager]
 kind = "webhook"
 url = "{uri}/alerts"
@@ -476,10 +479,6 @@ threshold = 2
         Settings::from_toml(&text, Path::new("test.toml"), |_| None).expect("valid settings");
     let options = herald::app::StartOptions {
         handle_signals: false,
-        engine: EngineOptions {
-            poll_interval: Duration::from_millis(50),
-            ..EngineOptions::default()
-        },
     };
     let running = herald::app::start(settings, options)
         .await
