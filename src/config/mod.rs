@@ -97,6 +97,8 @@ pub enum TransportKind {
         tls: TlsMode,
         username: Option<String>,
         password: Option<Secret>,
+        /// PEM certificates trusted besides the public roots.
+        ca_file: Option<PathBuf>,
         timeout: Duration,
     },
     Webhook {

@@ -191,6 +191,9 @@ macro_rules! tuning {
             pub username: Option<String>,
             /// smtp: environment variable holding the password.
             pub password_env: Option<String>,
+            /// smtp: PEM file of certificates to trust besides the public roots
+            /// (a relay with a private CA or a self-signed certificate).
+            pub ca_file: Option<String>,
             /// webhook: endpoint URL.
             pub url: Option<String>,
             /// webhook: environment variable holding the HMAC secret.
@@ -299,6 +302,7 @@ fn kind_keys(kind: &str) -> Option<&'static [&'static str]> {
             "tls",
             "username",
             "password_env",
+            "ca_file",
             "timeout_ms",
         ],
         "webhook" => &["url", "secret_env", "timeout_ms", "allowed_url_hosts"],
@@ -325,6 +329,7 @@ impl RawTransport {
         check("tls", self.tls.is_some());
         check("username", self.username.is_some());
         check("password_env", self.password_env.is_some());
+        check("ca_file", self.ca_file.is_some());
         check("url", self.url.is_some());
         check("secret_env", self.secret_env.is_some());
         check("timeout_ms", self.timeout_ms.is_some());
@@ -945,12 +950,19 @@ fn validate_kind(
                 problems.add(format!("{prefix}.username"), "a password needs a username");
             }
             let password = secret("password_env", &raw.password_env, problems);
+            if raw.ca_file.is_some() && raw.tls.unwrap_or(TlsMode::None) == TlsMode::None {
+                problems.add(
+                    format!("{prefix}.ca_file"),
+                    "trusted certificates need tls = \"starttls\" or \"tls\"",
+                );
+            }
             Some(TransportKind::Smtp {
                 host: host?,
                 port: raw.port.unwrap_or(DEFAULT_SMTP_PORT),
                 tls: raw.tls.unwrap_or(TlsMode::None),
                 username: raw.username.clone(),
                 password,
+                ca_file: raw.ca_file.as_ref().map(PathBuf::from),
                 timeout: timeout?,
             })
         }

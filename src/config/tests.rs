@@ -193,6 +193,20 @@ fn keys_of_another_kind_and_unknown_keys_are_errors() {
 }
 
 #[test]
+fn a_ca_file_needs_tls() {
+    let text = FULL.replace(
+        "tls = \"none\"",
+        "tls = \"none\"\nca_file = \"relay-ca.pem\"",
+    );
+    assert_eq!(problem_keys(&text), vec!["transports.smtp-main.ca_file"]);
+    let text = FULL.replace(
+        "tls = \"none\"",
+        "tls = \"starttls\"\nca_file = \"relay-ca.pem\"",
+    );
+    assert!(problem_keys(&text).is_empty());
+}
+
+#[test]
 fn missing_secrets_and_public_listen_without_keys_are_refused() {
     let text = FULL.replace("HERALD_WEBHOOK_SECRET", "UNSET_SECRET");
     assert_eq!(problem_keys(&text), vec!["transports.hooks.secret_env"]);

@@ -246,6 +246,7 @@ pub fn build_plain(settings: &TransportSettings) -> Result<Arc<dyn Transport>, T
             tls,
             username,
             password,
+            ca_file,
             timeout,
         } => Arc::new(SmtpTransport::new(
             name,
@@ -255,6 +256,7 @@ pub fn build_plain(settings: &TransportSettings) -> Result<Arc<dyn Transport>, T
                 tls: *tls,
                 username: username.clone(),
                 password: password.clone(),
+                ca_file: ca_file.clone(),
                 timeout: *timeout,
                 pool_size: u32::try_from(settings.delivery.concurrency.get()).unwrap_or(u32::MAX),
             },

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::{Error as SmtpError, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
@@ -25,6 +25,8 @@ pub struct SmtpOptions {
     /// AUTH is used when both are set.
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// PEM certificates to trust besides the public roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Bounds each network step: connecting, and each SMTP command.
     pub timeout: Duration,
     /// Connections kept open at most; the transport's concurrency is
@@ -57,8 +59,8 @@ impl SmtpTransport {
         super::install_crypto_provider();
         let tls = match options.tls {
             TlsMode::None => Tls::None,
-            TlsMode::Starttls => Tls::Required(tls_parameters(&name, &options.host)?),
-            TlsMode::Tls => Tls::Wrapper(tls_parameters(&name, &options.host)?),
+            TlsMode::Starttls => Tls::Required(tls_parameters(&name, &options)?),
+            TlsMode::Tls => Tls::Wrapper(tls_parameters(&name, &options)?),
         };
         let mut builder =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(options.host.clone())
@@ -80,9 +82,34 @@ impl SmtpTransport {
     }
 }
 
-fn tls_parameters(name: &str, host: &str) -> Result<TlsParameters, TransportError> {
-    TlsParameters::new(host.to_owned())
-        .map_err(|e| TransportError::Local(format!("transport `{name}`: TLS set-up: {e}")))
+fn tls_parameters(name: &str, options: &SmtpOptions) -> Result<TlsParameters, TransportError> {
+    let fail = |what: String| TransportError::Local(format!("transport `{name}`: {what}"));
+    let mut builder = TlsParameters::builder(options.host.clone());
+    if let Some(path) = &options.ca_file {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read ca_file {}: {e}", path.display())))?;
+        // One certificate per PEM block: a bundle may hold several.
+        const END: &str = "-----END CERTIFICATE-----";
+        let blocks: Vec<String> = pem
+            .split_inclusive(END)
+            .filter(|block| block.contains("-----BEGIN CERTIFICATE-----"))
+            .map(str::to_owned)
+            .collect();
+        if blocks.is_empty() {
+            return Err(fail(format!(
+                "ca_file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for block in blocks {
+            let certificate = Certificate::from_pem(block.as_bytes())
+                .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build_rustls()
+        .map_err(|e| fail(format!("TLS set-up: {e}")))
 }
 
 #[async_trait]
@@ -148,6 +175,19 @@ impl Drop for SmtpTransport {
 pub(crate) fn classify(err: &SmtpError, server: &str) -> TransportError {
     let message = format!("{server}: {err}");
     let code = err.status().map(u16::from);
+    if let Some(code @ (530 | 534 | 535 | 538)) = code {
+        // Authentication refused or required: Herald's credentials or TLS
+        // settings, not the message. Dead-lettering would lose every
+        // message until an operator fixes the config; retrying (and the
+        // breaker opening) keeps them.
+        return TransportError::Temporary {
+            code: Some(code),
+            message: format!(
+                "{message} (authentication: check the transport's username, password and tls)"
+            ),
+            retry_after: None,
+        };
+    }
     if err.is_permanent() {
         TransportError::Rejected { code, message }
     } else if err.is_transient() {
@@ -187,6 +227,7 @@ mod tests {
             tls: TlsMode::Tls,
             username: Some("herald".into()),
             password: Some(Secret::new("s3cret")),
+            ca_file: None,
             timeout: Duration::from_secs(5),
             pool_size: 4,
         }

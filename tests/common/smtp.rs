@@ -34,6 +34,8 @@ struct Recorder {
     /// EHLOs seen: one per SMTP session, so one per connection.
     sessions: Arc<AtomicUsize>,
     rcpt_reply: Option<(u16, &'static str)>,
+    /// With AUTH: the only user and password accepted.
+    credentials: Option<(&'static str, &'static str)>,
     current: Received,
 }
 
@@ -49,6 +51,20 @@ impl Handler for Recorder {
             ..Received::default()
         };
         mailin_embedded::response::OK
+    }
+
+    fn auth_plain(
+        &mut self,
+        _authorization_id: &str,
+        authentication_id: &str,
+        password: &str,
+    ) -> Response {
+        match self.credentials {
+            Some(expected) if expected == (authentication_id, password) => {
+                mailin_embedded::response::AUTH_OK
+            }
+            _ => mailin_embedded::response::INVALID_CREDENTIALS,
+        }
     }
 
     fn rcpt(&mut self, _to: &str) -> Response {
@@ -93,6 +109,36 @@ impl SmtpServer {
 /// Starts an SMTP server on 127.0.0.1. Its thread lives as long as the
 /// test process.
 pub fn smtp_server(rcpt_reply: Option<(u16, &'static str)>) -> SmtpServer {
+    start(rcpt_reply, None, SslConfig::None)
+}
+
+/// An SMTP server that offers STARTTLS with a fresh self-signed
+/// certificate for 127.0.0.1 and requires AUTH PLAIN as `credentials`
+/// (mailin offers AUTH only over TLS). Returns the server and the
+/// certificate's PEM file, which a client must trust.
+pub fn smtp_tls_server(
+    dir: &std::path::Path,
+    credentials: (&'static str, &'static str),
+) -> (SmtpServer, std::path::PathBuf) {
+    herald::transports::install_crypto_provider();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("a self-signed certificate");
+    let cert_path = dir.join("smtp-cert.pem");
+    let key_path = dir.join("smtp-key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key");
+    let ssl = SslConfig::SelfSigned {
+        cert_path: cert_path.display().to_string(),
+        key_path: key_path.display().to_string(),
+    };
+    (start(None, Some(credentials), ssl), cert_path)
+}
+
+fn start(
+    rcpt_reply: Option<(u16, &'static str)>,
+    credentials: Option<(&'static str, &'static str)>,
+    ssl: SslConfig,
+) -> SmtpServer {
     let inbox = Arc::new(Mutex::new(Vec::new()));
     let sessions = Arc::new(AtomicUsize::new(0));
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -101,13 +147,17 @@ pub fn smtp_server(rcpt_reply: Option<(u16, &'static str)>) -> SmtpServer {
         inbox: Arc::clone(&inbox),
         sessions: Arc::clone(&sessions),
         rcpt_reply,
+        credentials,
         current: Received::default(),
     });
     server
         .with_name("mx.test")
-        .with_ssl(SslConfig::None)
-        .expect("no TLS")
+        .with_ssl(ssl)
+        .expect("TLS set-up")
         .with_tcp_listener(listener);
+    if credentials.is_some() {
+        server.with_auth(mailin_embedded::AuthMechanism::Plain);
+    }
     std::thread::spawn(move || {
         if let Err(e) = server.serve() {
             eprintln!("test SMTP server stopped: {e}");

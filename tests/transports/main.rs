@@ -20,7 +20,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::smtp::smtp_server;
+use common::smtp::{smtp_server, smtp_tls_server};
 use herald::config::Settings;
 use herald::domain::{
     Channel, EnqueuePolicy, EnqueueRequest, Message, Priority, Status, TransportIntake,
@@ -211,6 +211,88 @@ async fn smtp_reuses_its_pooled_connection_for_the_next_email() {
         stamps,
         [Some(first.id.to_string()), Some(second.id.to_string())]
     );
+}
+
+/// STARTTLS to a server whose certificate only `ca_file` vouches for,
+/// then AUTH PLAIN.
+fn smtp_tls_config(port: u16, ca_file: &Path) -> String {
+    format!(
+        r#"
+        [transports.smtp-main]
+        kind = "smtp"
+        host = "127.0.0.1"
+        port = {port}
+        tls = "starttls"
+        username = "herald"
+        password_env = "SMTP_PASSWORD"
+        ca_file = "{}"
+        timeout_ms = 5000
+        "#,
+        ca_file.display()
+    )
+}
+
+fn smtp_with_password(config: &str, password: &'static str) -> Arc<dyn Transport> {
+    let settings = Settings::from_toml(config, Path::new("transports-test.toml"), |var| {
+        (var == "SMTP_PASSWORD").then(|| password.to_owned())
+    })
+    .unwrap_or_else(|e| panic!("test config: {e}"));
+    transports::build_all(&settings.transports)
+        .expect("the transports build")
+        .remove("smtp-main")
+        .expect("smtp-main")
+}
+
+#[tokio::test]
+async fn smtp_authenticates_over_starttls_trusting_its_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, ca) = smtp_tls_server(dir.path(), ("herald", "correct horse"));
+    let smtp = smtp_with_password(&smtp_tls_config(server.port, &ca), "correct horse");
+    let message = receipt_email();
+    smtp.deliver(&message)
+        .await
+        .expect("delivered over TLS with AUTH");
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].header("X-Stamp-ID"),
+        Some(message.id.to_string())
+    );
+}
+
+#[tokio::test]
+async fn smtp_with_a_wrong_password_sends_nothing_and_is_not_the_message_s_fault() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, ca) = smtp_tls_server(dir.path(), ("herald", "correct horse"));
+    let smtp = smtp_with_password(&smtp_tls_config(server.port, &ca), "wrong");
+    let err = smtp.deliver(&receipt_email()).await.unwrap_err();
+    assert!(
+        !err.is_permanent(),
+        "bad credentials must not dead-letter the message: {err:?}"
+    );
+    assert!(
+        matches!(
+            err,
+            TransportError::Temporary {
+                code: Some(535),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test]
+async fn smtp_refuses_a_certificate_it_was_not_told_to_trust() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, _ca) = smtp_tls_server(dir.path(), ("herald", "correct horse"));
+    let untrusting =
+        smtp_tls_config(server.port, Path::new("unused")).replace("ca_file = \"unused\"\n", "");
+    let smtp = smtp_with_password(&untrusting, "correct horse");
+    let err = smtp.deliver(&receipt_email()).await.unwrap_err();
+    assert!(!err.is_permanent(), "{err:?}");
+    assert!(server.received().is_empty());
 }
 
 #[tokio::test]
