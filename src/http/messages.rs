@@ -47,7 +47,7 @@ pub async fn enqueue(
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let message = request.into_new_message(&state.policy, now)?;
-    let enqueued = state.storage.enqueue(message, now).await?;
+    let enqueued = state.enqueues.enqueue(message, now).await?;
     let status = if enqueued.created {
         StatusCode::ACCEPTED
     } else {

@@ -11,6 +11,7 @@
 //! Stored as `effective_at = available_at - priority * priority_aging`, so
 //! claiming is an index range scan and low priorities cannot starve.
 
+mod group_commit;
 mod postgres;
 mod sqlite;
 
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use group_commit::GroupCommit;
 pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
 
@@ -481,7 +483,7 @@ pub struct TransportState {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("message {0} not found")]
     NotFound(Stamp),
@@ -576,6 +578,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Signals new claimable work (enqueue, replay, recovered leases),
     /// within this process and, on PostgreSQL, from other nodes.
     fn work_signal(&self) -> &WorkSignal;
+
+    /// Whether concurrent single enqueues are better written together, in
+    /// one transaction ([`GroupCommit`]): where commits are serialised, as
+    /// through SQLite's one writer. Where concurrent commits already share
+    /// a WAL flush, as on PostgreSQL, grouping would only make them wait.
+    fn groups_enqueues(&self) -> bool {
+        false
+    }
 
     /// Applies the numbered migrations in `sql/<backend>/` not yet applied.
     async fn migrate(&self) -> Result<(), StorageError>;
