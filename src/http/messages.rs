@@ -66,7 +66,7 @@ async fn enqueue_one(
     let now = state.clock.now();
     let message = request.into_new_message(&state.policy, now)?;
     let (transport, channel) = (message.transport.clone(), message.channel);
-    let enqueued = state.storage.enqueue(message, now).await?;
+    let enqueued = state.enqueues.enqueue(message, now).await?;
     let status = if enqueued.created {
         telemetry::messages_enqueued([(transport.as_str(), channel)]);
         StatusCode::ACCEPTED

@@ -31,12 +31,15 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 use crate::config::Settings;
 use crate::domain::EnqueuePolicy;
 use crate::engine::Engine;
-use crate::storage::Storage;
+use crate::storage::{GroupCommit, Storage};
 use crate::time::Clock;
 
 /// What every handler can reach.
 pub struct AppState {
     pub storage: Arc<dyn Storage>,
+    /// Single enqueues go through here, so that, where the backend gains
+    /// by it, concurrent ones share a commit.
+    pub enqueues: GroupCommit,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     /// What enqueue validation checks against; derived from `settings`
@@ -55,6 +58,7 @@ impl AppState {
         let api_keys = auth::ApiKeys::new(&settings.api_keys);
         api_keys.log_mode(settings.server.listen);
         AppState {
+            enqueues: GroupCommit::new(storage.clone()),
             storage,
             clock,
             policy: settings.enqueue_policy(),

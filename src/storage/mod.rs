@@ -12,6 +12,7 @@
 //! claiming is an index range scan and low priorities cannot starve.
 
 mod alerts;
+mod group_commit;
 mod postgres;
 mod sqlite;
 
@@ -23,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use alerts::{Alert, AlertNotice, AlertState, NewAlert};
+pub use group_commit::GroupCommit;
 pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
 
@@ -662,7 +664,7 @@ pub struct TransportState {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("message {0} not found")]
     NotFound(Stamp),
@@ -757,6 +759,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Signals new claimable work (enqueue, replay, recovered leases),
     /// within this process and, on PostgreSQL, from other nodes.
     fn work_signal(&self) -> &WorkSignal;
+
+    /// Whether concurrent single enqueues are better written together, in
+    /// one transaction ([`GroupCommit`]): where commits are serialised, as
+    /// through SQLite's one writer. Where concurrent commits already share
+    /// a WAL flush, as on PostgreSQL, grouping would only make them wait.
+    /// No default: a wrapper (the timing decorator) must pass it on.
+    fn groups_enqueues(&self) -> bool;
 
     /// Applies the numbered migrations in `sql/<backend>/` not yet applied.
     async fn migrate(&self) -> Result<(), StorageError>;

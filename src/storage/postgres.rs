@@ -6,12 +6,15 @@
 //! one. Claims use `FOR UPDATE SKIP LOCKED`, so any number of nodes can
 //! claim from one table without ever handing out a message twice.
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use ulid::Ulid;
@@ -52,6 +55,7 @@ pub struct PostgresStorage {
     aging_ms: f64,
     aging: Duration,
     signal: WorkSignal,
+    notifier: Notifier,
 }
 
 impl PostgresStorage {
@@ -76,6 +80,7 @@ impl PostgresStorage {
         let signal = WorkSignal::default();
         tokio::spawn(relay_notifications(options.url.clone(), signal.downgrade()));
         let storage = PostgresStorage {
+            notifier: Notifier::start(pool.clone()),
             pool,
             aging_ms: options.priority_aging.as_secs_f64() * 1000.0,
             aging: options.priority_aging,
@@ -162,6 +167,90 @@ async fn relay_notifications(url: String, signal: WeakWorkSignal) {
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Tells other nodes (their [`relay_notifications`]) which transports have
+/// new work, with `NOTIFY herald_work` sent outside the enqueue
+/// transactions. PostgreSQL serialises notifying commits on one global
+/// lock, held until the commit record is flushed, so a notify inside each
+/// enqueue would stop concurrent enqueues from sharing a WAL flush. This
+/// process's own actors are woken at once through the [`WorkSignal`];
+/// other nodes hear of new work at most [`NOTIFY_INTERVAL`] later.
+///
+/// A notification is lost if this process dies between an enqueue's
+/// commit and the notify, or if the notify fails: the other nodes' actors
+/// then find the work at their next poll (every 500 ms by default).
+#[derive(Clone)]
+struct Notifier {
+    /// Transports announced since the last notify; a set, so it stays as
+    /// small as the configured transports whatever the enqueue rate.
+    pending: Arc<Mutex<BTreeSet<String>>>,
+    /// Wakes the sending task; one ring pending is enough.
+    doorbell: mpsc::Sender<()>,
+}
+
+/// The shortest time between two notifies of this process: under load,
+/// every transport with new work is announced once per interval.
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(10);
+
+impl Notifier {
+    /// Starts the sending task, which ends when every clone is dropped.
+    fn start(pool: Pool) -> Self {
+        let pending = Arc::new(Mutex::new(BTreeSet::new()));
+        let (doorbell, rings) = mpsc::channel(1);
+        tokio::spawn(send_notifications(pool, pending.clone(), rings));
+        Notifier { pending, doorbell }
+    }
+
+    /// Queues a notify for these transports; never waits.
+    fn announce<'a>(&self, transports: impl IntoIterator<Item = &'a str>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let before = pending.len();
+        for transport in transports {
+            if !pending.contains(transport) {
+                pending.insert(transport.to_owned());
+            }
+        }
+        if pending.len() > before {
+            // Full: a ring is already pending and will take these too.
+            let _ = self.doorbell.try_send(());
+        }
+    }
+}
+
+/// Sends the pending notifies, then waits [`NOTIFY_INTERVAL`] before the
+/// next, so a lone enqueue is announced at once and a stream of them once
+/// per interval.
+async fn send_notifications(
+    pool: Pool,
+    pending: Arc<Mutex<BTreeSet<String>>>,
+    mut rings: mpsc::Receiver<()>,
+) {
+    while rings.recv().await.is_some() {
+        let transports: Vec<String> = {
+            let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *pending).into_iter().collect()
+        };
+        if transports.is_empty() {
+            continue;
+        }
+        let sent = match pool.get().await {
+            Ok(client) => client
+                .execute(
+                    "SELECT pg_notify('herald_work', t) FROM unnest($1::text[]) AS t",
+                    &[&transports],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(cause) = sent {
+            // Other nodes fall back to their poll for this work.
+            tracing::warn!(%cause, "could not notify other nodes of new work");
+        }
+        tokio::time::sleep(NOTIFY_INTERVAL).await;
     }
 }
 
@@ -276,12 +365,8 @@ WITH input AS (
 ), events AS (
     INSERT INTO message_events (message_id, kind, at, attempt, transport)
     SELECT id, 'queued', $13, 0, transport FROM inserted
-), notified AS (
-    -- Wakes the transport's actor on every node at commit (LISTEN herald_work).
-    SELECT count(pg_notify('herald_work', transport)) AS n
-    FROM (SELECT DISTINCT transport FROM inserted) AS t
 )
-SELECT inserted.id FROM inserted, notified";
+SELECT id, transport FROM inserted";
 
 const CLAIM_SQL: &str = "
 WITH due AS (
@@ -396,6 +481,10 @@ impl Storage for PostgresStorage {
         &self.signal
     }
 
+    fn groups_enqueues(&self) -> bool {
+        false
+    }
+
     async fn migrate(&self) -> Result<(), StorageError> {
         let mut client = self.client().await?;
         client
@@ -451,10 +540,15 @@ impl Storage for PostgresStorage {
             .map(|m| effective_at(m.available_at, m.priority, self.aging))
             .collect();
 
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let insert = tx.prepare_cached(ENQUEUE_SQL).await?;
-        let inserted: std::collections::HashSet<Uuid> = tx
+        // One statement stores the messages and their events, atomic
+        // without BEGIN and COMMIT, which would cost two more round trips.
+        // The lookup of known keys after it needs no transaction either:
+        // the insert waited for any conflicting row to commit, so this
+        // next statement sees it; and should the lookup fail, the client's
+        // retry with the same keys finds the messages stored.
+        let client = self.client().await?;
+        let insert = client.prepare_cached(ENQUEUE_SQL).await?;
+        let rows = client
             .query(
                 &insert,
                 &[
@@ -473,10 +567,15 @@ impl Storage for PostgresStorage {
                     &now,
                 ],
             )
-            .await?
-            .iter()
-            .map(|row| row.try_get::<_, Uuid>(0))
-            .collect::<Result<_, _>>()?;
+            .await?;
+        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+        let mut new_work = BTreeSet::new();
+        for row in &rows {
+            inserted.insert(row.try_get::<_, Uuid>(0)?);
+            new_work.insert(row.try_get::<_, &str>(1)?);
+        }
+        self.signal.notify(new_work.iter().copied());
+        self.notifier.announce(new_work);
 
         let mut existing = std::collections::HashMap::new();
         if inserted.len() < messages.len() {
@@ -485,12 +584,12 @@ impl Storage for PostgresStorage {
                 .filter(|m| !inserted.contains(&uuid(m.id)))
                 .filter_map(|m| m.idempotency_key.as_deref())
                 .collect();
-            let lookup = tx
+            let lookup = client
                 .prepare_cached(
                     "SELECT idempotency_key, id, status, fingerprint FROM messages WHERE idempotency_key = ANY($1)",
                 )
                 .await?;
-            for row in tx.query(&lookup, &[&skipped]).await? {
+            for row in client.query(&lookup, &[&skipped]).await? {
                 let key: String = row.try_get(0)?;
                 let status: String = row.try_get(2)?;
                 existing.insert(
@@ -504,9 +603,6 @@ impl Storage for PostgresStorage {
                 );
             }
         }
-        tx.commit().await?;
-        self.signal
-            .notify(messages.iter().map(|m| m.transport.as_str()));
 
         messages
             .into_iter()

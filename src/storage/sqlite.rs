@@ -429,6 +429,10 @@ impl Storage for SqliteStorage {
         &self.signal
     }
 
+    fn groups_enqueues(&self) -> bool {
+        true
+    }
+
     async fn migrate(&self) -> Result<(), StorageError> {
         self.writer
             .call(|conn| {

@@ -45,6 +45,10 @@ impl Storage for TimedStorage {
         self.inner.backend()
     }
 
+    fn groups_enqueues(&self) -> bool {
+        self.inner.groups_enqueues()
+    }
+
     fn work_signal(&self) -> &WorkSignal {
         self.inner.work_signal()
     }

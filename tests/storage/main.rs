@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Email, Fixture, emails, secs, t0};
+use futures::future::join_all;
 use herald::domain::{Channel, ClaimToken, EventKind, Message, Stamp, Status};
 use herald::storage::{
-    Alert, AlertNotice, AlertState, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind,
-    PageRequest, Storage, StorageError,
+    Alert, AlertNotice, AlertState, GroupCommit, MessageFilter, MinuteMetrics, NewAlert, Outcome,
+    OutcomeKind, PageRequest, Storage, StorageError,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -77,6 +78,141 @@ conformance!(
     notices_await_until_recorded,
     alert_history_survives_a_restart,
 );
+
+/// Group commit of single enqueues, on both backends. These run on one
+/// thread on purpose: `join_all` then hands every request to the
+/// [`GroupCommit`] before its writer first runs, so on a backend that
+/// groups, the requests form one group, every time.
+macro_rules! group_commit {
+    ($($name:ident),* $(,)?) => {
+        mod group_commit_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let fixture = crate::common::Fixture::sqlite().await;
+                    super::$name(&fixture).await;
+                }
+            )*
+        }
+        mod group_commit_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let fixture = crate::common::Fixture::postgres().await;
+                    super::$name(&fixture).await;
+                }
+            )*
+        }
+    };
+}
+
+group_commit!(
+    concurrent_enqueues_each_get_their_own_result,
+    concurrent_enqueues_with_one_new_key_make_one_message,
+    a_message_the_database_refuses_fails_only_its_own_enqueue,
+);
+
+async fn concurrent_enqueues_each_get_their_own_result(f: &Fixture) {
+    let group = GroupCommit::new(f.storage.clone());
+    let messages = emails(20, t0());
+    let at = |i: usize| t0() + chrono::Duration::milliseconds(i as i64);
+    let results = join_all(
+        messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| group.enqueue(m.clone(), at(i))),
+    )
+    .await;
+    for (i, (message, result)) in messages.iter().zip(results).enumerate() {
+        let result = result.expect("enqueue");
+        assert!(result.created);
+        assert_eq!((result.id, result.status), (message.id, Status::Queued));
+        assert_eq!(result.fingerprint, message.fingerprint);
+        let stored = f
+            .storage
+            .get_message(message.id)
+            .await
+            .expect("get")
+            .expect("stored");
+        let stored_at = if f.storage.groups_enqueues() {
+            at(19) // one group, stored at its newest request's time
+        } else {
+            at(i)
+        };
+        assert_eq!(stored.message.created_at, stored_at);
+        assert_eq!(
+            stored.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            vec![EventKind::Queued]
+        );
+    }
+}
+
+async fn concurrent_enqueues_with_one_new_key_make_one_message(f: &Fixture) {
+    let group = GroupCommit::new(f.storage.clone());
+    let keyed = |subject: &str| {
+        Email {
+            subject: subject.into(),
+            idempotency_key: Some("order-7".into()),
+            ..Email::default()
+        }
+        .build(t0())
+    };
+    let messages: Vec<_> = (0..10).map(|i| keyed(&format!("try {i}"))).collect();
+    let results: Vec<_> = join_all(messages.iter().map(|m| group.enqueue(m.clone(), t0())))
+        .await
+        .into_iter()
+        .map(|r| r.expect("enqueue"))
+        .collect();
+    let created: Vec<_> = results.iter().filter(|r| r.created).collect();
+    assert_eq!(created.len(), 1, "one request creates the message");
+    let id = created[0].id;
+    assert!(results.iter().all(|r| r.id == id), "the others answer it");
+    let stored = f
+        .storage
+        .list_messages(
+            &MessageFilter::default(),
+            PageRequest {
+                after: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(stored.items.len(), 1);
+
+    let again = group
+        .enqueue(keyed("later"), t0() + secs(1))
+        .await
+        .expect("enqueue again");
+    assert!(!again.created);
+    assert_eq!(again.id, id);
+}
+
+async fn a_message_the_database_refuses_fails_only_its_own_enqueue(f: &Fixture) {
+    let group = GroupCommit::new(f.storage.clone());
+    let mut messages = emails(3, t0());
+    // A second message under a stamp already taken: the primary key
+    // refuses it, as it would any message the database cannot store.
+    messages.insert(1, messages[0].clone());
+    let results = join_all(messages.iter().map(|m| group.enqueue(m.clone(), t0()))).await;
+    let refused = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(
+        refused, 1,
+        "only one of the two with one stamp: {results:?}"
+    );
+    for (message, result) in messages.iter().zip(&results).skip(2) {
+        assert_eq!(result.as_ref().expect("stored").id, message.id);
+    }
+    for message in &messages {
+        assert!(
+            f.storage
+                .get_message(message.id)
+                .await
+                .expect("get")
+                .is_some()
+        );
+    }
+}
 
 async fn claim(storage: &dyn Storage, n: usize, at: chrono::DateTime<chrono::Utc>) -> Vec<Message> {
     storage
