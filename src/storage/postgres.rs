@@ -844,42 +844,15 @@ impl Storage for PostgresStorage {
     async fn cancel(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let current = lock_message(&tx, id).await?;
-        if !matches!(current.status, Status::Queued | Status::Dead) {
-            return Err(StorageError::Conflict {
-                id,
-                status: current.status,
-                reason: "only a queued or dead message can be cancelled",
-            });
-        }
-        let row = tx
-            .query_one(
-                &format!("UPDATE messages SET status = 'cancelled', updated_at = $2 WHERE id = $1 RETURNING {MESSAGE_COLUMNS}"),
-                &[&uuid(id), &now],
-            )
-            .await?;
-        let detail = serde_json::json!({ "previous_status": current.status });
-        insert_event(
-            &tx,
-            id,
-            "cancelled",
-            now,
-            current.attempts,
-            &current.transport,
-            Some(&detail),
-        )
-        .await?;
-        add_rollups(&tx, &[cancelled_rollup(&current, now)]).await?;
-        tx.commit().await?;
-        message_from_row(&row)
+        let cancelled = cancel_one(&tx, id, now).await;
+        finish(tx, cancelled).await
     }
 
     async fn replay(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let replayed = replay_one(&tx, id, now, self.aging_ms).await?;
-        tx.commit().await?;
-        Ok(replayed)
+        let replayed = replay_one(&tx, id, now, self.aging_ms).await;
+        finish(tx, replayed).await
     }
 
     async fn replay_dead(
@@ -1429,6 +1402,61 @@ fn add_metrics_sql() -> String {
         arrays = arrays.join(", "),
         updates = metric_merge_updates("r.", "greatest")
     )
+}
+
+/// Commits on success. On failure it rolls back before answering: a
+/// dropped transaction is rolled back only when its connection gets to
+/// it, and until then its row locks make other claims skip the row.
+async fn finish<T>(
+    tx: deadpool_postgres::Transaction<'_>,
+    result: Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            if let Err(cause) = tx.rollback().await {
+                tracing::debug!(%cause, "rollback after a failed operation");
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn cancel_one(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Stamp,
+    now: DateTime<Utc>,
+) -> Result<Message, StorageError> {
+    let current = lock_message(tx, id).await?;
+    if !matches!(current.status, Status::Queued | Status::Dead) {
+        return Err(StorageError::Conflict {
+            id,
+            status: current.status,
+            reason: "only a queued or dead message can be cancelled",
+        });
+    }
+    let row = tx
+        .query_one(
+            &format!("UPDATE messages SET status = 'cancelled', updated_at = $2 WHERE id = $1 RETURNING {MESSAGE_COLUMNS}"),
+            &[&uuid(id), &now],
+        )
+        .await?;
+    let detail = serde_json::json!({ "previous_status": current.status });
+    insert_event(
+        tx,
+        id,
+        "cancelled",
+        now,
+        current.attempts,
+        &current.transport,
+        Some(&detail),
+    )
+    .await?;
+    add_rollups(tx, &[cancelled_rollup(&current, now)]).await?;
+    message_from_row(&row)
 }
 
 async fn lock_message(
