@@ -240,18 +240,21 @@ pub fn window_bounds(now: DateTime<Utc>, window: Duration) -> (DateTime<Utc>, Da
     )
 }
 
-/// Computes the analytics from rows already read. `minutes` must cover at
-/// least the window and the last 15 minutes.
+/// Computes the analytics from rows already read. `rows` must cover the
+/// window (in rows no longer than the bucket), `recent` the last 15
+/// minutes at minute resolution.
 pub fn queue_analytics(
     query: &AnalyticsQuery,
     now: DateTime<Utc>,
     depth: &[DepthRow],
-    minutes: &[MinuteMetrics],
+    rows: &[MinuteMetrics],
+    recent: &[MinuteMetrics],
     statuses: &[TransportStatus],
 ) -> QueueAnalytics {
     let scope = &query.scope;
     let depth: Vec<&DepthRow> = depth.iter().filter(|d| scope.keeps_depth(d)).collect();
-    let minutes: Vec<&MinuteMetrics> = minutes.iter().filter(|m| scope.keeps_rollup(m)).collect();
+    let minutes: Vec<&MinuteMetrics> = rows.iter().filter(|m| scope.keeps_rollup(m)).collect();
+    let recent: Vec<&MinuteMetrics> = recent.iter().filter(|m| scope.keeps_rollup(m)).collect();
     let (from, to) = window_bounds(now, query.window);
 
     let mut queue_depth = QueueDepth {
@@ -282,9 +285,9 @@ pub fn queue_analytics(
 
     let sent_since = |minutes_back: i64| -> f64 {
         let since = to - TimeDelta::minutes(minutes_back);
-        let sent: u64 = minutes
+        let sent: u64 = recent
             .iter()
-            .filter(|m| m.minute >= since)
+            .filter(|m| m.minute >= since && m.minute < to)
             .map(|m| m.sent)
             .sum();
         sent as f64 / (minutes_back * 60) as f64
@@ -744,13 +747,23 @@ pub async fn load_queue_analytics(
     now: DateTime<Utc>,
 ) -> Result<QueueAnalytics, StorageError> {
     let depth = storage.queue_depth().await?;
-    let (from, to) = window_bounds(now, query.window.max(Duration::from_secs(15 * 60)));
-    let minutes = storage.minute_metrics(from, to).await?;
+    let (from, to) = window_bounds(now, query.window);
+    // A series in whole hours reads hourly rows where they are sealed:
+    // a week is 168 rows per key, not 10,080.
+    let rows = if query.bucket.as_secs().is_multiple_of(3600) {
+        storage.hour_metrics(from, to).await?
+    } else {
+        storage.minute_metrics(from, to).await?
+    };
+    let (recent_from, _) = window_bounds(now, Duration::from_secs(15 * 60));
+    let recent = storage.minute_metrics(recent_from, to).await?;
     let statuses = match engine {
         Some(engine) => engine.status().await.unwrap_or_default(),
         None => Vec::new(),
     };
-    Ok(queue_analytics(query, now, &depth, &minutes, &statuses))
+    Ok(queue_analytics(
+        query, now, &depth, &rows, &recent, &statuses,
+    ))
 }
 
 #[cfg(test)]
@@ -826,7 +839,7 @@ mod tests {
             depth("mail", 4, 10, 0),
             depth("hooks", 4, 1, 1),
         ];
-        let a = queue_analytics(&query("15m", "1m"), now(), &depth, &minutes, &[]);
+        let a = queue_analytics(&query("15m", "1m"), now(), &depth, &minutes, &minutes, &[]);
         assert_eq!(
             (
                 a.queue_depth.total,
@@ -859,7 +872,7 @@ mod tests {
         assert_eq!(mail.average_latency_ms, Some(10.0));
         assert_eq!(a.priority_distribution.first().map(|p| p.priority), Some(9));
 
-        let hour = queue_analytics(&query("1h", "1h"), now(), &depth, &minutes, &[]);
+        let hour = queue_analytics(&query("1h", "1h"), now(), &depth, &minutes, &minutes, &[]);
         assert_eq!(
             hour.throughput_metrics
                 .series
@@ -913,7 +926,7 @@ mod tests {
         let depth = vec![depth("mail", 4, 3, 0), depth("hooks", 4, 7, 0)];
         let mut q = query("1h", "1m");
         q.scope.transport = Some("hooks".into());
-        let a = queue_analytics(&q, now(), &depth, &minutes, &[]);
+        let a = queue_analytics(&q, now(), &depth, &minutes, &minutes, &[]);
         assert_eq!(a.queue_depth.total, 7);
         assert_eq!(a.failure_rate, 0.5);
         assert_eq!(a.transport_breakdown.len(), 1);

@@ -98,6 +98,7 @@ impl Supervisor {
             })
             .collect();
         let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let seal_before = now - crate::storage::SEAL_LAG;
         let compact_before = now - age(self.settings.analytics.compact_after);
         let rollups_before = now - age(self.settings.analytics.retention);
         let purge = async move {
@@ -106,7 +107,7 @@ impl Supervisor {
                 purged += storage.purge_dead(Some(&transport), cutoff).await?;
             }
             let (compacted, expired) = storage
-                .compact_rollups(compact_before, rollups_before)
+                .compact_rollups(seal_before, compact_before, rollups_before)
                 .await?;
             if compacted + expired > 0 {
                 tracing::info!(

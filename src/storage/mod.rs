@@ -640,6 +640,162 @@ pub(crate) fn truncate_minute(at: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(at)
 }
 
+/// How far the hourly rollups reach, kept with them (`rollup_seal`).
+/// Compaction copies each finished hour of minute rows into one hourly
+/// row per key ("seals" it), and later deletes minute rows of sealed hours
+/// once they are older than `analytics.compact_after_hours`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollupSeal {
+    /// Every hour before this has its hourly rows.
+    pub sealed_until: DateTime<Utc>,
+    /// Minute rows are complete from here on; before it only hourly rows
+    /// remain.
+    pub minutes_from: DateTime<Utc>,
+}
+
+impl Default for RollupSeal {
+    fn default() -> Self {
+        RollupSeal {
+            sealed_until: DateTime::UNIX_EPOCH,
+            minutes_from: DateTime::UNIX_EPOCH,
+        }
+    }
+}
+
+/// Which rows answer for `[from, to)`: minute rows in the two `minutes`
+/// spans, hourly rows in `hours`. Each span is `[start, end)`, possibly
+/// empty; together they cover the range once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RollupSpans {
+    pub minutes: [(DateTime<Utc>, DateTime<Utc>); 2],
+    pub hours: (DateTime<Utc>, DateTime<Utc>),
+}
+
+/// An hour is sealed once it ended this long ago: by then every
+/// transaction that wrote its minute rows has committed, on any node whose
+/// clock is within this of ours.
+pub const SEAL_LAG: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Hours sealed this long ago are sealed again on each compaction, so a
+/// minute row written late (a node's clock behind, a slow transaction)
+/// still reaches its hour.
+pub(crate) const RESEAL: chrono::TimeDelta = chrono::TimeDelta::hours(3);
+
+pub(crate) fn floor_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::DurationRound;
+    at.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(at)
+}
+
+pub(crate) fn ceil_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_hour(at);
+    if floor == at {
+        at
+    } else {
+        floor + chrono::TimeDelta::hours(1)
+    }
+}
+
+impl RollupSpans {
+    /// Minute resolution wherever minute rows are kept; hourly rows (each
+    /// at its hour's start) only before that, as far as they fall in the
+    /// range.
+    pub(crate) fn fine(from: DateTime<Utc>, to: DateTime<Utc>, seal: RollupSeal) -> RollupSpans {
+        let kept = seal.minutes_from.clamp(from, to.max(from));
+        RollupSpans {
+            minutes: [(kept, to.max(kept)), (to, to)],
+            hours: (ceil_hour(from).min(kept), kept),
+        }
+    }
+
+    /// Hourly rows for every sealed whole hour inside the range, minute
+    /// rows for the partial hours at its ends and what is not sealed yet:
+    /// the fewest rows that cover the range exactly. A total or an hourly
+    /// series reads these.
+    pub(crate) fn coarse(from: DateTime<Utc>, to: DateTime<Utc>, seal: RollupSeal) -> RollupSpans {
+        let to = to.max(from);
+        let mid_start = ceil_hour(from).clamp(from, to);
+        let mid_end = floor_hour(to).min(seal.sealed_until).clamp(mid_start, to);
+        // Before `minutes_from` only hourly rows exist: a partial hour
+        // there is left out, as it always was once compacted.
+        let kept = |at: DateTime<Utc>| at.max(seal.minutes_from);
+        RollupSpans {
+            minutes: [
+                (kept(from).min(mid_start), mid_start),
+                (kept(mid_end), to.max(kept(mid_end))),
+            ],
+            hours: (mid_start, mid_end),
+        }
+    }
+}
+
+impl RollupSpans {
+    /// The spans' bounds in the order [`rollup_spans_sql`] binds them.
+    pub(crate) fn bounds(&self) -> [DateTime<Utc>; 6] {
+        let [(a, b), (c, d)] = self.minutes;
+        [a, b, c, d, self.hours.0, self.hours.1]
+    }
+}
+
+/// The rows of `{family}_minutely` and `{family}_hourly` (`metrics` or
+/// `failures`) that [`RollupSpans`] name, as `columns`; `p(i)` writes the
+/// backend's i-th parameter, bound as [`RollupSpans::bounds`].
+pub(crate) fn rollup_spans_sql(family: &str, columns: &str, p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT {columns} FROM {family}_minutely
+         WHERE (minute >= {} AND minute < {}) OR (minute >= {} AND minute < {})
+         UNION ALL
+         SELECT {columns} FROM {family}_hourly WHERE minute >= {} AND minute < {}",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6)
+    )
+}
+
+/// The key columns of the failure rollups after `minute`.
+pub(crate) const FAILURE_KEYS: &str = "transport, channel, category, class, error";
+
+/// What one compaction does, given the seal before it and the cut-offs;
+/// `None` fields change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompactionPlan {
+    /// Hours to (re)build from minute rows: `[start, end)`.
+    pub seal: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Minute rows before this are deleted (their hours are sealed).
+    pub delete_minutes_before: DateTime<Utc>,
+    /// Rows of either resolution before this are deleted.
+    pub purge_before: DateTime<Utc>,
+    pub after: RollupSeal,
+}
+
+impl CompactionPlan {
+    pub(crate) fn new(
+        seal: RollupSeal,
+        seal_before: DateTime<Utc>,
+        compact_before: DateTime<Utc>,
+        purge_before: DateTime<Utc>,
+    ) -> CompactionPlan {
+        let seal_to = floor_hour(seal_before);
+        // Hours whose minute rows are all still there can be rebuilt.
+        let seal_from = (seal.sealed_until - RESEAL).max(seal.minutes_from);
+        let sealed_until = seal.sealed_until.max(seal_to);
+        let minutes_from = seal
+            .minutes_from
+            .max(floor_hour(compact_before).min(sealed_until));
+        CompactionPlan {
+            seal: (seal_to > seal_from).then_some((seal_from, seal_to)),
+            delete_minutes_before: minutes_from,
+            purge_before,
+            after: RollupSeal {
+                sealed_until,
+                minutes_from,
+            },
+        }
+    }
+}
+
 /// Live messages of one transport at one priority.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DepthRow {
@@ -913,19 +1069,25 @@ pub trait Storage: Send + Sync + 'static {
     /// only live messages (indexed by status).
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError>;
 
-    /// Failed attempts by minute, transport, class and normalised error,
-    /// with `from <= minute < to`.
+    /// Failed attempts in `[from, to)` summed per transport, channel,
+    /// category, class and normalised error (each row's `minute` is
+    /// `from`), read from hourly rows where sealed and minute rows for the
+    /// rest, so its cost follows the keys, not the range's length.
     async fn failure_counts(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<FailureCount>, StorageError>;
 
-    /// Merges minute rollups older than `compact_before` into one row per
-    /// hour (at the hour's start), and deletes rollups older than
-    /// `purge_before`. Returns (rows merged away, rows purged).
+    /// Seals every whole hour before `seal_before` into hourly rollups
+    /// (re-sealing the last [`RESEAL`] of them, for late writes), deletes
+    /// minute rows of sealed hours before `compact_before`, and deletes
+    /// rollups of either resolution before `purge_before`. Safe to run on
+    /// several nodes at once. Returns (minute rows merged away, rows
+    /// purged).
     async fn compact_rollups(
         &self,
+        seal_before: DateTime<Utc>,
         compact_before: DateTime<Utc>,
         purge_before: DateTime<Utc>,
     ) -> Result<(u64, u64), StorageError>;
@@ -934,16 +1096,29 @@ pub trait Storage: Send + Sync + 'static {
     /// since when.
     async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError>;
 
-    /// Per-minute rollups with `from <= minute < to`, oldest first.
+    /// Rollups with `from <= minute < to`, oldest first, at minute
+    /// resolution where minute rows are kept and as hourly rows (at each
+    /// hour's start) before that.
     async fn minute_metrics(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteMetrics>, StorageError>;
 
-    /// The rollups with `from <= minute < to` summed per transport,
-    /// channel and category (each row's `minute` is `from`): what a
-    /// route that needs no series reads, whatever the window's length.
+    /// Rollups covering `[from, to)` exactly with the fewest rows, oldest
+    /// first: an hourly row for each sealed whole hour, minute rows for the
+    /// partial hours at the ends and the hours not sealed yet. For series
+    /// in buckets of whole hours.
+    async fn hour_metrics(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError>;
+
+    /// The rollups of `[from, to)` (as [`Storage::hour_metrics`] reads
+    /// them) summed per transport, channel and category (each row's
+    /// `minute` is `from`): what a route that needs no series reads,
+    /// whatever the window's length.
     async fn rollup_totals(
         &self,
         from: DateTime<Utc>,
@@ -1016,4 +1191,115 @@ pub(crate) fn effective_at(
 /// Clamps a requested page size into `1..=MAX_BATCH`.
 pub(crate) fn clamp_limit(limit: usize) -> usize {
     limit.clamp(1, MAX_BATCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, TimeZone};
+
+    use super::*;
+
+    fn at(h: i64, m: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+            + TimeDelta::hours(h)
+            + TimeDelta::minutes(m)
+    }
+
+    fn seal(sealed_until: DateTime<Utc>, minutes_from: DateTime<Utc>) -> RollupSeal {
+        RollupSeal {
+            sealed_until,
+            minutes_from,
+        }
+    }
+
+    /// Every minute of `[from, to)` is read from exactly one span.
+    fn covered_once(spans: &RollupSpans, from: DateTime<Utc>, to: DateTime<Utc>) {
+        let mut t = from;
+        while t < to {
+            let hour = floor_hour(t);
+            let in_minutes = spans
+                .minutes
+                .iter()
+                .filter(|(a, b)| *a <= t && t < *b)
+                .count();
+            let in_hours = usize::from(spans.hours.0 <= hour && hour < spans.hours.1);
+            assert_eq!(in_minutes + in_hours, 1, "{t} in {spans:?}");
+            t += TimeDelta::minutes(1);
+        }
+    }
+
+    #[test]
+    fn coarse_spans_read_sealed_hours_and_minutes_at_the_edges() {
+        let s = seal(at(10, 0), DateTime::UNIX_EPOCH);
+        let spans = RollupSpans::coarse(at(2, 30), at(12, 15), s);
+        assert_eq!(
+            spans.minutes,
+            [(at(2, 30), at(3, 0)), (at(10, 0), at(12, 15))]
+        );
+        assert_eq!(spans.hours, (at(3, 0), at(10, 0)));
+        covered_once(&spans, at(2, 30), at(12, 15));
+    }
+
+    #[test]
+    fn coarse_spans_inside_one_hour_or_before_any_seal_are_all_minutes() {
+        for (from, to, s) in [
+            (at(5, 10), at(5, 40), seal(at(10, 0), DateTime::UNIX_EPOCH)),
+            (at(2, 30), at(12, 15), RollupSeal::default()),
+            (at(3, 0), at(4, 0), seal(at(3, 0), DateTime::UNIX_EPOCH)),
+        ] {
+            let spans = RollupSpans::coarse(from, to, s);
+            assert_eq!(spans.hours.0, spans.hours.1, "{spans:?}");
+            covered_once(&spans, from, to);
+        }
+    }
+
+    #[test]
+    fn a_compacted_partial_hour_is_left_out_as_before() {
+        // Minute rows only from 06:00; hourly rows before.
+        let s = seal(at(10, 0), at(6, 0));
+        let coarse = RollupSpans::coarse(at(2, 30), at(12, 15), s);
+        assert_eq!(
+            coarse.minutes[0].0, coarse.minutes[0].1,
+            "02:30-03:00 is gone"
+        );
+        assert_eq!(coarse.hours, (at(3, 0), at(10, 0)));
+        let fine = RollupSpans::fine(at(2, 30), at(12, 15), s);
+        assert_eq!(fine.hours, (at(3, 0), at(6, 0)));
+        assert_eq!(fine.minutes[0], (at(6, 0), at(12, 15)));
+    }
+
+    #[test]
+    fn fine_spans_are_minutes_while_they_are_kept() {
+        let spans = RollupSpans::fine(at(2, 30), at(12, 15), seal(at(10, 0), at(1, 0)));
+        assert_eq!(spans.minutes[0], (at(2, 30), at(12, 15)));
+        assert_eq!(spans.hours.0, spans.hours.1);
+        covered_once(&spans, at(2, 30), at(12, 15));
+    }
+
+    #[test]
+    fn the_first_compaction_seals_all_history_then_only_recent_hours() {
+        let first = CompactionPlan::new(RollupSeal::default(), at(50, 7), at(2, 7), at(-2000, 0));
+        assert_eq!(first.seal, Some((DateTime::UNIX_EPOCH, at(50, 0))));
+        assert_eq!(first.delete_minutes_before, at(2, 0));
+        assert_eq!(first.after, seal(at(50, 0), at(2, 0)));
+
+        let next = CompactionPlan::new(first.after, at(51, 7), at(3, 7), at(-2000, 0));
+        assert_eq!(
+            next.seal,
+            Some((at(47, 0), at(51, 0))),
+            "the last hours again"
+        );
+        assert_eq!(next.after, seal(at(51, 0), at(3, 0)));
+    }
+
+    #[test]
+    fn compaction_never_rebuilds_an_hour_whose_minutes_are_gone() {
+        // compact_after shorter than RESEAL: minute rows from 09:00 only.
+        let s = seal(at(10, 0), at(9, 0));
+        let plan = CompactionPlan::new(s, at(10, 30), at(9, 45), at(0, 0));
+        assert_eq!(plan.seal, Some((at(9, 0), at(10, 0))));
+        // Minute rows are only deleted in sealed hours.
+        let plan = CompactionPlan::new(s, at(8, 0), at(20, 0), at(0, 0));
+        assert_eq!(plan.delete_minutes_before, at(10, 0));
+    }
 }

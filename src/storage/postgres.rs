@@ -21,11 +21,12 @@ use ulid::Ulid;
 use uuid::Uuid;
 
 use super::{
-    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest, Recorded,
-    Storage, StorageError, StorageOptions, TransportState, WeakWorkSignal, WorkSignal,
-    cancelled_rollup, clamp_limit, effective_at, metric_aggregates, metric_columns,
-    metric_merge_updates, metric_values, rollup,
+    Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
+    FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
+    PageRequest, Recorded, RollupSeal, RollupSpans, Storage, StorageError, StorageOptions,
+    TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup, clamp_limit, effective_at,
+    metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
+    rollup_spans_sql,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -797,14 +798,22 @@ impl Storage for PostgresStorage {
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteMetrics>, StorageError> {
         let client = self.client().await?;
+        let spans = RollupSpans::coarse(from, to, read_seal(&client).await?);
         let sql = format!(
-            "SELECT transport, channel, category, {} FROM metrics_minutely
-             WHERE minute >= $1 AND minute < $2
+            "SELECT transport, channel, category, {} FROM ({}) AS r
              GROUP BY transport, channel, category ORDER BY 1, 2, 3",
-            metric_aggregates()
+            metric_aggregates(),
+            rollup_spans_sql(
+                "metrics",
+                &format!(
+                    "transport, channel, category, {}",
+                    metric_columns().join(", ")
+                ),
+                dollar
+            )
         );
         let statement = client.prepare_cached(&sql).await?;
-        let rows = client.query(&statement, &[&from, &to]).await?;
+        let rows = client.query(&statement, &params(&spans.bounds())).await?;
         rows.iter()
             .map(|row| {
                 let values = (3..3 + metric_columns().len())
@@ -1072,24 +1081,24 @@ impl Storage for PostgresStorage {
         to: DateTime<Utc>,
     ) -> Result<Vec<FailureCount>, StorageError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT minute, transport, channel, category, class, error, failures
-                 FROM failures_minutely WHERE minute >= $1 AND minute < $2
-                 ORDER BY minute, transport, channel, category, class, error",
-                &[&from, &to],
-            )
-            .await?;
+        let spans = RollupSpans::coarse(from, to, read_seal(&client).await?);
+        let sql = format!(
+            "SELECT {FAILURE_KEYS}, CAST(sum(failures) AS BIGINT) FROM ({}) AS f
+             GROUP BY {FAILURE_KEYS} ORDER BY {FAILURE_KEYS}",
+            rollup_spans_sql("failures", &format!("{FAILURE_KEYS}, failures"), dollar)
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client.query(&statement, &params(&spans.bounds())).await?;
         rows.iter()
             .map(|row| {
                 Ok(FailureCount {
-                    minute: row.try_get(0)?,
-                    transport: row.try_get(1)?,
-                    channel: row.try_get(2)?,
-                    category: row.try_get(3)?,
-                    class: row.try_get(4)?,
-                    error: row.try_get(5)?,
-                    failures: row.try_get::<_, i64>(6)?.max(0) as u64,
+                    minute: from,
+                    transport: row.try_get(0)?,
+                    channel: row.try_get(1)?,
+                    category: row.try_get(2)?,
+                    class: row.try_get(3)?,
+                    error: row.try_get(4)?,
+                    failures: row.try_get::<_, i64>(5)?.max(0) as u64,
                 })
             })
             .collect()
@@ -1097,57 +1106,81 @@ impl Storage for PostgresStorage {
 
     async fn compact_rollups(
         &self,
+        seal_before: DateTime<Utc>,
         compact_before: DateTime<Utc>,
         purge_before: DateTime<Utc>,
     ) -> Result<(u64, u64), StorageError> {
         // The hour in UTC whatever the session's time zone.
         const HOUR: &str = "date_bin('1 hour', minute, TIMESTAMPTZ '2000-01-01 00:00:00+00')";
-        let old = format!("minute < $1 AND minute <> {HOUR}");
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            &format!(
-                "INSERT INTO metrics_minutely AS r (minute, transport, channel, category, {columns})
-                 SELECT {HOUR}, transport, channel, category, {aggregates}
-                 FROM metrics_minutely WHERE {old}
-                 GROUP BY {HOUR}, transport, channel, category
-                 ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {updates}",
-                columns = metric_columns().join(", "),
-                aggregates = metric_aggregates(),
-                updates = metric_merge_updates("r.", "greatest"),
+        // The row lock makes concurrent compactions on several nodes take
+        // turns, each planning from the seal the previous one left.
+        let row = tx
+            .query_one(
+                "SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await?;
+        let seal = RollupSeal {
+            sealed_until: row.try_get(0)?,
+            minutes_from: row.try_get(1)?,
+        };
+        let plan = CompactionPlan::new(seal, seal_before, compact_before, purge_before);
+        let families = [
+            (
+                "metrics",
+                "transport, channel, category".to_owned(),
+                metric_columns().join(", "),
+                metric_aggregates(),
             ),
-            &[&compact_before],
-        )
-        .await?;
-        tx.execute(
-            &format!(
-                "INSERT INTO failures_minutely AS r
-                     (minute, transport, channel, category, class, error, failures)
-                 SELECT {HOUR}, transport, channel, category, class, error, sum(failures)
-                 FROM failures_minutely WHERE {old}
-                 GROUP BY {HOUR}, transport, channel, category, class, error
-                 ON CONFLICT (minute, transport, channel, category, class, error)
-                 DO UPDATE SET failures = r.failures + excluded.failures"
+            (
+                "failures",
+                FAILURE_KEYS.to_owned(),
+                "failures".to_owned(),
+                "CAST(sum(failures) AS BIGINT)".to_owned(),
             ),
-            &[&compact_before],
-        )
-        .await?;
+        ];
+        if let Some((from, to)) = plan.seal {
+            for (family, keys, columns, aggregates) in &families {
+                tx.execute(
+                    &format!("DELETE FROM {family}_hourly WHERE minute >= $1 AND minute < $2"),
+                    &[&from, &to],
+                )
+                .await?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {family}_hourly (minute, {keys}, {columns})
+                         SELECT {HOUR}, {keys}, {aggregates} FROM {family}_minutely
+                         WHERE minute >= $1 AND minute < $2
+                         GROUP BY {HOUR}, {keys}"
+                    ),
+                    &[&from, &to],
+                )
+                .await?;
+            }
+        }
         let mut merged = 0;
         let mut purged = 0;
-        for table in ["metrics_minutely", "failures_minutely"] {
+        for (family, ..) in &families {
             merged += tx
                 .execute(
-                    &format!("DELETE FROM {table} WHERE {old}"),
-                    &[&compact_before],
+                    &format!("DELETE FROM {family}_minutely WHERE minute < $1"),
+                    &[&plan.delete_minutes_before],
                 )
                 .await?;
             purged += tx
                 .execute(
-                    &format!("DELETE FROM {table} WHERE minute < $1"),
-                    &[&purge_before],
+                    &format!("DELETE FROM {family}_hourly WHERE minute < $1"),
+                    &[&plan.purge_before],
                 )
                 .await?;
         }
+        tx.execute(
+            "UPDATE rollup_seal SET sealed_until = $1, minutes_from = $2 WHERE id = 1",
+            &[&plan.after.sealed_until, &plan.after.minutes_from],
+        )
+        .await?;
         tx.commit().await?;
         Ok((merged, purged))
     }
@@ -1184,26 +1217,18 @@ impl Storage for PostgresStorage {
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteMetrics>, StorageError> {
         let client = self.client().await?;
-        let sql = format!(
-            "SELECT minute, transport, channel, category, {} FROM metrics_minutely
-             WHERE minute >= $1 AND minute < $2 ORDER BY minute, transport, channel, category",
-            metric_columns().join(", ")
-        );
-        let rows = client.query(&sql, &[&from, &to]).await?;
-        rows.iter()
-            .map(|row| {
-                let values = (4..4 + metric_columns().len())
-                    .map(|i| row.try_get::<_, i64>(i))
-                    .collect::<Result<Vec<i64>, _>>()?;
-                Ok(MinuteMetrics::from_values(
-                    row.try_get(0)?,
-                    row.try_get(1)?,
-                    row.try_get(2)?,
-                    row.try_get(3)?,
-                    &values,
-                ))
-            })
-            .collect()
+        let spans = RollupSpans::fine(from, to, read_seal(&client).await?);
+        metric_rows(&client, &spans).await
+    }
+
+    async fn hour_metrics(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        let client = self.client().await?;
+        let spans = RollupSpans::coarse(from, to, read_seal(&client).await?);
+        metric_rows(&client, &spans).await
     }
 
     async fn open_alert(
@@ -1368,6 +1393,60 @@ impl Storage for PostgresStorage {
 
 /// Adds rollups to their minutes' rows, in one statement (one array per
 /// column).
+/// `$i`, PostgreSQL's i-th parameter.
+fn dollar(i: usize) -> String {
+    format!("${i}")
+}
+
+fn params(bounds: &[DateTime<Utc>]) -> Vec<&(dyn ToSql + Sync)> {
+    bounds.iter().map(|b| b as &(dyn ToSql + Sync)).collect()
+}
+
+async fn read_seal(client: &deadpool_postgres::Object) -> Result<RollupSeal, StorageError> {
+    let statement = client
+        .prepare_cached("SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1")
+        .await?;
+    let row = client.query_one(&statement, &[]).await?;
+    Ok(RollupSeal {
+        sealed_until: row.try_get(0)?,
+        minutes_from: row.try_get(1)?,
+    })
+}
+
+/// The metric rows that `spans` name, oldest first.
+async fn metric_rows(
+    client: &deadpool_postgres::Object,
+    spans: &RollupSpans,
+) -> Result<Vec<MinuteMetrics>, StorageError> {
+    let sql = format!(
+        "{} ORDER BY 1, 2, 3, 4",
+        rollup_spans_sql(
+            "metrics",
+            &format!(
+                "minute, transport, channel, category, {}",
+                metric_columns().join(", ")
+            ),
+            dollar
+        )
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &params(&spans.bounds())).await?;
+    rows.iter()
+        .map(|row| {
+            let values = (4..4 + metric_columns().len())
+                .map(|i| row.try_get::<_, i64>(i))
+                .collect::<Result<Vec<i64>, _>>()?;
+            Ok(MinuteMetrics::from_values(
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+                &values,
+            ))
+        })
+        .collect()
+}
+
 async fn add_rollups(
     tx: &deadpool_postgres::Transaction<'_>,
     rows: &[MinuteMetrics],

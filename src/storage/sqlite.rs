@@ -22,11 +22,11 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest, Recorded,
-    Storage, StorageError, StorageOptions, TransportState, WorkSignal, cancelled_rollup,
-    clamp_limit, effective_at, metric_aggregates, metric_columns, metric_merge_updates,
-    metric_values, rollup,
+    Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
+    FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
+    PageRequest, Recorded, RollupSeal, RollupSpans, Storage, StorageError, StorageOptions,
+    TransportState, WorkSignal, cancelled_rollup, clamp_limit, effective_at, metric_aggregates,
+    metric_columns, metric_merge_updates, metric_values, rollup, rollup_spans_sql,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -318,6 +318,45 @@ fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Resul
     params.extend(metric_values(metrics).into_iter().map(Value::Integer));
     stmt.execute(rusqlite::params_from_iter(params))?;
     Ok(())
+}
+
+/// `?i`, SQLite's i-th parameter.
+fn question(i: usize) -> String {
+    format!("?{i}")
+}
+
+fn millis(spans: &RollupSpans) -> [i64; 6] {
+    spans.bounds().map(to_millis)
+}
+
+fn read_seal(conn: &Connection) -> rusqlite::Result<RollupSeal> {
+    conn.prepare_cached("SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1")?
+        .query_row([], |row| {
+            Ok(RollupSeal {
+                sealed_until: from_millis(row.get(0)?),
+                minutes_from: from_millis(row.get(1)?),
+            })
+        })
+}
+
+/// The metric rows that `spans` name, oldest first.
+fn metric_rows(conn: &Connection, spans: RollupSpans) -> rusqlite::Result<Vec<MinuteMetrics>> {
+    let sql = format!(
+        "{} ORDER BY 1, 2, 3, 4",
+        rollup_spans_sql(
+            "metrics",
+            &format!(
+                "minute, transport, channel, category, {}",
+                metric_columns().join(", ")
+            ),
+            question
+        )
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(millis(&spans), metrics_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }
 
 fn metrics_from_row(row: &Row<'_>) -> rusqlite::Result<MinuteMetrics> {
@@ -1042,21 +1081,22 @@ impl Storage for SqliteStorage {
     ) -> Result<Vec<FailureCount>, StorageError> {
         self.reader()
             .call(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT minute, transport, channel, category, class, error, failures
-                     FROM failures_minutely WHERE minute >= ?1 AND minute < ?2
-                     ORDER BY minute, transport, channel, category, class, error",
-                )?;
+                let spans = RollupSpans::coarse(from, to, read_seal(conn)?);
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {FAILURE_KEYS}, sum(failures) FROM ({}) AS f
+                     GROUP BY {FAILURE_KEYS} ORDER BY {FAILURE_KEYS}",
+                    rollup_spans_sql("failures", &format!("{FAILURE_KEYS}, failures"), question)
+                ))?;
                 let rows = stmt
-                    .query_map(params![to_millis(from), to_millis(to)], |row| {
+                    .query_map(millis(&spans), |row| {
                         Ok(FailureCount {
-                            minute: from_millis(row.get(0)?),
-                            transport: row.get(1)?,
-                            channel: row.get(2)?,
-                            category: row.get(3)?,
-                            class: row.get(4)?,
-                            error: row.get(5)?,
-                            failures: row.get::<_, i64>(6)?.max(0) as u64,
+                            minute: from,
+                            transport: row.get(0)?,
+                            channel: row.get(1)?,
+                            category: row.get(2)?,
+                            class: row.get(3)?,
+                            error: row.get(4)?,
+                            failures: row.get::<_, i64>(5)?.max(0) as u64,
                         })
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1067,45 +1107,60 @@ impl Storage for SqliteStorage {
 
     async fn compact_rollups(
         &self,
+        seal_before: DateTime<Utc>,
         compact_before: DateTime<Utc>,
         purge_before: DateTime<Utc>,
     ) -> Result<(u64, u64), StorageError> {
         self.write(move |tx| {
             const HOUR: &str = "(minute - minute % 3600000)";
-            let old = "minute < ?1 AND minute % 3600000 <> 0";
-            tx.prepare_cached(&format!(
-                "INSERT INTO metrics_minutely (minute, transport, channel, category, {columns})
-                 SELECT {HOUR}, transport, channel, category, {aggregates}
-                 FROM metrics_minutely WHERE {old}
-                 GROUP BY {HOUR}, transport, channel, category
-                 ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {updates}",
-                columns = metric_columns().join(", "),
-                aggregates = metric_aggregates(),
-                updates = metric_merge_updates("", "max"),
-            ))?
-            .execute([to_millis(compact_before)])?;
-            tx.prepare_cached(&format!(
-                "INSERT INTO failures_minutely
-                     (minute, transport, channel, category, class, error, failures)
-                 SELECT {HOUR}, transport, channel, category, class, error, sum(failures)
-                 FROM failures_minutely WHERE {old}
-                 GROUP BY {HOUR}, transport, channel, category, class, error
-                 ON CONFLICT (minute, transport, channel, category, class, error)
-                 DO UPDATE SET failures = failures + excluded.failures"
-            ))?
-            .execute([to_millis(compact_before)])?;
-            let mut merged = 0;
-            for table in ["metrics_minutely", "failures_minutely"] {
+            let plan =
+                CompactionPlan::new(read_seal(tx)?, seal_before, compact_before, purge_before);
+            let families = [
+                (
+                    "metrics",
+                    "transport, channel, category".to_owned(),
+                    metric_columns().join(", "),
+                    metric_aggregates(),
+                ),
+                (
+                    "failures",
+                    FAILURE_KEYS.to_owned(),
+                    "failures".to_owned(),
+                    "sum(failures)".to_owned(),
+                ),
+            ];
+            if let Some((from, to)) = plan.seal {
+                let span = params![to_millis(from), to_millis(to)];
+                for (family, keys, columns, aggregates) in &families {
+                    tx.prepare_cached(&format!(
+                        "DELETE FROM {family}_hourly WHERE minute >= ?1 AND minute < ?2"
+                    ))?
+                    .execute(span)?;
+                    tx.prepare_cached(&format!(
+                        "INSERT INTO {family}_hourly (minute, {keys}, {columns})
+                         SELECT {HOUR}, {keys}, {aggregates} FROM {family}_minutely
+                         WHERE minute >= ?1 AND minute < ?2
+                         GROUP BY {HOUR}, {keys}"
+                    ))?
+                    .execute(span)?;
+                }
+            }
+            let (mut merged, mut purged) = (0, 0);
+            for (family, ..) in &families {
                 merged += tx
-                    .prepare_cached(&format!("DELETE FROM {table} WHERE {old}"))?
-                    .execute([to_millis(compact_before)])?;
-            }
-            let mut purged = 0;
-            for table in ["metrics_minutely", "failures_minutely"] {
+                    .prepare_cached(&format!("DELETE FROM {family}_minutely WHERE minute < ?1"))?
+                    .execute([to_millis(plan.delete_minutes_before)])?;
                 purged += tx
-                    .prepare_cached(&format!("DELETE FROM {table} WHERE minute < ?1"))?
-                    .execute([to_millis(purge_before)])?;
+                    .prepare_cached(&format!("DELETE FROM {family}_hourly WHERE minute < ?1"))?
+                    .execute([to_millis(plan.purge_before)])?;
             }
+            tx.prepare_cached(
+                "UPDATE rollup_seal SET sealed_until = ?1, minutes_from = ?2 WHERE id = 1",
+            )?
+            .execute([
+                to_millis(plan.after.sealed_until),
+                to_millis(plan.after.minutes_from),
+            ])?;
             Ok((merged as u64, purged as u64))
         })
         .await
@@ -1142,17 +1197,25 @@ impl Storage for SqliteStorage {
     ) -> Result<Vec<MinuteMetrics>, StorageError> {
         self.reader()
             .call(move |conn| {
-                let sql = format!(
-                    "SELECT minute, transport, channel, category, {} FROM metrics_minutely
-                     WHERE minute >= ?1 AND minute < ?2
-                     ORDER BY minute, transport, channel, category",
-                    metric_columns().join(", ")
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt
-                    .query_map(params![to_millis(from), to_millis(to)], metrics_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
+                Ok(metric_rows(
+                    conn,
+                    RollupSpans::fine(from, to, read_seal(conn)?),
+                )?)
+            })
+            .await
+    }
+
+    async fn hour_metrics(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        self.reader()
+            .call(move |conn| {
+                Ok(metric_rows(
+                    conn,
+                    RollupSpans::coarse(from, to, read_seal(conn)?),
+                )?)
             })
             .await
     }
@@ -1164,15 +1227,28 @@ impl Storage for SqliteStorage {
     ) -> Result<Vec<MinuteMetrics>, StorageError> {
         self.reader()
             .call(move |conn| {
+                let spans = RollupSpans::coarse(from, to, read_seal(conn)?);
                 let sql = format!(
-                    "SELECT ?1, transport, channel, category, {} FROM metrics_minutely
-                     WHERE minute >= ?1 AND minute < ?2
+                    "SELECT 0, transport, channel, category, {} FROM ({}) AS r
                      GROUP BY transport, channel, category ORDER BY 2, 3, 4",
-                    metric_aggregates()
+                    metric_aggregates(),
+                    rollup_spans_sql(
+                        "metrics",
+                        &format!(
+                            "transport, channel, category, {}",
+                            metric_columns().join(", ")
+                        ),
+                        question
+                    )
                 );
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt
-                    .query_map(params![to_millis(from), to_millis(to)], metrics_from_row)?
+                    .query_map(millis(&spans), |row| {
+                        Ok(MinuteMetrics {
+                            minute: from,
+                            ..metrics_from_row(row)?
+                        })
+                    })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(rows)
             })

@@ -213,12 +213,14 @@ impl Storage for TimedStorage {
 
     async fn compact_rollups(
         &self,
+        seal_before: DateTime<Utc>,
         compact_before: DateTime<Utc>,
         purge_before: DateTime<Utc>,
     ) -> Result<(u64, u64), StorageError> {
         timed(
             "compact_rollups",
-            self.inner.compact_rollups(compact_before, purge_before),
+            self.inner
+                .compact_rollups(seal_before, compact_before, purge_before),
         )
         .await
     }
@@ -233,6 +235,14 @@ impl Storage for TimedStorage {
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteMetrics>, StorageError> {
         timed("minute_metrics", self.inner.minute_metrics(from, to)).await
+    }
+
+    async fn hour_metrics(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        timed("hour_metrics", self.inner.hour_metrics(from, to)).await
     }
 
     async fn rollup_totals(

@@ -71,6 +71,7 @@ conformance!(
     outcomes_are_rolled_up_per_minute_and_transport,
     one_node_at_a_time_holds_a_transport,
     old_rollups_compact_to_hours_and_are_purged,
+    sealed_hours_answer_as_the_minutes_they_sum,
     rollups_split_by_channel_and_category_with_flow_timings,
     one_alert_is_active_per_rule_and_transport,
     concurrent_evaluations_open_one_alert,
@@ -1456,7 +1457,7 @@ async fn rollups_split_by_channel_and_category_with_flow_timings(f: &Fixture) {
     );
 
     // Compaction keeps the dimensions apart.
-    s.compact_rollups(t0() + secs(7200), t0() - secs(3600))
+    s.compact_rollups(t0() + secs(7200), t0() + secs(7200), t0() - secs(3600))
         .await
         .expect("compact");
     let hourly = s
@@ -1623,7 +1624,7 @@ async fn old_rollups_compact_to_hours_and_are_purged(f: &Fixture) {
         .expect("record");
 
     let (merged, purged) = s
-        .compact_rollups(t0() + secs(7200), t0())
+        .compact_rollups(t0() + secs(7200), t0() + secs(7200), t0())
         .await
         .expect("compact");
     assert_eq!(
@@ -1665,13 +1666,13 @@ async fn old_rollups_compact_to_hours_and_are_purged(f: &Fixture) {
 
     // Compacting again changes nothing; purging drops the first hour.
     assert_eq!(
-        s.compact_rollups(t0() + secs(7200), t0())
+        s.compact_rollups(t0() + secs(7200), t0() + secs(7200), t0())
             .await
             .expect("compact"),
         (0, 0)
     );
     let (_, purged) = s
-        .compact_rollups(t0() + secs(7200), t0() + secs(3600))
+        .compact_rollups(t0() + secs(7200), t0() + secs(7200), t0() + secs(3600))
         .await
         .expect("purge");
     assert_eq!(purged, 2, "the first hour's metrics and failure rows");
@@ -1680,6 +1681,93 @@ async fn old_rollups_compact_to_hours_and_are_purged(f: &Fixture) {
         .await
         .expect("metrics");
     assert_eq!(rows.len(), 2);
+}
+
+/// Totals, failures and series read the same figures before and after the
+/// hours are sealed, however the range cuts them; the minute rows stay
+/// (they are younger than `compact_before`), so minute-resolution reads
+/// are unchanged too.
+async fn sealed_hours_answer_as_the_minutes_they_sum(f: &Fixture) {
+    let s = f.storage.as_ref();
+    s.enqueue_many(emails(6, t0()), t0())
+        .await
+        .expect("enqueue");
+    let claimed = claim(s, 6, t0()).await;
+    // 00:10, 00:50 and 01:20 and 02:05 and 02:40; 03:30 is not sealed.
+    let at = [600, 3000, 4800, 7500, 9600, 12600];
+    for (i, (message, at)) in claimed.iter().zip(at).enumerate() {
+        let result = if i % 2 == 0 {
+            outcome(message, OutcomeKind::Sent)
+        } else {
+            failed(message, None)
+        };
+        s.record_outcomes(vec![result], t0() + secs(at))
+            .await
+            .expect("record");
+    }
+    let ranges = [
+        (t0(), t0() + secs(4 * 3600)),
+        (t0() + secs(1800), t0() + secs(3 * 3600 + 1800)),
+        (t0() + secs(3000), t0() + secs(7500)),
+        (t0() + secs(3601), t0() + secs(3700)),
+    ];
+    let mut before = Vec::new();
+    for (from, to) in ranges {
+        before.push((
+            s.rollup_totals(from, to).await.expect("totals"),
+            s.failure_counts(from, to).await.expect("failures"),
+            s.minute_metrics(from, to).await.expect("minutes"),
+        ));
+    }
+
+    s.compact_rollups(t0() + secs(3 * 3600 + 60), t0(), t0() - secs(3600))
+        .await
+        .expect("seal");
+    for ((from, to), (totals, failures, minutes)) in ranges.into_iter().zip(before) {
+        assert_eq!(s.rollup_totals(from, to).await.expect("totals"), totals);
+        assert_eq!(
+            s.failure_counts(from, to).await.expect("failures"),
+            failures
+        );
+        assert_eq!(s.minute_metrics(from, to).await.expect("minutes"), minutes);
+    }
+    // An hourly series has one row per sealed hour and minute rows where
+    // the range cuts an hour or the hour is not sealed.
+    let hours = s
+        .hour_metrics(t0() + secs(1800), t0() + secs(4 * 3600))
+        .await
+        .expect("hours");
+    let rows: Vec<_> = hours.iter().map(|r| (r.minute, r.sent, r.dead)).collect();
+    assert_eq!(
+        rows,
+        vec![
+            (t0() + secs(3000), 0, 1),
+            (t0() + secs(3600), 1, 0),
+            (t0() + secs(7200), 1, 1),
+            (t0() + secs(12600), 0, 1),
+        ]
+    );
+    // Sealing again (late writes) and then dropping the minute rows keeps
+    // the hours' figures.
+    let whole = (t0(), t0() + secs(3 * 3600));
+    let totals = s.rollup_totals(whole.0, whole.1).await.expect("totals");
+    s.compact_rollups(
+        t0() + secs(3 * 3600 + 60),
+        t0() + secs(3 * 3600),
+        t0() - secs(3600),
+    )
+    .await
+    .expect("compact");
+    assert_eq!(
+        s.rollup_totals(whole.0, whole.1).await.expect("totals"),
+        totals
+    );
+    let series = s.minute_metrics(whole.0, whole.1).await.expect("series");
+    assert_eq!(
+        series.iter().map(|r| r.minute).collect::<Vec<_>>(),
+        vec![t0(), t0() + secs(3600), t0() + secs(7200)],
+        "before minutes_from only hourly rows remain"
+    );
 }
 
 fn new_alert(rule: &str, transport: &str, at: chrono::DateTime<chrono::Utc>) -> NewAlert {
