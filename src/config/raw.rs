@@ -434,6 +434,7 @@ impl RawConfig {
                 url,
                 pool_size,
                 priority_aging: priority.aging,
+                rollups: true,
             },
             api_keys,
             transports,

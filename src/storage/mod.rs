@@ -48,6 +48,11 @@ pub struct StorageOptions {
     pub pool_size: usize,
     /// Waiting this long raises a message's effective priority by one.
     pub priority_aging: Duration,
+    /// Writes the per-minute rollups with each batch of outcomes (default
+    /// true). Analytics, alerts and the rollup-fed metrics read them; off
+    /// only to measure what they cost the delivery path
+    /// (`benches/engine.rs`). Not a configuration key.
+    pub rollups: bool,
 }
 
 impl StorageOptions {
@@ -56,6 +61,7 @@ impl StorageOptions {
             url: url.into(),
             pool_size: 4,
             priority_aging: DEFAULT_PRIORITY_AGING,
+            rollups: true,
         }
     }
 }

@@ -55,6 +55,7 @@ pub struct PostgresStorage {
     /// Priority aging in milliseconds, as SQL computes `effective_at`.
     aging_ms: f64,
     aging: Duration,
+    rollups: bool,
     signal: WorkSignal,
     notifier: Notifier,
 }
@@ -85,6 +86,7 @@ impl PostgresStorage {
             pool,
             aging_ms: options.priority_aging.as_secs_f64() * 1000.0,
             aging: options.priority_aging,
+            rollups: options.rollups,
             signal,
         };
         storage.ping().await?;
@@ -751,7 +753,11 @@ impl Storage for PostgresStorage {
                 None => recorded.stale.push(outcome.id),
             }
         }
-        let (rollups, failures) = rollup(&outcomes, &recorded.applied, now);
+        let (rollups, failures) = if self.rollups {
+            rollup(&outcomes, &recorded.applied, now)
+        } else {
+            Default::default()
+        };
         if !failures.is_empty() {
             let minutes: Vec<DateTime<Utc>> = failures.iter().map(|f| f.minute).collect();
             let transports: Vec<&str> = failures.iter().map(|f| f.transport.as_str()).collect();
@@ -1360,11 +1366,21 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT transport, priority, channel, coalesce(category, ''),
-                        count(*) FILTER (WHERE status = 'queued'),
-                        count(*) FILTER (WHERE status = 'processing'),
-                        min(available_at) FILTER (WHERE status = 'queued')
-                 FROM messages WHERE status IN ('queued', 'processing')
+                // One scan per status, so that each reads only its own
+                // partial index (index-only: the grouped columns are in it).
+                "SELECT transport, priority, channel, category,
+                        CAST(sum(queued) AS BIGINT), CAST(sum(processing) AS BIGINT), min(oldest)
+                 FROM (
+                     SELECT transport, priority, channel, coalesce(category, '') AS category,
+                            count(*) AS queued, 0::int8 AS processing, min(available_at) AS oldest
+                     FROM messages WHERE status = 'queued'
+                     GROUP BY transport, priority, channel, category
+                     UNION ALL
+                     SELECT transport, priority, channel, coalesce(category, ''),
+                            0, count(*), NULL::timestamptz
+                     FROM messages WHERE status = 'processing'
+                     GROUP BY transport, priority, channel, category
+                 ) AS live
                  GROUP BY transport, priority, channel, category
                  ORDER BY 1, 2 DESC, 3, 4",
                 &[],

@@ -56,6 +56,7 @@ pub struct SqliteStorage {
     readers: Vec<ConnectionThread>,
     next_reader: AtomicUsize,
     aging: Duration,
+    rollups: bool,
     signal: WorkSignal,
 }
 
@@ -82,6 +83,7 @@ impl SqliteStorage {
             readers,
             next_reader: AtomicUsize::new(0),
             aging: options.priority_aging,
+            rollups: options.rollups,
             signal: WorkSignal::default(),
         })
     }
@@ -648,6 +650,7 @@ impl Storage for SqliteStorage {
         now: DateTime<Utc>,
     ) -> Result<Recorded, StorageError> {
         let aging = self.aging;
+        let rollups = self.rollups;
         self.write(move |tx| {
             let mut current = tx.prepare_cached(
                 "SELECT status, claim_token, attempts, max_attempts, priority FROM messages WHERE id = ?1",
@@ -748,7 +751,11 @@ impl Storage for SqliteStorage {
                 };
                 recorded.applied.push((outcome.id, status));
             }
-            let (metrics, failures) = rollup(&outcomes, &recorded.applied, now);
+            let (metrics, failures) = if rollups {
+                rollup(&outcomes, &recorded.applied, now)
+            } else {
+                Default::default()
+            };
             for metrics in &metrics {
                 add_metrics(tx, metrics)?;
             }
@@ -1171,7 +1178,7 @@ impl Storage for SqliteStorage {
             .call(|conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT transport, channel, coalesce(category, ''), count(*), min(updated_at)
-                     FROM messages WHERE status = 'dead'
+                     FROM messages INDEXED BY messages_dead_since WHERE status = 'dead'
                      GROUP BY transport, channel, category ORDER BY 1, 2, 3",
                 )?;
                 let rows = stmt
@@ -1398,10 +1405,23 @@ impl Storage for SqliteStorage {
         self.reader()
             .call(|conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT transport, priority, channel, coalesce(category, ''),
-                            sum(status = 'queued'), sum(status = 'processing'),
-                            min(CASE WHEN status = 'queued' THEN available_at END)
-                     FROM messages WHERE status IN ('queued', 'processing')
+                    // One scan per status, so that each reads only its
+                    // own partial (covering) index; named, since without
+                    // statistics SQLite would take messages_status and
+                    // visit every row.
+                    "SELECT transport, priority, channel, category,
+                            sum(queued), sum(processing), min(oldest)
+                     FROM (
+                         SELECT transport, priority, channel, coalesce(category, '') AS category,
+                                count(*) AS queued, 0 AS processing, min(available_at) AS oldest
+                         FROM messages INDEXED BY messages_claim WHERE status = 'queued'
+                         GROUP BY transport, priority, channel, coalesce(category, '')
+                         UNION ALL
+                         SELECT transport, priority, channel, coalesce(category, ''),
+                                0, count(*), NULL
+                         FROM messages INDEXED BY messages_lease WHERE status = 'processing'
+                         GROUP BY transport, priority, channel, coalesce(category, '')
+                     )
                      GROUP BY transport, priority, channel, category
                      ORDER BY 1, 2 DESC, 3, 4",
                 )?;
