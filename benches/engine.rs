@@ -6,7 +6,11 @@
 //! Run: `cargo bench --bench engine` (PostgreSQL at 127.0.0.1:5432 or
 //! `HERALD_TEST_DATABASE_URL`). Options via environment:
 //! `HERALD_BENCH_MESSAGES` (default 20000), `HERALD_BENCH_RATE` (500/s),
-//! `HERALD_BENCH_SECONDS` (10).
+//! `HERALD_BENCH_SECONDS` (10). With `HERALD_BENCH_ROLLUP_ROUNDS=N` it
+//! measures instead what the analytics rollups cost the delivery path:
+//! N rounds, each a full-queue throughput run with rollups and one
+//! without (`StorageOptions::rollups`), alternating on fresh stores, and
+//! reports both medians.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -19,7 +23,7 @@ use common::{Fixture, emails};
 use herald::config::Settings;
 use herald::domain::Status;
 use herald::engine::{Engine, EngineOptions};
-use herald::storage::{MessageFilter, PageRequest, Storage};
+use herald::storage::{MessageFilter, PageRequest, Storage, StorageOptions};
 use herald::time::{Clock, SystemClock};
 
 const TUNING: &str = "rate_limit = 60000000\nburst_limit = 100000\nconcurrency = 256\nbatch_size = 500\nprefetch_count = 500";
@@ -31,7 +35,7 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn start(f: &Fixture) -> Engine {
+async fn start(f: &Fixture, storage: Arc<dyn Storage>) -> Engine {
     let text = format!(
         "[storage]\nurl = \"{}\"\n\n[transports.mail]\nkind = \"null\"\n{TUNING}\n",
         f.options.url
@@ -41,7 +45,7 @@ async fn start(f: &Fixture) -> Engine {
     let transports = herald::transports::build_all(&settings.transports).expect("transports");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Engine::start(
-        f.storage.clone(),
+        storage,
         clock,
         settings,
         transports,
@@ -77,31 +81,68 @@ async fn busy(storage: &dyn Storage) -> bool {
     false
 }
 
-async fn throughput(backend: &str, f: &Fixture, total: usize) {
+/// Delivers a full queue of `total` through `storage` (a handle on `f`'s
+/// store); returns messages per second.
+async fn throughput(f: &Fixture, storage: Arc<dyn Storage>, total: usize) -> f64 {
     let now = SystemClock.now();
     for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
-        f.storage
+        storage
             .enqueue_many(emails(chunk.len(), now), now)
             .await
             .expect("fill");
     }
     f.analyze().await;
     let started = Instant::now();
-    let engine = start(f).await;
-    while busy(f.storage.as_ref()).await {
+    let engine = start(f, storage.clone()).await;
+    while busy(storage.as_ref()).await {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
     engine.shutdown(Duration::from_secs(10)).await;
+    total as f64 / elapsed.as_secs_f64()
+}
+
+async fn fixture(backend: &str) -> Fixture {
+    match backend {
+        "postgres" => Fixture::postgres().await,
+        _ => Fixture::sqlite().await,
+    }
+}
+
+/// Alternating runs with and without rollups, fresh stores each.
+async fn rollup_cost(backend: &str, total: usize, rounds: u64) {
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for round in 0..rounds {
+        let f = fixture(backend).await;
+        with.push(throughput(&f, f.storage.clone(), total).await);
+        let f = fixture(backend).await;
+        let options = StorageOptions {
+            rollups: false,
+            ..f.options.clone()
+        };
+        let bare = herald::storage::open(&options).await.expect("open");
+        without.push(throughput(&f, bare, total).await);
+        println!(
+            "rollup_cost/{backend} round {}: with rollups {:.0} msg/s, without {:.0} msg/s",
+            round + 1,
+            with[round as usize],
+            without[round as usize]
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (with, without) = (median(&mut with), median(&mut without));
     println!(
-        "engine_throughput/{backend}: {total} messages queued -> sent in {:.2} s = {:.0} messages/s",
-        elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64()
+        "rollup_cost/{backend}: median with rollups {with:.0} msg/s, without {without:.0} msg/s: rollups cost {:.1} % of end-to-end throughput",
+        (without - with) / without * 100.0
     );
 }
 
 async fn latency(backend: &str, f: &Fixture, rate: u64, seconds: u64) {
-    let engine = start(f).await;
+    let engine = start(f, f.storage.clone()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = rate * seconds;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -163,19 +204,20 @@ fn main() {
     let total = env_or("HERALD_BENCH_MESSAGES", 20_000) as usize;
     let rate = env_or("HERALD_BENCH_RATE", 500);
     let seconds = env_or("HERALD_BENCH_SECONDS", 10);
+    let rollup_rounds = env_or("HERALD_BENCH_ROLLUP_ROUNDS", 0);
     herald::transports::install_crypto_provider();
     actix::System::new().block_on(async move {
         for backend in ["sqlite", "postgres"] {
-            let fixture = match backend {
-                "postgres" => Fixture::postgres().await,
-                _ => Fixture::sqlite().await,
-            };
-            throughput(backend, &fixture, total).await;
-            let fixture = match backend {
-                "postgres" => Fixture::postgres().await,
-                _ => Fixture::sqlite().await,
-            };
-            latency(backend, &fixture, rate, seconds).await;
+            if rollup_rounds > 0 {
+                rollup_cost(backend, total, rollup_rounds).await;
+                continue;
+            }
+            let f = fixture(backend).await;
+            let rate_sent = throughput(&f, f.storage.clone(), total).await;
+            println!(
+                "engine_throughput/{backend}: {total} messages queued -> sent at {rate_sent:.0} messages/s"
+            );
+            latency(backend, &fixture(backend).await, rate, seconds).await;
         }
     });
 }
