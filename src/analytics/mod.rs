@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 
 use crate::engine::{Engine, TransportStatus};
 use crate::storage::{
-    DeadLetterSummary, DepthRow, FailureCount, LATENCY_BUCKETS_MS, MinuteMetrics, Storage,
-    StorageError,
+    DeadLetterSummary, DepthRow, FailureCount, LATENCY_BUCKETS_MS, MinuteMetrics, SeriesCounts,
+    Storage, StorageError,
 };
 
 pub use flow::{
@@ -240,20 +240,20 @@ pub fn window_bounds(now: DateTime<Utc>, window: Duration) -> (DateTime<Utc>, Da
     )
 }
 
-/// Computes the analytics from rows already read. `rows` must cover the
-/// window (in rows no longer than the bucket), `recent` the last 15
-/// minutes at minute resolution.
+/// Computes the analytics from rows already read: `totals` (rollups over
+/// the window, summed or not), `series` (the window in rows no longer than
+/// the bucket) and `recent` (the last 15 minutes at minute resolution).
 pub fn queue_analytics(
     query: &AnalyticsQuery,
     now: DateTime<Utc>,
     depth: &[DepthRow],
-    rows: &[MinuteMetrics],
+    totals: &[MinuteMetrics],
+    series: &[SeriesCounts],
     recent: &[MinuteMetrics],
     statuses: &[TransportStatus],
 ) -> QueueAnalytics {
     let scope = &query.scope;
     let depth: Vec<&DepthRow> = depth.iter().filter(|d| scope.keeps_depth(d)).collect();
-    let minutes: Vec<&MinuteMetrics> = rows.iter().filter(|m| scope.keeps_rollup(m)).collect();
     let recent: Vec<&MinuteMetrics> = recent.iter().filter(|m| scope.keeps_rollup(m)).collect();
     let (from, to) = window_bounds(now, query.window);
 
@@ -298,20 +298,25 @@ pub fn queue_analytics(
         last15m: sent_since(15),
     };
 
-    let in_window: Vec<&&MinuteMetrics> = minutes
-        .iter()
-        .filter(|m| m.minute >= from && m.minute < to)
-        .collect();
+    let in_window = |minute: DateTime<Utc>| minute >= from && minute < to;
     let mut per_transport: BTreeMap<String, MinuteMetrics> = BTreeMap::new();
-    let mut series: BTreeMap<DateTime<Utc>, SeriesPoint> = BTreeMap::new();
-    let bucket = TimeDelta::from_std(query.bucket).unwrap_or(TimeDelta::minutes(1));
-    for m in &in_window {
+    for m in totals
+        .iter()
+        .filter(|m| scope.keeps_rollup(m) && in_window(m.minute))
+    {
         per_transport
             .entry(m.transport.clone())
             .or_default()
             .merge(m);
+    }
+    let mut points: BTreeMap<DateTime<Utc>, SeriesPoint> = BTreeMap::new();
+    let bucket = TimeDelta::from_std(query.bucket).unwrap_or(TimeDelta::minutes(1));
+    for m in series
+        .iter()
+        .filter(|m| scope.keeps(&m.transport, &m.channel, &m.category) && in_window(m.minute))
+    {
         let start = m.minute.duration_trunc(bucket).unwrap_or(m.minute);
-        let point = series.entry(start).or_insert_with(|| SeriesPoint {
+        let point = points.entry(start).or_insert_with(|| SeriesPoint {
             at: rfc3339(start),
             sent: 0,
             failed: 0,
@@ -399,7 +404,7 @@ pub fn queue_analytics(
             per_second,
             per_minute: per_second * 60.0,
             per_hour: per_second * 3600.0,
-            series: series.into_values().collect(),
+            series: points.into_values().collect(),
         },
         worker_status,
         transport_breakdown,
@@ -748,13 +753,11 @@ pub async fn load_queue_analytics(
 ) -> Result<QueueAnalytics, StorageError> {
     let depth = storage.queue_depth().await?;
     let (from, to) = window_bounds(now, query.window);
+    let totals = storage.rollup_totals(from, to).await?;
     // A series in whole hours reads hourly rows where they are sealed:
     // a week is 168 rows per key, not 10,080.
-    let rows = if query.bucket.as_secs().is_multiple_of(3600) {
-        storage.hour_metrics(from, to).await?
-    } else {
-        storage.minute_metrics(from, to).await?
-    };
+    let hourly = query.bucket.as_secs().is_multiple_of(3600);
+    let series = storage.series_counts(from, to, hourly).await?;
     let (recent_from, _) = window_bounds(now, Duration::from_secs(15 * 60));
     let recent = storage.minute_metrics(recent_from, to).await?;
     let statuses = match engine {
@@ -762,7 +765,7 @@ pub async fn load_queue_analytics(
         None => Vec::new(),
     };
     Ok(queue_analytics(
-        query, now, &depth, &rows, &recent, &statuses,
+        query, now, &depth, &totals, &series, &recent, &statuses,
     ))
 }
 
@@ -794,6 +797,10 @@ mod tests {
             wait_sum_ms: 100 * (sent + failed),
             ..MinuteMetrics::default()
         }
+    }
+
+    fn series(minutes: &[MinuteMetrics]) -> Vec<SeriesCounts> {
+        minutes.iter().map(SeriesCounts::from).collect()
     }
 
     fn depth(transport: &str, priority: i64, queued: u64, processing: u64) -> DepthRow {
@@ -839,7 +846,15 @@ mod tests {
             depth("mail", 4, 10, 0),
             depth("hooks", 4, 1, 1),
         ];
-        let a = queue_analytics(&query("15m", "1m"), now(), &depth, &minutes, &minutes, &[]);
+        let a = queue_analytics(
+            &query("15m", "1m"),
+            now(),
+            &depth,
+            &minutes,
+            &series(&minutes),
+            &minutes,
+            &[],
+        );
         assert_eq!(
             (
                 a.queue_depth.total,
@@ -872,7 +887,15 @@ mod tests {
         assert_eq!(mail.average_latency_ms, Some(10.0));
         assert_eq!(a.priority_distribution.first().map(|p| p.priority), Some(9));
 
-        let hour = queue_analytics(&query("1h", "1h"), now(), &depth, &minutes, &minutes, &[]);
+        let hour = queue_analytics(
+            &query("1h", "1h"),
+            now(),
+            &depth,
+            &minutes,
+            &series(&minutes),
+            &minutes,
+            &[],
+        );
         assert_eq!(
             hour.throughput_metrics
                 .series
@@ -926,7 +949,15 @@ mod tests {
         let depth = vec![depth("mail", 4, 3, 0), depth("hooks", 4, 7, 0)];
         let mut q = query("1h", "1m");
         q.scope.transport = Some("hooks".into());
-        let a = queue_analytics(&q, now(), &depth, &minutes, &minutes, &[]);
+        let a = queue_analytics(
+            &q,
+            now(),
+            &depth,
+            &minutes,
+            &series(&minutes),
+            &minutes,
+            &[],
+        );
         assert_eq!(a.queue_depth.total, 7);
         assert_eq!(a.failure_rate, 0.5);
         assert_eq!(a.transport_breakdown.len(), 1);

@@ -311,6 +311,38 @@ pub struct MinuteMetrics {
     pub cancelled: u64,
 }
 
+/// What a throughput series shows of one rollup row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SeriesCounts {
+    pub minute: DateTime<Utc>,
+    pub transport: String,
+    pub channel: String,
+    pub category: String,
+    pub sent: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub dead: u64,
+}
+
+impl From<&MinuteMetrics> for SeriesCounts {
+    fn from(m: &MinuteMetrics) -> Self {
+        SeriesCounts {
+            minute: m.minute,
+            transport: m.transport.clone(),
+            channel: m.channel.clone(),
+            category: m.category.clone(),
+            sent: m.sent,
+            failed: m.failed,
+            retried: m.retried,
+            dead: m.dead,
+        }
+    }
+}
+
+/// The columns of [`SeriesCounts`], in order.
+pub(crate) const SERIES_COLUMNS: &str =
+    "minute, transport, channel, category, sent, failed, retried, dead";
+
 /// Failed attempts of one transport in one minute with one error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailureCount {
@@ -735,6 +767,19 @@ impl RollupSpans {
 }
 
 impl RollupSpans {
+    pub(crate) fn new(
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        seal: RollupSeal,
+        hourly: bool,
+    ) -> RollupSpans {
+        if hourly {
+            RollupSpans::coarse(from, to, seal)
+        } else {
+            RollupSpans::fine(from, to, seal)
+        }
+    }
+
     /// The spans' bounds in the order [`rollup_spans_sql`] binds them.
     pub(crate) fn bounds(&self) -> [DateTime<Utc>; 6] {
         let [(a, b), (c, d)] = self.minutes;
@@ -1111,18 +1156,21 @@ pub trait Storage: Send + Sync + 'static {
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteMetrics>, StorageError>;
 
-    /// Rollups covering `[from, to)` exactly with the fewest rows, oldest
-    /// first: an hourly row for each sealed whole hour, minute rows for the
-    /// partial hours at the ends and the hours not sealed yet. For series
-    /// in buckets of whole hours.
-    async fn hour_metrics(
+    /// The [`SeriesCounts`] of the rows covering `[from, to)`, oldest
+    /// first: with `hourly`, an hourly row for each sealed whole hour and
+    /// minute rows for the partial hours at the ends and the hours not
+    /// sealed yet (for buckets of whole hours); otherwise the rows
+    /// [`Storage::minute_metrics`] reads. Only the series' columns, so a
+    /// day at minute resolution stays cheap.
+    async fn series_counts(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<MinuteMetrics>, StorageError>;
+        hourly: bool,
+    ) -> Result<Vec<SeriesCounts>, StorageError>;
 
-    /// The rollups of `[from, to)` (as [`Storage::hour_metrics`] reads
-    /// them) summed per transport, channel and category (each row's
+    /// The rollups of `[from, to)` (hourly rows for its sealed whole
+    /// hours, minute rows for the rest) summed per transport, channel and category (each row's
     /// `minute` is `from`): what a route that needs no series reads,
     /// whatever the window's length.
     async fn rollup_totals(

@@ -23,10 +23,10 @@ use uuid::Uuid;
 use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
     FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, RollupSeal, RollupSpans, Storage, StorageError, StorageOptions,
-    TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup, clamp_limit, effective_at,
-    metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
-    rollup_spans_sql,
+    PageRequest, Recorded, RollupSeal, RollupSpans, SERIES_COLUMNS, SeriesCounts, Storage,
+    StorageError, StorageOptions, TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup,
+    clamp_limit, effective_at, metric_aggregates, metric_columns, metric_merge_updates,
+    metric_values, rollup, rollup_spans_sql,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -1227,14 +1227,37 @@ impl Storage for PostgresStorage {
         metric_rows(&client, &spans).await
     }
 
-    async fn hour_metrics(
+    async fn series_counts(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        hourly: bool,
+    ) -> Result<Vec<SeriesCounts>, StorageError> {
         let client = self.client().await?;
-        let spans = RollupSpans::coarse(from, to, read_seal(&client).await?);
-        metric_rows(&client, &spans).await
+        let spans = RollupSpans::new(from, to, read_seal(&client).await?, hourly);
+        let sql = format!(
+            "{} ORDER BY 1, 2, 3, 4",
+            rollup_spans_sql("metrics", SERIES_COLUMNS, dollar)
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client.query(&statement, &params(&spans.bounds())).await?;
+        let count = |row: &Row, i: usize| -> Result<u64, StorageError> {
+            Ok(row.try_get::<_, i64>(i)?.max(0) as u64)
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(SeriesCounts {
+                    minute: row.try_get(0)?,
+                    transport: row.try_get(1)?,
+                    channel: row.try_get(2)?,
+                    category: row.try_get(3)?,
+                    sent: count(row, 4)?,
+                    failed: count(row, 5)?,
+                    retried: count(row, 6)?,
+                    dead: count(row, 7)?,
+                })
+            })
+            .collect()
     }
 
     async fn open_alert(

@@ -24,9 +24,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
     FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, RollupSeal, RollupSpans, Storage, StorageError, StorageOptions,
-    TransportState, WorkSignal, cancelled_rollup, clamp_limit, effective_at, metric_aggregates,
-    metric_columns, metric_merge_updates, metric_values, rollup, rollup_spans_sql,
+    PageRequest, Recorded, RollupSeal, RollupSpans, SERIES_COLUMNS, SeriesCounts, Storage,
+    StorageError, StorageOptions, TransportState, WorkSignal, cancelled_rollup, clamp_limit,
+    effective_at, metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
+    rollup_spans_sql,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -1212,17 +1213,37 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn hour_metrics(
+    async fn series_counts(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<MinuteMetrics>, StorageError> {
+        hourly: bool,
+    ) -> Result<Vec<SeriesCounts>, StorageError> {
         self.reader()
             .call(move |conn| {
-                Ok(metric_rows(
-                    conn,
-                    RollupSpans::coarse(from, to, read_seal(conn)?),
-                )?)
+                let spans = RollupSpans::new(from, to, read_seal(conn)?, hourly);
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{} ORDER BY 1, 2, 3, 4",
+                    rollup_spans_sql("metrics", SERIES_COLUMNS, question)
+                ))?;
+                let count = |row: &Row<'_>, i: usize| -> rusqlite::Result<u64> {
+                    Ok(row.get::<_, i64>(i)?.max(0) as u64)
+                };
+                let rows = stmt
+                    .query_map(millis(&spans), |row| {
+                        Ok(SeriesCounts {
+                            minute: from_millis(row.get(0)?),
+                            transport: row.get(1)?,
+                            channel: row.get(2)?,
+                            category: row.get(3)?,
+                            sent: count(row, 4)?,
+                            failed: count(row, 5)?,
+                            retried: count(row, 6)?,
+                            dead: count(row, 7)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
             })
             .await
     }

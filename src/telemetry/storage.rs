@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::{ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Stamp};
 use crate::storage::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    MessageFilter, MinuteMetrics, NewAlert, Outcome, Page, PageRequest, Recorded, Storage,
-    StorageError, TransportState, WorkSignal,
+    MessageFilter, MinuteMetrics, NewAlert, Outcome, Page, PageRequest, Recorded, SeriesCounts,
+    Storage, StorageError, TransportState, WorkSignal,
 };
 
 /// Delegates every call to the wrapped store, recording its duration in
@@ -237,12 +237,13 @@ impl Storage for TimedStorage {
         timed("minute_metrics", self.inner.minute_metrics(from, to)).await
     }
 
-    async fn hour_metrics(
+    async fn series_counts(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<MinuteMetrics>, StorageError> {
-        timed("hour_metrics", self.inner.hour_metrics(from, to)).await
+        hourly: bool,
+    ) -> Result<Vec<SeriesCounts>, StorageError> {
+        timed("series_counts", self.inner.series_counts(from, to, hourly)).await
     }
 
     async fn rollup_totals(
