@@ -805,6 +805,25 @@ pub(crate) fn rollup_spans_sql(family: &str, columns: &str, p: impl Fn(usize) ->
     )
 }
 
+/// The rollup families compaction seals: (family, key columns after
+/// `minute`, value columns, their aggregates over many rows).
+pub(crate) fn rollup_families() -> [(&'static str, String, String, String); 2] {
+    [
+        (
+            "metrics",
+            "transport, channel, category".to_owned(),
+            metric_columns().join(", "),
+            metric_aggregates(),
+        ),
+        (
+            "failures",
+            FAILURE_KEYS.to_owned(),
+            "failures".to_owned(),
+            "CAST(sum(failures) AS BIGINT)".to_owned(),
+        ),
+    ]
+}
+
 /// The key columns of the failure rollups after `minute`.
 pub(crate) const FAILURE_KEYS: &str = "transport, channel, category, class, error";
 

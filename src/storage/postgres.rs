@@ -26,7 +26,7 @@ use super::{
     PageRequest, Recorded, RollupSeal, RollupSpans, SERIES_COLUMNS, SeriesCounts, Storage,
     StorageError, StorageOptions, TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup,
     clamp_limit, effective_at, metric_aggregates, metric_columns, metric_merge_updates,
-    metric_values, rollup, rollup_spans_sql,
+    metric_values, rollup, rollup_families, rollup_spans_sql,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -1133,20 +1133,7 @@ impl Storage for PostgresStorage {
             minutes_from: row.try_get(1)?,
         };
         let plan = CompactionPlan::new(seal, seal_before, compact_before, purge_before);
-        let families = [
-            (
-                "metrics",
-                "transport, channel, category".to_owned(),
-                metric_columns().join(", "),
-                metric_aggregates(),
-            ),
-            (
-                "failures",
-                FAILURE_KEYS.to_owned(),
-                "failures".to_owned(),
-                "CAST(sum(failures) AS BIGINT)".to_owned(),
-            ),
-        ];
+        let families = rollup_families();
         if let Some((from, to)) = plan.seal {
             for (family, keys, columns, aggregates) in &families {
                 tx.execute(

@@ -27,7 +27,7 @@ use super::{
     PageRequest, Recorded, RollupSeal, RollupSpans, SERIES_COLUMNS, SeriesCounts, Storage,
     StorageError, StorageOptions, TransportState, WorkSignal, cancelled_rollup, clamp_limit,
     effective_at, metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
-    rollup_spans_sql,
+    rollup_families, rollup_spans_sql,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -1123,20 +1123,7 @@ impl Storage for SqliteStorage {
             const HOUR: &str = "(minute - minute % 3600000)";
             let plan =
                 CompactionPlan::new(read_seal(tx)?, seal_before, compact_before, purge_before);
-            let families = [
-                (
-                    "metrics",
-                    "transport, channel, category".to_owned(),
-                    metric_columns().join(", "),
-                    metric_aggregates(),
-                ),
-                (
-                    "failures",
-                    FAILURE_KEYS.to_owned(),
-                    "failures".to_owned(),
-                    "sum(failures)".to_owned(),
-                ),
-            ];
+            let families = rollup_families();
             if let Some((from, to)) = plan.seal {
                 let span = params![to_millis(from), to_millis(to)];
                 for (family, keys, columns, aggregates) in &families {
