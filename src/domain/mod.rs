@@ -61,9 +61,18 @@ impl ClaimToken {
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
+        // Read from a string only: serde's derived enums also take the map
+        // form (`{"chat": null}`) and report a number as a syntax error.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
+        #[serde(rename_all = "snake_case", try_from = "String")]
         pub enum $name { $($variant),+ }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownVariant;
+            fn try_from(text: String) -> Result<Self, Self::Error> {
+                text.parse()
+            }
+        }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];

@@ -122,15 +122,39 @@ fn check_json_content_type(req: &HttpRequest) -> Result<(), ApiError> {
 /// 400 (`malformed_json`); well-formed JSON of the wrong shape is a 422,
 /// like any other invalid message.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|err| json_error(&err))?;
-    deserializer.end().map_err(|err| ApiError::BadRequest {
+    let malformed = |err: serde_json::Error| ApiError::BadRequest {
         code: "malformed_json",
         message: format!("the body is not valid JSON: {err}"),
         field: None,
-    })?;
-    Ok(value)
+    };
+    // A struct also deserializes from an array, by position: only an
+    // object is a body.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(malformed)?;
+        return Err(ApiError::Validation(ValidationError::new(
+            "body".to_owned(),
+            "invalid",
+            "the body must be a JSON object".to_owned(),
+        )));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Ok(value) => {
+            deserializer.end().map_err(malformed)?;
+            Ok(value)
+        }
+        Err(err) if err.inner().is_data() => Err(json_error(&err)),
+        // Some wrong types come out of the streaming parser as syntax
+        // errors; well-formed JSON is then read again from a tree, where
+        // every mismatch is a data error with its path.
+        Err(err) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Err(_) => Err(json_error(&err)),
+            Ok(tree) => match serde_path_to_error::deserialize::<_, T>(tree) {
+                Ok(value) => Ok(value),
+                Err(err) => Err(json_error(&err)),
+            },
+        },
+    }
 }
 
 fn json_error(err: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -152,6 +176,8 @@ fn json_error(err: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         ("unknown_field", path)
     } else if let Some(name) = quoted_after(&message, "missing field `") {
         ("required", join_path(&path, name))
+    } else if let Some(name) = quoted_after(&message, "duplicate field `") {
+        ("duplicate_field", join_path(&path, name))
     } else {
         ("invalid", path)
     };
@@ -297,6 +323,40 @@ mod tests {
             field_of::<EnqueueRequest>(r#"{"channel": "email", "priority": 12}"#),
             ("priority".into(), "invalid".into())
         );
+    }
+
+    #[test]
+    fn wrong_shapes_of_well_formed_json_name_their_field() {
+        for (body, field, code) in [
+            (
+                r#"{"channel": 1, "chat": {"payload": 1}}"#,
+                "channel",
+                "invalid",
+            ),
+            (
+                r#"{"channel": {"chat": null}, "chat": {"payload": 1}}"#,
+                "channel",
+                "invalid",
+            ),
+            (r#"["chat", "sink", null]"#, "body", "invalid"),
+            ("[1, 2]", "body", "invalid"),
+            (
+                r#"{"channel": "chat", "transport": "a", "transport": "b", "chat": {"payload": 1}}"#,
+                "transport",
+                "duplicate_field",
+            ),
+        ] {
+            assert_eq!(
+                field_of::<EnqueueRequest>(body),
+                (field.to_owned(), code.to_owned()),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            field_of::<Batch>(r#"{"messages": [{"channel": "chat"}, {"channel": 7}]}"#),
+            ("messages[1].channel".into(), "invalid".into())
+        );
+        assert_eq!(field_of::<Batch>("[[]]"), ("body".into(), "invalid".into()));
     }
 
     #[test]
