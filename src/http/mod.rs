@@ -184,9 +184,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }
     }
     for (path, routes) in paths {
-        let allowed: Vec<Method> = routes.iter().map(|r| r.method.clone()).collect();
+        let mut allowed: Vec<Method> = routes.iter().map(|r| r.method.clone()).collect();
         let mut resource = web::resource(path);
         for api_route in routes {
+            // Every GET answers HEAD too (health checkers send it); the
+            // server leaves the body out.
+            if api_route.method == Method::GET {
+                resource = resource.route((api_route.handler)().method(Method::HEAD));
+                allowed.push(Method::HEAD);
+            }
             resource = resource.route((api_route.handler)().method(api_route.method));
         }
         cfg.service(resource.default_service(web::to(move |req: HttpRequest| {

@@ -2047,8 +2047,15 @@ async fn a_wrong_method_is_405_naming_the_allowed_ones(f: &Fixture) {
             .headers
             .get(header::ALLOW)
             .and_then(|v| v.to_str().ok()),
-        Some("POST, GET")
+        Some("POST, GET, HEAD")
     );
+    // Health checkers send HEAD: every GET route answers it.
+    for path in ["/health/live", "/api/messages"] {
+        let reply = api
+            .send(test::TestRequest::default().method(Method::HEAD).uri(path))
+            .await;
+        assert_eq!(reply.status, 200, "HEAD {path}");
+    }
     let reply = api.get("/api/queue/dead-letters/replay").await;
     assert_eq!(reply.status, 405);
     assert_eq!(
