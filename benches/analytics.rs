@@ -5,15 +5,15 @@
 //! (`enqueue_many`, `claim_due`, `record_outcomes`) on a simulated clock
 //! that walks the last seven days minute by minute, so the rollups,
 //! failure counts, events and dead letters are exactly what a week of
-//! traffic leaves behind: three transports, five channels' worth of
+//! traffic leaves behind: three transports (email, SMS, webhook) with six
 //! categories, transient and permanent failures with retries, dead
-//! letters, a backlog and scheduled messages at the end. Rollups older than
-//! `compact_after_hours` are compacted to hours, as the engine does. The
-//! store is vacuumed every four simulated hours, as autovacuum would (this
-//! machine's PostgreSQL runs with autovacuum off). The
-//! server then starts on that store (transports paused, so nothing but the
-//! routes runs) and each route is asked the same question many times in a
-//! row; the figures are the client's wall-clock times per request.
+//! letters, and at the end a backlog and messages scheduled for tomorrow.
+//! Rollups are sealed into hours and compacted as the engine does it, and
+//! the store is vacuumed every four simulated hours, as autovacuum would
+//! (this machine's PostgreSQL runs with autovacuum off). The server then
+//! starts on that store (transports paused, so nothing but the routes
+//! runs) and each route is asked the same question many times in a row;
+//! the figures are the client's wall-clock times per request.
 //!
 //! Run: `cargo bench --bench analytics` (PostgreSQL at 127.0.0.1:5432 or
 //! `HERALD_TEST_DATABASE_URL`). Environment: `HERALD_BENCH_MESSAGES`
