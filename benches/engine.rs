@@ -9,8 +9,8 @@
 //! `HERALD_BENCH_SECONDS` (10). With `HERALD_BENCH_ROLLUP_ROUNDS=N` it
 //! measures instead what the analytics rollups cost the delivery path:
 //! N rounds, each a full-queue throughput run with rollups and one
-//! without (`StorageOptions::rollups`), alternating on fresh stores, and
-//! reports both medians.
+//! without (`StorageOptions::rollups`) on fresh stores, in alternating
+//! order, and reports both medians.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -114,15 +114,21 @@ async fn rollup_cost(backend: &str, total: usize, rounds: u64) {
     let mut with = Vec::new();
     let mut without = Vec::new();
     for round in 0..rounds {
-        let f = fixture(backend).await;
-        with.push(throughput(&f, f.storage.clone(), total).await);
-        let f = fixture(backend).await;
-        let options = StorageOptions {
-            rollups: false,
-            ..f.options.clone()
-        };
-        let bare = herald::storage::open(&options).await.expect("open");
-        without.push(throughput(&f, bare, total).await);
+        // Which goes first alternates, so neither gains from the order.
+        for rollups in [round % 2 == 0, round % 2 == 1] {
+            let f = fixture(backend).await;
+            let options = StorageOptions {
+                rollups,
+                ..f.options.clone()
+            };
+            let storage = herald::storage::open(&options).await.expect("open");
+            let rate = throughput(&f, storage, total).await;
+            if rollups {
+                with.push(rate)
+            } else {
+                without.push(rate)
+            }
+        }
         println!(
             "rollup_cost/{backend} round {}: with rollups {:.0} msg/s, without {:.0} msg/s",
             round + 1,

@@ -16,6 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::engine::{Engine, TransportStatus};
+pub use crate::storage::Scope;
 use crate::storage::{
     DeadLetterSummary, DepthRow, FailureCount, LATENCY_BUCKETS_MS, MinuteMetrics, SeriesCounts,
     Storage, StorageError,
@@ -43,43 +44,6 @@ pub fn parse_span(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs(seconds))
-}
-
-/// Which traffic a route covers; `None` is all. Rollup rows of a
-/// transport's own (breaker-open time: no channel, no category) fall
-/// outside any channel or category filter.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Scope {
-    pub transport: Option<String>,
-    pub channel: Option<String>,
-    pub category: Option<String>,
-}
-
-impl Scope {
-    pub fn transport(name: &str) -> Scope {
-        Scope {
-            transport: Some(name.to_owned()),
-            ..Scope::default()
-        }
-    }
-
-    pub fn keeps_transport(&self, transport: &str) -> bool {
-        self.transport.as_deref().is_none_or(|t| t == transport)
-    }
-
-    pub fn keeps(&self, transport: &str, channel: &str, category: &str) -> bool {
-        self.keeps_transport(transport)
-            && self.channel.as_deref().is_none_or(|c| c == channel)
-            && self.category.as_deref().is_none_or(|c| c == category)
-    }
-
-    pub fn keeps_rollup(&self, m: &MinuteMetrics) -> bool {
-        self.keeps(&m.transport, &m.channel, &m.category)
-    }
-
-    pub fn keeps_depth(&self, d: &DepthRow) -> bool {
-        self.keeps(&d.transport, d.channel.as_str(), &d.category)
-    }
 }
 
 /// What a client asked for.
@@ -241,8 +205,9 @@ pub fn window_bounds(now: DateTime<Utc>, window: Duration) -> (DateTime<Utc>, Da
 }
 
 /// Computes the analytics from rows already read: `totals` (rollups over
-/// the window, summed or not), `series` (the window in rows no longer than
-/// the bucket) and `recent` (the last 15 minutes at minute resolution).
+/// the window, summed or not), `series` (the window's counts in the
+/// query's scope, in rows no longer than the bucket) and `recent` (the
+/// last 15 minutes at minute resolution).
 pub fn queue_analytics(
     query: &AnalyticsQuery,
     now: DateTime<Utc>,
@@ -311,10 +276,7 @@ pub fn queue_analytics(
     }
     let mut points: BTreeMap<DateTime<Utc>, SeriesPoint> = BTreeMap::new();
     let bucket = TimeDelta::from_std(query.bucket).unwrap_or(TimeDelta::minutes(1));
-    for m in series
-        .iter()
-        .filter(|m| scope.keeps(&m.transport, &m.channel, &m.category) && in_window(m.minute))
-    {
+    for m in series.iter().filter(|m| in_window(m.minute)) {
         let start = m.minute.duration_trunc(bucket).unwrap_or(m.minute);
         let point = points.entry(start).or_insert_with(|| SeriesPoint {
             at: rfc3339(start),
@@ -757,7 +719,9 @@ pub async fn load_queue_analytics(
     // A series in whole hours reads hourly rows where they are sealed:
     // a week is 168 rows per key, not 10,080.
     let hourly = query.bucket.as_secs().is_multiple_of(3600);
-    let series = storage.series_counts(from, to, hourly).await?;
+    let series = storage
+        .series_counts(from, to, hourly, &query.scope)
+        .await?;
     let (recent_from, _) = window_bounds(now, Duration::from_secs(15 * 60));
     let recent = storage.minute_metrics(recent_from, to).await?;
     let statuses = match engine {
@@ -800,7 +764,23 @@ mod tests {
     }
 
     fn series(minutes: &[MinuteMetrics]) -> Vec<SeriesCounts> {
-        minutes.iter().map(SeriesCounts::from).collect()
+        scoped(minutes, &Scope::default())
+    }
+
+    /// What `series_counts` reads for `scope`: its rows, summed per minute.
+    fn scoped(minutes: &[MinuteMetrics], scope: &Scope) -> Vec<SeriesCounts> {
+        let mut sums: BTreeMap<DateTime<Utc>, SeriesCounts> = BTreeMap::new();
+        for m in minutes.iter().filter(|m| scope.keeps_rollup(m)) {
+            let sum = sums.entry(m.minute).or_insert_with(|| SeriesCounts {
+                minute: m.minute,
+                ..SeriesCounts::default()
+            });
+            sum.sent += m.sent;
+            sum.failed += m.failed;
+            sum.retried += m.retried;
+            sum.dead += m.dead;
+        }
+        sums.into_values().collect()
     }
 
     fn depth(transport: &str, priority: i64, queued: u64, processing: u64) -> DepthRow {
@@ -954,7 +934,7 @@ mod tests {
             now(),
             &depth,
             &minutes,
-            &series(&minutes),
+            &scoped(&minutes, &q.scope),
             &minutes,
             &[],
         );

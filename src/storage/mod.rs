@@ -311,37 +311,76 @@ pub struct MinuteMetrics {
     pub cancelled: u64,
 }
 
-/// What a throughput series shows of one rollup row.
+/// Which traffic a read or an analytics route covers; `None` is all. Rollup rows of a
+/// transport's own (breaker-open time: no channel, no category) fall
+/// outside any channel or category filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scope {
+    pub transport: Option<String>,
+    pub channel: Option<String>,
+    pub category: Option<String>,
+}
+
+impl Scope {
+    pub fn transport(name: &str) -> Scope {
+        Scope {
+            transport: Some(name.to_owned()),
+            ..Scope::default()
+        }
+    }
+
+    pub fn keeps_transport(&self, transport: &str) -> bool {
+        self.transport.as_deref().is_none_or(|t| t == transport)
+    }
+
+    pub fn keeps(&self, transport: &str, channel: &str, category: &str) -> bool {
+        self.keeps_transport(transport)
+            && self.channel.as_deref().is_none_or(|c| c == channel)
+            && self.category.as_deref().is_none_or(|c| c == category)
+    }
+
+    pub fn keeps_rollup(&self, m: &MinuteMetrics) -> bool {
+        self.keeps(&m.transport, &m.channel, &m.category)
+    }
+
+    pub fn keeps_depth(&self, d: &DepthRow) -> bool {
+        self.keeps(&d.transport, d.channel.as_str(), &d.category)
+    }
+}
+
+/// What a throughput series shows of one minute or hour: the counts of
+/// its rollup rows in scope, summed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SeriesCounts {
     pub minute: DateTime<Utc>,
-    pub transport: String,
-    pub channel: String,
-    pub category: String,
     pub sent: u64,
     pub failed: u64,
     pub retried: u64,
     pub dead: u64,
 }
 
-impl From<&MinuteMetrics> for SeriesCounts {
-    fn from(m: &MinuteMetrics) -> Self {
-        SeriesCounts {
-            minute: m.minute,
-            transport: m.transport.clone(),
-            channel: m.channel.clone(),
-            category: m.category.clone(),
-            sent: m.sent,
-            failed: m.failed,
-            retried: m.retried,
-            dead: m.dead,
-        }
-    }
+/// The rows that [`rollup_spans_sql`] names (bounds bound first) with
+/// the keys a [`Scope`] keeps (bound 7th to 9th, NULL for all), their
+/// series counts summed per row start: one row per minute or hour
+/// whatever the keys.
+pub(crate) fn series_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT minute, CAST(sum(sent) AS BIGINT), CAST(sum(failed) AS BIGINT),
+                CAST(sum(retried) AS BIGINT), CAST(sum(dead) AS BIGINT)
+         FROM ({}) AS r
+         WHERE ({t} IS NULL OR transport = {t}) AND ({c} IS NULL OR channel = {c})
+           AND ({k} IS NULL OR category = {k})
+         GROUP BY minute ORDER BY minute",
+        rollup_spans_sql(
+            "metrics",
+            "minute, transport, channel, category, sent, failed, retried, dead",
+            &p
+        ),
+        t = p(7),
+        c = p(8),
+        k = p(9),
+    )
 }
-
-/// The columns of [`SeriesCounts`], in order.
-pub(crate) const SERIES_COLUMNS: &str =
-    "minute, transport, channel, category, sent, failed, retried, dead";
 
 /// Failed attempts of one transport in one minute with one error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -1175,8 +1214,8 @@ pub trait Storage: Send + Sync + 'static {
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteMetrics>, StorageError>;
 
-    /// The [`SeriesCounts`] of the rows covering `[from, to)`, oldest
-    /// first: with `hourly`, an hourly row for each sealed whole hour and
+    /// The [`SeriesCounts`] of `scope` per row start covering `[from,
+    /// to)`, oldest first: with `hourly`, an hourly row for each sealed whole hour and
     /// minute rows for the partial hours at the ends and the hours not
     /// sealed yet (for buckets of whole hours); otherwise the rows
     /// [`Storage::minute_metrics`] reads. Only the series' columns, so a
@@ -1186,6 +1225,7 @@ pub trait Storage: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         hourly: bool,
+        scope: &Scope,
     ) -> Result<Vec<SeriesCounts>, StorageError>;
 
     /// The rollups of `[from, to)` (hourly rows for its sealed whole

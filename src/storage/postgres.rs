@@ -23,10 +23,10 @@ use uuid::Uuid;
 use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
     FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, RollupSeal, RollupSpans, SERIES_COLUMNS, SeriesCounts, Storage,
-    StorageError, StorageOptions, TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup,
-    clamp_limit, effective_at, metric_aggregates, metric_columns, metric_merge_updates,
-    metric_values, rollup, rollup_families, rollup_spans_sql,
+    PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
+    StorageOptions, TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup, clamp_limit,
+    effective_at, metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
+    rollup_families, rollup_spans_sql, series_sql,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -1221,15 +1221,22 @@ impl Storage for PostgresStorage {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         hourly: bool,
+        scope: &Scope,
     ) -> Result<Vec<SeriesCounts>, StorageError> {
         let client = self.client().await?;
         let spans = RollupSpans::new(from, to, read_seal(&client).await?, hourly);
-        let sql = format!(
-            "{} ORDER BY 1, 2, 3, 4",
-            rollup_spans_sql("metrics", SERIES_COLUMNS, dollar)
+        let statement = client
+            .prepare_cached(&series_sql(|i| match i {
+                7..=9 => format!("${i}::text"),
+                _ => dollar(i),
+            }))
+            .await?;
+        let bounds = spans.bounds();
+        let mut values = params(&bounds);
+        values.extend(
+            [&scope.transport, &scope.channel, &scope.category].map(|v| v as &(dyn ToSql + Sync)),
         );
-        let statement = client.prepare_cached(&sql).await?;
-        let rows = client.query(&statement, &params(&spans.bounds())).await?;
+        let rows = client.query(&statement, &values).await?;
         let count = |row: &Row, i: usize| -> Result<u64, StorageError> {
             Ok(row.try_get::<_, i64>(i)?.max(0) as u64)
         };
@@ -1237,13 +1244,10 @@ impl Storage for PostgresStorage {
             .map(|row| {
                 Ok(SeriesCounts {
                     minute: row.try_get(0)?,
-                    transport: row.try_get(1)?,
-                    channel: row.try_get(2)?,
-                    category: row.try_get(3)?,
-                    sent: count(row, 4)?,
-                    failed: count(row, 5)?,
-                    retried: count(row, 6)?,
-                    dead: count(row, 7)?,
+                    sent: count(row, 1)?,
+                    failed: count(row, 2)?,
+                    retried: count(row, 3)?,
+                    dead: count(row, 4)?,
                 })
             })
             .collect()

@@ -24,10 +24,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
     FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, RollupSeal, RollupSpans, SERIES_COLUMNS, SeriesCounts, Storage,
-    StorageError, StorageOptions, TransportState, WorkSignal, cancelled_rollup, clamp_limit,
-    effective_at, metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
-    rollup_families, rollup_spans_sql,
+    PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
+    StorageOptions, TransportState, WorkSignal, cancelled_rollup, clamp_limit, effective_at,
+    metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
+    rollup_families, rollup_spans_sql, series_sql,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -1205,30 +1205,40 @@ impl Storage for SqliteStorage {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         hourly: bool,
+        scope: &Scope,
     ) -> Result<Vec<SeriesCounts>, StorageError> {
+        let scope = scope.clone();
         self.reader()
             .call(move |conn| {
                 let spans = RollupSpans::new(from, to, read_seal(conn)?, hourly);
-                let mut stmt = conn.prepare_cached(&format!(
-                    "{} ORDER BY 1, 2, 3, 4",
-                    rollup_spans_sql("metrics", SERIES_COLUMNS, question)
-                ))?;
+                let mut stmt = conn.prepare_cached(&series_sql(question))?;
+                let [a, b, c, d, e, f] = millis(&spans);
                 let count = |row: &Row<'_>, i: usize| -> rusqlite::Result<u64> {
                     Ok(row.get::<_, i64>(i)?.max(0) as u64)
                 };
                 let rows = stmt
-                    .query_map(millis(&spans), |row| {
-                        Ok(SeriesCounts {
-                            minute: from_millis(row.get(0)?),
-                            transport: row.get(1)?,
-                            channel: row.get(2)?,
-                            category: row.get(3)?,
-                            sent: count(row, 4)?,
-                            failed: count(row, 5)?,
-                            retried: count(row, 6)?,
-                            dead: count(row, 7)?,
-                        })
-                    })?
+                    .query_map(
+                        params![
+                            a,
+                            b,
+                            c,
+                            d,
+                            e,
+                            f,
+                            scope.transport,
+                            scope.channel,
+                            scope.category
+                        ],
+                        |row| {
+                            Ok(SeriesCounts {
+                                minute: from_millis(row.get(0)?),
+                                sent: count(row, 1)?,
+                                failed: count(row, 2)?,
+                                retried: count(row, 3)?,
+                                dead: count(row, 4)?,
+                            })
+                        },
+                    )?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(rows)
             })

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::{ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Stamp};
 use crate::storage::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    MessageFilter, MinuteMetrics, NewAlert, Outcome, Page, PageRequest, Recorded, SeriesCounts,
-    Storage, StorageError, TransportState, WorkSignal,
+    MessageFilter, MinuteMetrics, NewAlert, Outcome, Page, PageRequest, Recorded, Scope,
+    SeriesCounts, Storage, StorageError, TransportState, WorkSignal,
 };
 
 /// Delegates every call to the wrapped store, recording its duration in
@@ -242,8 +242,13 @@ impl Storage for TimedStorage {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         hourly: bool,
+        scope: &Scope,
     ) -> Result<Vec<SeriesCounts>, StorageError> {
-        timed("series_counts", self.inner.series_counts(from, to, hourly)).await
+        timed(
+            "series_counts",
+            self.inner.series_counts(from, to, hourly, scope),
+        )
+        .await
     }
 
     async fn rollup_totals(

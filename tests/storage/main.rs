@@ -1734,7 +1734,12 @@ async fn sealed_hours_answer_as_the_minutes_they_sum(f: &Fixture) {
     // An hourly series has one row per sealed hour and minute rows where
     // the range cuts an hour or the hour is not sealed.
     let hours = s
-        .series_counts(t0() + secs(1800), t0() + secs(4 * 3600), true)
+        .series_counts(
+            t0() + secs(1800),
+            t0() + secs(4 * 3600),
+            true,
+            &herald::storage::Scope::default(),
+        )
         .await
         .expect("hours");
     let rows: Vec<_> = hours.iter().map(|r| (r.minute, r.sent, r.dead)).collect();
