@@ -6,7 +6,8 @@
 //! Run: `cargo bench --bench engine` (PostgreSQL at 127.0.0.1:5432 or
 //! `HERALD_TEST_DATABASE_URL`). Options via environment:
 //! `HERALD_BENCH_MESSAGES` (default 20000), `HERALD_BENCH_RATE` (500/s),
-//! `HERALD_BENCH_SECONDS` (10). With `HERALD_BENCH_ROLLUP_ROUNDS=N` it
+//! `HERALD_BENCH_SECONDS` (10), `HERALD_BENCH_BACKENDS` (`sqlite,postgres`).
+//! With `HERALD_BENCH_ROLLUP_ROUNDS=N` it
 //! measures instead what the analytics rollups cost the delivery path:
 //! N rounds, each a full-queue throughput run with rollups and one
 //! without (`StorageOptions::rollups`) on fresh stores, in alternating
@@ -213,7 +214,9 @@ fn main() {
     let rollup_rounds = env_or("HERALD_BENCH_ROLLUP_ROUNDS", 0);
     herald::transports::install_crypto_provider();
     actix::System::new().block_on(async move {
-        for backend in ["sqlite", "postgres"] {
+        let backends =
+            std::env::var("HERALD_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+        for backend in backends.split(',').map(str::trim) {
             if rollup_rounds > 0 {
                 rollup_cost(backend, total, rollup_rounds).await;
                 continue;
