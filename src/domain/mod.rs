@@ -27,8 +27,18 @@ pub use request::{
 pub struct Stamp(pub Ulid);
 
 impl Stamp {
+    /// A new stamp, greater than every stamp this process made before, so
+    /// the messages of one batch (or of one millisecond) list in the order
+    /// they were accepted rather than by their random bits.
     pub fn generate() -> Self {
-        Stamp(Ulid::generate())
+        static GENERATOR: std::sync::Mutex<ulid::Generator> =
+            std::sync::Mutex::new(ulid::Generator::new());
+        let mut generator = GENERATOR
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Overflow takes 2^80 stamps in one millisecond; a plain ULID is
+        // still unique then.
+        Stamp(generator.generate().unwrap_or_else(|_| Ulid::generate()))
     }
 }
 
@@ -221,6 +231,12 @@ pub struct MessageWithEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamps_increase_in_the_order_they_are_made() {
+        let stamps: Vec<Stamp> = (0..1000).map(|_| Stamp::generate()).collect();
+        assert!(stamps.windows(2).all(|w| w[0].0 < w[1].0));
+    }
 
     #[test]
     fn priority_accepts_zero_to_nine_only() {
