@@ -863,6 +863,32 @@ pub(crate) fn rollup_families() -> [(&'static str, String, String, String); 2] {
     ]
 }
 
+/// The rollup rows (`minute`, key, metric columns) that
+/// [`RollupSpans`] name, oldest first.
+pub(crate) fn rollup_rows_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "{} ORDER BY 1, 2, 3, 4",
+        rollup_spans_sql("metrics", &rollup_row_columns(), p)
+    )
+}
+
+/// Those rows summed per key (`minute` is the earliest row's).
+pub(crate) fn rollup_totals_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT min(minute), transport, channel, category, {} FROM ({}) AS r
+         GROUP BY transport, channel, category ORDER BY 2, 3, 4",
+        metric_aggregates(),
+        rollup_spans_sql("metrics", &rollup_row_columns(), p)
+    )
+}
+
+fn rollup_row_columns() -> String {
+    format!(
+        "minute, transport, channel, category, {}",
+        metric_columns().join(", ")
+    )
+}
+
 /// The key columns of the failure rollups after `minute`.
 pub(crate) const FAILURE_KEYS: &str = "transport, channel, category, class, error";
 

@@ -25,8 +25,8 @@ use super::{
     FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
     PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
     StorageOptions, TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup, clamp_limit,
-    effective_at, metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
-    rollup_families, rollup_spans_sql, series_sql,
+    effective_at, metric_columns, metric_merge_updates, metric_values, rollup, rollup_families,
+    rollup_rows_sql, rollup_spans_sql, rollup_totals_sql, series_sql,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -807,35 +807,11 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<MinuteMetrics>, StorageError> {
         let client = self.client().await?;
         let spans = RollupSpans::coarse(from, to, read_seal(&client).await?);
-        let sql = format!(
-            "SELECT transport, channel, category, {} FROM ({}) AS r
-             GROUP BY transport, channel, category ORDER BY 1, 2, 3",
-            metric_aggregates(),
-            rollup_spans_sql(
-                "metrics",
-                &format!(
-                    "transport, channel, category, {}",
-                    metric_columns().join(", ")
-                ),
-                dollar
-            )
-        );
-        let statement = client.prepare_cached(&sql).await?;
-        let rows = client.query(&statement, &params(&spans.bounds())).await?;
-        rows.iter()
-            .map(|row| {
-                let values = (3..3 + metric_columns().len())
-                    .map(|i| row.try_get::<_, i64>(i))
-                    .collect::<Result<Vec<i64>, _>>()?;
-                Ok(MinuteMetrics::from_values(
-                    from,
-                    row.try_get(0)?,
-                    row.try_get(1)?,
-                    row.try_get(2)?,
-                    &values,
-                ))
-            })
-            .collect()
+        let rows = metric_rows(&client, &rollup_totals_sql(dollar), &spans).await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| MinuteMetrics { minute: from, ..m })
+            .collect())
     }
 
     async fn add_rollups(&self, rows: Vec<MinuteMetrics>) -> Result<(), StorageError> {
@@ -1213,7 +1189,7 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<MinuteMetrics>, StorageError> {
         let client = self.client().await?;
         let spans = RollupSpans::fine(from, to, read_seal(&client).await?);
-        metric_rows(&client, &spans).await
+        metric_rows(&client, &rollup_rows_sql(dollar), &spans).await
     }
 
     async fn series_counts(
@@ -1465,23 +1441,14 @@ async fn read_seal(client: &deadpool_postgres::Object) -> Result<RollupSeal, Sto
     })
 }
 
-/// The metric rows that `spans` name, oldest first.
+/// Rollup rows (`minute`, the key, the metric columns) read by `sql`
+/// over `spans`.
 async fn metric_rows(
     client: &deadpool_postgres::Object,
+    sql: &str,
     spans: &RollupSpans,
 ) -> Result<Vec<MinuteMetrics>, StorageError> {
-    let sql = format!(
-        "{} ORDER BY 1, 2, 3, 4",
-        rollup_spans_sql(
-            "metrics",
-            &format!(
-                "minute, transport, channel, category, {}",
-                metric_columns().join(", ")
-            ),
-            dollar
-        )
-    );
-    let statement = client.prepare_cached(&sql).await?;
+    let statement = client.prepare_cached(sql).await?;
     let rows = client.query(&statement, &params(&spans.bounds())).await?;
     rows.iter()
         .map(|row| {

@@ -26,8 +26,8 @@ use super::{
     FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
     PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
     StorageOptions, TransportState, WorkSignal, cancelled_rollup, clamp_limit, effective_at,
-    metric_aggregates, metric_columns, metric_merge_updates, metric_values, rollup,
-    rollup_families, rollup_spans_sql, series_sql,
+    metric_columns, metric_merge_updates, metric_values, rollup, rollup_families, rollup_rows_sql,
+    rollup_spans_sql, rollup_totals_sql, series_sql,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -342,20 +342,14 @@ fn read_seal(conn: &Connection) -> rusqlite::Result<RollupSeal> {
         })
 }
 
-/// The metric rows that `spans` name, oldest first.
-fn metric_rows(conn: &Connection, spans: RollupSpans) -> rusqlite::Result<Vec<MinuteMetrics>> {
-    let sql = format!(
-        "{} ORDER BY 1, 2, 3, 4",
-        rollup_spans_sql(
-            "metrics",
-            &format!(
-                "minute, transport, channel, category, {}",
-                metric_columns().join(", ")
-            ),
-            question
-        )
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+/// Rollup rows (`minute`, the key, the metric columns) read by `sql`
+/// over `spans`.
+fn metric_rows(
+    conn: &Connection,
+    sql: &str,
+    spans: RollupSpans,
+) -> rusqlite::Result<Vec<MinuteMetrics>> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(millis(&spans), metrics_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1194,6 +1188,7 @@ impl Storage for SqliteStorage {
             .call(move |conn| {
                 Ok(metric_rows(
                     conn,
+                    &rollup_rows_sql(question),
                     RollupSpans::fine(from, to, read_seal(conn)?),
                 )?)
             })
@@ -1253,29 +1248,11 @@ impl Storage for SqliteStorage {
         self.reader()
             .call(move |conn| {
                 let spans = RollupSpans::coarse(from, to, read_seal(conn)?);
-                let sql = format!(
-                    "SELECT 0, transport, channel, category, {} FROM ({}) AS r
-                     GROUP BY transport, channel, category ORDER BY 2, 3, 4",
-                    metric_aggregates(),
-                    rollup_spans_sql(
-                        "metrics",
-                        &format!(
-                            "transport, channel, category, {}",
-                            metric_columns().join(", ")
-                        ),
-                        question
-                    )
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt
-                    .query_map(millis(&spans), |row| {
-                        Ok(MinuteMetrics {
-                            minute: from,
-                            ..metrics_from_row(row)?
-                        })
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
+                let rows = metric_rows(conn, &rollup_totals_sql(question), spans)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|m| MinuteMetrics { minute: from, ..m })
+                    .collect())
             })
             .await
     }
