@@ -882,6 +882,15 @@ pub(crate) fn rollup_totals_sql(p: impl Fn(usize) -> String) -> String {
     )
 }
 
+/// The failure rows that [`RollupSpans`] name, summed per key.
+pub(crate) fn failure_totals_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT {FAILURE_KEYS}, CAST(sum(failures) AS BIGINT) FROM ({}) AS f
+         GROUP BY {FAILURE_KEYS} ORDER BY {FAILURE_KEYS}",
+        rollup_spans_sql("failures", &format!("{FAILURE_KEYS}, failures"), p)
+    )
+}
+
 fn rollup_row_columns() -> String {
     format!(
         "minute, transport, channel, category, {}",

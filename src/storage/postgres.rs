@@ -22,11 +22,11 @@ use uuid::Uuid;
 
 use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
-    FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
-    StorageOptions, TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup, clamp_limit,
-    effective_at, metric_columns, metric_merge_updates, metric_values, rollup, rollup_families,
-    rollup_rows_sql, rollup_spans_sql, rollup_totals_sql, series_sql,
+    FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest,
+    Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
+    TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup, clamp_limit, effective_at,
+    failure_totals_sql, metric_columns, metric_merge_updates, metric_values, rollup,
+    rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -1066,12 +1066,7 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<FailureCount>, StorageError> {
         let client = self.client().await?;
         let spans = RollupSpans::coarse(from, to, read_seal(&client).await?);
-        let sql = format!(
-            "SELECT {FAILURE_KEYS}, CAST(sum(failures) AS BIGINT) FROM ({}) AS f
-             GROUP BY {FAILURE_KEYS} ORDER BY {FAILURE_KEYS}",
-            rollup_spans_sql("failures", &format!("{FAILURE_KEYS}, failures"), dollar)
-        );
-        let statement = client.prepare_cached(&sql).await?;
+        let statement = client.prepare_cached(&failure_totals_sql(dollar)).await?;
         let rows = client.query(&statement, &params(&spans.bounds())).await?;
         rows.iter()
             .map(|row| {

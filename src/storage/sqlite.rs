@@ -23,11 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
-    FAILURE_KEYS, FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
-    StorageOptions, TransportState, WorkSignal, cancelled_rollup, clamp_limit, effective_at,
+    FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest,
+    Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
+    TransportState, WorkSignal, cancelled_rollup, clamp_limit, effective_at, failure_totals_sql,
     metric_columns, metric_merge_updates, metric_values, rollup, rollup_families, rollup_rows_sql,
-    rollup_spans_sql, rollup_totals_sql, series_sql,
+    rollup_totals_sql, series_sql,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -1084,11 +1084,7 @@ impl Storage for SqliteStorage {
         self.reader()
             .call(move |conn| {
                 let spans = RollupSpans::coarse(from, to, read_seal(conn)?);
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {FAILURE_KEYS}, sum(failures) FROM ({}) AS f
-                     GROUP BY {FAILURE_KEYS} ORDER BY {FAILURE_KEYS}",
-                    rollup_spans_sql("failures", &format!("{FAILURE_KEYS}, failures"), question)
-                ))?;
+                let mut stmt = conn.prepare_cached(&failure_totals_sql(question))?;
                 let rows = stmt
                     .query_map(millis(&spans), |row| {
                         Ok(FailureCount {
