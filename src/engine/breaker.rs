@@ -218,7 +218,9 @@ mod tests {
         let breaker = Breaker::new(
             "breaker-unit-probe",
             3,
-            Duration::from_millis(50),
+            // failsafe times the open state on the real clock; a short open
+            // time lets a descheduled test thread see it already over.
+            Duration::from_secs(1),
             clock.clone(),
         );
         for _ in 0..2 {
@@ -233,7 +235,7 @@ mod tests {
         let opened_at = DateTime::UNIX_EPOCH + chrono::Duration::seconds(5);
         assert_eq!(breaker.open_since(), Some(opened_at));
         assert!(!breaker.permits());
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(1100));
         assert!(breaker.permits(), "after the open time one probe may go");
         assert_eq!(breaker.state(), CircuitState::HalfOpen);
         clock.advance(chrono::Duration::seconds(5));
@@ -243,8 +245,9 @@ mod tests {
             Some(opened_at),
             "a failed probe keeps the first opening"
         );
-        std::thread::sleep(Duration::from_millis(150));
-        assert!(breaker.permits());
+        assert!(!breaker.permits(), "a failed probe re-opens the breaker");
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(breaker.permits(), "the second open time is twice the first");
         breaker.record_success();
         assert_eq!(breaker.state(), CircuitState::Closed);
         assert_eq!(breaker.open_since(), None);
