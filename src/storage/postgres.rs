@@ -1050,13 +1050,19 @@ impl Storage for PostgresStorage {
     ) -> Result<u64, StorageError> {
         let client = self.client().await?;
         let purged = client
-            .execute(
-                "DELETE FROM messages WHERE status = 'dead' AND updated_at < $1
-                 AND ($2::text IS NULL OR transport = $2)",
+            .query_one(
+                "WITH purged AS (
+                     DELETE FROM messages WHERE status = 'dead' AND updated_at < $1
+                     AND ($2::text IS NULL OR transport = $2)
+                     RETURNING id
+                 ), events AS (
+                     DELETE FROM message_events WHERE message_id IN (SELECT id FROM purged)
+                 )
+                 SELECT count(*) FROM purged",
                 &[&dead_before, &transport],
             )
             .await?;
-        Ok(purged)
+        Ok(purged.try_get::<_, i64>(0)?.max(0) as u64)
     }
 
     async fn failure_counts(

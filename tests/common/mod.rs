@@ -45,7 +45,7 @@ pub struct Fixture {
 }
 
 enum Cleanup {
-    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Dir(tempfile::TempDir),
     Schema(String),
 }
 
@@ -128,6 +128,26 @@ impl Fixture {
                 ))
                 .await
                 .expect("VACUUM");
+        }
+    }
+
+    /// Events whose message is gone: none may outlive their message.
+    pub async fn orphan_events(&self) -> i64 {
+        const SQL: &str = "SELECT count(*) FROM message_events e
+            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)";
+        match &self.cleanup {
+            Cleanup::Schema(_) => {
+                let (client, connection) =
+                    tokio_postgres::connect(&self.options.url, tokio_postgres::NoTls)
+                        .await
+                        .expect("connect to count orphan events");
+                tokio::spawn(connection);
+                client.query_one(SQL, &[]).await.expect("count").get(0)
+            }
+            Cleanup::Dir(dir) => {
+                let db = rusqlite::Connection::open(dir.path().join("herald.db")).expect("open");
+                db.query_row(SQL, [], |row| row.get(0)).expect("count")
+            }
         }
     }
 

@@ -897,6 +897,7 @@ async fn purge_removes_only_old_dead_letters(f: &Fixture) {
         0
     );
     assert!(s.get_message(batch[0].id).await.expect("get").is_none());
+    assert_eq!(f.orphan_events().await, 0, "a purged message's events go too");
     assert_eq!(status_of(s, batch[1].id).await, Status::Dead);
     assert_eq!(status_of(s, batch[2].id).await, Status::Sent);
 }
