@@ -71,6 +71,9 @@ pub struct RawStorage {
     pub url: Option<String>,
     /// PostgreSQL connections (SQLite: reader threads, at most 8). Default 16.
     pub pool_size: Option<usize>,
+    /// PostgreSQL: single enqueues written at once, at most `pool_size`
+    /// (SQLite: always one writer). Default 2.
+    pub enqueue_writers: Option<usize>,
 }
 
 /// `[[api_keys]]`
@@ -379,6 +382,18 @@ impl RawConfig {
         if pool_size == 0 {
             problems.add("storage.pool_size", "must be at least 1");
         }
+        let enqueue_writers = self
+            .storage
+            .enqueue_writers
+            .unwrap_or(storage::DEFAULT_ENQUEUE_WRITERS.min(pool_size.max(1)));
+        if enqueue_writers == 0 {
+            problems.add("storage.enqueue_writers", "must be at least 1");
+        } else if pool_size > 0 && enqueue_writers > pool_size {
+            problems.add(
+                "storage.enqueue_writers",
+                format!("must not exceed storage.pool_size ({pool_size})"),
+            );
+        }
 
         let api_keys = self.validate_api_keys(env, &mut problems);
         if api_keys.is_empty() && !listen.ip().is_loopback() {
@@ -433,6 +448,7 @@ impl RawConfig {
             storage: StorageOptions {
                 url,
                 pool_size,
+                enqueue_writers,
                 priority_aging: priority.aging,
                 rollups: true,
             },

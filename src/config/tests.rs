@@ -250,6 +250,31 @@ fn analytics_retention_must_outlast_compaction() {
     assert_eq!(problem_keys(&text), vec!["analytics.compact_after_hours"]);
 }
 
+#[test]
+fn enqueue_writers_default_to_two_and_stay_within_the_pool() {
+    let settings = load(FULL).expect("valid");
+    assert_eq!(settings.storage.enqueue_writers, 2);
+    let one_connection = FULL.replace("pool_size = 16", "pool_size = 1");
+    assert_eq!(
+        load(&one_connection)
+            .expect("valid")
+            .storage
+            .enqueue_writers,
+        1,
+        "the default never exceeds the pool"
+    );
+    let four = FULL.replace("pool_size = 16", "pool_size = 16\nenqueue_writers = 4");
+    assert_eq!(load(&four).expect("valid").storage.enqueue_writers, 4);
+    for bad in ["enqueue_writers = 0", "enqueue_writers = 17"] {
+        let text = FULL.replace("pool_size = 16", &format!("pool_size = 16\n{bad}"));
+        assert_eq!(
+            problem_keys(&text),
+            vec!["storage.enqueue_writers"],
+            "{bad}"
+        );
+    }
+}
+
 const ALERTS: &str = r#"
 [alerts]
 transport = "hooks"

@@ -1,16 +1,17 @@
-//! Group commit of single enqueues: [`GroupCommit`] gathers the
-//! `POST /api/messages` requests that arrive while an earlier write is in
-//! flight and stores each gathering with one [`Storage::enqueue_many`]
-//! (one transaction, one `fsync`), answering every request with its own
-//! result. Nothing waits on purpose: a lone request is written at once,
-//! and groups form from the requests that queue behind a write.
+//! Group commit of single enqueues: [`GroupCommit`] writes each
+//! `POST /api/messages` request through one of a few writers
+//! ([`Storage::enqueue_writers`]); requests that arrive while every writer
+//! is busy are gathered and stored by the next free one with one
+//! [`Storage::enqueue_many`] (one statement or transaction, one commit),
+//! each answered with its own result. Nothing waits on purpose: while a
+//! writer is free a request is written at once, so grouping only starts
+//! when requests outnumber the writers.
 //!
-//! Only backends whose commits are serialised group
-//! ([`Storage::groups_enqueues`]): SQLite, whose single writer otherwise
-//! commits (and syncs) once per message. PostgreSQL lets concurrent
-//! commits share a WAL flush by itself, and holding its enqueues back
-//! behind one write measured slower there (BENCHMARKS.md), so its
-//! enqueues go straight to storage.
+//! SQLite has one writer, whose commits (and syncs) are serialised
+//! anyway. On PostgreSQL the cost of an enqueue is mostly per statement,
+//! not per row (BENCHMARKS.md), so a group of n costs little more than
+//! one, and a couple of writers keep the database busy while the next
+//! group gathers.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -30,15 +31,17 @@ pub struct GroupCommit {
 
 struct Shared {
     storage: Arc<dyn Storage>,
+    /// Read once: the storage's answer does not change.
+    max_writers: usize,
     /// Held only to push or take, never across an await, hence a std Mutex.
     queue: Mutex<Queue>,
 }
 
-/// Requests not yet taken into a group, and whether a writer runs.
+/// Requests not yet taken into a group, and how many writers run.
 #[derive(Default)]
 struct Queue {
     pending: Vec<Request>,
-    writing: bool,
+    writers: usize,
 }
 
 /// One waiting enqueue.
@@ -52,6 +55,7 @@ impl GroupCommit {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         GroupCommit {
             shared: Arc::new(Shared {
+                max_writers: storage.enqueue_writers().max(1),
                 storage,
                 queue: Mutex::new(Queue::default()),
             }),
@@ -68,9 +72,6 @@ impl GroupCommit {
         message: NewMessage,
         now: DateTime<Utc>,
     ) -> Result<Enqueued, StorageError> {
-        if !self.shared.storage.groups_enqueues() {
-            return self.shared.storage.enqueue(message, now).await;
-        }
         let (reply, answer) = oneshot::channel();
         let start_writer = {
             let mut queue = self.shared.lock();
@@ -79,11 +80,16 @@ impl GroupCommit {
                 now,
                 reply,
             });
-            !std::mem::replace(&mut queue.writing, true)
+            if queue.writers < self.shared.max_writers {
+                queue.writers += 1;
+                true
+            } else {
+                false
+            }
         };
-        // While a writer runs, it takes this request when its write ends.
-        // The writer is a task of its own, so a caller that goes away
-        // cannot cut a group's write short.
+        // While all writers run, the first to end its write takes this
+        // request. A writer is a task of its own, so a caller that goes
+        // away cannot cut a group's write short.
         if start_writer {
             tokio::spawn(write_while_pending(self.shared.clone()));
         }
@@ -100,7 +106,7 @@ impl Shared {
     }
 }
 
-/// The writer: writes everything pending as one group, again and again,
+/// A writer: writes everything pending as one group, again and again,
 /// until nothing is. The check and the exit are one step under the lock,
 /// so a request is never left without a writer.
 async fn write_while_pending(shared: Arc<Shared>) {
@@ -108,7 +114,7 @@ async fn write_while_pending(shared: Arc<Shared>) {
         let group = {
             let mut queue = shared.lock();
             if queue.pending.is_empty() {
-                queue.writing = false;
+                queue.writers -= 1;
                 return;
             }
             let take = queue.pending.len().min(MAX_BATCH);

@@ -38,6 +38,12 @@ pub const DEFAULT_PRIORITY_AGING: Duration = Duration::from_secs(60);
 /// Most messages one claim, listing or bulk operation touches.
 pub const MAX_BATCH: usize = 1000;
 
+/// `storage.enqueue_writers` when not set: with two, grouped writes keep
+/// two PostgreSQL backends busy while the next group gathers (measured
+/// best on two cores, BENCHMARKS.md), and leave the rest of the pool to
+/// the engine.
+pub const DEFAULT_ENQUEUE_WRITERS: usize = 2;
+
 /// How a backend is opened.
 #[derive(Debug, Clone)]
 pub struct StorageOptions {
@@ -46,6 +52,10 @@ pub struct StorageOptions {
     /// PostgreSQL: pooled connections. SQLite: reader connections (there is
     /// always exactly one writer).
     pub pool_size: usize,
+    /// PostgreSQL: how many writes of single enqueues may run at once;
+    /// requests that arrive while all are busy are written together in the
+    /// next one ([`GroupCommit`]). SQLite always has one writer.
+    pub enqueue_writers: usize,
     /// Waiting this long raises a message's effective priority by one.
     pub priority_aging: Duration,
     /// Writes the per-minute rollups with each batch of outcomes (default
@@ -60,6 +70,7 @@ impl StorageOptions {
         StorageOptions {
             url: url.into(),
             pool_size: 4,
+            enqueue_writers: DEFAULT_ENQUEUE_WRITERS,
             priority_aging: DEFAULT_PRIORITY_AGING,
             rollups: true,
         }
@@ -1060,12 +1071,11 @@ pub trait Storage: Send + Sync + 'static {
     /// within this process and, on PostgreSQL, from other nodes.
     fn work_signal(&self) -> &WorkSignal;
 
-    /// Whether concurrent single enqueues are better written together, in
-    /// one transaction ([`GroupCommit`]): where commits are serialised, as
-    /// through SQLite's one writer. Where concurrent commits already share
-    /// a WAL flush, as on PostgreSQL, grouping would only make them wait.
-    /// No default: a wrapper (the timing decorator) must pass it on.
-    fn groups_enqueues(&self) -> bool;
+    /// How many grouped writes of single enqueues may run at once
+    /// ([`GroupCommit`]): one on SQLite, whose single writer serialises
+    /// commits anyway; `storage.enqueue_writers` on PostgreSQL. No default:
+    /// a wrapper (the timing decorator) must pass it on.
+    fn enqueue_writers(&self) -> usize;
 
     /// Applies the numbered migrations in `sql/<backend>/` not yet applied.
     async fn migrate(&self) -> Result<(), StorageError>;

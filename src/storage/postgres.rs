@@ -56,6 +56,7 @@ pub struct PostgresStorage {
     aging_ms: f64,
     aging: Duration,
     rollups: bool,
+    enqueue_writers: usize,
     signal: WorkSignal,
     notifier: Notifier,
 }
@@ -87,6 +88,7 @@ impl PostgresStorage {
             aging_ms: options.priority_aging.as_secs_f64() * 1000.0,
             aging: options.priority_aging,
             rollups: options.rollups,
+            enqueue_writers: options.enqueue_writers.max(1),
             signal,
         };
         storage.ping().await?;
@@ -484,8 +486,8 @@ impl Storage for PostgresStorage {
         &self.signal
     }
 
-    fn groups_enqueues(&self) -> bool {
-        false
+    fn enqueue_writers(&self) -> usize {
+        self.enqueue_writers
     }
 
     async fn migrate(&self) -> Result<(), StorageError> {

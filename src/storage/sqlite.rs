@@ -465,8 +465,8 @@ impl Storage for SqliteStorage {
         &self.signal
     }
 
-    fn groups_enqueues(&self) -> bool {
-        true
+    fn enqueue_writers(&self) -> usize {
+        1
     }
 
     async fn migrate(&self) -> Result<(), StorageError> {

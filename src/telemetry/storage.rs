@@ -45,8 +45,8 @@ impl Storage for TimedStorage {
         self.inner.backend()
     }
 
-    fn groups_enqueues(&self) -> bool {
-        self.inner.groups_enqueues()
+    fn enqueue_writers(&self) -> usize {
+        self.inner.enqueue_writers()
     }
 
     fn work_signal(&self) -> &WorkSignal {
