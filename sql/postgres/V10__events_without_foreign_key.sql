@@ -6,4 +6,4 @@
 -- are only ever written by the statements that write or move their
 -- message, so the key guarded nothing those statements do not already;
 -- the purge of dead letters deletes their events itself.
-ALTER TABLE message_events DROP CONSTRAINT message_events_message_id_fkey;
+ALTER TABLE message_events DROP CONSTRAINT IF EXISTS message_events_message_id_fkey;
