@@ -259,7 +259,7 @@ impl Evaluator {
                     };
                     let cooldown = TimeDelta::from_std(rule.cooldown).unwrap_or(TimeDelta::MAX);
                     let alert = NewAlert {
-                        id: Ulid::generate(),
+                        id: crate::domain::monotonic_ulid(),
                         rule: rule.name.clone(),
                         kind: rule.kind.as_str().to_owned(),
                         transport: reading.transport,

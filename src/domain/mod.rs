@@ -27,19 +27,24 @@ pub use request::{
 pub struct Stamp(pub Ulid);
 
 impl Stamp {
-    /// A new stamp, greater than every stamp this process made before, so
-    /// the messages of one batch (or of one millisecond) list in the order
-    /// they were accepted rather than by their random bits.
+    /// A new stamp: see [`monotonic_ulid`].
     pub fn generate() -> Self {
-        static GENERATOR: std::sync::Mutex<ulid::Generator> =
-            std::sync::Mutex::new(ulid::Generator::new());
-        let mut generator = GENERATOR
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Overflow takes 2^80 stamps in one millisecond; a plain ULID is
-        // still unique then.
-        Stamp(generator.generate().unwrap_or_else(|_| Ulid::generate()))
+        Stamp(monotonic_ulid())
     }
+}
+
+/// A ULID greater than every one this process made before, so that what is
+/// listed by id (the messages of one batch, alerts opened in one
+/// millisecond) lists in the order it was made rather than by random bits.
+pub fn monotonic_ulid() -> Ulid {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Overflow takes 2^80 ids in one millisecond; a plain ULID is still
+    // unique then.
+    generator.generate().unwrap_or_else(|_| Ulid::generate())
 }
 
 impl fmt::Display for Stamp {

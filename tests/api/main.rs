@@ -1912,7 +1912,7 @@ async fn alerts_are_listed_by_state_and_bad_parameters_named(f: &Fixture) {
     let api = api(f, true).await;
     let now = api.clock.now();
     let incident = |rule: &str| herald::storage::NewAlert {
-        id: ulid::Ulid::generate(),
+        id: herald::domain::monotonic_ulid(),
         rule: rule.to_owned(),
         kind: "failure_rate".to_owned(),
         transport: "mail".to_owned(),

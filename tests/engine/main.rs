@@ -789,7 +789,7 @@ async fn a_notice_left_unsent_goes_out_at_the_next_evaluation(f: Fixture) {
         .storage
         .open_alert(
             NewAlert {
-                id: ulid::Ulid::generate(),
+                id: herald::domain::monotonic_ulid(),
                 rule: "deep".into(),
                 kind: "queue_depth".into(),
                 transport: "mail".into(),

@@ -1779,7 +1779,7 @@ async fn sealed_hours_answer_as_the_minutes_they_sum(f: &Fixture) {
 
 fn new_alert(rule: &str, transport: &str, at: chrono::DateTime<chrono::Utc>) -> NewAlert {
     NewAlert {
-        id: ulid::Ulid::generate(),
+        id: herald::domain::monotonic_ulid(),
         rule: rule.to_owned(),
         kind: "queue_depth".to_owned(),
         transport: transport.to_owned(),
