@@ -322,9 +322,9 @@ pub struct MinuteMetrics {
     pub cancelled: u64,
 }
 
-/// Which traffic a read or an analytics route covers; `None` is all. Rollup rows of a
-/// transport's own (breaker-open time: no channel, no category) fall
-/// outside any channel or category filter.
+/// Which traffic a read or an analytics route covers; `None` is all.
+/// Rollup rows of a transport's own (breaker-open time: no channel, no
+/// category) fall outside any channel or category filter.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scope {
     pub transport: Option<String>,
@@ -1259,9 +1259,9 @@ pub trait Storage: Send + Sync + 'static {
         to: DateTime<Utc>,
     ) -> Result<Vec<MinuteMetrics>, StorageError>;
 
-    /// The [`SeriesCounts`] of `scope` per row start covering `[from,
-    /// to)`, oldest first: with `hourly`, an hourly row for each sealed whole hour and
-    /// minute rows for the partial hours at the ends and the hours not
+    /// The [`SeriesCounts`] of `scope` per row start covering
+    /// `[from, to)`, oldest first: with `hourly`, an hourly row for each
+    /// sealed whole hour and minute rows for the partial hours at the ends and the hours not
     /// sealed yet (for buckets of whole hours); otherwise the rows
     /// [`Storage::minute_metrics`] reads. Only the series' columns, so a
     /// day at minute resolution stays cheap.

@@ -88,7 +88,7 @@ impl PostgresStorage {
             aging_ms: options.priority_aging.as_secs_f64() * 1000.0,
             aging: options.priority_aging,
             rollups: options.rollups,
-            enqueue_writers: options.enqueue_writers.max(1),
+            enqueue_writers: options.enqueue_writers,
             signal,
         };
         storage.ping().await?;
@@ -1402,8 +1402,6 @@ impl Storage for PostgresStorage {
     }
 }
 
-/// Adds rollups to their minutes' rows, in one statement (one array per
-/// column).
 /// A queue table churns: every message is inserted and updated twice, so
 /// without vacuum its dead tuples pile up and claims walk past them
 /// (seen here: a store filled on a server with autovacuum off claimed
@@ -1469,6 +1467,8 @@ async fn metric_rows(
         .collect()
 }
 
+/// Adds rollups to their minutes' rows, in one statement (one array per
+/// column).
 async fn add_rollups(
     tx: &deadpool_postgres::Transaction<'_>,
     rows: &[MinuteMetrics],

@@ -71,11 +71,8 @@ impl Fixture {
             "herald_test_{}",
             ulid::Ulid::generate().to_string().to_lowercase()
         );
-        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        connect(&base)
             .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {base} (set HERALD_TEST_DATABASE_URL): {e}"));
-        tokio::spawn(connection);
-        client
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .await
             .expect("create the test schema");
@@ -96,12 +93,8 @@ impl Fixture {
     /// so they measure the steady state. A no-op on SQLite.
     pub async fn analyze(&self) {
         if let Cleanup::Schema(schema) = &self.cleanup {
-            let (client, connection) =
-                tokio_postgres::connect(&postgres_base_url(), tokio_postgres::NoTls)
-                    .await
-                    .expect("connect for ANALYZE");
-            tokio::spawn(connection);
-            client
+            connect(&postgres_base_url())
+                .await
                 .batch_execute(&format!(
                     "ANALYZE {schema}.messages; ANALYZE {schema}.message_events"
                 ))
@@ -116,12 +109,8 @@ impl Fixture {
     /// autovacuum off. A no-op on SQLite.
     pub async fn vacuum(&self) {
         if let Cleanup::Schema(schema) = &self.cleanup {
-            let (client, connection) =
-                tokio_postgres::connect(&postgres_base_url(), tokio_postgres::NoTls)
-                    .await
-                    .expect("connect for VACUUM");
-            tokio::spawn(connection);
-            client
+            connect(&postgres_base_url())
+                .await
                 .batch_execute(&format!(
                     "VACUUM ANALYZE {schema}.messages, {schema}.message_events, \
                      {schema}.metrics_minutely, {schema}.failures_minutely"
@@ -136,14 +125,12 @@ impl Fixture {
         const SQL: &str = "SELECT count(*) FROM message_events e
             WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)";
         match &self.cleanup {
-            Cleanup::Schema(_) => {
-                let (client, connection) =
-                    tokio_postgres::connect(&self.options.url, tokio_postgres::NoTls)
-                        .await
-                        .expect("connect to count orphan events");
-                tokio::spawn(connection);
-                client.query_one(SQL, &[]).await.expect("count").get(0)
-            }
+            Cleanup::Schema(_) => connect(&self.options.url)
+                .await
+                .query_one(SQL, &[])
+                .await
+                .expect("count")
+                .get(0),
             Cleanup::Dir(dir) => {
                 let db = rusqlite::Connection::open(dir.path().join("herald.db")).expect("open");
                 db.query_row(SQL, [], |row| row.get(0)).expect("count")
@@ -155,6 +142,15 @@ impl Fixture {
     pub async fn reopen(&self) -> Arc<dyn Storage> {
         open_migrated(&self.options).await
     }
+}
+
+/// A plain PostgreSQL connection beside the store's pool.
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set HERALD_TEST_DATABASE_URL): {e}"));
+    tokio::spawn(connection);
+    client
 }
 
 async fn open_migrated(options: &StorageOptions) -> Arc<dyn Storage> {
