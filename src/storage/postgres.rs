@@ -353,8 +353,8 @@ fn millis_i64(ms: Option<u64>) -> Option<i64> {
 
 const ENQUEUE_SQL: &str = "
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::jsonb[],
-                         $7::jsonb[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::json[],
+                         $7::json[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
                          $12::timestamptz[])
         WITH ORDINALITY AS t(id, channel, transport, category, priority, payload, metadata,
                              fingerprint, idempotency_key, max_attempts, available_at, effective_at, ord)
