@@ -7,6 +7,12 @@ use herald::config::Settings;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
+// Request handling allocates and frees many small strings and maps per
+// message (parsed JSON, addresses, SQL parameters); glibc's allocator spent
+// a quarter of the server's CPU on them in a batch enqueue, mimalloc far less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "herald",
