@@ -309,9 +309,10 @@ threshold = 2
         fired.idempotency_key,
         Some(format!("alert:deep:{}:fired", alert.id))
     );
-    assert_eq!(fired.payload["payload"]["alert"]["value"], 3.0);
+    let payload: serde_json::Value = serde_json::from_str(&fired.payload).expect("payload JSON");
+    assert_eq!(payload["payload"]["alert"]["value"], 3.0);
     assert_eq!(
-        fired.payload["payload"]["text"],
+        payload["payload"]["text"],
         "FIRING deep on transport flaky: messages queued 3 (threshold 2) since 2024-10-04T00:00:00.000Z"
     );
     alert.state = AlertState::Resolved;
@@ -323,9 +324,10 @@ threshold = 2
         resolved.idempotency_key,
         Some(format!("alert:deep:{}:resolved", alert.id))
     );
-    assert_eq!(resolved.payload["payload"]["alert"]["duration_s"], 125);
+    let payload: serde_json::Value = serde_json::from_str(&resolved.payload).expect("payload JSON");
+    assert_eq!(payload["payload"]["alert"]["duration_s"], 125);
     assert_eq!(
-        resolved.payload["payload"]["text"],
+        payload["payload"]["text"],
         "RESOLVED deep on transport flaky after 125 s: messages queued 0 (threshold 2)"
     );
 }

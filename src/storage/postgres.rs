@@ -353,8 +353,8 @@ fn millis_i64(ms: Option<u64>) -> Option<i64> {
 
 const ENQUEUE_SQL: &str = "
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::json[],
-                         $7::json[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
                          $12::timestamptz[])
         WITH ORDINALITY AS t(id, channel, transport, category, priority, payload, metadata,
                              fingerprint, idempotency_key, max_attempts, available_at, effective_at, ord)
@@ -362,8 +362,8 @@ WITH input AS (
     INSERT INTO messages (id, channel, transport, category, status, priority, payload, metadata,
                           fingerprint, idempotency_key, attempts, max_attempts, created_at,
                           available_at, effective_at, updated_at)
-    SELECT id, channel, transport, category, 'queued', priority, payload, metadata, fingerprint,
-           idempotency_key, 0, max_attempts, $13, available_at, effective_at, $13
+    SELECT id, channel, transport, category, 'queued', priority, payload::json, metadata::json,
+           fingerprint, idempotency_key, 0, max_attempts, $13, available_at, effective_at, $13
     FROM input ORDER BY ord
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, transport
@@ -530,8 +530,8 @@ impl Storage for PostgresStorage {
             .iter()
             .map(|m| i16::from(m.priority.get()))
             .collect();
-        let payloads: Vec<&serde_json::Value> = messages.iter().map(|m| &m.payload).collect();
-        let metadata: Vec<&serde_json::Value> = messages.iter().map(|m| &m.metadata).collect();
+        let payloads: Vec<&str> = messages.iter().map(|m| m.payload.as_str()).collect();
+        let metadata: Vec<&str> = messages.iter().map(|m| m.metadata.as_str()).collect();
         let fingerprints: Vec<&str> = messages.iter().map(|m| m.fingerprint.as_str()).collect();
         let keys: Vec<Option<&str>> = messages
             .iter()
