@@ -173,6 +173,14 @@ async fn stop_signal() {
 pub async fn start(settings: Settings, options: StartOptions) -> Result<Running, AppError> {
     transports::install_crypto_provider();
     let storage = open_storage(&settings).await?;
+    // Bound before the engine starts: a process that cannot serve must not
+    // first take transport leases and claim messages, and it exits with
+    // the bind error alone.
+    let listen = settings.server.listen;
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| AppError::Bind {
+        addr: listen,
+        source,
+    })?;
     let settings = Arc::new(settings);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Inside the actix runtime: pooled SMTP transports need one to exist.
@@ -189,7 +197,6 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
 
     let state =
         web::Data::new(AppState::new(storage, clock, settings.clone()).with_engine(engine.clone()));
-    let listen = settings.server.listen;
     let max_body = settings.server.max_body_bytes;
     let grace = settings.server.shutdown_grace;
     let mut server = HttpServer::new(move || {
@@ -203,7 +210,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
     if !options.handle_signals {
         server = server.disable_signals();
     }
-    let server = server.bind(listen).map_err(|source| AppError::Bind {
+    let server = server.listen(listener).map_err(|source| AppError::Bind {
         addr: listen,
         source,
     })?;

@@ -195,6 +195,30 @@ async fn readiness_fails_with_a_reason_when_the_database_goes_away() {
 }
 
 #[tokio::test]
+async fn a_taken_port_stops_start_up_before_the_engine_runs() {
+    let dir = workdir();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let addr = taken.local_addr().expect("its address");
+    let output = Command::new(HERALD)
+        .current_dir(dir.path())
+        .env("HERALD_LISTEN", addr.to_string())
+        .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_DATABASE_URL")
+        .output()
+        .expect("run herald");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    // The engine never started: no transport announced, nothing panicked
+    // while an engine half-built was torn down.
+    assert!(!stderr.contains("transport running"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
 async fn an_invalid_config_stops_start_up_naming_the_key() {
     let dir = workdir();
     let config = dir.path().join("config.toml");
