@@ -24,6 +24,17 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `herald` run in `dir` on that directory's config.toml alone: the
+/// environment of the test run cannot pick another config or database.
+fn herald_in(dir: &Path) -> Command {
+    let mut command = Command::new(HERALD);
+    command
+        .current_dir(dir)
+        .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_DATABASE_URL");
+    command
+}
+
 /// A running `herald` that is killed if the test forgets to stop it.
 struct Herald {
     child: Child,
@@ -34,12 +45,9 @@ impl Herald {
     /// Starts `herald` in `dir` (which holds its config.toml).
     fn start(dir: &Path, env: &[(&str, &str)]) -> Herald {
         let port = free_port();
-        let mut command = Command::new(HERALD);
+        let mut command = herald_in(dir);
         command
-            .current_dir(dir)
             .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
-            .env_remove("HERALD_DATABASE_URL")
-            .env_remove("HERALD_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (key, value) in env {
@@ -199,11 +207,8 @@ async fn a_taken_port_stops_start_up_before_the_engine_runs() {
     let dir = workdir();
     let taken = TcpListener::bind("127.0.0.1:0").expect("a port to hold");
     let addr = taken.local_addr().expect("its address");
-    let output = Command::new(HERALD)
-        .current_dir(dir.path())
+    let output = herald_in(dir.path())
         .env("HERALD_LISTEN", addr.to_string())
-        .env_remove("HERALD_CONFIG")
-        .env_remove("HERALD_DATABASE_URL")
         .output()
         .expect("run herald");
     assert!(!output.status.success());
@@ -228,10 +233,7 @@ async fn an_invalid_config_stops_start_up_naming_the_key() {
         text.replace("kind = \"file\"", "kind = \"file\"\nrate_limit = 0"),
     )
     .expect("write config");
-    let output = Command::new(HERALD)
-        .current_dir(dir.path())
-        .env_remove("HERALD_CONFIG")
-        .env_remove("HERALD_DATABASE_URL")
+    let output = herald_in(dir.path())
         .arg("check-config")
         .output()
         .expect("run herald");
@@ -259,10 +261,8 @@ async fn migrate_creates_the_schema_and_exits() {
         .expect("create schema");
     let url = common::with_search_path(&common::postgres_base_url(), &schema);
     let dir = workdir();
-    let status = Command::new(HERALD)
-        .current_dir(dir.path())
+    let status = herald_in(dir.path())
         .env("HERALD_DATABASE_URL", &url)
-        .env_remove("HERALD_CONFIG")
         .arg("migrate")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
