@@ -1261,8 +1261,8 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The [`SeriesCounts`] of `scope` per row start covering
     /// `[from, to)`, oldest first: with `hourly`, an hourly row for each
-    /// sealed whole hour and minute rows for the partial hours at the ends and the hours not
-    /// sealed yet (for buckets of whole hours); otherwise the rows
+    /// sealed whole hour and minute rows for the partial hours at the ends
+    /// and the hours not sealed yet (for buckets of whole hours); otherwise the rows
     /// [`Storage::minute_metrics`] reads. Only the series' columns, so a
     /// day at minute resolution stays cheap.
     async fn series_counts(
