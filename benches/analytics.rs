@@ -253,7 +253,7 @@ async fn deliver(storage: &dyn Storage, t: DateTime<Utc>, rng: &mut StdRng) -> u
         let claimed_at = t + chrono::Duration::milliseconds(p.claim_lag_ms);
         loop {
             let claimed = storage
-                .claim_due(p.name, 1000, LEASE, claimed_at)
+                .claim_due(p.name, common::NODE, 1000, LEASE, claimed_at)
                 .await
                 .expect("claim");
             if claimed.is_empty() {

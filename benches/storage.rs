@@ -127,7 +127,7 @@ fn bench_backend(c: &mut Criterion, backend: &str) {
 /// One delivery-path round trip: claim `size`, report them all sent.
 async fn complete_one_batch(storage: &dyn Storage, size: usize) {
     let claimed = storage
-        .claim_due("mail", size, LEASE, t0())
+        .claim_due("mail", common::NODE, size, LEASE, t0())
         .await
         .expect("claim");
     assert_eq!(claimed.len(), size, "the queue was filled for every claim");

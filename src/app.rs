@@ -16,7 +16,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::http::{self, AppState};
 use crate::storage::{self, Storage, StorageError};
 use crate::telemetry::TimedStorage;
@@ -191,7 +191,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
         clock.clone(),
         settings.clone(),
         transports,
-        settings.engine.clone(),
+        node_options(&settings, &listener),
     )
     .await?;
 
@@ -230,6 +230,23 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
         engine,
         grace,
     })
+}
+
+/// The engine's options with this node's address, and its id unless
+/// configured: the host name and the bound address, so a node restarted
+/// with the same config on the same host is its own successor and takes
+/// over its predecessor's claims at once.
+fn node_options(settings: &Settings, listener: &std::net::TcpListener) -> EngineOptions {
+    let mut options = settings.engine.clone();
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| settings.server.listen.to_string());
+    options
+        .node_id
+        .get_or_insert_with(|| format!("{}@{address}", crate::engine::host_name()));
+    options.address = Some(address);
+    options
 }
 
 /// A database URL without its password, for logs.

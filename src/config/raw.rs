@@ -109,6 +109,22 @@ pub struct RawEngine {
     pub purge_interval_s: Option<u64>,
     /// Longest one delivery may run, whatever the transport. Default 120000.
     pub delivery_timeout_ms: Option<u64>,
+    /// This node's identity, stable across restarts. Default: host name
+    /// and listen address.
+    pub node_id: Option<String>,
+    /// Time between this node's heartbeats in storage, in ms; a node is
+    /// presumed dead after three missed beats. Default 2000.
+    pub heartbeat_ms: Option<u64>,
+}
+
+/// Bounds of `engine.heartbeat_ms`: beats far apart make takeover slow,
+/// beats very close together load the store for nothing.
+const MIN_HEARTBEAT_MS: u64 = 100;
+const MAX_HEARTBEAT_MS: u64 = 60_000;
+
+/// A node id is shown in logs, the API and the nodes table: plain text.
+fn valid_node_id(id: &str) -> bool {
+    (1..=200).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// `[alerts]`
@@ -755,6 +771,28 @@ impl RawConfig {
                 Duration::from_millis,
                 defaults.delivery_timeout,
             ),
+            heartbeat: match e.heartbeat_ms {
+                Some(ms) if !(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&ms) => {
+                    problems.add(
+                        "engine.heartbeat_ms",
+                        format!("must be between {MIN_HEARTBEAT_MS} and {MAX_HEARTBEAT_MS}"),
+                    );
+                    defaults.heartbeat
+                }
+                Some(ms) => Duration::from_millis(ms),
+                None => defaults.heartbeat,
+            },
+            node_id: match &e.node_id {
+                Some(id) if !valid_node_id(id) => {
+                    problems.add(
+                        "engine.node_id",
+                        "must be 1 to 200 visible ASCII characters (no spaces)",
+                    );
+                    None
+                }
+                other => other.clone(),
+            },
+            address: None,
         }
     }
 

@@ -327,6 +327,19 @@ fn engine_timings_load_and_zero_is_named() {
 }
 
 #[test]
+fn node_id_and_heartbeat_load_and_bad_values_are_named() {
+    let text = format!("{FULL}\n[engine]\nnode_id = \"web-1\"\nheartbeat_ms = 500\n");
+    let engine = load(&text).expect("valid").engine;
+    assert_eq!(engine.node_id.as_deref(), Some("web-1"));
+    assert_eq!(engine.node_timeout(), Duration::from_millis(1500));
+    let text = format!("{FULL}\n[engine]\nnode_id = \"web 1\"\nheartbeat_ms = 50\n");
+    assert_eq!(
+        problem_keys(&text),
+        vec!["engine.heartbeat_ms", "engine.node_id"]
+    );
+}
+
+#[test]
 fn alert_rules_load_with_their_defaults() {
     let settings = load(&format!("{FULL}{ALERTS}")).expect("valid alerts");
     let alerts = settings.alerts.expect("alerting configured");

@@ -23,6 +23,12 @@ pub struct Pause;
 #[rtype(result = "()")]
 pub struct Resume;
 
+/// A transport's persisted pause state changed, on this node or another:
+/// read it again and obey it.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StateChanged;
+
 /// Report the transport's live state.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "TransportStatus")]

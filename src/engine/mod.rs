@@ -22,9 +22,12 @@ use serde::Serialize;
 pub use breaker::{Breaker, CircuitState};
 
 use crate::config::Settings;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{NodeInfo, Storage, StorageError};
 use crate::time::Clock;
 use crate::transports::Transport;
+
+/// `[engine] heartbeat_ms` when not set.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// Engine timing that is not per-transport configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +41,23 @@ pub struct EngineOptions {
     pub purge_interval: Duration,
     /// Longest one delivery may run, whatever the transport does.
     pub delivery_timeout: Duration,
+    /// How often this node proves it is alive in storage. A node silent
+    /// for [`EngineOptions::node_timeout`] is presumed dead and its
+    /// transport leases and claims are taken over.
+    pub heartbeat: Duration,
+    /// This node's identity, stable across restarts (`[engine] node_id`);
+    /// `None`: `herald serve` uses the host name and listen address, an
+    /// engine started without a server a name of its own.
+    pub node_id: Option<String>,
+    /// Where this node's API listens, for the nodes table.
+    pub address: Option<String>,
+}
+
+impl EngineOptions {
+    /// Three missed heartbeats: a node silent this long is presumed dead.
+    pub fn node_timeout(&self) -> Duration {
+        self.heartbeat * 3
+    }
 }
 
 impl Default for EngineOptions {
@@ -47,6 +67,9 @@ impl Default for EngineOptions {
             recovery_interval: Duration::from_secs(1),
             purge_interval: Duration::from_secs(60),
             delivery_timeout: Duration::from_secs(120),
+            heartbeat: DEFAULT_HEARTBEAT,
+            node_id: None,
+            address: None,
         }
     }
 }
@@ -94,6 +117,10 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine on the current actix system. Persisted pause state
     /// is read first, so a paused transport never claims after a restart.
+    ///
+    /// The node registers first, taking over what a dead predecessor of
+    /// the same id left (see [`Storage::register_node`]); start-up fails
+    /// while a live process uses the same node id or SQLite file.
     pub async fn start(
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
@@ -101,6 +128,16 @@ impl Engine {
         transports: BTreeMap<String, Arc<dyn Transport>>,
         options: EngineOptions,
     ) -> Result<Engine, EngineError> {
+        let node = NodeInfo {
+            id: options
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("{}#{}", host_name(), ulid::Ulid::generate())),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            address: options.address.clone(),
+            started_at: clock.now(),
+        };
+        storage.register_node(&node, clock.now()).await?;
         let paused = storage
             .transport_states()
             .await?
@@ -108,9 +145,10 @@ impl Engine {
             .filter(|t| t.paused)
             .map(|t| t.name)
             .collect();
-        let supervisor =
-            supervisor::Supervisor::new(storage, clock, settings, transports, paused, options)
-                .start();
+        let supervisor = supervisor::Supervisor::new(
+            storage, clock, settings, transports, paused, options, node,
+        )
+        .start();
         Ok(Engine { supervisor })
     }
 
@@ -151,4 +189,14 @@ impl Engine {
             .await
             .unwrap_or(0)
     }
+}
+
+/// This machine's host name, for node ids; `herald` when it has none
+/// that reads as text.
+pub fn host_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "herald".to_owned())
 }

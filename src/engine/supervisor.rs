@@ -2,7 +2,13 @@
 //! configured transport (restarted by actix when it stops after a panic)
 //! and the shared [`Tracker`], relays work signals and pause/resume (after
 //! persisting them), collects status, and runs the housekeeping every node
-//! needs: recovering expired leases and purging old dead letters.
+//! needs: the node's heartbeat, recovering expired leases and the claims
+//! of dead nodes, and purging old dead letters.
+//!
+//! Pause state lives in storage, not here: a pause or resume made on any
+//! node is announced through the store's state signal (and, should a
+//! notification be lost, found at the next heartbeat), and every node's
+//! supervisor then reads the persisted state and tells its actors.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,12 +17,14 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::alerter::Alerter;
-use super::messages::{Flush, GetStatus, GetStatuses, Pause, Resume, SetPaused, Shutdown, Wake};
+use super::messages::{
+    Flush, GetStatus, GetStatuses, Pause, Resume, SetPaused, Shutdown, StateChanged, Wake,
+};
 use super::tracker::Tracker;
 use super::transport_actor::{TransportActor, TransportParts};
 use super::{EngineError, EngineOptions};
 use crate::config::Settings;
-use crate::storage::{MAX_BATCH, Storage};
+use crate::storage::{MAX_BATCH, NodeInfo, Storage};
 use crate::time::Clock;
 use crate::transports::Transport;
 
@@ -30,8 +38,11 @@ pub struct Supervisor {
     actors: BTreeMap<String, Addr<TransportActor>>,
     tracker: Option<Addr<Tracker>>,
     alerter: Option<Addr<Alerter>>,
+    info: NodeInfo,
     node: Arc<str>,
     recovering: bool,
+    beating: bool,
+    stopping: bool,
 }
 
 impl Supervisor {
@@ -42,6 +53,7 @@ impl Supervisor {
         transports: BTreeMap<String, Arc<dyn Transport>>,
         paused: Vec<String>,
         options: EngineOptions,
+        info: NodeInfo,
     ) -> Supervisor {
         Supervisor {
             storage,
@@ -53,19 +65,71 @@ impl Supervisor {
             actors: BTreeMap::new(),
             tracker: None,
             alerter: None,
-            node: Arc::from(format!("{}-{}", std::process::id(), ulid::Ulid::generate())),
+            node: Arc::from(info.id.as_str()),
+            info,
             recovering: false,
+            beating: false,
+            stopping: false,
         }
     }
 
+    /// The start of the heartbeat silence after which a node is dead.
+    fn dead_before(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        now - chrono::Duration::from_std(self.options.node_timeout())
+            .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Proves this node alive, then reads the persisted pause state (the
+    /// fallback for a lost state notification).
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.beating || self.stopping {
+            return;
+        }
+        self.beating = true;
+        let storage = self.storage.clone();
+        let info = self.info.clone();
+        let now = self.clock.now();
+        let beat = async move { storage.heartbeat(&info, now).await };
+        ctx.spawn(beat.into_actor(self).map(|result, act, ctx| {
+            act.beating = false;
+            if let Err(err) = result {
+                tracing::warn!(node = %act.node, cause = %err, "heartbeat not written; other nodes may take over this node's work");
+            }
+            act.sync_paused(ctx);
+        }));
+    }
+
+    /// Tells every actor the pause state persisted for its transport.
+    fn sync_paused(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let storage = self.storage.clone();
+        let states = async move { storage.transport_states().await };
+        ctx.spawn(states.into_actor(self).map(|result, act, _| match result {
+            Ok(states) => {
+                for (name, actor) in &act.actors {
+                    let paused = states.iter().any(|s| &s.name == name && s.paused);
+                    if paused {
+                        actor.do_send(Pause);
+                    } else {
+                        actor.do_send(Resume);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(cause = %err, "cannot read the transports' pause state"),
+        }));
+    }
+
     fn recover(&mut self, ctx: &mut Context<Self>) {
-        if self.recovering {
+        if self.recovering || self.stopping {
             return;
         }
         self.recovering = true;
         let storage = self.storage.clone();
         let now = self.clock.now();
-        let recover = async move { storage.recover_expired(now, MAX_BATCH).await };
+        let dead_before = self.dead_before(now);
+        let recover = async move { storage.recover_expired(now, dead_before, MAX_BATCH).await };
         ctx.spawn(recover.into_actor(self).map(|result, act, _| {
             act.recovering = false;
             match result {
@@ -189,9 +253,33 @@ impl Actor for Supervisor {
             let statuses = ctx.address().recipient();
             self.alerter = Some(Alerter::new(evaluator, statuses, alerts.evaluate_every).start());
         }
+        // Pause or resume on any node: obey it now.
+        let mut states = self.storage.state_signal().subscribe();
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                // Lagged is still a change: read the state either way.
+                while !matches!(
+                    states.recv().await,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed)
+                ) {
+                    me.do_send(StateChanged);
+                }
+            }
+            .into_actor(self),
+        );
         self.recover(ctx);
+        ctx.run_interval(self.options.heartbeat, |act, ctx| act.heartbeat(ctx));
         ctx.run_interval(self.options.recovery_interval, |act, ctx| act.recover(ctx));
         ctx.run_interval(self.options.purge_interval, |act, ctx| act.purge(ctx));
+    }
+}
+
+impl Handler<StateChanged> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: StateChanged, ctx: &mut Context<Self>) {
+        self.sync_paused(ctx);
     }
 }
 
@@ -240,9 +328,15 @@ impl Handler<Shutdown> for Supervisor {
     type Result = ResponseFuture<usize>;
 
     fn handle(&mut self, shutdown: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        // No more heartbeats: they would bring the node's row back after it
+        // deregistered, and other nodes would wait for it to go silent.
+        self.stopping = true;
         let actors: Vec<Addr<TransportActor>> = self.actors.values().cloned().collect();
         let tracker = self.tracker.clone();
         let alerter = self.alerter.take();
+        let storage = self.storage.clone();
+        let node = self.node.clone();
+        let clock = self.clock.clone();
         Box::pin(async move {
             // Evaluating a stopping engine would find every breaker idle.
             if let Some(alerter) = alerter {
@@ -262,6 +356,9 @@ impl Handler<Shutdown> for Supervisor {
                         "outcomes not all recorded at shutdown; their leases will expire and they will be delivered again"
                     );
                 }
+            }
+            if let Err(err) = storage.deregister_node(&node, clock.now()).await {
+                tracing::warn!(node = %node, cause = %err, "could not deregister the node; other nodes take over once its heartbeat is missed");
             }
             unfinished
         })

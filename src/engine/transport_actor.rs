@@ -210,7 +210,8 @@ impl TransportActor {
         let name = self.name().to_owned();
         let lease = self.parts.settings.delivery.lease;
         let now = self.parts.clock.now();
-        let claim = async move { storage.claim_due(&name, want, lease, now).await };
+        let node = self.parts.node.clone();
+        let claim = async move { storage.claim_due(&name, &node, want, lease, now).await };
         ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
             act.claiming = false;
             match result {
@@ -410,7 +411,14 @@ impl TransportActor {
         let now = self.parts.clock.now();
         let until = now
             + chrono::Duration::from_std(self.parts.settings.delivery.lease).unwrap_or_default();
-        let hold = async move { storage.hold_transport(&name, &node, until, now).await };
+        let dead_before = now
+            - chrono::Duration::from_std(self.parts.options.node_timeout())
+                .unwrap_or(chrono::Duration::MAX);
+        let hold = async move {
+            storage
+                .hold_transport(&name, &node, until, now, dead_before)
+                .await
+        };
         ctx.spawn(hold.into_actor(self).map(|result, act, ctx| {
             let held = match result {
                 Ok(held) => held,
@@ -437,8 +445,7 @@ impl TransportActor {
 
     /// Extends the leases of everything held, so a slow delivery or a long
     /// rate-limit wait is not mistaken for a crash.
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        self.hold(ctx);
+    fn renew(&mut self, ctx: &mut Context<Self>) {
         let held: Vec<(Stamp, ClaimToken)> = self
             .in_flight
             .iter()
@@ -489,7 +496,10 @@ impl Actor for TransportActor {
             act.pump(ctx);
         });
         let lease = self.parts.settings.delivery.lease;
-        ctx.run_interval(lease / 3, |act, ctx| act.heartbeat(ctx));
+        ctx.run_interval(lease / 3, |act, ctx| act.renew(ctx));
+        // At the node's heartbeat, not the lease's pace: a dead holder's
+        // transport is taken over within a few heartbeats.
+        ctx.run_interval(self.parts.options.heartbeat, |act, ctx| act.hold(ctx));
         // Sampled rather than timed at transitions: the breaker turns
         // half-open lazily, when asked, so a sample is as exact as it gets.
         ctx.run_interval(BREAKER_SAMPLE, |act, _| {
@@ -537,6 +547,10 @@ impl Handler<Pause> for TransportActor {
     type Result = ();
 
     fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
+        // Pause arrives once from the API and again from the state signal.
+        if self.paused {
+            return;
+        }
         self.paused = true;
         self.release_ready("paused");
         tracing::info!(transport = self.name(), "paused");
@@ -547,6 +561,9 @@ impl Handler<Resume> for TransportActor {
     type Result = ();
 
     fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
+        if !self.paused {
+            return;
+        }
         self.paused = false;
         self.idle = false;
         tracing::info!(transport = self.name(), "resumed");

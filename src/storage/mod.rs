@@ -967,6 +967,18 @@ pub struct DepthRow {
     pub oldest_available: Option<DateTime<Utc>>,
 }
 
+/// A running Herald process, as the other nodes see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `[engine] node_id`: stable across restarts of the same node, so a
+    /// restarted process knows its predecessor's claims for its own.
+    pub id: String,
+    pub version: String,
+    /// Where its API listens, for operators.
+    pub address: Option<String>,
+    pub started_at: DateTime<Utc>,
+}
+
 /// Persisted admin state of one transport.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TransportState {
@@ -1010,9 +1022,11 @@ impl StorageError {
     }
 }
 
-/// Tells in-process listeners (the transport actors) that a transport has
-/// new claimable work, so they wake at once instead of waiting for their
-/// next poll. Best effort: a missed signal only delays work until the poll.
+/// Tells in-process listeners (the transport actors) that something
+/// happened to a transport: new claimable work ([`Storage::work_signal`]),
+/// so they wake at once instead of waiting for their next poll, or a
+/// changed admin state ([`Storage::state_signal`]). Best effort: a missed
+/// signal only delays the reaction until the next poll.
 #[derive(Debug, Clone)]
 pub struct WorkSignal {
     sender: tokio::sync::broadcast::Sender<Arc<str>>,
@@ -1071,6 +1085,11 @@ pub trait Storage: Send + Sync + 'static {
     /// within this process and, on PostgreSQL, from other nodes.
     fn work_signal(&self) -> &WorkSignal;
 
+    /// Signals that a transport's persisted admin state (pause) changed,
+    /// on this node and, on PostgreSQL, on any other: every node's engine
+    /// reads the state again and obeys it within a second.
+    fn state_signal(&self) -> &WorkSignal;
+
     /// How many grouped writes of single enqueues may run at once
     /// ([`GroupCommit`]): one on SQLite, whose single writer serialises
     /// commits anyway; `storage.enqueue_writers` on PostgreSQL. No default:
@@ -1106,11 +1125,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Claims up to `limit` due messages of `transport` (highest effective
     /// priority, then oldest), moving them to `processing` under a new claim
-    /// token and a lease until `now + lease`; counts the attempt and writes
-    /// `claimed` events. Safe against concurrent claimers.
+    /// token, held by `node` with a lease until `now + lease`; counts the
+    /// attempt and writes `claimed` events. Safe against concurrent claimers.
     async fn claim_due(
         &self,
         transport: &str,
+        node: &str,
         limit: usize,
         lease: Duration,
         now: DateTime<Utc>,
@@ -1136,12 +1156,38 @@ pub trait Storage: Send + Sync + 'static {
     /// Returns messages whose lease ran out to the queue (event
     /// `lease_expired`); one that has used all its attempts is
     /// dead-lettered instead, so a message that crashes its worker cannot
-    /// loop forever. Returns the recovered ids.
+    /// loop forever. First, nodes whose last heartbeat is before
+    /// `dead_before` are presumed dead: their rows are deleted and their
+    /// claims' leases end now, so those are recovered in the same call
+    /// rather than after `lease_ms`. Returns the recovered ids.
     async fn recover_expired(
         &self,
         now: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Stamp>, StorageError>;
+
+    /// Registers this node at start-up and takes over what a dead
+    /// predecessor with the same id left: its claims' leases end now (the
+    /// next [`Storage::recover_expired`] queues them again) and its
+    /// transport leases are this node's already. A process that cannot be
+    /// a predecessor's successor is refused with [`StorageError::Config`]:
+    /// on PostgreSQL while a live process holds the same node id (a
+    /// session advisory lock on the id, released when that process's
+    /// connection dies), on SQLite while another process holds the file
+    /// (a lock on `<file>.lock`). Since only one process may use a SQLite
+    /// file, everything claimed in it is a dead process's and is taken
+    /// over at once.
+    async fn register_node(&self, node: &NodeInfo, now: DateTime<Utc>) -> Result<(), StorageError>;
+
+    /// Proves this node alive; writes its row again if another node
+    /// presumed it dead and deleted it.
+    async fn heartbeat(&self, node: &NodeInfo, now: DateTime<Utc>) -> Result<(), StorageError>;
+
+    /// Deregisters this node at shutdown: its row goes, the leases of
+    /// claims it still holds end now (nothing runs them once it exits),
+    /// and its node lock is released, so a successor starts at once.
+    async fn deregister_node(&self, node: &str, now: DateTime<Utc>) -> Result<(), StorageError>;
 
     /// Cancels a queued or dead message (event `cancelled`).
     async fn cancel(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError>;
@@ -1168,13 +1214,16 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<TransportState, StorageError>;
 
     /// Takes or renews this node's right to drive `transport` until
-    /// `until`. Returns false while another node holds an unexpired lease.
+    /// `until`. Returns false while another live node holds an unexpired
+    /// lease; a holder without a heartbeat since `dead_before` (or without
+    /// a node row at all) is dead, and its lease is taken over.
     async fn hold_transport(
         &self,
         transport: &str,
         node: &str,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
     ) -> Result<bool, StorageError>;
 
     /// Gives up this node's lease on `transport` (on shutdown), so another

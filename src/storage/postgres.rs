@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use ulid::Ulid;
@@ -22,10 +22,10 @@ use uuid::Uuid;
 
 use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
-    FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest,
-    Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
-    TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup, clamp_limit, effective_at,
-    failure_totals_sql, metric_columns, metric_merge_updates, metric_values, rollup,
+    FailureCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
+    PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
+    StorageOptions, TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup, clamp_limit,
+    effective_at, failure_totals_sql, metric_columns, metric_merge_updates, metric_values, rollup,
     rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
 };
 use crate::domain::{
@@ -58,7 +58,12 @@ pub struct PostgresStorage {
     rollups: bool,
     enqueue_writers: usize,
     signal: WorkSignal,
+    state: WorkSignal,
     notifier: Notifier,
+    /// For the node lock's own session (see [`Storage::register_node`]).
+    url: String,
+    /// Ends the session holding this node's advisory lock, when held.
+    node_lock: Arc<Mutex<Option<oneshot::Sender<()>>>>,
 }
 
 impl PostgresStorage {
@@ -81,7 +86,12 @@ impl PostgresStorage {
             .build()
             .map_err(|e| StorageError::Config(format!("storage: {e}")))?;
         let signal = WorkSignal::default();
-        tokio::spawn(relay_notifications(options.url.clone(), signal.downgrade()));
+        let state = WorkSignal::default();
+        tokio::spawn(relay_notifications(
+            options.url.clone(),
+            signal.downgrade(),
+            state.downgrade(),
+        ));
         let storage = PostgresStorage {
             notifier: Notifier::start(pool.clone()),
             pool,
@@ -90,6 +100,9 @@ impl PostgresStorage {
             rollups: options.rollups,
             enqueue_writers: options.enqueue_writers,
             signal,
+            state,
+            url: options.url.clone(),
+            node_lock: Arc::new(Mutex::new(None)),
         };
         storage.ping().await?;
         Ok(storage)
@@ -128,16 +141,17 @@ impl From<tokio_postgres::Error> for StorageError {
 }
 
 /// Listens for `herald_work` notifications (sent by enqueues on any node)
-/// and relays them to this process's work signal, reconnecting after a
-/// lost connection. Ends when nobody can listen any more.
-async fn relay_notifications(url: String, signal: WeakWorkSignal) {
+/// and `herald_state` ones (a transport paused or resumed on any node) and
+/// relays them to this process's work and state signals, reconnecting
+/// after a lost connection. Ends when nobody can listen any more.
+async fn relay_notifications(url: String, signal: WeakWorkSignal, state: WeakWorkSignal) {
     use futures::StreamExt;
     let mut pause = Duration::from_millis(250);
     loop {
         match tokio_postgres::connect(&url, NoTls).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let listen = client.batch_execute("LISTEN herald_work");
+                let listen = client.batch_execute("LISTEN herald_work; LISTEN herald_state");
                 // The connection must be driven while LISTEN runs.
                 let mut listen = std::pin::pin!(listen);
                 let listening = loop {
@@ -151,8 +165,12 @@ async fn relay_notifications(url: String, signal: WeakWorkSignal) {
                     while let Some(message) = messages.next().await {
                         match message {
                             Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                                match signal.upgrade() {
-                                    Some(signal) => signal.notify([n.payload()]),
+                                let target = match n.channel() {
+                                    "herald_state" => &state,
+                                    _ => &signal,
+                                };
+                                match target.upgrade() {
+                                    Some(target) => target.notify([n.payload()]),
                                     None => return, // the storage is gone
                                 }
                             }
@@ -382,7 +400,8 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE messages m
-    SET status = 'processing', attempts = m.attempts + 1, lease_until = $4, claim_token = $5, updated_at = $2
+    SET status = 'processing', attempts = m.attempts + 1, lease_until = $4, claim_token = $5,
+        claimed_by = $6, updated_at = $2
     FROM due WHERE m.id = due.id
     RETURNING m.*
 ), events AS (
@@ -421,7 +440,7 @@ WITH input AS (
                             THEN c.retry_at - m.priority * $10::float8 * interval '1 millisecond'
                             ELSE m.effective_at END,
         last_error = CASE c.outcome WHEN 'sent' THEN NULL WHEN 'failed' THEN c.error ELSE m.last_error END,
-        lease_until = NULL, claim_token = NULL, updated_at = $9
+        lease_until = NULL, claim_token = NULL, claimed_by = NULL, updated_at = $9
     FROM current c WHERE m.id = c.id
     RETURNING m.id, m.status
 ), events AS (
@@ -453,7 +472,7 @@ SELECT id, status FROM updated";
 const RECOVER_SQL: &str = "
 WITH expired AS (
     SELECT id FROM messages
-    WHERE status = 'processing' AND lease_until < $1
+    WHERE status = 'processing' AND lease_until <= $1
     ORDER BY lease_until LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), updated AS (
@@ -461,7 +480,7 @@ WITH expired AS (
         status = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'queued' END,
         last_error = CASE WHEN m.attempts >= m.max_attempts
                           THEN 'lease expired on the final attempt' ELSE 'lease expired' END,
-        lease_until = NULL, claim_token = NULL, updated_at = $1
+        lease_until = NULL, claim_token = NULL, claimed_by = NULL, updated_at = $1
     FROM expired e WHERE m.id = e.id
     RETURNING m.id, m.status, m.attempts, m.transport
 ), events AS (
@@ -476,6 +495,76 @@ WITH expired AS (
 )
 SELECT id FROM updated";
 
+/// Presumes nodes without a heartbeat since `$2` dead: deletes their rows
+/// and ends their claims' leases now, for [`RECOVER_SQL`] to take over.
+const BURY_NODES_SQL: &str = "
+WITH dead AS (
+    DELETE FROM nodes WHERE heartbeat_at < $2 RETURNING id
+)
+UPDATE messages SET lease_until = $1
+WHERE status = 'processing' AND claimed_by IN (SELECT id FROM dead)";
+
+/// The advisory-lock key of a node id, per schema: several Herald stores
+/// in one database (a schema each) may reuse node ids.
+const NODE_LOCK_KEY: &str = "hashtextextended(current_schema() || '/' || $1, 0)";
+
+/// A session holding a node's advisory lock: the client, and the task
+/// driving its connection (it ends when the session does).
+type NodeSession = (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+);
+
+/// Opens a session of its own and takes `node`'s advisory lock on it;
+/// `None` while a live process holds the lock.
+async fn lock_node(url: &str, node: &str) -> Result<Option<NodeSession>, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            &format!("SELECT pg_try_advisory_lock({NODE_LOCK_KEY})"),
+            &[&node],
+        )
+        .await?;
+    Ok(row.try_get::<_, bool>(0)?.then_some((client, driver)))
+}
+
+/// Keeps this node's lock held until `stop` (or the process dies, which
+/// closes the session and frees the lock for a successor). A lost session
+/// is replaced and the lock taken again.
+async fn hold_node_lock(
+    url: String,
+    node: String,
+    mut stop: oneshot::Receiver<()>,
+    mut session: NodeSession,
+) {
+    loop {
+        let (client, driver) = session;
+        tokio::select! {
+            // Dropping the client ends the session, which frees the lock.
+            _ = &mut stop => return,
+            ended = driver => {
+                tracing::warn!(node = %node, cause = ?ended, "node lock session lost; taking the lock again");
+            }
+        }
+        drop(client);
+        session = loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            match lock_node(&url, &node).await {
+                Ok(Some(session)) => break session,
+                Ok(None) => tracing::error!(
+                    node = %node,
+                    "another running process took this node id; give each node its own [engine] node_id"
+                ),
+                Err(err) => tracing::debug!(cause = %err, "cannot take the node lock yet"),
+            }
+        };
+    }
+}
+
 #[async_trait]
 impl Storage for PostgresStorage {
     fn backend(&self) -> &'static str {
@@ -484,6 +573,10 @@ impl Storage for PostgresStorage {
 
     fn work_signal(&self) -> &WorkSignal {
         &self.signal
+    }
+
+    fn state_signal(&self) -> &WorkSignal {
+        &self.state
     }
 
     fn enqueue_writers(&self) -> usize {
@@ -639,6 +732,7 @@ impl Storage for PostgresStorage {
     async fn claim_due(
         &self,
         transport: &str,
+        node: &str,
         limit: usize,
         lease: Duration,
         now: DateTime<Utc>,
@@ -651,7 +745,10 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let claim = client.prepare_cached(CLAIM_SQL).await?;
         let rows = client
-            .query(&claim, &[&transport, &now, &limit, &lease_until, &token])
+            .query(
+                &claim,
+                &[&transport, &now, &limit, &lease_until, &token, &node],
+            )
             .await?;
         rows.iter().map(message_from_row).collect()
     }
@@ -827,10 +924,15 @@ impl Storage for PostgresStorage {
     async fn recover_expired(
         &self,
         now: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Stamp>, StorageError> {
         let limit = clamp_limit(limit) as i64;
         let client = self.client().await?;
+        // Separate statements: if this node dies between them, the dead
+        // node's claims already have ended leases and any node recovers them.
+        let bury = client.prepare_cached(BURY_NODES_SQL).await?;
+        client.execute(&bury, &[&now, &dead_before]).await?;
         let recover = client.prepare_cached(RECOVER_SQL).await?;
         let rows = client.query(&recover, &[&now, &limit]).await?;
         rows.iter().map(|row| Ok(stamp(row.try_get(0)?))).collect()
@@ -883,13 +985,19 @@ impl Storage for PostgresStorage {
         now: DateTime<Utc>,
     ) -> Result<TransportState, StorageError> {
         let client = self.client().await?;
+        // The notify is part of the statement's transaction: other nodes
+        // hear of the change exactly when it is committed.
         client
             .execute(
-                "INSERT INTO transport_state (name, paused, updated_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+                "WITH saved AS (
+                     INSERT INTO transport_state (name, paused, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at
+                     RETURNING name)
+                 SELECT pg_notify('herald_state', name) FROM saved",
                 &[&transport, &paused, &now],
             )
             .await?;
+        self.state.notify([transport]);
         Ok(TransportState {
             name: transport.to_owned(),
             paused,
@@ -903,6 +1011,7 @@ impl Storage for PostgresStorage {
         node: &str,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
         let client = self.client().await?;
         let hold = client
@@ -912,13 +1021,73 @@ impl Storage for PostgresStorage {
                  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
                  WHERE transport_state.holder IS NULL OR transport_state.holder = excluded.holder
                     OR transport_state.held_until < $3
+                    OR NOT EXISTS (SELECT 1 FROM nodes
+                                   WHERE nodes.id = transport_state.holder AND nodes.heartbeat_at >= $5)
                  RETURNING holder",
             )
             .await?;
         let held = client
-            .query_opt(&hold, &[&transport, &node, &now, &until])
+            .query_opt(&hold, &[&transport, &node, &now, &until, &dead_before])
             .await?;
         Ok(held.is_some())
+    }
+
+    async fn register_node(&self, node: &NodeInfo, now: DateTime<Utc>) -> Result<(), StorageError> {
+        let session = lock_node(&self.url, &node.id).await?.ok_or_else(|| {
+            StorageError::Config(format!(
+                "node id `{}` is in use by another running Herald process on this database; give each node its own [engine] node_id",
+                node.id
+            ))
+        })?;
+        let client = self.client().await?;
+        let taken_over = client
+            .execute(
+                "WITH predecessor AS (DELETE FROM nodes WHERE id = $1)
+                 UPDATE messages SET lease_until = $2 WHERE status = 'processing' AND claimed_by = $1",
+                &[&node.id, &now],
+            )
+            .await?;
+        upsert_node(&client, node, now).await?;
+        if taken_over > 0 {
+            tracing::warn!(node = %node.id, claims = taken_over, "taking over the claims this node held before it restarted");
+        }
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(hold_node_lock(
+            self.url.clone(),
+            node.id.clone(),
+            stopped,
+            session,
+        ));
+        let mut lock = self.node_lock.lock().unwrap_or_else(|p| p.into_inner());
+        *lock = Some(stop);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, node: &NodeInfo, now: DateTime<Utc>) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        upsert_node(&client, node, now).await
+    }
+
+    async fn deregister_node(&self, node: &str, now: DateTime<Utc>) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        let gone = client
+            .execute(
+                "WITH gone AS (DELETE FROM nodes WHERE id = $1)
+                 UPDATE messages SET lease_until = $2 WHERE status = 'processing' AND claimed_by = $1",
+                &[&node, &now],
+            )
+            .await;
+        // The lock goes whatever happened to the row: this process is leaving.
+        let stop = self
+            .node_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        gone?;
+        Ok(())
     }
 
     async fn release_transport(&self, transport: &str, node: &str) -> Result<(), StorageError> {
@@ -1407,6 +1576,34 @@ impl Storage for PostgresStorage {
 /// (seen here: a store filled on a server with autovacuum off claimed
 /// several times slower after a few hundred thousand messages). Herald
 /// does not vacuum by itself; it says so once at start-up.
+/// Writes a node's row, keeping its `started_at` when it is already there.
+async fn upsert_node(
+    client: &deadpool_postgres::Object,
+    node: &NodeInfo,
+    now: DateTime<Utc>,
+) -> Result<(), StorageError> {
+    let upsert = client
+        .prepare_cached(
+            "INSERT INTO nodes (id, started_at, heartbeat_at, version, address) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                 version = excluded.version, address = excluded.address",
+        )
+        .await?;
+    client
+        .execute(
+            &upsert,
+            &[
+                &node.id,
+                &node.started_at,
+                &now,
+                &node.version,
+                &node.address,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 async fn warn_without_autovacuum(client: &deadpool_postgres::Object) {
     match client
         .query_one("SELECT current_setting('autovacuum') = 'on'", &[])

@@ -23,11 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
-    FailureCount, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind, Page, PageRequest,
-    Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
-    TransportState, WorkSignal, cancelled_rollup, clamp_limit, effective_at, failure_totals_sql,
-    metric_columns, metric_merge_updates, metric_values, rollup, rollup_families, rollup_rows_sql,
-    rollup_totals_sql, series_sql,
+    FailureCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
+    PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
+    StorageOptions, TransportState, WorkSignal, cancelled_rollup, clamp_limit, effective_at,
+    failure_totals_sql, metric_columns, metric_merge_updates, metric_values, rollup,
+    rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
 };
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -59,6 +59,11 @@ pub struct SqliteStorage {
     aging: Duration,
     rollups: bool,
     signal: WorkSignal,
+    state: WorkSignal,
+    /// `<file>.lock`, locked while this storage's node is registered: only
+    /// one process may deliver from a SQLite file.
+    lock_path: std::path::PathBuf,
+    node_lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl SqliteStorage {
@@ -86,6 +91,9 @@ impl SqliteStorage {
             aging: options.priority_aging,
             rollups: options.rollups,
             signal: WorkSignal::default(),
+            state: WorkSignal::default(),
+            lock_path: lock_path(path),
+            node_lock: std::sync::Mutex::new(None),
         })
     }
 
@@ -107,6 +115,13 @@ impl SqliteStorage {
             })
             .await
     }
+}
+
+/// The file whose lock says a process delivers from the database at `path`.
+fn lock_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    name.into()
 }
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageError> {
@@ -299,6 +314,23 @@ fn insert_event(tx: &Transaction<'_>, event: NewEvent<'_>) -> rusqlite::Result<(
 }
 
 /// Adds one rollup to its minute's row.
+/// Writes a node's row, keeping its `started_at` when it is already there.
+fn upsert_node(tx: &Transaction<'_>, node: &NodeInfo, now: DateTime<Utc>) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO nodes (id, started_at, heartbeat_at, version, address) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+             version = excluded.version, address = excluded.address",
+    )?
+    .execute(params![
+        node.id,
+        to_millis(node.started_at),
+        to_millis(now),
+        node.version,
+        node.address
+    ])?;
+    Ok(())
+}
+
 fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Result<()> {
     let placeholders: Vec<String> = (5..5 + metric_columns().len())
         .map(|i| format!("?{i}"))
@@ -465,6 +497,10 @@ impl Storage for SqliteStorage {
         &self.signal
     }
 
+    fn state_signal(&self) -> &WorkSignal {
+        &self.state
+    }
+
     fn enqueue_writers(&self) -> usize {
         1
     }
@@ -566,11 +602,12 @@ impl Storage for SqliteStorage {
     async fn claim_due(
         &self,
         transport: &str,
+        node: &str,
         limit: usize,
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<Message>, StorageError> {
-        let transport = transport.to_owned();
+        let (transport, node) = (transport.to_owned(), node.to_owned());
         let limit = clamp_limit(limit);
         let token = ClaimToken::generate();
         let lease_until = now
@@ -579,7 +616,8 @@ impl Storage for SqliteStorage {
         self.write(move |tx| {
             let mut claim = tx.prepare_cached(&format!(
                 "UPDATE messages
-                 SET status = 'processing', attempts = attempts + 1, lease_until = ?1, claim_token = ?2, updated_at = ?3
+                 SET status = 'processing', attempts = attempts + 1, lease_until = ?1, claim_token = ?2,
+                     claimed_by = ?6, updated_at = ?3
                  WHERE id IN (
                      SELECT id FROM messages
                      WHERE status = 'queued' AND transport = ?4 AND available_at <= ?3
@@ -588,7 +626,7 @@ impl Storage for SqliteStorage {
             ))?;
             let mut claimed = claim
                 .query_map(
-                    params![to_millis(lease_until), token.0.to_string(), to_millis(now), transport, limit as i64],
+                    params![to_millis(lease_until), token.0.to_string(), to_millis(now), transport, limit as i64, node],
                     |row| Ok((row.get::<_, i64>(19)?, message_from_row(row)?)),
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -651,23 +689,23 @@ impl Storage for SqliteStorage {
                 "SELECT status, claim_token, attempts, max_attempts, priority FROM messages WHERE id = ?1",
             )?;
             let mut sent = tx.prepare_cached(
-                "UPDATE messages SET status = 'sent', sent_at = ?2, lease_until = NULL, claim_token = NULL,
+                "UPDATE messages SET status = 'sent', sent_at = ?2, lease_until = NULL, claim_token = NULL, claimed_by = NULL,
                      last_error = NULL, updated_at = ?2
                  WHERE id = ?1",
             )?;
             let mut retry = tx.prepare_cached(
                 "UPDATE messages SET status = 'queued', available_at = ?3, effective_at = ?4, lease_until = NULL,
-                     claim_token = NULL, last_error = ?5, updated_at = ?2
+                     claim_token = NULL, claimed_by = NULL, last_error = ?5, updated_at = ?2
                  WHERE id = ?1",
             )?;
             let mut dead = tx.prepare_cached(
-                "UPDATE messages SET status = 'dead', lease_until = NULL, claim_token = NULL, last_error = ?3,
+                "UPDATE messages SET status = 'dead', lease_until = NULL, claim_token = NULL, claimed_by = NULL, last_error = ?3,
                      updated_at = ?2
                  WHERE id = ?1",
             )?;
             let mut release = tx.prepare_cached(
                 "UPDATE messages SET status = 'queued', attempts = attempts - 1, lease_until = NULL,
-                     claim_token = NULL, updated_at = ?2
+                     claim_token = NULL, claimed_by = NULL, updated_at = ?2
                  WHERE id = ?1",
             )?;
             let mut recorded = Recorded::default();
@@ -779,13 +817,23 @@ impl Storage for SqliteStorage {
     async fn recover_expired(
         &self,
         now: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Stamp>, StorageError> {
         let limit = clamp_limit(limit);
         self.write(move |tx| {
+            // Nodes presumed dead: their claims' leases end now.
+            tx.prepare_cached(
+                "UPDATE messages SET lease_until = ?1
+                 WHERE status = 'processing'
+                   AND claimed_by IN (SELECT id FROM nodes WHERE heartbeat_at < ?2)",
+            )?
+            .execute(params![to_millis(now), to_millis(dead_before)])?;
+            tx.prepare_cached("DELETE FROM nodes WHERE heartbeat_at < ?1")?
+                .execute(params![to_millis(dead_before)])?;
             let mut expired = tx.prepare_cached(
                 "SELECT id, attempts, max_attempts, transport FROM messages
-                 WHERE status = 'processing' AND lease_until < ?1
+                 WHERE status = 'processing' AND lease_until <= ?1
                  ORDER BY lease_until LIMIT ?2",
             )?;
             let rows = expired
@@ -802,12 +850,12 @@ impl Storage for SqliteStorage {
             // back to the front of its priority rather than the end.
             let mut requeue = tx.prepare_cached(
                 "UPDATE messages SET status = 'queued', lease_until = NULL, claim_token = NULL,
-                     last_error = 'lease expired', updated_at = ?2
+                     claimed_by = NULL, last_error = 'lease expired', updated_at = ?2
                  WHERE id = ?1",
             )?;
             let mut bury = tx.prepare_cached(
                 "UPDATE messages SET status = 'dead', lease_until = NULL, claim_token = NULL,
-                     last_error = 'lease expired on the final attempt', updated_at = ?2
+                     claimed_by = NULL, last_error = 'lease expired on the final attempt', updated_at = ?2
                  WHERE id = ?1",
             )?;
             let mut recovered = Vec::with_capacity(rows.len());
@@ -914,15 +962,18 @@ impl Storage for SqliteStorage {
         now: DateTime<Utc>,
     ) -> Result<TransportState, StorageError> {
         let name = transport.to_owned();
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT INTO transport_state (name, paused, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
-            )?
-            .execute(params![name, paused, to_millis(now)])?;
-            Ok(TransportState { name, paused, updated_at: now })
-        })
-        .await
+        let state = self
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO transport_state (name, paused, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+                )?
+                .execute(params![name, paused, to_millis(now)])?;
+                Ok(TransportState { name, paused, updated_at: now })
+            })
+            .await?;
+        self.state.notify([transport]);
+        Ok(state)
     }
 
     async fn hold_transport(
@@ -931,6 +982,7 @@ impl Storage for SqliteStorage {
         node: &str,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
         let (transport, node) = (transport.to_owned(), node.to_owned());
         self.write(move |tx| {
@@ -941,13 +993,99 @@ impl Storage for SqliteStorage {
                      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
                      WHERE transport_state.holder IS NULL OR transport_state.holder = excluded.holder
                         OR transport_state.held_until < ?3
+                        OR NOT EXISTS (SELECT 1 FROM nodes
+                                       WHERE nodes.id = transport_state.holder AND nodes.heartbeat_at >= ?5)
                      RETURNING holder",
                 )?
-                .query_row(params![transport, node, to_millis(now), to_millis(until)], |_| Ok(()))
+                .query_row(
+                    params![transport, node, to_millis(now), to_millis(until), to_millis(dead_before)],
+                    |_| Ok(()),
+                )
                 .optional()?;
             Ok(held.is_some())
         })
         .await
+    }
+
+    async fn register_node(&self, node: &NodeInfo, now: DateTime<Utc>) -> Result<(), StorageError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(|e| {
+                StorageError::Unavailable(format!("cannot open {}: {e}", self.lock_path.display()))
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Config(format!(
+                    "another Herald process is running on this SQLite file ({} is locked); only one process may use a SQLite store, run several nodes on PostgreSQL",
+                    self.lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StorageError::Unavailable(format!(
+                    "cannot lock {}: {e}",
+                    self.lock_path.display()
+                )));
+            }
+        }
+        let node = node.clone();
+        let taken_over = self
+            .write(move |tx| {
+                // The lock proves every other process that used the file is
+                // gone: whatever it claimed or drove is ours now.
+                let taken_over = tx
+                    .prepare_cached(
+                        "UPDATE messages SET lease_until = ?1 WHERE status = 'processing'",
+                    )?
+                    .execute(params![to_millis(now)])?;
+                tx.prepare_cached("DELETE FROM nodes")?.execute([])?;
+                tx.prepare_cached(
+                    "UPDATE transport_state SET holder = NULL, held_until = NULL WHERE holder IS NOT NULL",
+                )?
+                .execute([])?;
+                upsert_node(tx, &node, now)?;
+                Ok(taken_over)
+            })
+            .await?;
+        if taken_over > 0 {
+            tracing::warn!(
+                claims = taken_over,
+                "taking over the claims of the process that used this file before"
+            );
+        }
+        *self.node_lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, node: &NodeInfo, now: DateTime<Utc>) -> Result<(), StorageError> {
+        let node = node.clone();
+        self.write(move |tx| Ok(upsert_node(tx, &node, now)?)).await
+    }
+
+    async fn deregister_node(&self, node: &str, now: DateTime<Utc>) -> Result<(), StorageError> {
+        let node = node.to_owned();
+        let gone = self
+            .write(move |tx| {
+                tx.prepare_cached("DELETE FROM nodes WHERE id = ?1")?
+                    .execute(params![node])?;
+                tx.prepare_cached(
+                    "UPDATE messages SET lease_until = ?2 WHERE status = 'processing' AND claimed_by = ?1",
+                )?
+                .execute(params![node, to_millis(now)])?;
+                Ok(())
+            })
+            .await;
+        // Dropping the file releases its lock, whatever happened to the row.
+        drop(
+            self.node_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        gone
     }
 
     async fn release_transport(&self, transport: &str, node: &str) -> Result<(), StorageError> {

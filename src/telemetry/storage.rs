@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Stamp};
 use crate::storage::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    MessageFilter, MinuteMetrics, NewAlert, Outcome, Page, PageRequest, Recorded, Scope,
+    MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, Page, PageRequest, Recorded, Scope,
     SeriesCounts, Storage, StorageError, TransportState, WorkSignal,
 };
 
@@ -53,6 +53,10 @@ impl Storage for TimedStorage {
         self.inner.work_signal()
     }
 
+    fn state_signal(&self) -> &WorkSignal {
+        self.inner.state_signal()
+    }
+
     async fn migrate(&self) -> Result<(), StorageError> {
         timed("migrate", self.inner.migrate()).await
     }
@@ -80,13 +84,14 @@ impl Storage for TimedStorage {
     async fn claim_due(
         &self,
         transport: &str,
+        node: &str,
         limit: usize,
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<Message>, StorageError> {
         timed(
             "claim_due",
-            self.inner.claim_due(transport, limit, lease, now),
+            self.inner.claim_due(transport, node, limit, lease, now),
         )
         .await
     }
@@ -110,9 +115,26 @@ impl Storage for TimedStorage {
     async fn recover_expired(
         &self,
         now: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Stamp>, StorageError> {
-        timed("recover_expired", self.inner.recover_expired(now, limit)).await
+        timed(
+            "recover_expired",
+            self.inner.recover_expired(now, dead_before, limit),
+        )
+        .await
+    }
+
+    async fn register_node(&self, node: &NodeInfo, now: DateTime<Utc>) -> Result<(), StorageError> {
+        timed("register_node", self.inner.register_node(node, now)).await
+    }
+
+    async fn heartbeat(&self, node: &NodeInfo, now: DateTime<Utc>) -> Result<(), StorageError> {
+        timed("heartbeat", self.inner.heartbeat(node, now)).await
+    }
+
+    async fn deregister_node(&self, node: &str, now: DateTime<Utc>) -> Result<(), StorageError> {
+        timed("deregister_node", self.inner.deregister_node(node, now)).await
     }
 
     async fn cancel(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
@@ -147,10 +169,12 @@ impl Storage for TimedStorage {
         node: &str,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
         timed(
             "hold_transport",
-            self.inner.hold_transport(transport, node, until, now),
+            self.inner
+                .hold_transport(transport, node, until, now, dead_before),
         )
         .await
     }

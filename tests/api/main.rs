@@ -260,7 +260,7 @@ where
         let now = self.clock.now();
         let claimed = self
             .storage
-            .claim_due(transport, 1000, LEASE, now)
+            .claim_due(transport, common::NODE, 1000, LEASE, now)
             .await
             .expect("claim");
         let outcomes = claimed
@@ -973,7 +973,7 @@ async fn cancel_applies_to_queued_messages_only(f: &Fixture) {
 
     let busy = api.enqueue(&email("b")).await;
     api.storage
-        .claim_due("mail", 10, LEASE, api.clock.now())
+        .claim_due("mail", common::NODE, 10, LEASE, api.clock.now())
         .await
         .expect("claim");
     let reply = api
@@ -1537,7 +1537,7 @@ async fn queue_analytics_report_known_traffic_exactly(f: &Fixture) {
     let now = api.clock.now();
     let mut claimed = api
         .storage
-        .claim_due("mail", 10, LEASE, now)
+        .claim_due("mail", common::NODE, 10, LEASE, now)
         .await
         .expect("claim");
     claimed.sort_by_key(|m| m.id);
@@ -1647,7 +1647,7 @@ where
     let now = api.clock.now();
     let mut claimed = api
         .storage
-        .claim_due("mail", 10, LEASE, now)
+        .claim_due("mail", common::NODE, 10, LEASE, now)
         .await
         .expect("claim");
     claimed.sort_by_key(|m| m.id);

@@ -195,6 +195,15 @@ pub fn t0() -> DateTime<Utc> {
         .expect("a valid date")
 }
 
+/// The node id tests claim under.
+pub const NODE: &str = "test-node";
+
+/// A `dead_before` no node's heartbeat is older than: recovery then
+/// returns expired leases only.
+pub fn no_node_dead() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
+}
+
 pub fn secs(n: i64) -> chrono::Duration {
     chrono::Duration::seconds(n)
 }

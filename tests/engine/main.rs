@@ -580,7 +580,13 @@ async fn attempts(storage: &dyn Storage, sent: usize, failed: usize, at: DateTim
         .await
         .expect("enqueue");
     let claimed = storage
-        .claim_due("mail", sent + failed, Duration::from_secs(30), at)
+        .claim_due(
+            "mail",
+            common::NODE,
+            sent + failed,
+            Duration::from_secs(30),
+            at,
+        )
         .await
         .expect("claim");
     let outcomes = claimed

@@ -5,6 +5,7 @@ mod bench;
 #[path = "../common/mod.rs"]
 mod common;
 mod metrics;
+mod recovery;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -13,8 +13,8 @@ use common::{Email, Fixture, emails, secs, t0};
 use futures::future::join_all;
 use herald::domain::{Channel, ClaimToken, EventKind, Message, Stamp, Status};
 use herald::storage::{
-    Alert, AlertNotice, AlertState, GroupCommit, MessageFilter, MinuteMetrics, NewAlert, Outcome,
-    OutcomeKind, PageRequest, Storage, StorageError,
+    Alert, AlertNotice, AlertState, GroupCommit, MessageFilter, MinuteMetrics, NewAlert, NodeInfo,
+    Outcome, OutcomeKind, PageRequest, Storage, StorageError,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -70,6 +70,9 @@ conformance!(
     concurrent_claimers_claim_each_message_exactly_once,
     outcomes_are_rolled_up_per_minute_and_transport,
     one_node_at_a_time_holds_a_transport,
+    a_dead_holder_loses_its_transport_before_its_lease_ends,
+    claims_of_a_dead_node_are_recovered_before_their_lease_ends,
+    a_restarted_node_takes_over_its_own_claims_at_once,
     old_rollups_compact_to_hours_and_are_purged,
     sealed_hours_answer_as_the_minutes_they_sum,
     rollups_split_by_channel_and_category_with_flow_timings,
@@ -214,7 +217,7 @@ async fn a_message_the_database_refuses_fails_only_its_own_enqueue(f: &Fixture) 
 
 async fn claim(storage: &dyn Storage, n: usize, at: chrono::DateTime<chrono::Utc>) -> Vec<Message> {
     storage
-        .claim_due("mail", n, LEASE, at)
+        .claim_due("mail", common::NODE, n, LEASE, at)
         .await
         .expect("claim")
 }
@@ -369,7 +372,10 @@ async fn claims_take_only_the_named_transport(f: &Fixture) {
     .build(t0());
     s.enqueue(other.clone(), t0()).await.expect("enqueue");
     assert!(claim(s, 10, t0()).await.is_empty());
-    let claimed = s.claim_due("other", 10, LEASE, t0()).await.expect("claim");
+    let claimed = s
+        .claim_due("other", common::NODE, 10, LEASE, t0())
+        .await
+        .expect("claim");
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].status, Status::Processing);
     assert_eq!(claimed[0].attempts, 1);
@@ -596,7 +602,7 @@ async fn an_expired_lease_is_recovered_and_claimed_again(f: &Fixture) {
     s.enqueue(message.clone(), t0()).await.expect("enqueue");
     claim(s, 1, t0()).await;
     assert!(
-        s.recover_expired(t0() + secs(29), 100)
+        s.recover_expired(t0() + secs(29), common::no_node_dead(), 100)
             .await
             .expect("recover")
             .is_empty(),
@@ -608,7 +614,7 @@ async fn an_expired_lease_is_recovered_and_claimed_again(f: &Fixture) {
     );
 
     let recovered = s
-        .recover_expired(t0() + secs(31), 100)
+        .recover_expired(t0() + secs(31), common::no_node_dead(), 100)
         .await
         .expect("recover");
     assert_eq!(recovered, vec![message.id]);
@@ -630,7 +636,9 @@ async fn an_expired_lease_on_the_final_attempt_dead_letters(f: &Fixture) {
         claim(s, 1, now).await;
         now += secs(31);
         assert_eq!(
-            s.recover_expired(now, 100).await.expect("recover"),
+            s.recover_expired(now, common::no_node_dead(), 100)
+                .await
+                .expect("recover"),
             vec![message.id]
         );
     }
@@ -656,7 +664,7 @@ async fn an_outcome_under_a_stale_claim_token_is_refused(f: &Fixture) {
     let message = Email::default().build(t0());
     s.enqueue(message.clone(), t0()).await.expect("enqueue");
     let lost = claim(s, 1, t0()).await.remove(0);
-    s.recover_expired(t0() + secs(31), 100)
+    s.recover_expired(t0() + secs(31), common::no_node_dead(), 100)
         .await
         .expect("recover");
     let current = claim(s, 1, t0() + secs(31)).await.remove(0);
@@ -713,7 +721,7 @@ async fn renewed_leases_are_not_recovered(f: &Fixture) {
         .expect("renew");
     assert_eq!(renewed, 1, "only the current token renews");
     let recovered = s
-        .recover_expired(t0() + secs(60), 100)
+        .recover_expired(t0() + secs(60), common::no_node_dead(), 100)
         .await
         .expect("recover");
     assert_eq!(recovered, vec![claimed[1].id]);
@@ -838,7 +846,7 @@ async fn bulk_replay_takes_dead_letters_of_one_transport(f: &Fixture) {
     s.enqueue(other.clone(), t0()).await.expect("enqueue");
     for transport in ["mail", "other"] {
         let claimed = s
-            .claim_due(transport, 10, LEASE, t0())
+            .claim_due(transport, common::NODE, 10, LEASE, t0())
             .await
             .expect("claim");
         let outcomes = claimed.iter().map(|m| failed(m, None)).collect();
@@ -1003,7 +1011,9 @@ async fn listing_filters_and_fingerprint_lookup(f: &Fixture) {
     })
     .await;
     assert_eq!(other.iter().map(|m| m.id).collect::<Vec<_>>(), vec![b.id]);
-    s.claim_due("other", 1, LEASE, t0()).await.expect("claim");
+    s.claim_due("other", common::NODE, 1, LEASE, t0())
+        .await
+        .expect("claim");
     let processing = list(MessageFilter {
         status: Some(Status::Processing),
         ..Default::default()
@@ -1128,7 +1138,7 @@ async fn concurrent_claimers_claim_each_message_exactly_once(f: &Fixture) {
             let mut mine = Vec::new();
             loop {
                 let claimed = storage
-                    .claim_due("mail", 100, LEASE, t0())
+                    .claim_due("mail", common::NODE, 100, LEASE, t0())
                     .await
                     .expect("claim");
                 if claimed.is_empty() {
@@ -1280,7 +1290,7 @@ async fn outcomes_are_rolled_up_per_minute_and_transport(f: &Fixture) {
 
     // The retried message succeeds on its second attempt.
     let due = s
-        .claim_due("mail", 10, LEASE, at + secs(5))
+        .claim_due("mail", common::NODE, 10, LEASE, at + secs(5))
         .await
         .expect("claim");
     let retried = due
@@ -1536,43 +1546,57 @@ async fn postgres_enqueue_signals_work_on_other_nodes() {
     }
 }
 
+fn node(id: &str) -> NodeInfo {
+    NodeInfo {
+        id: id.to_owned(),
+        version: "test".to_owned(),
+        address: None,
+        started_at: t0(),
+    }
+}
+
 async fn one_node_at_a_time_holds_a_transport(f: &Fixture) {
     let s = f.storage.as_ref();
+    for id in ["node-a", "node-b"] {
+        s.heartbeat(&node(id), t0()).await.expect("heartbeat");
+    }
+    // Both nodes beat after this: only expiry or release moves a lease.
+    let alive = t0() - secs(1);
     assert!(
-        s.hold_transport("mail", "node-a", t0() + secs(30), t0())
+        s.hold_transport("mail", "node-a", t0() + secs(30), t0(), alive)
             .await
             .expect("hold")
     );
     assert!(
-        !s.hold_transport("mail", "node-b", t0() + secs(40), t0() + secs(10))
+        !s.hold_transport("mail", "node-b", t0() + secs(40), t0() + secs(10), alive)
             .await
             .expect("hold")
     );
     assert!(
-        s.hold_transport("other", "node-b", t0() + secs(30), t0())
+        s.hold_transport("other", "node-b", t0() + secs(30), t0(), alive)
             .await
             .expect("hold"),
         "leases are per transport"
     );
     assert!(
-        s.hold_transport("mail", "node-a", t0() + secs(60), t0() + secs(20))
+        s.hold_transport("mail", "node-a", t0() + secs(60), t0() + secs(20), alive)
             .await
             .expect("renew")
     );
     assert!(
-        !s.hold_transport("mail", "node-b", t0() + secs(90), t0() + secs(50))
+        !s.hold_transport("mail", "node-b", t0() + secs(90), t0() + secs(50), alive)
             .await
             .expect("hold"),
         "renewed"
     );
     assert!(
-        s.hold_transport("mail", "node-b", t0() + secs(100), t0() + secs(61))
+        s.hold_transport("mail", "node-b", t0() + secs(100), t0() + secs(61), alive)
             .await
             .expect("take over"),
         "expired"
     );
     assert!(
-        !s.hold_transport("mail", "node-a", t0() + secs(100), t0() + secs(62))
+        !s.hold_transport("mail", "node-a", t0() + secs(100), t0() + secs(62), alive)
             .await
             .expect("hold")
     );
@@ -1580,7 +1604,7 @@ async fn one_node_at_a_time_holds_a_transport(f: &Fixture) {
         .await
         .expect("release by a non-holder is a no-op");
     assert!(
-        !s.hold_transport("mail", "node-a", t0() + secs(100), t0() + secs(63))
+        !s.hold_transport("mail", "node-a", t0() + secs(100), t0() + secs(63), alive)
             .await
             .expect("hold")
     );
@@ -1588,13 +1612,13 @@ async fn one_node_at_a_time_holds_a_transport(f: &Fixture) {
         .await
         .expect("release");
     assert!(
-        s.hold_transport("mail", "node-a", t0() + secs(100), t0() + secs(64))
+        s.hold_transport("mail", "node-a", t0() + secs(100), t0() + secs(64), alive)
             .await
             .expect("hold after release")
     );
     s.set_paused("mail", true, t0()).await.expect("pause");
     assert!(
-        s.hold_transport("mail", "node-a", t0() + secs(130), t0() + secs(65))
+        s.hold_transport("mail", "node-a", t0() + secs(130), t0() + secs(65), alive)
             .await
             .expect("renew")
     );
@@ -1603,6 +1627,181 @@ async fn one_node_at_a_time_holds_a_transport(f: &Fixture) {
         states.iter().any(|t| t.name == "mail" && t.paused),
         "leases leave the pause state alone"
     );
+}
+
+async fn a_dead_holder_loses_its_transport_before_its_lease_ends(f: &Fixture) {
+    let s = f.storage.as_ref();
+    s.heartbeat(&node("node-a"), t0()).await.expect("heartbeat");
+    s.heartbeat(&node("node-b"), t0() + secs(5))
+        .await
+        .expect("heartbeat");
+    assert!(
+        s.hold_transport("mail", "node-a", t0() + secs(30), t0(), t0() - secs(6))
+            .await
+            .expect("hold")
+    );
+    assert!(
+        !s.hold_transport(
+            "mail",
+            "node-b",
+            t0() + secs(35),
+            t0() + secs(5),
+            t0() - secs(1)
+        )
+        .await
+        .expect("hold"),
+        "node A is alive"
+    );
+    assert!(
+        s.hold_transport(
+            "mail",
+            "node-b",
+            t0() + secs(37),
+            t0() + secs(7),
+            t0() + secs(1)
+        )
+        .await
+        .expect("take over"),
+        "node A missed its beats: its lease is taken over before it ends"
+    );
+    assert!(
+        s.hold_transport("other", "node-c", t0() + secs(30), t0(), t0())
+            .await
+            .expect("hold")
+    );
+    assert!(
+        s.hold_transport(
+            "other",
+            "node-b",
+            t0() + secs(30),
+            t0() + secs(1),
+            t0() - secs(6)
+        )
+        .await
+        .expect("take over"),
+        "a holder that never registered is not alive"
+    );
+}
+
+async fn claims_of_a_dead_node_are_recovered_before_their_lease_ends(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let batch = emails(3, t0());
+    s.enqueue_many(batch, t0()).await.expect("enqueue");
+    s.heartbeat(&node("node-a"), t0()).await.expect("heartbeat");
+    s.heartbeat(&node("node-b"), t0()).await.expect("heartbeat");
+    let of_a = s
+        .claim_due("mail", "node-a", 2, LEASE, t0())
+        .await
+        .expect("claim");
+    let of_b = s
+        .claim_due("mail", "node-b", 1, LEASE, t0())
+        .await
+        .expect("claim");
+    assert_eq!((of_a.len(), of_b.len()), (2, 1));
+    s.heartbeat(&node("node-b"), t0() + secs(6))
+        .await
+        .expect("heartbeat");
+    assert!(
+        s.recover_expired(t0() + secs(5), t0() - secs(1), 100)
+            .await
+            .expect("recover")
+            .is_empty(),
+        "both nodes alive, no lease ended"
+    );
+    let mut recovered = s
+        .recover_expired(t0() + secs(7), t0() + secs(1), 100)
+        .await
+        .expect("recover");
+    recovered.sort();
+    let mut expected: Vec<Stamp> = of_a.iter().map(|m| m.id).collect();
+    expected.sort();
+    assert_eq!(recovered, expected, "node A's claims only, 23 s early");
+    for id in &expected {
+        assert_eq!(status_of(s, *id).await, Status::Queued);
+        assert_eq!(
+            events_of(s, *id).await.last(),
+            Some(&EventKind::LeaseExpired)
+        );
+    }
+    assert_eq!(status_of(s, of_b[0].id).await, Status::Processing);
+    // Node A comes back (it was only slow): it beats again, its stale
+    // outcomes are refused by their claim tokens.
+    s.heartbeat(&node("node-a"), t0() + secs(8))
+        .await
+        .expect("heartbeat");
+    let late = s
+        .record_outcomes(vec![outcome(&of_a[0], OutcomeKind::Sent)], t0() + secs(8))
+        .await
+        .expect("record");
+    assert_eq!(late.stale, vec![of_a[0].id]);
+}
+
+/// Registers `node` once the lock of the process before it is free: on
+/// PostgreSQL that takes the server a moment to notice a closed session.
+async fn register_once_free(s: &dyn Storage, node: &NodeInfo, at: chrono::DateTime<chrono::Utc>) {
+    let mut tries = 0;
+    while let Err(err) = s.register_node(node, at).await {
+        tries += 1;
+        assert!(
+            tries < 100,
+            "the lock of the process before was never freed: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_restarted_node_takes_over_its_own_claims_at_once(f: &Fixture) {
+    f.storage
+        .enqueue_many(emails(2, t0()), t0())
+        .await
+        .expect("enqueue");
+    let me = node("node-a");
+    let first = f.reopen().await;
+    first.register_node(&me, t0()).await.expect("register");
+    let held = first
+        .claim_due("mail", "node-a", 2, LEASE, t0())
+        .await
+        .expect("claim");
+    assert_eq!(held.len(), 2);
+    let again = f.reopen().await;
+    assert!(
+        matches!(
+            again.register_node(&me, t0()).await,
+            Err(StorageError::Config(_))
+        ),
+        "a second live process with the same node (or SQLite file) is refused"
+    );
+    // The process dies without deregistering (its lock goes with it); its
+    // successor, with the same id (on SQLite: any process on the file),
+    // starts a second later.
+    drop(first);
+    let successor = f.reopen().await;
+    register_once_free(successor.as_ref(), &me, t0() + secs(1)).await;
+    let recovered = successor
+        .recover_expired(t0() + secs(1), common::no_node_dead(), 100)
+        .await
+        .expect("recover");
+    assert_eq!(
+        recovered.len(),
+        2,
+        "taken over without waiting for the lease"
+    );
+    assert!(
+        successor
+            .hold_transport("mail", "node-a", t0() + secs(31), t0() + secs(1), t0())
+            .await
+            .expect("hold")
+    );
+    successor
+        .deregister_node("node-a", t0() + secs(2))
+        .await
+        .expect("deregister");
+    // Free again once the successor deregistered.
+    register_once_free(again.as_ref(), &me, t0() + secs(3)).await;
+    again
+        .deregister_node("node-a", t0() + secs(3))
+        .await
+        .expect("deregister");
 }
 
 async fn old_rollups_compact_to_hours_and_are_purged(f: &Fixture) {
