@@ -145,7 +145,8 @@ async fn restart_after_sigkill(storage_url: &str, engine: &str, storage: &dyn St
     // Reported, not asserted beyond the lease bound above: timings are
     // for BENCHMARKS.md, which records them on quiet machines.
     eprintln!(
-        "restart to first delivery: {} ms; in-flight ({}) delivered again after {} ms",
+        "{}: restart to first delivery: {} ms; in-flight ({}) delivered again after {} ms",
+        storage.backend(),
         (first - restarted_at).num_milliseconds(),
         in_flight.len(),
         (redelivered - restarted_at).num_milliseconds()
