@@ -127,6 +127,21 @@ fn workdir() -> tempfile::TempDir {
     dir
 }
 
+/// A migrated SQLite store in a directory of its own, with its URL.
+async fn sqlite_store() -> (
+    tempfile::TempDir,
+    String,
+    std::sync::Arc<dyn herald::storage::Storage>,
+) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let storage = herald::storage::open(&herald::storage::StorageOptions::new(url.clone()))
+        .await
+        .expect("open");
+    storage.migrate().await.expect("migrate");
+    (dir, url, storage)
+}
+
 async fn get_json(client: &reqwest::Client, url: String) -> (u16, serde_json::Value) {
     let response = client.get(url).send().await.expect("request");
     let status = response.status().as_u16();
@@ -394,12 +409,7 @@ async fn survives_sigkill_mid_delivery(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_mid_delivery_loses_nothing_on_sqlite() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
-    let storage = herald::storage::open(&herald::storage::StorageOptions::new(url.clone()))
-        .await
-        .expect("open");
-    storage.migrate().await.expect("migrate");
+    let (_dir, url, storage) = sqlite_store().await;
     survives_sigkill_mid_delivery(&url, storage).await;
 }
 

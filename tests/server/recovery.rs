@@ -156,12 +156,7 @@ async fn restart_after_sigkill(storage_url: &str, engine: &str, storage: &dyn St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_herald_on_sqlite_delivers_again_within_seconds_of_its_restart() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
-    let storage = herald::storage::open(&herald::storage::StorageOptions::new(url.clone()))
-        .await
-        .expect("open");
-    storage.migrate().await.expect("migrate");
+    let (_dir, url, storage) = super::sqlite_store().await;
     // No node id: the file lock alone says the predecessor is gone.
     restart_after_sigkill(&url, "", storage.as_ref()).await;
 }
@@ -191,6 +186,37 @@ async fn drives(client: &reqwest::Client, herald: &Herald) -> bool {
     transport(client, herald).await["active_here"] == true
 }
 
+/// Two `herald` processes on one PostgreSQL, A started first and driving
+/// the transport, each in a directory of its own.
+struct TwoNodes {
+    a: Herald,
+    b: Herald,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl TwoNodes {
+    async fn start(
+        fixture: &Fixture,
+        endpoint: &MockServer,
+        engine: &str,
+        client: &reqwest::Client,
+    ) -> TwoNodes {
+        let dirs = [(); 2].map(|_| tempfile::tempdir().expect("a temporary directory"));
+        for dir in &dirs {
+            write_config(dir.path(), &fixture.options.url, &endpoint.uri(), engine);
+        }
+        let mut a = Herald::start(dirs[0].path(), &[]);
+        a.wait_until_live(client).await;
+        wait_for("node A drives", Duration::from_secs(10), async || {
+            drives(client, &a).await
+        })
+        .await;
+        let mut b = Herald::start(dirs[1].path(), &[]);
+        b.wait_until_live(client).await;
+        TwoNodes { a, b, _dirs: dirs }
+    }
+}
+
 /// Two processes on one PostgreSQL: a pause answered by the node that
 /// does not drive the transport stops the one that does, and a resume
 /// starts it again. Heartbeats are slow here, so only the notification
@@ -199,23 +225,10 @@ async fn drives(client: &reqwest::Client, herald: &Herald) -> bool {
 async fn pause_and_resume_reach_the_node_that_drives_the_transport() {
     let fixture = Fixture::postgres().await;
     let endpoint = slow_endpoint(Duration::ZERO).await;
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let engine = "heartbeat_ms = 20000";
-    write_config(dir_a.path(), &fixture.options.url, &endpoint.uri(), engine);
-    write_config(dir_b.path(), &fixture.options.url, &endpoint.uri(), engine);
     let client = client();
-    let mut a = Herald::start(dir_a.path(), &[]);
-    a.wait_until_live(&client).await;
-    wait_for("node A drives", Duration::from_secs(10), async || {
-        drives(&client, &a).await
-    })
-    .await;
-    let mut b = Herald::start(dir_b.path(), &[]);
-    b.wait_until_live(&client).await;
-    assert!(!drives(&client, &b).await, "one node drives at a time");
+    let nodes = TwoNodes::start(&fixture, &endpoint, "heartbeat_ms = 20000", &client).await;
+    let (a, b) = (&nodes.a, &nodes.b);
+    assert!(!drives(&client, b).await, "one node drives at a time");
 
     let paused = client
         .post(format!("{}/api/transports/hooks/pause", b.base))
@@ -224,7 +237,7 @@ async fn pause_and_resume_reach_the_node_that_drives_the_transport() {
         .expect("pause");
     assert_eq!(paused.status().as_u16(), 200);
     wait_for("node A paused", Duration::from_secs(5), async || {
-        transport(&client, &a).await["paused"] == true
+        transport(&client, a).await["paused"] == true
     })
     .await;
     enqueue_webhooks(&client, &b.base, 5).await;
@@ -234,7 +247,7 @@ async fn pause_and_resume_reach_the_node_that_drives_the_transport() {
         0,
         "a paused transport delivers nothing on any node"
     );
-    assert!(drives(&client, &a).await, "node A still drives, paused");
+    assert!(drives(&client, a).await, "node A still drives, paused");
 
     let resumed = client
         .post(format!("{}/api/transports/hooks/resume", b.base))
@@ -248,8 +261,8 @@ async fn pause_and_resume_reach_the_node_that_drives_the_transport() {
         async || endpoint.received_requests().await.unwrap_or_default().len() == 5,
     )
     .await;
-    assert!(a.terminate().success());
-    assert!(b.terminate().success());
+    assert!(nodes.a.terminate().success());
+    assert!(nodes.b.terminate().success());
 }
 
 /// A node that dies holding a transport loses it to a live node within a
@@ -259,31 +272,17 @@ async fn pause_and_resume_reach_the_node_that_drives_the_transport() {
 async fn another_node_takes_over_a_dead_nodes_transport_and_claims() {
     let fixture = Fixture::postgres().await;
     let endpoint = slow_endpoint(Duration::from_millis(300)).await;
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let engine = "heartbeat_ms = 500";
-    write_config(dir_a.path(), &fixture.options.url, &endpoint.uri(), engine);
-    write_config(dir_b.path(), &fixture.options.url, &endpoint.uri(), engine);
     let client = client();
-    let mut a = Herald::start(dir_a.path(), &[]);
-    a.wait_until_live(&client).await;
-    wait_for("node A drives", Duration::from_secs(10), async || {
-        drives(&client, &a).await
-    })
-    .await;
-    let mut b = Herald::start(dir_b.path(), &[]);
-    b.wait_until_live(&client).await;
-    let ids = enqueue_webhooks(&client, &b.base, 40).await;
+    let mut nodes = TwoNodes::start(&fixture, &endpoint, "heartbeat_ms = 500", &client).await;
+    let ids = enqueue_webhooks(&client, &nodes.b.base, 40).await;
     wait_for(
         "deliveries under way",
         Duration::from_secs(30),
         async || endpoint.received_requests().await.unwrap_or_default().len() >= 8,
     )
     .await;
-    a.child.kill().expect("SIGKILL");
-    let _ = a.child.wait();
+    nodes.a.child.kill().expect("SIGKILL");
+    let _ = nodes.a.child.wait();
     let storage = fixture.storage.as_ref();
     let killed_at = SystemClock.now();
     wait_for(
@@ -298,10 +297,10 @@ async fn another_node_takes_over_a_dead_nodes_transport_and_claims() {
     )
     .await;
     assert_eq!(messages(storage, None).await.len(), ids.len());
-    assert!(drives(&client, &b).await, "node B drives now");
+    assert!(drives(&client, &nodes.b).await, "node B drives now");
     eprintln!(
         "node B finished node A's work {} ms after the kill",
         (SystemClock.now() - killed_at).num_milliseconds()
     );
-    assert!(b.terminate().success());
+    assert!(nodes.b.terminate().success());
 }
