@@ -43,8 +43,9 @@ async fn start(f: &Fixture, storage: Arc<dyn Storage>) -> Engine {
     );
     let settings =
         Arc::new(Settings::from_toml(&text, Path::new("bench.toml"), |_| None).expect("settings"));
-    let transports = herald::transports::build_all(&settings.transports).expect("transports");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let transports =
+        herald::transports::build_all(&settings.transports, clock.clone()).expect("transports");
     Engine::start(
         storage,
         clock,

@@ -7,7 +7,6 @@
 //! to finish and flushes the tracker; then the process exits 0. Anything
 //! still running after the grace comes back through its lease.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use crate::http::{self, AppState};
 use crate::storage::{self, Storage, StorageError};
 use crate::telemetry::TimedStorage;
 use crate::time::{Clock, SystemClock};
-use crate::transports::{self, Transport, TransportError};
+use crate::transports::{self, TransportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -184,8 +183,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
     let settings = Arc::new(settings);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Inside the actix runtime: pooled SMTP transports need one to exist.
-    let transports: BTreeMap<String, Arc<dyn Transport>> =
-        transports::build_all(&settings.transports)?;
+    let transports = transports::build_all(&settings.transports, clock.clone())?;
     let engine = Engine::start(
         storage.clone(),
         clock.clone(),

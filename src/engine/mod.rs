@@ -2,10 +2,13 @@
 //! [`transport_actor::TransportActor`] per configured transport and the
 //! shared [`tracker::Tracker`] that persists outcomes in batches, and,
 //! with alert rules configured, the `alerter::Alerter` that evaluates them.
-//! [`Engine`] is the handle the rest of Herald (HTTP, `app`) uses.
+//! Each transport passes through its [`Gate`] (rate limiter and breaker),
+//! shared with the groups it is a member of. [`Engine`] is the handle the
+//! rest of Herald (HTTP, `app`) uses.
 
 mod alerter;
 mod breaker;
+mod gate;
 mod messages;
 mod supervisor;
 mod tracker;
@@ -20,11 +23,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use breaker::{Breaker, CircuitState};
+pub use gate::Gate;
 
 use crate::config::Settings;
 use crate::storage::{NodeInfo, Storage, StorageError};
 use crate::time::Clock;
-use crate::transports::Transport;
+use crate::transports::Gated;
 
 /// `[engine] heartbeat_ms` when not set.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
@@ -125,7 +129,7 @@ impl Engine {
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
         settings: Arc<Settings>,
-        transports: BTreeMap<String, Arc<dyn Transport>>,
+        transports: BTreeMap<String, Gated>,
         options: EngineOptions,
     ) -> Result<Engine, EngineError> {
         let node = NodeInfo {

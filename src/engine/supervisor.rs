@@ -26,13 +26,13 @@ use super::{EngineError, EngineOptions};
 use crate::config::Settings;
 use crate::storage::{MAX_BATCH, NodeInfo, Storage};
 use crate::time::Clock;
-use crate::transports::Transport;
+use crate::transports::Gated;
 
 pub struct Supervisor {
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     settings: Arc<Settings>,
-    transports: BTreeMap<String, Arc<dyn Transport>>,
+    transports: BTreeMap<String, Gated>,
     paused: Vec<String>,
     options: EngineOptions,
     actors: BTreeMap<String, Addr<TransportActor>>,
@@ -50,7 +50,7 @@ impl Supervisor {
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
         settings: Arc<Settings>,
-        transports: BTreeMap<String, Arc<dyn Transport>>,
+        transports: BTreeMap<String, Gated>,
         paused: Vec<String>,
         options: EngineOptions,
         info: NodeInfo,
@@ -196,13 +196,14 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(node = %self.node, transports = self.transports.len(), "engine starting");
         let tracker = Tracker::new(self.storage.clone(), self.clock.clone()).start();
-        for (name, transport) in &self.transports {
+        for (name, gated) in &self.transports {
             let Some(settings) = self.settings.transports.get(name) else {
                 continue;
             };
             let parts = TransportParts {
                 settings: settings.clone(),
-                transport: transport.clone(),
+                transport: gated.transport.clone(),
+                gate: gated.gate.clone(),
                 storage: self.storage.clone(),
                 clock: self.clock.clone(),
                 tracker: tracker.clone(),

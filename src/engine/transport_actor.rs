@@ -4,7 +4,8 @@
 //! priority order (up to `batch_size`, keeping at most `concurrency +
 //! prefetch_count` claimed), start up to `concurrency` deliveries, each
 //! waiting on the transport's own rate limiter and asking its own circuit
-//! breaker, and send every outcome to the tracker. While paused, or while
+//! breaker (its [`Gate`], shared with the groups it is a member of), and
+//! send every outcome to the tracker. While paused, or while
 //! the breaker is open, nothing is claimed and claimed-but-unstarted
 //! messages are handed back, so waiting costs a message no attempt. It
 //! wakes on a work signal (enqueue) and otherwise polls every
@@ -22,9 +23,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use tokio::sync::oneshot;
 
+use super::Gate;
 use super::breaker::{Breaker, CircuitState};
 use super::messages::{BreakerOpen, GetStatus, Pause, Record, Resume, Shutdown, Wake};
 use super::tracker::Tracker;
@@ -32,15 +34,17 @@ use super::{EngineOptions, TransportStatus};
 use crate::config::TransportSettings;
 use crate::delivery::retry::RetryPolicy;
 use crate::domain::{ClaimToken, Message, Stamp};
-use crate::storage::{Outcome, OutcomeKind, Storage};
+use crate::storage::{MemberFailed, Outcome, OutcomeKind, Storage};
 use crate::time::Clock;
-use crate::transports::{Delivery, Transport, TransportError};
+use crate::transports::{Attempted, MemberFailure, Transport};
 
 /// Everything an actor needs; kept so a restart rebuilds from the same parts.
 #[derive(Clone)]
 pub struct TransportParts {
     pub settings: TransportSettings,
     pub transport: Arc<dyn Transport>,
+    /// The transport's rate limiter and breaker, shared with its groups.
+    pub gate: Gate,
     pub storage: Arc<dyn Storage>,
     pub clock: Arc<dyn Clock>,
     pub tracker: Addr<Tracker>,
@@ -52,7 +56,7 @@ pub struct TransportParts {
 
 /// What one delivery task came back with.
 enum Attempt {
-    Delivered(Result<Delivery, TransportError>, Duration),
+    Delivered(Attempted, Duration),
     /// The breaker opened while this message waited: not attempted.
     NotPermitted,
     /// The transport panicked; the actor restarts after recording it.
@@ -99,6 +103,16 @@ fn with_timings(
     }
 }
 
+/// A member of the group `group` that failed within an attempt, as stored.
+fn member_failed(group: &str, failure: MemberFailure) -> MemberFailed {
+    MemberFailed {
+        group: group.to_owned(),
+        member: failure.member,
+        error: failure.error.to_string(),
+        duration_ms: Some(failure.took.as_millis() as u64),
+    }
+}
+
 pub struct TransportActor {
     parts: TransportParts,
     retry: RetryPolicy,
@@ -123,18 +137,10 @@ pub struct TransportActor {
 
 impl TransportActor {
     pub fn new(parts: TransportParts) -> TransportActor {
-        let delivery = &parts.settings.delivery;
-        let quota = Quota::per_minute(delivery.rate_limit).allow_burst(delivery.burst_limit);
-        let breaker = Breaker::new(
-            &parts.settings.name,
-            delivery.circuit_failure_threshold.get(),
-            delivery.circuit_open,
-            parts.clock.clone(),
-        );
         TransportActor {
-            retry: RetryPolicy::from(delivery),
-            limiter: Arc::new(RateLimiter::direct(quota)),
-            breaker,
+            retry: RetryPolicy::from(&parts.settings.delivery),
+            limiter: parts.gate.limiter().clone(),
+            breaker: parts.gate.breaker().clone(),
             paused: parts.paused,
             stopping: false,
             holds_lease: false,
@@ -180,6 +186,11 @@ impl TransportActor {
 
     fn claim(&mut self, ctx: &mut Context<Self>) {
         if self.paused || self.claiming || self.idle || self.stopping || !self.holds_lease {
+            return;
+        }
+        // A group whose every member's breaker is open has nothing to try;
+        // the poll asks again.
+        if !self.parts.transport.is_available() {
             return;
         }
         let held = self.ready.len() + self.in_flight.len();
@@ -255,7 +266,7 @@ impl TransportActor {
         let task = async move {
             let limited = Instant::now();
             limiter.until_ready().await;
-            let held = Held {
+            let mut held = Held {
                 limited: limited.elapsed(),
                 started_at: clock.now(),
             };
@@ -263,15 +274,22 @@ impl TransportActor {
                 return (message, Attempt::NotPermitted, held);
             }
             let started = Instant::now();
-            let delivery = tokio::time::timeout(hard_timeout, transport.deliver(&message));
+            let delivery = transport.attempt(&message, hard_timeout);
             let attempt = match AssertUnwindSafe(delivery).catch_unwind().await {
-                Ok(Ok(result)) => Attempt::Delivered(result, started.elapsed()),
-                Ok(Err(_)) => Attempt::Delivered(
-                    Err(TransportError::Timeout(format!(
-                        "no result within {hard_timeout:?}"
-                    ))),
-                    started.elapsed(),
-                ),
+                // Every member of a group has its breaker open: nothing
+                // was tried, so nothing is failed.
+                Ok(attempted) if attempted.result.as_ref().is_err_and(|e| e.is_unavailable()) => {
+                    Attempt::NotPermitted
+                }
+                Ok(attempted) => {
+                    // A group's wait for its members' rate limiters is
+                    // limiter time, not the provider's latency.
+                    held.limited += attempted.limited;
+                    held.started_at +=
+                        chrono::Duration::from_std(attempted.limited).unwrap_or_default();
+                    let took = started.elapsed().saturating_sub(attempted.limited);
+                    Attempt::Delivered(attempted, took)
+                }
                 Err(panic) => {
                     let what = panic
                         .downcast_ref::<&str>()
@@ -300,6 +318,7 @@ impl TransportActor {
         let name = self.name().to_owned();
         let mut panicked = false;
         let mut error_class = None;
+        let mut passed_over = Vec::new();
         let (kind, member, duration) = match attempt {
             Attempt::NotPermitted => (
                 OutcomeKind::Released {
@@ -308,12 +327,28 @@ impl TransportActor {
                 name.clone(),
                 None,
             ),
-            Attempt::Delivered(Ok(delivery), took) => {
+            Attempt::Delivered(
+                Attempted {
+                    result: Ok(delivery),
+                    passed_over: tried,
+                    ..
+                },
+                took,
+            ) => {
                 self.breaker.record_success();
+                passed_over = tried;
                 tracing::debug!(transport = %name, id = %message.id, member = %delivery.transport, "sent");
                 (OutcomeKind::Sent, delivery.transport, Some(took))
             }
-            Attempt::Delivered(Err(err), took) => {
+            Attempt::Delivered(
+                Attempted {
+                    result: Err(err),
+                    member: used,
+                    passed_over: tried,
+                    ..
+                },
+                took,
+            ) => {
                 // Only the provider's own trouble counts against the
                 // breaker; a rejected message says nothing about its health.
                 if err.is_transient() {
@@ -327,12 +362,13 @@ impl TransportActor {
                 let retry_at =
                     self.retry
                         .retry_at(message.attempts, &err, now, rand::random::<f64>());
+                passed_over = tried;
                 (
                     OutcomeKind::Failed {
                         error: err.to_string(),
                         retry_at,
                     },
-                    name.clone(),
+                    used,
                     Some(took),
                 )
             }
@@ -358,6 +394,10 @@ impl TransportActor {
             transport: member,
             attempt: message.attempts,
             error_class,
+            passed_over: passed_over
+                .into_iter()
+                .map(|failure| member_failed(&name, failure))
+                .collect(),
             ..Outcome::new(&message, token, kind)
         };
         let outcome = match duration {

@@ -147,6 +147,29 @@ pub struct Outcome {
     /// `permanent`, `transient`), for the failure analytics.
     pub error_class: Option<String>,
     pub kind: OutcomeKind,
+    /// Group members that failed within this attempt before `transport`
+    /// ended it, in the order tried.
+    pub passed_over: Vec<MemberFailed>,
+}
+
+/// A group member that failed within an attempt that then went on to the
+/// next member. It is stored as an `attempt_failed` event of its own
+/// (transport: the member, detail `{group, member}`) before the attempt's
+/// own events, and left out of the rollups: they count attempts, and an
+/// attempt counts once, under the member that ended it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberFailed {
+    pub group: String,
+    pub member: String,
+    pub error: String,
+    pub duration_ms: Option<u64>,
+}
+
+impl MemberFailed {
+    /// The event's `detail`.
+    pub fn detail(&self) -> serde_json::Value {
+        serde_json::json!({ "group": self.group, "member": self.member })
+    }
 }
 
 impl Outcome {
@@ -167,6 +190,7 @@ impl Outcome {
             attempt: message.attempts,
             error_class: None,
             kind,
+            passed_over: Vec::new(),
         }
     }
 }

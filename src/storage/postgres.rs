@@ -365,6 +365,52 @@ fn event_from_row(row: &Row) -> Result<Event, StorageError> {
     })
 }
 
+/// Writes the events of the group members that failed within the
+/// outcomes' attempts ([`PASSED_OVER_SQL`]); nothing when there are none.
+async fn record_passed_over(
+    tx: &deadpool_postgres::Transaction<'_>,
+    outcomes: &[Outcome],
+    now: DateTime<Utc>,
+) -> Result<(), StorageError> {
+    let failed: Vec<(&Outcome, usize, &super::MemberFailed)> = outcomes
+        .iter()
+        .flat_map(|o| {
+            o.passed_over
+                .iter()
+                .enumerate()
+                .map(move |(i, f)| (o, i, f))
+        })
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = failed.iter().map(|(o, _, _)| uuid(o.id)).collect();
+    let tokens: Vec<Uuid> = failed
+        .iter()
+        .map(|(o, _, _)| Uuid::from(o.claim_token.0))
+        .collect();
+    let members: Vec<&str> = failed.iter().map(|(_, _, f)| f.member.as_str()).collect();
+    let durations: Vec<Option<i64>> = failed
+        .iter()
+        .map(|(_, _, f)| millis_i64(f.duration_ms))
+        .collect();
+    let errors: Vec<&str> = failed.iter().map(|(_, _, f)| f.error.as_str()).collect();
+    let details: Vec<serde_json::Value> = failed.iter().map(|(_, _, f)| f.detail()).collect();
+    let seqs: Vec<i32> = failed
+        .iter()
+        .map(|(_, i, _)| i32::try_from(*i).unwrap_or(i32::MAX))
+        .collect();
+    let statement = tx.prepare_cached(PASSED_OVER_SQL).await?;
+    tx.execute(
+        &statement,
+        &[
+            &ids, &tokens, &members, &durations, &errors, &details, &seqs, &now,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 fn millis_i64(ms: Option<u64>) -> Option<i64> {
     ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX))
 }
@@ -468,6 +514,25 @@ WITH input AS (
     ORDER BY c.id, e.seq
 )
 SELECT id, status FROM updated";
+
+/// The `attempt_failed` events of group members passed over within an
+/// attempt, for the claims that are still current (locked, so the outcome
+/// that follows in the same transaction finds the same claims current).
+const PASSED_OVER_SQL: &str = "
+WITH failed AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::text[], $6::jsonb[],
+                         $7::int4[])
+        AS t(id, token, member, duration_ms, error, detail, seq)
+), held AS (
+    SELECT m.id, m.attempts
+    FROM messages m JOIN (SELECT DISTINCT id, token FROM failed) f ON m.id = f.id
+    WHERE m.status = 'processing' AND m.claim_token = f.token
+    FOR UPDATE OF m
+)
+INSERT INTO message_events (message_id, kind, at, attempt, transport, duration_ms, error, detail)
+SELECT h.id, 'attempt_failed', $8, h.attempts, f.member, f.duration_ms, f.error, f.detail
+FROM held h JOIN failed f ON h.id = f.id
+ORDER BY f.id, f.seq";
 
 const RECOVER_SQL: &str = "
 WITH expired AS (
@@ -821,6 +886,8 @@ impl Storage for PostgresStorage {
 
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // First, so that their events come before the attempt's own.
+        record_passed_over(&tx, &outcomes, now).await?;
         let statement = tx.prepare_cached(OUTCOMES_SQL).await?;
         let rows = tx
             .query(

@@ -731,6 +731,22 @@ impl Storage for SqliteStorage {
                     recorded.stale.push(outcome.id);
                     continue;
                 }
+                // First, so that they come before the attempt's own events.
+                for failed in &outcome.passed_over {
+                    insert_event(
+                        tx,
+                        NewEvent {
+                            id: outcome.id,
+                            kind: EventKind::AttemptFailed,
+                            at: now,
+                            attempt: attempts,
+                            transport: Some(&failed.member),
+                            duration_ms: failed.duration_ms,
+                            error: Some(&failed.error),
+                            detail: Some(failed.detail()),
+                        },
+                    )?;
+                }
                 let event = |kind, error, detail| NewEvent {
                     id: outcome.id,
                     kind,

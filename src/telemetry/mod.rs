@@ -426,6 +426,7 @@ mod tests {
             attempt,
             error_class: None,
             kind,
+            passed_over: Vec::new(),
         }
     }
 

@@ -1,139 +1,189 @@
 //! The group transports, `failover` and `round_robin`: one name in front
-//! of several plain transports. Both move on to the next member when one
-//! fails transiently, within the same attempt; a permanent failure stops
-//! there (another member would refuse the message too). A member that
-//! failed transiently is left alone for a cool-down, so a dead primary is
-//! not tried, and waited for, on every message.
+//! of several plain transports. A group delivers through its members'
+//! own gates (rate limiter and circuit breaker, see
+//! [`Gate`](crate::engine::Gate)), the same
+//! ones their direct traffic passes through, so a member's limits hold for
+//! the sum of both. Within one attempt a group moves on to the next member
+//! when one fails transiently; a permanent failure stops there (another
+//! member would refuse the message too). A member whose breaker is open is
+//! skipped; with every member's breaker open nothing is tried and the
+//! attempt comes back [`TransportError::Unavailable`].
+//!
+//! A member at its rate limit: `failover` waits for it, since a backup is
+//! for when the primary fails, not for when it is busy; `round_robin`
+//! passes it over for the next member that has room, and waits for the
+//! first to free up when none has.
 
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use tokio::time::Instant;
 
+use super::{Attempted, Delivery, Gated, MemberFailure, Transport, TransportError, within};
 use crate::domain::Message;
 
-use super::{Delivery, Transport, TransportError};
-
-/// One member and until when it is being left alone.
-struct Member {
-    transport: Arc<dyn Transport>,
-    cool_down: Duration,
-    /// Set after a transient failure, cleared by a success. A std mutex:
-    /// it is held for a read or a write, never across an await.
-    unhealthy_until: Mutex<Option<Instant>>,
-}
-
-impl Member {
-    fn is_cooling(&self, now: Instant) -> bool {
-        self.unhealthy_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some_and(|until| until > now)
-    }
-
-    fn mark(&self, healthy: bool) {
-        let mut until = self
-            .unhealthy_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *until = if healthy {
-            None
-        } else {
-            Some(Instant::now() + self.cool_down)
-        };
-    }
+/// When a member at its rate limit is passed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenLimited {
+    /// Wait for the member: the order is a preference.
+    Wait,
+    /// Use the next member with room: the order only spreads load.
+    PassOver,
 }
 
 /// The members in the order one delivery tries them.
 struct Members {
-    members: Vec<Member>,
+    group: String,
+    members: Vec<Gated>,
+    when_limited: WhenLimited,
 }
 
 impl Members {
-    fn new(members: Vec<(Arc<dyn Transport>, Duration)>) -> Result<Self, TransportError> {
+    fn new(
+        group: String,
+        members: Vec<Gated>,
+        when_limited: WhenLimited,
+    ) -> Result<Self, TransportError> {
         if members.is_empty() {
-            return Err(TransportError::Local(
-                "a group needs at least one member".into(),
-            ));
+            return Err(TransportError::Local(format!(
+                "transport `{group}`: a group needs at least one member"
+            )));
         }
         Ok(Members {
-            members: members
-                .into_iter()
-                .map(|(transport, cool_down)| Member {
-                    transport,
-                    cool_down,
-                    unhealthy_until: Mutex::new(None),
-                })
-                .collect(),
+            group,
+            members,
+            when_limited,
         })
     }
 
-    /// Tries members starting at `first` and wrapping around, skipping
-    /// those cooling down. When every member is cooling down they are all
-    /// tried anyway: a group never fails a message without trying.
-    async fn deliver(&self, message: &Message, first: usize) -> Result<Delivery, TransportError> {
-        let now = Instant::now();
+    /// Any member's breaker lets a call through (asking turns an open
+    /// breaker whose open time has passed half-open, ready for a probe).
+    fn any_permitted(&self) -> bool {
+        // Every breaker is asked, not just up to the first yes: each one
+        // that is due moves to half-open now.
+        let mut any = false;
+        for member in &self.members {
+            any |= member.gate.breaker().permits();
+        }
+        any
+    }
+
+    /// Takes rate-limit room on one of `candidates` (in order of
+    /// preference), waiting if need be; answers its index.
+    async fn acquire(&self, candidates: &[&Gated]) -> usize {
+        if self.when_limited == WhenLimited::PassOver
+            && let Some(free) = candidates.iter().position(|m| m.gate.try_acquire())
+        {
+            return free;
+        }
+        match self.when_limited {
+            WhenLimited::Wait => {
+                candidates[0].gate.until_ready().await;
+                0
+            }
+            WhenLimited::PassOver => {
+                // Each wait takes room only when it completes, and
+                // select_all stops at the first that does: one is taken.
+                let waits = candidates.iter().map(|m| m.gate.until_ready().boxed());
+                let ((), index, _) = futures::future::select_all(waits).await;
+                index
+            }
+        }
+    }
+
+    /// One attempt over the members, starting at `first` and wrapping
+    /// around, each call given at most `limit`.
+    async fn attempt(&self, message: &Message, first: usize, limit: Duration) -> Attempted {
         let count = self.members.len();
-        let rotation = (0..count).map(|i| &self.members[(first + i) % count]);
-        let healthy: Vec<&Member> = rotation.clone().filter(|m| !m.is_cooling(now)).collect();
-        let order = if healthy.is_empty() {
-            rotation.collect()
-        } else {
-            healthy
+        let mut candidates: Vec<&Gated> = (0..count)
+            .map(|i| &self.members[(first + i) % count])
+            .collect();
+        let mut passed_over: Vec<MemberFailure> = Vec::new();
+        let mut limited = Duration::ZERO;
+        let end = |member, result, passed_over, limited| Attempted {
+            member,
+            result,
+            passed_over,
+            limited,
         };
-        let mut last_error = None;
-        for member in order {
-            match member.transport.deliver(message).await {
+        loop {
+            candidates.retain(|m| m.gate.breaker().permits());
+            if candidates.is_empty() {
+                // The last failure ends the attempt; the ones before it
+                // were passed over.
+                return match passed_over.pop() {
+                    Some(last) => end(last.member, Err(last.error), passed_over, limited),
+                    None => {
+                        let err = TransportError::Unavailable(format!(
+                            "every member of `{}` has its circuit open",
+                            self.group
+                        ));
+                        end(self.group.clone(), Err(err), passed_over, limited)
+                    }
+                };
+            }
+            let waited = Instant::now();
+            let index = self.acquire(&candidates).await;
+            limited += waited.elapsed();
+            let member = candidates.remove(index);
+            // The wait may have been long enough for the breaker to open.
+            if !member.gate.breaker().permits() {
+                continue;
+            }
+            let name = member.transport.name().to_owned();
+            let started = Instant::now();
+            let result = within(limit, member.transport.deliver(message)).await;
+            let took = started.elapsed();
+            match result {
                 Ok(delivery) => {
-                    member.mark(true);
-                    return Ok(delivery);
+                    member.gate.breaker().record_success();
+                    return end(name, Ok(delivery), passed_over, limited);
                 }
-                Err(err) if err.is_permanent() => return Err(err),
+                Err(err) if err.is_permanent() => {
+                    // A refused message says nothing about the member's health.
+                    member.gate.breaker().record_success();
+                    return end(name, Err(err), passed_over, limited);
+                }
                 Err(err) => {
+                    member.gate.breaker().record_failure();
                     tracing::warn!(
-                        member = member.transport.name(),
+                        group = %self.group,
+                        member = %name,
                         stamp = %message.id,
                         cause = %err,
-                        cool_down_ms = member.cool_down.as_millis() as u64,
-                        "group member failed; trying the next"
+                        "group member failed"
                     );
-                    member.mark(false);
-                    last_error = Some(err);
+                    passed_over.push(MemberFailure {
+                        member: name,
+                        error: err,
+                        took,
+                    });
                 }
             }
         }
-        // `order` is never empty (a group has members), so this fallback
-        // is only for the type checker.
-        Err(last_error.unwrap_or_else(|| TransportError::Local("the group has no members".into())))
     }
 }
 
 /// Tries its members in configured order: the first is the primary.
 pub struct FailoverTransport {
-    name: String,
     members: Members,
 }
 
 impl FailoverTransport {
-    /// `members` with each one's cool-down after a transient failure.
-    pub fn new(
-        name: impl Into<String>,
-        members: Vec<(Arc<dyn Transport>, Duration)>,
-    ) -> Result<Self, TransportError> {
-        let name = name.into();
-        let members = Members::new(members)
-            .map_err(|e| TransportError::Local(format!("transport `{name}`: {e}")))?;
-        Ok(FailoverTransport { name, members })
+    /// A failover over `members`, the first being the primary.
+    pub fn new(name: impl Into<String>, members: Vec<Gated>) -> Result<Self, TransportError> {
+        Ok(FailoverTransport {
+            members: Members::new(name.into(), members, WhenLimited::Wait)?,
+        })
     }
 }
 
 #[async_trait]
 impl Transport for FailoverTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.members.group
     }
 
     fn kind(&self) -> &'static str {
@@ -141,29 +191,29 @@ impl Transport for FailoverTransport {
     }
 
     async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError> {
-        self.members.deliver(message, 0).await
+        self.attempt(message, Duration::MAX).await.result
+    }
+
+    async fn attempt(&self, message: &Message, limit: Duration) -> Attempted {
+        self.members.attempt(message, 0, limit).await
+    }
+
+    fn is_available(&self) -> bool {
+        self.members.any_permitted()
     }
 }
 
 /// Spreads deliveries over its members in turn.
 pub struct RoundRobinTransport {
-    name: String,
     members: Members,
     next: AtomicUsize,
 }
 
 impl RoundRobinTransport {
-    /// `members` with each one's cool-down after a transient failure.
-    pub fn new(
-        name: impl Into<String>,
-        members: Vec<(Arc<dyn Transport>, Duration)>,
-    ) -> Result<Self, TransportError> {
-        let name = name.into();
-        let members = Members::new(members)
-            .map_err(|e| TransportError::Local(format!("transport `{name}`: {e}")))?;
+    /// A rotation over `members`.
+    pub fn new(name: impl Into<String>, members: Vec<Gated>) -> Result<Self, TransportError> {
         Ok(RoundRobinTransport {
-            name,
-            members,
+            members: Members::new(name.into(), members, WhenLimited::PassOver)?,
             next: AtomicUsize::new(0),
         })
     }
@@ -172,7 +222,7 @@ impl RoundRobinTransport {
 #[async_trait]
 impl Transport for RoundRobinTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.members.group
     }
 
     fn kind(&self) -> &'static str {
@@ -180,19 +230,34 @@ impl Transport for RoundRobinTransport {
     }
 
     async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError> {
+        self.attempt(message, Duration::MAX).await.result
+    }
+
+    async fn attempt(&self, message: &Message, limit: Duration) -> Attempted {
         // Relaxed is enough: the counter only spreads load, it orders
         // nothing else.
         let first = self.next.fetch_add(1, Ordering::Relaxed) % self.members.members.len();
-        self.members.deliver(message, first).await
+        self.members.attempt(message, first, limit).await
+    }
+
+    fn is_available(&self) -> bool {
+        self.members.any_permitted()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+    use std::sync::Mutex;
     use std::sync::atomic::AtomicU32;
+
+    use governor::Quota;
 
     use super::*;
     use crate::domain::Channel;
+    use crate::engine::{Breaker, CircuitState, Gate};
+    use crate::time::SystemClock;
     use crate::transports::tests::message;
 
     /// A member whose answers the test scripts; the groups' logic, not
@@ -214,10 +279,6 @@ mod tests {
 
         fn calls(&self) -> u32 {
             self.calls.load(Ordering::SeqCst)
-        }
-
-        fn heal(&self) {
-            *self.fail_with.lock().unwrap() = None;
         }
     }
 
@@ -249,33 +310,57 @@ mod tests {
         message(Channel::Email, serde_json::json!({}))
     }
 
-    const COOL_DOWN: Duration = Duration::from_secs(30);
-
-    fn members(list: &[&Arc<Scripted>]) -> Vec<(Arc<dyn Transport>, Duration)> {
-        list.iter()
-            .map(|m| (Arc::clone(*m) as Arc<dyn Transport>, COOL_DOWN))
-            .collect()
+    fn per_minute(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn failover_skips_a_dead_primary_until_its_cool_down_ends() {
+    /// `member` behind a gate of `quota` whose breaker opens after
+    /// `threshold` failures, for long enough that no test sees it end.
+    fn gated(member: &Arc<Scripted>, quota: Quota, threshold: u32) -> Gated {
+        let breaker = Breaker::new(
+            member.name,
+            threshold,
+            Duration::from_secs(600),
+            Arc::new(SystemClock),
+        );
+        Gated {
+            transport: Arc::clone(member) as Arc<dyn Transport>,
+            gate: Gate::new(quota, breaker),
+        }
+    }
+
+    /// No limit to speak of, a breaker that opens after `threshold` failures.
+    fn roomy(member: &Arc<Scripted>, threshold: u32) -> Gated {
+        gated(member, Quota::per_minute(per_minute(60_000)), threshold)
+    }
+
+    #[tokio::test]
+    async fn failover_skips_a_member_whose_breaker_is_open() {
         let primary = Scripted::new("primary", down());
         let backup = Scripted::new("backup", None);
-        let group = FailoverTransport::new("mail", members(&[&primary, &backup])).unwrap();
+        let primary_gate = roomy(&primary, 1);
+        let breaker = primary_gate.gate.breaker().clone();
+        let group = FailoverTransport::new("mail", vec![primary_gate, roomy(&backup, 5)]).unwrap();
 
-        let first = group.deliver(&email()).await.unwrap();
-        assert_eq!(first.transport, "backup");
-        group.deliver(&email()).await.unwrap();
-        assert_eq!(primary.calls(), 1, "the dead primary is skipped");
+        let first = group.attempt(&email(), Duration::MAX).await;
+        assert_eq!(first.result.unwrap().transport, "backup");
+        assert_eq!(first.member, "backup");
+        let passed: Vec<&str> = first
+            .passed_over
+            .iter()
+            .map(|f| f.member.as_str())
+            .collect();
+        assert_eq!(passed, ["primary"], "the failed member is reported");
+        assert!(first.passed_over[0].error.is_transient());
+        assert_eq!(breaker.state(), CircuitState::Open);
 
-        primary.heal();
-        tokio::time::advance(COOL_DOWN + Duration::from_millis(1)).await;
-        let later = group.deliver(&email()).await.unwrap();
-        assert_eq!(later.transport, "primary");
-        assert_eq!(backup.calls(), 2);
+        let second = group.attempt(&email(), Duration::MAX).await;
+        assert_eq!(second.result.unwrap().transport, "backup");
+        assert!(second.passed_over.is_empty());
+        assert_eq!(primary.calls(), 1, "the open primary is skipped");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_permanent_failure_stops_the_failover() {
         let primary = Scripted::new(
             "primary",
@@ -285,30 +370,60 @@ mod tests {
             }),
         );
         let backup = Scripted::new("backup", None);
-        let group = FailoverTransport::new("mail", members(&[&primary, &backup])).unwrap();
+        let primary_gate = roomy(&primary, 1);
+        let breaker = primary_gate.gate.breaker().clone();
+        let group = FailoverTransport::new("mail", vec![primary_gate, roomy(&backup, 5)]).unwrap();
         let err = group.deliver(&email()).await.unwrap_err();
         assert!(err.is_permanent());
         assert_eq!(backup.calls(), 0);
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Closed,
+            "a refused message does not count against the member"
+        );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn when_every_member_fails_the_last_error_is_returned_and_all_are_tried_again() {
+    #[tokio::test]
+    async fn when_every_member_fails_the_last_one_ends_the_attempt() {
         let a = Scripted::new("a", down());
         let b = Scripted::new("b", Some(TransportError::Timeout("slow".into())));
-        let group = FailoverTransport::new("mail", members(&[&a, &b])).unwrap();
-        let err = group.deliver(&email()).await.unwrap_err();
-        assert!(err.is_timeout());
-        // Both are cooling down now; the next message still tries both.
+        let group = FailoverTransport::new("mail", vec![roomy(&a, 5), roomy(&b, 5)]).unwrap();
+        let attempted = group.attempt(&email(), Duration::MAX).await;
+        assert!(attempted.result.unwrap_err().is_timeout());
+        assert_eq!(attempted.member, "b");
+        let passed: Vec<&str> = attempted
+            .passed_over
+            .iter()
+            .map(|f| f.member.as_str())
+            .collect();
+        assert_eq!(passed, ["a"]);
+        // Both breakers are still closed: the next message tries both.
         assert!(group.deliver(&email()).await.is_err());
         assert_eq!((a.calls(), b.calls()), (2, 2));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
+    async fn with_every_breaker_open_nothing_is_tried() {
+        let a = Scripted::new("a", down());
+        let b = Scripted::new("b", down());
+        let group = RoundRobinTransport::new("spread", vec![roomy(&a, 1), roomy(&b, 1)]).unwrap();
+        assert!(group.is_available());
+        assert!(group.deliver(&email()).await.is_err());
+        assert!(!group.is_available(), "both breakers are open");
+        let attempted = group.attempt(&email(), Duration::MAX).await;
+        assert!(attempted.result.unwrap_err().is_unavailable());
+        assert_eq!(attempted.member, "spread");
+        assert_eq!((a.calls(), b.calls()), (1, 1), "nothing more was tried");
+    }
+
+    #[tokio::test]
     async fn round_robin_rotates_and_passes_over_a_failing_member() {
         let a = Scripted::new("a", None);
         let b = Scripted::new("b", None);
         let c = Scripted::new("c", None);
-        let group = RoundRobinTransport::new("spread", members(&[&a, &b, &c])).unwrap();
+        let group =
+            RoundRobinTransport::new("spread", vec![roomy(&a, 5), roomy(&b, 1), roomy(&c, 5)])
+                .unwrap();
         let mut used = Vec::new();
         for _ in 0..6 {
             used.push(group.deliver(&email()).await.unwrap().transport);
@@ -321,6 +436,42 @@ mod tests {
             used.push(group.deliver(&email()).await.unwrap().transport);
         }
         assert_eq!(used, ["a", "c", "c"]);
+        assert_eq!(
+            b.calls(),
+            3,
+            "b, open after its failure, is not tried again"
+        );
+    }
+
+    #[tokio::test]
+    async fn round_robin_passes_over_a_member_at_its_rate_limit() {
+        let a = Scripted::new("a", None);
+        let b = Scripted::new("b", None);
+        // One delivery a minute, no burst: `a` has room for one.
+        let scarce = gated(&a, Quota::per_minute(per_minute(1)), 5);
+        let group = RoundRobinTransport::new("spread", vec![scarce, roomy(&b, 5)]).unwrap();
+        let mut used = Vec::new();
+        for _ in 0..4 {
+            used.push(group.deliver(&email()).await.unwrap().transport);
+        }
+        assert_eq!(used, ["a", "b", "b", "b"]);
+    }
+
+    #[tokio::test]
+    async fn failover_waits_for_a_primary_at_its_rate_limit() {
+        let primary = Scripted::new("primary", None);
+        let backup = Scripted::new("backup", None);
+        // One delivery each 100 ms: the second waits for the primary
+        // rather than going to the backup.
+        let quota = Quota::with_period(Duration::from_millis(100)).unwrap();
+        let group =
+            FailoverTransport::new("mail", vec![gated(&primary, quota, 5), roomy(&backup, 5)])
+                .unwrap();
+        for _ in 0..2 {
+            let delivery = group.deliver(&email()).await.unwrap();
+            assert_eq!(delivery.transport, "primary");
+        }
+        assert_eq!(backup.calls(), 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! and the groups in [`group`] (`failover`, `round_robin`) over other
 //! transports. [`email`] builds the MIME message the SMTP and file
 //! transports share. [`build_all`] turns the configured transports into
-//! ready [`Transport`] values.
+//! ready [`Transport`] values, each with its [`Gate`].
 
 pub mod email;
 pub mod file;
@@ -26,6 +26,8 @@ use serde::Serialize;
 
 use crate::config::{TransportKind, TransportSettings};
 use crate::domain::Message;
+use crate::engine::Gate;
+use crate::time::Clock;
 
 pub use file::FileTransport;
 pub use group::{FailoverTransport, RoundRobinTransport};
@@ -45,6 +47,63 @@ pub trait Transport: Send + Sync + 'static {
     /// Delivers one message. The message carries its stamp (`id`), which
     /// the transport puts on the wire (`X-Stamp-ID`, `X-Herald-Stamp`).
     async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError>;
+
+    /// One attempt as the engine makes it: [`Transport::deliver`] given
+    /// at most `limit`. A group applies `limit` to each member's call and
+    /// reports the members it tried, so that waiting for a member's rate
+    /// limiter is not mistaken for a hung delivery.
+    async fn attempt(&self, message: &Message, limit: Duration) -> Attempted {
+        Attempted {
+            member: self.name().to_owned(),
+            result: within(limit, self.deliver(message)).await,
+            passed_over: Vec::new(),
+            limited: Duration::ZERO,
+        }
+    }
+
+    /// Whether an attempt could be made now. A group answers false while
+    /// every member's circuit breaker is open: its actor then claims
+    /// nothing, as it does while its own breaker is open.
+    fn is_available(&self) -> bool {
+        true
+    }
+}
+
+/// What one attempt through a transport came to.
+#[derive(Debug)]
+pub struct Attempted {
+    /// Whose answer ended the attempt: the transport itself, or for a
+    /// group the member that delivered or failed last.
+    pub member: String,
+    pub result: Result<Delivery, TransportError>,
+    /// Group members that failed transiently before it, in the order tried.
+    pub passed_over: Vec<MemberFailure>,
+    /// Time spent waiting for members' rate limiters.
+    pub limited: Duration,
+}
+
+/// A group member that failed within an attempt that then went on to the
+/// next member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberFailure {
+    pub member: String,
+    pub error: TransportError,
+    /// The member's call.
+    pub took: Duration,
+}
+
+/// `delivery`, or a time-out once `limit` has passed.
+pub async fn within(
+    limit: Duration,
+    delivery: impl std::future::Future<Output = Result<Delivery, TransportError>>,
+) -> Result<Delivery, TransportError> {
+    tokio::time::timeout(limit, delivery)
+        .await
+        .unwrap_or_else(|_| {
+            Err(TransportError::Timeout(format!(
+                "no result within {limit:?}"
+            )))
+        })
 }
 
 /// A successful delivery.
@@ -85,6 +144,11 @@ pub enum TransportError {
     /// unwritable directory): retry, an operator can fix it.
     #[error("transport failure: {0}")]
     Local(String),
+    /// Nothing was tried: every member of a group is shut off by its
+    /// circuit breaker. The engine hands the claim back; it costs the
+    /// message no attempt.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Coarse failure classes for analytics and logs.
@@ -128,6 +192,11 @@ impl TransportError {
         matches!(self, TransportError::Timeout(_))
     }
 
+    /// Nothing was attempted: the message is handed back, not failed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, TransportError::Unavailable(_))
+    }
+
     /// The earliest retry the provider asked for (a 429's Retry-After).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -142,7 +211,9 @@ impl TransportError {
             TransportError::Connection(_) => ErrorClass::Connection,
             TransportError::Rejected { .. } => ErrorClass::Rejected,
             TransportError::InvalidMessage(_) => ErrorClass::Permanent,
-            TransportError::Temporary { .. } | TransportError::Local(_) => ErrorClass::Transient,
+            TransportError::Temporary { .. }
+            | TransportError::Local(_)
+            | TransportError::Unavailable(_) => ErrorClass::Transient,
         }
     }
 
@@ -176,9 +247,19 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Builds every configured transport. Plain transports are built first;
-/// each group then holds `Arc`s of its members, so a member's pool (SMTP
-/// connections, HTTP client) is shared by the member and its groups.
+/// A configured transport ready to run, with the gate (rate limiter and
+/// circuit breaker) that every path to it passes through.
+#[derive(Clone)]
+pub struct Gated {
+    pub transport: Arc<dyn Transport>,
+    pub gate: Gate,
+}
+
+/// Builds every configured transport with its gate. Plain transports are
+/// built first; each group then holds `Arc`s of its members and their
+/// gates, so a member's pool (SMTP connections, HTTP client), rate limiter
+/// and breaker are shared by the member and its groups. `clock` dates the
+/// breakers' openings.
 ///
 /// Call it inside the Tokio (actix) runtime that will run the deliveries:
 /// the SMTP pool spawns its idle-connection reaper on the runtime current
@@ -187,12 +268,17 @@ pub fn install_crypto_provider() {
 /// errors, not as a start-up failure.
 pub fn build_all(
     settings: &BTreeMap<String, TransportSettings>,
-) -> Result<BTreeMap<String, Arc<dyn Transport>>, TransportError> {
+    clock: Arc<dyn Clock>,
+) -> Result<BTreeMap<String, Gated>, TransportError> {
     install_crypto_provider();
-    let mut built: BTreeMap<String, Arc<dyn Transport>> = BTreeMap::new();
+    let mut built: BTreeMap<String, Gated> = BTreeMap::new();
     for (name, transport) in settings {
         if transport.kind.members().is_empty() {
-            built.insert(name.clone(), build_plain(transport)?);
+            let gated = Gated {
+                transport: build_plain(transport)?,
+                gate: Gate::for_transport(transport, clock.clone()),
+            };
+            built.insert(name.clone(), gated);
         }
     }
     for (name, transport) in settings {
@@ -216,13 +302,7 @@ pub fn build_all(
                     "transport `{name}`: member `{member}` is a group"
                 )));
             }
-            // A member is left alone after a failure for as long as its
-            // own circuit breaker would stay open: the operator's one
-            // setting for "how long to stop hitting a failing provider".
-            group_members.push((
-                Arc::clone(built_member),
-                member_settings.delivery.circuit_open,
-            ));
+            group_members.push(built_member.clone());
         }
         let group: Arc<dyn Transport> = match &transport.kind {
             TransportKind::Failover { .. } => {
@@ -230,7 +310,11 @@ pub fn build_all(
             }
             _ => Arc::new(RoundRobinTransport::new(name.clone(), group_members)?),
         };
-        built.insert(name.clone(), group);
+        let gated = Gated {
+            transport: group,
+            gate: Gate::for_transport(transport, clock.clone()),
+        };
+        built.insert(name.clone(), gated);
     }
     Ok(built)
 }

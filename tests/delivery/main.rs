@@ -41,12 +41,13 @@ fn hooks_settings(f: &Fixture, server: &MockServer) -> Arc<Settings> {
 
 async fn start(f: &Fixture, settings: Arc<Settings>) -> Engine {
     herald::transports::install_crypto_provider();
-    let transports = herald::transports::build_all(&settings.transports).expect("transports");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let transports =
+        herald::transports::build_all(&settings.transports, clock.clone()).expect("transports");
     let options = EngineOptions {
         poll_interval: Duration::from_millis(50),
         ..EngineOptions::default()
     };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Engine::start(f.storage.clone(), clock, settings, transports, options)
         .await
         .expect("engine starts")

@@ -18,14 +18,15 @@ use chrono::{DateTime, Utc};
 use common::{Fixture, emails};
 use herald::alerts::{Evaluation, Evaluator};
 use herald::config::Settings;
-use herald::domain::{EventKind, Message, Stamp, Status};
-use herald::engine::{CircuitState, Engine, EngineOptions};
+use herald::domain::{EnqueueRequest, EventKind, Message, MessageWithEvents, Stamp, Status};
+use herald::engine::{CircuitState, Engine, EngineOptions, Gate};
 use herald::storage::{
     AlertNotice, AlertState, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind,
     PageRequest, Storage,
 };
 use herald::time::{Clock, ManualClock, SystemClock};
-use herald::transports::{Delivery, Transport, TransportError};
+use herald::transports::{Delivery, Gated, Transport, TransportError};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// What the scripted transport answers for the n-th delivery (0-based).
 type Script = dyn Fn(usize) -> Result<(), TransportError> + Send + Sync;
@@ -141,11 +142,15 @@ async fn start_on(
     transport: Arc<Scripted>,
 ) -> Engine {
     let settings = settings(url, tuning);
-    let transports: BTreeMap<String, Arc<dyn Transport>> = BTreeMap::from([
-        ("mail".to_string(), transport as Arc<dyn Transport>),
-        ("other".to_string(), Scripted::ok() as Arc<dyn Transport>),
-    ]);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let gated = |name: &str, transport: Arc<Scripted>| Gated {
+        transport,
+        gate: Gate::for_transport(&settings.transports[name], clock.clone()),
+    };
+    let transports = BTreeMap::from([
+        ("mail".to_string(), gated("mail", transport)),
+        ("other".to_string(), gated("other", Scripted::ok())),
+    ]);
     Engine::start(storage, clock, settings, transports, fast())
         .await
         .expect("engine starts")
@@ -230,6 +235,9 @@ on_both_backends!(
     nodes_evaluating_at_once_notify_an_incident_once,
     a_notice_left_unsent_goes_out_at_the_next_evaluation,
     a_breaker_rule_fires_while_open_and_resolves_once_closed,
+    a_member_rate_limit_holds_for_its_direct_and_group_traffic_together,
+    a_group_skips_a_member_whose_breaker_is_open,
+    a_member_failing_inside_a_failover_attempt_leaves_an_event,
 );
 
 async fn queued_messages_are_delivered_and_tracked(f: Fixture) {
@@ -880,4 +888,279 @@ async fn a_breaker_rule_fires_while_open_and_resolves_once_closed(f: Fixture) {
     assert!(incident.fired_value > 0.0);
     assert_eq!(incident.last_value, 0.0, "resolved by a closed breaker");
     engine.shutdown(Duration::from_secs(5)).await;
+}
+
+// ------------------------------------------------ groups over real members
+
+/// Settings of the `[transports.*]` tables in `transports`.
+fn settings_with(storage_url: &str, transports: &str) -> Arc<Settings> {
+    let text = format!("[storage]\nurl = \"{storage_url}\"\n\n{transports}");
+    Arc::new(
+        Settings::from_toml(&text, Path::new("test.toml"), |_| None).expect("valid test settings"),
+    )
+}
+
+/// The engine over the transports `settings` configure, built as `app`
+/// builds them.
+async fn start_built(f: &Fixture, settings: Arc<Settings>) -> Engine {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let transports =
+        herald::transports::build_all(&settings.transports, clock.clone()).expect("transports");
+    Engine::start(f.storage.clone(), clock, settings, transports, fast())
+        .await
+        .expect("engine starts")
+}
+
+/// Enqueues `n` webhook messages for `transport`, as the API would.
+async fn enqueue_webhooks(
+    f: &Fixture,
+    settings: &Settings,
+    transport: &str,
+    n: usize,
+) -> Vec<Stamp> {
+    let batch: Vec<_> = (0..n)
+        .map(|i| {
+            let body = serde_json::json!({
+                "channel": "webhook", "transport": transport,
+                "webhook": {"payload": {"n": i}}
+            });
+            let request: EnqueueRequest = serde_json::from_value(body).expect("a valid body");
+            request
+                .into_new_message(&settings.enqueue_policy(), now())
+                .expect("a valid message")
+        })
+        .collect();
+    let ids = batch.iter().map(|m| m.id).collect();
+    f.storage.enqueue_many(batch, now()).await.expect("enqueue");
+    ids
+}
+
+/// The message once sent or dead (waiting generously).
+async fn settled(f: &Fixture, id: Stamp) -> MessageWithEvents {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = f
+            .storage
+            .get_message(id)
+            .await
+            .expect("get")
+            .expect("exists");
+        if matches!(stored.message.status, Status::Sent | Status::Dead) {
+            return stored;
+        }
+        assert!(Instant::now() < deadline, "message {id} did not settle");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Answers 200 and notes when each request arrived.
+#[derive(Clone, Default)]
+struct Arrivals(Arc<Mutex<Vec<Instant>>>);
+
+impl Arrivals {
+    fn sorted(&self) -> Vec<Instant> {
+        let mut times = self.0.lock().expect("arrivals lock").clone();
+        times.sort();
+        times
+    }
+}
+
+impl Respond for Arrivals {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.0.lock().expect("arrivals lock").push(Instant::now());
+        ResponseTemplate::new(200)
+    }
+}
+
+async fn failing_server() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn a_member_rate_limit_holds_for_its_direct_and_group_traffic_together(f: Fixture) {
+    let server = MockServer::start().await;
+    let arrivals = Arrivals::default();
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(arrivals.clone())
+        .mount(&server)
+        .await;
+    let settings = settings_with(
+        &f.options.url,
+        &format!(
+            "[transports.limited]\nkind = \"webhook\"\nurl = \"{}/hook\"\nrate_limit = 120\nburst_limit = 1\n\n\
+             [transports.relay]\nkind = \"failover\"\nmembers = [\"limited\"]\n",
+            server.uri()
+        ),
+    );
+    let engine = start_built(&f, settings.clone()).await;
+    let mut ids = enqueue_webhooks(&f, &settings, "limited", 4).await;
+    ids.extend(enqueue_webhooks(&f, &settings, "relay", 4).await);
+    for id in &ids {
+        let stored = settled(&f, *id).await;
+        assert_eq!(stored.message.status, Status::Sent);
+        let sent = stored.events.iter().find(|e| e.kind == EventKind::Sent);
+        assert_eq!(sent.and_then(|e| e.transport.as_deref()), Some("limited"));
+    }
+    // 120/min without a burst is one every 500 ms: the 8 deliveries, direct
+    // and through the group together, need at least 7 intervals, 3.5 s.
+    // A lower bound, so it cannot flake; 0.5 s is left for one request
+    // arriving late. The group's own limit (600/min, bursts of 20) would
+    // let its four through at once, beside the direct ones' 1.5 s.
+    let times = arrivals.sorted();
+    assert_eq!(times.len(), 8);
+    let span = times[7].duration_since(times[0]);
+    assert!(
+        span >= Duration::from_millis(3000),
+        "8 deliveries took only {span:?}"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_group_skips_a_member_whose_breaker_is_open(f: Fixture) {
+    let broken = failing_server().await;
+    let healthy = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&healthy)
+        .await;
+    let settings = settings_with(
+        &f.options.url,
+        &format!(
+            "[transports.primary]\nkind = \"webhook\"\nurl = \"{}/hook\"\n\
+             circuit_failure_threshold = 1\ncircuit_open_ms = 600000\nretry_delay_ms = 600000\nmax_retry_delay_ms = 600000\n\n\
+             [transports.backup]\nkind = \"webhook\"\nurl = \"{}/hook\"\n\n\
+             [transports.alerts]\nkind = \"failover\"\nmembers = [\"primary\", \"backup\"]\n\n\
+             [transports.solo]\nkind = \"failover\"\nmembers = [\"primary\"]\n",
+            broken.uri(),
+            healthy.uri()
+        ),
+    );
+    let engine = start_built(&f, settings.clone()).await;
+    // Direct traffic opens the primary's breaker...
+    enqueue_webhooks(&f, &settings, "primary", 1).await;
+    eventually("the primary's breaker opens", || async {
+        engine
+            .status()
+            .await
+            .expect("status")
+            .iter()
+            .any(|t| t.name == "primary" && t.circuit == CircuitState::Open)
+    })
+    .await;
+    // ...and the groups see it: the failover goes straight to the backup.
+    for id in enqueue_webhooks(&f, &settings, "alerts", 3).await {
+        let stored = settled(&f, id).await;
+        let kinds: Vec<EventKind> = stored.events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [EventKind::Queued, EventKind::Claimed, EventKind::Sent]
+        );
+        assert_eq!(stored.events[2].transport.as_deref(), Some("backup"));
+    }
+    // A group whose only member is open tries nothing, and that costs its
+    // message no attempt.
+    let waiting = enqueue_webhooks(&f, &settings, "solo", 1).await[0];
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stored = f
+        .storage
+        .get_message(waiting)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (stored.message.status, stored.message.attempts),
+        (Status::Queued, 0)
+    );
+    assert_eq!(
+        broken.received_requests().await.map(|r| r.len()),
+        Some(1),
+        "only the direct message reached the open primary"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_member_failing_inside_a_failover_attempt_leaves_an_event(f: Fixture) {
+    let broken = failing_server().await;
+    let healthy = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&healthy)
+        .await;
+    let settings = settings_with(
+        &f.options.url,
+        &format!(
+            "[transports.primary]\nkind = \"webhook\"\nurl = \"{0}/primary\"\n\n\
+             [transports.secondary]\nkind = \"webhook\"\nurl = \"{0}/secondary\"\n\n\
+             [transports.backup]\nkind = \"webhook\"\nurl = \"{1}/hook\"\n\n\
+             [transports.alerts]\nkind = \"failover\"\nmembers = [\"primary\", \"backup\"]\n\n\
+             [transports.doomed]\nkind = \"failover\"\nmembers = [\"primary\", \"secondary\"]\nmax_retries = 0\n",
+            broken.uri(),
+            healthy.uri()
+        ),
+    );
+    let engine = start_built(&f, settings.clone()).await;
+
+    let id = enqueue_webhooks(&f, &settings, "alerts", 1).await[0];
+    let stored = settled(&f, id).await;
+    assert_eq!(
+        (stored.message.status, stored.message.attempts),
+        (Status::Sent, 1)
+    );
+    let events: Vec<(EventKind, Option<&str>)> = stored
+        .events
+        .iter()
+        .map(|e| (e.kind, e.transport.as_deref()))
+        .collect();
+    assert_eq!(
+        events[2..],
+        [
+            (EventKind::AttemptFailed, Some("primary")),
+            (EventKind::Sent, Some("backup")),
+        ],
+        "the failed member, then the one that delivered, in one attempt"
+    );
+    let failed = &stored.events[2];
+    assert_eq!(
+        failed.detail,
+        Some(serde_json::json!({"group": "alerts", "member": "primary"}))
+    );
+    assert_eq!(failed.attempt, 1);
+    assert!(
+        failed.error.as_deref().is_some_and(|e| e.contains("503")),
+        "{:?}",
+        failed.error
+    );
+
+    // When every member fails, the last one's failure is the attempt's.
+    let id = enqueue_webhooks(&f, &settings, "doomed", 1).await[0];
+    let stored = settled(&f, id).await;
+    assert_eq!(stored.message.status, Status::Dead);
+    let events: Vec<(EventKind, Option<&str>)> = stored
+        .events
+        .iter()
+        .map(|e| (e.kind, e.transport.as_deref()))
+        .collect();
+    assert_eq!(
+        events[2..],
+        [
+            (EventKind::AttemptFailed, Some("primary")),
+            (EventKind::AttemptFailed, Some("secondary")),
+            (EventKind::DeadLettered, Some("secondary")),
+        ]
+    );
+    assert!(
+        stored.events[3].detail.is_none(),
+        "the attempt's own failure"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+
+    // Each attempt counts once, under the member that ended it.
+    let counted = |m: MinuteMetrics| (m.sent, m.failed, m.dead);
+    assert_eq!(counted(rollup_of(&f, "primary").await), (0, 0, 0));
+    assert_eq!(counted(rollup_of(&f, "backup").await), (1, 0, 0));
+    assert_eq!(counted(rollup_of(&f, "secondary").await), (0, 1, 1));
 }

@@ -13,8 +13,8 @@ use common::{Email, Fixture, emails, secs, t0};
 use futures::future::join_all;
 use herald::domain::{Channel, ClaimToken, EventKind, Message, Stamp, Status};
 use herald::storage::{
-    Alert, AlertNotice, AlertState, GroupCommit, MessageFilter, MinuteMetrics, NewAlert, NodeInfo,
-    Outcome, OutcomeKind, PageRequest, Storage, StorageError,
+    Alert, AlertNotice, AlertState, GroupCommit, MemberFailed, MessageFilter, MinuteMetrics,
+    NewAlert, NodeInfo, Outcome, OutcomeKind, PageRequest, Storage, StorageError,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -56,6 +56,7 @@ conformance!(
     an_expired_lease_is_recovered_and_claimed_again,
     an_expired_lease_on_the_final_attempt_dead_letters,
     an_outcome_under_a_stale_claim_token_is_refused,
+    members_passed_over_in_an_attempt_leave_events_before_it,
     renewed_leases_are_not_recovered,
     a_released_claim_costs_no_attempt,
     cancel_applies_to_queued_messages_only,
@@ -703,6 +704,89 @@ async fn an_outcome_under_a_stale_claim_token_is_refused(f: &Fixture) {
         .await
         .expect("record");
     assert_eq!(twice.stale, vec![message.id], "an outcome applies once");
+}
+
+async fn members_passed_over_in_an_attempt_leave_events_before_it(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let batch = emails(2, t0());
+    let (id, lost_id) = (batch[0].id, batch[1].id);
+    s.enqueue_many(batch, t0()).await.expect("enqueue");
+    let claimed = claim(s, 2, t0()).await;
+    let (current, lost) = if claimed[0].id == id {
+        (&claimed[0], &claimed[1])
+    } else {
+        (&claimed[1], &claimed[0])
+    };
+    let failed = |member: &str, error: &str| MemberFailed {
+        group: "mail".into(),
+        member: member.into(),
+        error: error.into(),
+        duration_ms: Some(7),
+    };
+    let passed_over = vec![
+        failed("primary", "temporary failure (503): down"),
+        failed("secondary", "timed out: slow"),
+    ];
+    let sent = Outcome {
+        transport: "backup".into(),
+        passed_over: passed_over.clone(),
+        ..outcome(current, OutcomeKind::Sent)
+    };
+    let stale = Outcome {
+        claim_token: ClaimToken::generate(),
+        passed_over,
+        ..outcome(lost, OutcomeKind::Sent)
+    };
+    let recorded = s
+        .record_outcomes(vec![stale, sent], t0() + secs(1))
+        .await
+        .expect("record");
+    assert_eq!(recorded.applied, vec![(id, Status::Sent)]);
+    assert_eq!(recorded.stale, vec![lost_id]);
+
+    let stored = s.get_message(id).await.expect("get").expect("exists");
+    let events: Vec<(EventKind, Option<&str>, Option<&str>)> = stored
+        .events
+        .iter()
+        .map(|e| (e.kind, e.transport.as_deref(), e.error.as_deref()))
+        .collect();
+    assert_eq!(
+        events[2..],
+        [
+            (
+                EventKind::AttemptFailed,
+                Some("primary"),
+                Some("temporary failure (503): down")
+            ),
+            (
+                EventKind::AttemptFailed,
+                Some("secondary"),
+                Some("timed out: slow")
+            ),
+            (EventKind::Sent, Some("backup"), None),
+        ]
+    );
+    let first = &stored.events[2];
+    assert_eq!(
+        first.detail,
+        Some(serde_json::json!({"group": "mail", "member": "primary"}))
+    );
+    assert_eq!((first.attempt, first.duration_ms), (1, Some(7)));
+    assert_eq!(
+        events_of(s, lost_id).await,
+        [EventKind::Queued, EventKind::Claimed],
+        "a stale claim's members leave nothing"
+    );
+    // The rollups count the attempt once, under the member that ended it.
+    let rollups = s
+        .minute_metrics(t0() - secs(60), t0() + secs(60))
+        .await
+        .expect("rollups");
+    let counted: Vec<(&str, u64, u64)> = rollups
+        .iter()
+        .map(|m| (m.transport.as_str(), m.sent, m.failed))
+        .collect();
+    assert_eq!(counted, [("backup", 1, 0)]);
 }
 
 async fn renewed_leases_are_not_recovered(f: &Fixture) {

@@ -25,6 +25,7 @@ use herald::config::Settings;
 use herald::domain::{
     Channel, EnqueuePolicy, EnqueueRequest, Message, Priority, Status, TransportIntake,
 };
+use herald::time::SystemClock;
 use herald::transports::{self, Transport, TransportError, WebhookOptions, WebhookTransport};
 
 const SECRET: &str = "hook-secret";
@@ -121,7 +122,11 @@ fn build(config: &str) -> BTreeMap<String, Arc<dyn Transport>> {
         (var == "HOOK_SECRET").then(|| SECRET.to_owned())
     })
     .unwrap_or_else(|e| panic!("test config: {e}"));
-    transports::build_all(&settings.transports).expect("the transports build")
+    transports::build_all(&settings.transports, Arc::new(SystemClock))
+        .expect("the transports build")
+        .into_iter()
+        .map(|(name, gated)| (name, gated.transport))
+        .collect()
 }
 
 fn one(config: &str, name: &str) -> Arc<dyn Transport> {
@@ -237,10 +242,11 @@ fn smtp_with_password(config: &str, password: &'static str) -> Arc<dyn Transport
         (var == "SMTP_PASSWORD").then(|| password.to_owned())
     })
     .unwrap_or_else(|e| panic!("test config: {e}"));
-    transports::build_all(&settings.transports)
+    transports::build_all(&settings.transports, Arc::new(SystemClock))
         .expect("the transports build")
         .remove("smtp-main")
         .expect("smtp-main")
+        .transport
 }
 
 #[tokio::test]
@@ -685,7 +691,11 @@ async fn failover_moves_past_a_503_to_the_next_member() {
         .mount(&server)
         .await;
     let config = [
-        webhook_config("primary", &format!("{}/primary", server.uri()), ""),
+        webhook_config(
+            "primary",
+            &format!("{}/primary", server.uri()),
+            "circuit_failure_threshold = 1",
+        ),
         webhook_config("backup", &format!("{}/backup", server.uri()), ""),
         "[transports.hooks]\nkind = \"failover\"\nmembers = [\"primary\", \"backup\"]\n".into(),
     ]
@@ -697,7 +707,8 @@ async fn failover_moves_past_a_503_to_the_next_member() {
 
     let delivery = group.deliver(&message).await.expect("delivered");
     assert_eq!(delivery.transport, "backup");
-    // The primary is cooling down now: the next message goes straight on.
+    // The primary's breaker opened at its one allowed failure: the next
+    // message goes straight on.
     let delivery = group.deliver(&message).await.expect("delivered");
     assert_eq!(delivery.transport, "backup");
 
