@@ -90,7 +90,7 @@ fn request_result(answer: &Result<HttpResponse, ApiError>) -> &'static str {
         ) => "invalid",
         Err(ApiError::PayloadTooLarge { .. }) => "too_large",
         Err(ApiError::Unauthorized { .. } | ApiError::Forbidden(_)) => "unauthorized",
-        Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(ApiError::Unavailable(_) | ApiError::StorageOutage { .. }) => "unavailable",
         Err(_) => "error",
     }
 }
