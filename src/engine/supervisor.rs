@@ -131,7 +131,9 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(node = %self.node, transports = self.transports.len(), "engine starting");
-        let tracker = Tracker::new(self.storage.clone(), self.clock.clone()).start();
+        let tracker = Tracker::new(self.storage.clone(), self.clock.clone());
+        let backlog = tracker.backlog();
+        let tracker = tracker.start();
         for (name, transport) in &self.transports {
             let Some(settings) = self.settings.transports.get(name) else {
                 continue;
@@ -142,6 +144,7 @@ impl Actor for Supervisor {
                 storage: self.storage.clone(),
                 clock: self.clock.clone(),
                 tracker: tracker.clone(),
+                backlog: backlog.clone(),
                 options: self.options.clone(),
                 paused: self.paused.contains(name),
                 node: self.node.clone(),

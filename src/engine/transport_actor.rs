@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use super::breaker::{Breaker, CircuitState};
 use super::messages::{BreakerOpen, GetStatus, Pause, Record, Resume, Shutdown, Wake};
-use super::tracker::Tracker;
+use super::tracker::{Backlog, Tracker};
 use super::{EngineOptions, TransportStatus};
 use crate::config::TransportSettings;
 use crate::delivery::retry::RetryPolicy;
@@ -44,6 +44,8 @@ pub struct TransportParts {
     pub storage: Arc<dyn Storage>,
     pub clock: Arc<dyn Clock>,
     pub tracker: Addr<Tracker>,
+    /// The tracker's unwritten outcomes: no claims while it is full.
+    pub backlog: Backlog,
     pub options: EngineOptions,
     pub paused: bool,
     /// This process's identity for transport leases.
@@ -181,6 +183,9 @@ impl TransportActor {
     fn claim(&mut self, ctx: &mut Context<Self>) {
         if self.paused || self.claiming || self.idle || self.stopping || !self.holds_lease {
             return;
+        }
+        if self.parts.backlog.is_full() {
+            return; // the store cannot take outcomes: leave work in it (tracker)
         }
         let held = self.ready.len() + self.in_flight.len();
         let want = match self.breaker.state() {
