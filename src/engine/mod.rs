@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use breaker::{Breaker, CircuitState};
+pub use tracker::MAX_HELD;
 
 use crate::config::Settings;
 use crate::storage::{Storage, StorageError};

@@ -19,7 +19,7 @@ use common::{Fixture, emails};
 use herald::alerts::{Evaluation, Evaluator};
 use herald::config::Settings;
 use herald::domain::{EventKind, Message, Stamp, Status};
-use herald::engine::{CircuitState, Engine, EngineOptions};
+use herald::engine::{CircuitState, Engine, EngineOptions, MAX_HELD};
 use herald::storage::{
     AlertNotice, AlertState, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind,
     PageRequest, Storage,
@@ -874,4 +874,88 @@ async fn a_breaker_rule_fires_while_open_and_resolves_once_closed(f: Fixture) {
     assert!(incident.fired_value > 0.0);
     assert_eq!(incident.last_value, 0.0, "resolved by a closed breaker");
     engine.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Queued plus processing, from the store's depth count.
+async fn unfinished(storage: &dyn Storage) -> u64 {
+    storage
+        .queue_depth()
+        .await
+        .expect("depth")
+        .iter()
+        .map(|d| d.queued + d.processing)
+        .sum()
+}
+
+/// A store that claims but cannot take outcomes (a row trigger refuses,
+/// with PostgreSQL's own 53100 disk_full, every change of a message but
+/// the claim): the tracker holds what it cannot write, up to its bound,
+/// and the transport stops claiming there instead of piling up more in
+/// memory; once the store takes writes again every outcome is written and
+/// every message was delivered once.
+#[actix::test]
+async fn outcomes_the_store_cannot_take_hold_back_claims_until_written() {
+    let f = Fixture::postgres().await;
+    let total = MAX_HELD + 2000;
+    for _ in 0..total / 1000 {
+        enqueue(f.storage.as_ref(), 1000).await;
+    }
+    let (side, connection) = tokio_postgres::connect(&f.options.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    actix::spawn(async move {
+        let _ = connection.await;
+    });
+    side.batch_execute(
+        "CREATE FUNCTION refuse_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'simulated: disk full' USING ERRCODE = '53100'; END $$;
+         CREATE TRIGGER refuse_outcomes BEFORE UPDATE ON messages FOR EACH ROW
+         WHEN (NEW.status <> 'processing') EXECUTE FUNCTION refuse_outcomes();",
+    )
+    .await
+    .expect("refuse outcomes");
+
+    let transport = Scripted::ok();
+    let tuning = "rate_limit = 100000000\nburst_limit = 1000000\nbatch_size = 1000\n\
+                  concurrency = 64\nprefetch_count = 1000";
+    let capacity = 64 + 1000;
+    let engine = start(&f, tuning, transport.clone()).await;
+    eventually("deliveries fill the tracker", || async {
+        transport.calls() >= MAX_HELD
+    })
+    .await;
+    // Claims stop: what was claimed before the bound was reached is
+    // delivered, then nothing more.
+    let mut seen = transport.calls();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = transport.calls();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    assert!(
+        seen <= MAX_HELD + capacity,
+        "{seen} delivered while the tracker could hold {MAX_HELD}"
+    );
+    assert!(seen < total, "work waits in the store");
+    assert!(unfinished(f.storage.as_ref()).await >= (total - seen) as u64);
+
+    side.batch_execute("DROP TRIGGER refuse_outcomes ON messages")
+        .await
+        .expect("allow outcomes");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while unfinished(f.storage.as_ref()).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "every message is sent in the end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(transport.calls(), total, "each message delivered once");
+    let delivered: std::collections::HashSet<Stamp> =
+        transport.delivered().iter().map(|(id, _)| *id).collect();
+    assert_eq!(delivered.len(), total);
+    assert_eq!(engine.shutdown(Duration::from_secs(5)).await, 0);
 }
