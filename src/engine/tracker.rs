@@ -4,11 +4,11 @@
 //! [`FLUSH_AT`] outcomes are waiting or [`FLUSH_AFTER`] after the first
 //! one, never one transaction per message.
 //!
-//! A store that cannot write (full, read-only, out of reach: any
-//! [`crate::storage::StorageError::is_transient`]) is an outage, not a failure of the
-//! outcomes: the tracker keeps them, in order, and writes them again with
-//! backoff until they are written, so a message delivered during the
-//! outage is not delivered again after it. What it holds is bounded by
+//! A store that cannot write (full, read-only, out of reach: any error
+//! that [`crate::storage::StorageError::is_transient`]) is an outage, not
+//! a failure of the outcomes: the tracker keeps them, in order, and writes
+//! them again with backoff until they are written, so a message delivered
+//! during the outage is not delivered again after it. What it holds is bounded by
 //! [`MAX_HELD`]: at that many the transport actors stop claiming
 //! ([`Backlog`]) until writes succeed again, back-pressure rather than
 //! dropping. A shutdown does not wait for the outage to end: what could

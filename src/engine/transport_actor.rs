@@ -185,7 +185,7 @@ impl TransportActor {
             return;
         }
         if self.parts.backlog.is_full() {
-            return; // the store cannot take outcomes: leave work in it (tracker)
+            return; // the tracker cannot write what it holds: leave work in the store
         }
         let held = self.ready.len() + self.in_flight.len();
         let want = match self.breaker.state() {
