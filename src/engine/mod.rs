@@ -24,6 +24,7 @@ use serde::Serialize;
 
 pub use breaker::{Breaker, CircuitState};
 pub use gate::Gate;
+pub use tracker::MAX_HELD;
 
 use crate::config::Settings;
 use crate::storage::{NodeInfo, Storage, StorageError};

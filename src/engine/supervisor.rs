@@ -42,6 +42,11 @@ pub struct Supervisor {
     node: Arc<str>,
     recovering: bool,
     beating: bool,
+    /// Since when this node's heartbeats have been written without a
+    /// failure; `None` while they fail (see [`Supervisor::recover`]).
+    beating_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// A heartbeat has failed since start.
+    after_outage: bool,
     stopping: bool,
 }
 
@@ -55,6 +60,7 @@ impl Supervisor {
         options: EngineOptions,
         info: NodeInfo,
     ) -> Supervisor {
+        let started_at = info.started_at;
         Supervisor {
             storage,
             clock,
@@ -69,6 +75,9 @@ impl Supervisor {
             info,
             recovering: false,
             beating: false,
+            // Registration at start was this node's first heartbeat.
+            beating_since: Some(started_at),
+            after_outage: false,
             stopping: false,
         }
     }
@@ -90,10 +99,17 @@ impl Supervisor {
         let info = self.info.clone();
         let now = self.clock.now();
         let beat = async move { storage.heartbeat(&info, now).await };
-        ctx.spawn(beat.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(beat.into_actor(self).map(move |result, act, ctx| {
             act.beating = false;
-            if let Err(err) = result {
-                tracing::warn!(node = %act.node, cause = %err, "heartbeat not written; other nodes may take over this node's work");
+            match result {
+                Ok(()) => {
+                    act.beating_since.get_or_insert(now);
+                }
+                Err(err) => {
+                    act.beating_since = None;
+                    act.after_outage = true;
+                    tracing::warn!(node = %act.node, cause = %err, "heartbeat not written; other nodes may take over this node's work");
+                }
             }
             act.sync_paused(ctx);
         }));
@@ -125,10 +141,33 @@ impl Supervisor {
         if self.recovering || self.stopping {
             return;
         }
+        let now = self.clock.now();
+        // After a storage outage every node's heartbeat is stale and every
+        // lease may have run out, though the nodes are alive and their
+        // trackers hold the outcomes: recovering at once would hand live
+        // work out twice. So nothing is recovered while this node's own
+        // heartbeats fail, and after an outage not before they have
+        // succeeded for a node timeout (the others had as long to beat
+        // again, and our tracker to write what it held). Other nodes are
+        // presumed dead only once this node has itself been beating that
+        // long; right after start, expired leases (a dead predecessor's
+        // claims among them) are recovered at once.
+        let Some(beating_since) = self.beating_since else {
+            return;
+        };
+        let timeout = chrono::Duration::from_std(self.options.node_timeout())
+            .unwrap_or(chrono::Duration::MAX);
+        let steady = now - beating_since >= timeout;
+        if self.after_outage && !steady {
+            return;
+        }
+        let dead_before = if steady {
+            self.dead_before(now)
+        } else {
+            chrono::DateTime::UNIX_EPOCH
+        };
         self.recovering = true;
         let storage = self.storage.clone();
-        let now = self.clock.now();
-        let dead_before = self.dead_before(now);
         let recover = async move { storage.recover_expired(now, dead_before, MAX_BATCH).await };
         ctx.spawn(recover.into_actor(self).map(|result, act, _| {
             act.recovering = false;
@@ -195,7 +234,9 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(node = %self.node, transports = self.transports.len(), "engine starting");
-        let tracker = Tracker::new(self.storage.clone(), self.clock.clone()).start();
+        let tracker = Tracker::new(self.storage.clone(), self.clock.clone());
+        let backlog = tracker.backlog();
+        let tracker = tracker.start();
         for (name, gated) in &self.transports {
             let Some(settings) = self.settings.transports.get(name) else {
                 continue;
@@ -207,6 +248,7 @@ impl Actor for Supervisor {
                 storage: self.storage.clone(),
                 clock: self.clock.clone(),
                 tracker: tracker.clone(),
+                backlog: backlog.clone(),
                 options: self.options.clone(),
                 paused: self.paused.contains(name),
                 node: self.node.clone(),

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use super::Gate;
 use super::breaker::{Breaker, CircuitState};
 use super::messages::{BreakerOpen, GetStatus, Pause, Record, Resume, Shutdown, Wake};
-use super::tracker::Tracker;
+use super::tracker::{Backlog, Tracker};
 use super::{EngineOptions, TransportStatus};
 use crate::config::TransportSettings;
 use crate::delivery::retry::RetryPolicy;
@@ -48,6 +48,8 @@ pub struct TransportParts {
     pub storage: Arc<dyn Storage>,
     pub clock: Arc<dyn Clock>,
     pub tracker: Addr<Tracker>,
+    /// The tracker's unwritten outcomes: no claims while it is full.
+    pub backlog: Backlog,
     pub options: EngineOptions,
     pub paused: bool,
     /// This process's identity for transport leases.
@@ -192,6 +194,9 @@ impl TransportActor {
         // the poll asks again.
         if !self.parts.transport.is_available() {
             return;
+        }
+        if self.parts.backlog.is_full() {
+            return; // the tracker cannot write what it holds: leave work in the store
         }
         let held = self.ready.len() + self.in_flight.len();
         let want = match self.breaker.state() {

@@ -9,6 +9,13 @@ use utoipa::ToSchema;
 use crate::domain::ValidationError;
 use crate::storage::StorageError;
 
+/// `Retry-After` on a full store: space comes back when an operator acts,
+/// so clients should not hammer it.
+const FULL_RETRY_AFTER_S: u64 = 30;
+/// `Retry-After` on an unreachable or read-only store: a restart or a
+/// failover takes seconds.
+const UNAVAILABLE_RETRY_AFTER_S: u64 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The body parsed but does not describe an acceptable message (422).
@@ -48,9 +55,20 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// Storage cannot be reached; the client may try again (503).
+    /// A part this process needs is not running (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The store cannot write for now: out of space, read-only or out of
+    /// reach (503 with `Retry-After`); nothing was changed and the client
+    /// may send the same request again. The code names the cause.
+    #[error("{message}")]
+    StorageOutage {
+        code: &'static str,
+        message: &'static str,
+        retry_after_s: u64,
+        /// For the log, not the client.
+        cause: String,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -66,7 +84,7 @@ pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid`, `required`, `unknown_field`,
     /// `malformed_json`, `unauthorized`, `forbidden`, `not_found`,
     /// `conflict`, `payload_too_large`, `unsupported_media_type`,
-    /// `unavailable`, ...
+    /// `storage_full`, `storage_unavailable`, `unavailable`, ...
     pub code: String,
     /// For humans; may change between versions.
     pub message: String,
@@ -89,7 +107,8 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &str {
+    /// The stable code of the error body.
+    pub(crate) fn code(&self) -> &str {
         match self {
             ApiError::Validation(v) => v.code,
             ApiError::BadRequest { code, .. } => code,
@@ -101,6 +120,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::StorageOutage { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
     }
@@ -124,7 +144,18 @@ impl From<StorageError> for ApiError {
                 message,
                 field: None,
             },
-            e if e.is_transient() => ApiError::Unavailable(e.to_string()),
+            StorageError::Full(cause) => ApiError::StorageOutage {
+                code: "storage_full",
+                message: "storage is full; nothing was changed, try again later",
+                retry_after_s: FULL_RETRY_AFTER_S,
+                cause,
+            },
+            StorageError::Unavailable(cause) => ApiError::StorageOutage {
+                code: "storage_unavailable",
+                message: "storage is unavailable; nothing was changed, try again later",
+                retry_after_s: UNAVAILABLE_RETRY_AFTER_S,
+                cause,
+            },
             e => ApiError::Internal(e.to_string()),
         }
     }
@@ -142,7 +173,9 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::StorageOutage { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -151,8 +184,9 @@ impl ResponseError for ApiError {
         match self {
             // The cause goes to the log, not to the client.
             ApiError::Internal(cause) => tracing::error!(cause = %cause, "request failed"),
-            ApiError::Unavailable(cause) => {
-                tracing::warn!(cause = %cause, "storage unavailable, answered 503")
+            ApiError::Unavailable(cause) => tracing::warn!(cause = %cause, "answered 503"),
+            ApiError::StorageOutage { code, cause, .. } => {
+                tracing::warn!(code, cause = %cause, "storage cannot write, answered 503")
             }
             _ => {}
         }
@@ -164,6 +198,9 @@ impl ResponseError for ApiError {
                 r#"Bearer realm="herald""#
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        if let ApiError::StorageOutage { retry_after_s, .. } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
         }
         if let ApiError::MethodNotAllowed { allowed, .. } = self {
             let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
@@ -203,4 +240,55 @@ pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiE
         req.method(),
         req.path()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(err: StorageError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = ApiError::from(err).error_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .expect("a body");
+        let body = serde_json::from_slice(&body).expect("a JSON body");
+        (status, retry_after, body)
+    }
+
+    #[actix_web::test]
+    async fn a_full_store_is_503_storage_full_with_retry_after() {
+        let (status, retry_after, body) =
+            answer(StorageError::Full("database or disk is full".into())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("30"));
+        assert_eq!(body["error"]["code"], "storage_full");
+        assert!(body["error"].get("field").is_none(), "{body}");
+        assert!(
+            !body.to_string().contains("disk is full"),
+            "the cause stays in the log: {body}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn an_unavailable_store_is_503_storage_unavailable_with_retry_after() {
+        let (status, retry_after, body) =
+            answer(StorageError::Unavailable("read-only transaction".into())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("5"));
+        assert_eq!(body["error"]["code"], "storage_unavailable");
+    }
+
+    #[actix_web::test]
+    async fn other_storage_faults_stay_500_without_retry_after() {
+        let (status, retry_after, body) = answer(StorageError::Backend("syntax".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"]["code"], "internal");
+    }
 }

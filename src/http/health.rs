@@ -5,7 +5,8 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use super::AppState;
+use super::{ApiError, AppState};
+use crate::storage::Storage;
 
 /// Longest a readiness probe waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,28 +22,27 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready to accept and deliver messages: storage answers and every
-/// transport actor is running.
+/// Ready to accept and deliver messages: storage answers reads and
+/// commits a write, and every transport actor is running.
 #[utoipa::path(
     get,
     path = "/health/ready",
     tag = "health",
     responses(
-        (status = 200, description = "Storage answers and the transports run", body = serde_json::Value),
-        (status = 503, description = "Storage does not answer or a transport is down; `reason` says why", body = serde_json::Value),
+        (status = 200, description = "Storage reads and writes and the transports run", body = serde_json::Value),
+        (status = 503, description = "Storage does not answer or cannot write (`checks.storage.code`: `storage_full`, `storage_unavailable`), or a transport is down; `reason` says why", body = serde_json::Value),
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let backend = state.storage.backend();
-    let storage_problem = match tokio::time::timeout(READY_TIMEOUT, state.storage.ping()).await {
-        Ok(Ok(())) => None,
-        Ok(Err(err)) => Some(err.to_string()),
-        Err(_) => Some(format!("storage did not answer within {READY_TIMEOUT:?}")),
-    };
+    let storage_problem = storage_problem(state.storage.as_ref()).await;
     let storage_check = match &storage_problem {
         None => json!({ "status": "ok", "backend": backend }),
-        Some(error) => json!({ "status": "down", "backend": backend, "error": error }),
+        Some((code, error)) => {
+            json!({ "status": "down", "backend": backend, "code": code, "error": error })
+        }
     };
+    let storage_problem = storage_problem.map(|(_, error)| error);
     let mut checks = json!({ "storage": storage_check });
     let mut transport_problem = None;
     if let Some(engine) = &state.engine {
@@ -81,5 +81,29 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
                 "checks": checks,
             }))
         }
+    }
+}
+
+/// Why the store is not ready: its code (`storage_full`,
+/// `storage_unavailable`, as the API answers) and the error. A full disk
+/// or a read-only server still answers reads, so a write is tried too;
+/// it costs one small commit per probe and nothing on the paths that
+/// carry messages, and it notices when space comes back as soon as it
+/// does.
+async fn storage_problem(storage: &dyn Storage) -> Option<(String, String)> {
+    let checks = async {
+        storage.ping().await?;
+        storage.probe_write().await
+    };
+    match tokio::time::timeout(READY_TIMEOUT, checks).await {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => {
+            let error = err.to_string();
+            Some((ApiError::from(err).code().to_owned(), error))
+        }
+        Err(_) => Some((
+            "storage_unavailable".to_owned(),
+            format!("storage did not answer within {READY_TIMEOUT:?}"),
+        )),
     }
 }

@@ -40,7 +40,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "Invalid message; `field` names the problem", body = ErrorBody),
-        (status = 503, description = "Storage unreachable; nothing stored", body = ErrorBody),
+        (status = 503, description = "The store cannot write (`storage_full`, `storage_unavailable`); nothing stored", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before sending the request again"))),
     ),
     security(("bearer" = ["enqueue"]))
 )]
@@ -90,7 +91,7 @@ fn request_result(answer: &Result<HttpResponse, ApiError>) -> &'static str {
         ) => "invalid",
         Err(ApiError::PayloadTooLarge { .. }) => "too_large",
         Err(ApiError::Unauthorized { .. } | ApiError::Forbidden(_)) => "unauthorized",
-        Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(ApiError::Unavailable(_) | ApiError::StorageOutage { .. }) => "unavailable",
         Err(_) => "error",
     }
 }
@@ -117,7 +118,8 @@ fn request_result(answer: &Result<HttpResponse, ApiError>) -> &'static str {
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "A message is invalid (named by `field`), or the batch is empty or too large; nothing stored", body = ErrorBody),
-        (status = 503, description = "Storage unreachable; nothing stored", body = ErrorBody),
+        (status = 503, description = "The store cannot write (`storage_full`, `storage_unavailable`); nothing stored", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before sending the request again"))),
     ),
     security(("bearer" = ["enqueue"]))
 )]

@@ -38,6 +38,11 @@ pub const DEFAULT_PRIORITY_AGING: Duration = Duration::from_secs(60);
 /// Most messages one claim, listing or bulk operation touches.
 pub const MAX_BATCH: usize = 1000;
 
+/// The transport name [`Storage::probe_write`] writes under: not a
+/// configurable name (those are letters, digits, `-` and `_`), so it never
+/// meets a real transport's row.
+pub(crate) const WRITE_PROBE: &str = "herald:write-probe";
+
 /// `storage.enqueue_writers` when not set: with two, grouped writes keep
 /// two PostgreSQL backends busy while the next group gathers (measured
 /// best on two cores, BENCHMARKS.md), and leave the rest of the pool to
@@ -1022,7 +1027,17 @@ pub enum StorageError {
         status: Status,
         reason: &'static str,
     },
-    /// The database cannot be reached; callers may try again later.
+    /// Out of space: the disk (SQLite) or a tablespace or other server
+    /// resource (PostgreSQL, SQLSTATE class 53) is exhausted. Writes fail
+    /// until space is freed, reads may still work; an outage, not a fault
+    /// of the request, so callers try again later.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// The store cannot be reached or cannot write: connection lost, server
+    /// shutting down or starting up, read-only (a hot standby,
+    /// `default_transaction_read_only`, a read-only file), an I/O error, a
+    /// lock held past the busy timeout, a serialization failure. Callers
+    /// try again later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     #[error("storage error: {0}")]
@@ -1039,10 +1054,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// True when retrying later may succeed (connection lost, pool
-    /// exhausted, database restarting).
+    /// True when retrying later may succeed: the store is out of space or
+    /// out of reach, which says nothing about the data written. The retry
+    /// code (tracker, API) asks this and nothing else.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StorageError::Unavailable(_))
+        matches!(self, StorageError::Full(_) | StorageError::Unavailable(_))
     }
 }
 
@@ -1125,6 +1141,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Succeeds when the database answers a query.
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Succeeds when the store can commit a write: a row written and
+    /// deleted again in one committed transaction, never visible to a
+    /// reader. A read (`ping`) succeeds on a full disk or a read-only
+    /// server, so readiness asks this too.
+    async fn probe_write(&self) -> Result<(), StorageError>;
 
     /// Stores one message (event `queued`), or returns the existing one for
     /// a known idempotency key.

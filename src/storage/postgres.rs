@@ -24,9 +24,9 @@ use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
     FailureCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
     PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
-    StorageOptions, TransportState, WeakWorkSignal, WorkSignal, cancelled_rollup, clamp_limit,
-    effective_at, failure_totals_sql, metric_columns, metric_merge_updates, metric_values, rollup,
-    rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
+    StorageOptions, TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, cancelled_rollup,
+    clamp_limit, effective_at, failure_totals_sql, metric_columns, metric_merge_updates,
+    metric_values, rollup, rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -109,34 +109,40 @@ impl PostgresStorage {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StorageError::Unavailable(format!("postgres pool: {e}")))
+        self.pool.get().await.map_err(|e| match e {
+            // A refused connection says why: 57P03 while the server
+            // starts, 53300 when it has no slots left.
+            deadpool_postgres::PoolError::Backend(err) => StorageError::from(err),
+            other => StorageError::Unavailable(format!("postgres pool: {other}")),
+        })
     }
 }
 
 impl From<tokio_postgres::Error> for StorageError {
     fn from(err: tokio_postgres::Error) -> Self {
-        let transient = match err.code() {
+        let Some(db) = err.as_db_error() else {
             // No SQLSTATE: the connection itself failed.
-            None => true,
-            Some(code) => {
-                let class = &code.code()[..2];
-                // 08: connection exception, 57: operator intervention
-                // (shutdown, restart), 53: insufficient resources, 40:
-                // serialization failure / deadlock.
-                matches!(class, "08" | "57" | "53" | "40")
-            }
+            return StorageError::Unavailable(err.to_string());
         };
-        if transient {
-            StorageError::Unavailable(err.to_string())
-        } else {
-            StorageError::Backend(format!(
-                "{err}: {}",
-                err.as_db_error().map(|d| d.message()).unwrap_or("")
-            ))
-        }
+        classify_sqlstate(db.code().code(), format!("{err}: {}", db.message()))
+    }
+}
+
+/// What an SQLSTATE means for a retry. Class 53 (insufficient resources:
+/// 53100 disk_full, out of memory, too many connections) is a full
+/// store; connection exceptions (08), operator intervention (57: admin
+/// shutdown, cannot connect now, a cancelled query), system errors (58:
+/// I/O), transaction rollbacks (40: serialization failure, deadlock) and
+/// 25006 read_only_sql_transaction (a hot standby,
+/// `default_transaction_read_only`) make it unavailable; all of them pass,
+/// so callers keep their work and try again. Anything else is a fault of
+/// the statement or the data.
+fn classify_sqlstate(sqlstate: &str, message: String) -> StorageError {
+    match sqlstate.get(..2) {
+        Some("53") => StorageError::Full(message),
+        Some("08" | "57" | "58" | "40") => StorageError::Unavailable(message),
+        _ if sqlstate == "25006" => StorageError::Unavailable(message),
+        _ => StorageError::Backend(message),
     }
 }
 
@@ -662,6 +668,23 @@ impl Storage for PostgresStorage {
             .map(|_| ())
             .map_err(|e| StorageError::Migration(e.to_string()))?;
         warn_without_autovacuum(&client).await;
+        Ok(())
+    }
+
+    async fn probe_write(&self) -> Result<(), StorageError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO transport_state (name, paused, updated_at) VALUES ($1, false, now())",
+            &[&WRITE_PROBE],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM transport_state WHERE name = $1",
+            &[&WRITE_PROBE],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1892,4 +1915,57 @@ async fn replay_one(
     )
     .await?;
     message_from_row(&row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(sqlstate: &str) -> StorageError {
+        classify_sqlstate(sqlstate, sqlstate.to_owned())
+    }
+
+    #[test]
+    fn insufficient_resources_are_a_full_store_worth_retrying() {
+        // disk_full, insufficient_resources, out_of_memory,
+        // too_many_connections.
+        for sqlstate in ["53100", "53000", "53200", "53300"] {
+            let err = class(sqlstate);
+            assert!(matches!(err, StorageError::Full(_)), "{sqlstate}: {err:?}");
+            assert!(err.is_transient());
+        }
+    }
+
+    #[test]
+    fn read_only_lost_or_restarting_servers_are_unavailable() {
+        for sqlstate in [
+            "25006", // read_only_sql_transaction: hot standby, default_transaction_read_only
+            "08000", "08003", "08006", "08001", // connection exceptions
+            "57P01", // admin_shutdown
+            "57P02", // crash_shutdown
+            "57P03", // cannot_connect_now
+            "58030", // io_error
+            "40001", // serialization_failure
+            "40P01", // deadlock_detected
+        ] {
+            let err = class(sqlstate);
+            assert!(
+                matches!(err, StorageError::Unavailable(_)),
+                "{sqlstate}: {err:?}"
+            );
+            assert!(err.is_transient());
+        }
+    }
+
+    #[test]
+    fn faults_of_the_statement_or_the_data_are_not_retried() {
+        for sqlstate in ["23505", "22P02", "42P01", "25001", "25P02", "2"] {
+            let err = class(sqlstate);
+            assert!(
+                matches!(err, StorageError::Backend(_)),
+                "{sqlstate}: {err:?}"
+            );
+            assert!(!err.is_transient());
+        }
+    }
 }

@@ -25,8 +25,8 @@ use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
     FailureCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
     PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
-    StorageOptions, TransportState, WorkSignal, cancelled_rollup, clamp_limit, effective_at,
-    failure_totals_sql, metric_columns, metric_merge_updates, metric_values, rollup,
+    StorageOptions, TransportState, WRITE_PROBE, WorkSignal, cancelled_rollup, clamp_limit,
+    effective_at, failure_totals_sql, metric_columns, metric_merge_updates, metric_values, rollup,
     rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
 };
 use crate::domain::{
@@ -189,13 +189,26 @@ impl ConnectionThread {
     }
 }
 
+/// SQLite's result codes by what they mean for a retry: a full disk and a
+/// file that cannot be written (read-only, I/O error, gone, locked by
+/// another process past the busy timeout) are outages that pass, so
+/// callers keep their work and try again; the rest are faults of the
+/// statement or the data.
 impl From<rusqlite::Error> for StorageError {
     fn from(err: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
         match err.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
-                StorageError::Unavailable(err.to_string())
-            }
+            Some(ErrorCode::DiskFull) => StorageError::Full(err.to_string()),
+            Some(
+                ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::PermissionDenied
+                | ErrorCode::FileLockingProtocolFailed
+                | ErrorCode::OutOfMemory
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked,
+            ) => StorageError::Unavailable(err.to_string()),
             _ => match err {
                 rusqlite::Error::FromSqlConversionFailure(..) => {
                     StorageError::Corrupt(err.to_string())
@@ -514,6 +527,20 @@ impl Storage for SqliteStorage {
                     .map_err(|e| StorageError::Migration(e.to_string()))
             })
             .await
+    }
+
+    async fn probe_write(&self) -> Result<(), StorageError> {
+        // Committed, not rolled back: SQLite writes pages (to the WAL) only
+        // at commit, so only a commit meets a full disk.
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO transport_state (name, paused, updated_at) VALUES (?1, 0, 0)",
+                [WRITE_PROBE],
+            )?;
+            tx.execute("DELETE FROM transport_state WHERE name = ?1", [WRITE_PROBE])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
@@ -1586,5 +1613,62 @@ impl Storage for SqliteStorage {
                 Ok(rows)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::ffi;
+
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> StorageError {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None).into()
+    }
+
+    #[test]
+    fn a_full_disk_is_a_full_store_worth_retrying() {
+        let err = failure(ffi::SQLITE_FULL);
+        assert!(matches!(err, StorageError::Full(_)), "{err:?}");
+        assert!(err.is_transient());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_an_unavailable_store() {
+        for code in [
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_READONLY_DBMOVED,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_PERM,
+            ffi::SQLITE_NOMEM,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+        ] {
+            let err = failure(code);
+            assert!(
+                matches!(err, StorageError::Unavailable(_)),
+                "{code}: {err:?}"
+            );
+            assert!(err.is_transient(), "{code}");
+        }
+    }
+
+    #[test]
+    fn faults_of_the_statement_or_the_data_are_not_retried() {
+        for code in [
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_CONSTRAINT_UNIQUE,
+            ffi::SQLITE_MISMATCH,
+            ffi::SQLITE_TOOBIG,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_ERROR,
+        ] {
+            let err = failure(code);
+            assert!(matches!(err, StorageError::Backend(_)), "{code}: {err:?}");
+            assert!(!err.is_transient(), "{code}");
+        }
     }
 }

@@ -359,6 +359,7 @@ fn error_class(error: &StorageError) -> &'static str {
     match error {
         StorageError::NotFound(_) => "not_found",
         StorageError::Conflict { .. } => "conflict",
+        StorageError::Full(_) => "full",
         StorageError::Unavailable(_) => "unavailable",
         StorageError::Backend(_) => "backend",
         StorageError::Migration(_) => "migration",

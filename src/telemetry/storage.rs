@@ -65,6 +65,10 @@ impl Storage for TimedStorage {
         timed("ping", self.inner.ping()).await
     }
 
+    async fn probe_write(&self) -> Result<(), StorageError> {
+        timed("probe_write", self.inner.probe_write()).await
+    }
+
     async fn enqueue(
         &self,
         message: NewMessage,

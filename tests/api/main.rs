@@ -1498,8 +1498,17 @@ async fn unreachable_storage_is_503_not_500() {
         let path = request.path().to_owned();
         let response = test::call_service(&app, request).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|s| s > 0),
+            "{path}: Retry-After in seconds"
+        );
         let body: Value = test::read_body_json(response).await;
-        assert_eq!(body["error"]["code"], "unavailable", "{path}");
+        assert_eq!(body["error"]["code"], "storage_unavailable", "{path}");
     }
     assert_eq!(
         stored(fixture.storage.as_ref()).await,

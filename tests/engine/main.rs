@@ -19,7 +19,7 @@ use common::{Fixture, emails};
 use herald::alerts::{Evaluation, Evaluator};
 use herald::config::Settings;
 use herald::domain::{EnqueueRequest, EventKind, Message, MessageWithEvents, Stamp, Status};
-use herald::engine::{CircuitState, Engine, EngineOptions, Gate};
+use herald::engine::{CircuitState, Engine, EngineOptions, Gate, MAX_HELD};
 use herald::storage::{
     AlertNotice, AlertState, MessageFilter, MinuteMetrics, NewAlert, Outcome, OutcomeKind,
     PageRequest, Storage,
@@ -1163,4 +1163,143 @@ async fn a_member_failing_inside_a_failover_attempt_leaves_an_event(f: Fixture) 
     assert_eq!(counted(rollup_of(&f, "primary").await), (0, 0, 0));
     assert_eq!(counted(rollup_of(&f, "backup").await), (1, 0, 0));
     assert_eq!(counted(rollup_of(&f, "secondary").await), (0, 1, 1));
+}
+
+/// Queued plus processing, from the store's depth count.
+async fn unfinished(storage: &dyn Storage) -> u64 {
+    storage
+        .queue_depth()
+        .await
+        .expect("depth")
+        .iter()
+        .map(|d| d.queued + d.processing)
+        .sum()
+}
+
+/// Makes the test schema's store claim but refuse every other change of
+/// a message with PostgreSQL's own 53100 disk_full (a row trigger), as a
+/// full disk refuses the larger writes of outcomes; the client lifts it.
+async fn refuse_outcomes(url: &str) -> tokio_postgres::Client {
+    let (side, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    actix::spawn(async move {
+        let _ = connection.await;
+    });
+    side.batch_execute(
+        "CREATE FUNCTION refuse_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'simulated: disk full' USING ERRCODE = '53100'; END $$;
+         CREATE TRIGGER refuse_outcomes BEFORE UPDATE ON messages FOR EACH ROW
+         WHEN (NEW.status <> 'processing') EXECUTE FUNCTION refuse_outcomes();",
+    )
+    .await
+    .expect("refuse outcomes");
+    side
+}
+
+async fn allow_outcomes(side: &tokio_postgres::Client) {
+    side.batch_execute("DROP TRIGGER refuse_outcomes ON messages")
+        .await
+        .expect("allow outcomes");
+}
+
+/// A store that claims but cannot take outcomes (a row trigger refuses,
+/// with PostgreSQL's own 53100 disk_full, every change of a message but
+/// the claim): the tracker holds what it cannot write, up to its bound,
+/// and the transport stops claiming there instead of piling up more in
+/// memory; once the store takes writes again every outcome is written and
+/// every message was delivered once.
+#[actix::test]
+async fn outcomes_the_store_cannot_take_hold_back_claims_until_written() {
+    let f = Fixture::postgres().await;
+    let total = MAX_HELD + 2000;
+    for _ in 0..total / 1000 {
+        enqueue(f.storage.as_ref(), 1000).await;
+    }
+    let side = refuse_outcomes(&f.options.url).await;
+
+    let transport = Scripted::ok();
+    let tuning = "rate_limit = 100000000\nburst_limit = 1000000\nbatch_size = 1000\n\
+                  concurrency = 64\nprefetch_count = 1000";
+    let capacity = 64 + 1000;
+    let engine = start(&f, tuning, transport.clone()).await;
+    eventually("deliveries fill the tracker", || async {
+        transport.calls() >= MAX_HELD
+    })
+    .await;
+    // Claims stop: what was claimed before the bound was reached is
+    // delivered, then nothing more.
+    let mut seen = transport.calls();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = transport.calls();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    assert!(
+        seen <= MAX_HELD + capacity,
+        "{seen} delivered while the tracker could hold {MAX_HELD}"
+    );
+    assert!(seen < total, "work waits in the store");
+    assert!(unfinished(f.storage.as_ref()).await >= (total - seen) as u64);
+
+    allow_outcomes(&side).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while unfinished(f.storage.as_ref()).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "every message is sent in the end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(transport.calls(), total, "each message delivered once");
+    let delivered: std::collections::HashSet<Stamp> =
+        transport.delivered().iter().map(|(id, _)| *id).collect();
+    assert_eq!(delivered.len(), total);
+    assert_eq!(engine.shutdown(Duration::from_secs(5)).await, 0);
+}
+
+/// A shutdown does not wait for an outage to end: it gives up on the
+/// outcomes it cannot write, and nothing is lost, since the messages are
+/// still `processing` under their leases and come back once the store
+/// writes again.
+#[actix::test]
+async fn a_shutdown_during_an_outage_ends_and_loses_nothing() {
+    let f = Fixture::postgres().await;
+    let ids = enqueue(f.storage.as_ref(), 3).await;
+    let side = refuse_outcomes(&f.options.url).await;
+    let first = Scripted::ok();
+    let engine = start(&f, "lease_ms = 1000", first.clone()).await;
+    eventually("all 3 are delivered", || async { first.calls() >= 3 }).await;
+    let shutdown = engine.shutdown(Duration::from_secs(1));
+    tokio::time::timeout(Duration::from_secs(60), shutdown)
+        .await
+        .expect("the shutdown ends while the store cannot write");
+    assert_eq!(count(f.storage.as_ref(), Status::Processing).await, 3);
+
+    allow_outcomes(&side).await;
+    let second = Scripted::ok();
+    let engine = start(&f, "lease_ms = 1000", second.clone()).await;
+    eventually("all 3 are sent", || async {
+        count(f.storage.as_ref(), Status::Sent).await == 3
+    })
+    .await;
+    for id in ids {
+        let stored = f
+            .storage
+            .get_message(id)
+            .await
+            .expect("get")
+            .expect("exists");
+        let sent = stored
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Sent)
+            .count();
+        assert_eq!(sent, 1, "{:?}", stored.events);
+    }
+    assert!(first.calls() + second.calls() >= 3);
+    assert_eq!(engine.shutdown(Duration::from_secs(5)).await, 0);
 }

@@ -4,6 +4,7 @@
 mod bench;
 #[path = "../common/mod.rs"]
 mod common;
+mod faults;
 mod metrics;
 mod recovery;
 

@@ -43,6 +43,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_write_probe_commits_and_leaves_nothing_behind,
     enqueue_stores_the_message_with_a_queued_event,
     claims_go_highest_priority_first_then_oldest,
     waiting_raises_priority_so_low_priority_is_not_starved,
@@ -994,6 +995,19 @@ async fn purge_removes_only_old_dead_letters(f: &Fixture) {
     );
     assert_eq!(status_of(s, batch[1].id).await, Status::Dead);
     assert_eq!(status_of(s, batch[2].id).await, Status::Sent);
+}
+
+async fn a_write_probe_commits_and_leaves_nothing_behind(f: &Fixture) {
+    let s = f.storage.as_ref();
+    s.set_paused("mail", true, t0()).await.expect("pause");
+    s.probe_write()
+        .await
+        .expect("a healthy store takes a write");
+    s.probe_write().await.expect("and another");
+    let states = s.transport_states().await.expect("states");
+    let names: Vec<&str> = states.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["mail"], "the probe's row is never seen");
+    assert!(states[0].paused, "a real transport's row is left alone");
 }
 
 async fn pause_state_persists_across_a_restart(f: &Fixture) {
