@@ -4,6 +4,7 @@
 mod fingerprint;
 mod payload;
 mod request;
+mod text;
 
 use std::fmt;
 use std::str::FromStr;

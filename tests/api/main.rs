@@ -711,6 +711,8 @@ async fn invalid_enqueue_bodies_are_refused_naming_the_field_and_store_nothing(f
         ),
         ("body not an object", json!("an email"), 422, "body"),
     ];
+    let mut cases = cases;
+    cases.extend(hostile_text_cases());
     assert!(cases.len() >= 25);
     for (what, body, status, field) in &cases {
         let reply = api.post("/api/messages", body).await;
@@ -752,6 +754,163 @@ async fn invalid_enqueue_bodies_are_refused_naming_the_field_and_store_nothing(f
         api.post("/api/messages", &sms("+14155550100")).await.status,
         202
     );
+    // Unicode display names and internationalised addresses keep working.
+    for address in [
+        "Zoë Åberg <zoe@example.com>",
+        "محمد عبد الله <mohammed@example.com>",
+        "דוד כהן <david@example.com>",
+        "用户@例子.广告",
+        "josé@bücher.de",
+    ] {
+        let body = email_with(|b| {
+            b["email"]["from"] = json!(address);
+            b["email"]["to"] = json!([address]);
+            b["email"]["subject"] = json!(format!("Für {address}"));
+        });
+        let reply = api.post("/api/messages", &body).await;
+        assert_eq!(reply.status, 202, "{address}: {}", reply.body);
+    }
+}
+
+/// Invisible, bidirectional and control characters where a client could
+/// use them to disguise an address or inject a header: (what, body,
+/// status, field), as in the table above.
+fn hostile_text_cases() -> Vec<(&'static str, Value, u16, &'static str)> {
+    let sms = |edit: fn(&mut Value)| {
+        let mut body = json!({"channel": "sms", "sms": {"to": "+14155550100", "from": "Herald", "body": "Your code is 123456"}});
+        edit(&mut body);
+        body
+    };
+    vec![
+        (
+            "zero-width space in a recipient",
+            email_with(|b| b["email"]["to"] = json!(["ali\u{200B}ce@example.com"])),
+            422,
+            "email.to[0]",
+        ),
+        (
+            "right-to-left override in the sender",
+            email_with(|b| b["email"]["from"] = json!("\u{202E}moc.elpmaxe@pohs")),
+            422,
+            "email.from",
+        ),
+        (
+            "bidi override in a display name",
+            email_with(|b| b["email"]["from"] = json!("Shop\u{202E}lapyap <shop@example.com>")),
+            422,
+            "email.from",
+        ),
+        (
+            "word joiner in a cc",
+            email_with(|b| b["email"]["cc"] = json!(["bob@exam\u{2060}ple.com"])),
+            422,
+            "email.cc[0]",
+        ),
+        (
+            "byte-order mark in a bcc",
+            email_with(|b| {
+                b["email"]["bcc"] = json!(["ok@example.com", "\u{FEFF}eve@example.com"])
+            }),
+            422,
+            "email.bcc[1]",
+        ),
+        (
+            "soft hyphen in reply_to",
+            email_with(|b| b["email"]["reply_to"] = json!("sup\u{00AD}port@example.com")),
+            422,
+            "email.reply_to",
+        ),
+        (
+            "right-to-left mark in a recipient",
+            email_with(|b| b["email"]["to"] = json!(["alice@example.com\u{200F}"])),
+            422,
+            "email.to[0]",
+        ),
+        (
+            "NUL in a recipient",
+            email_with(|b| b["email"]["to"] = json!(["alice\u{0}@example.com"])),
+            422,
+            "email.to[0]",
+        ),
+        (
+            "C1 control in a recipient",
+            email_with(|b| b["email"]["to"] = json!(["alice@example.com\u{85}"])),
+            422,
+            "email.to[0]",
+        ),
+        (
+            "NUL in the subject",
+            email_with(|b| b["email"]["subject"] = json!("Receipt\u{0}")),
+            422,
+            "email.subject",
+        ),
+        (
+            "header injection through the subject",
+            email_with(|b| b["email"]["subject"] = json!("Hi\r\nBcc: victim@example.com")),
+            422,
+            "email.subject",
+        ),
+        (
+            "tab in the subject",
+            email_with(|b| b["email"]["subject"] = json!("Hi\tthere")),
+            422,
+            "email.subject",
+        ),
+        (
+            "DEL in the subject",
+            email_with(|b| b["email"]["subject"] = json!("Hi\u{7F}")),
+            422,
+            "email.subject",
+        ),
+        (
+            "escape in the text body",
+            email_with(|b| b["email"]["text"] = json!("Thanks\u{1B}[2J")),
+            422,
+            "email.text",
+        ),
+        (
+            "NUL in the HTML body",
+            email_with(|b| b["email"]["html"] = json!("<p>Thanks\u{0}</p>")),
+            422,
+            "email.html",
+        ),
+        (
+            "C1 control in the HTML body",
+            email_with(|b| b["email"]["html"] = json!("<p>\u{9B}31m</p>")),
+            422,
+            "email.html",
+        ),
+        (
+            "NUL in a header value",
+            email_with(|b| b["email"]["headers"] = json!({"X-Campaign": "a\u{0}b"})),
+            422,
+            "email.headers.X-Campaign",
+        ),
+        (
+            "zero-width space in an SMS number",
+            sms(|b| b["sms"]["to"] = json!("+1415555\u{200B}0100")),
+            422,
+            "sms.to",
+        ),
+        (
+            "bidi override in an SMS sender",
+            sms(|b| b["sms"]["from"] = json!("Her\u{202E}ald")),
+            422,
+            "sms.from",
+        ),
+        (
+            "NUL in an SMS body",
+            sms(|b| b["sms"]["body"] = json!("code\u{0}123456")),
+            422,
+            "sms.body",
+        ),
+        (
+            "bell in an SMS body",
+            sms(|b| b["sms"]["body"] = json!("code\u{7}")),
+            422,
+            "sms.body",
+        ),
+    ]
 }
 
 async fn oversized_bodies_are_413_and_non_json_bodies_415(f: &Fixture) {
