@@ -42,26 +42,68 @@ const RESERVED_HEADERS: &[&str] = &[
     "content-transfer-encoding",
 ];
 
-/// An email.
+/// An email address in the OpenAPI description: `alice@example.com` or
+/// `Alice <alice@example.com>`, internationalised forms included.
+pub struct Address;
+
+impl utoipa::PartialSchema for Address {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Email,
+            )))
+            .description(Some(
+                "An address, optionally with a display name: `Alice <alice@example.com>`; \
+                 no control or invisible formatting characters",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Address {}
+
+// The patterns below state in the OpenAPI description what `validate`
+// checks: control characters (and, in one-line fields, line breaks) are
+// refused, and a required text is not blank.
+
+/// An email. Needs a non-blank `text` or `html` (or both).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailPayload {
+    #[schema(value_type = Address)]
     pub from: String,
+    /// 1 to 100 recipients; to, cc and bcc together at most 100.
+    #[schema(value_type = Vec<Address>, min_items = 1, max_items = 100)]
     pub to: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<Address>, max_items = 100)]
     pub cc: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<Address>, max_items = 100)]
     pub bcc: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Address>)]
     pub reply_to: Option<String>,
+    /// One line, not blank, at most 998 characters.
+    #[schema(
+        max_length = 998,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub subject: String,
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$")]
     pub text: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$")]
     pub html: Option<String>,
+    /// At most 50; names are printable ASCII without ':', values one line.
+    /// Herald's own headers (From, To, Subject, X-Stamp-ID, ...) are refused.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// At most 20.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub attachments: Vec<Attachment>,
 }
 
@@ -69,8 +111,19 @@ pub struct EmailPayload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Attachment {
+    /// Not blank; no path separators, control or invisible formatting
+    /// characters.
+    #[schema(
+        pattern = "^[^/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*[^\\s/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB][^/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$"
+    )]
     pub filename: String,
+    /// A MIME type, e.g. `application/pdf`.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")]
     pub content_type: String,
+    /// Standard base64 with padding.
+    #[schema(
+        pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+    )]
     pub content_base64: String,
 }
 
@@ -78,9 +131,18 @@ pub struct Attachment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmsPayload {
+    /// E.164, e.g. `+14155550100`.
+    #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
     pub to: String,
+    /// An E.164 number or an alphanumeric sender id of up to 11 characters.
     #[serde(default)]
+    #[schema(pattern = "^(?:\\+[1-9][0-9]{7,14}|[A-Za-z0-9 ]{1,11})$")]
     pub from: Option<String>,
+    /// Not blank, at most 1600 characters.
+    #[schema(
+        max_length = 1600,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F][^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub body: String,
 }
 
@@ -90,6 +152,7 @@ pub struct SmsPayload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenericPayload {
+    /// Any JSON but `null`.
     pub payload: serde_json::Value,
     #[serde(default)]
     pub url: Option<String>,

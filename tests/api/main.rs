@@ -1527,6 +1527,149 @@ async fn the_spec_lists_exactly_the_registered_routes() {
     assert!(redirect.status().is_redirection());
 }
 
+/// The published description is as strict as the server: bounds, patterns
+/// and enums where the server checks them, the payload tied to its
+/// channel, transports named from the config, and a key asked for only
+/// when keys are configured.
+#[actix_web::test]
+async fn the_spec_states_what_the_server_enforces() {
+    let fixture = Fixture::sqlite().await;
+    let spec = |with_keys| {
+        let fixture = &fixture;
+        async move {
+            let api = api(fixture, with_keys).await;
+            let reply = api
+                .send_as_is(test::TestRequest::get().uri("/api/openapi.json"))
+                .await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(
+                reply
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.as_bytes()),
+                Some(&b"application/json"[..])
+            );
+            reply.body
+        }
+    };
+    let keyed = spec(true).await;
+    let open = spec(false).await;
+    let param = |spec: &Value, path: &str, method: &str, name: &str| -> Value {
+        spec["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{method} {path} has parameter {name}"))
+    };
+    let schema = |name: &str| keyed["components"]["schemas"][name].clone();
+
+    for path in ["/api/messages", "/api/queue/dead-letters", "/api/alerts"] {
+        let limit = param(&keyed, path, "get", "limit");
+        assert_eq!(
+            (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+            (&json!(1), &json!(1000)),
+            "{path}"
+        );
+        assert_eq!(limit["allowEmptyValue"], true, "{path}: `limit=` is absent");
+    }
+    let stamp = schema("Stamp");
+    assert_eq!(
+        stamp["pattern"],
+        "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"
+    );
+    for (path, method, name) in [
+        ("/api/messages/{id}", "get", "id"),
+        ("/api/messages/{id}/cancel", "post", "id"),
+        ("/api/messages", "get", "after"),
+        ("/api/queue/dead-letters", "get", "after"),
+    ] {
+        assert_eq!(
+            param(&keyed, path, method, name)["schema"]["$ref"],
+            "#/components/schemas/Stamp",
+            "{method} {path} {name}"
+        );
+    }
+    assert_eq!(
+        param(&keyed, "/api/messages", "get", "status")["schema"]["$ref"],
+        "#/components/schemas/Status"
+    );
+    assert_eq!(
+        param(&keyed, "/api/queue/analytics", "get", "channel")["schema"]["$ref"],
+        "#/components/schemas/Channel"
+    );
+    assert_eq!(
+        schema("Channel")["enum"],
+        json!(["email", "sms", "chat", "push", "webhook"])
+    );
+    assert!(schema("Window")["pattern"].is_string());
+    assert_eq!(
+        schema("Bucket")["enum"],
+        json!(["1m", "5m", "15m", "1h", "1d"])
+    );
+    assert_eq!(
+        schema("TransportName")["enum"],
+        json!(["hooks", "mail", "other"]),
+        "the configured transports"
+    );
+    assert_eq!(
+        schema("BatchRequest")["properties"]["messages"]["minItems"],
+        1
+    );
+
+    // One body per channel some transport delivers, told apart by `channel`.
+    let enqueue = schema("EnqueueRequest");
+    assert_eq!(enqueue["discriminator"]["propertyName"], "channel");
+    let variants: Vec<&str> = enqueue["oneOf"]
+        .as_array()
+        .expect("oneOf")
+        .iter()
+        .filter_map(|v| v["$ref"].as_str())
+        .collect();
+    assert_eq!(
+        variants,
+        [
+            "#/components/schemas/EmailEnqueueRequest",
+            "#/components/schemas/SmsEnqueueRequest",
+            "#/components/schemas/ChatEnqueueRequest",
+            "#/components/schemas/PushEnqueueRequest",
+            "#/components/schemas/WebhookEnqueueRequest",
+        ]
+    );
+    let email = schema("EmailEnqueueRequest");
+    assert_eq!(email["properties"]["channel"]["enum"], json!(["email"]));
+    assert_eq!(email["required"], json!(["channel", "email"]));
+    assert!(email["properties"].get("sms").is_none());
+    assert_eq!(
+        email["properties"]["transport"]["enum"],
+        json!(["mail", "other", null])
+    );
+    let chat = schema("ChatEnqueueRequest");
+    assert_eq!(
+        chat["required"],
+        json!(["channel", "chat", "transport"]),
+        "chat has no route"
+    );
+
+    // A key only where keys are configured.
+    let operations = |spec: &Value| -> Vec<Value> {
+        spec["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .flat_map(|item| item.as_object().expect("item").values().cloned())
+            .collect()
+    };
+    assert!(
+        operations(&keyed)
+            .iter()
+            .any(|op| op.get("security").is_some())
+    );
+    for operation in operations(&open) {
+        assert!(operation.get("security").is_none(), "{operation}");
+        assert!(operation["responses"].get("401").is_none(), "{operation}");
+    }
+    assert!(open["components"].get("securitySchemes").is_none());
+}
+
 /// Over a real socket: the server as `main` builds it, a real client.
 #[actix_web::test]
 async fn the_api_works_over_a_real_socket() {
