@@ -114,7 +114,7 @@ pub struct Attachment {
     /// Not blank; no path separators, control or invisible formatting
     /// characters.
     #[schema(
-        pattern = "^[^/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*[^\\s/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB][^/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$"
+        pattern = "^[^/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB\u{110BD}\u{110CD}\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}\u{1D173}-\u{1D17A}\u{E0001}\u{E0020}-\u{E007F}]*[^\\s/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB\u{110BD}\u{110CD}\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}\u{1D173}-\u{1D17A}\u{E0001}\u{E0020}-\u{E007F}][^/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB\u{110BD}\u{110CD}\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}\u{1D173}-\u{1D17A}\u{E0001}\u{E0020}-\u{E007F}]*$"
     )]
     pub filename: String,
     /// A MIME type, e.g. `application/pdf`.
@@ -682,6 +682,41 @@ mod tests {
             ),
         ] {
             assert_eq!(field_of(bad.validate("sms")), field, "{bad:?}");
+        }
+    }
+
+    /// A field's pattern in the published description.
+    fn pattern_of<T: utoipa::PartialSchema>(field: &str) -> regex::Regex {
+        let schema = serde_json::to_value(T::schema()).expect("a schema as JSON");
+        let pattern = schema["properties"][field]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} has a pattern"));
+        regex::Regex::new(pattern).expect("a valid pattern")
+    }
+
+    #[test]
+    fn the_published_patterns_refuse_exactly_the_characters_validation_does() {
+        let filename = pattern_of::<Attachment>("filename");
+        let subject = pattern_of::<EmailPayload>("subject");
+        let text = pattern_of::<EmailPayload>("text");
+        let body = pattern_of::<SmsPayload>("body");
+        let with = |c: char| format!("a{c}b");
+        let mut attached = email();
+        attached.attachments.push(Attachment {
+            filename: String::new(),
+            content_type: "text/plain".into(),
+            content_base64: "aGVsbG8=".into(),
+        });
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            attached.attachments[0].filename = with(c);
+            let cp = u32::from(c);
+            let accepted = attached.validate_attachments("email").is_ok();
+            assert_eq!(filename.is_match(&with(c)), accepted, "filename U+{cp:04X}");
+            let one_line = forbidden_in_text(&with(c), Lines::One).is_none();
+            assert_eq!(subject.is_match(&with(c)), one_line, "subject U+{cp:04X}");
+            let lines = forbidden_in_text(&with(c), Lines::Many).is_none();
+            assert_eq!(text.is_match(&with(c)), lines, "text U+{cp:04X}");
+            assert_eq!(body.is_match(&with(c)), lines, "sms body U+{cp:04X}");
         }
     }
 

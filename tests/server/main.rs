@@ -5,6 +5,7 @@ mod bench;
 #[path = "../common/mod.rs"]
 mod common;
 mod metrics;
+mod schemathesis;
 
 use std::net::TcpListener;
 use std::path::Path;
