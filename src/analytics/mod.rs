@@ -68,6 +68,8 @@ pub struct QueueDepth {
     pub queued: u64,
     pub processing: u64,
     pub by_transport: BTreeMap<String, DepthCounts>,
+    /// Keyed by priority, `"0"` to `"9"`: JSON keys are strings.
+    #[schema(value_type = BTreeMap<String, DepthCounts>)]
     pub by_priority: BTreeMap<u8, DepthCounts>,
 }
 

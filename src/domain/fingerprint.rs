@@ -15,6 +15,21 @@ use super::Payload;
 /// can never collide by accident.
 const VERSION_TAG: &[u8] = b"herald-fingerprint-v1";
 
+/// What [`Fingerprint::parse`] accepts.
+pub const FINGERPRINT_PATTERN: &str = "^[0-9A-Fa-f]{64}$";
+
+impl utoipa::PartialSchema for Fingerprint {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some(FINGERPRINT_PATTERN))
+            .description(Some("SHA-256 of the normalised content, 64 hex digits"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Fingerprint {}
+
 /// Lower-case hex SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -53,9 +68,10 @@ impl Fingerprint {
         Fingerprint(hex::encode(hasher.0.finalize()))
     }
 
-    /// Accepts a stored or client-given fingerprint: 64 hex digits.
+    /// Accepts a stored or client-given fingerprint: 64 hex digits
+    /// ([`FINGERPRINT_PATTERN`]), either case.
     pub fn parse(text: &str) -> Option<Fingerprint> {
-        let text = text.trim().to_ascii_lowercase();
+        let text = text.to_ascii_lowercase();
         (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
             .then_some(Fingerprint(text))
     }

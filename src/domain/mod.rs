@@ -4,6 +4,7 @@
 mod fingerprint;
 mod payload;
 mod request;
+mod text;
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,10 +15,12 @@ use ulid::Ulid;
 
 pub use fingerprint::Fingerprint;
 pub use payload::{
-    Attachment, EmailPayload, GenericPayload, MAX_ATTACHMENTS, MAX_RECIPIENTS, Payload, SmsPayload,
+    Address, Attachment, EmailPayload, GenericPayload, MAX_ATTACHMENTS, MAX_RECIPIENTS, Payload,
+    SmsPayload,
 };
 pub use request::{
-    EnqueuePolicy, EnqueueRequest, NewMessage, TransportIntake, ValidationError, check_category,
+    Category, EnqueuePolicy, EnqueueRequest, NewMessage, TransportIntake, ValidationError,
+    check_category,
 };
 
 /// A message's identity for life: a ULID given at enqueue. Retries,
@@ -56,9 +59,32 @@ impl fmt::Display for Stamp {
 impl FromStr for Stamp {
     type Err = ulid::DecodeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // 26 base32 digits hold 130 bits: a first digit above 7 overflows
+        // the 128-bit ULID, and the decoder would silently drop the excess,
+        // making `8…` name the same message as `0…`.
+        if s.as_bytes().first().is_some_and(|first| *first > b'7') {
+            return Err(ulid::DecodeError::InvalidChar);
+        }
         Ulid::from_string(s).map(Stamp)
     }
 }
+
+/// What [`Stamp::from_str`] accepts: 26 Crockford base32 digits, either
+/// case, the first at most 7.
+pub const STAMP_PATTERN: &str = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$";
+
+impl utoipa::PartialSchema for Stamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some(STAMP_PATTERN))
+            .description(Some("A message's stamp: a ULID, 26 characters"))
+            .examples(["01JDQ4Z8Y7M3V2K9W6T5R4P3N2"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Stamp {}
 
 /// Proof that a worker holds the current claim on a message. Each claim
 /// gets a new token; an outcome reported under an older token is refused,
@@ -177,9 +203,44 @@ impl Priority {
     }
 }
 
+/// A whole JSON number, written `8` or `8.0`: JSON Schema, and so the
+/// published OpenAPI description, counts both as the integer 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeNumber(pub i64);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Whole;
+        impl serde::de::Visitor<'_> for Whole {
+            type Value = WholeNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<WholeNumber, E> {
+                Ok(WholeNumber(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WholeNumber, E> {
+                i64::try_from(v)
+                    .map(WholeNumber)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<WholeNumber, E> {
+                // 2^63 is exact in f64; the range check keeps `as` from saturating.
+                let in_range = v >= -(2f64.powi(63)) && v < 2f64.powi(63);
+                if v.fract() == 0.0 && in_range {
+                    Ok(WholeNumber(v as i64))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(Whole)
+    }
+}
+
 impl<'de> Deserialize<'de> for Priority {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = i64::deserialize(deserializer)?;
+        let WholeNumber(value) = WholeNumber::deserialize(deserializer)?;
         Priority::new(value).ok_or_else(|| {
             serde::de::Error::custom(format!("priority must be 0 to 9, got {value}"))
         })
@@ -250,6 +311,12 @@ mod tests {
         assert_eq!(Priority::new(10), None);
         assert_eq!(Priority::new(-1), None);
         assert!(serde_json::from_str::<Priority>("12").is_err());
+        assert_eq!(
+            serde_json::from_str::<Priority>("8.0").ok(),
+            Priority::new(8)
+        );
+        assert!(serde_json::from_str::<Priority>("8.5").is_err());
+        assert!(serde_json::from_str::<Priority>("\"8\"").is_err());
     }
 
     #[test]
@@ -272,5 +339,15 @@ mod tests {
         let stamp = Stamp::generate();
         assert_eq!(stamp.to_string().parse::<Stamp>().ok(), Some(stamp));
         assert!("not-a-ulid".parse::<Stamp>().is_err());
+        let lower = stamp.to_string().to_lowercase();
+        assert_eq!(lower.parse::<Stamp>().ok(), Some(stamp));
+    }
+
+    #[test]
+    fn a_stamp_that_overflows_128_bits_is_refused() {
+        assert!("7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<Stamp>().is_ok());
+        // Without the check this decodes to the same stamp as `0000…`.
+        assert!("80000000000000000000000000".parse::<Stamp>().is_err());
+        assert!("ZZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<Stamp>().is_err());
     }
 }

@@ -9,6 +9,7 @@ use base64::Engine;
 use lettre::message::Mailbox;
 use serde::{Deserialize, Serialize};
 
+use super::text::{Lines, describe, forbidden_in_address, forbidden_in_text};
 use super::{Channel, ValidationError};
 
 /// Most recipients (to + cc + bcc) one email may have.
@@ -41,26 +42,68 @@ const RESERVED_HEADERS: &[&str] = &[
     "content-transfer-encoding",
 ];
 
-/// An email.
+/// An email address in the OpenAPI description: `alice@example.com` or
+/// `Alice <alice@example.com>`, internationalised forms included.
+pub struct Address;
+
+impl utoipa::PartialSchema for Address {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Email,
+            )))
+            .description(Some(
+                "An address, optionally with a display name: `Alice <alice@example.com>`; \
+                 no control or invisible formatting characters",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Address {}
+
+// The patterns below state in the OpenAPI description what `validate`
+// checks: control characters (and, in one-line fields, line breaks) are
+// refused, and a required text is not blank.
+
+/// An email. Needs a non-blank `text` or `html` (or both).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailPayload {
+    #[schema(value_type = Address)]
     pub from: String,
+    /// 1 to 100 recipients; to, cc and bcc together at most 100.
+    #[schema(value_type = Vec<Address>, min_items = 1, max_items = 100)]
     pub to: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<Address>, max_items = 100)]
     pub cc: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<Address>, max_items = 100)]
     pub bcc: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Address>)]
     pub reply_to: Option<String>,
+    /// One line, not blank, at most 998 characters.
+    #[schema(
+        max_length = 998,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub subject: String,
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$")]
     pub text: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$")]
     pub html: Option<String>,
+    /// At most 50; names are printable ASCII without ':', values one line.
+    /// Herald's own headers (From, To, Subject, X-Stamp-ID, ...) are refused.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// At most 20.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub attachments: Vec<Attachment>,
 }
 
@@ -68,8 +111,19 @@ pub struct EmailPayload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Attachment {
+    /// Not blank; no path separators, control or invisible formatting
+    /// characters.
+    #[schema(
+        pattern = "^[^/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB\u{110BD}\u{110CD}\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}\u{1D173}-\u{1D17A}\u{E0001}\u{E0020}-\u{E007F}]*[^\\s/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB\u{110BD}\u{110CD}\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}\u{1D173}-\u{1D17A}\u{E0001}\u{E0020}-\u{E007F}][^/\\\\\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890-\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB\u{110BD}\u{110CD}\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}\u{1D173}-\u{1D17A}\u{E0001}\u{E0020}-\u{E007F}]*$"
+    )]
     pub filename: String,
+    /// A MIME type, e.g. `application/pdf`.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")]
     pub content_type: String,
+    /// Standard base64 with padding.
+    #[schema(
+        pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+    )]
     pub content_base64: String,
 }
 
@@ -77,9 +131,18 @@ pub struct Attachment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmsPayload {
+    /// E.164, e.g. `+14155550100`.
+    #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
     pub to: String,
+    /// An E.164 number or an alphanumeric sender id of up to 11 characters.
     #[serde(default)]
+    #[schema(pattern = "^(?:\\+[1-9][0-9]{7,14}|[A-Za-z0-9 ]{1,11})$")]
     pub from: Option<String>,
+    /// Not blank, at most 1600 characters.
+    #[schema(
+        max_length = 1600,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F][^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub body: String,
 }
 
@@ -89,6 +152,7 @@ pub struct SmsPayload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenericPayload {
+    /// Any JSON but `null`.
     pub payload: serde_json::Value,
     #[serde(default)]
     pub url: Option<String>,
@@ -179,11 +243,11 @@ impl EmailPayload {
                 format!("the subject is longer than {MAX_SUBJECT_CHARS} characters"),
             ));
         }
-        if self.subject.contains(['\r', '\n']) {
-            return Err(ValidationError::invalid(
-                format!("{field}.subject"),
-                "the subject may not contain line breaks",
-            ));
+        check_text(&self.subject, Lines::One, || format!("{field}.subject"))?;
+        for (name, body) in [("text", &self.text), ("html", &self.html)] {
+            if let Some(body) = body {
+                check_text(body, Lines::Many, || format!("{field}.{name}"))?;
+            }
         }
         let has_text = self.text.as_deref().is_some_and(|t| !t.trim().is_empty());
         let has_html = self.html.as_deref().is_some_and(|t| !t.trim().is_empty());
@@ -221,12 +285,7 @@ impl EmailPayload {
                     format!("`{name}` is set by Herald and cannot be given as a header"),
                 ));
             }
-            if value.contains(['\r', '\n']) {
-                return Err(ValidationError::invalid(
-                    path,
-                    "a header value may not contain line breaks",
-                ));
-            }
+            check_text(value, Lines::One, || path)?;
         }
         Ok(())
     }
@@ -241,10 +300,14 @@ impl EmailPayload {
         for (i, attachment) in self.attachments.iter().enumerate() {
             let path = format!("{field}.attachments[{i}]");
             let name = attachment.filename.trim();
-            if name.is_empty() || name.contains(['/', '\\', '\r', '\n', '\0']) {
+            // A right-to-left override turns `invoice\u{202E}fdp.exe` into
+            // what reads as a PDF: a file name refuses what an address does.
+            let hostile = forbidden_in_address(&attachment.filename).is_some();
+            if name.is_empty() || hostile || name.contains(['/', '\\']) {
                 return Err(ValidationError::invalid(
                     format!("{path}.filename"),
-                    "a file name is required and may not contain path separators or line breaks",
+                    "a file name is required and may not contain path separators, \
+                     control or invisible formatting characters",
                 ));
             }
             if lettre::message::header::ContentType::parse(&attachment.content_type).is_err() {
@@ -315,6 +378,7 @@ impl SmsPayload {
                 format!("an SMS body is at most {MAX_SMS_CHARS} characters"),
             ));
         }
+        check_text(&self.body, Lines::Many, || format!("{field}.body"))?;
         Ok(())
     }
 }
@@ -345,9 +409,42 @@ impl GenericPayload {
 /// `field` is only formatted for an error: valid addresses are the common
 /// case, and a batch checks thousands of them.
 fn parse_mailbox(raw: &str, field: impl FnOnce() -> String) -> Result<Mailbox, ValidationError> {
+    // Checked before parsing: lettre takes a zero-width space or a bidi
+    // override as part of an address and would send it on raw.
+    if let Some(c) = forbidden_in_address(raw) {
+        return Err(ValidationError::invalid(
+            field(),
+            format!(
+                "an address may not contain control or invisible formatting characters; found {}",
+                describe(c)
+            ),
+        ));
+    }
     Mailbox::from_str(raw.trim()).map_err(|_| {
         ValidationError::invalid(field(), format!("`{raw}` is not a valid email address"))
     })
+}
+
+/// Refuses the control characters `lines` does not allow; `field` is
+/// formatted only for an error, as in [`parse_mailbox`].
+fn check_text(
+    text: &str,
+    lines: Lines,
+    field: impl FnOnce() -> String,
+) -> Result<(), ValidationError> {
+    match forbidden_in_text(text, lines) {
+        None => Ok(()),
+        Some(c) => {
+            let allowed = match lines {
+                Lines::Many => "control characters other than tab, CR and LF",
+                Lines::One => "control characters or line breaks",
+            };
+            Err(ValidationError::invalid(
+                field(),
+                format!("may not contain {allowed}; found {}", describe(c)),
+            ))
+        }
+    }
 }
 
 /// `Alice <Alice@Example.com>` and `alice@example.com` are one recipient.
@@ -446,6 +543,181 @@ mod tests {
         bad.headers
             .insert("X-Campaign".into(), "a\r\nBcc: victim@example.com".into());
         assert_eq!(field_of(bad.validate("email")), "email.headers.X-Campaign");
+    }
+
+    type SetAddress = fn(&mut EmailPayload, &str);
+
+    #[test]
+    fn invisible_and_control_characters_are_refused_in_every_address() {
+        let hostile = [
+            "ali\u{200B}ce@example.com",
+            "\u{202E}moc.elpmaxe@ecila",
+            "alice@exam\u{2060}ple.com",
+            "Shop\u{202E} <shop@example.com>",
+            "\u{FEFF}alice@example.com",
+            "alice\u{0}@example.com",
+            "alice@example.com\u{85}",
+        ];
+        for address in hostile {
+            let fields: [(&str, SetAddress); 5] = [
+                ("email.from", |e, a| e.from = a.into()),
+                ("email.to[0]", |e, a| e.to = vec![a.into()]),
+                ("email.cc[0]", |e, a| e.cc = vec![a.into()]),
+                ("email.bcc[0]", |e, a| e.bcc = vec![a.into()]),
+                ("email.reply_to", |e, a| e.reply_to = Some(a.into())),
+            ];
+            for (field, set) in fields {
+                let mut bad = email();
+                set(&mut bad, address);
+                assert_eq!(field_of(bad.validate("email")), field, "{address:?}");
+            }
+        }
+        let mut bad = email();
+        bad.to = vec!["bob@example.com".into(), "ali\u{200B}ce@example.com".into()];
+        let err = bad.validate("email").unwrap_err();
+        assert_eq!(err.field, "email.to[1]");
+        assert!(err.message.contains("U+200B"), "{}", err.message);
+    }
+
+    #[test]
+    fn display_names_and_internationalised_addresses_keep_their_unicode() {
+        for address in [
+            "Zoë Åberg <zoe@example.com>",
+            "محمد عبد الله <mohammed@example.com>",
+            "דוד כהן <david@example.com>",
+            "用户@例子.广告",
+            "josé@bücher.de",
+        ] {
+            let mut ok = email();
+            ok.from = address.into();
+            ok.to = vec![address.into()];
+            ok.reply_to = Some(address.into());
+            assert_eq!(ok.validate("email"), Ok(()), "{address}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_subject_bodies_and_headers() {
+        let mut bad = email();
+        bad.subject = "Receipt\u{0}".into();
+        assert_eq!(field_of(bad.validate("email")), "email.subject");
+        for subject in [
+            "a\tb",
+            "a\rb",
+            "a\nBcc: x@example.com",
+            "a\u{7F}",
+            "a\u{9B}b",
+        ] {
+            let mut bad = email();
+            bad.subject = subject.into();
+            assert_eq!(
+                field_of(bad.validate("email")),
+                "email.subject",
+                "{subject:?}"
+            );
+        }
+        let mut bad = email();
+        bad.text = Some("Thanks\u{0}".into());
+        assert_eq!(field_of(bad.validate("email")), "email.text");
+        let mut bad = email();
+        bad.html = Some("<p>\u{1B}[2J</p>".into());
+        assert_eq!(field_of(bad.validate("email")), "email.html");
+        let mut bad = email();
+        bad.headers.insert("X-Campaign".into(), "a\u{0}b".into());
+        assert_eq!(field_of(bad.validate("email")), "email.headers.X-Campaign");
+        let mut bad = email();
+        bad.attachments.push(Attachment {
+            filename: "invoice\u{202E}fdp.exe".into(),
+            content_type: "application/pdf".into(),
+            content_base64: "aGVsbG8=".into(),
+        });
+        assert_eq!(
+            field_of(bad.validate("email")),
+            "email.attachments[0].filename"
+        );
+
+        let mut ok = email();
+        ok.subject = "Zoë's receipt 👨\u{200D}👩\u{200D}👧".into();
+        ok.text = Some("Line one\r\n\tLine two\nco\u{00AD}operate".into());
+        ok.html = Some("<p dir=\"rtl\">\u{200F}שלום</p>\n".into());
+        assert_eq!(ok.validate("email"), Ok(()));
+    }
+
+    #[test]
+    fn sms_refuses_control_and_invisible_characters() {
+        let sms = SmsPayload {
+            to: "+14155550100".into(),
+            from: Some("+14155550199".into()),
+            body: "Your code\nis 123456".into(),
+        };
+        assert_eq!(sms.validate("sms"), Ok(()));
+        for (field, bad) in [
+            (
+                "sms.to",
+                SmsPayload {
+                    to: "+1415555\u{200B}0100".into(),
+                    ..sms.clone()
+                },
+            ),
+            (
+                "sms.from",
+                SmsPayload {
+                    from: Some("Her\u{202E}ald".into()),
+                    ..sms.clone()
+                },
+            ),
+            (
+                "sms.body",
+                SmsPayload {
+                    body: "code\u{0}123".into(),
+                    ..sms.clone()
+                },
+            ),
+            (
+                "sms.body",
+                SmsPayload {
+                    body: "code\u{7F}".into(),
+                    ..sms.clone()
+                },
+            ),
+        ] {
+            assert_eq!(field_of(bad.validate("sms")), field, "{bad:?}");
+        }
+    }
+
+    /// A field's pattern in the published description.
+    fn pattern_of<T: utoipa::PartialSchema>(field: &str) -> regex::Regex {
+        let schema = serde_json::to_value(T::schema()).expect("a schema as JSON");
+        let pattern = schema["properties"][field]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} has a pattern"));
+        regex::Regex::new(pattern).expect("a valid pattern")
+    }
+
+    #[test]
+    fn the_published_patterns_refuse_exactly_the_characters_validation_does() {
+        let filename = pattern_of::<Attachment>("filename");
+        let subject = pattern_of::<EmailPayload>("subject");
+        let text = pattern_of::<EmailPayload>("text");
+        let body = pattern_of::<SmsPayload>("body");
+        let with = |c: char| format!("a{c}b");
+        let mut attached = email();
+        attached.attachments.push(Attachment {
+            filename: String::new(),
+            content_type: "text/plain".into(),
+            content_base64: "aGVsbG8=".into(),
+        });
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            attached.attachments[0].filename = with(c);
+            let cp = u32::from(c);
+            let accepted = attached.validate_attachments("email").is_ok();
+            assert_eq!(filename.is_match(&with(c)), accepted, "filename U+{cp:04X}");
+            let one_line = forbidden_in_text(&with(c), Lines::One).is_none();
+            assert_eq!(subject.is_match(&with(c)), one_line, "subject U+{cp:04X}");
+            let lines = forbidden_in_text(&with(c), Lines::Many).is_none();
+            assert_eq!(text.is_match(&with(c)), lines, "text U+{cp:04X}");
+            assert_eq!(body.is_match(&with(c)), lines, "sms body U+{cp:04X}");
+        }
     }
 
     #[test]

@@ -13,7 +13,8 @@ use super::{
     Channel, EmailPayload, Fingerprint, GenericPayload, Payload, Priority, SmsPayload, Stamp,
 };
 
-/// Longest idempotency key, in bytes.
+/// Longest idempotency key, in characters (as JSON Schema's `maxLength`
+/// counts them, so the published description states the same limit).
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Longest category name, in bytes.
 const MAX_CATEGORY: usize = 64;
@@ -33,6 +34,21 @@ pub fn check_category(category: &str) -> Result<(), String> {
         ))
     }
 }
+/// A category's name in the OpenAPI description: what [`check_category`]
+/// accepts.
+pub struct Category;
+
+impl utoipa::PartialSchema for Category {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some("^[A-Za-z0-9_.-]{1,64}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Category {}
+
 /// Largest `metadata` object, serialised, in bytes.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
@@ -51,15 +67,23 @@ pub struct EnqueueRequest {
     pub priority: Option<Priority>,
     /// Sets the default priority through `[priority] categories`.
     #[serde(default)]
+    #[schema(value_type = Option<Category>)]
     pub category: Option<String>,
     /// Deliver no earlier than this (RFC 3339); a past time means now.
     #[serde(default)]
     pub send_at: Option<DateTime<Utc>>,
     /// Enqueueing the same key again returns the existing message (200).
+    /// 1 to 255 characters, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub idempotency_key: Option<String>,
     /// A JSON object kept with the message (at most 16 KiB).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// The payload; exactly the one named by `channel`.
     #[serde(default)]
@@ -206,12 +230,12 @@ impl EnqueueRequest {
 
         if let Some(key) = &self.idempotency_key {
             let valid = !key.is_empty()
-                && key.len() <= MAX_IDEMPOTENCY_KEY
+                && key.chars().count() <= MAX_IDEMPOTENCY_KEY
                 && key.chars().all(|c| !c.is_control());
             if !valid {
                 return Err(ValidationError::invalid(
                     "idempotency_key",
-                    format!("1 to {MAX_IDEMPOTENCY_KEY} bytes without control characters"),
+                    format!("1 to {MAX_IDEMPOTENCY_KEY} characters without control characters"),
                 ));
             }
         }

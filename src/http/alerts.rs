@@ -85,8 +85,8 @@ impl From<Alert> for AlertEntry {
     path = "/api/alerts",
     tag = "alerts",
     params(
-        ("state" = Option<String>, Query, description = "`active` or `resolved`; both when absent"),
-        ("limit" = Option<usize>, Query, description = "At most this many, 1 to 1000, default 50"),
+        ("state" = Option<AlertState>, Query, description = "`active` or `resolved`; both when absent"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1 to 1000, default 50"),
     ),
     responses(
         (status = 200, body = AlertList),

@@ -8,17 +8,30 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::auth::{Authorized, ReadRole};
 use super::error::ErrorBody;
 use super::extract::Query;
+use super::openapi::{Bucket, TransportName, Window};
 use super::{ApiError, AppState};
 use crate::analytics::{
     AnalyticsQuery, MAX_WINDOW, Scope, TransportLimits, bottlenecks, failure_report,
     load_queue_analytics, message_flow, parse_span, transport_performance, window_bounds,
 };
-use crate::domain::{Channel, check_category};
+use crate::domain::{Category, Channel, check_category};
 
 /// Buckets a throughput series may use.
-const BUCKETS: [&str; 5] = ["1m", "5m", "15m", "1h", "1d"];
+pub const BUCKETS: [&str; 5] = ["1m", "5m", "15m", "1h", "1d"];
 /// Window when none is asked for.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
+
+/// What `window` accepts, exactly as [`window_and_scope`] does: a whole
+/// number of s, m, h or d from 1m to 30d (leading zeros allowed). Spelled
+/// out per unit because JSON Schema cannot compare numbers in a string.
+pub const WINDOW_PATTERN: &str = concat!(
+    "^0*(?:",
+    "(?:[6-9][0-9]|[1-9][0-9]{2,5}|1[0-9]{6}|2[0-4][0-9]{5}|25[0-8][0-9]{4}|259[01][0-9]{3}|2592000)s",
+    "|(?:[1-9][0-9]{0,3}|[1-3][0-9]{4}|4[0-2][0-9]{3}|43[01][0-9]{2}|43200)m",
+    "|(?:[1-9][0-9]?|[1-6][0-9]{2}|7[01][0-9]|720)h",
+    "|(?:[1-9]|[12][0-9]|30)d",
+    ")$"
+);
 
 /// The query parameters every analytics route takes.
 const COMMON: [&str; 4] = ["window", "transport", "channel", "category"];
@@ -73,11 +86,11 @@ fn window_and_scope(query: &Query, state: &AppState) -> Result<(Duration, Scope)
     path = "/api/queue/analytics",
     tag = "analytics",
     params(
-        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
-        ("bucket" = Option<String>, Query, description = "Series bucket: 1m (default), 5m, 15m, 1h, 1d"),
-        ("transport" = Option<String>, Query, description = "Only this transport"),
-        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
-        ("category" = Option<String>, Query, description = "Only messages of this category"),
+        ("window" = Option<Window>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("bucket" = Option<Bucket>, Query, description = "Series bucket: 1m (default), 5m, 15m, 1h, 1d"),
+        ("transport" = Option<TransportName>, Query, description = "Only this transport"),
+        ("channel" = Option<Channel>, Query, description = "Only messages of this channel"),
+        ("category" = Option<Category>, Query, description = "Only messages of this category"),
     ),
     responses(
         (status = 200, body = crate::analytics::QueueAnalytics),
@@ -124,10 +137,10 @@ pub async fn queue(
     path = "/api/analytics/transport-performance",
     tag = "analytics",
     params(
-        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
-        ("transport" = Option<String>, Query, description = "Only this transport"),
-        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
-        ("category" = Option<String>, Query, description = "Only messages of this category"),
+        ("window" = Option<Window>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("transport" = Option<TransportName>, Query, description = "Only this transport"),
+        ("channel" = Option<Channel>, Query, description = "Only messages of this channel"),
+        ("category" = Option<Category>, Query, description = "Only messages of this category"),
     ),
     responses(
         (status = 200, body = crate::analytics::PerformanceReport),
@@ -174,10 +187,10 @@ pub async fn transport_performance_report(
     path = "/api/queue/failures",
     tag = "analytics",
     params(
-        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
-        ("transport" = Option<String>, Query, description = "Only this transport"),
-        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
-        ("category" = Option<String>, Query, description = "Only messages of this category"),
+        ("window" = Option<Window>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("transport" = Option<TransportName>, Query, description = "Only this transport"),
+        ("channel" = Option<Channel>, Query, description = "Only messages of this channel"),
+        ("category" = Option<Category>, Query, description = "Only messages of this category"),
     ),
     responses(
         (status = 200, body = crate::analytics::FailureReport),
@@ -214,10 +227,10 @@ pub async fn failures(
     path = "/api/queue/bottlenecks",
     tag = "analytics",
     params(
-        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
-        ("transport" = Option<String>, Query, description = "Only this transport"),
-        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
-        ("category" = Option<String>, Query, description = "Only messages of this category"),
+        ("window" = Option<Window>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("transport" = Option<TransportName>, Query, description = "Only this transport"),
+        ("channel" = Option<Channel>, Query, description = "Only messages of this channel"),
+        ("category" = Option<Category>, Query, description = "Only messages of this category"),
     ),
     responses(
         (status = 200, body = crate::analytics::BottleneckReport),
@@ -280,10 +293,10 @@ pub async fn bottleneck_report(
     path = "/api/analytics/message-flow",
     tag = "analytics",
     params(
-        ("window" = Option<String>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
-        ("transport" = Option<String>, Query, description = "Only this transport"),
-        ("channel" = Option<String>, Query, description = "Only messages of this channel"),
-        ("category" = Option<String>, Query, description = "Only messages of this category"),
+        ("window" = Option<Window>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("transport" = Option<TransportName>, Query, description = "Only this transport"),
+        ("channel" = Option<Channel>, Query, description = "Only messages of this channel"),
+        ("category" = Option<Category>, Query, description = "Only messages of this category"),
     ),
     responses(
         (status = 200, body = crate::analytics::MessageFlow),
@@ -306,4 +319,38 @@ pub async fn message_flow_report(
     let minutes = state.storage.rollup_totals(from, to).await?;
     let depth = state.storage.queue_depth().await?;
     Ok(HttpResponse::Ok().json(message_flow(window, now, &minutes, &depth, &scope)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the server takes as a window.
+    fn accepted(raw: &str) -> bool {
+        parse_span(raw).is_some_and(|w| w >= Duration::from_secs(60) && w <= MAX_WINDOW)
+    }
+
+    #[test]
+    fn the_published_window_pattern_accepts_exactly_what_the_server_does() {
+        let pattern = regex::Regex::new(WINDOW_PATTERN).expect("a valid pattern");
+        let mut tried = 0;
+        for (unit, limit) in [("s", 2_700_000u64), ("m", 45_000), ("h", 800), ("d", 40)] {
+            for n in (0..=limit).filter(|n| *n < 2000 || n % 997 == 0 || n.abs_diff(limit) < 5) {
+                for raw in [format!("{n}{unit}"), format!("0{n}{unit}")] {
+                    assert_eq!(pattern.is_match(&raw), accepted(&raw), "{raw}");
+                    tried += 1;
+                }
+            }
+        }
+        for edge in [
+            "59s", "60s", "2592000s", "2592001s", "43200m", "43201m", "720h", "721h", "30d", "31d",
+            "1w", "h", "", "1.5h", "-1h", "1H", "99s", "100s", "999999s", "1000000s", "1999999s",
+            "2000000s", "2499999s", "2500000s", "2589999s", "2590000s", "2591999s", "9999m",
+            "10000m", "39999m", "40000m", "42999m", "43000m", "43199m", "99h", "100h", "699h",
+            "700h", "719h", "9d", "10d", "29d",
+        ] {
+            assert_eq!(pattern.is_match(edge), accepted(edge), "{edge}");
+        }
+        assert!(tried > 10_000);
+    }
 }

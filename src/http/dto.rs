@@ -7,8 +7,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
+use super::openapi::TransportName;
 use crate::domain::{
     Channel, EnqueueRequest, Event, EventKind, Message, MessageWithEvents, Stamp, Status,
+    WholeNumber,
 };
 use crate::storage::{Enqueued, Page};
 
@@ -52,6 +54,8 @@ impl From<&Enqueued> for EnqueueResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    /// 1 to `MAX_BATCH` (1000) messages.
+    #[schema(min_items = 1, max_items = 1000)]
     pub messages: Vec<EnqueueRequest>,
 }
 
@@ -197,11 +201,12 @@ impl MessagePage {
 pub struct ReplayRequest {
     /// Only dead letters of this transport.
     #[serde(default)]
+    #[schema(value_type = Option<TransportName>)]
     pub transport: Option<String>,
     /// At most this many, oldest first: 1 to 1000, default 1000.
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<WholeNumber>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

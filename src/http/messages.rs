@@ -15,6 +15,7 @@ use super::dto::{
 };
 use super::error::ErrorBody;
 use super::extract::{JsonBody, Query};
+use super::openapi::Include;
 use super::{ApiError, AppState};
 use crate::domain::{
     Channel, EnqueueRequest, Fingerprint, NewMessage, Stamp, Status, ValidationError,
@@ -206,8 +207,8 @@ async fn enqueue_many(
     path = "/api/messages/{id}",
     tag = "messages",
     params(
-        ("id" = String, Path, description = "The message's stamp (ULID)"),
-        ("include" = Option<String>, Query, description = "`payload` adds the stored payload"),
+        ("id" = Stamp, Path, description = "The message's stamp (ULID)"),
+        ("include" = Option<Include>, Query, description = "`payload` adds the stored payload"),
     ),
     responses(
         (status = 200, body = MessageDetail),
@@ -245,10 +246,10 @@ pub async fn get_message(
         ("status" = Option<Status>, Query, description = "queued | processing | sent | dead | cancelled"),
         ("transport" = Option<String>, Query, description = "Messages of this transport"),
         ("channel" = Option<Channel>, Query, description = "email | sms | chat | push | webhook"),
-        ("fingerprint" = Option<String>, Query, description = "Messages with this content fingerprint (64 hex digits)"),
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 1000, default 50"),
-        ("after" = Option<String>, Query, description = "The `next` cursor of the previous page"),
-        ("include" = Option<String>, Query, description = "`payload` adds each message's payload"),
+        ("fingerprint" = Option<Fingerprint>, Query, description = "Messages with this content fingerprint (64 hex digits)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000, default 50"),
+        ("after" = Option<Stamp>, Query, description = "The `next` cursor of the previous page"),
+        ("include" = Option<Include>, Query, description = "`payload` adds each message's payload"),
     ),
     responses(
         (status = 200, body = MessagePage),
@@ -298,7 +299,7 @@ pub async fn list_messages(
     post,
     path = "/api/messages/{id}/cancel",
     tag = "messages",
-    params(("id" = String, Path, description = "The message's stamp (ULID)")),
+    params(("id" = Stamp, Path, description = "The message's stamp (ULID)")),
     responses(
         (status = 200, description = "Cancelled", body = MessageDetail),
         (status = 400, description = "Malformed id", body = ErrorBody),
@@ -326,7 +327,7 @@ pub async fn cancel(
     post,
     path = "/api/messages/{id}/retry",
     tag = "messages",
-    params(("id" = String, Path, description = "The message's stamp (ULID)")),
+    params(("id" = Stamp, Path, description = "The message's stamp (ULID)")),
     responses(
         (status = 200, description = "Queued again", body = MessageDetail),
         (status = 400, description = "Malformed id", body = ErrorBody),

@@ -46,6 +46,8 @@ pub struct AppState {
     /// once, not per request.
     pub policy: EnqueuePolicy,
     pub api_keys: auth::ApiKeys,
+    /// The OpenAPI description for this configuration.
+    pub spec: openapi::Spec,
     /// The delivery engine, when this process runs one (the server always
     /// does; API tests of the message routes may not).
     pub engine: Option<Engine>,
@@ -57,11 +59,13 @@ impl AppState {
     pub fn new(storage: Arc<dyn Storage>, clock: Arc<dyn Clock>, settings: Arc<Settings>) -> Self {
         let api_keys = auth::ApiKeys::new(&settings.api_keys);
         api_keys.log_mode(settings.server.listen);
+        let policy = settings.enqueue_policy();
         AppState {
             enqueues: GroupCommit::new(storage.clone()),
             storage,
             clock,
-            policy: settings.enqueue_policy(),
+            spec: openapi::Spec::new(&policy, !api_keys.is_open()),
+            policy,
             settings,
             api_keys,
             engine: None,

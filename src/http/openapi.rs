@@ -3,15 +3,24 @@
 //! `GET /api/openapi.json`, and the interactive docs (Swagger UI, its files
 //! compiled into the binary) at `/api/docs/`. Both need no API key: the
 //! spec holds no data, and the docs page sends the key the reader enters.
+//!
+//! What a request may hold depends on the configuration (which transports
+//! exist and what they deliver, whether keys are required), so the served
+//! description is the generated one made exact for this server's
+//! configuration, once, when the server starts ([`Spec::new`]): transport
+//! names become enums, the enqueue body becomes one shape per deliverable
+//! channel, and without `[[api_keys]]` no operation asks for a key.
 
-use std::sync::LazyLock;
-
-use actix_web::HttpResponse;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpResponse, http::header};
+use serde_json::{Map, Value, json};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ObjectBuilder, RefOr, Type, schema::Schema};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{alerts, analytics, health, messages, metrics, queue, transports};
+use super::{AppState, alerts, analytics, health, messages, metrics, queue, transports};
+use crate::domain::{Channel, EnqueuePolicy};
 
 /// Where the spec is served.
 pub const SPEC_PATH: &str = "/api/openapi.json";
@@ -50,6 +59,15 @@ pub const DOCS_PATH: &str = "/api/docs/";
         metrics::render,
         spec,
     ),
+    components(schemas(
+        crate::domain::Stamp,
+        crate::domain::Fingerprint,
+        crate::domain::Category,
+        TransportName,
+        Window,
+        Bucket,
+        Include,
+    )),
     modifiers(&BearerKeys),
     tags(
         (name = "messages", description = "Enqueue, read, cancel and retry messages"),
@@ -78,7 +96,291 @@ impl Modify for BearerKeys {
     }
 }
 
-static SPEC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+/// What the derives cannot state, written on the JSON form (utoipa has no
+/// builder for `allowEmptyValue`, `propertyNames`, `not`, or an `anyOf`
+/// beside `properties`): that an empty query value counts as absent
+/// (`extract::Query`), rules across fields, header names, and "any JSON
+/// but null".
+fn beyond_derives(spec: &mut Value) {
+    if let Some(paths) = spec["paths"].as_object_mut() {
+        for parameter in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(|operation| operation.get_mut("parameters"))
+            .filter_map(Value::as_array_mut)
+            .flatten()
+            .filter(|parameter| parameter["in"] == "query")
+        {
+            parameter["allowEmptyValue"] = json!(true);
+        }
+    }
+    let non_blank = r"^[\s\S]*\S[\s\S]*$";
+    if let Some(email) = spec.pointer_mut("/components/schemas/EmailPayload") {
+        email["properties"]["headers"] = json!({
+            "type": "object",
+            "maxProperties": 50,
+            "propertyNames": {"pattern": "^[!-9;-~]+$"},
+            "additionalProperties": {"type": "string", "pattern": r"^[^\x00-\x1F\x7F-\x9F]*$"},
+            "description": email["properties"]["headers"]["description"],
+        });
+        email["anyOf"] = json!([
+            {"required": ["text"], "properties": {"text": {"type": "string", "pattern": non_blank}}},
+            {"required": ["html"], "properties": {"html": {"type": "string", "pattern": non_blank}}},
+        ]);
+    }
+    if let Some(payload) = spec.pointer_mut("/components/schemas/GenericPayload/properties/payload")
+    {
+        payload["not"] = json!({"type": "null"});
+    }
+}
+
+/// A configured transport's name; [`Spec::new`] lists them.
+pub struct TransportName;
+
+impl PartialSchema for TransportName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A configured transport"))
+            .into()
+    }
+}
+
+impl ToSchema for TransportName {}
+
+/// An analytics window, e.g. `15m`, `1h`, `7d`.
+pub struct Window;
+
+impl PartialSchema for Window {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(analytics::WINDOW_PATTERN))
+            .description(Some("A whole number of s, m, h or d, from 1m to 30d"))
+            .examples(["15m", "1h", "24h", "7d"])
+            .into()
+    }
+}
+
+impl ToSchema for Window {}
+
+/// A throughput series' bucket.
+pub struct Bucket;
+
+impl PartialSchema for Bucket {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(analytics::BUCKETS))
+            .into()
+    }
+}
+
+impl ToSchema for Bucket {}
+
+/// What a message read may include besides its own fields.
+pub struct Include;
+
+impl PartialSchema for Include {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["payload"]))
+            .into()
+    }
+}
+
+impl ToSchema for Include {}
+
+/// The description this server serves, serialised once.
+#[derive(Clone)]
+pub struct Spec(Bytes);
+
+impl Spec {
+    /// The generated description made exact for a server whose enqueues
+    /// `policy` decides, with or without API keys.
+    pub fn new(policy: &EnqueuePolicy, authenticated: bool) -> Spec {
+        // utoipa's document is plain data with string keys: serialising it
+        // cannot fail.
+        let mut spec = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+        let mut names: Vec<&str> = policy.transports.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        if let Some(schema) = spec.pointer_mut("/components/schemas/TransportName") {
+            schema["enum"] = json!(names);
+        }
+        beyond_derives(&mut spec);
+        tie_payload_to_channel(&mut spec, policy);
+        optional_replay_body(&mut spec);
+        if !authenticated {
+            drop_security(&mut spec);
+        }
+        // Nor can serialising the Value made from it.
+        Spec(Bytes::from(serde_json::to_vec(&spec).unwrap_or_default()))
+    }
+}
+
+/// `EnqueueRequest` as one schema per channel that some transport
+/// delivers, each naming the payload it must carry and the transports it
+/// may name; without a route for its channel, `transport` is required.
+/// A channel nothing delivers has no schema: every such message is
+/// refused.
+fn tie_payload_to_channel(spec: &mut Value, policy: &EnqueuePolicy) {
+    let Some(schemas) = spec
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let Some(base) = schemas.get("EnqueueRequest").cloned() else {
+        return;
+    };
+    let mut variants = Vec::new();
+    let mut mapping = Map::new();
+    for &channel in Channel::ALL {
+        let mut transports: Vec<&str> = policy
+            .transports
+            .iter()
+            .filter(|(_, intake)| intake.channels.contains(&channel))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if transports.is_empty() {
+            continue;
+        }
+        transports.sort_unstable();
+        let mut variant = base.clone();
+        let Some(properties) = variant["properties"].as_object_mut() else {
+            return;
+        };
+        for other in Channel::ALL.iter().filter(|c| **c != channel) {
+            properties.remove(other.as_str());
+        }
+        let payload = properties
+            .get(channel.as_str())
+            .and_then(|p| p["oneOf"].as_array())
+            .and_then(|alternatives| alternatives.iter().find(|a| a.get("$ref").is_some()))
+            .map(|reference| json!({"$ref": reference["$ref"]}));
+        let Some(mut payload) = payload else {
+            return;
+        };
+        if payload["$ref"] == "#/components/schemas/GenericPayload"
+            && let Some(generic) = schemas.get("GenericPayload")
+        {
+            payload = with_allowed_urls(generic.clone(), channel, policy);
+        }
+        properties.insert(channel.as_str().to_owned(), payload);
+        properties.insert(
+            "channel".to_owned(),
+            json!({"type": "string", "enum": [channel.as_str()]}),
+        );
+        let routed = policy.routes.contains_key(&channel);
+        let transport = if routed {
+            let mut names: Vec<Value> = transports.iter().map(|t| json!(t)).collect();
+            names.push(Value::Null);
+            json!({"type": ["string", "null"], "enum": names,
+                   "description": "A transport that delivers this channel; without it, the channel's route decides"})
+        } else {
+            json!({"type": "string", "enum": transports,
+                   "description": "A transport that delivers this channel (the channel has no route)"})
+        };
+        properties.insert("transport".to_owned(), transport);
+        let mut required = vec!["channel", channel.as_str()];
+        if !routed {
+            required.push("transport");
+        }
+        variant["required"] = json!(required);
+        variant["description"] = json!(format!("A `{channel}` message."));
+        let name = format!("{}EnqueueRequest", capitalised(channel.as_str()));
+        let reference = format!("#/components/schemas/{name}");
+        mapping.insert(channel.as_str().to_owned(), json!(reference));
+        variants.push(json!({"$ref": reference}));
+        schemas.insert(name, variant);
+    }
+    if variants.is_empty() {
+        return;
+    }
+    schemas.insert(
+        "EnqueueRequest".to_owned(),
+        json!({
+            "description": base["description"],
+            "oneOf": variants,
+            "discriminator": {"propertyName": "channel", "mapping": mapping},
+        }),
+    );
+}
+
+/// A generic payload whose `url` names a host some transport of
+/// `channel` allows; without any such host, no `url` at all.
+fn with_allowed_urls(mut generic: Value, channel: Channel, policy: &EnqueuePolicy) -> Value {
+    let mut hosts: Vec<String> = policy
+        .transports
+        .values()
+        .filter(|intake| intake.channels.contains(&channel))
+        .filter_map(|intake| intake.allowed_url_hosts.as_ref())
+        .flatten()
+        .map(|host| host.to_ascii_lowercase().replace('.', "\\."))
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    if let Some(properties) = generic["properties"].as_object_mut() {
+        if hosts.is_empty() {
+            properties.remove("url");
+        } else {
+            properties.insert(
+                "url".to_owned(),
+                json!({
+                    "type": ["string", "null"],
+                    "pattern": format!("^https?://(?:{})(?::[0-9]{{1,4}})?(?:[/?#]\\S*)?$", hosts.join("|")),
+                    "description": "Only a host on the transport's `allowed_url_hosts`",
+                }),
+            );
+        }
+    }
+    generic
+}
+
+fn capitalised(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// The replay body may be left out (an empty body replays everything),
+/// but when given it is an object: `null` is refused like any non-object.
+fn optional_replay_body(spec: &mut Value) {
+    if let Some(body) =
+        spec.pointer_mut("/paths/~1api~1queue~1dead-letters~1replay/post/requestBody")
+    {
+        body["required"] = json!(false);
+    }
+}
+
+/// Without API keys every route is open: no operation needs a key, and
+/// none answers 401 or 403.
+fn drop_security(spec: &mut Value) {
+    if let Some(paths) = spec["paths"].as_object_mut() {
+        for operation in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(Value::as_object_mut)
+        {
+            operation.remove("security");
+            if let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            {
+                responses.remove("401");
+                responses.remove("403");
+            }
+        }
+    }
+    if let Some(components) = spec["components"].as_object_mut() {
+        components.remove("securitySchemes");
+    }
+}
 
 /// This API's OpenAPI description.
 #[utoipa::path(
@@ -87,8 +389,10 @@ static SPEC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi)
     tag = "meta",
     responses((status = 200, description = "The OpenAPI document", body = serde_json::Value))
 )]
-pub async fn spec() -> HttpResponse {
-    HttpResponse::Ok().json(&*SPEC)
+pub async fn spec(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .body(state.spec.0.clone())
 }
 
 /// The docs page and its assets, reading the spec from [`SPEC_PATH`].

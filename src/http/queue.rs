@@ -8,8 +8,9 @@ use super::dto::{MessagePage, ReplayRequest, ReplayResponse};
 use super::error::ErrorBody;
 use super::extract::{OptionalJsonBody, Query};
 use super::messages::{include_payload, page_request};
+use super::openapi::Include;
 use super::{ApiError, AppState};
-use crate::domain::{Status, ValidationError};
+use crate::domain::{Stamp, Status, ValidationError, WholeNumber};
 use crate::storage::{MAX_BATCH, MessageFilter};
 
 /// Dead letters, newest first, cursor-paged like `GET /api/messages`.
@@ -19,9 +20,9 @@ use crate::storage::{MAX_BATCH, MessageFilter};
     tag = "queue",
     params(
         ("transport" = Option<String>, Query, description = "Dead letters of this transport"),
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 1000, default 50"),
-        ("after" = Option<String>, Query, description = "The `next` cursor of the previous page"),
-        ("include" = Option<String>, Query, description = "`payload` adds each message's payload"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000, default 50"),
+        ("after" = Option<Stamp>, Query, description = "The `next` cursor of the previous page"),
+        ("include" = Option<Include>, Query, description = "`payload` adds each message's payload"),
     ),
     responses(
         (status = 200, body = MessagePage),
@@ -56,7 +57,7 @@ pub async fn dead_letters(
     post,
     path = "/api/queue/dead-letters/replay",
     tag = "queue",
-    request_body(content = Option<ReplayRequest>, description = "Optional; `{}` or no body replays up to 1000 of every transport"),
+    request_body(content = ReplayRequest, description = "Optional; `{}` or no body replays up to 1000 of every transport"),
     responses(
         (status = 200, description = "The replayed ids (empty when there was nothing to replay)", body = ReplayResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
@@ -74,9 +75,9 @@ pub async fn replay_dead_letters(
     state: web::Data<AppState>,
     OptionalJsonBody(request): OptionalJsonBody<ReplayRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = match request.limit {
+    let limit = match request.limit.map(|WholeNumber(n)| n) {
         None => MAX_BATCH,
-        Some(n) if (1..=MAX_BATCH).contains(&(n as usize)) => n as usize,
+        Some(n) if (1..=MAX_BATCH as i64).contains(&n) => n as usize,
         Some(n) => {
             return Err(ValidationError::invalid(
                 "limit",

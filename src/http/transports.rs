@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::auth::{AdminRole, Authorized, ReadRole};
 use super::error::ErrorBody;
+use super::openapi::TransportName;
 use super::{ApiError, AppState};
 use crate::engine::{CircuitState, EngineError, TransportStatus};
 
@@ -134,7 +135,7 @@ async fn set_paused(state: &AppState, name: &str, paused: bool) -> Result<HttpRe
     post,
     path = "/api/transports/{name}/pause",
     tag = "transports",
-    params(("name" = String, Path, description = "Transport name")),
+    params(("name" = TransportName, Path, description = "Transport name")),
     responses(
         (status = 200, description = "The transport's entry, now paused", body = TransportEntry),
         (status = 401, description = "No or unknown API key", body = ErrorBody),
@@ -157,7 +158,7 @@ pub async fn pause(
     post,
     path = "/api/transports/{name}/resume",
     tag = "transports",
-    params(("name" = String, Path, description = "Transport name")),
+    params(("name" = TransportName, Path, description = "Transport name")),
     responses(
         (status = 200, description = "The transport's entry, now running", body = TransportEntry),
         (status = 401, description = "No or unknown API key", body = ErrorBody),

@@ -711,6 +711,8 @@ async fn invalid_enqueue_bodies_are_refused_naming_the_field_and_store_nothing(f
         ),
         ("body not an object", json!("an email"), 422, "body"),
     ];
+    let mut cases = cases;
+    cases.extend(hostile_text_cases());
     assert!(cases.len() >= 25);
     for (what, body, status, field) in &cases {
         let reply = api.post("/api/messages", body).await;
@@ -752,6 +754,163 @@ async fn invalid_enqueue_bodies_are_refused_naming_the_field_and_store_nothing(f
         api.post("/api/messages", &sms("+14155550100")).await.status,
         202
     );
+    // Unicode display names and internationalised addresses keep working.
+    for address in [
+        "Zoë Åberg <zoe@example.com>",
+        "محمد عبد الله <mohammed@example.com>",
+        "דוד כהן <david@example.com>",
+        "用户@例子.广告",
+        "josé@bücher.de",
+    ] {
+        let body = email_with(|b| {
+            b["email"]["from"] = json!(address);
+            b["email"]["to"] = json!([address]);
+            b["email"]["subject"] = json!(format!("Für {address}"));
+        });
+        let reply = api.post("/api/messages", &body).await;
+        assert_eq!(reply.status, 202, "{address}: {}", reply.body);
+    }
+}
+
+/// Invisible, bidirectional and control characters where a client could
+/// use them to disguise an address or inject a header: (what, body,
+/// status, field), as in the table above.
+fn hostile_text_cases() -> Vec<(&'static str, Value, u16, &'static str)> {
+    let sms = |edit: fn(&mut Value)| {
+        let mut body = json!({"channel": "sms", "sms": {"to": "+14155550100", "from": "Herald", "body": "Your code is 123456"}});
+        edit(&mut body);
+        body
+    };
+    vec![
+        (
+            "zero-width space in a recipient",
+            email_with(|b| b["email"]["to"] = json!(["ali\u{200B}ce@example.com"])),
+            422,
+            "email.to[0]",
+        ),
+        (
+            "right-to-left override in the sender",
+            email_with(|b| b["email"]["from"] = json!("\u{202E}moc.elpmaxe@pohs")),
+            422,
+            "email.from",
+        ),
+        (
+            "bidi override in a display name",
+            email_with(|b| b["email"]["from"] = json!("Shop\u{202E}lapyap <shop@example.com>")),
+            422,
+            "email.from",
+        ),
+        (
+            "word joiner in a cc",
+            email_with(|b| b["email"]["cc"] = json!(["bob@exam\u{2060}ple.com"])),
+            422,
+            "email.cc[0]",
+        ),
+        (
+            "byte-order mark in a bcc",
+            email_with(|b| {
+                b["email"]["bcc"] = json!(["ok@example.com", "\u{FEFF}eve@example.com"])
+            }),
+            422,
+            "email.bcc[1]",
+        ),
+        (
+            "soft hyphen in reply_to",
+            email_with(|b| b["email"]["reply_to"] = json!("sup\u{00AD}port@example.com")),
+            422,
+            "email.reply_to",
+        ),
+        (
+            "right-to-left mark in a recipient",
+            email_with(|b| b["email"]["to"] = json!(["alice@example.com\u{200F}"])),
+            422,
+            "email.to[0]",
+        ),
+        (
+            "NUL in a recipient",
+            email_with(|b| b["email"]["to"] = json!(["alice\u{0}@example.com"])),
+            422,
+            "email.to[0]",
+        ),
+        (
+            "C1 control in a recipient",
+            email_with(|b| b["email"]["to"] = json!(["alice@example.com\u{85}"])),
+            422,
+            "email.to[0]",
+        ),
+        (
+            "NUL in the subject",
+            email_with(|b| b["email"]["subject"] = json!("Receipt\u{0}")),
+            422,
+            "email.subject",
+        ),
+        (
+            "header injection through the subject",
+            email_with(|b| b["email"]["subject"] = json!("Hi\r\nBcc: victim@example.com")),
+            422,
+            "email.subject",
+        ),
+        (
+            "tab in the subject",
+            email_with(|b| b["email"]["subject"] = json!("Hi\tthere")),
+            422,
+            "email.subject",
+        ),
+        (
+            "DEL in the subject",
+            email_with(|b| b["email"]["subject"] = json!("Hi\u{7F}")),
+            422,
+            "email.subject",
+        ),
+        (
+            "escape in the text body",
+            email_with(|b| b["email"]["text"] = json!("Thanks\u{1B}[2J")),
+            422,
+            "email.text",
+        ),
+        (
+            "NUL in the HTML body",
+            email_with(|b| b["email"]["html"] = json!("<p>Thanks\u{0}</p>")),
+            422,
+            "email.html",
+        ),
+        (
+            "C1 control in the HTML body",
+            email_with(|b| b["email"]["html"] = json!("<p>\u{9B}31m</p>")),
+            422,
+            "email.html",
+        ),
+        (
+            "NUL in a header value",
+            email_with(|b| b["email"]["headers"] = json!({"X-Campaign": "a\u{0}b"})),
+            422,
+            "email.headers.X-Campaign",
+        ),
+        (
+            "zero-width space in an SMS number",
+            sms(|b| b["sms"]["to"] = json!("+1415555\u{200B}0100")),
+            422,
+            "sms.to",
+        ),
+        (
+            "bidi override in an SMS sender",
+            sms(|b| b["sms"]["from"] = json!("Her\u{202E}ald")),
+            422,
+            "sms.from",
+        ),
+        (
+            "NUL in an SMS body",
+            sms(|b| b["sms"]["body"] = json!("code\u{0}123456")),
+            422,
+            "sms.body",
+        ),
+        (
+            "bell in an SMS body",
+            sms(|b| b["sms"]["body"] = json!("code\u{7}")),
+            422,
+            "sms.body",
+        ),
+    ]
 }
 
 async fn oversized_bodies_are_413_and_non_json_bodies_415(f: &Fixture) {
@@ -1366,6 +1525,149 @@ async fn the_spec_lists_exactly_the_registered_routes() {
     )
     .await;
     assert!(redirect.status().is_redirection());
+}
+
+/// The published description is as strict as the server: bounds, patterns
+/// and enums where the server checks them, the payload tied to its
+/// channel, transports named from the config, and a key asked for only
+/// when keys are configured.
+#[actix_web::test]
+async fn the_spec_states_what_the_server_enforces() {
+    let fixture = Fixture::sqlite().await;
+    let spec = |with_keys| {
+        let fixture = &fixture;
+        async move {
+            let api = api(fixture, with_keys).await;
+            let reply = api
+                .send_as_is(test::TestRequest::get().uri("/api/openapi.json"))
+                .await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(
+                reply
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.as_bytes()),
+                Some(&b"application/json"[..])
+            );
+            reply.body
+        }
+    };
+    let keyed = spec(true).await;
+    let open = spec(false).await;
+    let param = |spec: &Value, path: &str, method: &str, name: &str| -> Value {
+        spec["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{method} {path} has parameter {name}"))
+    };
+    let schema = |name: &str| keyed["components"]["schemas"][name].clone();
+
+    for path in ["/api/messages", "/api/queue/dead-letters", "/api/alerts"] {
+        let limit = param(&keyed, path, "get", "limit");
+        assert_eq!(
+            (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+            (&json!(1), &json!(1000)),
+            "{path}"
+        );
+        assert_eq!(limit["allowEmptyValue"], true, "{path}: `limit=` is absent");
+    }
+    let stamp = schema("Stamp");
+    assert_eq!(
+        stamp["pattern"],
+        "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"
+    );
+    for (path, method, name) in [
+        ("/api/messages/{id}", "get", "id"),
+        ("/api/messages/{id}/cancel", "post", "id"),
+        ("/api/messages", "get", "after"),
+        ("/api/queue/dead-letters", "get", "after"),
+    ] {
+        assert_eq!(
+            param(&keyed, path, method, name)["schema"]["$ref"],
+            "#/components/schemas/Stamp",
+            "{method} {path} {name}"
+        );
+    }
+    assert_eq!(
+        param(&keyed, "/api/messages", "get", "status")["schema"]["$ref"],
+        "#/components/schemas/Status"
+    );
+    assert_eq!(
+        param(&keyed, "/api/queue/analytics", "get", "channel")["schema"]["$ref"],
+        "#/components/schemas/Channel"
+    );
+    assert_eq!(
+        schema("Channel")["enum"],
+        json!(["email", "sms", "chat", "push", "webhook"])
+    );
+    assert!(schema("Window")["pattern"].is_string());
+    assert_eq!(
+        schema("Bucket")["enum"],
+        json!(["1m", "5m", "15m", "1h", "1d"])
+    );
+    assert_eq!(
+        schema("TransportName")["enum"],
+        json!(["hooks", "mail", "other"]),
+        "the configured transports"
+    );
+    assert_eq!(
+        schema("BatchRequest")["properties"]["messages"]["minItems"],
+        1
+    );
+
+    // One body per channel some transport delivers, told apart by `channel`.
+    let enqueue = schema("EnqueueRequest");
+    assert_eq!(enqueue["discriminator"]["propertyName"], "channel");
+    let variants: Vec<&str> = enqueue["oneOf"]
+        .as_array()
+        .expect("oneOf")
+        .iter()
+        .filter_map(|v| v["$ref"].as_str())
+        .collect();
+    assert_eq!(
+        variants,
+        [
+            "#/components/schemas/EmailEnqueueRequest",
+            "#/components/schemas/SmsEnqueueRequest",
+            "#/components/schemas/ChatEnqueueRequest",
+            "#/components/schemas/PushEnqueueRequest",
+            "#/components/schemas/WebhookEnqueueRequest",
+        ]
+    );
+    let email = schema("EmailEnqueueRequest");
+    assert_eq!(email["properties"]["channel"]["enum"], json!(["email"]));
+    assert_eq!(email["required"], json!(["channel", "email"]));
+    assert!(email["properties"].get("sms").is_none());
+    assert_eq!(
+        email["properties"]["transport"]["enum"],
+        json!(["mail", "other", null])
+    );
+    let chat = schema("ChatEnqueueRequest");
+    assert_eq!(
+        chat["required"],
+        json!(["channel", "chat", "transport"]),
+        "chat has no route"
+    );
+
+    // A key only where keys are configured.
+    let operations = |spec: &Value| -> Vec<Value> {
+        spec["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .flat_map(|item| item.as_object().expect("item").values().cloned())
+            .collect()
+    };
+    assert!(
+        operations(&keyed)
+            .iter()
+            .any(|op| op.get("security").is_some())
+    );
+    for operation in operations(&open) {
+        assert!(operation.get("security").is_none(), "{operation}");
+        assert!(operation["responses"].get("401").is_none(), "{operation}");
+    }
+    assert!(open["components"].get("securitySchemes").is_none());
 }
 
 /// Over a real socket: the server as `main` builds it, a real client.

@@ -7,6 +7,7 @@ mod common;
 mod faults;
 mod metrics;
 mod recovery;
+mod schemathesis;
 
 use std::net::TcpListener;
 use std::path::Path;
