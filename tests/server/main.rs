@@ -6,6 +6,7 @@ mod bench;
 mod common;
 mod connections;
 mod metrics;
+mod shutdown;
 
 use std::net::TcpListener;
 use std::path::Path;
