@@ -67,7 +67,9 @@ const MIN_API_KEY_LEN: usize = 16;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Address to listen on. Default `127.0.0.1:8080`; `HERALD_LISTEN` overrides.
+    /// `host:port` to listen on, the host an address or a name (every
+    /// address it resolves to is bound). Default `127.0.0.1:8080`;
+    /// `HERALD_LISTEN` overrides.
     pub listen: Option<String>,
     /// Largest request body, in bytes. Default 10485760 (10 MiB).
     pub max_body_bytes: Option<usize>,
@@ -503,7 +505,7 @@ impl RawConfig {
         }
         let engine = self.validate_engine(&mut problems);
         let transports = self.validate_transports(env, &mut problems);
-        let server_timeouts = self.validate_server_timeouts(&mut problems);
+        let [head_timeout, body_timeout, keep_alive] = self.validate_server_timeouts(&mut problems);
         let max_connections = self.validate_max_connections(
             reserved_fds(pool_size, transports.len()),
             open_file_limit(),
@@ -528,9 +530,9 @@ impl RawConfig {
                         .shutdown_grace_ms
                         .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
                 ),
-                head_timeout: server_timeouts[0],
-                body_timeout: server_timeouts[1],
-                keep_alive: server_timeouts[2],
+                head_timeout,
+                body_timeout,
+                keep_alive,
                 max_connections,
             },
             storage: StorageOptions {
