@@ -237,5 +237,23 @@ async fn a_trickled_body_is_cut_off_with_408_and_nothing_is_stored() {
         .await
         .expect("JSON");
     assert_eq!(listed["items"], serde_json::json!([]), "nothing stored");
+
+    // The published description says so too.
+    let spec: serde_json::Value = client
+        .get(format!("{}/api/openapi.json", herald.base))
+        .send()
+        .await
+        .expect("the spec")
+        .json()
+        .await
+        .expect("JSON");
+    for (route, operation) in [
+        ("/api/messages", "post"),
+        ("/api/messages/batch", "post"),
+        ("/api/queue/dead-letters/replay", "post"),
+    ] {
+        let responses = &spec["paths"][route][operation]["responses"];
+        assert!(responses.get("408").is_some(), "{route}: {responses}");
+    }
     assert!(herald.terminate().success());
 }
