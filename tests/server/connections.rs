@@ -30,10 +30,13 @@ fn start(dir: &Path, open_files: Option<usize>) -> Herald {
     )
     .expect("write config");
     let mut command = match open_files {
-        // prlimit execs herald: the child's pid is herald's.
+        // The shell execs herald: the child's pid is herald's.
         Some(limit) => {
-            let mut command = run_in(dir, "prlimit");
-            command.arg(format!("--nofile={limit}:{limit}")).arg(HERALD);
+            let mut command = run_in(dir, "sh");
+            command
+                .arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\""))
+                .arg(HERALD);
             command
         }
         None => run_in(dir, HERALD),
@@ -42,7 +45,7 @@ fn start(dir: &Path, open_files: Option<usize>) -> Herald {
     command
         .stdout(log.try_clone().expect("share the log"))
         .stderr(log);
-    Herald::spawn(command, &[])
+    Herald::spawn(command, &[("HERALD_LOG_JSON", "true")])
 }
 
 fn addr(herald: &Herald) -> String {
@@ -127,6 +130,10 @@ async fn a_flood_of_silent_connections_leaves_the_server_answering() {
     assert_eq!(open, 0, "{open} silent connections were never closed");
 
     let log = std::fs::read_to_string(dir.path().join("herald.log")).expect("read the log");
+    assert!(
+        log.contains(&format!(r#""open_file_limit":{OPEN_FILES}"#)),
+        "the server did not run under the lowered limit"
+    );
     let starved: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("Too many open files"))

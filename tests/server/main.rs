@@ -33,7 +33,7 @@ fn herald_in(dir: &Path) -> Command {
 }
 
 /// `program` run in `dir` with the environment [`herald_in`] gives; for a
-/// program that runs herald (`prlimit ... herald`).
+/// program that runs herald (a shell that lowers a limit first).
 fn run_in(dir: &Path, program: &str) -> Command {
     let mut command = Command::new(program);
     command
