@@ -1,18 +1,25 @@
 //! Wiring: settings -> storage (opened and migrated) -> transports ->
 //! engine -> HTTP server, and the ordered shutdown.
 //!
-//! On SIGINT or SIGTERM actix-web stops accepting and lets requests in
-//! flight finish; then the engine stops claiming, hands back claimed but
-//! unstarted messages, gives deliveries in flight `server.shutdown_grace`
-//! to finish and flushes the tracker; then the process exits 0. Anything
-//! still running after the grace comes back through its lease.
+//! There is one stop, [`Running::shutdown`], whatever asks for it (SIGINT
+//! or SIGTERM, or a [`StopHandle`]): first the engine stops claiming,
+//! hands back claimed but unstarted messages, gives deliveries in flight
+//! `server.shutdown_grace` to finish and flushes the tracker; then HTTP
+//! stops accepting and lets requests in flight finish. The engine goes
+//! first because pooled PostgreSQL connections live on the thread that
+//! opened them, often an HTTP worker: stopping HTTP first would cut the
+//! engine off from the database before it has written its last outcomes
+//! and released its transport leases. Anything still running after the
+//! grace comes back through its lease.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
+use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineOptions};
@@ -52,9 +59,9 @@ pub async fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, AppEr
 /// How [`start`] runs the server besides what the settings say.
 #[derive(Debug, Clone)]
 pub struct StartOptions {
-    /// Stop on SIGINT / SIGTERM. `herald serve` does; an embedded server
-    /// (`herald bench`) leaves Ctrl-C to its host, which stops it through
-    /// [`Running::handle`].
+    /// [`Running::wait`] also stops on SIGINT / SIGTERM. `herald serve`
+    /// does; an embedded server (`herald bench`) leaves Ctrl-C to its
+    /// host, which stops it through a [`StopHandle`].
     pub handle_signals: bool,
 }
 
@@ -66,6 +73,18 @@ impl Default for StartOptions {
     }
 }
 
+/// Asks a [`Running`] server for its ordered stop, from any thread or
+/// runtime; [`Running::wait`] then carries it out.
+#[derive(Clone)]
+pub struct StopHandle(Arc<Notify>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        // `notify_one` keeps the request if `wait` is not waiting yet.
+        self.0.notify_one();
+    }
+}
+
 /// A started server: storage migrated, engine running, HTTP bound and
 /// accepting.
 pub struct Running {
@@ -74,6 +93,8 @@ pub struct Running {
     server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
     engine: Engine,
     grace: Duration,
+    stop: Arc<Notify>,
+    handle_signals: bool,
 }
 
 impl Running {
@@ -82,14 +103,31 @@ impl Running {
         &self.addrs
     }
 
-    /// Stops the HTTP server from any thread or runtime; [`Running::wait`]
-    /// then finishes the shutdown.
-    pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
+    /// What [`Running::wait`] waits for.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
     }
 
-    /// The ordered stop (see [`run`]): the engine within the grace, then
-    /// HTTP, letting requests in flight finish.
+    /// Runs until a [`StopHandle`] asks for the stop (or, with
+    /// `handle_signals`, until SIGINT or SIGTERM), then stops in order.
+    pub async fn wait(self) -> Result<(), AppError> {
+        let signals = self.handle_signals;
+        let signal = async {
+            if signals {
+                stop_signal().await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            _ = self.stop.notified() => {}
+            _ = signal => {}
+        }
+        self.shutdown().await
+    }
+
+    /// The ordered stop (see the module doc): the engine within the grace,
+    /// then HTTP, letting requests in flight finish.
     pub async fn shutdown(self) -> Result<(), AppError> {
         tracing::info!(grace = ?self.grace, "stopping: finishing deliveries in flight");
         let unfinished = self.engine.shutdown(self.grace).await;
@@ -107,39 +145,11 @@ impl Running {
         tracing::info!("stopped");
         Ok(())
     }
-
-    /// Waits until the HTTP server stops (a signal, or [`Running::handle`]),
-    /// then stops the engine within the shutdown grace.
-    pub async fn wait(self) -> Result<(), AppError> {
-        match self.server.await {
-            Ok(result) => result?,
-            Err(join) => return Err(AppError::Server(std::io::Error::other(join))),
-        }
-        tracing::info!(grace = ?self.grace, "stopping: finishing deliveries in flight");
-        let unfinished = self.engine.shutdown(self.grace).await;
-        if unfinished > 0 {
-            tracing::warn!(
-                unfinished,
-                "deliveries still running at the end of the grace; their leases bring them back"
-            );
-        }
-        tracing::info!("stopped");
-        Ok(())
-    }
 }
 
-/// Runs Herald until SIGINT or SIGTERM, then stops in order: the engine
-/// first, then HTTP. The order matters on PostgreSQL: pooled connections
-/// live on the thread that opened them, often an HTTP worker, so stopping
-/// HTTP first would cut the engine off from the database before it has
-/// written its last outcomes and released its transport leases.
+/// Runs Herald until SIGINT or SIGTERM, then stops in order.
 pub async fn run(settings: Settings) -> Result<(), AppError> {
-    let options = StartOptions {
-        handle_signals: false,
-    };
-    let running = start(settings, options).await?;
-    stop_signal().await;
-    running.shutdown().await
+    start(settings, StartOptions::default()).await?.wait().await
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
@@ -166,6 +176,45 @@ async fn stop_signal() {
     }
 }
 
+/// Binds every address `server.listen` names. A host name may resolve to
+/// an address this host cannot use (`localhost` to ::1 where IPv6 is off):
+/// that one is skipped while another binds. Any other failure stops
+/// start-up.
+fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, AppError> {
+    let mut listeners = Vec::new();
+    let mut unusable = None;
+    for &addr in addrs {
+        match TcpListener::bind(addr) {
+            Ok(listener) => listeners.push(listener),
+            Err(source)
+                if addrs.len() > 1 && source.kind() == std::io::ErrorKind::AddrNotAvailable =>
+            {
+                tracing::warn!(%addr, cause = %source, "not listening on this address of server.listen: the host cannot bind it");
+                unusable = Some(AppError::Bind { addr, source });
+            }
+            Err(source) => return Err(AppError::Bind { addr, source }),
+        }
+    }
+    match unusable {
+        Some(err) if listeners.is_empty() => Err(err),
+        _ => Ok(listeners),
+    }
+}
+
+/// HTTP workers, and the connections each may hold: actix-web's
+/// `max_connections` is per worker, and the total must stay within
+/// `server.max_connections`.
+fn connections_per_worker(max_connections: NonZeroUsize) -> (usize, usize) {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(max_connections.get());
+    (workers, max_connections.get() / workers)
+}
+
+/// How long a client gets to take its part in closing a connection; past
+/// it the socket is dropped, so a peer that never reads cannot hold it.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Opens storage, starts the engine and the HTTP server on the current
 /// actix system, and returns once the listener is bound. Must run inside
 /// an actix system (`actix_web::rt::System`).
@@ -175,11 +224,7 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
     // Bound before the engine starts: a process that cannot serve must not
     // first take transport leases and claim messages, and it exits with
     // the bind error alone.
-    let listen = settings.server.listen;
-    let listener = std::net::TcpListener::bind(listen).map_err(|source| AppError::Bind {
-        addr: listen,
-        source,
-    })?;
+    let listeners = bind_all(&settings.server.listen)?;
     let settings = Arc::new(settings);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Inside the actix runtime: pooled SMTP transports need one to exist.
@@ -189,14 +234,24 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
         clock.clone(),
         settings.clone(),
         transports,
-        node_options(&settings, &listener),
+        node_options(&settings, &listeners),
     )
     .await?;
 
     let state =
         web::Data::new(AppState::new(storage, clock, settings.clone()).with_engine(engine.clone()));
-    let max_body = settings.server.max_body_bytes;
-    let grace = settings.server.shutdown_grace;
+    let server_settings = &settings.server;
+    let max_body = server_settings.max_body_bytes;
+    let grace = server_settings.shutdown_grace;
+    let (workers, per_worker) = connections_per_worker(server_settings.max_connections);
+    tracing::info!(
+        max_connections = workers * per_worker,
+        workers,
+        open_file_limit = crate::config::open_file_limit(),
+        "connection limit"
+    );
+    // Signals never reach actix-web: on its own it would stop HTTP before
+    // the engine, the wrong order (see the module doc).
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -204,14 +259,19 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
             .app_data(web::PayloadConfig::default().limit(max_body))
             .configure(http::configure)
     })
-    .shutdown_timeout(grace.as_secs().max(1));
-    if !options.handle_signals {
-        server = server.disable_signals();
+    .disable_signals()
+    .shutdown_timeout(grace.as_secs().max(1))
+    .workers(workers)
+    .max_connections(per_worker)
+    .client_request_timeout(server_settings.head_timeout)
+    .keep_alive(server_settings.keep_alive)
+    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT);
+    for listener in listeners {
+        let addr = listener.local_addr()?;
+        server = server
+            .listen(listener)
+            .map_err(|source| AppError::Bind { addr, source })?;
     }
-    let server = server.listen(listener).map_err(|source| AppError::Bind {
-        addr: listen,
-        source,
-    })?;
     let addrs = server.addrs();
     for addr in &addrs {
         tracing::info!(%addr, "listening");
@@ -227,6 +287,8 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
         server,
         engine,
         grace,
+        stop: Arc::new(Notify::new()),
+        handle_signals: options.handle_signals,
     })
 }
 
@@ -234,12 +296,16 @@ pub async fn start(settings: Settings, options: StartOptions) -> Result<Running,
 /// configured: the host name and the bound address, so a node restarted
 /// with the same config on the same host is its own successor and takes
 /// over its predecessor's claims at once.
-fn node_options(settings: &Settings, listener: &std::net::TcpListener) -> EngineOptions {
+fn node_options(settings: &Settings, listeners: &[TcpListener]) -> EngineOptions {
     let mut options = settings.engine.clone();
-    let address = listener
-        .local_addr()
+    // The first bound address stands for the node (a host name may bind
+    // several).
+    let address = listeners
+        .iter()
+        .find_map(|l| l.local_addr().ok())
+        .or_else(|| settings.server.listen.first().copied())
         .map(|a| a.to_string())
-        .unwrap_or_else(|_| settings.server.listen.to_string());
+        .unwrap_or_default();
     options
         .node_id
         .get_or_insert_with(|| format!("{}@{address}", crate::engine::host_name()));

@@ -60,7 +60,16 @@ fn main() -> anyhow::Result<()> {
         }
         command => {
             init_tracing(cli.log_json, "info", false);
-            actix_web::rt::System::new().block_on(serve(cli.config, command))
+            let system = actix_web::rt::System::new();
+            let outcome = system.block_on(serve(cli.config, command));
+            // `serve` returns after the ordered stop: outcomes written,
+            // leases released, HTTP drained. Dropping the runtime would
+            // only tear down what is left on it, and it waits for every
+            // blocking task still running there (a DNS lookup or file write
+            // of a delivery abandoned at the end of the grace) for as long
+            // as that takes. The process has nothing left to wait for.
+            std::mem::forget(system);
+            outcome
         }
     }
 }

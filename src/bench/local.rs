@@ -8,10 +8,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use actix_web::dev::ServerHandle;
-
 use super::{BenchArgs, BenchError, LOCAL_TRANSPORT};
-use crate::app::{self, StartOptions};
+use crate::app::{self, StartOptions, StopHandle};
 use crate::config::Settings;
 
 /// Delivery tuning of the bench transport: no rate limit to speak of,
@@ -156,7 +154,7 @@ fn settings(store: &TempStore, args: &BenchArgs) -> Result<Settings, BenchError>
 /// A running in-process server.
 pub(crate) struct LocalServer {
     addr: SocketAddr,
-    handle: ServerHandle,
+    stop: StopHandle,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -186,31 +184,27 @@ impl LocalServer {
                         let _ = started.send(Err("bound no address".into()));
                         return;
                     };
-                    let _ = started.send(Ok((addr, running.handle())));
+                    let _ = started.send(Ok((addr, running.stop_handle())));
                     if let Err(err) = running.wait().await {
                         tracing::warn!(cause = %err, "the in-process server stopped with an error");
                     }
                 });
             })
             .map_err(|e| BenchError::Server(format!("cannot start its thread: {e}")))?;
-        let (addr, handle) = result
+        let (addr, stop) = result
             .await
             .map_err(|_| BenchError::Server("its thread ended during start-up".into()))?
             .map_err(BenchError::Server)?;
-        Ok(LocalServer {
-            addr,
-            handle,
-            thread,
-        })
+        Ok(LocalServer { addr, stop, thread })
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Stops HTTP, then the engine, and waits for the server's thread.
+    /// The server's ordered stop, and waits for its thread.
     pub(crate) async fn stop(self) {
-        self.handle.stop(true).await;
+        self.stop.stop();
         let thread = self.thread;
         if tokio::task::spawn_blocking(move || thread.join())
             .await

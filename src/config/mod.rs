@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use raw::{RawConfig, RawTransport, Tuning};
+pub use raw::{RawConfig, RawTransport, Tuning, open_file_limit};
 
 use crate::domain::{Channel, EnqueuePolicy, Priority, TransportIntake};
 use crate::storage::StorageOptions;
@@ -62,10 +62,21 @@ pub struct ApiKey {
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    pub listen: SocketAddr,
+    /// Every address `listen` names: a host name may resolve to several
+    /// (`localhost`: 127.0.0.1 and ::1); never empty.
+    pub listen: Vec<SocketAddr>,
     pub max_body_bytes: usize,
     /// On a stop signal: time for HTTP requests and deliveries in flight.
     pub shutdown_grace: Duration,
+    /// Longest a client may take to send a request's head.
+    pub head_timeout: Duration,
+    /// Longest a request body may take to arrive once its head is read.
+    pub body_timeout: Duration,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive: Duration,
+    /// HTTP connections open at once, across all workers; below the
+    /// process's open-file limit.
+    pub max_connections: NonZeroUsize,
 }
 
 /// How waiting priorities are set and aged.

@@ -1,7 +1,7 @@
 //! The config file as written, and its validation into [`Settings`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +19,19 @@ use crate::storage::{self, DEFAULT_PRIORITY_AGING, StorageOptions};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+pub const DEFAULT_HEAD_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_KEEP_ALIVE_MS: u64 = 5_000;
+/// Descriptors the process holds whatever its load: stdio, each runtime's
+/// epoll and event fds, listeners, the metrics and SQLite threads' files.
+/// An idle server on SQLite holds about 40.
+const BASE_FDS: u64 = 64;
+/// Per storage connection: a PostgreSQL socket, or SQLite's database and
+/// WAL files (plus the shared memory file).
+const FDS_PER_STORAGE_CONNECTION: u64 = 3;
+/// Per transport: an SMTP pool's sockets, a webhook client's keep-alive
+/// sockets, the file transport's open .eml files.
+const FDS_PER_TRANSPORT: u64 = 16;
 pub const DEFAULT_STORAGE_URL: &str = "sqlite://data/herald.db";
 pub const DEFAULT_POOL_SIZE: usize = 16;
 pub const DEFAULT_RATE_LIMIT: u32 = 600;
@@ -54,12 +67,25 @@ const MIN_API_KEY_LEN: usize = 16;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Address to listen on. Default `127.0.0.1:8080`; `HERALD_LISTEN` overrides.
+    /// `host:port` to listen on, the host an address or a name (every
+    /// address it resolves to is bound). Default `127.0.0.1:8080`;
+    /// `HERALD_LISTEN` overrides.
     pub listen: Option<String>,
     /// Largest request body, in bytes. Default 10485760 (10 MiB).
     pub max_body_bytes: Option<usize>,
     /// On SIGTERM, how long deliveries in flight may take to finish, in ms. Default 10000.
     pub shutdown_grace_ms: Option<u64>,
+    /// Longest a client may take to send a request's line and headers, in
+    /// ms; then the connection is answered 408 and closed. Default 5000.
+    pub head_timeout_ms: Option<u64>,
+    /// Longest a request body may take to arrive once the head is read, in
+    /// ms; a slower body is answered 408. Default 30000.
+    pub body_timeout_ms: Option<u64>,
+    /// How long an idle keep-alive connection stays open, in ms. Default 5000.
+    pub keep_alive_ms: Option<u64>,
+    /// HTTP connections open at once, across all workers. Default: the
+    /// open-file limit less what storage, transports and the process need.
+    pub max_connections: Option<usize>,
 }
 
 /// `[storage]`
@@ -358,6 +384,64 @@ impl RawTransport {
     }
 }
 
+/// `host:port`, the host a name or an address, resolved to every address
+/// it names (in the resolver's order, without repeats).
+fn resolve_listen(text: &str) -> Result<Vec<SocketAddr>, String> {
+    let resolved = text
+        .to_socket_addrs()
+        .map_err(|e| format!("`{text}` is not host:port with a host that resolves ({e})"))?;
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in resolved {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(format!("`{text}` resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// Why `listen` may not serve an API without keys: one of its addresses
+/// is not loopback. Every address counts: a name that resolves to a
+/// loopback and a public address would expose the open API on the public
+/// one.
+pub(super) fn non_loopback_listen(text: &str, addrs: &[SocketAddr]) -> Option<String> {
+    let public = addrs.iter().find(|addr| !addr.ip().is_loopback())?;
+    let shown = if public.to_string() == text {
+        format!("`{text}`")
+    } else {
+        format!("`{text}` resolves to {public}, which")
+    };
+    Some(format!(
+        "{shown} is not a loopback address; without [[api_keys]] Herald only listens on loopback"
+    ))
+}
+
+/// Descriptors kept back from HTTP connections.
+pub(super) fn reserved_fds(pool_size: usize, transports: usize) -> u64 {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    BASE_FDS
+        .saturating_add(
+            FDS_PER_STORAGE_CONNECTION.saturating_mul(count(pool_size).saturating_add(1)),
+        )
+        .saturating_add(FDS_PER_TRANSPORT.saturating_mul(count(transports)))
+}
+
+/// The soft open-file limit (RLIMIT_NOFILE) this process runs under;
+/// `u64::MAX` where there is none.
+pub fn open_file_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        limit.current.unwrap_or(u64::MAX)
+    }
+    #[cfg(not(unix))]
+    {
+        u64::MAX
+    }
+}
+
 impl RawConfig {
     pub(super) fn validate(
         self,
@@ -371,12 +455,9 @@ impl RawConfig {
             .listen
             .clone()
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|e| {
-            problems.add(
-                "server.listen",
-                format!("`{listen_text}` is not host:port ({e})"),
-            );
-            SocketAddr::from(([127, 0, 0, 1], 8080))
+        let listen = resolve_listen(&listen_text).unwrap_or_else(|message| {
+            problems.add("server.listen", message);
+            vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
         });
         let max_body_bytes = self.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
@@ -412,11 +493,10 @@ impl RawConfig {
         }
 
         let api_keys = self.validate_api_keys(env, &mut problems);
-        if api_keys.is_empty() && !listen.ip().is_loopback() {
-            problems.add(
-                "server.listen",
-                format!("`{listen}` is not a loopback address; without [[api_keys]] Herald only listens on loopback"),
-            );
+        if api_keys.is_empty()
+            && let Some(message) = non_loopback_listen(&listen_text, &listen)
+        {
+            problems.add("server.listen", message);
         }
 
         let priority = self.validate_priority(&mut problems);
@@ -441,6 +521,12 @@ impl RawConfig {
         }
         let engine = self.validate_engine(&mut problems);
         let transports = self.validate_transports(env, &mut problems);
+        let [head_timeout, body_timeout, keep_alive] = self.validate_server_timeouts(&mut problems);
+        let max_connections = self.validate_max_connections(
+            reserved_fds(pool_size, transports.len()),
+            open_file_limit(),
+            &mut problems,
+        );
         let routes = self.validate_routes(&transports, &mut problems);
         let alerts = self.validate_alerts(&transports, &mut problems);
 
@@ -460,6 +546,10 @@ impl RawConfig {
                         .shutdown_grace_ms
                         .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
                 ),
+                head_timeout,
+                body_timeout,
+                keep_alive,
+                max_connections,
             },
             storage: StorageOptions {
                 url,
@@ -732,6 +822,75 @@ impl RawConfig {
             }
         }
         keys
+    }
+
+    /// `[server]`'s head, body and keep-alive timeouts, in that order. None
+    /// may be 0: actix-web reads 0 as "no timeout", which is the hoarding
+    /// these limits exist to stop.
+    fn validate_server_timeouts(&self, problems: &mut Problems) -> [Duration; 3] {
+        let s = &self.server;
+        [
+            (
+                "head_timeout_ms",
+                s.head_timeout_ms,
+                DEFAULT_HEAD_TIMEOUT_MS,
+            ),
+            (
+                "body_timeout_ms",
+                s.body_timeout_ms,
+                DEFAULT_BODY_TIMEOUT_MS,
+            ),
+            ("keep_alive_ms", s.keep_alive_ms, DEFAULT_KEEP_ALIVE_MS),
+        ]
+        .map(|(key, value, default)| {
+            let ms = value.unwrap_or(default);
+            if ms == 0 {
+                problems.add(format!("server.{key}"), "must be at least 1");
+            }
+            Duration::from_millis(ms.max(1))
+        })
+    }
+
+    /// `server.max_connections`: at most the open-file limit less
+    /// `reserved` descriptors, so that a flood of connections cannot take
+    /// the descriptors storage, transports and health checks need.
+    fn validate_max_connections(
+        &self,
+        reserved: u64,
+        open_file_limit: u64,
+        problems: &mut Problems,
+    ) -> NonZeroUsize {
+        let room = open_file_limit.saturating_sub(reserved);
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        let limit_text = || {
+            format!(
+                "the open-file limit (RLIMIT_NOFILE, `ulimit -n`) is {open_file_limit}, \
+                 and {reserved} descriptors are kept for storage, transports and the process"
+            )
+        };
+        let chosen = match self.server.max_connections {
+            Some(0) => {
+                problems.add("server.max_connections", "must be at least 1");
+                1
+            }
+            Some(n) if n > room => {
+                problems.add(
+                    "server.max_connections",
+                    format!("must be at most {room}: {}", limit_text()),
+                );
+                n
+            }
+            Some(n) => n,
+            None if room == 0 => {
+                problems.add(
+                    "server.max_connections",
+                    format!("no room for connections: {}; raise the limit", limit_text()),
+                );
+                1
+            }
+            None => room,
+        };
+        NonZeroUsize::new(chosen).unwrap_or(NonZeroUsize::MIN)
     }
 
     fn validate_engine(&self, problems: &mut Problems) -> crate::engine::EngineOptions {

@@ -110,7 +110,10 @@ fn the_shipped_config_toml_loads_without_environment() {
     let settings = Settings::from_toml(&text, Path::new("config.toml"), |_| None)
         .expect("the default config works on a fresh machine");
     assert!(settings.storage.url.starts_with("sqlite://"));
-    assert_eq!(settings.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        settings.server.listen,
+        vec!["127.0.0.1:8080".parse().unwrap()]
+    );
     assert!(matches!(
         settings.transports[&settings.routes[&Channel::Email]].kind,
         TransportKind::File { .. }
@@ -129,7 +132,10 @@ fn environment_overrides_the_file() {
         settings.storage.url,
         "postgres://postgres@127.0.0.1:5432/postgres"
     );
-    assert_eq!(settings.server.listen.port(), 9999);
+    assert_eq!(
+        settings.server.listen,
+        vec!["127.0.0.1:9999".parse().unwrap()]
+    );
 }
 
 #[test]
@@ -458,4 +464,118 @@ fn the_commented_alerts_example_in_config_toml_loads() {
     let alerts = settings.alerts.expect("alerting configured");
     assert_eq!(alerts.channel, Channel::Email);
     assert_eq!(alerts.rules.len(), 2);
+}
+
+#[test]
+fn listen_accepts_a_host_name_and_binds_every_address_it_names() {
+    let text = FULL.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost:8080\"");
+    let settings = load(&text).expect("a host name is accepted");
+    let listen = &settings.server.listen;
+    assert!(!listen.is_empty());
+    assert!(listen.iter().all(|a| a.port() == 8080), "{listen:?}");
+    assert!(
+        listen.contains(&"127.0.0.1:8080".parse().unwrap()),
+        "{listen:?}"
+    );
+
+    // HERALD_LISTEN is validated the same way, and without keys too: every
+    // address localhost names is loopback.
+    let no_keys = FULL.replace(
+        "[[api_keys]]\nkey_env = \"HERALD_ADMIN_KEY\"\nroles = [\"enqueue\", \"read\", \"admin\"]",
+        "",
+    );
+    let settings = Settings::from_toml(&no_keys, Path::new("t"), |name| match name {
+        "HERALD_LISTEN" => Some("localhost:9998".into()),
+        other => env(other),
+    })
+    .expect("localhost is loopback");
+    assert!(settings.server.listen.iter().all(|a| a.port() == 9998));
+
+    let text = FULL.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"no-such-host.invalid:8080\"",
+    );
+    assert_eq!(problem_keys(&text), vec!["server.listen"]);
+}
+
+#[test]
+fn without_keys_every_address_a_name_resolves_to_must_be_loopback() {
+    let loopback: Vec<std::net::SocketAddr> = vec![
+        "127.0.0.1:8080".parse().unwrap(),
+        "[::1]:8080".parse().unwrap(),
+    ];
+    assert_eq!(raw::non_loopback_listen("localhost:8080", &loopback), None);
+    let mixed = vec![loopback[0], "10.1.2.3:8080".parse().unwrap()];
+    let message = raw::non_loopback_listen("api.internal:8080", &mixed).expect("refused");
+    assert!(message.contains("10.1.2.3:8080"), "{message}");
+    assert!(message.contains("api.internal:8080"), "{message}");
+}
+
+#[test]
+fn server_timeouts_have_defaults_and_cannot_be_turned_off() {
+    let settings = load(FULL).expect("valid");
+    assert_eq!(settings.server.head_timeout, Duration::from_secs(5));
+    assert_eq!(settings.server.body_timeout, Duration::from_secs(30));
+    assert_eq!(settings.server.keep_alive, Duration::from_secs(5));
+    let text = FULL.replace(
+        "max_body_bytes = 10485760",
+        "max_body_bytes = 10485760\nhead_timeout_ms = 1500\nbody_timeout_ms = 2500\nkeep_alive_ms = 3500",
+    );
+    let server = load(&text).expect("valid").server;
+    assert_eq!(
+        (server.head_timeout, server.body_timeout, server.keep_alive),
+        (
+            Duration::from_millis(1500),
+            Duration::from_millis(2500),
+            Duration::from_millis(3500)
+        )
+    );
+    let text = FULL.replace(
+        "max_body_bytes = 10485760",
+        "max_body_bytes = 10485760\nhead_timeout_ms = 0\nbody_timeout_ms = 0\nkeep_alive_ms = 0",
+    );
+    assert_eq!(
+        problem_keys(&text),
+        vec![
+            "server.head_timeout_ms",
+            "server.body_timeout_ms",
+            "server.keep_alive_ms"
+        ]
+    );
+}
+
+#[test]
+fn max_connections_stays_below_the_open_file_limit() {
+    let limit = open_file_limit();
+    // FULL: pool_size 16, five transports.
+    let reserved = raw::reserved_fds(16, 5);
+    let room = usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX);
+    assert!(
+        room > 0,
+        "this test needs an open-file limit above {reserved}"
+    );
+    let settings = load(FULL).expect("valid");
+    assert_eq!(
+        settings.server.max_connections.get(),
+        room,
+        "the default is what the limit leaves"
+    );
+
+    let set = |n: String| {
+        FULL.replace(
+            "max_body_bytes = 10485760",
+            &format!("max_body_bytes = 10485760\nmax_connections = {n}"),
+        )
+    };
+    let settings = load(&set("10".into())).expect("valid");
+    assert_eq!(settings.server.max_connections.get(), 10);
+    assert_eq!(
+        problem_keys(&set("0".into())),
+        vec!["server.max_connections"]
+    );
+    if let Some(above) = room.checked_add(1) {
+        let err = load(&set(above.to_string())).expect_err("above the limit");
+        assert_eq!(err.problems()[0].key, "server.max_connections");
+        assert!(err.to_string().contains(&limit.to_string()), "{err}");
+    }
 }

@@ -100,10 +100,10 @@ impl ApiKeys {
     }
 
     /// Says once, at start-up, whether requests are authenticated.
-    pub fn log_mode(&self, listen: std::net::SocketAddr) {
+    pub fn log_mode(&self, listen: &[std::net::SocketAddr]) {
         if self.is_open() {
             tracing::warn!(
-                %listen,
+                ?listen,
                 "API authentication is off: no [[api_keys]] configured; this is safe only because \
                  the server listens on loopback (config validation refuses any other address without keys)"
             );

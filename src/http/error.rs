@@ -53,6 +53,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The body did not arrive within `server.body_timeout_ms` (408).
+    #[error("the request body did not arrive within {} ms", timeout.as_millis())]
+    BodyTimeout { timeout: std::time::Duration },
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// A part this process needs is not running (503).
@@ -83,8 +86,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid`, `required`, `unknown_field`,
     /// `malformed_json`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `payload_too_large`, `unsupported_media_type`,
-    /// `storage_full`, `storage_unavailable`, `unavailable`, ...
+    /// `conflict`, `payload_too_large`, `request_timeout`,
+    /// `unsupported_media_type`, `storage_full`, `storage_unavailable`,
+    /// `unavailable`, ...
     pub code: String,
     /// For humans; may change between versions.
     pub message: String,
@@ -118,6 +122,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BodyTimeout { .. } => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::StorageOutage { code, .. } => code,
@@ -129,6 +134,7 @@ impl ApiError {
         match self {
             ApiError::Validation(v) => Some(v.field.as_str()),
             ApiError::BadRequest { field, .. } => field.as_deref(),
+            ApiError::BodyTimeout { .. } => Some("body"),
             _ => None,
         }
     }
@@ -172,6 +178,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::StorageOutage { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -58,12 +58,18 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJsonBody<T
 
 /// The body, up to `server.max_body_bytes`, and whether its content type
 /// is JSON. The size is checked first: an oversized body is a 413 whatever
-/// its type.
+/// its type. A body that takes longer than `server.body_timeout_ms` is a
+/// 408: actix-web times out only the head, so without this a client
+/// trickling a body would hold its connection and a worker's slot for as
+/// long as it liked.
 fn read_body(
     req: &HttpRequest,
     payload: &mut Payload,
 ) -> impl Future<Output = Result<(Bytes, Result<(), ApiError>), ApiError>> + use<> {
-    let limit = app_state(req).map(|state| state.settings.server.max_body_bytes);
+    let limits = app_state(req).map(|state| {
+        let server = &state.settings.server;
+        (server.max_body_bytes, server.body_timeout)
+    });
     let declared_length = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -72,12 +78,16 @@ fn read_body(
     let content_type = check_json_content_type(req);
     let payload = payload.take();
     async move {
-        let limit = limit?;
+        let (limit, timeout) = limits?;
         // Refuse what announces itself as too large before reading a byte.
         if declared_length.is_some_and(|length| length > limit as u64) {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        let bytes = match body::to_bytes_limited(BodyStream::new(payload), limit).await {
+        let read = body::to_bytes_limited(BodyStream::new(payload), limit);
+        let read = tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| ApiError::BodyTimeout { timeout })?;
+        let bytes = match read {
             Err(_) => return Err(ApiError::PayloadTooLarge { limit }),
             Ok(Err(err)) => {
                 return Err(ApiError::bad_request(

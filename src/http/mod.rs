@@ -58,7 +58,7 @@ impl AppState {
     /// API is authenticated.
     pub fn new(storage: Arc<dyn Storage>, clock: Arc<dyn Clock>, settings: Arc<Settings>) -> Self {
         let api_keys = auth::ApiKeys::new(&settings.api_keys);
-        api_keys.log_mode(settings.server.listen);
+        api_keys.log_mode(&settings.server.listen);
         let policy = settings.enqueue_policy();
         AppState {
             enqueues: GroupCommit::new(storage.clone()),

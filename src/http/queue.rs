@@ -63,6 +63,7 @@ pub async fn dead_letters(
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` role", body = ErrorBody),
+        (status = 408, description = "Body not received within `server.body_timeout_ms`; nothing stored", body = ErrorBody),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "Unknown transport or limit out of range", body = ErrorBody),

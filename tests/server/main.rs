@@ -4,10 +4,12 @@
 mod bench;
 #[path = "../common/mod.rs"]
 mod common;
+mod connections;
 mod faults;
 mod metrics;
 mod recovery;
 mod schemathesis;
+mod shutdown;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -30,7 +32,13 @@ fn free_port() -> u16 {
 /// `herald` run in `dir` on that directory's config.toml alone: the
 /// environment of the test run cannot pick another config or database.
 fn herald_in(dir: &Path) -> Command {
-    let mut command = Command::new(HERALD);
+    run_in(dir, HERALD)
+}
+
+/// `program` run in `dir` with the environment [`herald_in`] gives; for a
+/// program that runs herald (a shell that lowers a limit first).
+fn run_in(dir: &Path, program: &str) -> Command {
+    let mut command = Command::new(program);
     command
         .current_dir(dir)
         .env_remove("HERALD_CONFIG")
@@ -47,12 +55,15 @@ struct Herald {
 impl Herald {
     /// Starts `herald` in `dir` (which holds its config.toml).
     fn start(dir: &Path, env: &[(&str, &str)]) -> Herald {
-        let port = free_port();
         let mut command = herald_in(dir);
-        command
-            .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        Herald::spawn(command, env)
+    }
+
+    /// Starts `command` (herald, or a program that runs it) on a free port.
+    fn spawn(mut command: Command, env: &[(&str, &str)]) -> Herald {
+        let port = free_port();
+        command.env("HERALD_LISTEN", format!("127.0.0.1:{port}"));
         for (key, value) in env {
             command.env(key, value);
         }
