@@ -302,8 +302,16 @@ impl EmailPayload {
             let name = attachment.filename.trim();
             // A right-to-left override turns `invoice\u{202E}fdp.exe` into
             // what reads as a PDF: a file name refuses what an address does.
-            let hostile = forbidden_in_address(&attachment.filename).is_some();
-            if name.is_empty() || hostile || name.contains(['/', '\\']) {
+            if let Some(c) = forbidden_in_address(&attachment.filename) {
+                return Err(ValidationError::forbidden_character(
+                    format!("{path}.filename"),
+                    format!(
+                        "a file name may not contain control or invisible formatting characters; found {}",
+                        describe(c)
+                    ),
+                ));
+            }
+            if name.is_empty() || name.contains(['/', '\\']) {
                 return Err(ValidationError::invalid(
                     format!("{path}.filename"),
                     "a file name is required and may not contain path separators, \
@@ -349,6 +357,17 @@ impl Attachment {
 
 impl SmsPayload {
     pub fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        for (name, number) in [("to", Some(&self.to)), ("from", self.from.as_ref())] {
+            if let Some(c) = number.and_then(|n| forbidden_in_address(n)) {
+                return Err(ValidationError::forbidden_character(
+                    format!("{field}.{name}"),
+                    format!(
+                        "a number may not contain control or invisible formatting characters; found {}",
+                        describe(c)
+                    ),
+                ));
+            }
+        }
         if !is_e164(&self.to) {
             return Err(ValidationError::invalid(
                 format!("{field}.to"),
@@ -412,7 +431,7 @@ fn parse_mailbox(raw: &str, field: impl FnOnce() -> String) -> Result<Mailbox, V
     // Checked before parsing: lettre takes a zero-width space or a bidi
     // override as part of an address and would send it on raw.
     if let Some(c) = forbidden_in_address(raw) {
-        return Err(ValidationError::invalid(
+        return Err(ValidationError::forbidden_character(
             field(),
             format!(
                 "an address may not contain control or invisible formatting characters; found {}",
@@ -439,7 +458,7 @@ fn check_text(
                 Lines::Many => "control characters other than tab, CR and LF",
                 Lines::One => "control characters or line breaks",
             };
-            Err(ValidationError::invalid(
+            Err(ValidationError::forbidden_character(
                 field(),
                 format!("may not contain {allowed}; found {}", describe(c)),
             ))

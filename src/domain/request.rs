@@ -144,6 +144,9 @@ impl Default for Priority {
     }
 }
 
+/// The code of [`ValidationError::forbidden_character`], answered 400.
+pub const FORBIDDEN_CHARACTER: &str = "forbidden_character";
+
 /// Why a request was refused, naming the field. `code` is stable for
 /// clients; `message` is for humans.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,6 +172,13 @@ impl ValidationError {
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(field, "invalid", message)
+    }
+
+    /// Text the server refuses to carry at all (a control or invisible
+    /// formatting character where it could hide or inject something):
+    /// a bad request, not merely an unacceptable message.
+    pub fn forbidden_character(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(field, FORBIDDEN_CHARACTER, message)
     }
 
     pub fn too_large(field: impl Into<String>, message: impl Into<String>) -> Self {

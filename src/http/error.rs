@@ -170,6 +170,11 @@ impl From<StorageError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            // Text Herald will not carry is a bad request; anything else
+            // wrong with a well-formed body is an unacceptable message.
+            ApiError::Validation(v) if v.code == crate::domain::FORBIDDEN_CHARACTER => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,

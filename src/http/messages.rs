@@ -35,7 +35,7 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
     responses(
         (status = 202, description = "Stored; it will be delivered", body = EnqueueResponse),
         (status = 200, description = "The idempotency key is known: the existing message", body = EnqueueResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, or text Herald will not carry (`forbidden_character`, named by `field`); nothing stored", body = ErrorBody),
         (status = 401, description = "No or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `enqueue` role", body = ErrorBody),
         (status = 408, description = "Body not received within `server.body_timeout_ms`; nothing stored", body = ErrorBody),
@@ -114,7 +114,7 @@ fn request_result(answer: &Result<HttpResponse, ApiError>) -> &'static str {
     responses(
         (status = 202, description = "All stored (at least one new)", body = BatchResponse),
         (status = 200, description = "Every message was an idempotent repeat", body = BatchResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, or text Herald will not carry (`forbidden_character`, named by `field`); nothing stored", body = ErrorBody),
         (status = 401, description = "No or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `enqueue` role", body = ErrorBody),
         (status = 408, description = "Body not received within `server.body_timeout_ms`; nothing stored", body = ErrorBody),
