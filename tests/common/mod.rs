@@ -286,3 +286,14 @@ pub fn emails(n: usize, now: DateTime<Utc>) -> Vec<NewMessage> {
         })
         .collect()
 }
+
+/// Queued plus processing, from the store's own depth count.
+pub async fn unfinished(storage: &dyn Storage) -> u64 {
+    storage
+        .queue_depth()
+        .await
+        .expect("depth")
+        .iter()
+        .map(|d| d.queued + d.processing)
+        .sum()
+}

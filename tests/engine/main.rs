@@ -972,10 +972,11 @@ impl Respond for Arrivals {
     }
 }
 
-async fn failing_server() -> MockServer {
+/// A webhook endpoint answering every POST with `status`.
+async fn answering(status: u16) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(ResponseTemplate::new(503))
+        .respond_with(ResponseTemplate::new(status))
         .mount(&server)
         .await;
     server
@@ -1021,12 +1022,8 @@ async fn a_member_rate_limit_holds_for_its_direct_and_group_traffic_together(f: 
 }
 
 async fn a_group_skips_a_member_whose_breaker_is_open(f: Fixture) {
-    let broken = failing_server().await;
-    let healthy = MockServer::start().await;
-    Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&healthy)
-        .await;
+    let broken = answering(503).await;
+    let healthy = answering(200).await;
     let settings = settings_with(
         &f.options.url,
         &format!(
@@ -1084,12 +1081,8 @@ async fn a_group_skips_a_member_whose_breaker_is_open(f: Fixture) {
 }
 
 async fn a_member_failing_inside_a_failover_attempt_leaves_an_event(f: Fixture) {
-    let broken = failing_server().await;
-    let healthy = MockServer::start().await;
-    Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&healthy)
-        .await;
+    let broken = answering(503).await;
+    let healthy = answering(200).await;
     let settings = settings_with(
         &f.options.url,
         &format!(
@@ -1165,17 +1158,6 @@ async fn a_member_failing_inside_a_failover_attempt_leaves_an_event(f: Fixture) 
     assert_eq!(counted(rollup_of(&f, "secondary").await), (0, 1, 1));
 }
 
-/// Queued plus processing, from the store's depth count.
-async fn unfinished(storage: &dyn Storage) -> u64 {
-    storage
-        .queue_depth()
-        .await
-        .expect("depth")
-        .iter()
-        .map(|d| d.queued + d.processing)
-        .sum()
-}
-
 /// Makes the test schema's store claim but refuse every other change of
 /// a message with PostgreSQL's own 53100 disk_full (a row trigger), as a
 /// full disk refuses the larger writes of outcomes; the client lifts it.
@@ -1243,11 +1225,11 @@ async fn outcomes_the_store_cannot_take_hold_back_claims_until_written() {
         "{seen} delivered while the tracker could hold {MAX_HELD}"
     );
     assert!(seen < total, "work waits in the store");
-    assert!(unfinished(f.storage.as_ref()).await >= (total - seen) as u64);
+    assert!(common::unfinished(f.storage.as_ref()).await >= (total - seen) as u64);
 
     allow_outcomes(&side).await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while unfinished(f.storage.as_ref()).await > 0 {
+    while common::unfinished(f.storage.as_ref()).await > 0 {
         assert!(
             Instant::now() < deadline,
             "every message is sent in the end"

@@ -319,17 +319,6 @@ async fn migrate_creates_the_schema_and_exits() {
     drop(fixture);
 }
 
-/// Sent messages, from the store's own depth count.
-async fn remaining(storage: &dyn herald::storage::Storage) -> u64 {
-    storage
-        .queue_depth()
-        .await
-        .expect("depth")
-        .iter()
-        .map(|d| d.queued + d.processing)
-        .sum()
-}
-
 async fn survives_sigkill_mid_delivery(
     storage_url: &str,
     storage: std::sync::Arc<dyn herald::storage::Storage>,
@@ -353,20 +342,20 @@ async fn survives_sigkill_mid_delivery(
     let mut herald = Herald::start(dir.path(), &[]);
     herald.wait_until_live(&client).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while remaining(storage.as_ref()).await > (TOTAL - 150) as u64 {
+    while common::unfinished(storage.as_ref()).await > (TOTAL - 150) as u64 {
         assert!(Instant::now() < deadline, "delivery did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // kill -9: no shutdown, claims left held, outcomes possibly unwritten.
     herald.child.kill().expect("SIGKILL");
     let _ = herald.child.wait();
-    let left = remaining(storage.as_ref()).await;
+    let left = common::unfinished(storage.as_ref()).await;
     assert!(left > 0, "killed before the end");
 
     let mut restarted = Herald::start(dir.path(), &[]);
     restarted.wait_until_live(&client).await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while remaining(storage.as_ref()).await > 0 {
+    while common::unfinished(storage.as_ref()).await > 0 {
         assert!(
             Instant::now() < deadline,
             "not every message was delivered after the restart"

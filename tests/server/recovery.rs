@@ -79,6 +79,13 @@ async fn messages(storage: &dyn Storage, status: Option<Status>) -> Vec<herald::
     }
 }
 
+async fn all_sent(storage: &dyn Storage) -> bool {
+    messages(storage, None)
+        .await
+        .iter()
+        .all(|m| m.status == Status::Sent)
+}
+
 async fn wait_for(what: &str, bound: Duration, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + bound;
     while !check().await {
@@ -120,12 +127,7 @@ async fn restart_after_sigkill(storage_url: &str, engine: &str, storage: &dyn St
     wait_for(
         "everything delivered after the restart",
         bound,
-        async || {
-            messages(storage, None)
-                .await
-                .iter()
-                .all(|m| m.status == Status::Sent)
-        },
+        async || all_sent(storage).await,
     )
     .await;
     let all = messages(storage, None).await;
@@ -288,12 +290,7 @@ async fn another_node_takes_over_a_dead_nodes_transport_and_claims() {
     wait_for(
         "node B delivered everything",
         Duration::from_millis(LEASE_MS / 2),
-        async || {
-            messages(storage, None)
-                .await
-                .iter()
-                .all(|m| m.status == Status::Sent)
-        },
+        async || all_sent(storage).await,
     )
     .await;
     assert_eq!(messages(storage, None).await.len(), ids.len());
