@@ -14,6 +14,7 @@
 mod alerts;
 mod group_commit;
 mod postgres;
+mod retention;
 mod sqlite;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use serde::Serialize;
 pub use alerts::{Alert, AlertNotice, AlertState, NewAlert};
 pub use group_commit::GroupCommit;
 pub use postgres::PostgresStorage;
+pub use retention::{Retention, RetentionOverride, RetentionRule};
 pub use sqlite::SqliteStorage;
 
 use crate::domain::{
