@@ -557,6 +557,7 @@ impl RawConfig {
                 enqueue_writers,
                 priority_aging: priority.aging,
                 rollups: true,
+                retention: crate::storage::Retention::default(),
             },
             api_keys,
             transports,

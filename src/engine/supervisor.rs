@@ -187,47 +187,64 @@ impl Supervisor {
         }));
     }
 
+    /// Storage upkeep: moves finished messages stored before live and
+    /// finished were kept apart, runs retention, compacts rollups. Each
+    /// step works in bounded batches and at most [`UPKEEP_ROUNDS`] of
+    /// them per tick, so no tick holds the store for long.
     fn purge(&mut self, ctx: &mut Context<Self>) {
         let storage = self.storage.clone();
         let now = self.clock.now();
-        let cutoffs: Vec<(String, chrono::DateTime<chrono::Utc>)> = self
-            .settings
-            .transports
-            .values()
-            .map(|t| {
-                let age = chrono::Duration::from_std(t.delivery.dlq_max_age)
-                    .unwrap_or(chrono::Duration::MAX);
-                (t.name.clone(), now - age)
-            })
-            .collect();
         let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         let seal_before = now - crate::storage::SEAL_LAG;
         let compact_before = now - age(self.settings.analytics.compact_after);
         let rollups_before = now - age(self.settings.analytics.retention);
         let purge = async move {
-            let mut purged = 0;
-            for (transport, cutoff) in cutoffs {
-                purged += storage.purge_dead(Some(&transport), cutoff).await?;
+            let mut moved = 0;
+            for _ in 0..UPKEEP_ROUNDS {
+                let n = storage.move_finished(MAX_BATCH).await?;
+                moved += n;
+                if n == 0 {
+                    break;
+                }
             }
-            let (compacted, expired) = storage
+            if moved > 0 {
+                tracing::info!(moved, "finished messages moved out of the live table");
+            }
+            let mut expired = crate::storage::Expired::default();
+            for _ in 0..UPKEEP_ROUNDS {
+                let round = storage.expire_finished(now, MAX_BATCH).await?;
+                expired.deleted += round.deleted;
+                expired.payloads_dropped += round.payloads_dropped;
+                if round.total() == 0 {
+                    break;
+                }
+            }
+            let (compacted, rollups_expired) = storage
                 .compact_rollups(seal_before, compact_before, rollups_before)
                 .await?;
-            if compacted + expired > 0 {
+            if compacted + rollups_expired > 0 {
                 tracing::info!(
                     compacted,
-                    expired,
+                    expired = rollups_expired,
                     "analytics rollups compacted to hours and expired"
                 );
             }
-            Ok::<u64, crate::storage::StorageError>(purged)
+            Ok::<crate::storage::Expired, crate::storage::StorageError>(expired)
         };
         ctx.spawn(purge.into_actor(self).map(|result, _, _| match result {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "old dead letters purged"),
-            Err(err) => tracing::warn!(cause = %err, "dead-letter purge failed"),
+            Ok(expired) if expired.total() == 0 => {}
+            Ok(expired) => tracing::info!(
+                deleted = expired.deleted,
+                payloads_dropped = expired.payloads_dropped,
+                "retention expired finished messages"
+            ),
+            Err(err) => tracing::warn!(cause = %err, "storage upkeep failed"),
         }));
     }
 }
+
+/// Batches of [`MAX_BATCH`] each upkeep step runs per tick at most.
+const UPKEEP_ROUNDS: usize = 20;
 
 impl Actor for Supervisor {
     type Context = Context<Self>;

@@ -13,6 +13,7 @@
 
 mod alerts;
 mod group_commit;
+mod lifecycle;
 mod postgres;
 mod retention;
 mod sqlite;
@@ -27,7 +28,7 @@ use serde::Serialize;
 pub use alerts::{Alert, AlertNotice, AlertState, NewAlert};
 pub use group_commit::GroupCommit;
 pub use postgres::PostgresStorage;
-pub use retention::{Retention, RetentionOverride, RetentionRule};
+pub use retention::{Expired, Retention, RetentionOverride, RetentionRule};
 pub use sqlite::SqliteStorage;
 
 use crate::domain::{
@@ -70,6 +71,10 @@ pub struct StorageOptions {
     /// only to measure what they cost the delivery path
     /// (`benches/engine.rs`). Not a configuration key.
     pub rollups: bool,
+    /// How long finished messages are kept. PostgreSQL files a message
+    /// that follows the default rule under the day it finished, one that
+    /// does not apart, as it finishes; both backends expire by it.
+    pub retention: Retention,
 }
 
 impl StorageOptions {
@@ -80,6 +85,7 @@ impl StorageOptions {
             enqueue_writers: DEFAULT_ENQUEUE_WRITERS,
             priority_aging: DEFAULT_PRIORITY_AGING,
             rollups: true,
+            retention: Retention::default(),
         }
     }
 }
@@ -1307,13 +1313,22 @@ pub trait Storage: Send + Sync + 'static {
         Ok(page.items)
     }
 
-    /// Deletes dead letters (and their events) dead since before
-    /// `dead_before`, of one transport or all. Returns how many.
-    async fn purge_dead(
+    /// One bounded round of retention (the store's [`Retention`]): deletes
+    /// up to `limit` finished messages of each status that are past their
+    /// keep, with their events and idempotency keys, and drops up to
+    /// `limit` payloads of sent messages past `payload_after_sent`. Never
+    /// touches a live message. Call again while it reports work done.
+    async fn expire_finished(
         &self,
-        transport: Option<&str>,
-        dead_before: DateTime<Utc>,
-    ) -> Result<u64, StorageError>;
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Expired, StorageError>;
+
+    /// Moves up to `limit` finished messages stored before live and
+    /// finished were kept apart (schema V14) out of the live table; 0
+    /// once none is left. Bounded, so the move never holds up enqueue and
+    /// delivery for more than a moment.
+    async fn move_finished(&self, limit: usize) -> Result<u64, StorageError>;
 
     /// Queued and processing counts by transport, priority, channel and
     /// category, with the oldest queued message's `available_at`. Reads

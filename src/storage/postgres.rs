@@ -20,13 +20,15 @@ use tokio_postgres::{NoTls, Row};
 use ulid::Ulid;
 use uuid::Uuid;
 
+use super::lifecycle;
 use super::{
-    Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
+    Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued, Expired,
     FailureCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
-    StorageOptions, TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, cancelled_rollup,
-    clamp_limit, effective_at, failure_totals_sql, metric_columns, metric_merge_updates,
-    metric_values, rollup, rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
+    PageRequest, Recorded, Retention, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage,
+    StorageError, StorageOptions, TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal,
+    cancelled_rollup, clamp_limit, effective_at, failure_totals_sql, metric_columns,
+    metric_merge_updates, metric_values, rollup, rollup_families, rollup_rows_sql,
+    rollup_totals_sql, series_sql,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -35,6 +37,7 @@ use crate::domain::{
 mod embedded {
     refinery::embed_migrations!("sql/postgres");
 }
+mod finished;
 
 /// Serialises migrations when several nodes start at once.
 const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
@@ -47,6 +50,11 @@ const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window
 const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
     metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
     lease_until, claim_token, sent_at, last_error, updated_at";
+
+/// [`MESSAGE_COLUMNS`] of a finished message: it holds no claim.
+const FINISHED_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
+    metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
+    NULL::timestamptz AS lease_until, NULL::uuid AS claim_token, sent_at, last_error, updated_at";
 
 /// PostgreSQL storage over a connection pool.
 #[derive(Clone)]
@@ -64,6 +72,11 @@ pub struct PostgresStorage {
     url: String,
     /// Ends the session holding this node's advisory lock, when held.
     node_lock: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+    retention: Arc<Retention>,
+    /// The outcome and recovery statements, which file finishing messages
+    /// by `retention`.
+    outcomes_sql: Arc<str>,
+    recover_sql: Arc<str>,
 }
 
 impl PostgresStorage {
@@ -103,6 +116,21 @@ impl PostgresStorage {
             state,
             url: options.url.clone(),
             node_lock: Arc::new(Mutex::new(None)),
+            outcomes_sql: outcomes_sql(&finished::bucket_sql(
+                &options.retention,
+                "$9",
+                "mv.transport",
+                "mv.category",
+            ))
+            .into(),
+            recover_sql: recover_sql(&finished::bucket_sql(
+                &options.retention,
+                "$1",
+                "mv.transport",
+                "mv.category",
+            ))
+            .into(),
+            retention: Arc::new(options.retention.clone()),
         };
         storage.ping().await?;
         Ok(storage)
@@ -115,6 +143,166 @@ impl PostgresStorage {
             deadpool_postgres::PoolError::Backend(err) => StorageError::from(err),
             other => StorageError::Unavailable(format!("postgres pool: {other}")),
         })
+    }
+}
+
+/// The statements that can meet a day without its partition, written
+/// once and retried once [`PostgresStorage::make_day_ready`] made it.
+impl PostgresStorage {
+    async fn cancel_once(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let cancelled = cancel_one(&tx, id, now, &self.retention).await;
+        finish(tx, cancelled).await
+    }
+
+    /// Creates the partition of `now`'s day (and the days after it).
+    async fn make_day_ready(&self, now: DateTime<Utc>) -> Result<(), StorageError> {
+        let mut client = self.client().await?;
+        let created = finished::ensure_partitions(&mut client, finished::day_of(now)).await?;
+        tracing::info!(created, day = %finished::day_of(now), "finished-message partitions created on demand");
+        Ok(())
+    }
+
+    async fn record_outcomes_once(
+        &self,
+        outcomes: &[Outcome],
+        now: DateTime<Utc>,
+    ) -> Result<Recorded, StorageError> {
+        if outcomes.is_empty() {
+            return Ok(Recorded::default());
+        }
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut tokens = Vec::with_capacity(outcomes.len());
+        let mut kinds = Vec::with_capacity(outcomes.len());
+        let mut members = Vec::with_capacity(outcomes.len());
+        let mut durations = Vec::with_capacity(outcomes.len());
+        let mut errors: Vec<Option<&str>> = Vec::with_capacity(outcomes.len());
+        let mut retry_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(outcomes.len());
+        let mut details: Vec<Option<serde_json::Value>> = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            ids.push(uuid(outcome.id));
+            tokens.push(Uuid::from(outcome.claim_token.0));
+            members.push(outcome.transport.as_str());
+            durations.push(millis_i64(outcome.duration_ms));
+            let (kind, error, retry_at, detail) = match &outcome.kind {
+                OutcomeKind::Sent => ("sent", None, None, None),
+                OutcomeKind::Failed { error, retry_at } => (
+                    "failed",
+                    Some(error.as_str()),
+                    *retry_at,
+                    retry_at.map(|at| serde_json::json!({ "retry_at": at })),
+                ),
+                OutcomeKind::Released { reason } => (
+                    "released",
+                    None,
+                    None,
+                    Some(serde_json::json!({ "reason": reason })),
+                ),
+            };
+            kinds.push(kind);
+            errors.push(error);
+            retry_ats.push(retry_at);
+            details.push(detail);
+        }
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // First, so that their events come before the attempt's own.
+        record_passed_over(&tx, outcomes, now).await?;
+        let statement = tx.prepare_cached(&self.outcomes_sql).await?;
+        let rows = tx
+            .query(
+                &statement,
+                &[
+                    &ids,
+                    &tokens,
+                    &kinds,
+                    &members,
+                    &durations,
+                    &errors,
+                    &retry_ats,
+                    &details,
+                    &now,
+                    &self.aging_ms,
+                ],
+            )
+            .await?;
+        let mut applied = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let status: String = row.try_get(1)?;
+            applied.insert(
+                stamp(row.try_get(0)?),
+                status.parse::<Status>().map_err(|e| corrupt("status", e))?,
+            );
+        }
+        let mut recorded = Recorded::default();
+        for outcome in outcomes {
+            match applied.get(&outcome.id) {
+                Some(status) => recorded.applied.push((outcome.id, *status)),
+                None => recorded.stale.push(outcome.id),
+            }
+        }
+        let (rollups, failures) = if self.rollups {
+            rollup(outcomes, &recorded.applied, now)
+        } else {
+            Default::default()
+        };
+        if !failures.is_empty() {
+            let minutes: Vec<DateTime<Utc>> = failures.iter().map(|f| f.minute).collect();
+            let transports: Vec<&str> = failures.iter().map(|f| f.transport.as_str()).collect();
+            let channels: Vec<&str> = failures.iter().map(|f| f.channel.as_str()).collect();
+            let categories: Vec<&str> = failures.iter().map(|f| f.category.as_str()).collect();
+            let classes: Vec<&str> = failures.iter().map(|f| f.class.as_str()).collect();
+            let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+            let counts: Vec<i64> = failures
+                .iter()
+                .map(|f| i64::try_from(f.failures).unwrap_or(i64::MAX))
+                .collect();
+            let upsert = tx
+                .prepare_cached(
+                    "INSERT INTO failures_minutely AS r
+                         (minute, transport, channel, category, class, error, failures)
+                     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                          $5::text[], $6::text[], $7::int8[])
+                     ON CONFLICT (minute, transport, channel, category, class, error)
+                     DO UPDATE SET failures = r.failures + excluded.failures",
+                )
+                .await?;
+            tx.execute(
+                &upsert,
+                &[
+                    &minutes,
+                    &transports,
+                    &channels,
+                    &categories,
+                    &classes,
+                    &errors,
+                    &counts,
+                ],
+            )
+            .await?;
+        }
+        add_rollups(&tx, &rollups).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn recover_expired_once(
+        &self,
+        now: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Stamp>, StorageError> {
+        let limit = clamp_limit(limit) as i64;
+        let client = self.client().await?;
+        // Separate statements: if this node dies between them, the dead
+        // node's claims already have ended leases and any node recovers them.
+        let bury = client.prepare_cached(BURY_NODES_SQL).await?;
+        client.execute(&bury, &[&now, &dead_before]).await?;
+        let recover = client.prepare_cached(&self.recover_sql).await?;
+        let rows = client.query(&recover, &[&now, &limit]).await?;
+        rows.iter().map(|row| Ok(stamp(row.try_get(0)?))).collect()
     }
 }
 
@@ -310,7 +498,10 @@ fn message_from_row(row: &Row) -> Result<Message, StorageError> {
         category: row.try_get("category")?,
         status: text("status")?.parse().map_err(|e| corrupt("status", e))?,
         priority: Priority::new(priority.into()).ok_or_else(|| corrupt("priority", priority))?,
-        payload: row.try_get("payload")?,
+        // NULL once retention dropped it.
+        payload: row
+            .try_get::<_, Option<serde_json::Value>>("payload")?
+            .unwrap_or_default(),
         metadata: row.try_get("metadata")?,
         fingerprint: Fingerprint::from_stored(text("fingerprint")?),
         idempotency_key: row.try_get("idempotency_key")?,
@@ -421,6 +612,17 @@ fn millis_i64(ms: Option<u64>) -> Option<i64> {
     ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX))
 }
 
+/// Stores new messages. A message with an idempotency key is stored only
+/// if it takes the key in `idempotency_keys`: a key already there belongs
+/// to a live or finished message, unless retention deleted that message,
+/// when the key is taken over. The first of several messages of one batch
+/// with the same key takes it.
+///
+/// A key younger than five minutes is never taken over: the look for its
+/// message uses this statement's snapshot, which does not see a message
+/// another enqueue of the same key committed while this one ran. Older
+/// keys' messages are committed long since, and a snapshot sees a message
+/// in exactly one of the two tables even while it moves.
 const ENQUEUE_SQL: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[],
@@ -428,13 +630,26 @@ WITH input AS (
                          $12::timestamptz[])
         WITH ORDINALITY AS t(id, channel, transport, category, priority, payload, metadata,
                              fingerprint, idempotency_key, max_attempts, available_at, effective_at, ord)
+), keyed AS (
+    INSERT INTO idempotency_keys AS k (key, message_id, created_at)
+    SELECT DISTINCT ON (idempotency_key) idempotency_key, id, $13 FROM input
+    WHERE idempotency_key IS NOT NULL
+    ORDER BY idempotency_key, ord
+    ON CONFLICT (key) DO UPDATE SET message_id = excluded.message_id, created_at = excluded.created_at
+    WHERE k.created_at < $13 - interval '5 minutes'
+      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.idempotency_key = k.key)
+      AND NOT EXISTS (SELECT 1 FROM finished_messages f WHERE f.idempotency_key = k.key)
+    RETURNING message_id
 ), inserted AS (
     INSERT INTO messages (id, channel, transport, category, status, priority, payload, metadata,
                           fingerprint, idempotency_key, attempts, max_attempts, created_at,
                           available_at, effective_at, updated_at)
     SELECT id, channel, transport, category, 'queued', priority, payload::json, metadata::json,
            fingerprint, idempotency_key, 0, max_attempts, $13, available_at, effective_at, $13
-    FROM input ORDER BY ord
+    FROM input
+    WHERE idempotency_key IS NULL OR id IN (SELECT message_id FROM keyed)
+    ORDER BY ord
+    -- A live message stored before keys were kept in their own table.
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, transport
 ), events AS (
@@ -463,63 +678,84 @@ WITH due AS (
 SELECT * FROM claimed ORDER BY effective_at, id";
 
 /// Applies a batch of outcomes. `current` keeps only rows whose claim
-/// token still matches (fencing) and decides each next status; the update
-/// and the one or two events per message follow from it.
-const OUTCOMES_SQL: &str = "
+/// token still matches (fencing) and decides each next status by the
+/// lifecycle table; a message that stays live is updated, one that ends
+/// moves to `finished_messages` (`$11` files it under a day or apart, see
+/// [`finished::bucket_sql`]); then the one or two events per message.
+fn outcomes_sql(bucket: &str) -> String {
+    let facts = (
+        "c0.outcome",
+        "c0.retry_at IS NOT NULL",
+        "c0.attempts",
+        "c0.max_attempts",
+    );
+    let next_status = lifecycle::sql_status(facts.0, facts.1, facts.2, facts.3);
+    let dead_reason = lifecycle::sql_dead_reason(facts.0, facts.1, facts.2, facts.3);
+    let attempt_change = lifecycle::sql_attempt_change(facts.0, facts.1, facts.2, facts.3);
+    format!(
+        "
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
                          $7::timestamptz[], $8::jsonb[])
         AS t(id, token, outcome, member, duration_ms, error, retry_at, detail)
 ), current AS (
-    SELECT m.id, m.attempts, i.outcome, i.member, i.duration_ms, i.error, i.retry_at, i.detail,
-           CASE
-               WHEN i.outcome = 'sent' THEN 'sent'
-               WHEN i.outcome = 'released' THEN 'queued'
-               WHEN i.retry_at IS NOT NULL AND m.attempts < m.max_attempts THEN 'queued'
-               ELSE 'dead'
-           END AS next_status
-    FROM messages m JOIN input i ON m.id = i.id
-    WHERE m.status = 'processing' AND m.claim_token = i.token
-    FOR UPDATE OF m
-), updated AS (
+    SELECT c0.*, {next_status} AS next_status, {dead_reason} AS dead_reason,
+           {attempt_change} AS attempt_change
+    FROM (SELECT m.id, m.attempts, m.max_attempts, m.updated_at AS claimed_at, i.outcome, i.member,
+                 i.duration_ms, i.error, i.retry_at, i.detail
+          FROM messages m JOIN input i ON m.id = i.id
+          WHERE m.status = 'processing' AND m.claim_token = i.token
+          FOR UPDATE OF m) AS c0
+), requeued AS (
     UPDATE messages m SET
-        status = c.next_status,
-        attempts = CASE WHEN c.outcome = 'released' THEN m.attempts - 1 ELSE m.attempts END,
-        sent_at = CASE WHEN c.outcome = 'sent' THEN $9 ELSE m.sent_at END,
-        available_at = CASE WHEN c.outcome = 'failed' AND c.next_status = 'queued'
-                            THEN c.retry_at ELSE m.available_at END,
-        effective_at = CASE WHEN c.outcome = 'failed' AND c.next_status = 'queued'
-                            THEN c.retry_at - m.priority * $10::float8 * interval '1 millisecond'
-                            ELSE m.effective_at END,
-        last_error = CASE c.outcome WHEN 'sent' THEN NULL WHEN 'failed' THEN c.error ELSE m.last_error END,
+        status = 'queued',
+        attempts = m.attempts + c.attempt_change,
+        available_at = coalesce(c.retry_at, m.available_at),
+        effective_at = CASE WHEN c.retry_at IS NULL THEN m.effective_at
+                            ELSE c.retry_at - m.priority * $10::float8 * interval '1 millisecond' END,
+        last_error = coalesce(c.error, m.last_error),
         lease_until = NULL, claim_token = NULL, claimed_by = NULL, updated_at = $9
-    FROM current c WHERE m.id = c.id
+    FROM current c WHERE m.id = c.id AND c.next_status = 'queued'
     RETURNING m.id, m.status
+), moved AS (
+    DELETE FROM messages m USING current c
+    WHERE m.id = c.id AND c.next_status <> 'queued'
+    RETURNING m.*
+), finished AS (
+    INSERT INTO finished_messages ({FINISHED_INSERT})
+    SELECT mv.id, mv.channel, mv.transport, mv.category, c.next_status, mv.priority, mv.payload,
+           mv.metadata, mv.fingerprint, mv.idempotency_key, mv.attempts, mv.max_attempts,
+           mv.created_at, mv.available_at,
+           CASE WHEN c.next_status = 'sent' THEN $9 ELSE mv.sent_at END,
+           CASE WHEN c.next_status = 'sent' THEN NULL ELSE coalesce(c.error, mv.last_error) END,
+           $9, {bucket}
+    FROM moved mv JOIN current c ON c.id = mv.id
+    RETURNING id, status
 ), events AS (
     INSERT INTO message_events (message_id, kind, at, attempt, transport, duration_ms, error, detail)
     SELECT c.id, e.kind, $9, e.attempt, c.member, e.duration_ms, e.error, e.detail
     FROM current c CROSS JOIN LATERAL (VALUES
         (1,
          CASE c.outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'attempt_failed' ELSE 'deferred' END,
-         CASE WHEN c.outcome = 'released' THEN c.attempts - 1 ELSE c.attempts END,
+         c.attempts + c.attempt_change,
          CASE WHEN c.outcome = 'released' THEN NULL ELSE c.duration_ms END,
          CASE WHEN c.outcome = 'failed' THEN c.error END,
          CASE WHEN c.outcome = 'released' THEN c.detail END),
         (2,
-         CASE WHEN c.outcome = 'failed' THEN
-             CASE c.next_status WHEN 'queued' THEN 'retry_scheduled' ELSE 'dead_lettered' END
-         END,
+         CASE WHEN c.next_status = 'dead' THEN 'dead_lettered'
+              WHEN c.outcome = 'failed' THEN 'retry_scheduled' END,
          c.attempts,
          c.duration_ms,
          CASE WHEN c.next_status = 'dead' THEN c.error END,
-         CASE WHEN c.next_status = 'queued' THEN c.detail
-              WHEN c.retry_at IS NULL THEN '{\"reason\": \"permanent\"}'::jsonb
-              ELSE '{\"reason\": \"max_attempts\"}'::jsonb END)
+         CASE WHEN c.next_status = 'dead' THEN jsonb_build_object('reason', c.dead_reason)
+              ELSE c.detail END)
     ) AS e(seq, kind, attempt, duration_ms, error, detail)
     WHERE e.kind IS NOT NULL
     ORDER BY c.id, e.seq
 )
-SELECT id, status FROM updated";
+SELECT id, status FROM requeued UNION ALL SELECT id, status FROM finished"
+    )
+}
 
 /// The `attempt_failed` events of group members passed over within an
 /// attempt, for the claims that are still current (locked, so the outcome
@@ -540,34 +776,63 @@ SELECT h.id, 'attempt_failed', $8, h.attempts, f.member, f.duration_ms, f.error,
 FROM held h JOIN failed f ON h.id = f.id
 ORDER BY f.id, f.seq";
 
-const RECOVER_SQL: &str = "
+/// Ends expired leases by the lifecycle table: back to the queue, or,
+/// on the final attempt, dead and moved to `finished_messages`.
+fn recover_sql(bucket: &str) -> String {
+    let facts = ("'expired'", "false", "m.attempts", "m.max_attempts");
+    let next_status = lifecycle::sql_status(facts.0, facts.1, facts.2, facts.3);
+    let dead_reason = lifecycle::sql_dead_reason(facts.0, facts.1, facts.2, facts.3);
+    format!(
+        "
 WITH expired AS (
-    SELECT id FROM messages
-    WHERE status = 'processing' AND lease_until <= $1
-    ORDER BY lease_until LIMIT $2
+    SELECT m.id, m.attempts, m.transport, m.updated_at AS claimed_at,
+           {next_status} AS next_status, {dead_reason} AS dead_reason
+    FROM messages m
+    WHERE m.status = 'processing' AND m.lease_until <= $1
+    ORDER BY m.lease_until LIMIT $2
     FOR UPDATE SKIP LOCKED
-), updated AS (
-    UPDATE messages m SET
-        status = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'queued' END,
-        last_error = CASE WHEN m.attempts >= m.max_attempts
-                          THEN 'lease expired on the final attempt' ELSE 'lease expired' END,
+), requeued AS (
+    UPDATE messages m SET status = 'queued', last_error = 'lease expired',
         lease_until = NULL, claim_token = NULL, claimed_by = NULL, updated_at = $1
-    FROM expired e WHERE m.id = e.id
-    RETURNING m.id, m.status, m.attempts, m.transport
+    FROM expired e WHERE m.id = e.id AND e.next_status = 'queued'
+    RETURNING m.id
+), moved AS (
+    DELETE FROM messages m USING expired e
+    WHERE m.id = e.id AND e.next_status <> 'queued'
+    RETURNING m.*
+), finished AS (
+    INSERT INTO finished_messages ({FINISHED_INSERT})
+    SELECT mv.id, mv.channel, mv.transport, mv.category, e.next_status, mv.priority, mv.payload,
+           mv.metadata, mv.fingerprint, mv.idempotency_key, mv.attempts, mv.max_attempts,
+           mv.created_at, mv.available_at, mv.sent_at, '{FINAL_LEASE_EXPIRED}', $1, {bucket}
+    FROM moved mv JOIN expired e ON e.id = mv.id
+    RETURNING id
 ), events AS (
-    INSERT INTO message_events (message_id, kind, at, attempt, transport, error)
-    SELECT u.id, v.kind, $1, u.attempts, u.transport, v.error
-    FROM updated u CROSS JOIN LATERAL (VALUES
-        (1, 'lease_expired', NULL::text),
-        (2, CASE WHEN u.status = 'dead' THEN 'dead_lettered' END, 'lease expired on the final attempt')
-    ) AS v(seq, kind, error)
+    INSERT INTO message_events (message_id, kind, at, attempt, transport, error, detail)
+    SELECT e.id, v.kind, $1, e.attempts, e.transport, v.error, v.detail
+    FROM expired e CROSS JOIN LATERAL (VALUES
+        (1, 'lease_expired', NULL::text, NULL::jsonb),
+        (2, CASE WHEN e.next_status = 'dead' THEN 'dead_lettered' END, '{FINAL_LEASE_EXPIRED}',
+         jsonb_build_object('reason', e.dead_reason))
+    ) AS v(seq, kind, error, detail)
     WHERE v.kind IS NOT NULL
-    ORDER BY u.id, v.seq
+    ORDER BY e.id, v.seq
 )
-SELECT id FROM updated";
+SELECT id FROM requeued UNION ALL SELECT id FROM finished"
+    )
+}
+
+/// `last_error` of a message whose last attempt's lease expired.
+const FINAL_LEASE_EXPIRED: &str = "lease expired on the final attempt";
+
+/// The columns of a `finished_messages` row, in the order the moves
+/// write them.
+const FINISHED_INSERT: &str = "id, channel, transport, category, status, priority, payload, \
+    metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
+    sent_at, last_error, updated_at, finished_on";
 
 /// Presumes nodes without a heartbeat since `$2` dead: deletes their rows
-/// and ends their claims' leases now, for [`RECOVER_SQL`] to take over.
+/// and ends their claims' leases now, for [`recover_sql`] to take over.
 const BURY_NODES_SQL: &str = "
 WITH dead AS (
     DELETE FROM nodes WHERE heartbeat_at < $2 RETURNING id
@@ -774,7 +1039,11 @@ impl Storage for PostgresStorage {
                 .collect();
             let lookup = client
                 .prepare_cached(
-                    "SELECT idempotency_key, id, status, fingerprint FROM messages WHERE idempotency_key = ANY($1)",
+                    "SELECT idempotency_key, id, status, fingerprint FROM messages
+                     WHERE idempotency_key = ANY($1)
+                     UNION ALL
+                     SELECT idempotency_key, id, status, fingerprint FROM finished_messages
+                     WHERE idempotency_key = ANY($1)",
                 )
                 .await?;
             for row in client.query(&lookup, &[&skipped]).await? {
@@ -870,123 +1139,13 @@ impl Storage for PostgresStorage {
         outcomes: Vec<Outcome>,
         now: DateTime<Utc>,
     ) -> Result<Recorded, StorageError> {
-        if outcomes.is_empty() {
-            return Ok(Recorded::default());
-        }
-        let mut ids = Vec::with_capacity(outcomes.len());
-        let mut tokens = Vec::with_capacity(outcomes.len());
-        let mut kinds = Vec::with_capacity(outcomes.len());
-        let mut members = Vec::with_capacity(outcomes.len());
-        let mut durations = Vec::with_capacity(outcomes.len());
-        let mut errors: Vec<Option<&str>> = Vec::with_capacity(outcomes.len());
-        let mut retry_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(outcomes.len());
-        let mut details: Vec<Option<serde_json::Value>> = Vec::with_capacity(outcomes.len());
-        for outcome in &outcomes {
-            ids.push(uuid(outcome.id));
-            tokens.push(Uuid::from(outcome.claim_token.0));
-            members.push(outcome.transport.as_str());
-            durations.push(millis_i64(outcome.duration_ms));
-            let (kind, error, retry_at, detail) = match &outcome.kind {
-                OutcomeKind::Sent => ("sent", None, None, None),
-                OutcomeKind::Failed { error, retry_at } => (
-                    "failed",
-                    Some(error.as_str()),
-                    *retry_at,
-                    retry_at.map(|at| serde_json::json!({ "retry_at": at })),
-                ),
-                OutcomeKind::Released { reason } => (
-                    "released",
-                    None,
-                    None,
-                    Some(serde_json::json!({ "reason": reason })),
-                ),
-            };
-            kinds.push(kind);
-            errors.push(error);
-            retry_ats.push(retry_at);
-            details.push(detail);
-        }
-
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // First, so that their events come before the attempt's own.
-        record_passed_over(&tx, &outcomes, now).await?;
-        let statement = tx.prepare_cached(OUTCOMES_SQL).await?;
-        let rows = tx
-            .query(
-                &statement,
-                &[
-                    &ids,
-                    &tokens,
-                    &kinds,
-                    &members,
-                    &durations,
-                    &errors,
-                    &retry_ats,
-                    &details,
-                    &now,
-                    &self.aging_ms,
-                ],
-            )
-            .await?;
-        let mut applied = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let status: String = row.try_get(1)?;
-            applied.insert(
-                stamp(row.try_get(0)?),
-                status.parse::<Status>().map_err(|e| corrupt("status", e))?,
-            );
-        }
-        let mut recorded = Recorded::default();
-        for outcome in &outcomes {
-            match applied.get(&outcome.id) {
-                Some(status) => recorded.applied.push((outcome.id, *status)),
-                None => recorded.stale.push(outcome.id),
+        match self.record_outcomes_once(&outcomes, now).await {
+            Err(err) if finished::is_missing_partition(&err) => {
+                self.make_day_ready(now).await?;
+                self.record_outcomes_once(&outcomes, now).await
             }
+            other => other,
         }
-        let (rollups, failures) = if self.rollups {
-            rollup(&outcomes, &recorded.applied, now)
-        } else {
-            Default::default()
-        };
-        if !failures.is_empty() {
-            let minutes: Vec<DateTime<Utc>> = failures.iter().map(|f| f.minute).collect();
-            let transports: Vec<&str> = failures.iter().map(|f| f.transport.as_str()).collect();
-            let channels: Vec<&str> = failures.iter().map(|f| f.channel.as_str()).collect();
-            let categories: Vec<&str> = failures.iter().map(|f| f.category.as_str()).collect();
-            let classes: Vec<&str> = failures.iter().map(|f| f.class.as_str()).collect();
-            let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
-            let counts: Vec<i64> = failures
-                .iter()
-                .map(|f| i64::try_from(f.failures).unwrap_or(i64::MAX))
-                .collect();
-            let upsert = tx
-                .prepare_cached(
-                    "INSERT INTO failures_minutely AS r
-                         (minute, transport, channel, category, class, error, failures)
-                     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
-                                          $5::text[], $6::text[], $7::int8[])
-                     ON CONFLICT (minute, transport, channel, category, class, error)
-                     DO UPDATE SET failures = r.failures + excluded.failures",
-                )
-                .await?;
-            tx.execute(
-                &upsert,
-                &[
-                    &minutes,
-                    &transports,
-                    &channels,
-                    &categories,
-                    &classes,
-                    &errors,
-                    &counts,
-                ],
-            )
-            .await?;
-        }
-        add_rollups(&tx, &rollups).await?;
-        tx.commit().await?;
-        Ok(recorded)
     }
 
     async fn rollup_totals(
@@ -1017,22 +1176,23 @@ impl Storage for PostgresStorage {
         dead_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Stamp>, StorageError> {
-        let limit = clamp_limit(limit) as i64;
-        let client = self.client().await?;
-        // Separate statements: if this node dies between them, the dead
-        // node's claims already have ended leases and any node recovers them.
-        let bury = client.prepare_cached(BURY_NODES_SQL).await?;
-        client.execute(&bury, &[&now, &dead_before]).await?;
-        let recover = client.prepare_cached(RECOVER_SQL).await?;
-        let rows = client.query(&recover, &[&now, &limit]).await?;
-        rows.iter().map(|row| Ok(stamp(row.try_get(0)?))).collect()
+        match self.recover_expired_once(now, dead_before, limit).await {
+            Err(err) if finished::is_missing_partition(&err) => {
+                self.make_day_ready(now).await?;
+                self.recover_expired_once(now, dead_before, limit).await
+            }
+            other => other,
+        }
     }
 
     async fn cancel(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let cancelled = cancel_one(&tx, id, now).await;
-        finish(tx, cancelled).await
+        match self.cancel_once(id, now).await {
+            Err(err) if finished::is_missing_partition(&err) => {
+                self.make_day_ready(now).await?;
+                self.cancel_once(id, now).await
+            }
+            other => other,
+        }
     }
 
     async fn replay(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
@@ -1053,14 +1213,31 @@ impl Storage for PostgresStorage {
         let tx = client.transaction().await?;
         let rows = tx
             .query(
-                "SELECT id FROM messages WHERE status = 'dead' AND ($1::text IS NULL OR transport = $1)
+                "SELECT id, updated_at FROM finished_messages
+                 WHERE status = 'dead' AND ($1::text IS NULL OR transport = $1)
                  ORDER BY updated_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
                 &[&transport, &limit],
             )
             .await?;
+        // Dead letters stored before the tables were split, not yet moved.
+        let unmoved = tx
+            .query(
+                "SELECT id, updated_at FROM messages
+                 WHERE status = 'dead' AND ($1::text IS NULL OR transport = $1)
+                 ORDER BY updated_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&transport, &limit],
+            )
+            .await?;
+        let mut rows: Vec<(DateTime<Utc>, Uuid)> = rows
+            .iter()
+            .chain(&unmoved)
+            .map(|row| Ok((row.try_get(1)?, row.try_get(0)?)))
+            .collect::<Result<_, StorageError>>()?;
+        rows.sort();
+        rows.truncate(limit as usize);
         let mut ids = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id = stamp(row.try_get(0)?);
+        for (_, id) in rows {
+            let id = stamp(id);
             replay_one(&tx, id, now, self.aging_ms).await?;
             ids.push(id);
         }
@@ -1224,7 +1401,16 @@ impl Storage for PostgresStorage {
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
             ))
             .await?;
-        let Some(row) = tx.query_opt(&select, &[&uuid(id)]).await? else {
+        let finished = tx
+            .prepare_cached(&format!(
+                "SELECT {FINISHED_COLUMNS} FROM finished_messages WHERE id = $1"
+            ))
+            .await?;
+        let mut row = tx.query_opt(&select, &[&uuid(id)]).await?;
+        if row.is_none() {
+            row = tx.query_opt(&finished, &[&uuid(id)]).await?;
+        }
+        let Some(row) = row else {
             // Close the read transaction now: dropped, its ROLLBACK would
             // only be queued, keeping the connection in a transaction.
             tx.rollback().await?;
@@ -1284,9 +1470,14 @@ impl Storage for PostgresStorage {
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
+        // Newest first across both tables: each gives its own newest,
+        // then they are merged.
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages {where_clause} ORDER BY id DESC LIMIT {}",
-            limit + 1
+            "(SELECT {MESSAGE_COLUMNS} FROM messages {where_clause} ORDER BY id DESC LIMIT {n})
+             UNION ALL
+             (SELECT {FINISHED_COLUMNS} FROM finished_messages {where_clause} ORDER BY id DESC LIMIT {n})
+             ORDER BY id DESC LIMIT {n}",
+            n = limit + 1
         );
         let client = self.client().await?;
         let statement = client.prepare_cached(&sql).await?;
@@ -1304,26 +1495,25 @@ impl Storage for PostgresStorage {
         Ok(Page { items, next })
     }
 
-    async fn purge_dead(
+    async fn expire_finished(
         &self,
-        transport: Option<&str>,
-        dead_before: DateTime<Utc>,
-    ) -> Result<u64, StorageError> {
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Expired, StorageError> {
+        let mut client = self.client().await?;
+        // The days ahead are made ready here, from the maintenance loop;
+        // a day that still meets none gets its partition on demand.
+        finished::ensure_partitions(&mut client, finished::day_of(now)).await?;
+        finished::expire(&client, &self.retention, now, clamp_limit(limit) as i64).await
+    }
+
+    async fn move_finished(&self, limit: usize) -> Result<u64, StorageError> {
         let client = self.client().await?;
-        let purged = client
-            .query_one(
-                "WITH purged AS (
-                     DELETE FROM messages WHERE status = 'dead' AND updated_at < $1
-                     AND ($2::text IS NULL OR transport = $2)
-                     RETURNING id
-                 ), events AS (
-                     DELETE FROM message_events WHERE message_id IN (SELECT id FROM purged)
-                 )
-                 SELECT count(*) FROM purged",
-                &[&dead_before, &transport],
-            )
+        let statement = client.prepare_cached(finished::MOVE_FINISHED_SQL).await?;
+        let row = client
+            .query_one(&statement, &[&(clamp_limit(limit) as i64)])
             .await?;
-        Ok(purged.try_get::<_, i64>(0)?.max(0) as u64)
+        Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
     }
 
     async fn failure_counts(
@@ -1423,7 +1613,11 @@ impl Storage for PostgresStorage {
         let rows = client
             .query(
                 "SELECT transport, channel, coalesce(category, ''), count(*), min(updated_at)
-                 FROM messages WHERE status = 'dead'
+                 FROM (SELECT transport, channel, category, updated_at FROM finished_messages
+                       WHERE status = 'dead'
+                       UNION ALL
+                       SELECT transport, channel, category, updated_at FROM messages
+                       WHERE status = 'dead') AS dead
                  GROUP BY transport, channel, category ORDER BY 1, 2, 3",
                 &[],
             )
@@ -1817,8 +2011,9 @@ async fn cancel_one(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Stamp,
     now: DateTime<Utc>,
+    retention: &Retention,
 ) -> Result<Message, StorageError> {
-    let current = lock_message(tx, id).await?;
+    let (current, live) = lock_message(tx, id).await?;
     if !matches!(current.status, Status::Queued | Status::Dead) {
         return Err(StorageError::Conflict {
             id,
@@ -1826,12 +2021,32 @@ async fn cancel_one(
             reason: "only a queued or dead message can be cancelled",
         });
     }
-    let row = tx
-        .query_one(
-            &format!("UPDATE messages SET status = 'cancelled', updated_at = $2 WHERE id = $1 RETURNING {MESSAGE_COLUMNS}"),
+    let row = if live {
+        let bucket = bucket_of(retention, &current, now);
+        tx.query_one(
+            &format!(
+                "WITH moved AS (DELETE FROM messages WHERE id = $1 RETURNING *)
+                 INSERT INTO finished_messages ({FINISHED_INSERT})
+                 SELECT id, channel, transport, category, 'cancelled', priority, payload, metadata,
+                        fingerprint, idempotency_key, attempts, max_attempts, created_at,
+                        available_at, sent_at, last_error, $2, $3::date
+                 FROM moved
+                 RETURNING {FINISHED_COLUMNS}"
+            ),
+            &[&uuid(id), &now, &bucket],
+        )
+        .await?
+    } else {
+        // A dead letter is finished already: only its status changes.
+        tx.query_one(
+            &format!(
+                "UPDATE finished_messages SET status = 'cancelled', updated_at = $2
+                 WHERE id = $1 RETURNING {FINISHED_COLUMNS}"
+            ),
             &[&uuid(id), &now],
         )
-        .await?;
+        .await?
+    };
     let detail = serde_json::json!({ "previous_status": current.status });
     insert_event(
         tx,
@@ -1847,18 +2062,40 @@ async fn cancel_one(
     message_from_row(&row)
 }
 
+/// The `finished_on` a message finishing now is filed under, as
+/// [`finished::bucket_sql`] decides it in SQL.
+fn bucket_of(retention: &Retention, message: &Message, now: DateTime<Utc>) -> chrono::NaiveDate {
+    let rule = retention.rule_for(&message.transport, message.category.as_deref());
+    if *rule == retention.default {
+        finished::day_of(now)
+    } else {
+        chrono::NaiveDate::from_str(finished::KEPT_DAY).unwrap_or(chrono::NaiveDate::MAX)
+    }
+}
+
+/// Locks a message, live or finished; true when it is live (which a dead
+/// letter stored before the tables were split may still be).
 async fn lock_message(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Stamp,
-) -> Result<Message, StorageError> {
-    let row = tx
+) -> Result<(Message, bool), StorageError> {
+    let live = tx
         .query_opt(
             &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 FOR UPDATE"),
             &[&uuid(id)],
         )
+        .await?;
+    if let Some(row) = live {
+        return Ok((message_from_row(&row)?, true));
+    }
+    let row = tx
+        .query_opt(
+            &format!("SELECT {FINISHED_COLUMNS} FROM finished_messages WHERE id = $1 FOR UPDATE"),
+            &[&uuid(id)],
+        )
         .await?
         .ok_or(StorageError::NotFound(id))?;
-    message_from_row(&row)
+    Ok((message_from_row(&row)?, false))
 }
 
 async fn insert_event(
@@ -1885,13 +2122,29 @@ async fn replay_one(
     now: DateTime<Utc>,
     aging_ms: f64,
 ) -> Result<Message, StorageError> {
-    let current = lock_message(tx, id).await?;
+    let (current, live) = lock_message(tx, id).await?;
     if current.status != Status::Dead {
         return Err(StorageError::Conflict {
             id,
             status: current.status,
             reason: "only a dead message can be replayed",
         });
+    }
+    if !live {
+        // Back to the live table under the same id.
+        tx.execute(
+            "WITH moved AS (DELETE FROM finished_messages WHERE id = $1 RETURNING *)
+             INSERT INTO messages (id, channel, transport, category, status, priority, payload,
+                                   metadata, fingerprint, idempotency_key, attempts, max_attempts,
+                                   created_at, available_at, effective_at, sent_at, last_error,
+                                   updated_at)
+             SELECT id, channel, transport, category, 'dead', priority, payload, metadata,
+                    fingerprint, idempotency_key, attempts, max_attempts, created_at,
+                    available_at, available_at, sent_at, last_error, updated_at
+             FROM moved",
+            &[&uuid(id)],
+        )
+        .await?;
     }
     let row = tx
         .query_one(

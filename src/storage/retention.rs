@@ -93,3 +93,123 @@ mod tests {
         assert_eq!(retention.rule_for("sms", None).sent, days(30));
     }
 }
+
+/// What one round of retention did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// Finished messages deleted, with their events.
+    pub deleted: u64,
+    pub payloads_dropped: u64,
+}
+
+impl Expired {
+    pub fn total(&self) -> u64 {
+        self.deleted + self.payloads_dropped
+    }
+}
+
+/// The smallest ULID of an instant: every message created before it has
+/// a smaller id, and a message finishes after it was created, so rows a
+/// rule keeping `shortest` or longer has expired all lie below the id of
+/// `now - shortest`.
+pub(crate) fn below_id(now: chrono::DateTime<chrono::Utc>, shortest: Duration) -> ulid::Ulid {
+    let cutoff = now - chrono::Duration::from_std(shortest).unwrap_or(chrono::Duration::MAX);
+    ulid::Ulid::from_parts(u64::try_from(cutoff.timestamp_millis()).unwrap_or(0), 0)
+}
+
+/// Which of a rule's keeps an expression is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    // Sent, dead, cancelled: each status's rows; then sent rows' payloads.
+    Sent,
+    Dead,
+    Cancelled,
+    PayloadAfterSent,
+}
+
+impl Kept {
+    fn of(self, rule: &RetentionRule) -> Option<Duration> {
+        match self {
+            Kept::Sent => rule.sent,
+            Kept::Dead => rule.dead,
+            Kept::Cancelled => rule.cancelled,
+            Kept::PayloadAfterSent => rule.payload_after_sent,
+        }
+    }
+
+    /// The finished status whose rows this keep covers.
+    pub(crate) fn status(self) -> &'static str {
+        match self {
+            Kept::Sent | Kept::PayloadAfterSent => "sent",
+            Kept::Dead => "dead",
+            Kept::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// An SQL string literal (both backends double the quote).
+pub(crate) fn sql_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+impl Retention {
+    /// An SQL expression over a row's `transport` and `category` columns:
+    /// how long `kept` keeps it, in milliseconds, NULL for ever. Arms are
+    /// in the overrides' order, so the first match wins as in
+    /// [`Retention::rule_for`].
+    pub(crate) fn keep_ms_sql(&self, kept: Kept, transport: &str, category: &str) -> String {
+        let ms = |rule: &RetentionRule| {
+            kept.of(rule)
+                .map_or("NULL".to_owned(), |d| d.as_millis().to_string())
+        };
+        let mut case = String::from("CASE");
+        for o in &self.overrides {
+            case.push_str(&format!(
+                " WHEN {} THEN {}",
+                self.match_sql(o, transport, category),
+                ms(&o.rule)
+            ));
+        }
+        case.push_str(&format!(" ELSE {} END", ms(&self.default)));
+        case
+    }
+
+    /// An SQL condition: the row (`transport`, `category`) follows a rule
+    /// other than the default.
+    pub(crate) fn differs_sql(&self, transport: &str, category: &str) -> String {
+        let mut case = String::from("CASE");
+        for o in &self.overrides {
+            case.push_str(&format!(
+                " WHEN {} THEN {}",
+                self.match_sql(o, transport, category),
+                o.rule != self.default
+            ));
+        }
+        case.push_str(" ELSE false END");
+        case
+    }
+
+    /// The shortest time any rule keeps `kept`: nothing of it expires
+    /// sooner. `None` when every rule keeps it for ever.
+    pub(crate) fn shortest(&self, kept: Kept) -> Option<Duration> {
+        std::iter::once(&self.default)
+            .chain(self.overrides.iter().map(|o| &o.rule))
+            .filter_map(|r| kept.of(r))
+            .min()
+    }
+
+    fn match_sql(&self, o: &RetentionOverride, transport: &str, category: &str) -> String {
+        let mut conditions = Vec::new();
+        if let Some(t) = &o.transport {
+            conditions.push(format!("{transport} = {}", sql_literal(t)));
+        }
+        if let Some(c) = &o.category {
+            conditions.push(format!("{category} = {}", sql_literal(c)));
+        }
+        if conditions.is_empty() {
+            "true".to_owned()
+        } else {
+            conditions.join(" AND ")
+        }
+    }
+}

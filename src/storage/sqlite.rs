@@ -10,6 +10,7 @@
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::lifecycle::{self, Ending};
+use super::retention::{Kept, below_id};
 use super::{
     Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
     FailureCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
@@ -29,6 +32,7 @@ use super::{
     effective_at, failure_totals_sql, metric_columns, metric_merge_updates, metric_values, rollup,
     rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
 };
+use super::{Expired, Retention};
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
     Stamp, Status,
@@ -51,6 +55,16 @@ const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priorit
     metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
     lease_until, claim_token, sent_at, last_error, updated_at";
 
+/// [`MESSAGE_COLUMNS`] of a finished message: it holds no claim.
+const FINISHED_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
+    metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
+    NULL AS lease_until, NULL AS claim_token, sent_at, last_error, updated_at";
+
+/// The columns a message keeps when it moves between the live and the
+/// finished table.
+const MOVED_COLUMNS: &str = "id, channel, transport, category, priority, payload, metadata, \
+    fingerprint, idempotency_key, max_attempts, created_at";
+
 /// SQLite storage: one writer thread, `pool_size` reader threads.
 pub struct SqliteStorage {
     writer: ConnectionThread,
@@ -60,6 +74,7 @@ pub struct SqliteStorage {
     rollups: bool,
     signal: WorkSignal,
     state: WorkSignal,
+    retention: Arc<Retention>,
     /// `<file>.lock`, locked while this storage's node is registered: only
     /// one process may deliver from a SQLite file.
     lock_path: std::path::PathBuf,
@@ -94,6 +109,7 @@ impl SqliteStorage {
             state: WorkSignal::default(),
             lock_path: lock_path(path),
             node_lock: std::sync::Mutex::new(None),
+            retention: Arc::new(options.retention.clone()),
         })
     }
 
@@ -135,10 +151,18 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageEr
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StorageError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    if !read_only {
+        // Takes effect on a new file only (an existing one would need a
+        // full VACUUM): retention's deletes then give pages back with
+        // `incremental_vacuum` and the file shrinks.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+    }
     // FULL: a commit survives power loss, not only a crash of Herald; the
-    // promise is that nothing accepted with 202 is lost.
+    // promise is that nothing accepted with 202 is lost. Foreign keys
+    // off: the only one (events to messages, with ON DELETE CASCADE)
+    // would delete a message's events when it moves to the finished table.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;",
     )?;
     if read_only {
         conn.execute_batch("PRAGMA query_only = ON;")?;
@@ -235,8 +259,11 @@ where
     text.parse().map_err(|e| conversion_error(column, e))
 }
 
+/// A JSON column; NULL (a payload retention dropped) reads as JSON null.
 fn json_column(row: &Row<'_>, column: usize) -> rusqlite::Result<serde_json::Value> {
-    let text: String = row.get(column)?;
+    let Some(text) = row.get::<_, Option<String>>(column)? else {
+        return Ok(serde_json::Value::Null);
+    };
     serde_json::from_str(&text).map_err(|e| conversion_error(column, e))
 }
 
@@ -449,12 +476,57 @@ fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<Alert> {
     })
 }
 
+/// A message, live or finished.
 fn load_message(conn: &Connection, id: Stamp) -> rusqlite::Result<Option<Message>> {
-    let mut stmt = conn.prepare_cached(&format!(
+    let mut live = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
     ))?;
-    stmt.query_row([id.to_string()], message_from_row)
+    if let Some(message) = live
+        .query_row([id.to_string()], message_from_row)
+        .optional()?
+    {
+        return Ok(Some(message));
+    }
+    let mut finished = conn.prepare_cached(&format!(
+        "SELECT {FINISHED_COLUMNS} FROM finished_messages WHERE id = ?1"
+    ))?;
+    finished
+        .query_row([id.to_string()], message_from_row)
         .optional()
+}
+
+/// `last_error` of a message whose last attempt's lease expired.
+const FINAL_LEASE_EXPIRED: &str = "lease expired on the final attempt";
+
+/// How a message that finishes leaves the live table.
+struct Finish<'a> {
+    status: Status,
+    now: DateTime<Utc>,
+    /// `last_error` becomes this; `None` keeps the live row's.
+    last_error: Option<Option<&'a str>>,
+}
+
+/// Moves a live message to the finished table, ended as `finish` says.
+fn finish_message(tx: &Transaction<'_>, id: Stamp, finish: Finish<'_>) -> rusqlite::Result<()> {
+    let sent = finish.status == Status::Sent;
+    tx.prepare_cached(&format!(
+        "INSERT INTO finished_messages ({MOVED_COLUMNS}, status, attempts, available_at, sent_at,
+             last_error, updated_at)
+         SELECT {MOVED_COLUMNS}, ?2, attempts, available_at, CASE WHEN ?3 THEN ?4 ELSE sent_at END,
+             CASE WHEN ?5 THEN ?6 ELSE last_error END, ?4
+         FROM messages WHERE id = ?1"
+    ))?
+    .execute(params![
+        id.to_string(),
+        finish.status.as_str(),
+        sent,
+        to_millis(finish.now),
+        finish.last_error.is_some(),
+        finish.last_error.flatten(),
+    ])?;
+    tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+        .execute([id.to_string()])?;
+    Ok(())
 }
 
 /// Requeues a dead message under the same id with fresh attempts.
@@ -472,6 +544,18 @@ fn replay_one(
             reason: "only a dead message can be replayed",
         });
     }
+    // Back to the live table under the same id (a dead letter stored
+    // before the tables were split may still be there).
+    tx.prepare_cached(&format!(
+        "INSERT INTO messages ({MOVED_COLUMNS}, status, attempts, available_at, effective_at,
+             sent_at, last_error, updated_at)
+         SELECT {MOVED_COLUMNS}, 'dead', attempts, available_at, available_at, sent_at, last_error,
+             updated_at
+         FROM finished_messages WHERE id = ?1"
+    ))?
+    .execute([id.to_string()])?;
+    tx.prepare_cached("DELETE FROM finished_messages WHERE id = ?1")?
+        .execute([id.to_string()])?;
     let mut stmt = tx.prepare_cached(&format!(
         "UPDATE messages SET status = 'queued', attempts = 0, available_at = ?2, effective_at = ?3, updated_at = ?2
          WHERE id = ?1 RETURNING {MESSAGE_COLUMNS}"
@@ -567,11 +651,33 @@ impl Storage for SqliteStorage {
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13, ?11)
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )?;
+            // A key is taken while its message is live or finished; the
+            // one writer makes looking in both and inserting one step.
             let mut existing = tx.prepare_cached(
-                "SELECT id, status, fingerprint FROM messages WHERE idempotency_key = ?1",
+                "SELECT id, status, fingerprint FROM messages WHERE idempotency_key = ?1
+                 UNION ALL
+                 SELECT id, status, fingerprint FROM finished_messages WHERE idempotency_key = ?1",
             )?;
+            let found = |existing: &mut rusqlite::CachedStatement<'_>, key: &Option<String>| {
+                existing
+                    .query_row([key], |row| {
+                        Ok(Enqueued {
+                            id: parse_column(row, 0)?,
+                            status: parse_column(row, 1)?,
+                            fingerprint: Fingerprint::from_stored(row.get(2)?),
+                            created: false,
+                        })
+                    })
+                    .optional()
+            };
             let mut results = Vec::with_capacity(messages.len());
             for message in &messages {
+                if message.idempotency_key.is_some()
+                    && let Some(known) = found(&mut existing, &message.idempotency_key)?
+                {
+                    results.push(known);
+                    continue;
+                }
                 let inserted = insert.execute(params![
                     message.id.to_string(),
                     message.channel.as_str(),
@@ -608,15 +714,9 @@ impl Storage for SqliteStorage {
                         created: true,
                     });
                 } else {
-                    let found = existing.query_row([&message.idempotency_key], |row| {
-                        Ok(Enqueued {
-                            id: parse_column(row, 0)?,
-                            status: parse_column(row, 1)?,
-                            fingerprint: Fingerprint::from_stored(row.get(2)?),
-                            created: false,
-                        })
-                    })?;
-                    results.push(found);
+                    let known = found(&mut existing, &message.idempotency_key)?
+                        .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                    results.push(known);
                 }
             }
             Ok(results)
@@ -715,24 +815,12 @@ impl Storage for SqliteStorage {
             let mut current = tx.prepare_cached(
                 "SELECT status, claim_token, attempts, max_attempts, priority FROM messages WHERE id = ?1",
             )?;
-            let mut sent = tx.prepare_cached(
-                "UPDATE messages SET status = 'sent', sent_at = ?2, lease_until = NULL, claim_token = NULL, claimed_by = NULL,
-                     last_error = NULL, updated_at = ?2
-                 WHERE id = ?1",
-            )?;
+            // A retry stays live; everything else is decided by the
+            // lifecycle table and, when it finishes the message, moves it.
             let mut retry = tx.prepare_cached(
-                "UPDATE messages SET status = 'queued', available_at = ?3, effective_at = ?4, lease_until = NULL,
-                     claim_token = NULL, claimed_by = NULL, last_error = ?5, updated_at = ?2
-                 WHERE id = ?1",
-            )?;
-            let mut dead = tx.prepare_cached(
-                "UPDATE messages SET status = 'dead', lease_until = NULL, claim_token = NULL, claimed_by = NULL, last_error = ?3,
-                     updated_at = ?2
-                 WHERE id = ?1",
-            )?;
-            let mut release = tx.prepare_cached(
-                "UPDATE messages SET status = 'queued', attempts = attempts - 1, lease_until = NULL,
-                     claim_token = NULL, claimed_by = NULL, updated_at = ?2
+                "UPDATE messages SET status = 'queued', attempts = attempts + ?6,
+                     available_at = coalesce(?3, available_at), effective_at = coalesce(?4, effective_at), lease_until = NULL, claim_token = NULL, claimed_by = NULL,
+                     last_error = coalesce(?5, last_error), updated_at = ?2
                  WHERE id = ?1",
             )?;
             let mut recorded = Recorded::default();
@@ -784,48 +872,70 @@ impl Storage for SqliteStorage {
                     error,
                     detail,
                 };
-                let status = match &outcome.kind {
-                    OutcomeKind::Sent => {
-                        sent.execute(params![id, to_millis(now)])?;
-                        insert_event(tx, event(EventKind::Sent, None, None))?;
-                        Status::Sent
-                    }
+                let (ending, error, retry_at) = match &outcome.kind {
+                    OutcomeKind::Sent => (Ending::Sent, None, None),
                     OutcomeKind::Failed { error, retry_at } => {
-                        insert_event(tx, event(EventKind::AttemptFailed, Some(error), None))?;
-                        match retry_at {
-                            Some(at) if attempts < max_attempts => {
-                                let priority = Priority::new(priority).unwrap_or_default();
-                                retry.execute(params![
-                                    id,
-                                    to_millis(now),
-                                    to_millis(*at),
-                                    to_millis(effective_at(*at, priority, aging)),
-                                    error
-                                ])?;
-                                let detail = serde_json::json!({ "retry_at": at });
-                                insert_event(tx, event(EventKind::RetryScheduled, None, Some(detail)))?;
-                                Status::Queued
-                            }
-                            _ => {
-                                dead.execute(params![id, to_millis(now), error])?;
-                                let reason = if retry_at.is_some() { "max_attempts" } else { "permanent" };
-                                let detail = serde_json::json!({ "reason": reason });
-                                insert_event(tx, event(EventKind::DeadLettered, Some(error), Some(detail)))?;
-                                Status::Dead
-                            }
-                        }
+                        (Ending::Failed, Some(error.as_str()), *retry_at)
+                    }
+                    OutcomeKind::Released { .. } => (Ending::Released, None, None),
+                };
+                let step = lifecycle::step(ending, retry_at.is_some(), attempts, max_attempts);
+                match &outcome.kind {
+                    OutcomeKind::Sent => insert_event(tx, event(EventKind::Sent, None, None))?,
+                    OutcomeKind::Failed { error, .. } => {
+                        insert_event(tx, event(EventKind::AttemptFailed, Some(error), None))?
                     }
                     OutcomeKind::Released { reason } => {
-                        release.execute(params![id, to_millis(now)])?;
                         let detail = serde_json::json!({ "reason": reason });
                         let mut deferred = event(EventKind::Deferred, None, Some(detail));
                         deferred.attempt = attempts.saturating_sub(1);
                         deferred.duration_ms = None;
                         insert_event(tx, deferred)?;
-                        Status::Queued
                     }
-                };
-                recorded.applied.push((outcome.id, status));
+                }
+                if step.finishes() {
+                    finish_message(
+                        tx,
+                        outcome.id,
+                        Finish {
+                            status: step.status,
+                            now,
+                            last_error: Some(error),
+                        },
+                    )?;
+                } else {
+                    // A retry waits for its time; a claim handed back keeps
+                    // its place in the queue.
+                    let (available, effective) = match retry_at {
+                        Some(at) => {
+                            let priority = Priority::new(priority).ok_or_else(|| {
+                                StorageError::Corrupt(format!(
+                                    "messages.priority: {priority} of {}",
+                                    outcome.id
+                                ))
+                            })?;
+                            (Some(to_millis(at)), Some(to_millis(effective_at(at, priority, aging))))
+                        }
+                        None => (None, None),
+                    };
+                    retry.execute(params![
+                        id,
+                        to_millis(now),
+                        available,
+                        effective,
+                        error,
+                        if step.attempt_given_back { -1 } else { 0 },
+                    ])?;
+                    if let Some(at) = retry_at {
+                        let detail = serde_json::json!({ "retry_at": at });
+                        insert_event(tx, event(EventKind::RetryScheduled, None, Some(detail)))?;
+                    }
+                }
+                if let Some(reason) = step.dead {
+                    let detail = serde_json::json!({ "reason": reason.as_str() });
+                    insert_event(tx, event(EventKind::DeadLettered, error, Some(detail)))?;
+                }
+                recorded.applied.push((outcome.id, step.status));
             }
             let (metrics, failures) = if rollups {
                 rollup(&outcomes, &recorded.applied, now)
@@ -896,11 +1006,6 @@ impl Storage for SqliteStorage {
                      claimed_by = NULL, last_error = 'lease expired', updated_at = ?2
                  WHERE id = ?1",
             )?;
-            let mut bury = tx.prepare_cached(
-                "UPDATE messages SET status = 'dead', lease_until = NULL, claim_token = NULL,
-                     claimed_by = NULL, last_error = 'lease expired on the final attempt', updated_at = ?2
-                 WHERE id = ?1",
-            )?;
             let mut recovered = Vec::with_capacity(rows.len());
             for (id, attempts, max_attempts, transport) in rows {
                 let event = |kind, error: Option<&'static str>| NewEvent {
@@ -914,15 +1019,20 @@ impl Storage for SqliteStorage {
                     detail: None,
                 };
                 insert_event(tx, event(EventKind::LeaseExpired, None))?;
-                if attempts >= max_attempts {
-                    bury.execute(params![id.to_string(), to_millis(now)])?;
-                    insert_event(
+                let step = lifecycle::step(Ending::LeaseExpired, false, attempts, max_attempts);
+                if let Some(reason) = step.dead {
+                    finish_message(
                         tx,
-                        event(
-                            EventKind::DeadLettered,
-                            Some("lease expired on the final attempt"),
-                        ),
+                        id,
+                        Finish {
+                            status: step.status,
+                            now,
+                            last_error: Some(Some(FINAL_LEASE_EXPIRED)),
+                        },
                     )?;
+                    let mut dead = event(EventKind::DeadLettered, Some(FINAL_LEASE_EXPIRED));
+                    dead.detail = Some(serde_json::json!({ "reason": reason.as_str() }));
+                    insert_event(tx, dead)?;
                 } else {
                     requeue.execute(params![id.to_string(), to_millis(now)])?;
                 }
@@ -943,10 +1053,25 @@ impl Storage for SqliteStorage {
                     reason: "only a queued or dead message can be cancelled",
                 });
             }
-            let mut stmt = tx.prepare_cached(&format!(
-                "UPDATE messages SET status = 'cancelled', updated_at = ?2 WHERE id = ?1 RETURNING {MESSAGE_COLUMNS}"
-            ))?;
-            let cancelled = stmt.query_row(params![id.to_string(), to_millis(now)], message_from_row)?;
+            // A dead letter is already finished (or, stored before the
+            // tables were split, waits to be moved): it only changes status.
+            let moved = tx
+                .prepare_cached(
+                    "UPDATE finished_messages SET status = 'cancelled', updated_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id.to_string(), to_millis(now)])?;
+            if moved == 0 {
+                finish_message(
+                    tx,
+                    id,
+                    Finish {
+                        status: Status::Cancelled,
+                        now,
+                        last_error: None,
+                    },
+                )?;
+            }
+            let cancelled = load_message(tx, id)?.ok_or(StorageError::NotFound(id))?;
             insert_event(
                 tx,
                 NewEvent {
@@ -982,7 +1107,11 @@ impl Storage for SqliteStorage {
         let limit = clamp_limit(limit);
         self.write(move |tx| {
             let mut select = tx.prepare_cached(
-                "SELECT id FROM messages WHERE status = 'dead' AND (?1 IS NULL OR transport = ?1)
+                "SELECT id, updated_at FROM finished_messages
+                 WHERE status = 'dead' AND (?1 IS NULL OR transport = ?1)
+                 UNION ALL
+                 SELECT id, updated_at FROM messages
+                 WHERE status = 'dead' AND (?1 IS NULL OR transport = ?1)
                  ORDER BY updated_at, id LIMIT ?2",
             )?;
             let ids = select
@@ -1220,9 +1349,16 @@ impl Storage for SqliteStorage {
                 } else {
                     format!("WHERE {}", conditions.join(" AND "))
                 };
+                // Newest first across both tables: each gives its own
+                // newest, then they are merged.
                 let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages {where_clause} ORDER BY id DESC LIMIT {}",
-                    limit + 1
+                    "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages {where_clause}
+                                    ORDER BY id DESC LIMIT {n})
+                     UNION ALL
+                     SELECT * FROM (SELECT {FINISHED_COLUMNS} FROM finished_messages {where_clause}
+                                    ORDER BY id DESC LIMIT {n})
+                     ORDER BY id DESC LIMIT {n}",
+                    n = limit + 1
                 );
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let mut items = stmt
@@ -1239,20 +1375,93 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn purge_dead(
+    async fn expire_finished(
         &self,
-        transport: Option<&str>,
-        dead_before: DateTime<Utc>,
-    ) -> Result<u64, StorageError> {
-        let transport = transport.map(str::to_owned);
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Expired, StorageError> {
+        let retention = self.retention.clone();
+        let limit = clamp_limit(limit) as i64;
+        let expired = self
+            .write(move |tx| {
+                let mut expired = Expired::default();
+                for kept in [Kept::Sent, Kept::Dead, Kept::Cancelled] {
+                    let Some(shortest) = retention.shortest(kept) else {
+                        continue;
+                    };
+                    let keep = retention.keep_ms_sql(kept, "transport", "category");
+                    let doomed = format!(
+                        "SELECT id FROM finished_messages
+                         WHERE status = '{status}' AND id < ?2 AND updated_at < ?1 - ({keep})
+                         LIMIT ?3",
+                        status = kept.status()
+                    );
+                    let ids: Vec<String> = tx
+                        .prepare_cached(&doomed)?
+                        .query_map(
+                            params![to_millis(now), below_id(now, shortest).to_string(), limit],
+                            |row| row.get(0),
+                        )?
+                        .collect::<rusqlite::Result<_>>()?;
+                    let mut events =
+                        tx.prepare_cached("DELETE FROM message_events WHERE message_id = ?1")?;
+                    let mut rows =
+                        tx.prepare_cached("DELETE FROM finished_messages WHERE id = ?1")?;
+                    for id in &ids {
+                        events.execute([id])?;
+                        expired.deleted += rows.execute([id])? as u64;
+                    }
+                }
+                if let Some(shortest) = retention.shortest(Kept::PayloadAfterSent) {
+                    let keep =
+                        retention.keep_ms_sql(Kept::PayloadAfterSent, "transport", "category");
+                    expired.payloads_dropped += tx
+                        .prepare_cached(&format!(
+                            "UPDATE finished_messages SET payload = NULL WHERE id IN (
+                                 SELECT id FROM finished_messages
+                                 WHERE status = 'sent' AND id < ?2 AND payload IS NOT NULL
+                                   AND sent_at < ?1 - ({keep})
+                                 LIMIT ?3)"
+                        ))?
+                        .execute(params![
+                            to_millis(now),
+                            below_id(now, shortest).to_string(),
+                            limit
+                        ])? as u64;
+                }
+                Ok(expired)
+            })
+            .await?;
+        if expired.deleted > 0 {
+            // Give the freed pages back, so the file shrinks (a store
+            // created with auto_vacuum = INCREMENTAL; see open_connection).
+            self.writer
+                .call(|conn| {
+                    conn.execute_batch("PRAGMA incremental_vacuum(2000)")?;
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(expired)
+    }
+
+    async fn move_finished(&self, limit: usize) -> Result<u64, StorageError> {
+        let limit = clamp_limit(limit) as i64;
         self.write(move |tx| {
-            let purged = tx
-                .prepare_cached(
-                    "DELETE FROM messages WHERE status = 'dead' AND updated_at < ?1
-                     AND (?2 IS NULL OR transport = ?2)",
-                )?
-                .execute(params![to_millis(dead_before), transport])?;
-            Ok(purged as u64)
+            let batch = "SELECT id FROM messages INDEXED BY messages_status
+                         WHERE status IN ('sent', 'dead', 'cancelled') LIMIT ?1";
+            let moved = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO finished_messages ({MOVED_COLUMNS}, status, attempts, available_at,
+                         sent_at, last_error, updated_at)
+                     SELECT {MOVED_COLUMNS}, status, attempts, available_at, sent_at, last_error,
+                         updated_at
+                     FROM messages WHERE id IN ({batch})"
+                ))?
+                .execute([limit])?;
+            tx.prepare_cached(&format!("DELETE FROM messages WHERE id IN ({batch})"))?
+                .execute([limit])?;
+            Ok(moved as u64)
         })
         .await
     }
@@ -1337,7 +1546,11 @@ impl Storage for SqliteStorage {
             .call(|conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT transport, channel, coalesce(category, ''), count(*), min(updated_at)
-                     FROM messages INDEXED BY messages_dead_since WHERE status = 'dead'
+                     FROM (SELECT transport, channel, category, updated_at FROM finished_messages
+                           WHERE status = 'dead'
+                           UNION ALL
+                           SELECT transport, channel, category, updated_at
+                           FROM messages INDEXED BY messages_dead_since WHERE status = 'dead')
                      GROUP BY transport, channel, category ORDER BY 1, 2, 3",
                 )?;
                 let rows = stmt

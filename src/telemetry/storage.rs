@@ -219,12 +219,16 @@ impl Storage for TimedStorage {
         .await
     }
 
-    async fn purge_dead(
+    async fn expire_finished(
         &self,
-        transport: Option<&str>,
-        dead_before: DateTime<Utc>,
-    ) -> Result<u64, StorageError> {
-        timed("purge_dead", self.inner.purge_dead(transport, dead_before)).await
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<crate::storage::Expired, StorageError> {
+        timed("expire_finished", self.inner.expire_finished(now, limit)).await
+    }
+
+    async fn move_finished(&self, limit: usize) -> Result<u64, StorageError> {
+        timed("move_finished", self.inner.move_finished(limit)).await
     }
 
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {

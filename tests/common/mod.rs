@@ -123,7 +123,8 @@ impl Fixture {
     /// Events whose message is gone: none may outlive their message.
     pub async fn orphan_events(&self) -> i64 {
         const SQL: &str = "SELECT count(*) FROM message_events e
-            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)";
+            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)
+              AND NOT EXISTS (SELECT 1 FROM finished_messages f WHERE f.id = e.message_id)";
         match &self.cleanup {
             Cleanup::Schema(_) => connect(&self.options.url)
                 .await

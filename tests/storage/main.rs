@@ -14,7 +14,8 @@ use futures::future::join_all;
 use herald::domain::{Channel, ClaimToken, EventKind, Message, Stamp, Status};
 use herald::storage::{
     Alert, AlertNotice, AlertState, GroupCommit, MemberFailed, MessageFilter, MinuteMetrics,
-    NewAlert, NodeInfo, Outcome, OutcomeKind, PageRequest, Storage, StorageError,
+    NewAlert, NodeInfo, Outcome, OutcomeKind, PageRequest, Retention, RetentionOverride,
+    RetentionRule, Storage, StorageError,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -63,7 +64,7 @@ conformance!(
     cancel_applies_to_queued_messages_only,
     replay_requeues_a_dead_message_under_the_same_id,
     bulk_replay_takes_dead_letters_of_one_transport,
-    purge_removes_only_old_dead_letters,
+    retention_removes_exactly_what_has_expired,
     pause_state_persists_across_a_restart,
     listing_pages_without_gaps_or_duplicates,
     listing_filters_and_fingerprint_lookup,
@@ -956,11 +957,45 @@ async fn bulk_replay_takes_dead_letters_of_one_transport(f: &Fixture) {
     );
 }
 
-async fn purge_removes_only_old_dead_letters(f: &Fixture) {
-    let s = f.storage.as_ref();
-    let batch = emails(3, t0());
+async fn retention_removes_exactly_what_has_expired(f: &Fixture) {
+    let hour = Duration::from_secs(3600);
+    let day = Duration::from_secs(86_400);
+    let retention = Retention {
+        default: RetentionRule {
+            sent: Some(30 * day),
+            dead: Some(hour),
+            cancelled: None,
+            payload_after_sent: None,
+        },
+        overrides: vec![RetentionOverride {
+            transport: None,
+            category: Some("otp".into()),
+            rule: RetentionRule {
+                sent: Some(day),
+                dead: Some(hour),
+                cancelled: None,
+                payload_after_sent: Some(hour),
+            },
+        }],
+    };
+    let s = herald::storage::open(&herald::storage::StorageOptions {
+        retention,
+        ..f.options.clone()
+    })
+    .await
+    .expect("open with retention");
+    let s = s.as_ref();
+    let mut batch = emails(5, t0());
+    // Ids are minted at enqueue: retention finds expired messages below
+    // the id of their cut-off, so these carry the test clock's time.
+    for (i, m) in batch.iter_mut().enumerate() {
+        let ms = u64::try_from(t0().timestamp_millis()).expect("after 1970");
+        m.id = Stamp(ulid::Ulid::from_parts(ms, i as u128));
+    }
+    batch[3].category = Some("otp".into());
+    batch[4].category = Some("otp".into());
     s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
-    let claimed = claim(s, 3, t0()).await;
+    let claimed = claim(s, 5, t0()).await;
     let by_id = |id: Stamp| claimed.iter().find(|m| m.id == id).expect("claimed");
     s.record_outcomes(vec![failed(by_id(batch[0].id), None)], t0())
         .await
@@ -968,33 +1003,62 @@ async fn purge_removes_only_old_dead_letters(f: &Fixture) {
     s.record_outcomes(vec![failed(by_id(batch[1].id), None)], t0() + secs(7200))
         .await
         .expect("new dead");
-    s.record_outcomes(vec![outcome(by_id(batch[2].id), OutcomeKind::Sent)], t0())
-        .await
-        .expect("sent");
+    let sent = [batch[2].id, batch[3].id];
+    s.record_outcomes(
+        sent.iter()
+            .map(|id| outcome(by_id(*id), OutcomeKind::Sent))
+            .collect(),
+        t0(),
+    )
+    .await
+    .expect("sent");
 
-    assert_eq!(
-        s.purge_dead(Some("other"), t0() + secs(3600))
-            .await
-            .expect("purge"),
-        0
-    );
-    let purged = s
-        .purge_dead(Some("mail"), t0() + secs(3600))
+    // An hour and a second on: the first dead letter, and the otp
+    // message's payload.
+    let expired = s
+        .expire_finished(t0() + secs(3601), 1000)
         .await
-        .expect("purge");
-    assert_eq!(purged, 1);
+        .expect("expire");
+    assert_eq!((expired.deleted, expired.payloads_dropped), (1, 1));
+    assert!(s.get_message(batch[0].id).await.expect("get").is_none());
+    let otp = s
+        .get_message(batch[3].id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(otp.message.payload, serde_json::Value::Null);
+    assert_eq!(otp.message.status, Status::Sent);
+    assert!(!otp.events.is_empty(), "its events stay");
+    let plain = s
+        .get_message(batch[2].id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_ne!(plain.message.payload, serde_json::Value::Null);
+    // Nothing more to do until the next message expires.
     assert_eq!(
-        s.purge_dead(None, t0() + secs(3600)).await.expect("purge"),
+        s.expire_finished(t0() + secs(3601), 1000)
+            .await
+            .expect("expire")
+            .total(),
         0
     );
-    assert!(s.get_message(batch[0].id).await.expect("get").is_none());
+
+    // A day and two hours on: the second dead letter and the otp
+    // message; the message of the default rule stays for 30 days.
+    let expired = s
+        .expire_finished(t0() + day + secs(7200), 1000)
+        .await
+        .expect("expire");
+    assert_eq!(expired.deleted, 2);
+    assert!(s.get_message(batch[1].id).await.expect("get").is_none());
+    assert!(s.get_message(batch[3].id).await.expect("get").is_none());
+    assert_eq!(status_of(s, batch[2].id).await, Status::Sent);
     assert_eq!(
         f.orphan_events().await,
         0,
-        "a purged message's events go too"
+        "a deleted message's events go too"
     );
-    assert_eq!(status_of(s, batch[1].id).await, Status::Dead);
-    assert_eq!(status_of(s, batch[2].id).await, Status::Sent);
 }
 
 async fn a_write_probe_commits_and_leaves_nothing_behind(f: &Fixture) {

@@ -1,0 +1,207 @@
+//! PostgreSQL's finished messages: the day partitions of
+//! `finished_messages` (created ahead, and on demand for a day that has
+//! none), the day a finishing message is filed under, and retention's
+//! bounded deletes.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::storage::StorageError;
+use crate::storage::retention::{Expired, Kept, Retention, below_id};
+
+/// `finished_on` of messages filed apart from the days: those whose
+/// retention is not the default rule's (the `finished_messages_kept`
+/// partition).
+pub(super) const KEPT_DAY: &str = "9999-01-01";
+/// Day partitions made ready beyond today.
+const AHEAD_DAYS: u64 = 7;
+/// Serialises partition changes when several nodes make them at once.
+const PARTITION_LOCK: i64 = 0x4845_5241_4c45; // "HERALE"
+
+/// The `finished_on` a message finishing at `now` (an SQL expression) is
+/// filed under: its UTC day, or [`KEPT_DAY`] when its retention differs
+/// from the default, so that dropping a day's partition expires exactly
+/// the default rule's messages.
+pub(super) fn bucket_sql(
+    retention: &Retention,
+    now: &str,
+    transport: &str,
+    category: &str,
+) -> String {
+    let day = format!("({now} AT TIME ZONE 'UTC')::date");
+    if retention
+        .overrides
+        .iter()
+        .all(|o| o.rule == retention.default)
+    {
+        return day;
+    }
+    format!(
+        "CASE WHEN {} THEN DATE '{KEPT_DAY}' ELSE {day} END",
+        retention.differs_sql(transport, category)
+    )
+}
+
+fn partition_name(day: NaiveDate) -> String {
+    format!("finished_messages_p{}", day.format("%Y%m%d"))
+}
+
+/// The UTC day of an instant.
+pub(super) fn day_of(at: DateTime<Utc>) -> NaiveDate {
+    at.date_naive()
+}
+
+/// Makes sure the partitions of `from` and the [`AHEAD_DAYS`] after it
+/// exist. Each is created empty and then attached, which takes only a
+/// SHARE UPDATE EXCLUSIVE lock on `finished_messages`: outcomes, reads and
+/// retention go on meanwhile.
+pub(super) async fn ensure_partitions(
+    client: &mut deadpool_postgres::Object,
+    from: NaiveDate,
+) -> Result<u32, StorageError> {
+    let mut created = 0;
+    for offset in 0..=AHEAD_DAYS {
+        let day = from + chrono::Days::new(offset);
+        let name = partition_name(day);
+        if exists(client, &name).await? {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        // Never queue for long behind a long-running statement's lock:
+        // the next maintenance round, or the next outcome, tries again.
+        tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+            .await?;
+        let raced = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .await?
+            .try_get::<_, bool>(0)?;
+        if raced {
+            tx.commit().await?;
+            continue;
+        }
+        let next = day + chrono::Days::new(1);
+        let made = tx
+            .batch_execute(&format!(
+                "CREATE TABLE {name} (LIKE finished_messages INCLUDING DEFAULTS);
+                 ALTER TABLE finished_messages ATTACH PARTITION {name}
+                     FOR VALUES FROM ('{day}') TO ('{next}')"
+            ))
+            .await;
+        match made {
+            Ok(()) => {
+                tx.commit().await?;
+                created += 1;
+            }
+            // Another node made it between the look and the lock.
+            Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE) => {
+                tx.rollback().await?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(created)
+}
+
+async fn exists(client: &deadpool_postgres::Object, name: &str) -> Result<bool, StorageError> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+        .await?
+        .try_get::<_, bool>(0)?)
+}
+
+/// A finishing message met a day without its partition (a clock far
+/// from the days made ready, or maintenance not yet run).
+pub(super) fn is_missing_partition(err: &StorageError) -> bool {
+    matches!(err, StorageError::Backend(message) if message.contains("no partition of relation"))
+}
+
+/// Deletes up to `limit` finished messages of each status that retention
+/// no longer keeps, with their events and idempotency keys, and drops up
+/// to `limit` payloads of sent messages past `payload_after_sent`. Each
+/// statement finds its rows through the `(status, id)` index, starting
+/// below the id of the newest message any rule could have expired, and
+/// touches no live message.
+pub(super) async fn expire(
+    client: &deadpool_postgres::Object,
+    retention: &Retention,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Expired, StorageError> {
+    let mut expired = Expired::default();
+    for kept in [Kept::Sent, Kept::Dead, Kept::Cancelled] {
+        let Some(shortest) = retention.shortest(kept) else {
+            continue;
+        };
+        let keep = retention.keep_ms_sql(kept, "f.transport", "f.category");
+        let below = uuid::Uuid::from(below_id(now, shortest));
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH doomed AS (
+                     SELECT f.id, f.finished_on, f.idempotency_key FROM finished_messages f
+                     WHERE f.status = '{status}' AND f.id < $2
+                       AND f.updated_at < $1::timestamptz - ({keep}) * interval '1 millisecond'
+                     LIMIT $3
+                 ), gone AS (
+                     DELETE FROM finished_messages f USING doomed d
+                     WHERE f.id = d.id AND f.finished_on = d.finished_on
+                     RETURNING f.id
+                 ), events AS (
+                     DELETE FROM message_events WHERE message_id IN (SELECT id FROM gone)
+                 ), keys AS (
+                     DELETE FROM idempotency_keys k USING doomed d
+                     WHERE k.key = d.idempotency_key AND k.message_id = d.id
+                 )
+                 SELECT count(*) FROM gone",
+                status = kept.status()
+            ))
+            .await?;
+        let row = client
+            .query_one(&statement, &[&now, &below, &limit])
+            .await?;
+        expired.deleted += row.try_get::<_, i64>(0)?.max(0) as u64;
+    }
+    if let Some(shortest) = retention.shortest(Kept::PayloadAfterSent) {
+        let keep = retention.keep_ms_sql(Kept::PayloadAfterSent, "f.transport", "f.category");
+        let below = uuid::Uuid::from(below_id(now, shortest));
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH bare AS (
+                     SELECT f.id, f.finished_on FROM finished_messages f
+                     WHERE f.status = 'sent' AND f.id < $2 AND f.payload IS NOT NULL
+                       AND f.sent_at < $1::timestamptz - ({keep}) * interval '1 millisecond'
+                     LIMIT $3
+                 )
+                 UPDATE finished_messages f SET payload = NULL FROM bare b
+                 WHERE f.id = b.id AND f.finished_on = b.finished_on"
+            ))
+            .await?;
+        expired.payloads_dropped += client.execute(&statement, &[&now, &below, &limit]).await?;
+    }
+    Ok(expired)
+}
+
+/// Moves up to `limit` finished messages stored before live and finished
+/// were kept apart out of `messages`, with their idempotency keys, filed
+/// apart ([`KEPT_DAY`]): their finish days have no partitions, and the
+/// bounded deletes expire them by their rules.
+pub(super) const MOVE_FINISHED_SQL: &str = "
+WITH batch AS (
+    SELECT id FROM messages WHERE status IN ('sent', 'dead', 'cancelled')
+    LIMIT $1 FOR UPDATE SKIP LOCKED
+), moved AS (
+    DELETE FROM messages m USING batch b WHERE m.id = b.id RETURNING m.*
+), keys AS (
+    INSERT INTO idempotency_keys (key, message_id, created_at)
+    SELECT idempotency_key, id, created_at FROM moved WHERE idempotency_key IS NOT NULL
+    ON CONFLICT (key) DO NOTHING
+), finished AS (
+    INSERT INTO finished_messages (id, channel, transport, category, status, priority, payload,
+        metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at,
+        sent_at, last_error, updated_at, finished_on)
+    SELECT id, channel, transport, category, status, priority, payload, metadata, fingerprint,
+           idempotency_key, attempts, max_attempts, created_at, available_at, sent_at, last_error,
+           updated_at, DATE '9999-01-01'
+    FROM moved
+    RETURNING id
+)
+SELECT count(*) FROM finished";
