@@ -190,14 +190,16 @@ impl Supervisor {
     fn purge(&mut self, ctx: &mut Context<Self>) {
         let storage = self.storage.clone();
         let now = self.clock.now();
+        // Per transport, not per category: category overrides of dead
+        // retention wait for the storage layer's own retention pass.
         let cutoffs: Vec<(String, chrono::DateTime<chrono::Utc>)> = self
             .settings
             .transports
-            .values()
-            .map(|t| {
-                let age = chrono::Duration::from_std(t.delivery.dlq_max_age)
-                    .unwrap_or(chrono::Duration::MAX);
-                (t.name.clone(), now - age)
+            .keys()
+            .filter_map(|name| {
+                let kept = self.settings.retention.rule_for(name, None).dead?;
+                let cutoff = now.checked_sub_signed(chrono::Duration::from_std(kept).ok()?)?;
+                Some((name.clone(), cutoff))
             })
             .collect();
         let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
