@@ -882,3 +882,26 @@ payload_after_sent_s = 3153600001
         days(36_500)
     );
 }
+
+#[test]
+fn the_commented_retention_example_in_config_toml_loads() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .expect("config.toml at the repository root");
+    let start = text
+        .find("# [retention]")
+        .expect("the commented [retention] example");
+    let example: String = text[start..]
+        .lines()
+        .map_while(|line| line.strip_prefix('#'))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let settings = Settings::from_toml(
+        &format!("{}\n{example}\n", &text[..start]),
+        Path::new("config.toml"),
+        |_| None,
+    )
+    .expect("the example is valid");
+    assert_ne!(settings.retention, crate::storage::Retention::default());
+    assert!(!settings.retention.overrides.is_empty());
+}
