@@ -168,7 +168,6 @@ pub struct DeliverySettings {
     pub max_retry_delay: Duration,
     pub circuit_failure_threshold: NonZeroU32,
     pub circuit_open: Duration,
-    pub dlq_max_age: Duration,
     /// Cost of one delivery, for the analytics; `None` when not configured.
     pub cost_per_message: Option<f64>,
 }
@@ -284,6 +283,9 @@ pub struct Settings {
     pub routes: BTreeMap<Channel, String>,
     pub priority: PrioritySettings,
     pub analytics: AnalyticsSettings,
+    /// How long finished messages are kept (`[retention]`, with the
+    /// transports' and categories' overrides).
+    pub retention: crate::storage::Retention,
     /// The delivery loop's timings (`[engine]`).
     pub engine: crate::engine::EngineOptions,
     /// Alerting; `None` without an `[alerts]` table.

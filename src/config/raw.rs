@@ -13,8 +13,10 @@ use super::{
     PrioritySettings, Problem, Role, Secret, ServerSettings, Settings, TlsMode, TransportKind,
     TransportSettings,
 };
-use crate::domain::{Channel, Priority};
-use crate::storage::{self, DEFAULT_PRIORITY_AGING, StorageOptions};
+use crate::domain::{Channel, Priority, check_category};
+use crate::storage::{
+    self, DEFAULT_PRIORITY_AGING, Retention, RetentionOverride, RetentionRule, StorageOptions,
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -46,12 +48,20 @@ pub const DEFAULT_RETRY_MULTIPLIER: f64 = 2.0;
 pub const DEFAULT_MAX_RETRY_DELAY_MS: u64 = 60_000;
 pub const DEFAULT_CIRCUIT_FAILURE_THRESHOLD: u32 = 5;
 pub const DEFAULT_CIRCUIT_OPEN_MS: u64 = 30_000;
-pub const DEFAULT_DLQ_MAX_AGE_S: u64 = 86_400;
 pub const DEFAULT_SMTP_PORT: u16 = 25;
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_PRIORITY: i64 = 4;
 pub const DEFAULT_COMPACT_AFTER_HOURS: u64 = 48;
 pub const DEFAULT_RETENTION_DAYS: u64 = 90;
+// `[retention]`'s defaults; 0 would keep for ever.
+pub const DEFAULT_SENT_RETENTION_DAYS: u64 = 30;
+pub const DEFAULT_DEAD_RETENTION_DAYS: u64 = 14;
+pub const DEFAULT_CANCELLED_RETENTION_DAYS: u64 = 30;
+/// Longest retention that is not for ever, in days (about a century):
+/// longer is surely a typo for 0, and the cut-offs computed from it stay
+/// far inside the clock's range.
+const MAX_RETENTION_DAYS: u64 = 36_500;
+const MAX_RETENTION_S: u64 = MAX_RETENTION_DAYS * 86_400;
 pub const DEFAULT_ALERT_EVALUATE_EVERY_S: u64 = 30;
 pub const DEFAULT_ALERT_COOLDOWN_S: u64 = 900;
 /// Longest alert rule name: it goes into notices' idempotency keys.
@@ -206,6 +216,26 @@ pub struct RawPriority {
     pub aging_s: Option<u64>,
 }
 
+/// `[retention]`, `[transports.<name>.retention]` and
+/// `[retention.categories.<name>]`: how long finished messages are kept.
+/// Each key a category sets beats the transport's, which beats
+/// `[retention]`'s, which beats the default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// Days a sent message is kept; 0 keeps it for ever. Default 30.
+    pub sent_days: Option<u64>,
+    /// Days a dead letter is kept; 0 keeps it for ever. Default 14.
+    pub dead_days: Option<u64>,
+    /// Days a cancelled message is kept; 0 keeps it for ever. Default 30.
+    pub cancelled_days: Option<u64>,
+    /// Seconds after sending when a sent message's payload is dropped (its
+    /// metadata, fingerprint and events stay); at least 1. Default: kept.
+    pub payload_after_sent_s: Option<u64>,
+    /// `[retention]` only: category -> the keys it overrides.
+    pub categories: Option<BTreeMap<String, RawRetention>>,
+}
+
 /// Declares the delivery tuning keys once: the `[defaults]` table, the same
 /// keys on every transport table, and how a transport's unset keys fall
 /// back to `[defaults]`.
@@ -216,6 +246,8 @@ macro_rules! tuning {
         #[serde(deny_unknown_fields)]
         pub struct Tuning {
             $( $(#[doc = $doc])* pub $field: Option<$ty>, )*
+            /// Deprecated alias of `[retention] dead_days`, in seconds.
+            pub dlq_max_age_s: Option<u64>,
         }
 
         /// `[transports.<name>]`
@@ -249,12 +281,17 @@ macro_rules! tuning {
             pub allowed_url_hosts: Option<Vec<String>>,
             /// failover, round_robin: member transports, in order.
             pub members: Option<Vec<String>>,
+            /// Overrides of `[retention]` for this transport's messages.
+            pub retention: Option<RawRetention>,
             $( $(#[doc = $doc])* pub $field: Option<$ty>, )*
+            /// Deprecated alias of this transport's `retention.dead_days`, in seconds.
+            pub dlq_max_age_s: Option<u64>,
         }
 
         impl RawTransport {
             fn tuning(&self, defaults: &Tuning) -> Tuning {
-                Tuning { $( $field: self.$field.or(defaults.$field), )* }
+                // `dlq_max_age_s` is retention, resolved with it per level.
+                Tuning { $( $field: self.$field.or(defaults.$field), )* ..Tuning::default() }
             }
 
             /// Which tuning keys this transport sets itself.
@@ -293,8 +330,6 @@ tuning! {
     circuit_failure_threshold: u32,
     /// How long the breaker stays open before a probe, in ms. Default 30000.
     circuit_open_ms: u64,
-    /// Dead letters older than this, in seconds, are purged. Default 86400.
-    dlq_max_age_s: u64,
     /// What one delivery costs, in your currency, for the analytics. Default unset.
     cost_per_message: f64,
 }
@@ -319,6 +354,8 @@ pub struct RawConfig {
     pub priority: RawPriority,
     #[serde(default)]
     pub analytics: RawAnalytics,
+    #[serde(default)]
+    pub retention: RawRetention,
     #[serde(default)]
     pub engine: RawEngine,
     pub alerts: Option<RawAlerts>,
@@ -520,6 +557,7 @@ impl RawConfig {
             );
         }
         let engine = self.validate_engine(&mut problems);
+        let retention = self.validate_retention(&mut problems);
         let transports = self.validate_transports(env, &mut problems);
         let [head_timeout, body_timeout, keep_alive] = self.validate_server_timeouts(&mut problems);
         let max_connections = self.validate_max_connections(
@@ -557,7 +595,7 @@ impl RawConfig {
                 enqueue_writers,
                 priority_aging: priority.aging,
                 rollups: true,
-                retention: crate::storage::Retention::default(),
+                retention: retention.clone(),
             },
             api_keys,
             transports,
@@ -567,6 +605,7 @@ impl RawConfig {
                 compact_after: Duration::from_secs(compact_after_hours.saturating_mul(3600)),
                 retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
             },
+            retention,
             engine,
             alerts,
         };
@@ -986,6 +1025,93 @@ impl RawConfig {
         }
     }
 
+    /// `[retention]` with its overrides, resolved key by key into one
+    /// rule per level that sets anything, most specific first.
+    fn validate_retention(&self, problems: &mut Problems) -> Retention {
+        let refuse_nested = |level: &RawRetention, prefix: &str, problems: &mut Problems| {
+            if level.categories.is_some() {
+                problems.add(
+                    format!("{prefix}.categories"),
+                    "category overrides go under [retention.categories.<name>]",
+                );
+            }
+        };
+        let mut global = retention_keys(&self.retention, "retention", problems);
+        fold_dead_alias(
+            &mut global,
+            &self.retention,
+            self.defaults.dlq_max_age_s,
+            "defaults.dlq_max_age_s",
+            "retention.dead_days",
+            problems,
+        );
+
+        let mut categories = Vec::new();
+        for (name, level) in self.retention.categories.iter().flatten() {
+            let prefix = format!("retention.categories.{name}");
+            if let Err(rule) = check_category(name) {
+                problems.add(&prefix, format!("not a category name: {rule}"));
+            }
+            refuse_nested(level, &prefix, problems);
+            let keys = retention_keys(level, &prefix, problems);
+            if keys != RetentionKeys::default() {
+                categories.push((name, keys));
+            }
+        }
+
+        let unset = RawRetention::default();
+        let mut transports = Vec::new();
+        for (name, raw) in &self.transports {
+            let prefix = format!("transports.{name}.retention");
+            let level = raw.retention.as_ref().unwrap_or(&unset);
+            refuse_nested(level, &prefix, problems);
+            let mut keys = retention_keys(level, &prefix, problems);
+            fold_dead_alias(
+                &mut keys,
+                level,
+                raw.dlq_max_age_s,
+                &format!("transports.{name}.dlq_max_age_s"),
+                &format!("{prefix}.dead_days"),
+                problems,
+            );
+            if keys != RetentionKeys::default() {
+                transports.push((name, keys));
+            }
+        }
+
+        // A category's override alone would fall back to `[retention]`
+        // for the keys it leaves unset, skipping the transport's: each
+        // pair of a transport and a category that both override gets its
+        // own rule, ahead of both.
+        let rule = |transport: Option<&String>, category: Option<&String>, keys: RetentionKeys| {
+            RetentionOverride {
+                transport: transport.cloned(),
+                category: category.cloned(),
+                rule: keys.resolve(),
+            }
+        };
+        let mut overrides = Vec::new();
+        for (transport, transport_keys) in &transports {
+            for (category, category_keys) in &categories {
+                overrides.push(rule(
+                    Some(transport),
+                    Some(category),
+                    category_keys.or(*transport_keys).or(global),
+                ));
+            }
+        }
+        for (category, keys) in &categories {
+            overrides.push(rule(None, Some(category), keys.or(global)));
+        }
+        for (transport, keys) in &transports {
+            overrides.push(rule(Some(transport), None, keys.or(global)));
+        }
+        Retention {
+            default: global.resolve(),
+            overrides,
+        }
+    }
+
     fn validate_transports(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
@@ -1113,6 +1239,117 @@ impl RawConfig {
             }
         }
         routes
+    }
+}
+
+/// The retention keys one level sets: per key, `None` where the level
+/// leaves it to the level above, `Some(None)` to keep for ever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RetentionKeys {
+    sent: Option<Option<Duration>>,
+    dead: Option<Option<Duration>>,
+    cancelled: Option<Option<Duration>>,
+    payload_after_sent: Option<Option<Duration>>,
+}
+
+impl RetentionKeys {
+    /// These keys, those unset taken from `above`.
+    fn or(self, above: RetentionKeys) -> RetentionKeys {
+        RetentionKeys {
+            sent: self.sent.or(above.sent),
+            dead: self.dead.or(above.dead),
+            cancelled: self.cancelled.or(above.cancelled),
+            payload_after_sent: self.payload_after_sent.or(above.payload_after_sent),
+        }
+    }
+
+    /// Every key, those still unset at their defaults.
+    fn resolve(self) -> RetentionRule {
+        let days = |n: u64| Some(Duration::from_secs(n * 86_400));
+        RetentionRule {
+            sent: self.sent.unwrap_or(days(DEFAULT_SENT_RETENTION_DAYS)),
+            dead: self.dead.unwrap_or(days(DEFAULT_DEAD_RETENTION_DAYS)),
+            cancelled: self
+                .cancelled
+                .unwrap_or(days(DEFAULT_CANCELLED_RETENTION_DAYS)),
+            payload_after_sent: self.payload_after_sent.flatten(),
+        }
+    }
+}
+
+/// Checks the keys of one retention table, `prefix` its key path.
+fn retention_keys(level: &RawRetention, prefix: &str, problems: &mut Problems) -> RetentionKeys {
+    let mut days = |key: &str, value: Option<u64>| match value? {
+        0 => Some(None),
+        n if n > MAX_RETENTION_DAYS => {
+            problems.add(
+                format!("{prefix}.{key}"),
+                format!("must be at most {MAX_RETENTION_DAYS} days; 0 keeps for ever"),
+            );
+            None
+        }
+        n => Some(Some(Duration::from_secs(n * 86_400))),
+    };
+    let sent = days("sent_days", level.sent_days);
+    let dead = days("dead_days", level.dead_days);
+    let cancelled = days("cancelled_days", level.cancelled_days);
+    // 0 is refused rather than read as "at once": beside the `*_days`
+    // keys, where 0 keeps for ever, either reading would surprise someone,
+    // and one of the surprises deletes every payload.
+    let payload_after_sent = match level.payload_after_sent_s {
+        None => None,
+        Some(0) => {
+            problems.add(
+                format!("{prefix}.payload_after_sent_s"),
+                "must be at least 1 second; leave it unset to keep payloads",
+            );
+            None
+        }
+        Some(s) if s > MAX_RETENTION_S => {
+            problems.add(
+                format!("{prefix}.payload_after_sent_s"),
+                format!("must be at most {MAX_RETENTION_S} seconds ({MAX_RETENTION_DAYS} days)"),
+            );
+            None
+        }
+        Some(s) => Some(Some(Duration::from_secs(s))),
+    };
+    RetentionKeys {
+        sent,
+        dead,
+        cancelled,
+        payload_after_sent,
+    }
+}
+
+/// Takes a level's deprecated `dlq_max_age_s` (seconds) as its dead
+/// retention. It keeps its old rule that 0 is refused, so that an old
+/// config never comes to mean "keep for ever".
+fn fold_dead_alias(
+    keys: &mut RetentionKeys,
+    level: &RawRetention,
+    dlq_max_age_s: Option<u64>,
+    alias_key: &str,
+    dead_key: &str,
+    problems: &mut Problems,
+) {
+    let Some(seconds) = dlq_max_age_s else {
+        return;
+    };
+    if level.dead_days.is_some() {
+        problems.add(
+            alias_key,
+            format!("deprecated alias of `{dead_key}`, which is also set; keep only `{dead_key}`"),
+        );
+    } else if seconds == 0 {
+        problems.add(alias_key, "must be at least 1");
+    } else if seconds > MAX_RETENTION_S {
+        problems.add(
+            alias_key,
+            format!("must be at most {MAX_RETENTION_S} seconds ({MAX_RETENTION_DAYS} days)"),
+        );
+    } else {
+        keys.dead = Some(Some(Duration::from_secs(seconds)));
     }
 }
 
@@ -1295,10 +1532,6 @@ fn validate_tuning(
         DEFAULT_CIRCUIT_OPEN_MS,
         1,
     );
-    let dlq_max_age_s = tuning.dlq_max_age_s.unwrap_or(DEFAULT_DLQ_MAX_AGE_S);
-    if dlq_max_age_s == 0 {
-        problems.add(key("dlq_max_age_s"), "must be at least 1");
-    }
     if max_retry_delay < retry_delay {
         problems.add(key("max_retry_delay_ms"), "must be at least retry_delay_ms");
     }
@@ -1332,7 +1565,6 @@ fn validate_tuning(
         max_retry_delay,
         circuit_failure_threshold,
         circuit_open,
-        dlq_max_age: Duration::from_secs(dlq_max_age_s),
         cost_per_message: tuning.cost_per_message,
     })
 }

@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::storage::{RetentionOverride, RetentionRule};
 
 const FULL: &str = r#"
 [server]
@@ -578,4 +579,329 @@ fn max_connections_stays_below_the_open_file_limit() {
         assert_eq!(err.problems()[0].key, "server.max_connections");
         assert!(err.to_string().contains(&limit.to_string()), "{err}");
     }
+}
+
+/// Two plain transports and nothing about retention.
+const TWO_TRANSPORTS: &str = r#"
+[transports.outbox]
+kind = "file"
+path = "outbox"
+
+[transports.smtp-main]
+kind = "smtp"
+host = "127.0.0.1"
+"#;
+
+fn days(n: u64) -> Option<Duration> {
+    Some(Duration::from_secs(n * 86_400))
+}
+
+fn retention(tables: &str) -> crate::storage::Retention {
+    load(&format!("{TWO_TRANSPORTS}\n{tables}"))
+        .expect("valid")
+        .retention
+}
+
+fn retention_problems(tables: &str) -> Vec<Problem> {
+    match load(&format!("{TWO_TRANSPORTS}\n{tables}")) {
+        Ok(_) => panic!("expected problems with {tables}"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+fn rule(
+    sent: Option<Duration>,
+    dead: Option<Duration>,
+    cancelled: Option<Duration>,
+    payload_after_sent: Option<Duration>,
+) -> RetentionRule {
+    RetentionRule {
+        sent,
+        dead,
+        cancelled,
+        payload_after_sent,
+    }
+}
+
+#[test]
+fn retention_defaults_keep_sent_and_cancelled_a_month_dead_two_weeks_and_payloads() {
+    let retention = retention("");
+    assert_eq!(retention.default, rule(days(30), days(14), days(30), None));
+    assert!(retention.overrides.is_empty());
+}
+
+#[test]
+fn each_retention_level_overrides_the_one_above() {
+    let global = retention("[retention]\nsent_days = 7\npayload_after_sent_s = 3600\n");
+    assert_eq!(
+        global.default,
+        rule(days(7), days(14), days(30), Some(Duration::from_secs(3600)))
+    );
+    assert!(global.overrides.is_empty());
+
+    let transport = retention("[transports.smtp-main.retention]\ndead_days = 3\n");
+    assert_eq!(
+        transport.overrides,
+        vec![RetentionOverride {
+            transport: Some("smtp-main".into()),
+            category: None,
+            rule: rule(days(30), days(3), days(30), None),
+        }]
+    );
+    assert_eq!(transport.rule_for("outbox", None), &transport.default);
+
+    let category = retention("[retention.categories.otp]\nsent_days = 1\n");
+    assert_eq!(
+        category.overrides,
+        vec![RetentionOverride {
+            transport: None,
+            category: Some("otp".into()),
+            rule: rule(days(1), days(14), days(30), None),
+        }]
+    );
+    assert_eq!(
+        category.rule_for("outbox", Some("receipt")),
+        &category.default
+    );
+}
+
+#[test]
+fn per_key_a_category_beats_a_transport_which_beats_retention() {
+    let retention = retention(
+        r#"
+[retention]
+sent_days = 10
+dead_days = 5
+cancelled_days = 20
+payload_after_sent_s = 3600
+
+[retention.categories.otp]
+sent_days = 1
+
+[transports.smtp-main.retention]
+sent_days = 8
+dead_days = 4
+"#,
+    );
+    let hour = Some(Duration::from_secs(3600));
+    assert_eq!(retention.default, rule(days(10), days(5), days(20), hour));
+    assert_eq!(
+        retention.overrides,
+        vec![
+            RetentionOverride {
+                transport: Some("smtp-main".into()),
+                category: Some("otp".into()),
+                rule: rule(days(1), days(4), days(20), hour),
+            },
+            RetentionOverride {
+                transport: None,
+                category: Some("otp".into()),
+                rule: rule(days(1), days(5), days(20), hour),
+            },
+            RetentionOverride {
+                transport: Some("smtp-main".into()),
+                category: None,
+                rule: rule(days(8), days(4), days(20), hour),
+            },
+        ],
+        "pairs first, then categories, then transports"
+    );
+    assert_eq!(
+        retention.rule_for("smtp-main", Some("otp")).dead,
+        days(4),
+        "the transport's dead_days, which the category leaves unset"
+    );
+    assert_eq!(retention.rule_for("outbox", Some("otp")).dead, days(5));
+}
+
+#[test]
+fn zero_days_keeps_for_ever_at_every_level() {
+    let retention = retention(
+        r#"
+[retention]
+sent_days = 0
+dead_days = 5
+
+[retention.categories.legal]
+cancelled_days = 0
+
+[transports.smtp-main.retention]
+dead_days = 0
+"#,
+    );
+    assert_eq!(retention.default, rule(None, days(5), days(30), None));
+    assert_eq!(
+        retention.rule_for("smtp-main", None),
+        &rule(None, None, days(30), None),
+        "a transport's 0 beats a finite [retention] value"
+    );
+    assert_eq!(
+        retention.rule_for("outbox", Some("legal")),
+        &rule(None, days(5), None, None)
+    );
+    assert_eq!(
+        retention.rule_for("smtp-main", Some("legal")),
+        &rule(None, None, None, None)
+    );
+}
+
+#[test]
+fn dlq_max_age_s_is_dead_retention_in_seconds_at_its_level() {
+    let old = retention("[defaults]\ndlq_max_age_s = 7200\n");
+    assert_eq!(old.default.dead, Some(Duration::from_secs(7200)));
+    assert!(old.overrides.is_empty());
+
+    let text = TWO_TRANSPORTS.replace(
+        "host = \"127.0.0.1\"",
+        "host = \"127.0.0.1\"\ndlq_max_age_s = 600",
+    );
+    let per_transport = load(&format!("{text}\n[retention]\ndead_days = 5\n"))
+        .expect("the alias and dead_days at different levels do not conflict")
+        .retention;
+    assert_eq!(per_transport.default.dead, days(5));
+    assert_eq!(
+        per_transport.rule_for("smtp-main", None),
+        &rule(days(30), Some(Duration::from_secs(600)), days(30), None)
+    );
+    assert_eq!(per_transport.rule_for("outbox", None).dead, days(5));
+
+    let design = load(FULL).expect("valid").retention;
+    assert_eq!(
+        design.default.dead,
+        Some(Duration::from_secs(86_400)),
+        "the DESIGN.md example's [defaults] dlq_max_age_s"
+    );
+    let zero = TWO_TRANSPORTS.replace(
+        "host = \"127.0.0.1\"",
+        "host = \"127.0.0.1\"\ndlq_max_age_s = 0",
+    );
+    assert_eq!(
+        problem_keys(&zero),
+        vec!["transports.smtp-main.dlq_max_age_s"]
+    );
+}
+
+#[test]
+fn dlq_max_age_s_and_dead_days_at_one_level_conflict_naming_both() {
+    let problems =
+        retention_problems("[defaults]\ndlq_max_age_s = 600\n[retention]\ndead_days = 5\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "defaults.dlq_max_age_s");
+    assert!(
+        problems[0].message.contains("retention.dead_days"),
+        "{}",
+        problems[0]
+    );
+
+    let text = TWO_TRANSPORTS.replace(
+        "host = \"127.0.0.1\"",
+        "host = \"127.0.0.1\"\ndlq_max_age_s = 600\nretention = { dead_days = 2 }",
+    );
+    let err = load(&text).expect_err("conflict");
+    assert_eq!(err.problems().len(), 1, "{err}");
+    assert_eq!(err.problems()[0].key, "transports.smtp-main.dlq_max_age_s");
+    assert!(
+        err.problems()[0]
+            .message
+            .contains("transports.smtp-main.retention.dead_days"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_retention_keys_and_bad_types_are_refused() {
+    for tables in [
+        "[retention]\nsent_day = 3\n",
+        "[retention.categories.otp]\nkeep = true\n",
+        "[transports.smtp-main.retention]\ndlq_max_age_s = 60\n",
+        "[retention]\nsent_days = \"30\"\n",
+        "[retention]\ndead_days = -1\n",
+        "[retention]\npayload_after_sent_s = 1.5\n",
+    ] {
+        let err = load(&format!("{TWO_TRANSPORTS}\n{tables}")).expect_err(tables);
+        assert!(matches!(err, ConfigError::Parse { .. }), "{tables}: {err}");
+    }
+    let err = load(&format!("{TWO_TRANSPORTS}\n[retention]\nsent_day = 3\n")).expect_err("typo");
+    assert!(err.to_string().contains("sent_day"), "{err}");
+
+    let problems =
+        retention_problems("[transports.smtp-main.retention.categories.otp]\nsent_days = 1\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "transports.smtp-main.retention.categories");
+}
+
+#[test]
+fn a_bad_category_name_is_refused_as_enqueue_would_refuse_it() {
+    let long = "c".repeat(65);
+    for name in ["has space", "", long.as_str(), "émoji"] {
+        let problems = retention_problems(&format!(
+            "[retention.categories.\"{name}\"]\nsent_days = 1\n"
+        ));
+        assert_eq!(problems.len(), 1, "{name}: {problems:?}");
+        assert_eq!(problems[0].key, format!("retention.categories.{name}"));
+        assert!(
+            problems[0].message.contains("letters, digits"),
+            "{}",
+            problems[0]
+        );
+    }
+    let fine = retention("[retention.categories.\"order.receipt-v2_x\"]\nsent_days = 1\n");
+    assert_eq!(fine.overrides.len(), 1);
+}
+
+#[test]
+fn retention_values_out_of_range_name_their_key() {
+    let problems = retention_problems(
+        r#"
+[retention]
+payload_after_sent_s = 0
+
+[retention.categories.otp]
+sent_days = 36501
+
+[transports.outbox.retention]
+payload_after_sent_s = 3153600001
+"#,
+    );
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "retention.payload_after_sent_s",
+            "retention.categories.otp.sent_days",
+            "transports.outbox.retention.payload_after_sent_s",
+        ]
+    );
+    assert!(
+        problems[0].message.contains("unset to keep payloads"),
+        "{}",
+        problems[0]
+    );
+    assert_eq!(
+        retention("[retention]\ndead_days = 36500\n").default.dead,
+        days(36_500)
+    );
+}
+
+#[test]
+fn the_commented_retention_example_in_config_toml_loads() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .expect("config.toml at the repository root");
+    let start = text
+        .find("# [retention]")
+        .expect("the commented [retention] example");
+    let example: String = text[start..]
+        .lines()
+        .map_while(|line| line.strip_prefix('#'))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let settings = Settings::from_toml(
+        &format!("{}\n{example}\n", &text[..start]),
+        Path::new("config.toml"),
+        |_| None,
+    )
+    .expect("the example is valid");
+    assert_ne!(settings.retention, crate::storage::Retention::default());
+    assert!(!settings.retention.overrides.is_empty());
 }
