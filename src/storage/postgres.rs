@@ -363,6 +363,7 @@ fn event_from_row(row: &Row) -> Result<Event, StorageError> {
         at: row.try_get("at")?,
         attempt: attempt.max(0) as u32,
         transport: row.try_get("transport")?,
+        started_at: row.try_get("started_at")?,
         duration_ms: row
             .try_get::<_, Option<i64>>("duration_ms")?
             .map(|d| d.max(0) as u64),
@@ -443,6 +444,13 @@ WITH input AS (
 )
 SELECT id, transport FROM inserted";
 
+/// Claims due messages. It writes no event: the attempt's start is the
+/// `updated_at` it stamps, which nothing else changes while the message
+/// is processing (lease renewal, a restarted node's takeover of its claims
+/// and the burial of dead nodes move only `lease_until`; cancel and replay
+/// refuse a processing message), so the statements that end the claim
+/// ([`OUTCOMES_SQL`], [`PASSED_OVER_SQL`], [`RECOVER_SQL`]) read it from
+/// the row as the event's `started_at`.
 const CLAIM_SQL: &str = "
 WITH due AS (
     SELECT id FROM messages
@@ -456,22 +464,21 @@ WITH due AS (
         claimed_by = $6, updated_at = $2
     FROM due WHERE m.id = due.id
     RETURNING m.*
-), events AS (
-    INSERT INTO message_events (message_id, kind, at, attempt, transport)
-    SELECT id, 'claimed', $2, attempts, transport FROM claimed ORDER BY effective_at, id
 )
 SELECT * FROM claimed ORDER BY effective_at, id";
 
 /// Applies a batch of outcomes. `current` keeps only rows whose claim
 /// token still matches (fencing) and decides each next status; the update
-/// and the one or two events per message follow from it.
+/// and the one or two events per message follow from it. The attempt's
+/// event carries the claim time, `updated_at` as the claim left it (see
+/// [`CLAIM_SQL`]): every CTE reads the rows as they were before `updated`.
 const OUTCOMES_SQL: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
                          $7::timestamptz[], $8::jsonb[])
         AS t(id, token, outcome, member, duration_ms, error, retry_at, detail)
 ), current AS (
-    SELECT m.id, m.attempts, i.outcome, i.member, i.duration_ms, i.error, i.retry_at, i.detail,
+    SELECT m.id, m.attempts, m.updated_at AS started_at, i.outcome, i.member, i.duration_ms, i.error, i.retry_at, i.detail,
            CASE
                WHEN i.outcome = 'sent' THEN 'sent'
                WHEN i.outcome = 'released' THEN 'queued'
@@ -496,12 +503,14 @@ WITH input AS (
     FROM current c WHERE m.id = c.id
     RETURNING m.id, m.status
 ), events AS (
-    INSERT INTO message_events (message_id, kind, at, attempt, transport, duration_ms, error, detail)
-    SELECT c.id, e.kind, $9, e.attempt, c.member, e.duration_ms, e.error, e.detail
+    INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms,
+                                error, detail)
+    SELECT c.id, e.kind, $9, e.attempt, c.member, e.started_at, e.duration_ms, e.error, e.detail
     FROM current c CROSS JOIN LATERAL (VALUES
         (1,
          CASE c.outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'attempt_failed' ELSE 'deferred' END,
          CASE WHEN c.outcome = 'released' THEN c.attempts - 1 ELSE c.attempts END,
+         c.started_at,
          CASE WHEN c.outcome = 'released' THEN NULL ELSE c.duration_ms END,
          CASE WHEN c.outcome = 'failed' THEN c.error END,
          CASE WHEN c.outcome = 'released' THEN c.detail END),
@@ -510,12 +519,13 @@ WITH input AS (
              CASE c.next_status WHEN 'queued' THEN 'retry_scheduled' ELSE 'dead_lettered' END
          END,
          c.attempts,
+         NULL::timestamptz,
          c.duration_ms,
          CASE WHEN c.next_status = 'dead' THEN c.error END,
          CASE WHEN c.next_status = 'queued' THEN c.detail
               WHEN c.retry_at IS NULL THEN '{\"reason\": \"permanent\"}'::jsonb
               ELSE '{\"reason\": \"max_attempts\"}'::jsonb END)
-    ) AS e(seq, kind, attempt, duration_ms, error, detail)
+    ) AS e(seq, kind, attempt, started_at, duration_ms, error, detail)
     WHERE e.kind IS NOT NULL
     ORDER BY c.id, e.seq
 )
@@ -523,26 +533,32 @@ SELECT id, status FROM updated";
 
 /// The `attempt_failed` events of group members passed over within an
 /// attempt, for the claims that are still current (locked, so the outcome
-/// that follows in the same transaction finds the same claims current).
+/// that follows in the same transaction finds the same claims current),
+/// each with the attempt's start: the claim's `updated_at` (see [`CLAIM_SQL`]).
 const PASSED_OVER_SQL: &str = "
 WITH failed AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::text[], $6::jsonb[],
                          $7::int4[])
         AS t(id, token, member, duration_ms, error, detail, seq)
 ), held AS (
-    SELECT m.id, m.attempts
+    SELECT m.id, m.attempts, m.updated_at AS started_at
     FROM messages m JOIN (SELECT DISTINCT id, token FROM failed) f ON m.id = f.id
     WHERE m.status = 'processing' AND m.claim_token = f.token
     FOR UPDATE OF m
 )
-INSERT INTO message_events (message_id, kind, at, attempt, transport, duration_ms, error, detail)
-SELECT h.id, 'attempt_failed', $8, h.attempts, f.member, f.duration_ms, f.error, f.detail
+INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms,
+                            error, detail)
+SELECT h.id, 'attempt_failed', $8, h.attempts, f.member, h.started_at, f.duration_ms, f.error,
+       f.detail
 FROM held h JOIN failed f ON h.id = f.id
 ORDER BY f.id, f.seq";
 
+/// Ends expired claims. `lease_expired` carries the attempt's start, the
+/// claim's `updated_at` (see [`CLAIM_SQL`]), read in `expired` since
+/// `updated` returns the row as it rewrote it.
 const RECOVER_SQL: &str = "
 WITH expired AS (
-    SELECT id FROM messages
+    SELECT id, updated_at AS started_at FROM messages
     WHERE status = 'processing' AND lease_until <= $1
     ORDER BY lease_until LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -553,14 +569,15 @@ WITH expired AS (
                           THEN 'lease expired on the final attempt' ELSE 'lease expired' END,
         lease_until = NULL, claim_token = NULL, claimed_by = NULL, updated_at = $1
     FROM expired e WHERE m.id = e.id
-    RETURNING m.id, m.status, m.attempts, m.transport
+    RETURNING m.id, m.status, m.attempts, m.transport, e.started_at
 ), events AS (
-    INSERT INTO message_events (message_id, kind, at, attempt, transport, error)
-    SELECT u.id, v.kind, $1, u.attempts, u.transport, v.error
+    INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, error)
+    SELECT u.id, v.kind, $1, u.attempts, u.transport, v.started_at, v.error
     FROM updated u CROSS JOIN LATERAL (VALUES
-        (1, 'lease_expired', NULL::text),
-        (2, CASE WHEN u.status = 'dead' THEN 'dead_lettered' END, 'lease expired on the final attempt')
-    ) AS v(seq, kind, error)
+        (1, 'lease_expired', u.started_at, NULL::text),
+        (2, CASE WHEN u.status = 'dead' THEN 'dead_lettered' END, NULL::timestamptz,
+         'lease expired on the final attempt')
+    ) AS v(seq, kind, started_at, error)
     WHERE v.kind IS NOT NULL
     ORDER BY u.id, v.seq
 )
@@ -1233,7 +1250,7 @@ impl Storage for PostgresStorage {
         let message = message_from_row(&row)?;
         let events = tx
             .prepare_cached(
-                "SELECT kind, at, attempt, transport, duration_ms, error, detail
+                "SELECT kind, at, attempt, transport, started_at, duration_ms, error, detail
                  FROM message_events WHERE message_id = $1 ORDER BY id",
             )
             .await?;
