@@ -236,7 +236,7 @@ fn event_problem(detail: &MessageDetail) -> Option<String> {
         .filter(|e| !passed_over(e))
         .collect();
     let unstarted = events.iter().find(|e| {
-        CLAIM_ENDINGS.contains(&e.kind.as_str()) && !e.started_at.is_some_and(|s| s <= e.at)
+        CLAIM_ENDINGS.contains(&e.kind.as_str()) && e.started_at.is_none_or(|s| s > e.at)
     });
     if detail.status != "sent" {
         Some(format!("status {} on reading its events", detail.status))
