@@ -61,6 +61,10 @@ pub(crate) struct MessageDetail {
 #[derive(Debug, Deserialize)]
 pub(crate) struct EventItem {
     pub kind: String,
+    pub at: DateTime<Utc>,
+    pub attempt: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub detail: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,8 +1,9 @@
 //! After the load: wait until none of the run's messages is queued or
 //! being delivered, read them all back through the API, and check them
 //! against what the API accepted: each accepted id is stored once, ended
-//! `sent`, and has exactly one `queued` and one `sent` event. Every
-//! message is checked, not a sample.
+//! `sent`, and has one `queued` event, then one event per attempt, the
+//! last `sent`, each with the attempt's start. Every message is checked,
+//! not a sample.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::api::{self, Api, ListedMessage, MessageDetail, PAGE_SIZE};
+use super::api::{self, Api, EventItem, ListedMessage, MessageDetail, PAGE_SIZE};
 use super::load::{Loaded, Plan, RUN_KEY, SEQ_KEY};
 use super::report::Verification;
 use super::{BenchError, Interrupts};
@@ -212,18 +213,51 @@ pub(crate) struct Checked {
     pub problems: HashMap<String, String>,
 }
 
-/// What is wrong with one message's detail, if anything.
+/// The kinds of event that end a claim, each carrying the attempt's start.
+const CLAIM_ENDINGS: [&str; 4] = ["sent", "attempt_failed", "deferred", "lease_expired"];
+
+/// What is wrong with one message's detail, if anything. The rule: one
+/// `queued` event first, then one event per attempt that ends it (`sent`,
+/// `attempt_failed`, `lease_expired`; attempts 1, 2, ... in order, the
+/// last one `sent`), each with its start. A claim writes no event; a
+/// `deferred` claim handed back costs no attempt, and a group member passed
+/// over within an attempt (`attempt_failed` with `detail.group`) is not
+/// the attempt's end.
 fn event_problem(detail: &MessageDetail) -> Option<String> {
-    let count = |kind: &str| detail.events.iter().filter(|e| e.kind == kind).count();
+    let events = &detail.events;
+    let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
     let (queued, claimed, sent) = (count("queued"), count("claimed"), count("sent"));
+    let passed_over = |e: &EventItem| {
+        e.kind == "attempt_failed" && e.detail.as_ref().is_some_and(|d| d.get("group").is_some())
+    };
+    let attempts: Vec<&EventItem> = events
+        .iter()
+        .filter(|e| ["sent", "attempt_failed", "lease_expired"].contains(&e.kind.as_str()))
+        .filter(|e| !passed_over(e))
+        .collect();
+    let unstarted = events.iter().find(|e| {
+        CLAIM_ENDINGS.contains(&e.kind.as_str()) && e.started_at.is_none_or(|s| s > e.at)
+    });
     if detail.status != "sent" {
         Some(format!("status {} on reading its events", detail.status))
     } else if sent != 1 {
         Some(format!("{sent} `sent` events"))
-    } else if queued != 1 {
-        Some(format!("{queued} `queued` events"))
-    } else if claimed == 0 {
-        Some("no `claimed` event".into())
+    } else if queued != 1 || events.first().is_none_or(|e| e.kind != "queued") {
+        Some(format!("{queued} `queued` events, not first"))
+    } else if claimed > 0 {
+        Some(format!("{claimed} `claimed` events (a claim writes none)"))
+    } else if let Some((n, e)) = (1..).zip(&attempts).find(|(n, e)| e.attempt != *n) {
+        Some(format!(
+            "not one event per attempt: expected attempt {n}'s end, found `{}` of attempt {}",
+            e.kind, e.attempt
+        ))
+    } else if attempts.last().is_none_or(|e| e.kind != "sent") {
+        Some("`sent` does not end the last attempt".into())
+    } else if let Some(e) = unstarted {
+        Some(format!(
+            "`{}` of attempt {} without a start at or before it",
+            e.kind, e.attempt
+        ))
     } else if detail.sent_at.is_none() {
         Some("sent without `sent_at`".into())
     } else {
@@ -382,7 +416,6 @@ pub(crate) fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::api::EventItem;
 
     fn t(ms: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
@@ -487,22 +520,91 @@ mod tests {
         assert_eq!((v.event_problems, v.sent), (1, 0));
     }
 
-    #[test]
-    fn events_must_show_one_queued_and_one_sent() {
-        let detail = |kinds: &[&str]| MessageDetail {
+    /// An event of `kind` for `attempt` at `at` ms, started at `started` ms.
+    fn event(kind: &str, attempt: u32, at: i64, started: Option<i64>) -> EventItem {
+        EventItem {
+            kind: kind.into(),
+            at: t(at),
+            attempt,
+            started_at: started.map(t),
+            detail: None,
+        }
+    }
+
+    fn sent_with(events: Vec<EventItem>) -> MessageDetail {
+        MessageDetail {
             status: "sent".into(),
             sent_at: Some(t(5)),
-            events: kinds
-                .iter()
-                .map(|k| EventItem {
-                    kind: k.to_string(),
-                })
-                .collect(),
-        };
-        assert_eq!(event_problem(&detail(&["queued", "claimed", "sent"])), None);
-        assert!(event_problem(&detail(&["queued", "claimed", "sent", "sent"])).is_some());
-        assert!(event_problem(&detail(&["queued", "claimed"])).is_some());
-        assert!(event_problem(&detail(&["claimed", "sent"])).is_some());
+            events,
+        }
+    }
+
+    #[test]
+    fn events_must_show_queued_then_one_event_per_attempt() {
+        let queued = || event("queued", 0, 0, None);
+        let sent = |attempt, at| event("sent", attempt, at, Some(at - 2));
+        assert_eq!(event_problem(&sent_with(vec![queued(), sent(1, 5)])), None);
+        let retried = vec![
+            queued(),
+            event("attempt_failed", 1, 3, Some(1)),
+            event("retry_scheduled", 1, 3, None),
+            event("deferred", 1, 4, Some(4)),
+            event("lease_expired", 2, 9, Some(5)),
+            sent(3, 12),
+        ];
+        assert_eq!(event_problem(&sent_with(retried)), None);
+        let mut member = event("attempt_failed", 1, 5, Some(3));
+        member.detail = Some(serde_json::json!({"group": "mail", "member": "primary"}));
+        assert_eq!(
+            event_problem(&sent_with(vec![queued(), member, sent(1, 5)])),
+            None,
+            "a member passed over within the attempt does not end it"
+        );
+
+        for (why, events) in [
+            ("two sent", vec![queued(), sent(1, 5), sent(1, 6)]),
+            (
+                "no sent",
+                vec![queued(), event("attempt_failed", 1, 5, Some(3))],
+            ),
+            ("no queued", vec![sent(1, 5)]),
+            ("queued not first", vec![sent(1, 5), queued()]),
+            (
+                "a claimed row",
+                vec![queued(), event("claimed", 1, 3, None), sent(1, 5)],
+            ),
+            ("attempt 1 missing", vec![queued(), sent(2, 5)]),
+            (
+                "attempt 1 ended twice",
+                vec![
+                    queued(),
+                    event("lease_expired", 1, 3, Some(1)),
+                    event("attempt_failed", 1, 4, Some(1)),
+                    sent(2, 5),
+                ],
+            ),
+            (
+                "an attempt after sent",
+                vec![queued(), sent(1, 5), event("lease_expired", 2, 9, Some(6))],
+            ),
+            (
+                "sent without a start",
+                vec![queued(), event("sent", 1, 5, None)],
+            ),
+            (
+                "sent started after it",
+                vec![queued(), event("sent", 1, 5, Some(6))],
+            ),
+            (
+                "a deferral without a start",
+                vec![queued(), event("deferred", 0, 2, None), sent(1, 5)],
+            ),
+        ] {
+            assert!(event_problem(&sent_with(events)).is_some(), "{why}");
+        }
+        let mut unsent = sent_with(vec![queued(), sent(1, 5)]);
+        unsent.sent_at = None;
+        assert!(event_problem(&unsent).is_some(), "sent without sent_at");
     }
 
     #[test]

@@ -100,13 +100,13 @@ impl ClaimToken {
 }
 
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         // Read from a string only: serde's derived enums also take the map
         // form (`{"chat": null}`) and report a number as a syntax error.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case", try_from = "String")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$variant_meta])* $variant),+ }
 
         impl TryFrom<String> for $name {
             type Error = UnknownVariant;
@@ -159,8 +159,12 @@ text_enum! {
 
 text_enum! {
     /// What happened to a message, one row in `message_events` per step.
+    /// An attempt is one event: the one that ends it (`sent`,
+    /// `attempt_failed`, `deferred`, `lease_expired`) carries its start.
     EventKind {
         Queued = "queued",
+        /// Legacy, no longer written: stores from before one event per
+        /// attempt keep a row per claim, and it stays readable.
         Claimed = "claimed",
         Sent = "sent",
         AttemptFailed = "attempt_failed",
@@ -281,6 +285,11 @@ pub struct Event {
     pub attempt: u32,
     /// The transport that acted; for a group, the member used.
     pub transport: Option<String>,
+    /// When the attempt this event ends began (its claim), on the events
+    /// that end a claim; none on the others and on rows written before
+    /// the column existed.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The transport call's duration.
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
     pub detail: Option<serde_json::Value>,

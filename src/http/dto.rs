@@ -154,6 +154,12 @@ pub struct EventView {
     pub attempt: u32,
     /// The transport that acted; for a group, the member used.
     pub transport: Option<String>,
+    /// When the attempt began (its claim), on the one event that ends it:
+    /// `sent`, `attempt_failed`, `deferred` or `lease_expired`; `null` on
+    /// the others.
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// How long the transport call took, in milliseconds.
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
     pub detail: Option<serde_json::Value>,
@@ -166,6 +172,7 @@ impl From<Event> for EventView {
             at: event.at,
             attempt: event.attempt,
             transport: event.transport,
+            started_at: event.started_at,
             duration_ms: event.duration_ms,
             error: event.error,
             detail: event.detail,

@@ -1180,7 +1180,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Claims up to `limit` due messages of `transport` (highest effective
     /// priority, then oldest), moving them to `processing` under a new claim
     /// token, held by `node` with a lease until `now + lease`; counts the
-    /// attempt and writes `claimed` events. Safe against concurrent claimers.
+    /// attempt. Safe against concurrent claimers. It writes no event: it
+    /// sets `updated_at` to `now`, which nothing else changes while the
+    /// message is processing, and the event that ends the claim (outcome
+    /// or lease expiry) carries it as the attempt's `started_at`.
     async fn claim_due(
         &self,
         transport: &str,

@@ -554,6 +554,7 @@ fn event_from_row(row: &Row) -> Result<Event, StorageError> {
         at: row.try_get("at")?,
         attempt: attempt.max(0) as u32,
         transport: row.try_get("transport")?,
+        started_at: row.try_get("started_at")?,
         duration_ms: row
             .try_get::<_, Option<i64>>("duration_ms")?
             .map(|d| d.max(0) as u64),
@@ -658,6 +659,13 @@ WITH input AS (
 )
 SELECT id, transport FROM inserted";
 
+/// Claims due messages. It writes no event: the attempt's start is the
+/// `updated_at` it stamps, which nothing else changes while the message
+/// is processing (lease renewal, a restarted node's takeover of its claims
+/// and the burial of dead nodes move only `lease_until`; cancel and replay
+/// refuse a processing message), so the statements that end the claim
+/// ([`outcomes_sql`], [`PASSED_OVER_SQL`], [`recover_sql`]) read it from
+/// the row as the event's `started_at`.
 const CLAIM_SQL: &str = "
 WITH due AS (
     SELECT id FROM messages
@@ -671,9 +679,6 @@ WITH due AS (
         claimed_by = $6, updated_at = $2
     FROM due WHERE m.id = due.id
     RETURNING m.*
-), events AS (
-    INSERT INTO message_events (message_id, kind, at, attempt, transport)
-    SELECT id, 'claimed', $2, attempts, transport FROM claimed ORDER BY effective_at, id
 )
 SELECT * FROM claimed ORDER BY effective_at, id";
 
@@ -732,12 +737,14 @@ WITH input AS (
     FROM moved mv JOIN current c ON c.id = mv.id
     RETURNING id, status
 ), events AS (
-    INSERT INTO message_events (message_id, kind, at, attempt, transport, duration_ms, error, detail)
-    SELECT c.id, e.kind, $9, e.attempt, c.member, e.duration_ms, e.error, e.detail
+    INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms,
+                                error, detail)
+    SELECT c.id, e.kind, $9, e.attempt, c.member, e.started_at, e.duration_ms, e.error, e.detail
     FROM current c CROSS JOIN LATERAL (VALUES
         (1,
          CASE c.outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'attempt_failed' ELSE 'deferred' END,
          c.attempts + c.attempt_change,
+         c.claimed_at,
          CASE WHEN c.outcome = 'released' THEN NULL ELSE c.duration_ms END,
          CASE WHEN c.outcome = 'failed' THEN c.error END,
          CASE WHEN c.outcome = 'released' THEN c.detail END),
@@ -745,11 +752,12 @@ WITH input AS (
          CASE WHEN c.next_status = 'dead' THEN 'dead_lettered'
               WHEN c.outcome = 'failed' THEN 'retry_scheduled' END,
          c.attempts,
+         NULL::timestamptz,
          c.duration_ms,
          CASE WHEN c.next_status = 'dead' THEN c.error END,
          CASE WHEN c.next_status = 'dead' THEN jsonb_build_object('reason', c.dead_reason)
               ELSE c.detail END)
-    ) AS e(seq, kind, attempt, duration_ms, error, detail)
+    ) AS e(seq, kind, attempt, started_at, duration_ms, error, detail)
     WHERE e.kind IS NOT NULL
     ORDER BY c.id, e.seq
 )
@@ -759,20 +767,23 @@ SELECT id, status FROM requeued UNION ALL SELECT id, status FROM finished"
 
 /// The `attempt_failed` events of group members passed over within an
 /// attempt, for the claims that are still current (locked, so the outcome
-/// that follows in the same transaction finds the same claims current).
+/// that follows in the same transaction finds the same claims current),
+/// each with the attempt's start: the claim's `updated_at` (see [`CLAIM_SQL`]).
 const PASSED_OVER_SQL: &str = "
 WITH failed AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::text[], $6::jsonb[],
                          $7::int4[])
         AS t(id, token, member, duration_ms, error, detail, seq)
 ), held AS (
-    SELECT m.id, m.attempts
+    SELECT m.id, m.attempts, m.updated_at AS started_at
     FROM messages m JOIN (SELECT DISTINCT id, token FROM failed) f ON m.id = f.id
     WHERE m.status = 'processing' AND m.claim_token = f.token
     FOR UPDATE OF m
 )
-INSERT INTO message_events (message_id, kind, at, attempt, transport, duration_ms, error, detail)
-SELECT h.id, 'attempt_failed', $8, h.attempts, f.member, f.duration_ms, f.error, f.detail
+INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms,
+                            error, detail)
+SELECT h.id, 'attempt_failed', $8, h.attempts, f.member, h.started_at, f.duration_ms, f.error,
+       f.detail
 FROM held h JOIN failed f ON h.id = f.id
 ORDER BY f.id, f.seq";
 
@@ -808,13 +819,13 @@ WITH expired AS (
     FROM moved mv JOIN expired e ON e.id = mv.id
     RETURNING id
 ), events AS (
-    INSERT INTO message_events (message_id, kind, at, attempt, transport, error, detail)
-    SELECT e.id, v.kind, $1, e.attempts, e.transport, v.error, v.detail
+    INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, error, detail)
+    SELECT e.id, v.kind, $1, e.attempts, e.transport, v.started_at, v.error, v.detail
     FROM expired e CROSS JOIN LATERAL (VALUES
-        (1, 'lease_expired', NULL::text, NULL::jsonb),
-        (2, CASE WHEN e.next_status = 'dead' THEN 'dead_lettered' END, '{FINAL_LEASE_EXPIRED}',
-         jsonb_build_object('reason', e.dead_reason))
-    ) AS v(seq, kind, error, detail)
+        (1, 'lease_expired', e.claimed_at, NULL::text, NULL::jsonb),
+        (2, CASE WHEN e.next_status = 'dead' THEN 'dead_lettered' END, NULL::timestamptz,
+         '{FINAL_LEASE_EXPIRED}', jsonb_build_object('reason', e.dead_reason))
+    ) AS v(seq, kind, started_at, error, detail)
     WHERE v.kind IS NOT NULL
     ORDER BY e.id, v.seq
 )
@@ -1419,7 +1430,7 @@ impl Storage for PostgresStorage {
         let message = message_from_row(&row)?;
         let events = tx
             .prepare_cached(
-                "SELECT kind, at, attempt, transport, duration_ms, error, detail
+                "SELECT kind, at, attempt, transport, started_at, duration_ms, error, detail
                  FROM message_events WHERE message_id = $1 ORDER BY id",
             )
             .await?;

@@ -306,18 +306,19 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
 }
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
-    let detail: Option<String> = row.get(6)?;
+    let detail: Option<String> = row.get(7)?;
     Ok(Event {
         kind: parse_column(row, 0)?,
         at: from_millis(row.get(1)?),
         attempt: row.get(2)?,
         transport: row.get(3)?,
-        duration_ms: row.get::<_, Option<i64>>(4)?.map(|d| d.max(0) as u64),
-        error: row.get(5)?,
+        started_at: time_column(row, 4)?,
+        duration_ms: row.get::<_, Option<i64>>(5)?.map(|d| d.max(0) as u64),
+        error: row.get(6)?,
         detail: detail
             .map(|d| serde_json::from_str(&d))
             .transpose()
-            .map_err(|e| conversion_error(6, e))?,
+            .map_err(|e| conversion_error(7, e))?,
     })
 }
 
@@ -328,6 +329,8 @@ struct NewEvent<'a> {
     at: DateTime<Utc>,
     attempt: u32,
     transport: Option<&'a str>,
+    /// The attempt's start, on the event that ends a claim.
+    started_at: Option<DateTime<Utc>>,
     duration_ms: Option<u64>,
     error: Option<&'a str>,
     detail: Option<serde_json::Value>,
@@ -335,8 +338,8 @@ struct NewEvent<'a> {
 
 fn insert_event(tx: &Transaction<'_>, event: NewEvent<'_>) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO message_events (message_id, kind, at, attempt, transport, duration_ms, error, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms, error, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     stmt.execute(params![
         event.id.to_string(),
@@ -344,6 +347,7 @@ fn insert_event(tx: &Transaction<'_>, event: NewEvent<'_>) -> rusqlite::Result<(
         to_millis(event.at),
         event.attempt,
         event.transport,
+        event.started_at.map(to_millis),
         event
             .duration_ms
             .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
@@ -576,6 +580,7 @@ fn replay_one(
             at: now,
             attempt: 0,
             transport: Some(&message.transport),
+            started_at: None,
             duration_ms: None,
             error: None,
             detail: Some(serde_json::json!({ "previous_attempts": message.attempts })),
@@ -702,6 +707,7 @@ impl Storage for SqliteStorage {
                             at: now,
                             attempt: 0,
                             transport: Some(&message.transport),
+                            started_at: None,
                             duration_ms: None,
                             error: None,
                             detail: None,
@@ -740,6 +746,8 @@ impl Storage for SqliteStorage {
         let lease_until = now
             + chrono::Duration::from_std(lease)
                 .map_err(|e| StorageError::Invalid(e.to_string()))?;
+        // No event: the attempt's start is the `updated_at` stamped here,
+        // which the outcome and the recovery read back (see record_outcomes).
         self.write(move |tx| {
             let mut claim = tx.prepare_cached(&format!(
                 "UPDATE messages
@@ -759,23 +767,7 @@ impl Storage for SqliteStorage {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             // RETURNING gives no order; hand messages out in claim order.
             claimed.sort_by(|(a_key, a), (b_key, b)| (a_key, a.id).cmp(&(b_key, b.id)));
-            let claimed: Vec<Message> = claimed.into_iter().map(|(_, m)| m).collect();
-            for message in &claimed {
-                insert_event(
-                    tx,
-                    NewEvent {
-                        id: message.id,
-                        kind: EventKind::Claimed,
-                        at: now,
-                        attempt: message.attempts,
-                        transport: Some(&message.transport),
-                        duration_ms: None,
-                        error: None,
-                        detail: None,
-                    },
-                )?;
-            }
-            Ok(claimed)
+            Ok(claimed.into_iter().map(|(_, m)| m).collect())
         })
         .await
     }
@@ -812,8 +804,13 @@ impl Storage for SqliteStorage {
         let aging = self.aging;
         let rollups = self.rollups;
         self.write(move |tx| {
+            // `updated_at` of a processing row is its claim time, the
+            // attempt's start: the claim stamps it, and nothing else
+            // changes it while the message is processing (lease renewal and
+            // a node's takeover move only `lease_until`; cancel and replay
+            // refuse a processing message).
             let mut current = tx.prepare_cached(
-                "SELECT status, claim_token, attempts, max_attempts, priority FROM messages WHERE id = ?1",
+                "SELECT status, claim_token, attempts, max_attempts, priority, updated_at FROM messages WHERE id = ?1",
             )?;
             // A retry stays live; everything else is decided by the
             // lifecycle table and, when it finishes the message, moves it.
@@ -834,11 +831,13 @@ impl Storage for SqliteStorage {
                             row.get::<_, u32>(2)?,
                             row.get::<_, u32>(3)?,
                             row.get::<_, i64>(4)?,
+                            from_millis(row.get(5)?),
                         ))
                     })
                     .optional()?;
                 let token = outcome.claim_token.0.to_string();
-                let Some((Status::Processing, Some(held), attempts, max_attempts, priority)) = row else {
+                let Some((Status::Processing, Some(held), attempts, max_attempts, priority, started_at)) = row
+                else {
                     recorded.stale.push(outcome.id);
                     continue;
                 };
@@ -856,6 +855,7 @@ impl Storage for SqliteStorage {
                             at: now,
                             attempt: attempts,
                             transport: Some(&failed.member),
+                            started_at: Some(started_at),
                             duration_ms: failed.duration_ms,
                             error: Some(&failed.error),
                             detail: Some(failed.detail()),
@@ -868,6 +868,7 @@ impl Storage for SqliteStorage {
                     at: now,
                     attempt: attempts,
                     transport: Some(&outcome.transport),
+                    started_at: None,
                     duration_ms: outcome.duration_ms,
                     error,
                     detail,
@@ -880,14 +881,20 @@ impl Storage for SqliteStorage {
                     OutcomeKind::Released { .. } => (Ending::Released, None, None),
                 };
                 let step = lifecycle::step(ending, retry_at.is_some(), attempts, max_attempts);
+                // The event that ends the attempt carries its start; the
+                // follow-on `retry_scheduled` / `dead_lettered` do not.
+                let ending = |kind, error, detail| NewEvent {
+                    started_at: Some(started_at),
+                    ..event(kind, error, detail)
+                };
                 match &outcome.kind {
-                    OutcomeKind::Sent => insert_event(tx, event(EventKind::Sent, None, None))?,
+                    OutcomeKind::Sent => insert_event(tx, ending(EventKind::Sent, None, None))?,
                     OutcomeKind::Failed { error, .. } => {
-                        insert_event(tx, event(EventKind::AttemptFailed, Some(error), None))?
+                        insert_event(tx, ending(EventKind::AttemptFailed, Some(error), None))?
                     }
                     OutcomeKind::Released { reason } => {
                         let detail = serde_json::json!({ "reason": reason });
-                        let mut deferred = event(EventKind::Deferred, None, Some(detail));
+                        let mut deferred = ending(EventKind::Deferred, None, Some(detail));
                         deferred.attempt = attempts.saturating_sub(1);
                         deferred.duration_ms = None;
                         insert_event(tx, deferred)?;
@@ -984,8 +991,10 @@ impl Storage for SqliteStorage {
             .execute(params![to_millis(now), to_millis(dead_before)])?;
             tx.prepare_cached("DELETE FROM nodes WHERE heartbeat_at < ?1")?
                 .execute(params![to_millis(dead_before)])?;
+            // `updated_at` is the claim time (see record_outcomes): the
+            // start of the attempt that `lease_expired` ends.
             let mut expired = tx.prepare_cached(
-                "SELECT id, attempts, max_attempts, transport FROM messages
+                "SELECT id, attempts, max_attempts, transport, updated_at FROM messages
                  WHERE status = 'processing' AND lease_until <= ?1
                  ORDER BY lease_until LIMIT ?2",
             )?;
@@ -996,6 +1005,7 @@ impl Storage for SqliteStorage {
                         row.get::<_, u32>(1)?,
                         row.get::<_, u32>(2)?,
                         row.get::<_, String>(3)?,
+                        from_millis(row.get(4)?),
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1007,18 +1017,25 @@ impl Storage for SqliteStorage {
                  WHERE id = ?1",
             )?;
             let mut recovered = Vec::with_capacity(rows.len());
-            for (id, attempts, max_attempts, transport) in rows {
+            for (id, attempts, max_attempts, transport, started_at) in rows {
                 let event = |kind, error: Option<&'static str>| NewEvent {
                     id,
                     kind,
                     at: now,
                     attempt: attempts,
                     transport: Some(&transport),
+                    started_at: None,
                     duration_ms: None,
                     error,
                     detail: None,
                 };
-                insert_event(tx, event(EventKind::LeaseExpired, None))?;
+                insert_event(
+                    tx,
+                    NewEvent {
+                        started_at: Some(started_at),
+                        ..event(EventKind::LeaseExpired, None)
+                    },
+                )?;
                 let step = lifecycle::step(Ending::LeaseExpired, false, attempts, max_attempts);
                 if let Some(reason) = step.dead {
                     finish_message(
@@ -1080,6 +1097,7 @@ impl Storage for SqliteStorage {
                     at: now,
                     attempt: message.attempts,
                     transport: Some(&message.transport),
+                    started_at: None,
                     duration_ms: None,
                     error: None,
                     detail: Some(serde_json::json!({ "previous_status": message.status })),
@@ -1302,7 +1320,7 @@ impl Storage for SqliteStorage {
                 };
                 let events = {
                     let mut stmt = tx.prepare_cached(
-                        "SELECT kind, at, attempt, transport, duration_ms, error, detail
+                        "SELECT kind, at, attempt, transport, started_at, duration_ms, error, detail
                          FROM message_events WHERE message_id = ?1 ORDER BY id",
                     )?;
                     stmt.query_map([id.to_string()], event_from_row)?

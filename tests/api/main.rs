@@ -376,9 +376,17 @@ async fn enqueue_answers_202_and_the_message_reads_back_with_its_events(f: &Fixt
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["kind"], "queued");
     assert_eq!(events[0]["at"], "2026-01-01T00:00:00.000Z");
-    for key in ["attempt", "transport", "duration_ms", "error", "detail"] {
+    for key in [
+        "attempt",
+        "transport",
+        "started_at",
+        "duration_ms",
+        "error",
+        "detail",
+    ] {
         assert!(events[0].get(key).is_some(), "event field {key}");
     }
+    assert_eq!(events[0]["started_at"], Value::Null, "no attempt yet");
 
     let with_payload = api
         .get(&format!("/api/messages/{id}?include=payload"))
@@ -1166,12 +1174,29 @@ async fn retry_replays_a_dead_message_under_the_same_id(f: &Fixture) {
         "queued is not dead"
     );
 
+    api.clock.advance(chrono::Duration::milliseconds(1_500));
     api.kill_all("mail").await;
     let reply = api
         .send(test::TestRequest::post().uri(&format!("/api/messages/{id}/retry")))
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["id"], id.to_string(), "the same id");
+    // One event for the attempt, carrying its start (the claim).
+    let started: Vec<(&str, &Value)> = reply.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap_or(""), &e["started_at"]))
+        .collect();
+    assert_eq!(
+        started,
+        [
+            ("queued", &Value::Null),
+            ("attempt_failed", &json!("2026-01-01T00:00:01.500Z")),
+            ("dead_lettered", &Value::Null),
+            ("replayed", &Value::Null),
+        ]
+    );
     assert_eq!(reply.body["status"], "queued");
     assert_eq!(reply.body["attempts"], 0, "fresh attempts");
     let kinds: Vec<&str> = reply.body["events"]
@@ -1503,6 +1528,14 @@ async fn the_spec_lists_exactly_the_registered_routes() {
     ] {
         assert!(schemas.contains_key(name), "schema {name}");
     }
+    let started_at = &schemas["EventView"]["properties"]["started_at"];
+    assert_eq!(started_at["format"], "date-time", "{started_at}");
+    assert!(
+        spec["components"]["schemas"]["EventView"]["required"]
+            .as_array()
+            .is_none_or(|r| !r.contains(&json!("started_at"))),
+        "absent on most events"
+    );
     assert_eq!(
         spec["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"

@@ -221,10 +221,9 @@ async fn a_429_retry_after_delays_the_next_attempt(f: Fixture) {
     let second_claim = stored
         .events
         .iter()
-        .filter(|e| e.kind == EventKind::Claimed)
-        .nth(1)
-        .expect("a second claim")
-        .at;
+        .find(|e| e.kind == EventKind::Sent)
+        .and_then(|e| e.started_at)
+        .expect("the second attempt's start, on its `sent` event");
     // retry_delay_ms is 100: only the Retry-After explains a wait near
     // 2 s. The failure event is stamped when the tracker writes it, a few
     // ms after the attempt the Retry-After counts from.

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use common::{Email, Fixture, emails, secs, t0};
 use futures::future::join_all;
+use herald::domain::Event;
 use herald::domain::{Channel, ClaimToken, EventKind, Message, Stamp, Status};
 use herald::storage::{
     Alert, AlertNotice, AlertState, GroupCommit, MemberFailed, MessageFilter, MinuteMetrics,
     NewAlert, NodeInfo, Outcome, OutcomeKind, PageRequest, Retention, RetentionOverride,
     RetentionRule, Storage, StorageError,
 };
+use herald::time::{Clock, ManualClock};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -58,6 +60,8 @@ conformance!(
     an_expired_lease_is_recovered_and_claimed_again,
     an_expired_lease_on_the_final_attempt_dead_letters,
     an_outcome_under_a_stale_claim_token_is_refused,
+    a_claim_writes_no_event,
+    the_event_that_ends_an_attempt_carries_its_start,
     members_passed_over_in_an_attempt_leave_events_before_it,
     renewed_leases_are_not_recovered,
     a_released_claim_costs_no_attempt,
@@ -246,6 +250,15 @@ fn failed(message: &Message, retry_at: Option<chrono::DateTime<chrono::Utc>>) ->
 async fn events_of(storage: &dyn Storage, id: Stamp) -> Vec<EventKind> {
     let found = storage.get_message(id).await.expect("get").expect("exists");
     found.events.iter().map(|e| e.kind).collect()
+}
+
+async fn stored_events(storage: &dyn Storage, id: Stamp) -> Vec<Event> {
+    storage
+        .get_message(id)
+        .await
+        .expect("get")
+        .expect("exists")
+        .events
 }
 
 async fn status_of(storage: &dyn Storage, id: Stamp) -> Status {
@@ -509,21 +522,11 @@ async fn a_retry_keeps_the_same_id_and_adds_events(f: &Fixture) {
     assert_eq!(stored.message.attempts, 2);
     let kinds: Vec<EventKind> = stored.events.iter().map(|e| e.kind).collect();
     use EventKind::*;
-    assert_eq!(
-        kinds,
-        vec![
-            Queued,
-            Claimed,
-            AttemptFailed,
-            RetryScheduled,
-            Claimed,
-            Sent
-        ]
-    );
+    assert_eq!(kinds, vec![Queued, AttemptFailed, RetryScheduled, Sent]);
     let attempts: Vec<u32> = stored.events.iter().map(|e| e.attempt).collect();
-    assert_eq!(attempts, vec![0, 1, 1, 1, 2, 2]);
-    assert_eq!(stored.events[2].error.as_deref(), Some("451 try later"));
-    assert_eq!(stored.events[5].duration_ms, Some(12));
+    assert_eq!(attempts, vec![0, 1, 1, 2]);
+    assert_eq!(stored.events[1].error.as_deref(), Some("451 try later"));
+    assert_eq!(stored.events[3].duration_ms, Some(12));
     let all = s
         .list_messages(
             &MessageFilter::default(),
@@ -585,8 +588,12 @@ async fn a_permanent_failure_dead_letters_at_once(f: &Fixture) {
     assert_eq!(recorded.applied, vec![(message.id, Status::Dead)]);
     let kinds = events_of(s, message.id).await;
     assert_eq!(
-        &kinds[2..],
-        &[EventKind::AttemptFailed, EventKind::DeadLettered]
+        kinds,
+        [
+            EventKind::Queued,
+            EventKind::AttemptFailed,
+            EventKind::DeadLettered
+        ]
     );
     let dead = s
         .get_message(message.id)
@@ -627,7 +634,11 @@ async fn an_expired_lease_is_recovered_and_claimed_again(f: &Fixture) {
     assert_eq!(again[0].attempts, 2);
     let kinds = events_of(s, message.id).await;
     use EventKind::*;
-    assert_eq!(kinds, vec![Queued, Claimed, LeaseExpired, Claimed]);
+    assert_eq!(
+        kinds,
+        vec![Queued, LeaseExpired],
+        "the new claim writes none"
+    );
 }
 
 async fn an_expired_lease_on_the_final_attempt_dead_letters(f: &Fixture) {
@@ -708,6 +719,149 @@ async fn an_outcome_under_a_stale_claim_token_is_refused(f: &Fixture) {
     assert_eq!(twice.stale, vec![message.id], "an outcome applies once");
 }
 
+async fn a_claim_writes_no_event(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let batch = emails(3, t0());
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+    let claimed = claim(s, 3, t0() + secs(1)).await;
+    assert_eq!(claimed.len(), 3);
+    for message in &claimed {
+        // The claim time the attempt's end will carry.
+        assert_eq!(message.updated_at, t0() + secs(1));
+        assert_eq!(events_of(s, message.id).await, [EventKind::Queued]);
+    }
+}
+
+/// Each way an attempt ends writes one event carrying the claim time as
+/// `started_at`; its follow-on events and the claim itself carry none.
+async fn the_event_that_ends_an_attempt_carries_its_start(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let clock = ManualClock::new(t0());
+    let batch = emails(5, clock.now());
+    s.enqueue_many(batch.clone(), clock.now())
+        .await
+        .expect("enqueue");
+    // Milliseconds too: both backends keep the instant exactly.
+    clock.advance(chrono::Duration::milliseconds(1_234));
+    let claimed_at = clock.now();
+    let claimed = claim(s, 5, claimed_at).await;
+    let by_id = |i: usize| {
+        claimed
+            .iter()
+            .find(|m| m.id == batch[i].id)
+            .expect("claimed")
+    };
+    let (sent, retried, permanent, deferred, expired) =
+        (by_id(0), by_id(1), by_id(2), by_id(3), by_id(4));
+
+    // A renewed lease keeps the attempt's start.
+    clock.advance(secs(10));
+    let renewed: Vec<(Stamp, ClaimToken)> = [sent, retried, permanent, deferred]
+        .iter()
+        .map(|m| (m.id, m.claim_token.expect("token")))
+        .collect();
+    assert_eq!(
+        s.renew_leases(&renewed, clock.now() + LEASE)
+            .await
+            .expect("renew"),
+        4
+    );
+    clock.advance(secs(1));
+    let ended_at = clock.now();
+    let retry_at = ended_at + secs(5);
+    let outcomes = vec![
+        Outcome {
+            transport: "backup".into(),
+            passed_over: vec![MemberFailed {
+                group: "mail".into(),
+                member: "primary".into(),
+                error: "timed out: slow".into(),
+                duration_ms: Some(7),
+            }],
+            ..outcome(sent, OutcomeKind::Sent)
+        },
+        failed(retried, Some(retry_at)),
+        failed(permanent, None),
+        outcome(
+            deferred,
+            OutcomeKind::Released {
+                reason: "paused".into(),
+            },
+        ),
+    ];
+    s.record_outcomes(outcomes, ended_at).await.expect("record");
+    clock.set(claimed_at + LEASE);
+    assert_eq!(
+        s.recover_expired(clock.now(), common::no_node_dead(), 100)
+            .await
+            .expect("recover"),
+        vec![expired.id]
+    );
+
+    type Seen = (
+        EventKind,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<u64>,
+    );
+    let seen = |events: Vec<Event>| -> Vec<Seen> {
+        events
+            .into_iter()
+            .map(|e| (e.kind, e.started_at, e.duration_ms))
+            .collect()
+    };
+    let start = Some(claimed_at);
+    use EventKind::*;
+    assert_eq!(
+        seen(stored_events(s, sent.id).await),
+        [
+            (Queued, None, None),
+            (AttemptFailed, start, Some(7)),
+            (Sent, start, Some(12)),
+        ]
+    );
+    assert_eq!(
+        seen(stored_events(s, retried.id).await),
+        [
+            (Queued, None, None),
+            (AttemptFailed, start, Some(12)),
+            (RetryScheduled, None, Some(12)),
+        ]
+    );
+    assert_eq!(
+        seen(stored_events(s, permanent.id).await),
+        [
+            (Queued, None, None),
+            (AttemptFailed, start, Some(12)),
+            (DeadLettered, None, Some(12)),
+        ]
+    );
+    assert_eq!(
+        seen(stored_events(s, deferred.id).await),
+        [(Queued, None, None), (Deferred, start, None)]
+    );
+    assert_eq!(
+        seen(stored_events(s, expired.id).await),
+        [(Queued, None, None), (LeaseExpired, start, None)]
+    );
+
+    // The next attempt carries its own claim's time.
+    clock.set(retry_at);
+    let second = claim(s, 5, clock.now()).await;
+    let again = second
+        .iter()
+        .find(|m| m.id == retried.id)
+        .expect("claimed again");
+    clock.advance(secs(1));
+    s.record_outcomes(vec![outcome(again, OutcomeKind::Sent)], clock.now())
+        .await
+        .expect("record");
+    let last = stored_events(s, retried.id).await.pop().expect("events");
+    assert_eq!(
+        (last.kind, last.attempt, last.started_at, last.at),
+        (Sent, 2, Some(retry_at), clock.now())
+    );
+}
+
 async fn members_passed_over_in_an_attempt_leave_events_before_it(f: &Fixture) {
     let s = f.storage.as_ref();
     let batch = emails(2, t0());
@@ -753,7 +907,7 @@ async fn members_passed_over_in_an_attempt_leave_events_before_it(f: &Fixture) {
         .map(|e| (e.kind, e.transport.as_deref(), e.error.as_deref()))
         .collect();
     assert_eq!(
-        events[2..],
+        events[1..],
         [
             (
                 EventKind::AttemptFailed,
@@ -768,7 +922,7 @@ async fn members_passed_over_in_an_attempt_leave_events_before_it(f: &Fixture) {
             (EventKind::Sent, Some("backup"), None),
         ]
     );
-    let first = &stored.events[2];
+    let first = &stored.events[1];
     assert_eq!(
         first.detail,
         Some(serde_json::json!({"group": "mail", "member": "primary"}))
@@ -776,7 +930,7 @@ async fn members_passed_over_in_an_attempt_leave_events_before_it(f: &Fixture) {
     assert_eq!((first.attempt, first.duration_ms), (1, Some(7)));
     assert_eq!(
         events_of(s, lost_id).await,
-        [EventKind::Queued, EventKind::Claimed],
+        [EventKind::Queued],
         "a stale claim's members leave nothing"
     );
     // The rollups count the attempt once, under the member that ended it.
@@ -912,8 +1066,11 @@ async fn replay_requeues_a_dead_message_under_the_same_id(f: &Fixture) {
     let again = claim(s, 1, t0() + secs(10)).await;
     assert_eq!(again[0].id, message.id);
     let kinds = events_of(s, message.id).await;
-    assert!(kinds.contains(&EventKind::Replayed));
-    assert_eq!(kinds.last(), Some(&EventKind::Claimed));
+    assert_eq!(
+        kinds.last(),
+        Some(&EventKind::Replayed),
+        "the claim after it writes none"
+    );
     assert!(matches!(
         s.replay(Stamp::generate(), t0()).await,
         Err(StorageError::NotFound(_))
@@ -1880,9 +2037,12 @@ async fn claims_of_a_dead_node_are_recovered_before_their_lease_ends(f: &Fixture
     assert_eq!(recovered, expected, "node A's claims only, 23 s early");
     for id in &expected {
         assert_eq!(status_of(s, *id).await, Status::Queued);
+        let expired = stored_events(s, *id).await.pop().expect("events");
+        assert_eq!(expired.kind, EventKind::LeaseExpired);
         assert_eq!(
-            events_of(s, *id).await.last(),
-            Some(&EventKind::LeaseExpired)
+            expired.started_at,
+            Some(t0()),
+            "ending the dead node's leases left the claim time"
         );
     }
     assert_eq!(status_of(s, of_b[0].id).await, Status::Processing);
@@ -1948,6 +2108,17 @@ async fn a_restarted_node_takes_over_its_own_claims_at_once(f: &Fixture) {
         2,
         "taken over without waiting for the lease"
     );
+    for id in &recovered {
+        let expired = stored_events(successor.as_ref(), *id)
+            .await
+            .pop()
+            .expect("events");
+        assert_eq!(
+            (expired.kind, expired.started_at),
+            (EventKind::LeaseExpired, Some(t0())),
+            "the takeover left the claim time"
+        );
+    }
     assert!(
         successor
             .hold_transport("mail", "node-a", t0() + secs(31), t0() + secs(1), t0())

@@ -1,0 +1,6 @@
+-- One event per attempt: a claim writes no `claimed` row any more; the
+-- attempt's start (its claim time) rides on the event that ends it
+-- (`sent`, `attempt_failed`, `deferred`, `lease_expired`). Rows written
+-- before this have none, and their `claimed` rows stay readable.
+-- Nullable without a default: a catalog change, no rewrite of the events.
+ALTER TABLE message_events ADD COLUMN started_at timestamptz;
