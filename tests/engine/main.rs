@@ -1158,8 +1158,9 @@ async fn a_member_failing_inside_a_failover_attempt_leaves_an_event(f: Fixture) 
 }
 
 /// Makes the test schema's store claim but refuse every other change of
-/// a message with PostgreSQL's own 53100 disk_full (a row trigger), as a
-/// full disk refuses the larger writes of outcomes; the client lifts it.
+/// a message with PostgreSQL's own 53100 disk_full (row triggers on the
+/// update that requeues and the delete that moves a finished message), as
+/// a full disk refuses the larger writes of outcomes; the client lifts it.
 async fn refuse_outcomes(url: &str) -> tokio_postgres::Client {
     let (side, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -1171,7 +1172,9 @@ async fn refuse_outcomes(url: &str) -> tokio_postgres::Client {
         "CREATE FUNCTION refuse_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN RAISE EXCEPTION 'simulated: disk full' USING ERRCODE = '53100'; END $$;
          CREATE TRIGGER refuse_outcomes BEFORE UPDATE ON messages FOR EACH ROW
-         WHEN (NEW.status <> 'processing') EXECUTE FUNCTION refuse_outcomes();",
+         WHEN (NEW.status <> 'processing') EXECUTE FUNCTION refuse_outcomes();
+         CREATE TRIGGER refuse_moves BEFORE DELETE ON messages FOR EACH ROW
+         EXECUTE FUNCTION refuse_outcomes();",
     )
     .await
     .expect("refuse outcomes");
@@ -1179,9 +1182,11 @@ async fn refuse_outcomes(url: &str) -> tokio_postgres::Client {
 }
 
 async fn allow_outcomes(side: &tokio_postgres::Client) {
-    side.batch_execute("DROP TRIGGER refuse_outcomes ON messages")
-        .await
-        .expect("allow outcomes");
+    side.batch_execute(
+        "DROP TRIGGER refuse_outcomes ON messages; DROP TRIGGER refuse_moves ON messages",
+    )
+    .await
+    .expect("allow outcomes");
 }
 
 /// A store that claims but cannot take outcomes (a row trigger refuses,
