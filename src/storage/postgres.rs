@@ -20,13 +20,18 @@ use tokio_postgres::{NoTls, Row};
 use ulid::Ulid;
 use uuid::Uuid;
 
+use super::rollups::{
+    CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
+};
+use super::sql::{
+    failure_totals_sql, metric_merge_updates, rollup_families, rollup_rows_sql, rollup_totals_sql,
+    series_sql,
+};
 use super::{
-    Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
-    FailureCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
-    StorageOptions, TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, cancelled_rollup,
-    clamp_limit, effective_at, failure_totals_sql, metric_columns, metric_merge_updates,
-    metric_values, rollup, rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
+    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
+    MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page, PageRequest,
+    Recorded, RollupSeal, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
+    TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, clamp_limit, effective_at,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,

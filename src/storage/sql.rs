@@ -1,0 +1,141 @@
+//! SQL text both backends run, written once: the rollup reads and the
+//! statements over the rollup tables. Where the dialects differ (the
+//! parameter syntax, a function's name) the builders take the
+//! difference as an argument.
+
+use super::rollups::{is_max_column, metric_columns};
+
+/// The rows that [`rollup_spans_sql`] names (bounds bound first) with
+/// the keys a [`Scope`](super::Scope) keeps (bound 7th to 9th, NULL for
+/// all), their series counts summed per row start: one row per minute or
+/// hour whatever the keys.
+pub(crate) fn series_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT minute, CAST(sum(sent) AS BIGINT), CAST(sum(failed) AS BIGINT),
+                CAST(sum(retried) AS BIGINT), CAST(sum(dead) AS BIGINT)
+         FROM ({}) AS r
+         WHERE ({t} IS NULL OR transport = {t}) AND ({c} IS NULL OR channel = {c})
+           AND ({k} IS NULL OR category = {k})
+         GROUP BY minute ORDER BY minute",
+        rollup_spans_sql(
+            "metrics",
+            "minute, transport, channel, category, sent, failed, retried, dead",
+            &p
+        ),
+        t = p(7),
+        c = p(8),
+        k = p(9),
+    )
+}
+
+/// `metrics_minutely`'s columns as aggregates for merging many rows into
+/// one (sums, and maxima for the `_max_ms` columns), in column order.
+pub(crate) fn metric_aggregates() -> String {
+    metric_columns()
+        .iter()
+        .map(|c| {
+            if is_max_column(c) {
+                format!("max({c})")
+            } else {
+                // PostgreSQL sums bigints as numeric.
+                format!("CAST(sum({c}) AS BIGINT)")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `DO UPDATE SET` list that adds a conflicting row into the stored
+/// one; `max` is the dialect's two-argument maximum (`max` / `greatest`).
+pub(crate) fn metric_merge_updates(stored: &str, max: &str) -> String {
+    metric_columns()
+        .iter()
+        .map(|c| {
+            if is_max_column(c) {
+                format!("{c} = {max}({stored}{c}, excluded.{c})")
+            } else {
+                format!("{c} = {stored}{c} + excluded.{c}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The rows of `{family}_minutely` and `{family}_hourly` (`metrics` or
+/// `failures`) that [`RollupSpans`] name, as `columns`; `p(i)` writes the
+/// backend's i-th parameter, bound as [`RollupSpans::bounds`].
+///
+/// [`RollupSpans`]: super::rollups::RollupSpans
+/// [`RollupSpans::bounds`]: super::rollups::RollupSpans::bounds
+pub(crate) fn rollup_spans_sql(family: &str, columns: &str, p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT {columns} FROM {family}_minutely
+         WHERE (minute >= {} AND minute < {}) OR (minute >= {} AND minute < {})
+         UNION ALL
+         SELECT {columns} FROM {family}_hourly WHERE minute >= {} AND minute < {}",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6)
+    )
+}
+
+/// The rollup families compaction seals: (family, key columns after
+/// `minute`, value columns, their aggregates over many rows).
+pub(crate) fn rollup_families() -> [(&'static str, String, String, String); 2] {
+    [
+        (
+            "metrics",
+            "transport, channel, category".to_owned(),
+            metric_columns().join(", "),
+            metric_aggregates(),
+        ),
+        (
+            "failures",
+            FAILURE_KEYS.to_owned(),
+            "failures".to_owned(),
+            "CAST(sum(failures) AS BIGINT)".to_owned(),
+        ),
+    ]
+}
+
+/// The rollup rows (`minute`, key, metric columns) that
+/// [`RollupSpans`](super::rollups::RollupSpans) name, oldest first.
+pub(crate) fn rollup_rows_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "{} ORDER BY 1, 2, 3, 4",
+        rollup_spans_sql("metrics", &rollup_row_columns(), p)
+    )
+}
+
+/// Those rows summed per key (`minute` is the earliest row's).
+pub(crate) fn rollup_totals_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT min(minute), transport, channel, category, {} FROM ({}) AS r
+         GROUP BY transport, channel, category ORDER BY 2, 3, 4",
+        metric_aggregates(),
+        rollup_spans_sql("metrics", &rollup_row_columns(), p)
+    )
+}
+
+/// The failure rows that [`RollupSpans`](super::rollups::RollupSpans)
+/// name, summed per key.
+pub(crate) fn failure_totals_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT {FAILURE_KEYS}, CAST(sum(failures) AS BIGINT) FROM ({}) AS f
+         GROUP BY {FAILURE_KEYS} ORDER BY {FAILURE_KEYS}",
+        rollup_spans_sql("failures", &format!("{FAILURE_KEYS}, failures"), p)
+    )
+}
+
+fn rollup_row_columns() -> String {
+    format!(
+        "minute, transport, channel, category, {}",
+        metric_columns().join(", ")
+    )
+}
+
+/// The key columns of the failure rollups after `minute`.
+pub(crate) const FAILURE_KEYS: &str = "transport, channel, category, class, error";
