@@ -1,9 +1,21 @@
-//! SQL text both backends run, written once: the rollup reads and the
-//! statements over the rollup tables. Where the dialects differ (the
-//! parameter syntax, a function's name) the builders take the
-//! difference as an argument.
+//! SQL text both backends run, written once: the column lists rows are
+//! read by, the rollup reads and the statements over the rollup tables.
+//! Where the dialects differ (the parameter syntax, a function's name)
+//! the builders take the difference as an argument.
 
 use super::rollups::{is_max_column, metric_columns};
+
+/// The `messages` columns every read of a message selects (SQLite's
+/// `message_from_row` reads them by position: the order matters).
+pub(crate) const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, \
+    payload, metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, \
+    available_at, lease_until, claim_token, sent_at, last_error, updated_at";
+
+/// The `alerts` columns every read of an alert selects (SQLite's
+/// `alert_from_row` reads them by position: the order matters).
+pub(crate) const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window_s, \
+    fired_value, last_value, fired_at, checked_at, resolved_at, notified, fired_message_id, \
+    resolved_message_id";
 
 /// The rows that [`rollup_spans_sql`] names (bounds bound first) with
 /// the keys a [`Scope`](super::Scope) keeps (bound 7th to 9th, NULL for

@@ -25,8 +25,8 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    failure_totals_sql, metric_merge_updates, rollup_families, rollup_rows_sql, rollup_totals_sql,
-    series_sql,
+    ALERT_COLUMNS, MESSAGE_COLUMNS, failure_totals_sql, metric_merge_updates, rollup_families,
+    rollup_rows_sql, rollup_totals_sql, series_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
@@ -48,13 +48,6 @@ mod embedded {
 const QUEUE_PER_CONNECTION: usize = 256;
 /// How long a connection waits for a lock held by another process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window_s, fired_value, \
-    last_value, fired_at, checked_at, resolved_at, notified, fired_message_id, resolved_message_id";
-
-const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
-    metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
-    lease_until, claim_token, sent_at, last_error, updated_at";
 
 /// SQLite storage: one writer thread, `pool_size` reader threads.
 pub struct SqliteStorage {
