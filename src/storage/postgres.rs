@@ -24,8 +24,8 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, MESSAGE_COLUMNS, failure_totals_sql, metric_merge_updates, rollup_families,
-    rollup_rows_sql, rollup_totals_sql, series_sql,
+    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, compaction_sql, failure_totals_sql,
+    metric_merge_updates, rollup_rows_sql, rollup_totals_sql, series_sql, write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
@@ -1361,54 +1361,32 @@ impl Storage for PostgresStorage {
         // The row lock makes concurrent compactions on several nodes take
         // turns, each planning from the seal the previous one left.
         let row = tx
-            .query_one(
-                "SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1 FOR UPDATE",
-                &[],
-            )
+            .query_one(&format!("{READ_SEAL_SQL} FOR UPDATE"), &[])
             .await?;
         let seal = RollupSeal {
             sealed_until: row.try_get(0)?,
             minutes_from: row.try_get(1)?,
         };
         let plan = CompactionPlan::new(seal, seal_before, compact_before, purge_before);
-        let families = rollup_families();
+        let families = compaction_sql(HOUR, dollar);
         if let Some((from, to)) = plan.seal {
-            for (family, keys, columns, aggregates) in &families {
-                tx.execute(
-                    &format!("DELETE FROM {family}_hourly WHERE minute >= $1 AND minute < $2"),
-                    &[&from, &to],
-                )
-                .await?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {family}_hourly (minute, {keys}, {columns})
-                         SELECT {HOUR}, {keys}, {aggregates} FROM {family}_minutely
-                         WHERE minute >= $1 AND minute < $2
-                         GROUP BY {HOUR}, {keys}"
-                    ),
-                    &[&from, &to],
-                )
-                .await?;
+            for family in &families {
+                tx.execute(&family.clear_hours, &[&from, &to]).await?;
+                tx.execute(&family.seal_hours, &[&from, &to]).await?;
             }
         }
         let mut merged = 0;
         let mut purged = 0;
-        for (family, ..) in &families {
+        for family in &families {
             merged += tx
-                .execute(
-                    &format!("DELETE FROM {family}_minutely WHERE minute < $1"),
-                    &[&plan.delete_minutes_before],
-                )
+                .execute(&family.delete_minutes, &[&plan.delete_minutes_before])
                 .await?;
             purged += tx
-                .execute(
-                    &format!("DELETE FROM {family}_hourly WHERE minute < $1"),
-                    &[&plan.purge_before],
-                )
+                .execute(&family.purge_hours, &[&plan.purge_before])
                 .await?;
         }
         tx.execute(
-            "UPDATE rollup_seal SET sealed_until = $1, minutes_from = $2 WHERE id = 1",
+            &write_seal_sql(dollar),
             &[&plan.after.sealed_until, &plan.after.minutes_from],
         )
         .await?;
@@ -1717,9 +1695,7 @@ fn params(bounds: &[DateTime<Utc>]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 async fn read_seal(client: &deadpool_postgres::Object) -> Result<RollupSeal, StorageError> {
-    let statement = client
-        .prepare_cached("SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1")
-        .await?;
+    let statement = client.prepare_cached(READ_SEAL_SQL).await?;
     let row = client.query_one(&statement, &[]).await?;
     Ok(RollupSeal {
         sealed_until: row.try_get(0)?,

@@ -96,7 +96,7 @@ pub(crate) fn rollup_spans_sql(family: &str, columns: &str, p: impl Fn(usize) ->
 
 /// The rollup families compaction seals: (family, key columns after
 /// `minute`, value columns, their aggregates over many rows).
-pub(crate) fn rollup_families() -> [(&'static str, String, String, String); 2] {
+fn rollup_families() -> [(&'static str, String, String, String); 2] {
     [
         (
             "metrics",
@@ -111,6 +111,56 @@ pub(crate) fn rollup_families() -> [(&'static str, String, String, String); 2] {
             "CAST(sum(failures) AS BIGINT)".to_owned(),
         ),
     ]
+}
+
+/// One rollup family's statements of a compaction
+/// ([`CompactionPlan`](super::rollups::CompactionPlan)).
+pub(crate) struct CompactionSql {
+    /// Deletes the hourly rows in `[p(1), p(2))`, to be built again.
+    pub clear_hours: String,
+    /// Builds the hourly rows in `[p(1), p(2))` from the minute rows.
+    pub seal_hours: String,
+    /// Deletes the minute rows before `p(1)`.
+    pub delete_minutes: String,
+    /// Deletes the hourly rows before `p(1)`.
+    pub purge_hours: String,
+}
+
+/// The compaction statements of each rollup family; `hour` is the
+/// backend's expression for the start of a row's hour in UTC, `p(i)`
+/// writes its i-th parameter.
+pub(crate) fn compaction_sql(hour: &str, p: impl Fn(usize) -> String) -> Vec<CompactionSql> {
+    let (from, to) = (p(1), p(2));
+    rollup_families()
+        .into_iter()
+        .map(|(family, keys, columns, aggregates)| CompactionSql {
+            clear_hours: format!(
+                "DELETE FROM {family}_hourly WHERE minute >= {from} AND minute < {to}"
+            ),
+            seal_hours: format!(
+                "INSERT INTO {family}_hourly (minute, {keys}, {columns})
+                 SELECT {hour}, {keys}, {aggregates} FROM {family}_minutely
+                 WHERE minute >= {from} AND minute < {to}
+                 GROUP BY {hour}, {keys}"
+            ),
+            delete_minutes: format!("DELETE FROM {family}_minutely WHERE minute < {from}"),
+            purge_hours: format!("DELETE FROM {family}_hourly WHERE minute < {from}"),
+        })
+        .collect()
+}
+
+/// Reads the one `rollup_seal` row: (`sealed_until`, `minutes_from`).
+pub(crate) const READ_SEAL_SQL: &str =
+    "SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1";
+
+/// Writes the `rollup_seal` row: `sealed_until` = `p(1)`, `minutes_from`
+/// = `p(2)`.
+pub(crate) fn write_seal_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "UPDATE rollup_seal SET sealed_until = {}, minutes_from = {} WHERE id = 1",
+        p(1),
+        p(2)
+    )
 }
 
 /// The rollup rows (`minute`, key, metric columns) that

@@ -25,8 +25,8 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, MESSAGE_COLUMNS, failure_totals_sql, metric_merge_updates, rollup_families,
-    rollup_rows_sql, rollup_totals_sql, series_sql,
+    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, compaction_sql, failure_totals_sql,
+    metric_merge_updates, rollup_rows_sql, rollup_totals_sql, series_sql, write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
@@ -376,13 +376,12 @@ fn millis(spans: &RollupSpans) -> [i64; 6] {
 }
 
 fn read_seal(conn: &Connection) -> rusqlite::Result<RollupSeal> {
-    conn.prepare_cached("SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1")?
-        .query_row([], |row| {
-            Ok(RollupSeal {
-                sealed_until: from_millis(row.get(0)?),
-                minutes_from: from_millis(row.get(1)?),
-            })
+    conn.prepare_cached(READ_SEAL_SQL)?.query_row([], |row| {
+        Ok(RollupSeal {
+            sealed_until: from_millis(row.get(0)?),
+            minutes_from: from_millis(row.get(1)?),
         })
+    })
 }
 
 /// Rollup rows (`minute`, the key, the metric columns) read by `sql`
@@ -1292,36 +1291,24 @@ impl Storage for SqliteStorage {
             const HOUR: &str = "(minute - minute % 3600000)";
             let plan =
                 CompactionPlan::new(read_seal(tx)?, seal_before, compact_before, purge_before);
-            let families = rollup_families();
+            let families = compaction_sql(HOUR, question);
             if let Some((from, to)) = plan.seal {
                 let span = params![to_millis(from), to_millis(to)];
-                for (family, keys, columns, aggregates) in &families {
-                    tx.prepare_cached(&format!(
-                        "DELETE FROM {family}_hourly WHERE minute >= ?1 AND minute < ?2"
-                    ))?
-                    .execute(span)?;
-                    tx.prepare_cached(&format!(
-                        "INSERT INTO {family}_hourly (minute, {keys}, {columns})
-                         SELECT {HOUR}, {keys}, {aggregates} FROM {family}_minutely
-                         WHERE minute >= ?1 AND minute < ?2
-                         GROUP BY {HOUR}, {keys}"
-                    ))?
-                    .execute(span)?;
+                for family in &families {
+                    tx.prepare_cached(&family.clear_hours)?.execute(span)?;
+                    tx.prepare_cached(&family.seal_hours)?.execute(span)?;
                 }
             }
             let (mut merged, mut purged) = (0, 0);
-            for (family, ..) in &families {
+            for family in &families {
                 merged += tx
-                    .prepare_cached(&format!("DELETE FROM {family}_minutely WHERE minute < ?1"))?
+                    .prepare_cached(&family.delete_minutes)?
                     .execute([to_millis(plan.delete_minutes_before)])?;
                 purged += tx
-                    .prepare_cached(&format!("DELETE FROM {family}_hourly WHERE minute < ?1"))?
+                    .prepare_cached(&family.purge_hours)?
                     .execute([to_millis(plan.purge_before)])?;
             }
-            tx.prepare_cached(
-                "UPDATE rollup_seal SET sealed_until = ?1, minutes_from = ?2 WHERE id = 1",
-            )?
-            .execute([
+            tx.prepare_cached(&write_seal_sql(question))?.execute([
                 to_millis(plan.after.sealed_until),
                 to_millis(plan.after.minutes_from),
             ])?;
