@@ -24,8 +24,9 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, compaction_sql, failure_totals_sql,
-    metric_merge_updates, rollup_rows_sql, rollup_totals_sql, series_sql, write_seal_sql,
+    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql, add_metrics_sql,
+    compaction_sql, failure_totals_sql, rollup_rows_sql, rollup_totals_sql, series_sql,
+    write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
@@ -959,14 +960,10 @@ impl Storage for PostgresStorage {
                 .map(|f| i64::try_from(f.failures).unwrap_or(i64::MAX))
                 .collect();
             let upsert = tx
-                .prepare_cached(
-                    "INSERT INTO failures_minutely AS r
-                         (minute, transport, channel, category, class, error, failures)
-                     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
-                                          $5::text[], $6::text[], $7::int8[])
-                     ON CONFLICT (minute, transport, channel, category, class, error)
-                     DO UPDATE SET failures = r.failures + excluded.failures",
-                )
+                .prepare_cached(&add_failures_sql(
+                    "SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                          $5::text[], $6::text[], $7::int8[])",
+                ))
                 .await?;
             tx.execute(
                 &upsert,
@@ -1747,23 +1744,19 @@ async fn add_rollups(
         .collect();
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&minutes, &transports, &channels, &categories];
     params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
-    let upsert = tx.prepare_cached(&add_metrics_sql()).await?;
-    tx.execute(&upsert, &params).await?;
-    Ok(())
-}
-
-fn add_metrics_sql() -> String {
     let arrays: Vec<String> = (5..5 + metric_columns().len())
         .map(|i| format!("${i}::int8[]"))
         .collect();
-    format!(
-        "INSERT INTO metrics_minutely AS r (minute, transport, channel, category, {columns})
-         SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], {arrays})
-         ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {updates}",
-        columns = metric_columns().join(", "),
-        arrays = arrays.join(", "),
-        updates = metric_merge_updates("r.", "greatest")
-    )
+    let sql = add_metrics_sql(
+        &format!(
+            "SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], {})",
+            arrays.join(", ")
+        ),
+        "greatest",
+    );
+    let upsert = tx.prepare_cached(&sql).await?;
+    tx.execute(&upsert, &params).await?;
+    Ok(())
 }
 
 /// Commits on success. On failure it rolls back before answering: a

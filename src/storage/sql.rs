@@ -57,20 +57,41 @@ pub(crate) fn metric_aggregates() -> String {
         .join(", ")
 }
 
-/// The `DO UPDATE SET` list that adds a conflicting row into the stored
-/// one; `max` is the dialect's two-argument maximum (`max` / `greatest`).
-pub(crate) fn metric_merge_updates(stored: &str, max: &str) -> String {
-    metric_columns()
+/// Adds rows into `metrics_minutely`, a row that meets a stored one of
+/// the same minute and key merged into it. `rows` is the backend's source
+/// of the rows (`VALUES (...)`, `SELECT * FROM unnest(...)`) in
+/// `(minute, transport, channel, category, metric columns)` order; `max`
+/// is its two-argument maximum (`max` / `greatest`).
+pub(crate) fn add_metrics_sql(rows: &str, max: &str) -> String {
+    let updates = metric_columns()
         .iter()
         .map(|c| {
             if is_max_column(c) {
-                format!("{c} = {max}({stored}{c}, excluded.{c})")
+                format!("{c} = {max}(r.{c}, excluded.{c})")
             } else {
-                format!("{c} = {stored}{c} + excluded.{c}")
+                format!("{c} = r.{c} + excluded.{c}")
             }
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    format!(
+        "INSERT INTO metrics_minutely AS r (minute, transport, channel, category, {columns})
+         {rows}
+         ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {updates}",
+        columns = metric_columns().join(", "),
+    )
+}
+
+/// Adds rows into `failures_minutely`, a row that meets a stored one of
+/// the same minute and key added into it. `rows` is the backend's source
+/// of the rows, in `(minute, FAILURE_KEYS, failures)` order.
+pub(crate) fn add_failures_sql(rows: &str) -> String {
+    format!(
+        "INSERT INTO failures_minutely AS r (minute, {FAILURE_KEYS}, failures)
+         {rows}
+         ON CONFLICT (minute, {FAILURE_KEYS})
+         DO UPDATE SET failures = r.failures + excluded.failures"
+    )
 }
 
 /// The rows of `{family}_minutely` and `{family}_hourly` (`metrics` or

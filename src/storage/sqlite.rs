@@ -25,8 +25,9 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, compaction_sql, failure_totals_sql,
-    metric_merge_updates, rollup_rows_sql, rollup_totals_sql, series_sql, write_seal_sql,
+    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql, add_metrics_sql,
+    compaction_sql, failure_totals_sql, rollup_rows_sql, rollup_totals_sql, series_sql,
+    write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
@@ -346,13 +347,9 @@ fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Resul
     let placeholders: Vec<String> = (5..5 + metric_columns().len())
         .map(|i| format!("?{i}"))
         .collect();
-    let sql = format!(
-        "INSERT INTO metrics_minutely (minute, transport, channel, category, {})
-         VALUES (?1, ?2, ?3, ?4, {})
-         ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {}",
-        metric_columns().join(", "),
-        placeholders.join(", "),
-        metric_merge_updates("", "max")
+    let sql = add_metrics_sql(
+        &format!("VALUES (?1, ?2, ?3, ?4, {})", placeholders.join(", ")),
+        "max",
     );
     let mut stmt = tx.prepare_cached(&sql)?;
     let mut params: Vec<Value> = vec![
@@ -832,12 +829,8 @@ impl Storage for SqliteStorage {
             for metrics in &metrics {
                 add_metrics(tx, metrics)?;
             }
-            let mut add_failure = tx.prepare_cached(
-                "INSERT INTO failures_minutely (minute, transport, channel, category, class, error, failures)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (minute, transport, channel, category, class, error)
-                 DO UPDATE SET failures = failures + excluded.failures",
-            )?;
+            let mut add_failure =
+                tx.prepare_cached(&add_failures_sql("VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
             for f in &failures {
                 add_failure.execute(params![
                     to_millis(f.minute),
