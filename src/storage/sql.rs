@@ -40,21 +40,24 @@ pub(crate) fn series_sql(p: impl Fn(usize) -> String) -> String {
     )
 }
 
-/// `metrics_minutely`'s columns as aggregates for merging many rows into
-/// one (sums, and maxima for the `_max_ms` columns), in column order.
-pub(crate) fn metric_aggregates() -> String {
+/// Each metric column written as `max` or `sum` writes it, by whether it
+/// keeps a maximum or a sum when rows merge, as a list in column order.
+fn metric_list(max: impl Fn(&str) -> String, sum: impl Fn(&str) -> String) -> String {
     metric_columns()
         .iter()
-        .map(|c| {
-            if is_max_column(c) {
-                format!("max({c})")
-            } else {
-                // PostgreSQL sums bigints as numeric.
-                format!("CAST(sum({c}) AS BIGINT)")
-            }
-        })
+        .map(|c| if is_max_column(c) { max(c) } else { sum(c) })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `metrics_minutely`'s columns as aggregates for merging many rows into
+/// one (sums, and maxima for the `_max_ms` columns), in column order.
+fn metric_aggregates() -> String {
+    metric_list(
+        |c| format!("max({c})"),
+        // PostgreSQL sums bigints as numeric.
+        |c| format!("CAST(sum({c}) AS BIGINT)"),
+    )
 }
 
 /// Adds rows into `metrics_minutely`, a row that meets a stored one of
@@ -63,17 +66,10 @@ pub(crate) fn metric_aggregates() -> String {
 /// `(minute, transport, channel, category, metric columns)` order; `max`
 /// is its two-argument maximum (`max` / `greatest`).
 pub(crate) fn add_metrics_sql(rows: &str, max: &str) -> String {
-    let updates = metric_columns()
-        .iter()
-        .map(|c| {
-            if is_max_column(c) {
-                format!("{c} = {max}(r.{c}, excluded.{c})")
-            } else {
-                format!("{c} = r.{c} + excluded.{c}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let updates = metric_list(
+        |c| format!("{c} = {max}(r.{c}, excluded.{c})"),
+        |c| format!("{c} = r.{c} + excluded.{c}"),
+    );
     format!(
         "INSERT INTO metrics_minutely AS r (minute, transport, channel, category, {columns})
          {rows}
