@@ -45,14 +45,12 @@ impl<const N: usize> Default for Timing<N> {
 
 impl<const N: usize> Timing<N> {
     fn observe(&mut self, ms: u64, bounds: &[u64; N]) {
-        self.count += 1;
-        self.sum_ms += ms;
-        self.max_ms = self.max_ms.max(ms);
-        for (bucket, bound) in self.le.iter_mut().zip(bounds) {
-            if ms <= *bound {
-                *bucket += 1;
-            }
-        }
+        observe(
+            ms,
+            [&mut self.count, &mut self.sum_ms, &mut self.max_ms],
+            &mut self.le,
+            bounds,
+        );
     }
 
     /// Its values in column order: count, sum, max, buckets.
@@ -60,6 +58,19 @@ impl<const N: usize> Timing<N> {
         [&mut self.count, &mut self.sum_ms, &mut self.max_ms]
             .into_iter()
             .chain(self.le.iter_mut())
+    }
+}
+
+/// Counts one timing of `ms` into a histogram's count, sum and maximum
+/// and its cumulative buckets `le` (`le[i]`: at most `bounds[i]` ms).
+fn observe(ms: u64, [count, sum_ms, max_ms]: [&mut u64; 3], le: &mut [u64], bounds: &[u64]) {
+    *count += 1;
+    *sum_ms += ms;
+    *max_ms = (*max_ms).max(ms);
+    for (bucket, bound) in le.iter_mut().zip(bounds) {
+        if ms <= *bound {
+            *bucket += 1;
+        }
     }
 }
 
@@ -250,14 +261,16 @@ impl MinuteMetrics {
             }
         }
         if let Some(ms) = outcome.wait_ms {
-            self.wait_count += 1;
-            self.wait_sum_ms += ms;
-            self.wait_max_ms = self.wait_max_ms.max(ms);
-            for (bucket, bound) in self.wait_le.iter_mut().zip(FLOW_BUCKETS_MS) {
-                if ms <= bound {
-                    *bucket += 1;
-                }
-            }
+            observe(
+                ms,
+                [
+                    &mut self.wait_count,
+                    &mut self.wait_sum_ms,
+                    &mut self.wait_max_ms,
+                ],
+                &mut self.wait_le,
+                &FLOW_BUCKETS_MS,
+            );
         }
         if let Some(ms) = outcome.processing_ms {
             self.processing.observe(ms, &FLOW_BUCKETS_MS);
@@ -270,14 +283,16 @@ impl MinuteMetrics {
             self.total.observe(ms, &FLOW_BUCKETS_MS);
         }
         if let Some(ms) = outcome.duration_ms {
-            self.latency_count += 1;
-            self.latency_sum_ms += ms;
-            self.latency_max_ms = self.latency_max_ms.max(ms);
-            for (bucket, bound) in self.latency_le.iter_mut().zip(LATENCY_BUCKETS_MS) {
-                if ms <= bound {
-                    *bucket += 1;
-                }
-            }
+            observe(
+                ms,
+                [
+                    &mut self.latency_count,
+                    &mut self.latency_sum_ms,
+                    &mut self.latency_max_ms,
+                ],
+                &mut self.latency_le,
+                &LATENCY_BUCKETS_MS,
+            );
         }
     }
 }
