@@ -21,14 +21,19 @@ use ulid::Ulid;
 use uuid::Uuid;
 
 use super::lifecycle;
+use super::rollups::{
+    CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
+};
+use super::sql::{
+    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql, add_metrics_sql,
+    compaction_sql, failure_totals_sql, rollup_rows_sql, rollup_totals_sql, series_sql,
+    write_seal_sql,
+};
 use super::{
-    Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued, Expired,
-    FailureCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, Retention, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage,
-    StorageError, StorageOptions, TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal,
-    cancelled_rollup, clamp_limit, effective_at, failure_totals_sql, metric_columns,
-    metric_merge_updates, metric_values, rollup, rollup_families, rollup_rows_sql,
-    rollup_totals_sql, series_sql,
+    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, Expired, FailureCount,
+    MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page, PageRequest,
+    Recorded, Retention, RollupSeal, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
+    TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, clamp_limit, effective_at,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -43,13 +48,6 @@ mod finished;
 const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
 /// How long a caller waits for a pooled connection before giving up.
 const POOL_WAIT: Duration = Duration::from_secs(5);
-
-const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window_s, fired_value, \
-    last_value, fired_at, checked_at, resolved_at, notified, fired_message_id, resolved_message_id";
-
-const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
-    metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
-    lease_until, claim_token, sent_at, last_error, updated_at";
 
 /// [`MESSAGE_COLUMNS`] of a finished message: it holds no claim.
 const FINISHED_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
@@ -260,14 +258,10 @@ impl PostgresStorage {
                 .map(|f| i64::try_from(f.failures).unwrap_or(i64::MAX))
                 .collect();
             let upsert = tx
-                .prepare_cached(
-                    "INSERT INTO failures_minutely AS r
-                         (minute, transport, channel, category, class, error, failures)
-                     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
-                                          $5::text[], $6::text[], $7::int8[])
-                     ON CONFLICT (minute, transport, channel, category, class, error)
-                     DO UPDATE SET failures = r.failures + excluded.failures",
-                )
+                .prepare_cached(&add_failures_sql(
+                    "SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                          $5::text[], $6::text[], $7::int8[])",
+                ))
                 .await?;
             tx.execute(
                 &upsert,
@@ -1564,54 +1558,32 @@ impl Storage for PostgresStorage {
         // The row lock makes concurrent compactions on several nodes take
         // turns, each planning from the seal the previous one left.
         let row = tx
-            .query_one(
-                "SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1 FOR UPDATE",
-                &[],
-            )
+            .query_one(&format!("{READ_SEAL_SQL} FOR UPDATE"), &[])
             .await?;
         let seal = RollupSeal {
             sealed_until: row.try_get(0)?,
             minutes_from: row.try_get(1)?,
         };
         let plan = CompactionPlan::new(seal, seal_before, compact_before, purge_before);
-        let families = rollup_families();
+        let families = compaction_sql(HOUR, dollar);
         if let Some((from, to)) = plan.seal {
-            for (family, keys, columns, aggregates) in &families {
-                tx.execute(
-                    &format!("DELETE FROM {family}_hourly WHERE minute >= $1 AND minute < $2"),
-                    &[&from, &to],
-                )
-                .await?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {family}_hourly (minute, {keys}, {columns})
-                         SELECT {HOUR}, {keys}, {aggregates} FROM {family}_minutely
-                         WHERE minute >= $1 AND minute < $2
-                         GROUP BY {HOUR}, {keys}"
-                    ),
-                    &[&from, &to],
-                )
-                .await?;
+            for family in &families {
+                tx.execute(&family.clear_hours, &[&from, &to]).await?;
+                tx.execute(&family.seal_hours, &[&from, &to]).await?;
             }
         }
         let mut merged = 0;
         let mut purged = 0;
-        for (family, ..) in &families {
+        for family in &families {
             merged += tx
-                .execute(
-                    &format!("DELETE FROM {family}_minutely WHERE minute < $1"),
-                    &[&plan.delete_minutes_before],
-                )
+                .execute(&family.delete_minutes, &[&plan.delete_minutes_before])
                 .await?;
             purged += tx
-                .execute(
-                    &format!("DELETE FROM {family}_hourly WHERE minute < $1"),
-                    &[&plan.purge_before],
-                )
+                .execute(&family.purge_hours, &[&plan.purge_before])
                 .await?;
         }
         tx.execute(
-            "UPDATE rollup_seal SET sealed_until = $1, minutes_from = $2 WHERE id = 1",
+            &write_seal_sql(dollar),
             &[&plan.after.sealed_until, &plan.after.minutes_from],
         )
         .await?;
@@ -1924,9 +1896,7 @@ fn params(bounds: &[DateTime<Utc>]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 async fn read_seal(client: &deadpool_postgres::Object) -> Result<RollupSeal, StorageError> {
-    let statement = client
-        .prepare_cached("SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1")
-        .await?;
+    let statement = client.prepare_cached(READ_SEAL_SQL).await?;
     let row = client.query_one(&statement, &[]).await?;
     Ok(RollupSeal {
         sealed_until: row.try_get(0)?,
@@ -1978,23 +1948,19 @@ async fn add_rollups(
         .collect();
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&minutes, &transports, &channels, &categories];
     params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
-    let upsert = tx.prepare_cached(&add_metrics_sql()).await?;
-    tx.execute(&upsert, &params).await?;
-    Ok(())
-}
-
-fn add_metrics_sql() -> String {
     let arrays: Vec<String> = (5..5 + metric_columns().len())
         .map(|i| format!("${i}::int8[]"))
         .collect();
-    format!(
-        "INSERT INTO metrics_minutely AS r (minute, transport, channel, category, {columns})
-         SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], {arrays})
-         ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {updates}",
-        columns = metric_columns().join(", "),
-        arrays = arrays.join(", "),
-        updates = metric_merge_updates("r.", "greatest")
-    )
+    let sql = add_metrics_sql(
+        &format!(
+            "SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], {})",
+            arrays.join(", ")
+        ),
+        "greatest",
+    );
+    let upsert = tx.prepare_cached(&sql).await?;
+    tx.execute(&upsert, &params).await?;
+    Ok(())
 }
 
 /// Commits on success. On failure it rolls back before answering: a

@@ -24,13 +24,19 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::lifecycle::{self, Ending};
 use super::retention::{Kept, below_id};
+use super::rollups::{
+    CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
+};
+use super::sql::{
+    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql, add_metrics_sql,
+    compaction_sql, failure_totals_sql, rollup_rows_sql, rollup_totals_sql, series_sql,
+    write_seal_sql,
+};
 use super::{
-    Alert, AlertNotice, AlertState, CompactionPlan, DeadLetterSummary, DepthRow, Enqueued,
-    FailureCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, RollupSeal, RollupSpans, Scope, SeriesCounts, Storage, StorageError,
-    StorageOptions, TransportState, WRITE_PROBE, WorkSignal, cancelled_rollup, clamp_limit,
-    effective_at, failure_totals_sql, metric_columns, metric_merge_updates, metric_values, rollup,
-    rollup_families, rollup_rows_sql, rollup_totals_sql, series_sql,
+    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
+    MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page, PageRequest,
+    Recorded, RollupSeal, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
+    TransportState, WRITE_PROBE, WorkSignal, clamp_limit, effective_at,
 };
 use super::{Expired, Retention};
 use crate::domain::{
@@ -47,13 +53,6 @@ mod embedded {
 const QUEUE_PER_CONNECTION: usize = 256;
 /// How long a connection waits for a lock held by another process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window_s, fired_value, \
-    last_value, fired_at, checked_at, resolved_at, notified, fired_message_id, resolved_message_id";
-
-const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
-    metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
-    lease_until, claim_token, sent_at, last_error, updated_at";
 
 /// [`MESSAGE_COLUMNS`] of a finished message: it holds no claim.
 const FINISHED_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
@@ -379,13 +378,9 @@ fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Resul
     let placeholders: Vec<String> = (5..5 + metric_columns().len())
         .map(|i| format!("?{i}"))
         .collect();
-    let sql = format!(
-        "INSERT INTO metrics_minutely (minute, transport, channel, category, {})
-         VALUES (?1, ?2, ?3, ?4, {})
-         ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {}",
-        metric_columns().join(", "),
-        placeholders.join(", "),
-        metric_merge_updates("", "max")
+    let sql = add_metrics_sql(
+        &format!("VALUES (?1, ?2, ?3, ?4, {})", placeholders.join(", ")),
+        "max",
     );
     let mut stmt = tx.prepare_cached(&sql)?;
     let mut params: Vec<Value> = vec![
@@ -409,13 +404,12 @@ fn millis(spans: &RollupSpans) -> [i64; 6] {
 }
 
 fn read_seal(conn: &Connection) -> rusqlite::Result<RollupSeal> {
-    conn.prepare_cached("SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1")?
-        .query_row([], |row| {
-            Ok(RollupSeal {
-                sealed_until: from_millis(row.get(0)?),
-                minutes_from: from_millis(row.get(1)?),
-            })
+    conn.prepare_cached(READ_SEAL_SQL)?.query_row([], |row| {
+        Ok(RollupSeal {
+            sealed_until: from_millis(row.get(0)?),
+            minutes_from: from_millis(row.get(1)?),
         })
+    })
 }
 
 /// Rollup rows (`minute`, the key, the metric columns) read by `sql`
@@ -952,12 +946,8 @@ impl Storage for SqliteStorage {
             for metrics in &metrics {
                 add_metrics(tx, metrics)?;
             }
-            let mut add_failure = tx.prepare_cached(
-                "INSERT INTO failures_minutely (minute, transport, channel, category, class, error, failures)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (minute, transport, channel, category, class, error)
-                 DO UPDATE SET failures = failures + excluded.failures",
-            )?;
+            let mut add_failure =
+                tx.prepare_cached(&add_failures_sql("VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
             for f in &failures {
                 add_failure.execute(params![
                     to_millis(f.minute),
@@ -1521,36 +1511,24 @@ impl Storage for SqliteStorage {
             const HOUR: &str = "(minute - minute % 3600000)";
             let plan =
                 CompactionPlan::new(read_seal(tx)?, seal_before, compact_before, purge_before);
-            let families = rollup_families();
+            let families = compaction_sql(HOUR, question);
             if let Some((from, to)) = plan.seal {
                 let span = params![to_millis(from), to_millis(to)];
-                for (family, keys, columns, aggregates) in &families {
-                    tx.prepare_cached(&format!(
-                        "DELETE FROM {family}_hourly WHERE minute >= ?1 AND minute < ?2"
-                    ))?
-                    .execute(span)?;
-                    tx.prepare_cached(&format!(
-                        "INSERT INTO {family}_hourly (minute, {keys}, {columns})
-                         SELECT {HOUR}, {keys}, {aggregates} FROM {family}_minutely
-                         WHERE minute >= ?1 AND minute < ?2
-                         GROUP BY {HOUR}, {keys}"
-                    ))?
-                    .execute(span)?;
+                for family in &families {
+                    tx.prepare_cached(&family.clear_hours)?.execute(span)?;
+                    tx.prepare_cached(&family.seal_hours)?.execute(span)?;
                 }
             }
             let (mut merged, mut purged) = (0, 0);
-            for (family, ..) in &families {
+            for family in &families {
                 merged += tx
-                    .prepare_cached(&format!("DELETE FROM {family}_minutely WHERE minute < ?1"))?
+                    .prepare_cached(&family.delete_minutes)?
                     .execute([to_millis(plan.delete_minutes_before)])?;
                 purged += tx
-                    .prepare_cached(&format!("DELETE FROM {family}_hourly WHERE minute < ?1"))?
+                    .prepare_cached(&family.purge_hours)?
                     .execute([to_millis(plan.purge_before)])?;
             }
-            tx.prepare_cached(
-                "UPDATE rollup_seal SET sealed_until = ?1, minutes_from = ?2 WHERE id = 1",
-            )?
-            .execute([
+            tx.prepare_cached(&write_seal_sql(question))?.execute([
                 to_millis(plan.after.sealed_until),
                 to_millis(plan.after.minutes_from),
             ])?;

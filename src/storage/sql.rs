@@ -1,0 +1,220 @@
+//! SQL text both backends run, written once: the column lists rows are
+//! read by, the rollup reads and the statements over the rollup tables.
+//! Where the dialects differ (the parameter syntax, a function's name)
+//! the builders take the difference as an argument.
+
+use super::rollups::{is_max_column, metric_columns};
+
+/// The `messages` columns every read of a message selects (SQLite's
+/// `message_from_row` reads them by position: the order matters).
+pub(crate) const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, \
+    payload, metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, \
+    available_at, lease_until, claim_token, sent_at, last_error, updated_at";
+
+/// The `alerts` columns every read of an alert selects (SQLite's
+/// `alert_from_row` reads them by position: the order matters).
+pub(crate) const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window_s, \
+    fired_value, last_value, fired_at, checked_at, resolved_at, notified, fired_message_id, \
+    resolved_message_id";
+
+/// The rows that [`rollup_spans_sql`] names (bounds bound first) with
+/// the keys a [`Scope`](super::Scope) keeps (bound 7th to 9th, NULL for
+/// all), their series counts summed per row start: one row per minute or
+/// hour whatever the keys.
+pub(crate) fn series_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT minute, CAST(sum(sent) AS BIGINT), CAST(sum(failed) AS BIGINT),
+                CAST(sum(retried) AS BIGINT), CAST(sum(dead) AS BIGINT)
+         FROM ({}) AS r
+         WHERE ({t} IS NULL OR transport = {t}) AND ({c} IS NULL OR channel = {c})
+           AND ({k} IS NULL OR category = {k})
+         GROUP BY minute ORDER BY minute",
+        rollup_spans_sql(
+            "metrics",
+            "minute, transport, channel, category, sent, failed, retried, dead",
+            &p
+        ),
+        t = p(7),
+        c = p(8),
+        k = p(9),
+    )
+}
+
+/// Each metric column written as `max` or `sum` writes it, by whether it
+/// keeps a maximum or a sum when rows merge, as a list in column order.
+fn metric_list(max: impl Fn(&str) -> String, sum: impl Fn(&str) -> String) -> String {
+    metric_columns()
+        .iter()
+        .map(|c| if is_max_column(c) { max(c) } else { sum(c) })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `metrics_minutely`'s columns as aggregates for merging many rows into
+/// one (sums, and maxima for the `_max_ms` columns), in column order.
+fn metric_aggregates() -> String {
+    metric_list(
+        |c| format!("max({c})"),
+        // PostgreSQL sums bigints as numeric.
+        |c| format!("CAST(sum({c}) AS BIGINT)"),
+    )
+}
+
+/// Adds rows into `metrics_minutely`, a row that meets a stored one of
+/// the same minute and key merged into it. `rows` is the backend's source
+/// of the rows (`VALUES (...)`, `SELECT * FROM unnest(...)`) in
+/// `(minute, transport, channel, category, metric columns)` order; `max`
+/// is its two-argument maximum (`max` / `greatest`).
+pub(crate) fn add_metrics_sql(rows: &str, max: &str) -> String {
+    let updates = metric_list(
+        |c| format!("{c} = {max}(r.{c}, excluded.{c})"),
+        |c| format!("{c} = r.{c} + excluded.{c}"),
+    );
+    format!(
+        "INSERT INTO metrics_minutely AS r (minute, transport, channel, category, {columns})
+         {rows}
+         ON CONFLICT (minute, transport, channel, category) DO UPDATE SET {updates}",
+        columns = metric_columns().join(", "),
+    )
+}
+
+/// Adds rows into `failures_minutely`, a row that meets a stored one of
+/// the same minute and key added into it. `rows` is the backend's source
+/// of the rows, in `(minute, FAILURE_KEYS, failures)` order.
+pub(crate) fn add_failures_sql(rows: &str) -> String {
+    format!(
+        "INSERT INTO failures_minutely AS r (minute, {FAILURE_KEYS}, failures)
+         {rows}
+         ON CONFLICT (minute, {FAILURE_KEYS})
+         DO UPDATE SET failures = r.failures + excluded.failures"
+    )
+}
+
+/// The rows of `{family}_minutely` and `{family}_hourly` (`metrics` or
+/// `failures`) that [`RollupSpans`] name, as `columns`; `p(i)` writes the
+/// backend's i-th parameter, bound as [`RollupSpans::bounds`].
+///
+/// [`RollupSpans`]: super::rollups::RollupSpans
+/// [`RollupSpans::bounds`]: super::rollups::RollupSpans::bounds
+pub(crate) fn rollup_spans_sql(family: &str, columns: &str, p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT {columns} FROM {family}_minutely
+         WHERE (minute >= {} AND minute < {}) OR (minute >= {} AND minute < {})
+         UNION ALL
+         SELECT {columns} FROM {family}_hourly WHERE minute >= {} AND minute < {}",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6)
+    )
+}
+
+/// The rollup families compaction seals: (family, key columns after
+/// `minute`, value columns, their aggregates over many rows).
+fn rollup_families() -> [(&'static str, String, String, String); 2] {
+    [
+        (
+            "metrics",
+            "transport, channel, category".to_owned(),
+            metric_columns().join(", "),
+            metric_aggregates(),
+        ),
+        (
+            "failures",
+            FAILURE_KEYS.to_owned(),
+            "failures".to_owned(),
+            "CAST(sum(failures) AS BIGINT)".to_owned(),
+        ),
+    ]
+}
+
+/// One rollup family's statements of a compaction
+/// ([`CompactionPlan`](super::rollups::CompactionPlan)).
+pub(crate) struct CompactionSql {
+    /// Deletes the hourly rows in `[p(1), p(2))`, to be built again.
+    pub clear_hours: String,
+    /// Builds the hourly rows in `[p(1), p(2))` from the minute rows.
+    pub seal_hours: String,
+    /// Deletes the minute rows before `p(1)`.
+    pub delete_minutes: String,
+    /// Deletes the hourly rows before `p(1)`.
+    pub purge_hours: String,
+}
+
+/// The compaction statements of each rollup family; `hour` is the
+/// backend's expression for the start of a row's hour in UTC, `p(i)`
+/// writes its i-th parameter.
+pub(crate) fn compaction_sql(hour: &str, p: impl Fn(usize) -> String) -> Vec<CompactionSql> {
+    let (from, to) = (p(1), p(2));
+    rollup_families()
+        .into_iter()
+        .map(|(family, keys, columns, aggregates)| CompactionSql {
+            clear_hours: format!(
+                "DELETE FROM {family}_hourly WHERE minute >= {from} AND minute < {to}"
+            ),
+            seal_hours: format!(
+                "INSERT INTO {family}_hourly (minute, {keys}, {columns})
+                 SELECT {hour}, {keys}, {aggregates} FROM {family}_minutely
+                 WHERE minute >= {from} AND minute < {to}
+                 GROUP BY {hour}, {keys}"
+            ),
+            delete_minutes: format!("DELETE FROM {family}_minutely WHERE minute < {from}"),
+            purge_hours: format!("DELETE FROM {family}_hourly WHERE minute < {from}"),
+        })
+        .collect()
+}
+
+/// Reads the one `rollup_seal` row: (`sealed_until`, `minutes_from`).
+pub(crate) const READ_SEAL_SQL: &str =
+    "SELECT sealed_until, minutes_from FROM rollup_seal WHERE id = 1";
+
+/// Writes the `rollup_seal` row: `sealed_until` = `p(1)`, `minutes_from`
+/// = `p(2)`.
+pub(crate) fn write_seal_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "UPDATE rollup_seal SET sealed_until = {}, minutes_from = {} WHERE id = 1",
+        p(1),
+        p(2)
+    )
+}
+
+/// The rollup rows (`minute`, key, metric columns) that
+/// [`RollupSpans`](super::rollups::RollupSpans) name, oldest first.
+pub(crate) fn rollup_rows_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "{} ORDER BY 1, 2, 3, 4",
+        rollup_spans_sql("metrics", &rollup_row_columns(), p)
+    )
+}
+
+/// Those rows summed per key (`minute` is the earliest row's).
+pub(crate) fn rollup_totals_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT min(minute), transport, channel, category, {} FROM ({}) AS r
+         GROUP BY transport, channel, category ORDER BY 2, 3, 4",
+        metric_aggregates(),
+        rollup_spans_sql("metrics", &rollup_row_columns(), p)
+    )
+}
+
+/// The failure rows that [`RollupSpans`](super::rollups::RollupSpans)
+/// name, summed per key.
+pub(crate) fn failure_totals_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT {FAILURE_KEYS}, CAST(sum(failures) AS BIGINT) FROM ({}) AS f
+         GROUP BY {FAILURE_KEYS} ORDER BY {FAILURE_KEYS}",
+        rollup_spans_sql("failures", &format!("{FAILURE_KEYS}, failures"), p)
+    )
+}
+
+fn rollup_row_columns() -> String {
+    format!(
+        "minute, transport, channel, category, {}",
+        metric_columns().join(", ")
+    )
+}
+
+/// The key columns of the failure rollups after `minute`.
+pub(crate) const FAILURE_KEYS: &str = "transport, channel, category, class, error";
