@@ -215,6 +215,7 @@ impl Supervisor {
                 let round = storage.expire_finished(now, MAX_BATCH).await?;
                 expired.deleted += round.deleted;
                 expired.payloads_dropped += round.payloads_dropped;
+                expired.days_dropped += round.days_dropped;
                 if round.total() == 0 {
                     break;
                 }
@@ -236,6 +237,7 @@ impl Supervisor {
             Ok(expired) => tracing::info!(
                 deleted = expired.deleted,
                 payloads_dropped = expired.payloads_dropped,
+                days_dropped = expired.days_dropped,
                 "retention expired finished messages"
             ),
             Err(err) => tracing::warn!(cause = %err, "storage upkeep failed"),

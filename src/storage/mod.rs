@@ -750,6 +750,34 @@ pub(crate) fn effective_at(
 }
 
 /// Clamps a requested page size into `1..=MAX_BATCH`.
+/// A message's events as the API shows them: a message's `queued` event
+/// is its `created_at`, not a stored row (stores written before kept one,
+/// which then stands).
+pub(crate) fn with_queued_event(
+    message: &Message,
+    mut events: Vec<crate::domain::Event>,
+) -> Vec<crate::domain::Event> {
+    if !events
+        .iter()
+        .any(|e| e.kind == crate::domain::EventKind::Queued)
+    {
+        events.insert(
+            0,
+            crate::domain::Event {
+                kind: crate::domain::EventKind::Queued,
+                at: message.created_at,
+                attempt: 0,
+                transport: Some(message.transport.clone()),
+                started_at: None,
+                duration_ms: None,
+                error: None,
+                detail: None,
+            },
+        );
+    }
+    events
+}
+
 pub(crate) fn clamp_limit(limit: usize) -> usize {
     limit.clamp(1, MAX_BATCH)
 }

@@ -34,6 +34,7 @@ use super::{
     MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page, PageRequest,
     Recorded, Retention, RollupSeal, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
     TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, clamp_limit, effective_at,
+    with_queued_event,
 };
 use crate::domain::{
     ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
@@ -117,15 +118,15 @@ impl PostgresStorage {
             outcomes_sql: outcomes_sql(&finished::bucket_sql(
                 &options.retention,
                 "$9",
-                "mv.transport",
-                "mv.category",
+                "c0.transport",
+                "c0.category",
             ))
             .into(),
             recover_sql: recover_sql(&finished::bucket_sql(
                 &options.retention,
                 "$1",
-                "mv.transport",
-                "mv.category",
+                "m.transport",
+                "m.category",
             ))
             .into(),
             retention: Arc::new(options.retention.clone()),
@@ -647,9 +648,6 @@ WITH input AS (
     -- A live message stored before keys were kept in their own table.
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, transport
-), events AS (
-    INSERT INTO message_events (message_id, kind, at, attempt, transport)
-    SELECT id, 'queued', $13, 0, transport FROM inserted
 )
 SELECT id, transport FROM inserted";
 
@@ -682,6 +680,7 @@ SELECT * FROM claimed ORDER BY effective_at, id";
 /// moves to `finished_messages` (`$11` files it under a day or apart, see
 /// [`finished::bucket_sql`]); then the one or two events per message.
 fn outcomes_sql(bucket: &str) -> String {
+    let follow = follow_sql("current", "next_status");
     let facts = (
         "c0.outcome",
         "c0.retry_at IS NOT NULL",
@@ -699,9 +698,9 @@ WITH input AS (
         AS t(id, token, outcome, member, duration_ms, error, retry_at, detail)
 ), current AS (
     SELECT c0.*, {next_status} AS next_status, {dead_reason} AS dead_reason,
-           {attempt_change} AS attempt_change
-    FROM (SELECT m.id, m.attempts, m.max_attempts, m.updated_at AS claimed_at, i.outcome, i.member,
-                 i.duration_ms, i.error, i.retry_at, i.detail
+           {attempt_change} AS attempt_change, {bucket} AS bucket
+    FROM (SELECT m.id, m.attempts, m.max_attempts, m.updated_at AS claimed_at, m.transport,
+                 m.category, i.outcome, i.member, i.duration_ms, i.error, i.retry_at, i.detail
           FROM messages m JOIN input i ON m.id = i.id
           WHERE m.status = 'processing' AND m.claim_token = i.token
           FOR UPDATE OF m) AS c0
@@ -727,13 +726,14 @@ WITH input AS (
            mv.created_at, mv.available_at,
            CASE WHEN c.next_status = 'sent' THEN $9 ELSE mv.sent_at END,
            CASE WHEN c.next_status = 'sent' THEN NULL ELSE coalesce(c.error, mv.last_error) END,
-           $9, {bucket}
+           $9, c.bucket
     FROM moved mv JOIN current c ON c.id = mv.id
     RETURNING id, status
-), events AS (
+){follow}, events AS (
     INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms,
-                                error, detail)
-    SELECT c.id, e.kind, $9, e.attempt, c.member, e.started_at, e.duration_ms, e.error, e.detail
+                                error, detail, finished_on)
+    SELECT c.id, e.kind, $9, e.attempt, c.member, e.started_at, e.duration_ms, e.error, e.detail,
+           CASE WHEN c.next_status = 'queued' THEN DATE '{LIVE_DAY}' ELSE c.bucket END
     FROM current c CROSS JOIN LATERAL (VALUES
         (1,
          CASE c.outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'attempt_failed' ELSE 'deferred' END,
@@ -775,15 +775,16 @@ WITH failed AS (
     FOR UPDATE OF m
 )
 INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms,
-                            error, detail)
+                            error, detail, finished_on)
 SELECT h.id, 'attempt_failed', $8, h.attempts, f.member, h.started_at, f.duration_ms, f.error,
-       f.detail
+       f.detail, DATE '0001-01-01'
 FROM held h JOIN failed f ON h.id = f.id
 ORDER BY f.id, f.seq";
 
 /// Ends expired leases by the lifecycle table: back to the queue, or,
 /// on the final attempt, dead and moved to `finished_messages`.
 fn recover_sql(bucket: &str) -> String {
+    let follow = follow_sql("expired", "next_status");
     let facts = ("'expired'", "false", "m.attempts", "m.max_attempts");
     let next_status = lifecycle::sql_status(facts.0, facts.1, facts.2, facts.3);
     let dead_reason = lifecycle::sql_dead_reason(facts.0, facts.1, facts.2, facts.3);
@@ -791,7 +792,7 @@ fn recover_sql(bucket: &str) -> String {
         "
 WITH expired AS (
     SELECT m.id, m.attempts, m.transport, m.updated_at AS claimed_at,
-           {next_status} AS next_status, {dead_reason} AS dead_reason
+           {next_status} AS next_status, {dead_reason} AS dead_reason, {bucket} AS bucket
     FROM messages m
     WHERE m.status = 'processing' AND m.lease_until <= $1
     ORDER BY m.lease_until LIMIT $2
@@ -809,12 +810,14 @@ WITH expired AS (
     INSERT INTO finished_messages ({FINISHED_INSERT})
     SELECT mv.id, mv.channel, mv.transport, mv.category, e.next_status, mv.priority, mv.payload,
            mv.metadata, mv.fingerprint, mv.idempotency_key, mv.attempts, mv.max_attempts,
-           mv.created_at, mv.available_at, mv.sent_at, '{FINAL_LEASE_EXPIRED}', $1, {bucket}
+           mv.created_at, mv.available_at, mv.sent_at, '{FINAL_LEASE_EXPIRED}', $1, e.bucket
     FROM moved mv JOIN expired e ON e.id = mv.id
     RETURNING id
-), events AS (
-    INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, error, detail)
-    SELECT e.id, v.kind, $1, e.attempts, e.transport, v.started_at, v.error, v.detail
+){follow}, events AS (
+    INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, error, detail,
+                                finished_on)
+    SELECT e.id, v.kind, $1, e.attempts, e.transport, v.started_at, v.error, v.detail,
+           CASE WHEN e.next_status = 'queued' THEN DATE '{LIVE_DAY}' ELSE e.bucket END
     FROM expired e CROSS JOIN LATERAL (VALUES
         (1, 'lease_expired', e.claimed_at, NULL::text, NULL::jsonb),
         (2, CASE WHEN e.next_status = 'dead' THEN 'dead_lettered' END, NULL::timestamptz,
@@ -826,6 +829,35 @@ WITH expired AS (
 SELECT id FROM requeued UNION ALL SELECT id FROM finished"
     )
 }
+
+/// CTEs that take the earlier events of the messages in `decided` that
+/// finish (`next` is not `queued`) along to their `bucket`: those waiting
+/// with the live messages, and those written before events were filed by
+/// finish day.
+fn follow_sql(decided: &str, next: &str) -> String {
+    format!(
+        ", followed AS (
+    UPDATE message_events e SET finished_on = d.bucket
+    FROM {decided} d
+    WHERE e.message_id = d.id AND e.finished_on = DATE '{LIVE_DAY}' AND d.{next} <> 'queued'
+), legacy AS (
+    DELETE FROM message_events_legacy l USING {decided} d
+    WHERE l.message_id = d.id AND d.{next} <> 'queued'
+    RETURNING l.*, d.bucket
+), relegated AS (
+    INSERT INTO message_events ({EVENT_INSERT})
+    SELECT {EVENT_INSERT_FROM_LEGACY} FROM legacy
+)"
+    )
+}
+
+/// The columns of a `message_events` row as a move writes them.
+const EVENT_INSERT: &str = "id, message_id, kind, at, attempt, transport, started_at, duration_ms, error, detail, finished_on";
+const EVENT_INSERT_FROM_LEGACY: &str =
+    "id, message_id, kind, at, attempt, transport, started_at, duration_ms, error, detail, bucket";
+
+/// `finished_on` of the events of live messages (`message_events_live`).
+const LIVE_DAY: &str = finished::LIVE_DAY;
 
 /// `last_error` of a message whose last attempt's lease expired.
 const FINAL_LEASE_EXPIRED: &str = "lease expired on the final attempt";
@@ -1424,8 +1456,12 @@ impl Storage for PostgresStorage {
         let message = message_from_row(&row)?;
         let events = tx
             .prepare_cached(
-                "SELECT kind, at, attempt, transport, started_at, duration_ms, error, detail
-                 FROM message_events WHERE message_id = $1 ORDER BY id",
+                "SELECT id, kind, at, attempt, transport, started_at, duration_ms, error, detail
+                 FROM message_events WHERE message_id = $1
+                 UNION ALL
+                 SELECT id, kind, at, attempt, transport, started_at, duration_ms, error, detail
+                 FROM message_events_legacy WHERE message_id = $1
+                 ORDER BY id",
             )
             .await?;
         let events = tx
@@ -1435,6 +1471,7 @@ impl Storage for PostgresStorage {
             .map(event_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await?;
+        let events = with_queued_event(&message, events);
         Ok(Some(MessageWithEvents { message, events }))
     }
 
@@ -1998,31 +2035,47 @@ async fn cancel_one(
             reason: "only a queued or dead message can be cancelled",
         });
     }
-    let row = if live {
+    let (row, bucket) = if live {
         let bucket = bucket_of(retention, &current, now);
-        tx.query_one(
-            &format!(
-                "WITH moved AS (DELETE FROM messages WHERE id = $1 RETURNING *)
+        let row = tx
+            .query_one(
+                &format!(
+                    "WITH moved AS (DELETE FROM messages WHERE id = $1 RETURNING *)
                  INSERT INTO finished_messages ({FINISHED_INSERT})
                  SELECT id, channel, transport, category, 'cancelled', priority, payload, metadata,
                         fingerprint, idempotency_key, attempts, max_attempts, created_at,
                         available_at, sent_at, last_error, $2, $3::date
                  FROM moved
                  RETURNING {FINISHED_COLUMNS}"
+                ),
+                &[&uuid(id), &now, &bucket],
+            )
+            .await?;
+        // Its earlier events go where it now is.
+        tx.execute(
+            &format!(
+                "WITH d AS (SELECT $1::uuid AS id, 'cancelled'::text AS next_status, $2::date AS bucket)
+                 {follow}
+                 SELECT 1",
+                follow = follow_sql("d", "next_status")
             ),
-            &[&uuid(id), &now, &bucket],
+            &[&uuid(id), &bucket],
         )
-        .await?
+        .await?;
+        (row, bucket)
     } else {
         // A dead letter is finished already: only its status changes.
-        tx.query_one(
-            &format!(
-                "UPDATE finished_messages SET status = 'cancelled', updated_at = $2
-                 WHERE id = $1 RETURNING {FINISHED_COLUMNS}"
-            ),
-            &[&uuid(id), &now],
-        )
-        .await?
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE finished_messages SET status = 'cancelled', updated_at = $2
+                     WHERE id = $1 RETURNING {FINISHED_COLUMNS}, finished_on"
+                ),
+                &[&uuid(id), &now],
+            )
+            .await?;
+        let bucket = row.try_get("finished_on")?;
+        (row, bucket)
     };
     let detail = serde_json::json!({ "previous_status": current.status });
     insert_event(
@@ -2033,6 +2086,7 @@ async fn cancel_one(
         current.attempts,
         &current.transport,
         Some(&detail),
+        bucket,
     )
     .await?;
     add_rollups(tx, &[cancelled_rollup(&current, now)]).await?;
@@ -2075,6 +2129,8 @@ async fn lock_message(
     Ok((message_from_row(&row)?, false))
 }
 
+/// Writes one event under `bucket`, where its message is kept.
+#[allow(clippy::too_many_arguments)]
 async fn insert_event(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Stamp,
@@ -2083,14 +2139,29 @@ async fn insert_event(
     attempt: u32,
     transport: &str,
     detail: Option<&serde_json::Value>,
+    bucket: chrono::NaiveDate,
 ) -> Result<(), StorageError> {
     let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
     tx.execute(
-        "INSERT INTO message_events (message_id, kind, at, attempt, transport, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&uuid(id), &kind, &at, &attempt, &transport, &detail],
+        "INSERT INTO message_events (message_id, kind, at, attempt, transport, detail, finished_on)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &uuid(id),
+            &kind,
+            &at,
+            &attempt,
+            &transport,
+            &detail,
+            &bucket,
+        ],
     )
     .await?;
     Ok(())
+}
+
+/// The `finished_on` of live messages' events.
+fn live_day() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_str(LIVE_DAY).unwrap_or(chrono::NaiveDate::MIN)
 }
 
 async fn replay_one(
@@ -2108,7 +2179,15 @@ async fn replay_one(
         });
     }
     if !live {
-        // Back to the live table under the same id.
+        // Back to the live table under the same id, its events with it.
+        tx.execute(
+            &format!(
+                "UPDATE message_events SET finished_on = DATE '{LIVE_DAY}'
+                 WHERE message_id = $1 AND finished_on <> DATE '{LIVE_DAY}'"
+            ),
+            &[&uuid(id)],
+        )
+        .await?;
         tx.execute(
             "WITH moved AS (DELETE FROM finished_messages WHERE id = $1 RETURNING *)
              INSERT INTO messages (id, channel, transport, category, status, priority, payload,
@@ -2142,6 +2221,7 @@ async fn replay_one(
         0,
         &current.transport,
         Some(&detail),
+        live_day(),
     )
     .await?;
     message_from_row(&row)

@@ -100,11 +100,14 @@ pub struct Expired {
     /// Finished messages deleted, with their events.
     pub deleted: u64,
     pub payloads_dropped: u64,
+    /// PostgreSQL: whole days of finished messages dropped with their
+    /// partitions.
+    pub days_dropped: u64,
 }
 
 impl Expired {
     pub fn total(&self) -> u64 {
-        self.deleted + self.payloads_dropped
+        self.deleted + self.payloads_dropped + self.days_dropped
     }
 }
 
@@ -187,6 +190,11 @@ impl Retention {
         }
         case.push_str(" ELSE false END");
         case
+    }
+
+    /// How long the default rule keeps `kept`; `None` for ever.
+    pub(crate) fn default_keep(&self, kept: Kept) -> Option<Duration> {
+        kept.of(&self.default)
     }
 
     /// The shortest time any rule keeps `kept`: nothing of it expires

@@ -38,7 +38,7 @@ use super::{
     Recorded, RollupSeal, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
     TransportState, WRITE_PROBE, WorkSignal, clamp_limit, effective_at,
 };
-use super::{Expired, Retention};
+use super::{Expired, Retention, with_queued_event};
 use crate::domain::{
     ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
     Stamp, Status,
@@ -693,20 +693,7 @@ impl Storage for SqliteStorage {
                     to_millis(effective_at(message.available_at, message.priority, aging)),
                 ])?;
                 if inserted == 1 {
-                    insert_event(
-                        tx,
-                        NewEvent {
-                            id: message.id,
-                            kind: EventKind::Queued,
-                            at: now,
-                            attempt: 0,
-                            transport: Some(&message.transport),
-                            started_at: None,
-                            duration_ms: None,
-                            error: None,
-                            detail: None,
-                        },
-                    )?;
+                    // No `queued` row: it is the message's created_at.
                     results.push(Enqueued {
                         id: message.id,
                         status: Status::Queued,
@@ -1317,6 +1304,7 @@ impl Storage for SqliteStorage {
                         .collect::<rusqlite::Result<Vec<_>>>()?
                 };
                 tx.finish()?;
+                let events = with_queued_event(&message, events);
                 Ok(Some(MessageWithEvents { message, events }))
             })
             .await

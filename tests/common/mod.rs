@@ -146,7 +146,7 @@ impl Fixture {
 }
 
 /// A plain PostgreSQL connection beside the store's pool.
-async fn connect(url: &str) -> tokio_postgres::Client {
+pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {url} (set HERALD_TEST_DATABASE_URL): {e}"));

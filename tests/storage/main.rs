@@ -2556,3 +2556,118 @@ async fn alert_history_survives_a_restart(f: &Fixture) {
         .is_some()
     );
 }
+
+/// Expiring a day of finished messages on PostgreSQL is dropping its
+/// partitions (messages and their events), not a DELETE: the day's rows
+/// that a rule keeps longer were filed apart as they finished, or moved
+/// apart before the drop, and outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_expiring_a_day_drops_its_partitions() {
+    let f = Fixture::postgres().await;
+    let day = Duration::from_secs(86_400);
+    let rule = |sent, dead| RetentionRule {
+        sent,
+        dead,
+        cancelled: Some(day),
+        payload_after_sent: None,
+    };
+    let retention = Retention {
+        default: rule(Some(day), Some(30 * day)),
+        overrides: vec![RetentionOverride {
+            transport: None,
+            category: Some("audit".into()),
+            rule: rule(None, Some(30 * day)),
+        }],
+    };
+    let s = herald::storage::open(&herald::storage::StorageOptions {
+        retention,
+        ..f.options.clone()
+    })
+    .await
+    .expect("open with retention");
+    let s = s.as_ref();
+    let mut batch = emails(3, t0());
+    batch[1].category = Some("audit".into());
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+    let claimed = claim(s, 3, t0()).await;
+    let by_id = |id: Stamp| claimed.iter().find(|m| m.id == id).expect("claimed");
+    let (plain, audit, dead) = (batch[0].id, batch[1].id, batch[2].id);
+    s.record_outcomes(
+        vec![
+            outcome(by_id(plain), OutcomeKind::Sent),
+            outcome(by_id(audit), OutcomeKind::Sent),
+            failed(by_id(dead), None),
+        ],
+        t0(),
+    )
+    .await
+    .expect("outcomes");
+
+    let side = common::connect(&f.options.url).await;
+    let filed = |id: Stamp| {
+        let side = &side;
+        async move {
+            side.query_opt(
+                "SELECT finished_on::text FROM finished_messages WHERE id = $1",
+                &[&uuid::Uuid::from(id.0)],
+            )
+            .await
+            .expect("finished_on")
+            .map(|row| row.get::<_, String>(0))
+        }
+    };
+    assert_eq!(filed(plain).await.as_deref(), Some("2026-01-01"));
+    assert_eq!(
+        filed(audit).await.as_deref(),
+        Some("9999-01-01"),
+        "a rule of its own"
+    );
+    assert_eq!(filed(dead).await.as_deref(), Some("2026-01-01"));
+    let partition = |name: &'static str| {
+        let side = &side;
+        async move {
+            side.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                .await
+                .expect("to_regclass")
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(partition("finished_messages_p20260101").await);
+    assert!(partition("message_events_p20260101").await);
+
+    // Not yet: the day's end is not a day ago.
+    let early = s
+        .expire_finished(t0() + day + Duration::from_secs(3600), 1000)
+        .await
+        .expect("expire");
+    assert_eq!(early.total(), 0);
+
+    let expired = s
+        .expire_finished(t0() + 2 * day + Duration::from_secs(1), 1000)
+        .await
+        .expect("expire");
+    assert_eq!((expired.days_dropped, expired.deleted), (1, 0));
+    assert!(!partition("finished_messages_p20260101").await);
+    assert!(!partition("message_events_p20260101").await);
+    assert!(s.get_message(plain).await.expect("get").is_none());
+    let events_left: i64 = side
+        .query_one(
+            "SELECT count(*) FROM message_events WHERE message_id = $1",
+            &[&uuid::Uuid::from(plain.0)],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(events_left, 0, "the day's events went with it");
+    // The dead letter is kept 30 days: moved apart, events and all.
+    assert_eq!(filed(dead).await.as_deref(), Some("9999-01-01"));
+    let kept = s.get_message(dead).await.expect("get").expect("kept");
+    assert_eq!(kept.message.status, Status::Dead);
+    assert!(
+        kept.events
+            .iter()
+            .any(|e| e.kind == EventKind::DeadLettered)
+    );
+    let audit = s.get_message(audit).await.expect("get").expect("kept");
+    assert!(audit.events.iter().any(|e| e.kind == EventKind::Sent));
+}

@@ -12,6 +12,9 @@ use crate::storage::retention::{Expired, Kept, Retention, below_id};
 /// retention is not the default rule's (the `finished_messages_kept`
 /// partition).
 pub(super) const KEPT_DAY: &str = "9999-01-01";
+/// `finished_on` of the events of live messages: they wait in
+/// `message_events_live` and move with their message when it finishes.
+pub(super) const LIVE_DAY: &str = "0001-01-01";
 /// Day partitions made ready beyond today.
 const AHEAD_DAYS: u64 = 7;
 /// Serialises partition changes when several nodes make them at once.
@@ -41,8 +44,11 @@ pub(super) fn bucket_sql(
     )
 }
 
-fn partition_name(day: NaiveDate) -> String {
-    format!("finished_messages_p{}", day.format("%Y%m%d"))
+/// The day partitions of the two tables filed by finish day.
+const DAY_TABLES: [&str; 2] = ["finished_messages", "message_events"];
+
+fn partition_name(table: &str, day: NaiveDate) -> String {
+    format!("{table}_p{}", day.format("%Y%m%d"))
 }
 
 /// The UTC day of an instant.
@@ -61,7 +67,7 @@ pub(super) async fn ensure_partitions(
     let mut created = 0;
     for offset in 0..=AHEAD_DAYS {
         let day = from + chrono::Days::new(offset);
-        let name = partition_name(day);
+        let name = partition_name("finished_messages", day);
         if exists(client, &name).await? {
             continue;
         }
@@ -80,13 +86,20 @@ pub(super) async fn ensure_partitions(
             continue;
         }
         let next = day + chrono::Days::new(1);
-        let made = tx
-            .batch_execute(&format!(
-                "CREATE TABLE {name} (LIKE finished_messages INCLUDING DEFAULTS);
-                 ALTER TABLE finished_messages ATTACH PARTITION {name}
-                     FOR VALUES FROM ('{day}') TO ('{next}')"
-            ))
-            .await;
+        // The events' partition first: a day whose messages' partition
+        // exists always has its events' one.
+        let sql: String = DAY_TABLES
+            .iter()
+            .rev()
+            .map(|table| {
+                let part = partition_name(table, day);
+                format!(
+                    "CREATE TABLE {part} (LIKE {table} INCLUDING DEFAULTS);
+                     ALTER TABLE {table} ATTACH PARTITION {part} FOR VALUES FROM ('{day}') TO ('{next}');"
+                )
+            })
+            .collect();
+        let made = tx.batch_execute(&sql).await;
         match made {
             Ok(()) => {
                 tx.commit().await?;
@@ -127,18 +140,29 @@ pub(super) async fn expire(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Expired, StorageError> {
-    let mut expired = Expired::default();
+    let mut expired = Expired {
+        days_dropped: drop_expired_days(client, retention, now).await?,
+        ..Expired::default()
+    };
     for kept in [Kept::Sent, Kept::Dead, Kept::Cancelled] {
         let Some(shortest) = retention.shortest(kept) else {
             continue;
         };
         let keep = retention.keep_ms_sql(kept, "f.transport", "f.category");
         let below = uuid::Uuid::from(below_id(now, shortest));
+        // Sent messages of the default rule expire with their day's
+        // partition; dead and cancelled ones the default keeps shorter
+        // than that are deleted here, longer ones moved apart at the drop.
+        let apart = if kept == Kept::Sent {
+            format!("AND f.finished_on = DATE '{KEPT_DAY}'")
+        } else {
+            String::new()
+        };
         let statement = client
             .prepare_cached(&format!(
                 "WITH doomed AS (
                      SELECT f.id, f.finished_on, f.idempotency_key FROM finished_messages f
-                     WHERE f.status = '{status}' AND f.id < $2
+                     WHERE f.status = '{status}' AND f.id < $2 {apart}
                        AND f.updated_at < $1::timestamptz - ({keep}) * interval '1 millisecond'
                      LIMIT $3
                  ), gone AS (
@@ -147,6 +171,8 @@ pub(super) async fn expire(
                      RETURNING f.id
                  ), events AS (
                      DELETE FROM message_events WHERE message_id IN (SELECT id FROM gone)
+                 ), legacy AS (
+                     DELETE FROM message_events_legacy WHERE message_id IN (SELECT id FROM gone)
                  ), keys AS (
                      DELETE FROM idempotency_keys k USING doomed d
                      WHERE k.key = d.idempotency_key AND k.message_id = d.id
@@ -205,3 +231,131 @@ WITH batch AS (
     RETURNING id
 )
 SELECT count(*) FROM finished";
+
+/// Drops the day partitions (messages and their events) of every day the
+/// default rule's `sent` keep has passed: the bulk of finished messages
+/// expires without a DELETE. The default rule's dead and cancelled
+/// messages of such a day that it keeps longer are first moved apart, in
+/// bounded batches. Each drop detaches the partition CONCURRENTLY, so
+/// outcomes and reads go on meanwhile.
+async fn drop_expired_days(
+    client: &deadpool_postgres::Object,
+    retention: &Retention,
+    now: DateTime<Utc>,
+) -> Result<u64, StorageError> {
+    let Some(sent) = retention.default.sent else {
+        return Ok(0);
+    };
+    let Some(cutoff) = chrono::Duration::from_std(sent)
+        .ok()
+        .and_then(|keep| now.checked_sub_signed(keep))
+    else {
+        return Ok(0);
+    };
+    // A day's messages all finished before its end: the day has expired
+    // once its end is at least `sent` ago.
+    let before = day_of(cutoff);
+    let mut dropped = 0;
+    for day in day_partitions(client).await? {
+        if day >= before {
+            continue;
+        }
+        for (kept, status) in [(Kept::Dead, "dead"), (Kept::Cancelled, "cancelled")] {
+            let longer = retention.default_keep(kept).is_none_or(|keep| keep > sent);
+            if longer {
+                keep_apart(client, day, status).await?;
+            }
+        }
+        for table in DAY_TABLES {
+            detach_and_drop(client, &partition_name(table, day)).await?;
+        }
+        tracing::info!(%day, "retention dropped a day of finished messages");
+        dropped += 1;
+    }
+    Ok(dropped)
+}
+
+/// The days that have partitions of finished messages, oldest first.
+async fn day_partitions(
+    client: &deadpool_postgres::Object,
+) -> Result<Vec<NaiveDate>, StorageError> {
+    let rows = client
+        .query(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'finished_messages'::regclass
+               AND c.relname LIKE 'finished\\_messages\\_p%'",
+            &[],
+        )
+        .await?;
+    let mut days: Vec<NaiveDate> = rows
+        .iter()
+        .filter_map(|row| {
+            let name: String = row.get(0);
+            NaiveDate::parse_from_str(name.strip_prefix("finished_messages_p")?, "%Y%m%d").ok()
+        })
+        .collect();
+    days.sort();
+    Ok(days)
+}
+
+/// Moves a day's messages of `status`, with their events, to the
+/// partitions of messages kept apart, a batch at a time.
+async fn keep_apart(
+    client: &deadpool_postgres::Object,
+    day: NaiveDate,
+    status: &str,
+) -> Result<(), StorageError> {
+    let part = partition_name("finished_messages", day);
+    let statement = format!(
+        "WITH batch AS (SELECT id FROM {part} WHERE status = $1 LIMIT 1000),
+         events AS (
+             UPDATE message_events SET finished_on = DATE '{KEPT_DAY}'
+             WHERE finished_on = $2 AND message_id IN (SELECT id FROM batch)
+         )
+         UPDATE finished_messages SET finished_on = DATE '{KEPT_DAY}'
+         WHERE finished_on = $2 AND id IN (SELECT id FROM batch)"
+    );
+    while client.execute(&statement, &[&status, &day]).await? > 0 {}
+    Ok(())
+}
+
+/// Detaches a partition without blocking its table's readers and
+/// writers, then drops it. A detach an earlier round began and did not
+/// end is finished first.
+async fn detach_and_drop(
+    client: &deadpool_postgres::Object,
+    part: &str,
+) -> Result<(), StorageError> {
+    let Some(parent) = DAY_TABLES
+        .iter()
+        .find(|t| part.starts_with(&format!("{t}_p")))
+    else {
+        return Ok(());
+    };
+    if exists(client, part).await? {
+        let attached = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))",
+                &[&part],
+            )
+            .await?
+            .try_get::<_, bool>(0)?;
+        if attached {
+            let pending = client
+                .query_one(
+                    "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass($1)",
+                    &[&part],
+                )
+                .await?
+                .try_get::<_, bool>(0)?;
+            let how = if pending { "FINALIZE" } else { "CONCURRENTLY" };
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {parent} DETACH PARTITION {part} {how}"
+                ))
+                .await?;
+        }
+        client.batch_execute(&format!("DROP TABLE {part}")).await?;
+    }
+    Ok(())
+}
