@@ -19,6 +19,7 @@ conformance!(
     replay_returns_a_dead_letter_to_the_live_set_and_cancel_keeps_it_finished,
     an_idempotency_key_of_a_finished_message_is_still_known,
     move_finished_moves_what_an_older_version_left_in_messages,
+    a_key_an_older_version_stored_stays_known_once_its_message_finishes,
     retention_removes_exactly_what_has_expired_per_transport,
 );
 
@@ -668,6 +669,47 @@ async fn move_finished_moves_what_an_older_version_left_in_messages(f: &Fixture)
     assert_eq!(replayed.status, Status::Queued);
 }
 
+async fn a_key_an_older_version_stored_stays_known_once_its_message_finishes(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let keyed = |subject: &str| {
+        Email {
+            subject: subject.into(),
+            idempotency_key: Some("legacy-live".into()),
+            ..Email::default()
+        }
+        .build(t0())
+    };
+    // Queued by the older version, delivered by this one.
+    let legacy = Legacy {
+        message: keyed("Queued before the upgrade"),
+        status: Status::Queued,
+        attempts: 0,
+        finished_at: t0(),
+        events: vec![(EventKind::Queued, 0)],
+    };
+    store_as_an_older_version(f, std::slice::from_ref(&legacy)).await;
+    let claimed = claim(s, 10, t0() + secs(1)).await;
+    assert_eq!(claimed.len(), 1);
+    s.record_outcomes(
+        vec![outcome(&claimed[0], OutcomeKind::Sent)],
+        t0() + secs(2),
+    )
+    .await
+    .expect("sent");
+    let known = Enqueued {
+        id: legacy.message.id,
+        status: Status::Sent,
+        fingerprint: legacy.message.fingerprint.clone(),
+        created: false,
+    };
+    for at in [t0() + secs(3), t0() + secs(3600)] {
+        let again = keyed("Again");
+        assert_eq!(s.enqueue(again.clone(), at).await.expect("enqueue"), known);
+        assert!(s.get_message(again.id).await.expect("get").is_none());
+    }
+    assert_eq!(list(s, MessageFilter::default()).await.len(), 1);
+}
+
 async fn retention_removes_exactly_what_has_expired_per_transport(f: &Fixture) {
     let hour = Duration::from_secs(3600);
     let day = Duration::from_secs(86_400);
@@ -730,6 +772,7 @@ async fn retention_removes_exactly_what_has_expired_per_transport(f: &Fixture) {
             let mut m = Email {
                 transport,
                 category: *category,
+                idempotency_key: (i == 3).then(|| "otp-3".into()),
                 ..Email::default()
             }
             .build(t0());
@@ -764,6 +807,19 @@ async fn retention_removes_exactly_what_has_expired_per_transport(f: &Fixture) {
             .expect("record");
     }
 
+    let keyed = || {
+        Email {
+            transport: "other",
+            category: Some("otp"),
+            idempotency_key: Some("otp-3".into()),
+            subject: "Again".into(),
+            ..Email::default()
+        }
+        .build(t0())
+    };
+    let known = s.enqueue(keyed(), t0() + secs(60)).await.expect("enqueue");
+    assert_eq!((known.id, known.created), (batch[3].id, false));
+
     let mut kept: Vec<usize> = (0..plan.len()).collect();
     for (at, gone) in [
         // otp on `other`: sent kept an hour.
@@ -794,6 +850,13 @@ async fn retention_removes_exactly_what_has_expired_per_transport(f: &Fixture) {
     }
     assert_eq!(kept, [2, 4]);
     assert_eq!(f.orphan_events().await, 0);
+    // The key went with its message: it names a new one now.
+    let again = keyed();
+    let taken = s
+        .enqueue(again.clone(), t0() + secs(3601))
+        .await
+        .expect("enqueue");
+    assert_eq!((taken.id, taken.created), (again.id, true));
 }
 
 /// A message finishing on a day whose partition was never made ahead (a
