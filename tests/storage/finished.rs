@@ -592,6 +592,8 @@ async fn move_finished_moves_what_an_older_version_left_in_messages(f: &Fixture)
         before.push(found);
     }
     let listed = list(s, MessageFilter::default()).await;
+    let dead_letters = s.dead_letter_summary().await.expect("summary");
+    assert_eq!(dead_letters.iter().map(|d| d.count).sum::<u64>(), 2);
     assert_eq!(
         listed.iter().map(|m| m.id).collect::<Vec<_>>(),
         [5, 4, 3, 2, 1, 0].map(|i| minted(t0(), i))
@@ -627,6 +629,10 @@ async fn move_finished_moves_what_an_older_version_left_in_messages(f: &Fixture)
         moved.push(n);
         // Mid-move, every message reads and lists as before.
         assert_eq!(list(s, MessageFilter::default()).await, listed);
+        assert_eq!(
+            s.dead_letter_summary().await.expect("summary"),
+            dead_letters
+        );
         for found in &before {
             assert_eq!(read(s, found.message.id).await, *found);
         }
@@ -907,4 +913,24 @@ async fn postgres_makes_a_missing_day_partition_on_demand() {
     s.cancel(queued.id, cancelled_on).await.expect("cancel");
     assert_eq!(f.count(&in_day("20260220", queued.id)).await, 1);
     assert_eq!(read(s, queued.id).await.message.status, Status::Cancelled);
+
+    // A lease that expires on the final attempt, later still.
+    let last = Email::default().build(t0());
+    s.enqueue(last.clone(), t0()).await.expect("enqueue");
+    for _ in 0..2 {
+        let claimed = claim(s, 1, t0()).await.remove(0);
+        s.record_outcomes(vec![failed(&claimed, Some(t0()))], t0())
+            .await
+            .expect("retry");
+    }
+    assert_eq!(claim(s, 1, t0()).await[0].attempts, 3);
+    let expired_on = t0() + chrono::Duration::days(60);
+    assert_eq!(f.count(&attached("20260302")).await, 0);
+    let recovered = s
+        .recover_expired(expired_on, common::no_node_dead(), 100)
+        .await
+        .expect("recover");
+    assert_eq!(recovered, [last.id]);
+    assert_eq!(f.count(&in_day("20260302", last.id)).await, 1);
+    assert_eq!(read(s, last.id).await.message.status, Status::Dead);
 }
