@@ -609,10 +609,11 @@ fn millis_i64(ms: Option<u64>) -> Option<i64> {
 }
 
 /// Stores new messages. A message with an idempotency key is stored only
-/// if it takes the key in `idempotency_keys`: a key already there belongs
-/// to a live or finished message, unless retention deleted that message,
-/// when the key is taken over. The first of several messages of one batch
-/// with the same key takes it.
+/// if it takes the key in `idempotency_keys`, and only while no live or
+/// finished message holds the key: one an older version stored has no
+/// row there (its key lives on the message alone, also once it finishes).
+/// A key row without its message (retention deleted it) is taken over.
+/// The first of several messages of one batch with the same key takes it.
 ///
 /// A key younger than five minutes is never taken over: the look for its
 /// message uses this statement's snapshot, which does not see a message
@@ -628,13 +629,13 @@ WITH input AS (
                              fingerprint, idempotency_key, max_attempts, available_at, effective_at, ord)
 ), keyed AS (
     INSERT INTO idempotency_keys AS k (key, message_id, created_at)
-    SELECT DISTINCT ON (idempotency_key) idempotency_key, id, $13 FROM input
+    SELECT DISTINCT ON (idempotency_key) idempotency_key, id, $13 FROM input i
     WHERE idempotency_key IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.idempotency_key = i.idempotency_key)
+      AND NOT EXISTS (SELECT 1 FROM finished_messages f WHERE f.idempotency_key = i.idempotency_key)
     ORDER BY idempotency_key, ord
     ON CONFLICT (key) DO UPDATE SET message_id = excluded.message_id, created_at = excluded.created_at
     WHERE k.created_at < $13 - interval '5 minutes'
-      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.idempotency_key = k.key)
-      AND NOT EXISTS (SELECT 1 FROM finished_messages f WHERE f.idempotency_key = k.key)
     RETURNING message_id
 ), inserted AS (
     INSERT INTO messages (id, channel, transport, category, status, priority, payload, metadata,

@@ -122,19 +122,50 @@ impl Fixture {
 
     /// Events whose message is gone: none may outlive their message.
     pub async fn orphan_events(&self) -> i64 {
-        const SQL: &str = "SELECT count(*) FROM message_events e
-            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)
-              AND NOT EXISTS (SELECT 1 FROM finished_messages f WHERE f.id = e.message_id)";
+        self.count(
+            "SELECT count(*) FROM message_events e
+             WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)
+               AND NOT EXISTS (SELECT 1 FROM finished_messages f WHERE f.id = e.message_id)",
+        )
+        .await
+    }
+
+    /// The answer of a `SELECT count(*) ...` asked of the store's database
+    /// directly, beside the store: what a test must see in the tables
+    /// themselves, the same SQL on both backends.
+    pub async fn count(&self, sql: &str) -> i64 {
         match &self.cleanup {
             Cleanup::Schema(_) => connect(&self.options.url)
                 .await
-                .query_one(SQL, &[])
+                .query_one(sql, &[])
                 .await
                 .expect("count")
                 .get(0),
+            Cleanup::Dir(_) => self
+                .side_sqlite()
+                .expect("a SQLite store")
+                .query_row(sql, [], |row| row.get(0))
+                .expect("count"),
+        }
+    }
+
+    /// A plain connection to the store's PostgreSQL schema, for writing
+    /// what the store's API cannot (rows as an older version left them);
+    /// `None` on SQLite.
+    pub async fn side_postgres(&self) -> Option<tokio_postgres::Client> {
+        match &self.cleanup {
+            Cleanup::Schema(_) => Some(connect(&self.options.url).await),
+            Cleanup::Dir(_) => None,
+        }
+    }
+
+    /// A second connection to the store's SQLite file, as
+    /// [`Fixture::side_postgres`]; `None` on PostgreSQL.
+    pub fn side_sqlite(&self) -> Option<rusqlite::Connection> {
+        match &self.cleanup {
+            Cleanup::Schema(_) => None,
             Cleanup::Dir(dir) => {
-                let db = rusqlite::Connection::open(dir.path().join("herald.db")).expect("open");
-                db.query_row(SQL, [], |row| row.get(0)).expect("count")
+                Some(rusqlite::Connection::open(dir.path().join("herald.db")).expect("open"))
             }
         }
     }

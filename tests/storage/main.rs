@@ -45,6 +45,9 @@ macro_rules! conformance {
     };
 }
 
+// After the macro, which its cases use too.
+mod finished;
+
 conformance!(
     a_write_probe_commits_and_leaves_nothing_behind,
     enqueue_stores_the_message_with_a_queued_event,

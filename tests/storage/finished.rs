@@ -1,0 +1,936 @@
+//! Finished messages, kept apart from live ones: read, listed, replayed,
+//! cancelled, answered by idempotency key, moved over from an older
+//! store and expired as if they had never left the live table.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use herald::domain::{EventKind, Message, MessageWithEvents, NewMessage, Stamp, Status};
+use herald::storage::{
+    Enqueued, MessageFilter, OutcomeKind, PageRequest, Retention, RetentionOverride, RetentionRule,
+    Storage, StorageError,
+};
+
+use super::{LEASE, claim, events_of, failed, outcome};
+use crate::common::{self, Email, Fixture, secs, t0};
+
+conformance!(
+    a_finished_message_is_readable_and_listed_in_order_among_live_ones,
+    replay_returns_a_dead_letter_to_the_live_set_and_cancel_keeps_it_finished,
+    an_idempotency_key_of_a_finished_message_is_still_known,
+    move_finished_moves_what_an_older_version_left_in_messages,
+    a_key_an_older_version_stored_stays_known_once_its_message_finishes,
+    retention_removes_exactly_what_has_expired_per_transport,
+);
+
+/// The id a message minted at `at` would get, `n`-th in its millisecond:
+/// listings order by id, and retention reads a message's age from it.
+fn minted(at: DateTime<Utc>, n: u128) -> Stamp {
+    let ms = u64::try_from(at.timestamp_millis()).expect("after 1970");
+    Stamp(ulid::Ulid::from_parts(ms, n))
+}
+
+/// An SQL literal of `id` as the store's `id` columns hold it.
+fn id_sql(f: &Fixture, id: Stamp) -> String {
+    match f.storage.backend() {
+        "postgres" => format!("'{}'::uuid", uuid::Uuid::from(id.0)),
+        _ => format!("'{id}'"),
+    }
+}
+
+async fn read(s: &dyn Storage, id: Stamp) -> MessageWithEvents {
+    s.get_message(id).await.expect("get").expect("exists")
+}
+
+async fn list(s: &dyn Storage, filter: MessageFilter) -> Vec<Message> {
+    s.list_messages(
+        &filter,
+        PageRequest {
+            after: None,
+            limit: 100,
+        },
+    )
+    .await
+    .expect("list")
+    .items
+}
+
+async fn listed_ids(s: &dyn Storage, filter: MessageFilter) -> Vec<Stamp> {
+    list(s, filter).await.iter().map(|m| m.id).collect()
+}
+
+/// Every page of a listing, by id, following the cursors.
+async fn pages(s: &dyn Storage, filter: MessageFilter, limit: usize) -> Vec<Vec<Stamp>> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .list_messages(&filter, PageRequest { after, limit })
+            .await
+            .expect("page");
+        pages.push(page.items.iter().map(|m| m.id).collect());
+        match page.next {
+            Some(cursor) => after = Some(cursor),
+            None => return pages,
+        }
+    }
+}
+
+fn status(status: Status) -> MessageFilter {
+    MessageFilter {
+        status: Some(status),
+        ..MessageFilter::default()
+    }
+}
+
+fn transport(name: &str) -> MessageFilter {
+    MessageFilter {
+        transport: Some(name.into()),
+        ..MessageFilter::default()
+    }
+}
+
+async fn a_finished_message_is_readable_and_listed_in_order_among_live_ones(f: &Fixture) {
+    let s = f.storage.as_ref();
+    // Ten messages in id order, the odd ones on `other`; 8 has 1's content.
+    let batch: Vec<NewMessage> = (0..10)
+        .map(|i| {
+            let mut m = Email {
+                transport: if i % 2 == 0 { "mail" } else { "other" },
+                subject: format!("Message {}", if i == 8 { 1 } else { i }),
+                ..Email::default()
+            }
+            .build(t0());
+            m.id = minted(t0(), i);
+            m
+        })
+        .collect();
+    let id = |i: usize| batch[i].id;
+    assert_eq!(batch[8].fingerprint, batch[1].fingerprint);
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+    let mail = claim(s, 10, t0() + secs(1)).await;
+    let other = s
+        .claim_due("other", common::NODE, 10, LEASE, t0() + secs(1))
+        .await
+        .expect("claim");
+    let claimed = |i: usize| {
+        mail.iter()
+            .chain(&other)
+            .find(|m| m.id == id(i))
+            .expect("claimed")
+    };
+    let released = |i: usize| {
+        outcome(
+            claimed(i),
+            OutcomeKind::Released {
+                reason: "shutdown".into(),
+            },
+        )
+    };
+    // 2 and 9 stay in delivery; 4 and 7 go back to the queue.
+    s.record_outcomes(
+        vec![
+            outcome(claimed(0), OutcomeKind::Sent),
+            outcome(claimed(3), OutcomeKind::Sent),
+            outcome(claimed(8), OutcomeKind::Sent),
+            failed(claimed(5), None),
+            failed(claimed(6), None),
+            released(1),
+            released(4),
+            failed(claimed(7), Some(t0() + secs(60))),
+        ],
+        t0() + secs(2),
+    )
+    .await
+    .expect("record");
+    s.cancel(id(1), t0() + secs(3)).await.expect("cancel");
+
+    let sent = read(s, id(0)).await;
+    let m = &sent.message;
+    assert_eq!(
+        (m.id, m.status, m.transport.as_str()),
+        (id(0), Status::Sent, "mail")
+    );
+    let payload: serde_json::Value = serde_json::from_str(&batch[0].payload).expect("JSON");
+    assert_eq!(m.payload, payload);
+    assert_eq!(m.fingerprint, batch[0].fingerprint);
+    assert_eq!((m.attempts, m.max_attempts), (1, 3));
+    assert_eq!((m.created_at, m.sent_at), (t0(), Some(t0() + secs(2))));
+    assert_eq!((m.lease_until, m.claim_token), (None, None));
+    let kinds: Vec<EventKind> = sent.events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Queued, EventKind::Sent]);
+    assert_eq!(sent.events[1].started_at, Some(t0() + secs(1)));
+    assert_eq!(sent.events[1].duration_ms, Some(12));
+
+    let dead = read(s, id(5)).await;
+    assert_eq!(dead.message.status, Status::Dead);
+    assert_eq!(dead.message.last_error.as_deref(), Some("451 try later"));
+    assert_eq!(
+        dead.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [
+            EventKind::Queued,
+            EventKind::AttemptFailed,
+            EventKind::DeadLettered
+        ]
+    );
+    assert_eq!(
+        events_of(s, id(1)).await.last(),
+        Some(&EventKind::Cancelled)
+    );
+
+    // Newest first across both tables, each message as it reads alone.
+    let expected = [
+        Status::Sent,
+        Status::Cancelled,
+        Status::Processing,
+        Status::Sent,
+        Status::Queued,
+        Status::Dead,
+        Status::Dead,
+        Status::Queued,
+        Status::Sent,
+        Status::Processing,
+    ];
+    let all = list(s, MessageFilter::default()).await;
+    assert_eq!(
+        all.iter().map(|m| m.id).collect::<Vec<_>>(),
+        (0..10).rev().map(id).collect::<Vec<_>>()
+    );
+    for listed in &all {
+        let i = batch
+            .iter()
+            .position(|m| m.id == listed.id)
+            .expect("one of ours");
+        assert_eq!(listed.status, expected[i], "message {i}");
+        assert_eq!(*listed, read(s, listed.id).await.message, "message {i}");
+    }
+
+    let ids = |list: &[usize]| list.iter().map(|i| id(*i)).collect::<Vec<_>>();
+    for (wanted, members) in [
+        (Status::Sent, ids(&[8, 3, 0])),
+        (Status::Dead, ids(&[6, 5])),
+        (Status::Cancelled, ids(&[1])),
+        (Status::Queued, ids(&[7, 4])),
+        (Status::Processing, ids(&[9, 2])),
+    ] {
+        assert_eq!(listed_ids(s, status(wanted)).await, members, "{wanted:?}");
+    }
+    assert_eq!(
+        listed_ids(s, transport("other")).await,
+        ids(&[9, 7, 5, 3, 1])
+    );
+    assert_eq!(
+        listed_ids(
+            s,
+            MessageFilter {
+                status: Some(Status::Sent),
+                ..transport("other")
+            }
+        )
+        .await,
+        ids(&[3])
+    );
+    let same_content = MessageFilter {
+        fingerprint: Some(batch[1].fingerprint.clone()),
+        ..MessageFilter::default()
+    };
+    assert_eq!(listed_ids(s, same_content.clone()).await, ids(&[8, 1]));
+    assert_eq!(
+        listed_ids(
+            s,
+            MessageFilter {
+                status: Some(Status::Sent),
+                ..same_content
+            }
+        )
+        .await,
+        ids(&[8])
+    );
+
+    // Pages cross between live and finished messages without a gap or a
+    // message twice.
+    assert_eq!(
+        pages(s, MessageFilter::default(), 3).await,
+        [ids(&[9, 8, 7]), ids(&[6, 5, 4]), ids(&[3, 2, 1]), ids(&[0])]
+    );
+    assert_eq!(
+        pages(s, transport("mail"), 2).await,
+        [ids(&[8, 6]), ids(&[4, 2]), ids(&[0])]
+    );
+}
+
+async fn replay_returns_a_dead_letter_to_the_live_set_and_cancel_keeps_it_finished(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let batch = common::emails(2, t0());
+    let (a, b) = (batch[0].id, batch[1].id);
+    s.enqueue_many(batch, t0()).await.expect("enqueue");
+    let claimed = claim(s, 2, t0()).await;
+    s.record_outcomes(
+        claimed.iter().map(|m| failed(m, None)).collect(),
+        t0() + secs(1),
+    )
+    .await
+    .expect("dead");
+    let in_table = |table: &str, id: Stamp| {
+        format!("SELECT count(*) FROM {table} WHERE id = {}", id_sql(f, id))
+    };
+    assert_eq!(f.count(&in_table("finished_messages", a)).await, 1);
+    let dead_events = read(s, a).await.events;
+
+    let replayed = s.replay(a, t0() + secs(10)).await.expect("replay");
+    assert_eq!(
+        (replayed.id, replayed.status, replayed.attempts),
+        (a, Status::Queued, 0)
+    );
+    let back = read(s, a).await;
+    assert_eq!(
+        (back.message.status, back.message.attempts),
+        (Status::Queued, 0)
+    );
+    assert_eq!(back.events[..dead_events.len()], dead_events[..]);
+    assert_eq!(
+        back.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [
+            EventKind::Queued,
+            EventKind::AttemptFailed,
+            EventKind::DeadLettered,
+            EventKind::Replayed
+        ]
+    );
+    assert_eq!(listed_ids(s, status(Status::Dead)).await, [b]);
+    assert_eq!(listed_ids(s, status(Status::Queued)).await, [a]);
+    assert_eq!(
+        s.dead_letter_summary()
+            .await
+            .expect("summary")
+            .iter()
+            .map(|d| d.count)
+            .sum::<u64>(),
+        1
+    );
+    assert_eq!(f.count(&in_table("finished_messages", a)).await, 0);
+    assert_eq!(f.count(&in_table("messages", a)).await, 1);
+    let again = claim(s, 10, t0() + secs(10)).await;
+    assert_eq!(
+        again.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(),
+        [(a, 1)],
+        "claimable again, with fresh attempts"
+    );
+
+    let cancelled = s.cancel(b, t0() + secs(20)).await.expect("cancel");
+    assert_eq!((cancelled.id, cancelled.status), (b, Status::Cancelled));
+    assert_eq!(
+        events_of(s, b).await,
+        [
+            EventKind::Queued,
+            EventKind::AttemptFailed,
+            EventKind::DeadLettered,
+            EventKind::Cancelled
+        ]
+    );
+    assert_eq!(listed_ids(s, status(Status::Cancelled)).await, [b]);
+    assert!(listed_ids(s, status(Status::Dead)).await.is_empty());
+    assert_eq!(f.count(&in_table("finished_messages", b)).await, 1);
+    assert_eq!(f.count(&in_table("messages", b)).await, 0);
+    assert!(claim(s, 10, t0() + secs(30)).await.is_empty());
+    assert!(matches!(
+        s.replay(b, t0() + secs(30)).await,
+        Err(StorageError::Conflict {
+            status: Status::Cancelled,
+            ..
+        })
+    ));
+}
+
+async fn an_idempotency_key_of_a_finished_message_is_still_known(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let keyed = |key: &str, subject: &str| {
+        Email {
+            idempotency_key: Some(key.into()),
+            subject: subject.into(),
+            ..Email::default()
+        }
+        .build(t0())
+    };
+    let sent = keyed("order-1", "Receipt");
+    let dead = keyed("order-2", "Invoice");
+    s.enqueue_many(vec![sent.clone(), dead.clone()], t0())
+        .await
+        .expect("enqueue");
+    let claimed = claim(s, 2, t0()).await;
+    let by_id = |id: Stamp| claimed.iter().find(|m| m.id == id).expect("claimed");
+    s.record_outcomes(
+        vec![
+            outcome(by_id(sent.id), OutcomeKind::Sent),
+            failed(by_id(dead.id), None),
+        ],
+        t0() + secs(1),
+    )
+    .await
+    .expect("record");
+    let known = |m: &NewMessage, status: Status| Enqueued {
+        id: m.id,
+        status,
+        fingerprint: m.fingerprint.clone(),
+        created: false,
+    };
+
+    // At once, and once the keys are older than a takeover could be.
+    for (round, at) in [(0, t0() + secs(2)), (1, t0() + secs(3600))] {
+        let new = keyed(&format!("order-3-{round}"), "New");
+        let repeats = vec![
+            keyed("order-1", "Receipt again"),
+            keyed("order-2", "Invoice again"),
+            keyed("order-1", "Receipt once more"),
+            new.clone(),
+            keyed(&format!("order-3-{round}"), "New again"),
+        ];
+        let results = s
+            .enqueue_many(repeats.clone(), at)
+            .await
+            .expect("enqueue again");
+        assert_eq!(
+            results,
+            [
+                known(&sent, Status::Sent),
+                known(&dead, Status::Dead),
+                known(&sent, Status::Sent),
+                Enqueued {
+                    created: true,
+                    ..known(&new, Status::Queued)
+                },
+                known(&new, Status::Queued),
+            ],
+            "round {round}"
+        );
+        for repeat in repeats.iter().filter(|m| m.id != new.id) {
+            assert!(s.get_message(repeat.id).await.expect("get").is_none());
+        }
+    }
+    let single = s
+        .enqueue(keyed("order-2", "Invoice alone"), t0() + secs(7200))
+        .await
+        .expect("enqueue");
+    assert_eq!(single, known(&dead, Status::Dead));
+    assert_eq!(list(s, MessageFilter::default()).await.len(), 4);
+}
+
+/// A finished message as a version before V14 stored it: in `messages`,
+/// with an event row per claim.
+struct Legacy {
+    message: NewMessage,
+    status: Status,
+    attempts: u32,
+    finished_at: DateTime<Utc>,
+    events: Vec<(EventKind, u32)>,
+}
+
+impl Legacy {
+    fn sent_at(&self) -> Option<DateTime<Utc>> {
+        (self.status == Status::Sent).then_some(self.finished_at)
+    }
+
+    fn last_error(&self) -> Option<&str> {
+        (self.status == Status::Dead).then_some("550 no such user")
+    }
+}
+
+async fn store_as_an_older_version(f: &Fixture, legacy: &[Legacy]) {
+    if let Some(db) = f.side_postgres().await {
+        for l in legacy {
+            let m = &l.message;
+            let id = uuid::Uuid::from(m.id.0);
+            db.execute(
+                "INSERT INTO messages (id, channel, transport, category, status, priority, payload,
+                     metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at,
+                     available_at, effective_at, sent_at, last_error, updated_at)
+                 VALUES ($1, 'email', $2, NULL, $3, $4, $5::text::json, $6::text::json, $7, $8,
+                     $9, $10, $11, $11, $11, $12, $13, $14)",
+                &[
+                    &id,
+                    &m.transport,
+                    &l.status.as_str(),
+                    &i16::from(m.priority.get()),
+                    &m.payload,
+                    &m.metadata,
+                    &m.fingerprint.as_str(),
+                    &m.idempotency_key,
+                    &(l.attempts as i32),
+                    &(m.max_attempts as i32),
+                    &t0(),
+                    &l.sent_at(),
+                    &l.last_error(),
+                    &l.finished_at,
+                ],
+            )
+            .await
+            .expect("an old row");
+            for (kind, attempt) in &l.events {
+                db.execute(
+                    "INSERT INTO message_events (message_id, kind, at, attempt, transport)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&id, &kind.as_str(), &t0(), &(*attempt as i32), &m.transport],
+                )
+                .await
+                .expect("an old event");
+            }
+        }
+    } else {
+        let db = f.side_sqlite().expect("a SQLite store");
+        for l in legacy {
+            let m = &l.message;
+            db.execute(
+                "INSERT INTO messages (id, channel, transport, category, status, priority, payload,
+                     metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at,
+                     available_at, effective_at, sent_at, last_error, updated_at)
+                 VALUES (?1, 'email', ?2, NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11,
+                     ?12, ?13, ?14)",
+                rusqlite::params![
+                    m.id.to_string(),
+                    m.transport,
+                    l.status.as_str(),
+                    m.priority.get(),
+                    m.payload,
+                    m.metadata,
+                    m.fingerprint.as_str(),
+                    m.idempotency_key,
+                    l.attempts,
+                    m.max_attempts,
+                    t0().timestamp_millis(),
+                    l.sent_at().map(|at| at.timestamp_millis()),
+                    l.last_error(),
+                    l.finished_at.timestamp_millis(),
+                ],
+            )
+            .expect("an old row");
+            for (kind, attempt) in &l.events {
+                db.execute(
+                    "INSERT INTO message_events (message_id, kind, at, attempt, transport)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![
+                        m.id.to_string(),
+                        kind.as_str(),
+                        t0().timestamp_millis(),
+                        attempt,
+                        m.transport
+                    ],
+                )
+                .expect("an old event");
+            }
+        }
+    }
+}
+
+async fn move_finished_moves_what_an_older_version_left_in_messages(f: &Fixture) {
+    use EventKind::{AttemptFailed, Cancelled, Claimed, DeadLettered, Queued, Sent};
+    let s = f.storage.as_ref();
+    let message = |i: u128, key: Option<&str>| {
+        let mut m = Email {
+            subject: format!("Old {i}"),
+            idempotency_key: key.map(str::to_owned),
+            ..Email::default()
+        }
+        .build(t0());
+        m.id = minted(t0(), i);
+        m
+    };
+    let sent = |i, key| Legacy {
+        message: message(i, key),
+        status: Status::Sent,
+        attempts: 1,
+        finished_at: t0() + secs(1),
+        events: vec![(Queued, 0), (Claimed, 1), (Sent, 1)],
+    };
+    let dead = |i, key| Legacy {
+        message: message(i, key),
+        status: Status::Dead,
+        attempts: 1,
+        finished_at: t0() + secs(1),
+        events: vec![
+            (Queued, 0),
+            (Claimed, 1),
+            (AttemptFailed, 1),
+            (DeadLettered, 1),
+        ],
+    };
+    let legacy = [
+        sent(0, Some("legacy-0")),
+        dead(1, Some("legacy-1")),
+        Legacy {
+            message: message(2, None),
+            status: Status::Cancelled,
+            attempts: 0,
+            finished_at: t0() + secs(1),
+            events: vec![(Queued, 0), (Cancelled, 0)],
+        },
+        sent(4, None),
+        dead(5, Some("legacy-5")),
+    ];
+    store_as_an_older_version(f, &legacy).await;
+    // A live message among them, enqueued by this version.
+    let live = message(3, None);
+    s.enqueue(live.clone(), t0() + secs(2))
+        .await
+        .expect("enqueue");
+
+    let mut before = Vec::new();
+    for l in &legacy {
+        let found = read(s, l.message.id).await;
+        assert_eq!(found.message.status, l.status);
+        assert_eq!(found.message.sent_at, l.sent_at());
+        assert_eq!(found.message.last_error.as_deref(), l.last_error());
+        let payload: serde_json::Value = serde_json::from_str(&l.message.payload).expect("JSON");
+        assert_eq!(found.message.payload, payload);
+        assert_eq!(
+            found
+                .events
+                .iter()
+                .map(|e| (e.kind, e.attempt))
+                .collect::<Vec<_>>(),
+            l.events
+        );
+        before.push(found);
+    }
+    let listed = list(s, MessageFilter::default()).await;
+    let dead_letters = s.dead_letter_summary().await.expect("summary");
+    assert_eq!(dead_letters.iter().map(|d| d.count).sum::<u64>(), 2);
+    assert_eq!(
+        listed.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [5, 4, 3, 2, 1, 0].map(|i| minted(t0(), i))
+    );
+    assert_eq!(
+        listed_ids(s, status(Status::Dead)).await,
+        [minted(t0(), 5), minted(t0(), 1)]
+    );
+    let known = |l: &Legacy| Enqueued {
+        id: l.message.id,
+        status: l.status,
+        fingerprint: l.message.fingerprint.clone(),
+        created: false,
+    };
+    let again = |key: &str| {
+        Email {
+            subject: "Again".into(),
+            idempotency_key: Some(key.into()),
+            ..Email::default()
+        }
+        .build(t0())
+    };
+    assert_eq!(
+        s.enqueue(again("legacy-0"), t0() + secs(3))
+            .await
+            .expect("enqueue"),
+        known(&legacy[0])
+    );
+
+    let mut moved = Vec::new();
+    loop {
+        let n = s.move_finished(2).await.expect("move");
+        moved.push(n);
+        // Mid-move, every message reads and lists as before.
+        assert_eq!(list(s, MessageFilter::default()).await, listed);
+        assert_eq!(
+            s.dead_letter_summary().await.expect("summary"),
+            dead_letters
+        );
+        for found in &before {
+            assert_eq!(read(s, found.message.id).await, *found);
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(moved, [2, 2, 1, 0], "bounded batches, then nothing left");
+    assert_eq!(
+        f.count("SELECT count(*) FROM messages WHERE status IN ('sent', 'dead', 'cancelled')")
+            .await,
+        0
+    );
+    assert_eq!(f.count("SELECT count(*) FROM finished_messages").await, 5);
+    assert_eq!(f.count("SELECT count(*) FROM messages").await, 1);
+    assert_eq!(read(s, live.id).await.message.status, Status::Queued);
+    assert_eq!(
+        listed_ids(s, status(Status::Dead)).await,
+        [minted(t0(), 5), minted(t0(), 1)]
+    );
+
+    let results = s
+        .enqueue_many(
+            vec![again("legacy-0"), again("legacy-1"), again("legacy-5")],
+            t0() + secs(3600),
+        )
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        results,
+        [known(&legacy[0]), known(&legacy[1]), known(&legacy[4])]
+    );
+    assert_eq!(list(s, MessageFilter::default()).await.len(), 6);
+    assert_eq!(f.orphan_events().await, 0);
+    // A moved dead letter replays like any other.
+    let replayed = s
+        .replay(legacy[1].message.id, t0() + secs(3600))
+        .await
+        .expect("replay");
+    assert_eq!(replayed.status, Status::Queued);
+}
+
+async fn a_key_an_older_version_stored_stays_known_once_its_message_finishes(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let keyed = |subject: &str| {
+        Email {
+            subject: subject.into(),
+            idempotency_key: Some("legacy-live".into()),
+            ..Email::default()
+        }
+        .build(t0())
+    };
+    // Queued by the older version, delivered by this one.
+    let legacy = Legacy {
+        message: keyed("Queued before the upgrade"),
+        status: Status::Queued,
+        attempts: 0,
+        finished_at: t0(),
+        events: vec![(EventKind::Queued, 0)],
+    };
+    store_as_an_older_version(f, std::slice::from_ref(&legacy)).await;
+    let claimed = claim(s, 10, t0() + secs(1)).await;
+    assert_eq!(claimed.len(), 1);
+    s.record_outcomes(
+        vec![outcome(&claimed[0], OutcomeKind::Sent)],
+        t0() + secs(2),
+    )
+    .await
+    .expect("sent");
+    let known = Enqueued {
+        id: legacy.message.id,
+        status: Status::Sent,
+        fingerprint: legacy.message.fingerprint.clone(),
+        created: false,
+    };
+    for at in [t0() + secs(3), t0() + secs(3600)] {
+        let again = keyed("Again");
+        assert_eq!(s.enqueue(again.clone(), at).await.expect("enqueue"), known);
+        assert!(s.get_message(again.id).await.expect("get").is_none());
+    }
+    assert_eq!(list(s, MessageFilter::default()).await.len(), 1);
+}
+
+async fn retention_removes_exactly_what_has_expired_per_transport(f: &Fixture) {
+    let hour = Duration::from_secs(3600);
+    let day = Duration::from_secs(86_400);
+    let month = 30 * day;
+    let retention = Retention {
+        default: RetentionRule {
+            sent: Some(month),
+            dead: Some(month),
+            cancelled: Some(month),
+            payload_after_sent: None,
+        },
+        // Most specific first, each fully resolved.
+        overrides: vec![
+            RetentionOverride {
+                transport: Some("other".into()),
+                category: Some("otp".into()),
+                rule: RetentionRule {
+                    sent: Some(hour),
+                    dead: None,
+                    cancelled: None,
+                    payload_after_sent: None,
+                },
+            },
+            RetentionOverride {
+                transport: Some("other".into()),
+                category: None,
+                rule: RetentionRule {
+                    sent: Some(day),
+                    dead: Some(2 * hour),
+                    cancelled: None,
+                    payload_after_sent: None,
+                },
+            },
+        ],
+    };
+    let s = herald::storage::open(&herald::storage::StorageOptions {
+        retention,
+        ..f.options.clone()
+    })
+    .await
+    .expect("open with retention");
+    let s = s.as_ref();
+    // (transport, category, how it ends, when)
+    let plan: [(&'static str, Option<&'static str>, Status, i64); 9] = [
+        ("other", None, Status::Sent, 0),
+        ("other", None, Status::Dead, 0),
+        ("other", None, Status::Cancelled, 0),
+        ("other", Some("otp"), Status::Sent, 0),
+        ("other", Some("otp"), Status::Dead, 0),
+        ("mail", None, Status::Sent, 0),
+        ("other", None, Status::Sent, 7200),
+        ("mail", None, Status::Cancelled, 0),
+        // The pair override is `other`'s alone.
+        ("mail", Some("otp"), Status::Sent, 0),
+    ];
+    let batch: Vec<NewMessage> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, (transport, category, _, _))| {
+            let mut m = Email {
+                transport,
+                category: *category,
+                idempotency_key: (i == 3).then(|| "otp-3".into()),
+                ..Email::default()
+            }
+            .build(t0());
+            m.id = minted(t0(), i as u128);
+            m
+        })
+        .collect();
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+    for (m, (_, _, ends, _)) in batch.iter().zip(&plan) {
+        if *ends == Status::Cancelled {
+            s.cancel(m.id, t0()).await.expect("cancel");
+        }
+    }
+    let mut claimed = Vec::new();
+    for transport in ["mail", "other"] {
+        claimed.extend(
+            s.claim_due(transport, common::NODE, 10, LEASE, t0())
+                .await
+                .expect("claim"),
+        );
+    }
+    for (m, (_, _, ends, at)) in batch.iter().zip(&plan) {
+        let Some(claimed) = claimed.iter().find(|c| c.id == m.id) else {
+            continue;
+        };
+        let ended = match ends {
+            Status::Sent => outcome(claimed, OutcomeKind::Sent),
+            _ => failed(claimed, None),
+        };
+        s.record_outcomes(vec![ended], t0() + secs(*at))
+            .await
+            .expect("record");
+    }
+
+    let keyed = || {
+        Email {
+            transport: "other",
+            category: Some("otp"),
+            idempotency_key: Some("otp-3".into()),
+            subject: "Again".into(),
+            ..Email::default()
+        }
+        .build(t0())
+    };
+    let known = s.enqueue(keyed(), t0() + secs(60)).await.expect("enqueue");
+    assert_eq!((known.id, known.created), (batch[3].id, false));
+
+    let mut kept: Vec<usize> = (0..plan.len()).collect();
+    for (at, gone) in [
+        // otp on `other`: sent kept an hour.
+        (secs(3601), vec![3]),
+        // `other`: dead kept two hours.
+        (secs(7201), vec![1]),
+        // `other`: sent kept a day, from when each was sent.
+        (secs(86_401), vec![0]),
+        (secs(86_400 + 7201), vec![6]),
+        // The default: 30 days for each status.
+        (secs(30 * 86_400 + 1), vec![5, 7, 8]),
+        // Kept for ever: `other`'s cancelled and otp dead.
+        (secs(400 * 86_400), vec![]),
+    ] {
+        let now = t0() + at;
+        let expired = s.expire_finished(now, 1000).await.expect("expire");
+        assert_eq!(expired.deleted, gone.len() as u64, "at {now}");
+        kept.retain(|i| !gone.contains(i));
+        for (i, m) in batch.iter().enumerate() {
+            let found = s.get_message(m.id).await.expect("get");
+            assert_eq!(found.is_some(), kept.contains(&i), "message {i} at {now}");
+        }
+        assert_eq!(
+            s.expire_finished(now, 1000).await.expect("expire").total(),
+            0,
+            "nothing more at {now}"
+        );
+    }
+    assert_eq!(kept, [2, 4]);
+    assert_eq!(f.orphan_events().await, 0);
+    // The key went with its message: it names a new one now.
+    let again = keyed();
+    let taken = s
+        .enqueue(again.clone(), t0() + secs(3601))
+        .await
+        .expect("enqueue");
+    assert_eq!((taken.id, taken.created), (again.id, true));
+}
+
+/// A message finishing on a day whose partition was never made ahead (a
+/// clock far from the days maintenance prepared) gets it made then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_makes_a_missing_day_partition_on_demand() {
+    let f = Fixture::postgres().await;
+    let s = f.storage.as_ref();
+    let attached = |day: &str| {
+        format!(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'finished_messages'::regclass
+               AND c.relname = 'finished_messages_p{day}'"
+        )
+    };
+    let batch = common::emails(2, t0());
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+
+    let sent_on = t0() + chrono::Duration::days(40);
+    assert_eq!(f.count(&attached("20260210")).await, 0);
+    let claimed = claim(s, 1, sent_on).await.remove(0);
+    let recorded = s
+        .record_outcomes(vec![outcome(&claimed, OutcomeKind::Sent)], sent_on)
+        .await
+        .expect("an outcome on a day without a partition");
+    assert_eq!(recorded.applied, [(claimed.id, Status::Sent)]);
+    assert_eq!(f.count(&attached("20260210")).await, 1);
+    let in_day = |day: &str, id: Stamp| {
+        format!(
+            "SELECT count(*) FROM finished_messages_p{day} WHERE id = {}",
+            id_sql(&f, id)
+        )
+    };
+    assert_eq!(f.count(&in_day("20260210", claimed.id)).await, 1);
+    let sent = read(s, claimed.id).await;
+    assert_eq!(
+        (sent.message.status, sent.message.sent_at),
+        (Status::Sent, Some(sent_on))
+    );
+
+    // A cancel, beyond the days the outcome made ready.
+    let cancelled_on = t0() + chrono::Duration::days(50);
+    let queued = batch
+        .iter()
+        .find(|m| m.id != claimed.id)
+        .expect("the other");
+    assert_eq!(f.count(&attached("20260220")).await, 0);
+    s.cancel(queued.id, cancelled_on).await.expect("cancel");
+    assert_eq!(f.count(&in_day("20260220", queued.id)).await, 1);
+    assert_eq!(read(s, queued.id).await.message.status, Status::Cancelled);
+
+    // A lease that expires on the final attempt, later still.
+    let last = Email::default().build(t0());
+    s.enqueue(last.clone(), t0()).await.expect("enqueue");
+    for _ in 0..2 {
+        let claimed = claim(s, 1, t0()).await.remove(0);
+        s.record_outcomes(vec![failed(&claimed, Some(t0()))], t0())
+            .await
+            .expect("retry");
+    }
+    assert_eq!(claim(s, 1, t0()).await[0].attempts, 3);
+    let expired_on = t0() + chrono::Duration::days(60);
+    assert_eq!(f.count(&attached("20260302")).await, 0);
+    let recovered = s
+        .recover_expired(expired_on, common::no_node_dead(), 100)
+        .await
+        .expect("recover");
+    assert_eq!(recovered, [last.id]);
+    assert_eq!(f.count(&in_day("20260302", last.id)).await, 1);
+    assert_eq!(read(s, last.id).await.message.status, Status::Dead);
+}
