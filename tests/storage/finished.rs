@@ -467,7 +467,8 @@ async fn store_as_an_older_version(f: &Fixture, legacy: &[Legacy]) {
             .expect("an old row");
             for (kind, attempt) in &l.events {
                 db.execute(
-                    "INSERT INTO message_events (message_id, kind, at, attempt, transport)
+                    // Where an older version's events are after the upgrade.
+                    "INSERT INTO message_events_legacy (message_id, kind, at, attempt, transport)
                      VALUES ($1, $2, $3, $4, $5)",
                     &[&id, &kind.as_str(), &t0(), &(*attempt as i32), &m.transport],
                 )
@@ -826,6 +827,7 @@ async fn retention_removes_exactly_what_has_expired_per_transport(f: &Fixture) {
     let known = s.enqueue(keyed(), t0() + secs(60)).await.expect("enqueue");
     assert_eq!((known.id, known.created), (batch[3].id, false));
 
+    let pg = herald::storage::is_postgres_url(&f.options.url);
     let mut kept: Vec<usize> = (0..plan.len()).collect();
     for (at, gone) in [
         // otp on `other`: sent kept an hour.
@@ -835,14 +837,27 @@ async fn retention_removes_exactly_what_has_expired_per_transport(f: &Fixture) {
         // `other`: sent kept a day, from when each was sent.
         (secs(86_401), vec![0]),
         (secs(86_400 + 7201), vec![6]),
-        // The default: 30 days for each status.
-        (secs(30 * 86_400 + 1), vec![5, 7, 8]),
+        // The default: 30 days for each status. PostgreSQL expires the
+        // default rule's sent messages a whole day at a time, with the
+        // partition of the day they were sent: once that day's end is 30
+        // days ago.
+        (
+            secs(30 * 86_400 + 1),
+            if pg { vec![7] } else { vec![5, 7, 8] },
+        ),
+        (secs(31 * 86_400), if pg { vec![5, 8] } else { vec![] }),
         // Kept for ever: `other`'s cancelled and otp dead.
         (secs(400 * 86_400), vec![]),
     ] {
         let now = t0() + at;
         let expired = s.expire_finished(now, 1000).await.expect("expire");
-        assert_eq!(expired.deleted, gone.len() as u64, "at {now}");
+        // PostgreSQL drops the default rule's sent messages with their
+        // day's partition instead of counting them as deleted.
+        if pg {
+            assert!(expired.deleted <= gone.len() as u64, "at {now}");
+        } else {
+            assert_eq!(expired.deleted, gone.len() as u64, "at {now}");
+        }
         kept.retain(|i| !gone.contains(i));
         for (i, m) in batch.iter().enumerate() {
             let found = s.get_message(m.id).await.expect("get");
