@@ -28,7 +28,3 @@ CREATE INDEX finished_messages_transport ON finished_messages (transport, id);
 CREATE INDEX finished_messages_fingerprint ON finished_messages (fingerprint, id);
 CREATE UNIQUE INDEX finished_messages_idempotency ON finished_messages (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
--- Finished messages not yet moved out of `messages`: empty once the move
--- is done, so it costs live writes nothing.
-CREATE INDEX messages_unmoved ON messages (status, id)
-    WHERE status IN ('sent', 'dead', 'cancelled');

@@ -46,7 +46,7 @@ mod embedded {
 mod finished;
 
 /// Serialises migrations when several nodes start at once.
-const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
+pub(super) const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
 /// How long a caller waits for a pooled connection before giving up.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
@@ -963,13 +963,20 @@ impl Storage for PostgresStorage {
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await?;
         let client_ref: &mut tokio_postgres::Client = &mut client;
-        let result = embedded::migrations::runner().run_async(client_ref).await;
+        let mut result = embedded::migrations::runner()
+            .run_async(client_ref)
+            .await
+            .map(|_| ())
+            .map_err(|e| StorageError::Migration(e.to_string()));
+        if result.is_ok() {
+            // A new store has nothing to move: its live table sheds the
+            // history indexes at once.
+            result = finished::finish_split(&mut client).await;
+        }
         client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
-        result
-            .map(|_| ())
-            .map_err(|e| StorageError::Migration(e.to_string()))?;
+        result?;
         warn_without_autovacuum(&client).await;
         Ok(())
     }
@@ -1551,12 +1558,16 @@ impl Storage for PostgresStorage {
     }
 
     async fn move_finished(&self, limit: usize) -> Result<u64, StorageError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let statement = client.prepare_cached(finished::MOVE_FINISHED_SQL).await?;
         let row = client
             .query_one(&statement, &[&(clamp_limit(limit) as i64)])
             .await?;
-        Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
+        let moved = row.try_get::<_, i64>(0)?.max(0) as u64;
+        if moved == 0 {
+            finished::finish_split(&mut client).await?;
+        }
+        Ok(moved)
     }
 
     async fn failure_counts(

@@ -359,3 +359,91 @@ async fn detach_and_drop(
     }
     Ok(())
 }
+
+/// Once no finished message is left in `messages`, its indexes that only
+/// finished messages needed go: `messages_status` (every row, rewritten
+/// by every claim) and `messages_dead_since`, replaced by
+/// `messages_unmoved`, which holds only finished rows and so stays empty.
+/// On a small table in one short transaction; on a large one CONCURRENTLY,
+/// so that enqueue and delivery go on. Nothing while rows wait to move.
+pub(super) async fn finish_split(
+    client: &mut deadpool_postgres::Object,
+) -> Result<(), StorageError> {
+    if !exists(client, "messages_status").await? {
+        return Ok(());
+    }
+    // One node at a time (migrations hold the same lock; it nests).
+    let locked = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&super::MIGRATION_LOCK])
+        .await?
+        .try_get::<_, bool>(0)?;
+    if !locked {
+        return Ok(());
+    }
+    let done = shed_history_indexes(client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&super::MIGRATION_LOCK])
+        .await?;
+    done
+}
+
+async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<(), StorageError> {
+    let unmoved = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE status IN ('sent', 'dead', 'cancelled'))",
+            &[],
+        )
+        .await?
+        .try_get::<_, bool>(0)?;
+    if unmoved {
+        return Ok(());
+    }
+    const UNMOVED: &str = "messages_unmoved ON messages (status, id)
+        WHERE status IN ('sent', 'dead', 'cancelled')";
+    let small = client
+        .query_one(
+            "SELECT count(*) < 10000 FROM (SELECT 1 FROM messages LIMIT 10000) AS live",
+            &[],
+        )
+        .await?
+        .try_get::<_, bool>(0)?;
+    if small {
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '5s';
+             CREATE INDEX IF NOT EXISTS {UNMOVED};
+             DROP INDEX IF EXISTS messages_status;
+             DROP INDEX IF EXISTS messages_dead_since;"
+        ))
+        .await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    // An interrupted concurrent build leaves an invalid index behind.
+    let invalid = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('messages_unmoved')
+                            AND NOT indisvalid)",
+            &[],
+        )
+        .await?
+        .try_get::<_, bool>(0)?;
+    if invalid {
+        client
+            .batch_execute("DROP INDEX CONCURRENTLY IF EXISTS messages_unmoved")
+            .await?;
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {UNMOVED}"
+        ))
+        .await?;
+    client
+        .batch_execute("DROP INDEX CONCURRENTLY IF EXISTS messages_status")
+        .await?;
+    client
+        .batch_execute("DROP INDEX CONCURRENTLY IF EXISTS messages_dead_since")
+        .await?;
+    tracing::info!("finished messages all moved; the live table's history indexes are dropped");
+    Ok(())
+}
