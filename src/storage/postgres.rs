@@ -681,6 +681,12 @@ SELECT * FROM claimed ORDER BY effective_at, id";
 /// moves to `finished_messages` (`$11` files it under a day or apart, see
 /// [`finished::bucket_sql`]); then the one or two events per message.
 fn outcomes_sql(bucket: &str) -> String {
+    let moves = move_sql(
+        "current",
+        "CASE WHEN d.next_status = 'sent' THEN $9 ELSE mv.sent_at END",
+        "CASE WHEN d.next_status = 'sent' THEN NULL ELSE coalesce(d.error, mv.last_error) END",
+        "$9",
+    );
     let follow = follow_sql("current", "next_status");
     let facts = (
         "c0.outcome",
@@ -716,21 +722,7 @@ WITH input AS (
         lease_until = NULL, claim_token = NULL, claimed_by = NULL, updated_at = $9
     FROM current c WHERE m.id = c.id AND c.next_status = 'queued'
     RETURNING m.id, m.status
-), moved AS (
-    DELETE FROM messages m USING current c
-    WHERE m.id = c.id AND c.next_status <> 'queued'
-    RETURNING m.*
-), finished AS (
-    INSERT INTO finished_messages ({FINISHED_INSERT})
-    SELECT mv.id, mv.channel, mv.transport, mv.category, c.next_status, mv.priority, mv.payload,
-           mv.metadata, mv.fingerprint, mv.idempotency_key, mv.attempts, mv.max_attempts,
-           mv.created_at, mv.available_at,
-           CASE WHEN c.next_status = 'sent' THEN $9 ELSE mv.sent_at END,
-           CASE WHEN c.next_status = 'sent' THEN NULL ELSE coalesce(c.error, mv.last_error) END,
-           $9, c.bucket
-    FROM moved mv JOIN current c ON c.id = mv.id
-    RETURNING id, status
-){follow}, events AS (
+){moves}{follow}, events AS (
     INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms,
                                 error, detail, finished_on)
     SELECT c.id, e.kind, $9, e.attempt, c.member, e.started_at, e.duration_ms, e.error, e.detail,
@@ -785,6 +777,12 @@ ORDER BY f.id, f.seq";
 /// Ends expired leases by the lifecycle table: back to the queue, or,
 /// on the final attempt, dead and moved to `finished_messages`.
 fn recover_sql(bucket: &str) -> String {
+    let moves = move_sql(
+        "expired",
+        "mv.sent_at",
+        &format!("'{FINAL_LEASE_EXPIRED}'"),
+        "$1",
+    );
     let follow = follow_sql("expired", "next_status");
     let facts = ("'expired'", "false", "m.attempts", "m.max_attempts");
     let next_status = lifecycle::sql_status(facts.0, facts.1, facts.2, facts.3);
@@ -803,18 +801,7 @@ WITH expired AS (
         lease_until = NULL, claim_token = NULL, claimed_by = NULL, updated_at = $1
     FROM expired e WHERE m.id = e.id AND e.next_status = 'queued'
     RETURNING m.id
-), moved AS (
-    DELETE FROM messages m USING expired e
-    WHERE m.id = e.id AND e.next_status <> 'queued'
-    RETURNING m.*
-), finished AS (
-    INSERT INTO finished_messages ({FINISHED_INSERT})
-    SELECT mv.id, mv.channel, mv.transport, mv.category, e.next_status, mv.priority, mv.payload,
-           mv.metadata, mv.fingerprint, mv.idempotency_key, mv.attempts, mv.max_attempts,
-           mv.created_at, mv.available_at, mv.sent_at, '{FINAL_LEASE_EXPIRED}', $1, e.bucket
-    FROM moved mv JOIN expired e ON e.id = mv.id
-    RETURNING id
-){follow}, events AS (
+){moves}{follow}, events AS (
     INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, error, detail,
                                 finished_on)
     SELECT e.id, v.kind, $1, e.attempts, e.transport, v.started_at, v.error, v.detail,
@@ -828,6 +815,28 @@ WITH expired AS (
     ORDER BY e.id, v.seq
 )
 SELECT id FROM requeued UNION ALL SELECT id FROM finished"
+    )
+}
+
+/// CTEs `moved` and `finished`: the messages in `decided` that finish
+/// (`next_status` is not `queued`) leave `messages` for
+/// `finished_messages`, under `decided.bucket`, with `sent_at`,
+/// `last_error` and `updated_at` as given (over `mv`, the moved row, and
+/// `d`, its decision).
+fn move_sql(decided: &str, sent_at: &str, last_error: &str, now: &str) -> String {
+    format!(
+        ", moved AS (
+    DELETE FROM messages m USING {decided} d
+    WHERE m.id = d.id AND d.next_status <> 'queued'
+    RETURNING m.*
+), finished AS (
+    INSERT INTO finished_messages ({FINISHED_INSERT})
+    SELECT mv.id, mv.channel, mv.transport, mv.category, d.next_status, mv.priority, mv.payload,
+           mv.metadata, mv.fingerprint, mv.idempotency_key, mv.attempts, mv.max_attempts,
+           mv.created_at, mv.available_at, {sent_at}, {last_error}, {now}, d.bucket
+    FROM moved mv JOIN {decided} d ON d.id = mv.id
+    RETURNING id, status
+)"
     )
 }
 
