@@ -647,7 +647,7 @@ WITH input AS (
     WHERE idempotency_key IS NULL OR id IN (SELECT message_id FROM keyed)
     ORDER BY ord
     -- A live message stored before keys were kept in their own table.
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, transport
 )
 SELECT id, transport FROM inserted";

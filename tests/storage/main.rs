@@ -2642,6 +2642,8 @@ async fn postgres_expiring_a_day_drops_its_partitions() {
     assert!(!partition("messages_status").await);
     assert!(!partition("messages_dead_since").await);
     assert!(partition("messages_unmoved").await);
+    assert!(partition("messages_idempotency").await);
+    assert!(!partition("messages_idempotency_key_key").await);
 
     // Not yet: the day's end is not a day ago.
     let early = s

@@ -364,6 +364,8 @@ async fn detach_and_drop(
 /// finished messages needed go: `messages_status` (every row, rewritten
 /// by every claim) and `messages_dead_since`, replaced by
 /// `messages_unmoved`, which holds only finished rows and so stays empty.
+/// The unique key constraint, which indexes every message (NULL keys
+/// too), gives way to `messages_idempotency`, of keyed messages only.
 /// On a small table in one short transaction; on a large one CONCURRENTLY,
 /// so that enqueue and delivery go on. Nothing while rows wait to move.
 pub(super) async fn finish_split(
@@ -400,6 +402,9 @@ async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<
     }
     const UNMOVED: &str = "messages_unmoved ON messages (status, id)
         WHERE status IN ('sent', 'dead', 'cancelled')";
+    const KEYED: &str = "messages_idempotency ON messages (idempotency_key)
+        WHERE idempotency_key IS NOT NULL";
+    const KEY_CONSTRAINT: &str = "messages_idempotency_key_key";
     let small = client
         .query_one(
             "SELECT count(*) < 10000 FROM (SELECT 1 FROM messages LIMIT 10000) AS live",
@@ -412,6 +417,8 @@ async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<
         tx.batch_execute(&format!(
             "SET LOCAL lock_timeout = '5s';
              CREATE INDEX IF NOT EXISTS {UNMOVED};
+             CREATE UNIQUE INDEX IF NOT EXISTS {KEYED};
+             ALTER TABLE messages DROP CONSTRAINT IF EXISTS {KEY_CONSTRAINT};
              DROP INDEX IF EXISTS messages_status;
              DROP INDEX IF EXISTS messages_dead_since;"
         ))
@@ -419,25 +426,43 @@ async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<
         tx.commit().await?;
         return Ok(());
     }
-    // An interrupted concurrent build leaves an invalid index behind.
-    let invalid = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('messages_unmoved')
-                            AND NOT indisvalid)",
-            &[],
-        )
-        .await?
-        .try_get::<_, bool>(0)?;
-    if invalid {
+    for (name, definition) in [
+        ("messages_unmoved", UNMOVED),
+        ("messages_idempotency", KEYED),
+    ] {
+        // An interrupted concurrent build leaves an invalid index behind.
+        let invalid = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1)
+                                AND NOT indisvalid)",
+                &[&name],
+            )
+            .await?
+            .try_get::<_, bool>(0)?;
+        if invalid {
+            client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                .await?;
+        }
+        let unique = if name == "messages_idempotency" {
+            "UNIQUE "
+        } else {
+            ""
+        };
         client
-            .batch_execute("DROP INDEX CONCURRENTLY IF EXISTS messages_unmoved")
+            .batch_execute(&format!(
+                "CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS {definition}"
+            ))
             .await?;
     }
-    client
-        .batch_execute(&format!(
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {UNMOVED}"
-        ))
-        .await?;
+    // Dropping a constraint takes a moment's exclusive lock.
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '5s';
+         ALTER TABLE messages DROP CONSTRAINT IF EXISTS {KEY_CONSTRAINT};"
+    ))
+    .await?;
+    tx.commit().await?;
     client
         .batch_execute("DROP INDEX CONCURRENTLY IF EXISTS messages_status")
         .await?;
