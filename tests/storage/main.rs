@@ -2590,6 +2590,7 @@ async fn postgres_expiring_a_day_drops_its_partitions() {
     .expect("open with retention");
     let s = s.as_ref();
     let mut batch = emails(3, t0());
+    batch[0].idempotency_key = Some("plain-0".into());
     batch[1].category = Some("audit".into());
     s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
     let claimed = claim(s, 3, t0()).await;
@@ -2669,6 +2670,15 @@ async fn postgres_expiring_a_day_drops_its_partitions() {
         .expect("count")
         .get(0);
     assert_eq!(events_left, 0, "the day's events went with it");
+    let keys_left: i64 = side
+        .query_one(
+            "SELECT count(*) FROM idempotency_keys WHERE key = 'plain-0'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(keys_left, 0, "and its idempotency keys");
     // The dead letter is kept 30 days: moved apart, events and all.
     assert_eq!(filed(dead).await.as_deref(), Some("9999-01-01"));
     let kept = s.get_message(dead).await.expect("get").expect("kept");

@@ -266,6 +266,7 @@ async fn drop_expired_days(
                 keep_apart(client, day, status).await?;
             }
         }
+        free_keys(client, day).await?;
         for table in DAY_TABLES {
             detach_and_drop(client, &partition_name(table, day)).await?;
         }
@@ -296,6 +297,33 @@ async fn day_partitions(
         .collect();
     days.sort();
     Ok(days)
+}
+
+/// Deletes the idempotency keys of a day's messages, a batch at a time in
+/// key order (through the day's index of keyed messages, empty on a day
+/// without keys), so that `idempotency_keys` shrinks as the days go.
+async fn free_keys(client: &deadpool_postgres::Object, day: NaiveDate) -> Result<(), StorageError> {
+    let part = partition_name("finished_messages", day);
+    let statement = format!(
+        "WITH batch AS (
+             SELECT id, idempotency_key FROM {part}
+             WHERE idempotency_key IS NOT NULL AND idempotency_key > $1
+             ORDER BY idempotency_key LIMIT 1000
+         ), gone AS (
+             DELETE FROM idempotency_keys k USING batch b
+             WHERE k.key = b.idempotency_key AND k.message_id = b.id
+         )
+         SELECT max(idempotency_key) FROM batch"
+    );
+    let mut after = String::new();
+    while let Some(last) = client
+        .query_one(&statement, &[&after])
+        .await?
+        .try_get::<_, Option<String>>(0)?
+    {
+        after = last;
+    }
+    Ok(())
 }
 
 /// Moves a day's messages of `status`, with their events, to the
