@@ -61,6 +61,20 @@ mod tests {
     }
 
     #[test]
+    fn without_overrides_the_sql_is_the_default_alone() {
+        let retention = Retention {
+            default: RetentionRule {
+                sent: days(1),
+                ..RetentionRule::default()
+            },
+            overrides: Vec::new(),
+        };
+        assert_eq!(retention.keep_ms_sql(Kept::Sent, "t", "c"), "86400000");
+        assert_eq!(retention.keep_ms_sql(Kept::Dead, "t", "c"), "NULL");
+        assert_eq!(retention.differs_sql("t", "c"), "false");
+    }
+
+    #[test]
     fn the_most_specific_override_wins_and_the_default_covers_the_rest() {
         let rule = |sent| RetentionRule {
             sent,
@@ -165,6 +179,10 @@ impl Retention {
             kept.of(rule)
                 .map_or("NULL".to_owned(), |d| d.as_millis().to_string())
         };
+        if self.overrides.is_empty() {
+            // `CASE ELSE x END` is no SQL.
+            return ms(&self.default);
+        }
         let mut case = String::from("CASE");
         for o in &self.overrides {
             case.push_str(&format!(
@@ -180,6 +198,9 @@ impl Retention {
     /// An SQL condition: the row (`transport`, `category`) follows a rule
     /// other than the default.
     pub(crate) fn differs_sql(&self, transport: &str, category: &str) -> String {
+        if self.overrides.is_empty() {
+            return "false".to_owned();
+        }
         let mut case = String::from("CASE");
         for o in &self.overrides {
             case.push_str(&format!(

@@ -1433,7 +1433,10 @@ impl Storage for SqliteStorage {
             // created with auto_vacuum = INCREMENTAL; see open_connection).
             self.writer
                 .call(|conn| {
-                    conn.execute_batch("PRAGMA incremental_vacuum(2000)")?;
+                    // Each step of the pragma frees one page: step to the end.
+                    let mut vacuum = conn.prepare("PRAGMA incremental_vacuum(2000)")?;
+                    let mut steps = vacuum.query([])?;
+                    while steps.next()?.is_some() {}
                     Ok(())
                 })
                 .await?;

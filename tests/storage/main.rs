@@ -2691,3 +2691,76 @@ async fn postgres_expiring_a_day_drops_its_partitions() {
     let audit = s.get_message(audit).await.expect("get").expect("kept");
     assert!(audit.events.iter().any(|e| e.kind == EventKind::Sent));
 }
+
+/// On SQLite, retention gives the pages of what it deleted back: the
+/// file shrinks (a store created with `auto_vacuum = INCREMENTAL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_file_shrinks_as_retention_deletes() {
+    let f = Fixture::sqlite().await;
+    let day = Duration::from_secs(86_400);
+    let s = herald::storage::open(&herald::storage::StorageOptions {
+        retention: Retention {
+            default: RetentionRule {
+                sent: Some(day),
+                ..RetentionRule::default()
+            },
+            overrides: Vec::new(),
+        },
+        ..f.options.clone()
+    })
+    .await
+    .expect("open with retention");
+    let s = s.as_ref();
+    let ms = u64::try_from(t0().timestamp_millis()).expect("after 1970");
+    let big = "x".repeat(990);
+    for chunk in 0..4u128 {
+        let batch: Vec<_> = (0..500u128)
+            .map(|i| {
+                let mut m = Email {
+                    subject: big.clone(),
+                    ..Email::default()
+                }
+                .build(t0());
+                m.id = Stamp(ulid::Ulid::from_parts(ms, chunk * 1000 + i));
+                m
+            })
+            .collect();
+        s.enqueue_many(batch, t0()).await.expect("enqueue");
+        let claimed = claim(s, 500, t0()).await;
+        let sent = claimed
+            .iter()
+            .map(|m| outcome(m, OutcomeKind::Sent))
+            .collect();
+        s.record_outcomes(sent, t0()).await.expect("sent");
+    }
+    let pages = || {
+        f.side_sqlite()
+            .expect("sqlite")
+            .query_row("PRAGMA page_count", [], |row| row.get::<_, i64>(0))
+            .expect("page_count")
+    };
+    let full = pages();
+    let mode: i64 = f
+        .side_sqlite()
+        .expect("sqlite")
+        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+        .expect("auto_vacuum");
+    assert_eq!(mode, 2, "a new store vacuums incrementally");
+    let mut deleted = 0;
+    loop {
+        let round = s
+            .expire_finished(t0() + 2 * day, 1000)
+            .await
+            .expect("expire");
+        if round.total() == 0 {
+            break;
+        }
+        deleted += round.deleted;
+    }
+    assert_eq!(deleted, 2000);
+    let after = pages();
+    assert!(
+        after * 4 < full,
+        "{full} pages before, {after} after: the freed pages went back"
+    );
+}
