@@ -1,7 +1,9 @@
 //! PostgreSQL's finished messages: the day partitions of
-//! `finished_messages` (created ahead, and on demand for a day that has
-//! none), the day a finishing message is filed under, and retention's
-//! bounded deletes.
+//! `finished_messages` and of `message_events` (created ahead, and on
+//! demand for a day that has none), the day a finishing message is filed
+//! under, and retention: whole days dropped with their partitions, the
+//! rest deleted in bounded batches; and the end of the move of what older
+//! stores kept in the live table.
 
 use chrono::{DateTime, NaiveDate, Utc};
 
