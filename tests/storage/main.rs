@@ -2764,3 +2764,48 @@ async fn sqlite_the_file_shrinks_as_retention_deletes() {
         "{full} pages before, {after} after: the freed pages went back"
     );
 }
+
+/// A live table analysed while empty would have a backlog planned as if
+/// absent; the heartbeat sees how much it changed and analyses it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_heartbeats_keep_the_live_tables_statistics_current() {
+    let f = Fixture::postgres().await;
+    let side = common::connect(&f.options.url).await;
+    side.batch_execute("ANALYZE messages")
+        .await
+        .expect("analyse empty");
+    let believed = || {
+        let side = &side;
+        async move {
+            side.query_one(
+                "SELECT reltuples::float8 FROM pg_class WHERE oid = 'messages'::regclass",
+                &[],
+            )
+            .await
+            .expect("reltuples")
+            .get::<_, f64>(0)
+        }
+    };
+    assert!(believed().await <= 0.0);
+    for _ in 0..5 {
+        f.storage
+            .enqueue_many(emails(1000, t0()), t0())
+            .await
+            .expect("enqueue");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        f.storage
+            .heartbeat(&node("stats"), t0())
+            .await
+            .expect("heartbeat");
+        if believed().await > 1000.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the planner still believes the live table empty"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
