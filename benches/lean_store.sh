@@ -58,7 +58,8 @@ serve() { # config file, log, [prefix command...]
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1 && return 0; sleep 0.2; done
   echo "server did not start; see $log" >&2; exit 1
 }
-stop() { kill -TERM "$server"; wait "$server" || true; }
+# faketime runs the server as its child: stop that child, then faketime.
+stop() { pkill -TERM -P "$server" || true; kill -TERM "$server" 2>/dev/null || true; wait "$server" || true; }
 sizes() { # label
   q "SELECT '$1', c.relname, pg_total_relation_size(c.oid)
        + coalesce((SELECT sum(pg_total_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t
