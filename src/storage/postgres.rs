@@ -157,6 +157,25 @@ impl PostgresStorage {
         finish(tx, cancelled).await
     }
 
+    /// Runs `attempt`; if it met a day without its partition, makes the
+    /// day ready and runs it once more.
+    async fn on_a_ready_day<T, F>(
+        &self,
+        now: DateTime<Utc>,
+        attempt: impl Fn() -> F,
+    ) -> Result<T, StorageError>
+    where
+        F: std::future::Future<Output = Result<T, StorageError>>,
+    {
+        match attempt().await {
+            Err(err) if finished::is_missing_partition(&err) => {
+                self.make_day_ready(now).await?;
+                attempt().await
+            }
+            other => other,
+        }
+    }
+
     /// Creates the partition of `now`'s day (and the days after it).
     async fn make_day_ready(&self, now: DateTime<Utc>) -> Result<(), StorageError> {
         let mut client = self.client().await?;
@@ -1195,13 +1214,8 @@ impl Storage for PostgresStorage {
         outcomes: Vec<Outcome>,
         now: DateTime<Utc>,
     ) -> Result<Recorded, StorageError> {
-        match self.record_outcomes_once(&outcomes, now).await {
-            Err(err) if finished::is_missing_partition(&err) => {
-                self.make_day_ready(now).await?;
-                self.record_outcomes_once(&outcomes, now).await
-            }
-            other => other,
-        }
+        self.on_a_ready_day(now, || self.record_outcomes_once(&outcomes, now))
+            .await
     }
 
     async fn rollup_totals(
@@ -1232,23 +1246,12 @@ impl Storage for PostgresStorage {
         dead_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Stamp>, StorageError> {
-        match self.recover_expired_once(now, dead_before, limit).await {
-            Err(err) if finished::is_missing_partition(&err) => {
-                self.make_day_ready(now).await?;
-                self.recover_expired_once(now, dead_before, limit).await
-            }
-            other => other,
-        }
+        self.on_a_ready_day(now, || self.recover_expired_once(now, dead_before, limit))
+            .await
     }
 
     async fn cancel(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {
-        match self.cancel_once(id, now).await {
-            Err(err) if finished::is_missing_partition(&err) => {
-                self.make_day_ready(now).await?;
-                self.cancel_once(id, now).await
-            }
-            other => other,
-        }
+        self.on_a_ready_day(now, || self.cancel_once(id, now)).await
     }
 
     async fn replay(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError> {

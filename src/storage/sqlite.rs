@@ -1386,27 +1386,24 @@ impl Storage for SqliteStorage {
                         continue;
                     };
                     let keep = retention.keep_ms_sql(kept, "transport", "category");
+                    // Ordered, so both statements take the same batch.
                     let doomed = format!(
                         "SELECT id FROM finished_messages
                          WHERE status = '{status}' AND id < ?2 AND updated_at < ?1 - ({keep})
-                         LIMIT ?3",
+                         ORDER BY id LIMIT ?3",
                         status = kept.status()
                     );
-                    let ids: Vec<String> = tx
-                        .prepare_cached(&doomed)?
-                        .query_map(
-                            params![to_millis(now), below_id(now, shortest).to_string(), limit],
-                            |row| row.get(0),
-                        )?
-                        .collect::<rusqlite::Result<_>>()?;
-                    let mut events =
-                        tx.prepare_cached("DELETE FROM message_events WHERE message_id = ?1")?;
-                    let mut rows =
-                        tx.prepare_cached("DELETE FROM finished_messages WHERE id = ?1")?;
-                    for id in &ids {
-                        events.execute([id])?;
-                        expired.deleted += rows.execute([id])? as u64;
-                    }
+                    let below = below_id(now, shortest).to_string();
+                    let bounds = params![to_millis(now), below, limit];
+                    tx.prepare_cached(&format!(
+                        "DELETE FROM message_events WHERE message_id IN ({doomed})"
+                    ))?
+                    .execute(bounds)?;
+                    expired.deleted += tx
+                        .prepare_cached(&format!(
+                            "DELETE FROM finished_messages WHERE id IN ({doomed})"
+                        ))?
+                        .execute(bounds)? as u64;
                 }
                 if let Some(shortest) = retention.shortest(Kept::PayloadAfterSent) {
                     let keep =

@@ -66,11 +66,25 @@ pub(super) async fn ensure_partitions(
     client: &mut deadpool_postgres::Object,
     from: NaiveDate,
 ) -> Result<u32, StorageError> {
+    let days: Vec<NaiveDate> = (0..=AHEAD_DAYS)
+        .map(|offset| from + chrono::Days::new(offset))
+        .collect();
+    let names: Vec<String> = days
+        .iter()
+        .map(|day| partition_name("finished_messages", *day))
+        .collect();
+    // One look for all the days: retention calls this every round.
+    let present: Vec<bool> = client
+        .query_one(
+            "SELECT array_agg(to_regclass(n) IS NOT NULL ORDER BY i)
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(n, i)",
+            &[&names],
+        )
+        .await?
+        .try_get(0)?;
     let mut created = 0;
-    for offset in 0..=AHEAD_DAYS {
-        let day = from + chrono::Days::new(offset);
-        let name = partition_name("finished_messages", day);
-        if exists(client, &name).await? {
+    for ((day, name), present) in days.into_iter().zip(names).zip(present) {
+        if present {
             continue;
         }
         let tx = client.transaction().await?;
