@@ -192,16 +192,25 @@ impl PostgresStorage {
         if outcomes.is_empty() {
             return Ok(Recorded::default());
         }
-        let mut ids = Vec::with_capacity(outcomes.len());
-        let mut tokens = Vec::with_capacity(outcomes.len());
-        let mut kinds = Vec::with_capacity(outcomes.len());
-        let mut members = Vec::with_capacity(outcomes.len());
-        let mut durations = Vec::with_capacity(outcomes.len());
-        let mut errors: Vec<Option<&str>> = Vec::with_capacity(outcomes.len());
-        let mut retry_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(outcomes.len());
-        let mut details: Vec<Option<serde_json::Value>> = Vec::with_capacity(outcomes.len());
-        for outcome in outcomes {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let tids = lock_claims(&tx, outcomes).await?;
+        let current: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| tids.contains_key(&uuid(o.id)))
+            .collect();
+        let mut ids = Vec::with_capacity(current.len());
+        let mut row_tids = Vec::with_capacity(current.len());
+        let mut tokens = Vec::with_capacity(current.len());
+        let mut kinds = Vec::with_capacity(current.len());
+        let mut members = Vec::with_capacity(current.len());
+        let mut durations = Vec::with_capacity(current.len());
+        let mut errors: Vec<Option<&str>> = Vec::with_capacity(current.len());
+        let mut retry_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(current.len());
+        let mut details: Vec<Option<serde_json::Value>> = Vec::with_capacity(current.len());
+        for outcome in &current {
             ids.push(uuid(outcome.id));
+            row_tids.push(tids[&uuid(outcome.id)].as_str());
             tokens.push(Uuid::from(outcome.claim_token.0));
             members.push(outcome.transport.as_str());
             durations.push(millis_i64(outcome.duration_ms));
@@ -226,10 +235,8 @@ impl PostgresStorage {
             details.push(detail);
         }
 
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
         // First, so that their events come before the attempt's own.
-        record_passed_over(&tx, outcomes, now).await?;
+        record_passed_over(&tx, &current, &tids, now).await?;
         let statement = tx.prepare_cached(&self.outcomes_sql).await?;
         let rows = tx
             .query(
@@ -245,6 +252,7 @@ impl PostgresStorage {
                     &details,
                     &now,
                     &self.aging_ms,
+                    &row_tids,
                 ],
             )
             .await?;
@@ -316,9 +324,26 @@ impl PostgresStorage {
         // node's claims already have ended leases and any node recovers them.
         let bury = client.prepare_cached(BURY_NODES_SQL).await?;
         client.execute(&bury, &[&now, &dead_before]).await?;
-        let recover = client.prepare_cached(&self.recover_sql).await?;
-        let rows = client.query(&recover, &[&now, &limit]).await?;
-        rows.iter().map(|row| Ok(stamp(row.try_get(0)?))).collect()
+        let mut client = client;
+        let tx = client.transaction().await?;
+        let lock = tx.prepare_cached(LOCK_EXPIRED_SQL).await?;
+        let tids: Vec<String> = tx
+            .query(&lock, &[&now, &limit])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        if tids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let recover = tx.prepare_cached(&self.recover_sql).await?;
+        let rows = tx.query(&recover, &[&now, &tids]).await?;
+        let recovered = rows
+            .iter()
+            .map(|row| Ok(stamp(row.try_get(0)?)))
+            .collect::<Result<_, StorageError>>()?;
+        tx.commit().await?;
+        Ok(recovered)
     }
 }
 
@@ -583,7 +608,8 @@ fn event_from_row(row: &Row) -> Result<Event, StorageError> {
 /// outcomes' attempts ([`PASSED_OVER_SQL`]); nothing when there are none.
 async fn record_passed_over(
     tx: &deadpool_postgres::Transaction<'_>,
-    outcomes: &[Outcome],
+    outcomes: &[&Outcome],
+    tids: &std::collections::HashMap<Uuid, String>,
     now: DateTime<Utc>,
 ) -> Result<(), StorageError> {
     let failed: Vec<(&Outcome, usize, &super::MemberFailed)> = outcomes
@@ -592,13 +618,14 @@ async fn record_passed_over(
             o.passed_over
                 .iter()
                 .enumerate()
-                .map(move |(i, f)| (o, i, f))
+                .map(move |(i, f)| (*o, i, f))
         })
         .collect();
     if failed.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = failed.iter().map(|(o, _, _)| uuid(o.id)).collect();
+    let row_tids: Vec<&str> = ids.iter().map(|id| tids[id].as_str()).collect();
     let tokens: Vec<Uuid> = failed
         .iter()
         .map(|(o, _, _)| Uuid::from(o.claim_token.0))
@@ -618,11 +645,30 @@ async fn record_passed_over(
     tx.execute(
         &statement,
         &[
-            &ids, &tokens, &members, &durations, &errors, &details, &seqs, &now,
+            &ids, &tokens, &members, &durations, &errors, &details, &seqs, &now, &row_tids,
         ],
     )
     .await?;
     Ok(())
+}
+
+/// Locks the outcomes' claims that are still current ([`LOCK_CLAIMS_SQL`]):
+/// each one's `ctid` by message id.
+async fn lock_claims(
+    tx: &deadpool_postgres::Transaction<'_>,
+    outcomes: &[Outcome],
+) -> Result<std::collections::HashMap<Uuid, String>, StorageError> {
+    let ids: Vec<Uuid> = outcomes.iter().map(|o| uuid(o.id)).collect();
+    let tokens: Vec<Uuid> = outcomes
+        .iter()
+        .map(|o| Uuid::from(o.claim_token.0))
+        .collect();
+    let statement = tx.prepare_cached(LOCK_CLAIMS_SQL).await?;
+    tx.query(&statement, &[&ids, &tokens])
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
 }
 
 fn millis_i64(ms: Option<u64>) -> Option<i64> {
@@ -691,7 +737,7 @@ WITH due AS (
     UPDATE messages m
     SET status = 'processing', attempts = m.attempts + 1, lease_until = $4, claim_token = $5,
         claimed_by = $6, updated_at = $2
-    FROM due WHERE m.id = due.id
+    WHERE m.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING m.*
 )
 SELECT * FROM claimed ORDER BY effective_at, id";
@@ -704,8 +750,8 @@ SELECT * FROM claimed ORDER BY effective_at, id";
 fn outcomes_sql(bucket: &str) -> String {
     let moves = move_sql(
         "current",
-        "CASE WHEN d.next_status = 'sent' THEN $9 ELSE mv.sent_at END",
-        "CASE WHEN d.next_status = 'sent' THEN NULL ELSE coalesce(d.error, mv.last_error) END",
+        "CASE WHEN mv.next_status = 'sent' THEN $9 ELSE mv.sent_at END",
+        "CASE WHEN mv.next_status = 'sent' THEN NULL ELSE coalesce(mv.decided_error, mv.last_error) END",
         "$9",
     );
     let follow = follow_sql("current", "next_status");
@@ -720,18 +766,19 @@ fn outcomes_sql(bucket: &str) -> String {
     let attempt_change = lifecycle::sql_attempt_change(facts.0, facts.1, facts.2, facts.3);
     format!(
         "
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
-                         $7::timestamptz[], $8::jsonb[])
-        AS t(id, token, outcome, member, duration_ms, error, retry_at, detail)
-), current AS (
+WITH current AS (
     SELECT c0.*, {next_status} AS next_status, {dead_reason} AS dead_reason,
            {attempt_change} AS attempt_change, {bucket} AS bucket
-    FROM (SELECT m.id, m.attempts, m.max_attempts, m.updated_at AS claimed_at, m.transport,
+    FROM (SELECT m.id, m.tid, m.attempts, m.max_attempts, m.updated_at AS claimed_at, m.transport,
                  m.category, i.outcome, i.member, i.duration_ms, i.error, i.retry_at, i.detail
-          FROM messages m JOIN input i ON m.id = i.id
-          WHERE m.status = 'processing' AND m.claim_token = i.token
-          FOR UPDATE OF m) AS c0
+          FROM unnest($11::text[]::tid[], $1::uuid[], $2::uuid[], $3::text[], $4::text[],
+                      $5::int8[], $6::text[], $7::timestamptz[], $8::jsonb[])
+              AS i(tid, id, token, outcome, member, duration_ms, error, retry_at, detail)
+          CROSS JOIN LATERAL (
+              SELECT m.ctid AS tid, m.id, m.attempts, m.max_attempts, m.updated_at, m.transport,
+                     m.category
+              FROM messages m
+              WHERE m.ctid = i.tid AND m.id = i.id) AS m) AS c0
 ), requeued AS (
     UPDATE messages m SET
         status = 'queued',
@@ -741,7 +788,7 @@ WITH input AS (
                             ELSE c.retry_at - m.priority * $10::float8 * interval '1 millisecond' END,
         last_error = coalesce(c.error, m.last_error),
         lease_until = NULL, claim_token = NULL, claimed_by = NULL, updated_at = $9
-    FROM current c WHERE m.id = c.id AND c.next_status = 'queued'
+    FROM current c WHERE m.ctid = c.tid AND c.next_status = 'queued'
     RETURNING m.id, m.status
 ){moves}{follow}, events AS (
     INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms,
@@ -773,26 +820,55 @@ SELECT id, status FROM requeued UNION ALL SELECT id, status FROM finished"
     )
 }
 
+/// Locks the rows of the claims in `$1` (ids) whose token `$2` is still
+/// current, and returns each one's `ctid` (as text). The statements that
+/// end the claims in the same transaction then find the rows by `ctid`
+/// ([`outcomes_sql`], [`PASSED_OVER_SQL`]): a `ctid` is the one way to a
+/// row whose plan does not depend on the live table's statistics. Those
+/// are wrong whenever a backlog arrives on a table analysed while nearly
+/// empty (a drained queue; autovacuum does it), and a join by `id` was
+/// then planned as a scan of the whole table per row: outcome statements
+/// of seconds. The lock holds the `ctid` still until the transaction
+/// ends, and the statements after this one see the row's latest version.
+///
+/// The token alone fences: a claim's token is random and cleared when the
+/// message is queued again, and a finished message leaves the table. A
+/// test of `status` here would let the planner read the `processing`
+/// rows' partial index whole instead of the primary key, the same trap.
+const LOCK_CLAIMS_SQL: &str = "
+SELECT m.id, m.ctid::text
+FROM unnest($1::uuid[], $2::uuid[]) AS i(id, token)
+CROSS JOIN LATERAL (
+    SELECT m.id, m.ctid FROM messages m
+    WHERE m.id = i.id AND m.claim_token = i.token
+    FOR UPDATE
+) AS m";
+
+/// Locks up to `$2` claims whose lease ended before `$1`, oldest first,
+/// passing over those another node is ending; `ctid`s for [`recover_sql`],
+/// as in [`LOCK_CLAIMS_SQL`].
+const LOCK_EXPIRED_SQL: &str = "
+SELECT ctid::text FROM messages
+WHERE status = 'processing' AND lease_until <= $1
+ORDER BY lease_until LIMIT $2
+FOR UPDATE SKIP LOCKED";
+
 /// The `attempt_failed` events of group members passed over within an
-/// attempt, for the claims that are still current (locked, so the outcome
-/// that follows in the same transaction finds the same claims current),
-/// each with the attempt's start: the claim's `updated_at` (see [`CLAIM_SQL`]).
+/// attempt, for the claims [`LOCK_CLAIMS_SQL`] found current (`$9`, their
+/// row's `ctid`), each with the attempt's start: the claim's `updated_at`
+/// (see [`CLAIM_SQL`]).
 const PASSED_OVER_SQL: &str = "
-WITH failed AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::text[], $6::jsonb[],
-                         $7::int4[])
-        AS t(id, token, member, duration_ms, error, detail, seq)
-), held AS (
-    SELECT m.id, m.attempts, m.updated_at AS started_at
-    FROM messages m JOIN (SELECT DISTINCT id, token FROM failed) f ON m.id = f.id
-    WHERE m.status = 'processing' AND m.claim_token = f.token
-    FOR UPDATE OF m
-)
 INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, duration_ms,
                             error, detail, finished_on)
-SELECT h.id, 'attempt_failed', $8, h.attempts, f.member, h.started_at, f.duration_ms, f.error,
+SELECT f.id, 'attempt_failed', $8, h.attempts, f.member, h.updated_at, f.duration_ms, f.error,
        f.detail, DATE '0001-01-01'
-FROM held h JOIN failed f ON h.id = f.id
+FROM unnest($9::text[]::tid[], $1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::text[],
+            $6::jsonb[], $7::int4[])
+    AS f(tid, id, token, member, duration_ms, error, detail, seq)
+CROSS JOIN LATERAL (
+    SELECT m.attempts, m.updated_at FROM messages m
+    WHERE m.ctid = f.tid AND m.id = f.id
+) AS h
 ORDER BY f.id, f.seq";
 
 /// Ends expired leases by the lifecycle table: back to the queue, or,
@@ -811,16 +887,18 @@ fn recover_sql(bucket: &str) -> String {
     format!(
         "
 WITH expired AS (
-    SELECT m.id, m.attempts, m.transport, m.updated_at AS claimed_at,
+    SELECT m.tid, m.id, m.attempts, m.transport, m.updated_at AS claimed_at, NULL::text AS error,
            {next_status} AS next_status, {dead_reason} AS dead_reason, {bucket} AS bucket
-    FROM messages m
-    WHERE m.status = 'processing' AND m.lease_until <= $1
-    ORDER BY m.lease_until LIMIT $2
-    FOR UPDATE SKIP LOCKED
+    FROM unnest($2::text[]::tid[]) AS i(tid)
+    CROSS JOIN LATERAL (
+        SELECT m.ctid AS tid, m.id, m.attempts, m.max_attempts, m.transport, m.category,
+               m.updated_at
+        FROM messages m
+        WHERE m.ctid = i.tid) AS m
 ), requeued AS (
     UPDATE messages m SET status = 'queued', last_error = 'lease expired',
         lease_until = NULL, claim_token = NULL, claimed_by = NULL, updated_at = $1
-    FROM expired e WHERE m.id = e.id AND e.next_status = 'queued'
+    FROM expired e WHERE m.ctid = e.tid AND e.next_status = 'queued'
     RETURNING m.id
 ){moves}{follow}, events AS (
     INSERT INTO message_events (message_id, kind, at, attempt, transport, started_at, error, detail,
@@ -842,20 +920,25 @@ SELECT id FROM requeued UNION ALL SELECT id FROM finished"
 /// CTEs `moved` and `finished`: the messages in `decided` that finish
 /// (`next_status` is not `queued`) leave `messages` for
 /// `finished_messages`, under `decided.bucket`, with `sent_at`,
-/// `last_error` and `updated_at` as given (over `mv`, the moved row, and
-/// `d`, its decision).
+/// `last_error` and `updated_at` as given (over `mv`, the moved row with
+/// its decision's `next_status`, `bucket` and `decided_error`).
+///
+/// `decided` carries each locked row's `tid` (its `ctid`): rows are found
+/// by it and never by a join on `id`, whose plan follows the live table's
+/// statistics, and those are wrong whenever a backlog arrives on a table
+/// last analysed nearly empty (see [`LOCK_CLAIMS_SQL`]).
 fn move_sql(decided: &str, sent_at: &str, last_error: &str, now: &str) -> String {
     format!(
         ", moved AS (
     DELETE FROM messages m USING {decided} d
-    WHERE m.id = d.id AND d.next_status <> 'queued'
-    RETURNING m.*
+    WHERE m.ctid = d.tid AND d.next_status <> 'queued'
+    RETURNING m.*, d.next_status, d.bucket, d.error AS decided_error
 ), finished AS (
     INSERT INTO finished_messages ({FINISHED_INSERT})
-    SELECT mv.id, mv.channel, mv.transport, mv.category, d.next_status, mv.priority, mv.payload,
+    SELECT mv.id, mv.channel, mv.transport, mv.category, mv.next_status, mv.priority, mv.payload,
            mv.metadata, mv.fingerprint, mv.idempotency_key, mv.attempts, mv.max_attempts,
-           mv.created_at, mv.available_at, {sent_at}, {last_error}, {now}, d.bucket
-    FROM moved mv JOIN {decided} d ON d.id = mv.id
+           mv.created_at, mv.available_at, {sent_at}, {last_error}, {now}, mv.bucket
+    FROM moved mv
     RETURNING id, status
 )"
     )
@@ -863,14 +946,18 @@ fn move_sql(decided: &str, sent_at: &str, last_error: &str, now: &str) -> String
 
 /// CTEs that take the earlier events of the messages in `decided` that
 /// finish (`next` is not `queued`) along to their `bucket`: those waiting
-/// with the live messages, and those written before events were filed by
-/// finish day.
+/// with the live messages (looked up per message, and updated by `ctid`,
+/// for the reason in [`move_sql`]), and those written before events were
+/// filed by finish day.
 fn follow_sql(decided: &str, next: &str) -> String {
     format!(
         ", followed AS (
-    UPDATE message_events e SET finished_on = d.bucket
-    FROM {decided} d
-    WHERE e.message_id = d.id AND e.finished_on = DATE '{LIVE_DAY}' AND d.{next} <> 'queued'
+    UPDATE message_events e SET finished_on = f.bucket
+    FROM (SELECT l.tid, d.bucket FROM {decided} d
+          CROSS JOIN LATERAL (SELECT ctid AS tid FROM message_events_live
+                              WHERE message_id = d.id) AS l
+          WHERE d.{next} <> 'queued') AS f
+    WHERE e.finished_on = DATE '{LIVE_DAY}' AND e.ctid = f.tid
 ), legacy AS (
     DELETE FROM message_events_legacy l USING {decided} d
     WHERE l.message_id = d.id AND d.{next} <> 'queued'
@@ -1198,9 +1285,15 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let renew = client
             .prepare_cached(
-                "UPDATE messages m SET lease_until = $3
-                 FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)
-                 WHERE m.id = c.id AND m.claim_token = c.token AND m.status = 'processing'",
+                // Found by `ctid`, each claim looked up by its id: no
+                // join whose plan would follow the live table's statistics
+                // (see LOCK_CLAIMS_SQL). A row changed meanwhile (its
+                // outcome recorded, its node buried) is left as it is.
+                "UPDATE messages SET lease_until = $3
+                 WHERE ctid = ANY(ARRAY(
+                     SELECT m.ctid FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)
+                     CROSS JOIN LATERAL (SELECT ctid FROM messages
+                                         WHERE id = c.id AND claim_token = c.token) AS m))",
             )
             .await?;
         let renewed = client
