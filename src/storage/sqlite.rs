@@ -139,6 +139,60 @@ fn lock_path(path: &Path) -> std::path::PathBuf {
     name.into()
 }
 
+/// The live table's indexes that served finished messages and listings:
+/// `messages_status` and `messages_dead_since` (finished rows),
+/// `messages_transport` and `messages_fingerprint` (listings, which
+/// `finished_messages` has for its rows; a listing of live messages by
+/// transport or fingerprint scans the backlog instead). Each one costs
+/// every enqueue and every move out an index entry.
+const HISTORY_INDEXES: [&str; 4] = [
+    "messages_status",
+    "messages_dead_since",
+    "messages_transport",
+    "messages_fingerprint",
+];
+
+/// Drops [`HISTORY_INDEXES`] once no finished message waits to move out
+/// of `messages` (`move_finished` finds them by `messages_status`); true
+/// when they are gone. Dropping an index frees its pages, a moment's work.
+fn shed_history_indexes(tx: &Transaction<'_>) -> Result<bool, StorageError> {
+    let left: i64 = tx.query_row(
+        &format!(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN ({})",
+            HISTORY_INDEXES.map(|n| format!("'{n}'")).join(", ")
+        ),
+        [],
+        |row| row.get(0),
+    )?;
+    if left == 0 {
+        return Ok(true);
+    }
+    if has_index(tx, "messages_status")? {
+        let unmoved: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM messages INDEXED BY messages_status
+                            WHERE status IN ('sent', 'dead', 'cancelled'))",
+            [],
+            |row| row.get(0),
+        )?;
+        if unmoved {
+            return Ok(false);
+        }
+    }
+    for name in HISTORY_INDEXES {
+        tx.execute_batch(&format!("DROP INDEX IF EXISTS {name}"))?;
+    }
+    tracing::info!("no finished message left in the live table; its history indexes are dropped");
+    Ok(true)
+}
+
+fn has_index(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1)",
+        [name],
+        |row| row.get(0),
+    )
+}
+
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -155,6 +209,13 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StorageEr
         // full VACUUM): retention's deletes then give pages back with
         // `incremental_vacuum` and the file shrinks.
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+        // 64 MiB of pages for the one writer (SQLite's default is 2 MiB):
+        // the fingerprint and transport indexes take inserts all over,
+        // and incremental auto-vacuum's pointer-map pages are written with
+        // every page allocated or freed; with the default, the writer read
+        // them back from the file system all the time (measured: the
+        // end-to-end bench a fifth faster, BENCHMARKS.md).
+        conn.execute_batch("PRAGMA cache_size = -65536;")?;
     }
     // FULL: a commit survives power loss, not only a crash of Herald; the
     // promise is that nothing accepted with 202 is lost. Foreign keys
@@ -609,7 +670,11 @@ impl Storage for SqliteStorage {
                     .map(|_| ())
                     .map_err(|e| StorageError::Migration(e.to_string()))
             })
-            .await
+            .await?;
+        // A new store has nothing to move: its live table sheds the
+        // history indexes at once.
+        self.write(shed_history_indexes).await?;
+        Ok(())
     }
 
     async fn probe_write(&self) -> Result<(), StorageError> {
@@ -1444,6 +1509,9 @@ impl Storage for SqliteStorage {
     async fn move_finished(&self, limit: usize) -> Result<u64, StorageError> {
         let limit = clamp_limit(limit) as i64;
         self.write(move |tx| {
+            if shed_history_indexes(tx)? {
+                return Ok(0);
+            }
             let batch = "SELECT id FROM messages INDEXED BY messages_status
                          WHERE status IN ('sent', 'dead', 'cancelled') LIMIT ?1";
             let moved = tx
@@ -1527,16 +1595,23 @@ impl Storage for SqliteStorage {
 
     async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError> {
         self.reader()
-            .call(|conn| {
-                let mut stmt = conn.prepare_cached(
+            .call(move |conn| {
+                // Dead letters an older version left in the live table,
+                // while they wait to move.
+                let unmoved = if has_index(conn, "messages_dead_since")? {
+                    "UNION ALL
+                     SELECT transport, channel, category, updated_at
+                     FROM messages INDEXED BY messages_dead_since WHERE status = 'dead'"
+                } else {
+                    ""
+                };
+                let mut stmt = conn.prepare_cached(&format!(
                     "SELECT transport, channel, coalesce(category, ''), count(*), min(updated_at)
                      FROM (SELECT transport, channel, category, updated_at FROM finished_messages
                            WHERE status = 'dead'
-                           UNION ALL
-                           SELECT transport, channel, category, updated_at
-                           FROM messages INDEXED BY messages_dead_since WHERE status = 'dead')
-                     GROUP BY transport, channel, category ORDER BY 1, 2, 3",
-                )?;
+                           {unmoved})
+                     GROUP BY transport, channel, category ORDER BY 1, 2, 3"
+                ))?;
                 let rows = stmt
                     .query_map([], |row| {
                         Ok(DeadLetterSummary {

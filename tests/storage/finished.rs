@@ -478,6 +478,17 @@ async fn store_as_an_older_version(f: &Fixture, legacy: &[Legacy]) {
         }
     } else {
         let db = f.side_sqlite().expect("a SQLite store");
+        // An older version's live table had the indexes this one drops
+        // once nothing waits to move (V1 and V9's definitions).
+        db.execute_batch(
+            "CREATE INDEX IF NOT EXISTS messages_status ON messages (status, id);
+             CREATE INDEX IF NOT EXISTS messages_transport ON messages (transport, id);
+             CREATE INDEX IF NOT EXISTS messages_fingerprint ON messages (fingerprint, id);
+             CREATE INDEX IF NOT EXISTS messages_dead_since
+                 ON messages (updated_at, transport, channel, category, status)
+                 WHERE status = 'dead';",
+        )
+        .expect("an older version's indexes");
         for l in legacy {
             let m = &l.message;
             db.execute(

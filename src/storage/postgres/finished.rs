@@ -276,6 +276,7 @@ async fn drop_expired_days(
         if day >= before {
             continue;
         }
+        let started = std::time::Instant::now();
         for (kept, status) in [(Kept::Dead, "dead"), (Kept::Cancelled, "cancelled")] {
             let longer = retention.default_keep(kept).is_none_or(|keep| keep > sent);
             if longer {
@@ -286,7 +287,11 @@ async fn drop_expired_days(
         for table in DAY_TABLES {
             detach_and_drop(client, &partition_name(table, day)).await?;
         }
-        tracing::info!(%day, "retention dropped a day of finished messages");
+        tracing::info!(
+            %day,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "retention dropped a day of finished messages"
+        );
         dropped += 1;
     }
     Ok(dropped)
@@ -405,8 +410,7 @@ async fn detach_and_drop(
 }
 
 /// Once no finished message is left in `messages`, its indexes that only
-/// finished messages needed go: `messages_status` (every row, rewritten
-/// by every claim) and `messages_dead_since`, replaced by
+/// finished messages needed go ([`HISTORY_INDEXES`]), replaced by
 /// `messages_unmoved`, which holds only finished rows and so stays empty.
 /// The unique key constraint, which indexes every message (NULL keys
 /// too), gives way to `messages_idempotency`, of keyed messages only.
@@ -415,7 +419,11 @@ async fn detach_and_drop(
 pub(super) async fn finish_split(
     client: &mut deadpool_postgres::Object,
 ) -> Result<(), StorageError> {
-    if !exists(client, "messages_status").await? {
+    let mut left = false;
+    for name in HISTORY_INDEXES {
+        left |= exists(client, name).await?;
+    }
+    if !left {
         return Ok(());
     }
     // One node at a time (migrations hold the same lock; it nests).
@@ -432,6 +440,23 @@ pub(super) async fn finish_split(
         .await?;
     done
 }
+
+/// The live table's indexes that served finished messages, listings and
+/// history: `messages_status` (every row, rewritten by every claim),
+/// `messages_dead_since`, and the transport and fingerprint listings'
+/// `(transport, id)` and `(fingerprint, id)`, which `finished_messages`
+/// has for its rows. A listing of live messages by transport or
+/// fingerprint scans the live table instead, which holds only the
+/// backlog. Those two also trapped the planner: with the live table's
+/// statistics taken while it was nearly empty (a drained queue), an index
+/// led by another column looked as cheap as the primary key, and claims
+/// and listings scanned all of one to find rows by `id`.
+const HISTORY_INDEXES: [&str; 4] = [
+    "messages_status",
+    "messages_dead_since",
+    "messages_transport",
+    "messages_fingerprint",
+];
 
 async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<(), StorageError> {
     let unmoved = client
@@ -463,8 +488,8 @@ async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<
              CREATE INDEX IF NOT EXISTS {UNMOVED};
              CREATE UNIQUE INDEX IF NOT EXISTS {KEYED};
              ALTER TABLE messages DROP CONSTRAINT IF EXISTS {KEY_CONSTRAINT};
-             DROP INDEX IF EXISTS messages_status;
-             DROP INDEX IF EXISTS messages_dead_since;"
+             DROP INDEX IF EXISTS {};",
+            HISTORY_INDEXES.join(", ")
         ))
         .await?;
         tx.commit().await?;
@@ -507,12 +532,12 @@ async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<
     ))
     .await?;
     tx.commit().await?;
-    client
-        .batch_execute("DROP INDEX CONCURRENTLY IF EXISTS messages_status")
-        .await?;
-    client
-        .batch_execute("DROP INDEX CONCURRENTLY IF EXISTS messages_dead_since")
-        .await?;
+    // One index per statement: CONCURRENTLY drops one at a time.
+    for name in HISTORY_INDEXES {
+        client
+            .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            .await?;
+    }
     tracing::info!("finished messages all moved; the live table's history indexes are dropped");
     Ok(())
 }
