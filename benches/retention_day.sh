@@ -24,7 +24,7 @@ PORT=${PORT:-18091}
 OUT=${OUT:-/tmp/lean}
 mkdir -p "$OUT"
 q() { psql "$PG/$DB" -AtXqc "$1"; }
-q "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema"
+q "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" 2>/dev/null
 cat > "$OUT/$schema.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PORT"
@@ -97,4 +97,4 @@ echo "partitions of $day left: $(q "SELECT count(*) FROM pg_class c JOIN pg_name
     WHERE n.nspname = '$schema' AND c.relname LIKE '%_p$tag'")"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); e=r["end_to_end"]
 print("load meanwhile:", round(e["messages_per_second"]), "msg/s end to end, verified:", r["verification"]["passed"])' "$OUT/$schema.load.json"
-q "DROP SCHEMA $schema CASCADE"
+q "DROP SCHEMA $schema CASCADE" 2>/dev/null

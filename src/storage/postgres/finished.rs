@@ -284,9 +284,14 @@ async fn drop_expired_days(
             }
         }
         free_keys(client, day).await?;
-        for table in DAY_TABLES {
-            detach_and_drop(client, &partition_name(table, day)).await?;
+        let parts = DAY_TABLES.map(|table| partition_name(table, day));
+        for part in &parts {
+            detach(client, part).await?;
         }
+        // One statement, one commit, for both.
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", parts.join(", ")))
+            .await?;
         tracing::info!(
             %day,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -369,12 +374,8 @@ async fn keep_apart(
 }
 
 /// Detaches a partition without blocking its table's readers and
-/// writers, then drops it. A detach an earlier round began and did not
-/// end is finished first.
-async fn detach_and_drop(
-    client: &deadpool_postgres::Object,
-    part: &str,
-) -> Result<(), StorageError> {
+/// writers. A detach an earlier round began and did not end is finished.
+async fn detach(client: &deadpool_postgres::Object, part: &str) -> Result<(), StorageError> {
     let Some(parent) = DAY_TABLES
         .iter()
         .find(|t| part.starts_with(&format!("{t}_p")))
@@ -404,7 +405,6 @@ async fn detach_and_drop(
                 ))
                 .await?;
         }
-        client.batch_execute(&format!("DROP TABLE {part}")).await?;
     }
     Ok(())
 }
