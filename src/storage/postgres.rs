@@ -1555,14 +1555,31 @@ impl Storage for PostgresStorage {
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
             ))
             .await?;
+        // A message finishes on or after the day its id was minted (less
+        // one, for clocks of several nodes apart): the days before, which
+        // hold most of what retention keeps, are pruned. Ids minted by
+        // another clock than the one that finished the message (an
+        // import, a test's simulated time) are found by the look in every
+        // day that follows a miss.
         let finished = tx
             .prepare_cached(&format!(
-                "SELECT {FINISHED_COLUMNS} FROM finished_messages WHERE id = $1"
+                "SELECT {FINISHED_COLUMNS}, finished_on FROM finished_messages
+                 WHERE id = $1 AND finished_on >= $2"
             ))
             .await?;
+        let everywhere = tx
+            .prepare_cached(&format!(
+                "SELECT {FINISHED_COLUMNS}, finished_on FROM finished_messages WHERE id = $1"
+            ))
+            .await?;
+        let minted = finished::day_of(DateTime::<Utc>::from(id.0.datetime()));
+        let earliest = minted.pred_opt().unwrap_or(minted);
         let mut row = tx.query_opt(&select, &[&uuid(id)]).await?;
         if row.is_none() {
-            row = tx.query_opt(&finished, &[&uuid(id)]).await?;
+            row = tx.query_opt(&finished, &[&uuid(id), &earliest]).await?;
+        }
+        if row.is_none() {
+            row = tx.query_opt(&everywhere, &[&uuid(id)]).await?;
         }
         let Some(row) = row else {
             // Close the read transaction now: dropped, its ROLLBACK would
@@ -1571,10 +1588,17 @@ impl Storage for PostgresStorage {
             return Ok(None);
         };
         let message = message_from_row(&row)?;
+        // A message's events are filed with it: under its finish day, or
+        // with the live messages' (see follow_sql), so one partition holds
+        // them, besides those written before events were filed by day.
+        let bucket = match row.columns().iter().any(|c| c.name() == "finished_on") {
+            true => row.try_get("finished_on")?,
+            false => finished::live_day(),
+        };
         let events = tx
             .prepare_cached(
                 "SELECT id, kind, at, attempt, transport, started_at, duration_ms, error, detail
-                 FROM message_events WHERE message_id = $1
+                 FROM message_events WHERE message_id = $1 AND finished_on = $2
                  UNION ALL
                  SELECT id, kind, at, attempt, transport, started_at, duration_ms, error, detail
                  FROM message_events_legacy WHERE message_id = $1
@@ -1582,7 +1606,7 @@ impl Storage for PostgresStorage {
             )
             .await?;
         let events = tx
-            .query(&events, &[&uuid(id)])
+            .query(&events, &[&uuid(id), &bucket])
             .await?
             .iter()
             .map(event_from_row)

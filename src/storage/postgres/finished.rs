@@ -53,6 +53,11 @@ fn partition_name(table: &str, day: NaiveDate) -> String {
     format!("{table}_p{}", day.format("%Y%m%d"))
 }
 
+/// [`LIVE_DAY`] as a date.
+pub(super) fn live_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1, 1, 1).expect("a valid date")
+}
+
 /// The UTC day of an instant.
 pub(super) fn day_of(at: DateTime<Utc>) -> NaiveDate {
     at.date_naive()
