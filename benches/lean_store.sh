@@ -36,18 +36,8 @@ url = "$PG/$DB?options=-csearch_path%3D$schema"
 
 [engine]
 purge_interval_s = 1
-
-[transports.sink]
-kind = "null"
-rate_limit = 60000000
-burst_limit = 100000
-concurrency = 256
-batch_size = 500
-prefetch_count = 500
-
-[routes]
-email = "sink"
 EOF
+  cat "$(dirname "$0")/sink.toml"
   [ -n "${1:-}" ] && printf '\n[retention]\nsent_days = 1\n'
   return 0
 }

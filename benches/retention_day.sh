@@ -38,18 +38,8 @@ purge_interval_s = 5
 
 [retention]
 sent_days = 1
-
-[transports.sink]
-kind = "null"
-rate_limit = 60000000
-burst_limit = 100000
-concurrency = 256
-batch_size = 500
-prefetch_count = 500
-
-[routes]
-email = "sink"
 TOML
+cat "$(dirname "$0")/sink.toml" >> "$OUT/$schema.toml"
 "$bin" --config "$OUT/$schema.toml" migrate > "$OUT/$schema.migrate.log" 2>&1
 day=$(date -u -d '3 days ago' +%F)
 next=$(date -u -d '2 days ago' +%F)
