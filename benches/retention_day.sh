@@ -11,7 +11,7 @@
 # `message_events` for the day; ids minted on that day), and VACUUM
 # ANALYZEs them (autovacuum is off here). It then starts `herald serve`
 # with `[retention] sent_days = 1` and its first upkeep tick 5 s after the
-# start, runs a `herald bench` of 200,000 messages against it meanwhile
+# start, runs a `herald bench` of $LOAD (200,000) messages against it meanwhile
 # (delivery running), and prints what the server logged of the drop
 # (`elapsed_ms`: from the first statement for the day to its partitions
 # dropped) and the partitions left.
@@ -21,6 +21,7 @@ PG=${PG:-postgres://postgres@127.0.0.1:5432}
 DB=${DB:-bench_lean}
 N=${N:-1000000}
 PORT=${PORT:-18091}
+LOAD=${LOAD:-200000}
 OUT=${OUT:-/tmp/lean}
 mkdir -p "$OUT"
 q() { psql "$PG/$DB" -AtXqc "$1"; }
@@ -79,7 +80,7 @@ echo "filled $N messages of $day ($size) in $(echo "$t1 - $t0" | bc) s"
 "$bin" --config "$OUT/$schema.toml" serve > "$OUT/$schema.serve.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1 && break; sleep 0.2; done
-"$bin" bench --url "http://127.0.0.1:$PORT" --transport sink --messages 200000 --batch-size 100 \
+"$bin" bench --url "http://127.0.0.1:$PORT" --transport sink --messages "$LOAD" --batch-size 100 \
   --json > "$OUT/$schema.load.json"
 kill -TERM "$server"; wait "$server" || true
 grep -E "dropped a day|retention|upkeep" "$OUT/$schema.serve.log" | sed 's/\x1b\[[0-9;]*m//g' || true
