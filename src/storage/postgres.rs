@@ -334,6 +334,10 @@ impl PostgresStorage {
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()?;
         if tids.is_empty() {
+            // Ended now, not when dropped: a dropped transaction's ROLLBACK
+            // waits for the connection's next use, and an open transaction
+            // holds back retention's DETACH ... CONCURRENTLY meanwhile.
+            tx.commit().await?;
             return Ok(Vec::new());
         }
         let recover = tx.prepare_cached(&self.recover_sql).await?;
