@@ -319,12 +319,11 @@ impl PostgresStorage {
         limit: usize,
     ) -> Result<Vec<Stamp>, StorageError> {
         let limit = clamp_limit(limit) as i64;
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         // Separate statements: if this node dies between them, the dead
         // node's claims already have ended leases and any node recovers them.
         let bury = client.prepare_cached(BURY_NODES_SQL).await?;
         client.execute(&bury, &[&now, &dead_before]).await?;
-        let mut client = client;
         let tx = client.transaction().await?;
         let lock = tx.prepare_cached(LOCK_EXPIRED_SQL).await?;
         let tids: Vec<String> = tx
@@ -782,7 +781,7 @@ WITH current AS (
               SELECT m.ctid AS tid, m.id, m.attempts, m.max_attempts, m.updated_at, m.transport,
                      m.category
               FROM messages m
-              WHERE m.ctid = i.tid AND m.id = i.id) AS m) AS c0
+              WHERE m.ctid = i.tid AND m.id = i.id AND m.claim_token = i.token) AS m) AS c0
 ), requeued AS (
     UPDATE messages m SET
         status = 'queued',
@@ -871,7 +870,7 @@ FROM unnest($9::text[]::tid[], $1::uuid[], $2::uuid[], $3::text[], $4::int8[], $
     AS f(tid, id, token, member, duration_ms, error, detail, seq)
 CROSS JOIN LATERAL (
     SELECT m.attempts, m.updated_at FROM messages m
-    WHERE m.ctid = f.tid AND m.id = f.id
+    WHERE m.ctid = f.tid AND m.id = f.id AND m.claim_token = f.token
 ) AS h
 ORDER BY f.id, f.seq";
 
@@ -1556,7 +1555,8 @@ impl Storage for PostgresStorage {
             .await?;
         let select = tx
             .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
+                "SELECT {MESSAGE_COLUMNS}, DATE '{LIVE_DAY}' AS finished_on FROM messages
+                 WHERE id = $1"
             ))
             .await?;
         // A message finishes on or after the day its id was minted (less
@@ -1595,10 +1595,7 @@ impl Storage for PostgresStorage {
         // A message's events are filed with it: under its finish day, or
         // with the live messages' (see follow_sql), so one partition holds
         // them, besides those written before events were filed by day.
-        let bucket = match row.columns().iter().any(|c| c.name() == "finished_on") {
-            true => row.try_get("finished_on")?,
-            false => finished::live_day(),
-        };
+        let bucket: chrono::NaiveDate = row.try_get("finished_on")?;
         let events = tx
             .prepare_cached(
                 "SELECT id, kind, at, attempt, transport, started_at, duration_ms, error, detail

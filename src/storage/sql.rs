@@ -11,6 +11,25 @@ pub(crate) const MESSAGE_COLUMNS: &str = "id, channel, transport, category, stat
     payload, metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, \
     available_at, lease_until, claim_token, sent_at, last_error, updated_at";
 
+/// The live table's indexes that served finished messages, listings and
+/// history, which it sheds once no finished message waits to move out:
+/// `messages_status` (every row, rewritten by every claim) and
+/// `messages_dead_since` (finished rows), and the transport and
+/// fingerprint listings' `(transport, id)` and `(fingerprint, id)`, which
+/// `finished_messages` has for its rows. A listing of live messages by
+/// transport or fingerprint scans the live table instead, which holds only
+/// the backlog. Each costs every enqueue and every move out an index
+/// entry, and on PostgreSQL the last two also trapped the planner: with
+/// the live table's statistics taken while it was nearly empty (a drained
+/// queue), an index led by another column looked as cheap as the primary
+/// key, and claims and listings read all of one to find rows by `id`.
+pub(crate) const HISTORY_INDEXES: [&str; 4] = [
+    "messages_status",
+    "messages_dead_since",
+    "messages_transport",
+    "messages_fingerprint",
+];
+
 /// The `alerts` columns every read of an alert selects (SQLite's
 /// `alert_from_row` reads them by position: the order matters).
 pub(crate) const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window_s, \

@@ -28,9 +28,9 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql, add_metrics_sql,
-    compaction_sql, failure_totals_sql, rollup_rows_sql, rollup_totals_sql, series_sql,
-    write_seal_sql,
+    ALERT_COLUMNS, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql,
+    add_metrics_sql, compaction_sql, failure_totals_sql, rollup_rows_sql, rollup_totals_sql,
+    series_sql, write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
@@ -139,32 +139,15 @@ fn lock_path(path: &Path) -> std::path::PathBuf {
     name.into()
 }
 
-/// The live table's indexes that served finished messages and listings:
-/// `messages_status` and `messages_dead_since` (finished rows),
-/// `messages_transport` and `messages_fingerprint` (listings, which
-/// `finished_messages` has for its rows; a listing of live messages by
-/// transport or fingerprint scans the backlog instead). Each one costs
-/// every enqueue and every move out an index entry.
-const HISTORY_INDEXES: [&str; 4] = [
-    "messages_status",
-    "messages_dead_since",
-    "messages_transport",
-    "messages_fingerprint",
-];
-
 /// Drops [`HISTORY_INDEXES`] once no finished message waits to move out
 /// of `messages` (`move_finished` finds them by `messages_status`); true
 /// when they are gone. Dropping an index frees its pages, a moment's work.
 fn shed_history_indexes(tx: &Transaction<'_>) -> Result<bool, StorageError> {
-    let left: i64 = tx.query_row(
-        &format!(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN ({})",
-            HISTORY_INDEXES.map(|n| format!("'{n}'")).join(", ")
-        ),
-        [],
-        |row| row.get(0),
-    )?;
-    if left == 0 {
+    let mut left = false;
+    for name in HISTORY_INDEXES {
+        left |= has_index(tx, name)?;
+    }
+    if !left {
         return Ok(true);
     }
     if has_index(tx, "messages_status")? {
@@ -1595,7 +1578,7 @@ impl Storage for SqliteStorage {
 
     async fn dead_letter_summary(&self) -> Result<Vec<DeadLetterSummary>, StorageError> {
         self.reader()
-            .call(move |conn| {
+            .call(|conn| {
                 // Dead letters an older version left in the live table,
                 // while they wait to move.
                 let unmoved = if has_index(conn, "messages_dead_since")? {

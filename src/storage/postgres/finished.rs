@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::storage::StorageError;
 use crate::storage::retention::{Expired, Kept, Retention, below_id};
+use crate::storage::sql::HISTORY_INDEXES;
 
 /// `finished_on` of messages filed apart from the days: those whose
 /// retention is not the default rule's (the `finished_messages_kept`
@@ -53,11 +54,6 @@ fn partition_name(table: &str, day: NaiveDate) -> String {
     format!("{table}_p{}", day.format("%Y%m%d"))
 }
 
-/// [`LIVE_DAY`] as a date.
-pub(super) fn live_day() -> NaiveDate {
-    NaiveDate::from_ymd_opt(1, 1, 1).expect("a valid date")
-}
-
 /// The UTC day of an instant.
 pub(super) fn day_of(at: DateTime<Utc>) -> NaiveDate {
     at.date_naive()
@@ -79,14 +75,7 @@ pub(super) async fn ensure_partitions(
         .map(|day| partition_name("finished_messages", *day))
         .collect();
     // One look for all the days: retention calls this every round.
-    let present: Vec<bool> = client
-        .query_one(
-            "SELECT array_agg(to_regclass(n) IS NOT NULL ORDER BY i)
-             FROM unnest($1::text[]) WITH ORDINALITY AS t(n, i)",
-            &[&names],
-        )
-        .await?
-        .try_get(0)?;
+    let present = existing(client, &names).await?;
     let mut created = 0;
     for ((day, name), present) in days.into_iter().zip(names).zip(present) {
         if present {
@@ -134,6 +123,22 @@ pub(super) async fn ensure_partitions(
         }
     }
     Ok(created)
+}
+
+/// Which of the relations `names` exist, in their order, in one look.
+async fn existing(
+    client: &deadpool_postgres::Object,
+    names: &[impl AsRef<str>],
+) -> Result<Vec<bool>, StorageError> {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    Ok(client
+        .query_one(
+            "SELECT array_agg(to_regclass(n) IS NOT NULL ORDER BY i)
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(n, i)",
+            &[&names],
+        )
+        .await?
+        .try_get(0)?)
 }
 
 async fn exists(client: &deadpool_postgres::Object, name: &str) -> Result<bool, StorageError> {
@@ -424,11 +429,7 @@ async fn detach(client: &deadpool_postgres::Object, part: &str) -> Result<(), St
 pub(super) async fn finish_split(
     client: &mut deadpool_postgres::Object,
 ) -> Result<(), StorageError> {
-    let mut left = false;
-    for name in HISTORY_INDEXES {
-        left |= exists(client, name).await?;
-    }
-    if !left {
+    if !existing(client, &HISTORY_INDEXES).await?.contains(&true) {
         return Ok(());
     }
     // One node at a time (migrations hold the same lock; it nests).
@@ -445,23 +446,6 @@ pub(super) async fn finish_split(
         .await?;
     done
 }
-
-/// The live table's indexes that served finished messages, listings and
-/// history: `messages_status` (every row, rewritten by every claim),
-/// `messages_dead_since`, and the transport and fingerprint listings'
-/// `(transport, id)` and `(fingerprint, id)`, which `finished_messages`
-/// has for its rows. A listing of live messages by transport or
-/// fingerprint scans the live table instead, which holds only the
-/// backlog. Those two also trapped the planner: with the live table's
-/// statistics taken while it was nearly empty (a drained queue), an index
-/// led by another column looked as cheap as the primary key, and claims
-/// and listings scanned all of one to find rows by `id`.
-const HISTORY_INDEXES: [&str; 4] = [
-    "messages_status",
-    "messages_dead_since",
-    "messages_transport",
-    "messages_fingerprint",
-];
 
 async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<(), StorageError> {
     let unmoved = client
