@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,6 +44,7 @@ mod embedded {
     refinery::embed_migrations!("sql/postgres");
 }
 mod finished;
+mod live;
 
 /// Serialises migrations when several nodes start at once.
 pub(super) const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
@@ -690,8 +691,22 @@ fn millis_i64(ms: Option<u64>) -> Option<i64> {
 /// another enqueue of the same key committed while this one ran. Older
 /// keys' messages are committed long since, and a snapshot sees a message
 /// in exactly one of the two tables even while it moves.
-const ENQUEUE_SQL: &str = "
-WITH input AS (
+static ENQUEUE_SQL: LazyLock<String> = LazyLock::new(|| enqueue_sql(KEY_GUARD));
+
+/// [`ENQUEUE_SQL`] for a batch without idempotency keys: no row can meet
+/// the unique index on keys, and without the guard PostgreSQL inserts
+/// each row plainly instead of speculatively (one WAL record less per
+/// message).
+static ENQUEUE_UNKEYED_SQL: LazyLock<String> = LazyLock::new(|| enqueue_sql(""));
+
+/// Stops a message taking a key that a live message stored before keys
+/// were kept in their own table holds.
+const KEY_GUARD: &str =
+    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
+
+fn enqueue_sql(guard: &str) -> String {
+    format!(
+        "WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
                          $12::timestamptz[])
@@ -716,11 +731,12 @@ WITH input AS (
     FROM input
     WHERE idempotency_key IS NULL OR id IN (SELECT message_id FROM keyed)
     ORDER BY ord
-    -- A live message stored before keys were kept in their own table.
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    {guard}
     RETURNING id, transport
 )
-SELECT id, transport FROM inserted";
+SELECT id, transport FROM inserted"
+    )
+}
 
 /// Claims due messages. It writes no event: the attempt's start is the
 /// `updated_at` it stamps, which nothing else changes while the message
@@ -729,7 +745,13 @@ SELECT id, transport FROM inserted";
 /// refuse a processing message), so the statements that end the claim
 /// ([`outcomes_sql`], [`PASSED_OVER_SQL`], [`recover_sql`]) read it from
 /// the row as the event's `started_at`.
-const CLAIM_SQL: &str = "
+///
+/// The claimed rows are returned by name, never as `m.*`: a statement's
+/// result type must not change when the live table is re-laid
+/// ([`live::relay`]) under connections that prepared it.
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
 WITH due AS (
     SELECT id FROM messages
     WHERE status = 'queued' AND transport = $1 AND available_at <= $2
@@ -741,9 +763,11 @@ WITH due AS (
     SET status = 'processing', attempts = m.attempts + 1, lease_until = $4, claim_token = $5,
         claimed_by = $6, updated_at = $2
     WHERE m.id = ANY(ARRAY(SELECT id FROM due))
-    RETURNING m.*
+    RETURNING {MESSAGE_COLUMNS}, effective_at
 )
-SELECT * FROM claimed ORDER BY effective_at, id";
+SELECT {MESSAGE_COLUMNS} FROM claimed ORDER BY effective_at, id"
+    )
+});
 
 /// Applies a batch of outcomes. `current` keeps only rows whose claim
 /// token still matches (fencing) and decides each next status by the
@@ -1165,7 +1189,12 @@ impl Storage for PostgresStorage {
         // next statement sees it; and should the lookup fail, the client's
         // retry with the same keys finds the messages stored.
         let client = self.client().await?;
-        let insert = client.prepare_cached(ENQUEUE_SQL).await?;
+        let sql = if keys.iter().any(Option::is_some) {
+            &ENQUEUE_SQL
+        } else {
+            &ENQUEUE_UNKEYED_SQL
+        };
+        let insert = client.prepare_cached(sql).await?;
         let rows = client
             .query(
                 &insert,
@@ -1265,7 +1294,7 @@ impl Storage for PostgresStorage {
         let token = Uuid::from(ClaimToken::generate().0);
         let limit = clamp_limit(limit) as i64;
         let client = self.client().await?;
-        let claim = client.prepare_cached(CLAIM_SQL).await?;
+        let claim = client.prepare_cached(&CLAIM_SQL).await?;
         let rows = client
             .query(
                 &claim,

@@ -960,3 +960,123 @@ async fn postgres_makes_a_missing_day_partition_on_demand() {
     assert_eq!(f.count(&in_day("20260302", last.id)).await, 1);
     assert_eq!(read(s, last.id).await.message.status, Status::Dead);
 }
+
+/// A live table laid out before claims rewrote only what they change
+/// (`updated_at` not last, full pages) is re-laid once it is idle: never
+/// while a claim is out, since outcomes find their rows where the claim
+/// left them. Its rows, indexes and every statement keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_relays_an_old_live_table_once_no_claim_is_out() {
+    let f = Fixture::postgres().await;
+    let s = f.storage.as_ref();
+    let db = f.side_postgres().await.expect("PostgreSQL");
+    let last_column = "SELECT attname::text FROM pg_attribute
+        WHERE attrelid = 'messages'::regclass AND attnum > 0 AND NOT attisdropped
+        ORDER BY attnum DESC LIMIT 1";
+    let layout = || async {
+        let last: String = db
+            .query_one(last_column, &[])
+            .await
+            .expect("columns")
+            .get(0);
+        let options: Option<Vec<String>> = db
+            .query_one(
+                "SELECT reloptions FROM pg_class WHERE oid = 'messages'::regclass",
+                &[],
+            )
+            .await
+            .expect("options")
+            .get(0);
+        let fillfactor = options
+            .unwrap_or_default()
+            .into_iter()
+            .find(|o| o.starts_with("fillfactor="));
+        (last, fillfactor)
+    };
+    let lean = ("updated_at".to_string(), Some("fillfactor=50".to_string()));
+    assert_eq!(layout().await, lean, "a new store is laid out lean");
+
+    let batch = common::emails(3, t0());
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+    let claimed = claim(s, 1, t0() + secs(1)).await.remove(0);
+    // As an older version laid it out: `status` after `updated_at`, pages
+    // filled to the brim.
+    db.batch_execute(
+        "ALTER TABLE messages RENAME COLUMN status TO status_before;
+         ALTER TABLE messages ADD COLUMN status text;
+         UPDATE messages SET status = status_before;
+         ALTER TABLE messages DROP COLUMN status_before;
+         ALTER TABLE messages ALTER COLUMN status SET NOT NULL;
+         ALTER TABLE messages RESET (fillfactor);",
+    )
+    .await
+    .expect("the old layout");
+    let old = ("status".to_string(), None);
+    assert_eq!(layout().await, old);
+
+    assert_eq!(s.move_finished(100).await.expect("upkeep"), 0);
+    assert_eq!(layout().await, old, "not while a claim is out");
+    let recorded = s
+        .record_outcomes(vec![outcome(&claimed, OutcomeKind::Sent)], t0() + secs(2))
+        .await
+        .expect("the claim's outcome, found where the claim left it");
+    assert_eq!(recorded.applied, [(claimed.id, Status::Sent)]);
+
+    assert_eq!(s.move_finished(100).await.expect("upkeep"), 0);
+    assert_eq!(layout().await, lean, "re-laid once idle");
+    let indexes: Vec<String> = db
+        .query(
+            "SELECT indexname::text FROM pg_indexes
+             WHERE tablename = 'messages' AND schemaname = current_schema() ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("indexes")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        indexes,
+        [
+            "messages_claim",
+            "messages_idempotency",
+            "messages_lease",
+            "messages_pkey",
+            "messages_unmoved"
+        ]
+    );
+    let bad = db
+        .execute("UPDATE messages SET status = 'lost'", &[])
+        .await
+        .expect_err("the status check is kept");
+    assert_eq!(
+        bad.as_db_error().and_then(|e| e.constraint()),
+        Some("messages_status_check"),
+        "{bad:?}"
+    );
+
+    // The rows, and the statements the pool prepared before, as before.
+    assert_eq!(read(s, claimed.id).await.message.status, Status::Sent);
+    let rest = claim(s, 10, t0() + secs(3)).await;
+    assert_eq!(
+        rest.iter().map(|m| m.id).collect::<Vec<_>>(),
+        batch
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| *id != claimed.id)
+            .collect::<Vec<_>>()
+    );
+    let recorded = s
+        .record_outcomes(
+            rest.iter().map(|m| outcome(m, OutcomeKind::Sent)).collect(),
+            t0() + secs(4),
+        )
+        .await
+        .expect("outcomes");
+    assert_eq!(recorded.applied.len(), 2);
+    s.enqueue_many(common::emails(2, t0() + secs(5)), t0() + secs(5))
+        .await
+        .expect("enqueue");
+    assert_eq!(f.count("SELECT count(*) FROM messages").await, 2);
+    assert_eq!(f.count("SELECT count(*) FROM finished_messages").await, 3);
+}

@@ -126,8 +126,8 @@ pub(super) async fn ensure_partitions(
 }
 
 /// Which of the relations `names` exist, in their order, in one look.
-async fn existing(
-    client: &deadpool_postgres::Object,
+pub(super) async fn existing(
+    client: &impl deadpool_postgres::GenericClient,
     names: &[impl AsRef<str>],
 ) -> Result<Vec<bool>, StorageError> {
     let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
@@ -426,10 +426,12 @@ async fn detach(client: &deadpool_postgres::Object, part: &str) -> Result<(), St
 /// too), gives way to `messages_idempotency`, of keyed messages only.
 /// On a small table in one short transaction; on a large one CONCURRENTLY,
 /// so that enqueue and delivery go on. Nothing while rows wait to move.
+/// Then the live table gets its lean layout ([`super::live::relay`]).
 pub(super) async fn finish_split(
     client: &mut deadpool_postgres::Object,
 ) -> Result<(), StorageError> {
-    if !existing(client, &HISTORY_INDEXES).await?.contains(&true) {
+    if !existing(&*client, &HISTORY_INDEXES).await?.contains(&true) {
+        super::live::relay(client).await?;
         return Ok(());
     }
     // One node at a time (migrations hold the same lock; it nests).
@@ -444,7 +446,9 @@ pub(super) async fn finish_split(
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&super::MIGRATION_LOCK])
         .await?;
-    done
+    done?;
+    super::live::relay(client).await?;
+    Ok(())
 }
 
 async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<(), StorageError> {
