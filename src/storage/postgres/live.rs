@@ -9,7 +9,7 @@
 //! prefix and the common suffix of the two, and no separate lock record.
 //! With the columns a claim changes last and half of each page left free
 //! at insert, the claim's WAL is those few columns instead of the whole
-//! row with its payload: a third of all bytes a message wrote before.
+//! row with its payload: a fifth of all bytes a message wrote before.
 
 use deadpool_postgres::GenericClient;
 
