@@ -1003,6 +1003,14 @@ impl RawConfig {
             });
         let mut categories = BTreeMap::new();
         for (category, value) in &self.priority.categories {
+            // A name enqueue would refuse could never match a message.
+            if let Err(rule) = check_category(category) {
+                problems.add(
+                    format!("priority.categories.{category}"),
+                    format!("not a category name: {rule}"),
+                );
+                continue;
+            }
             match Priority::new(*value) {
                 Some(p) => {
                     categories.insert(category.clone(), p);

@@ -850,6 +850,29 @@ fn a_bad_category_name_is_refused_as_enqueue_would_refuse_it() {
 }
 
 #[test]
+fn a_bad_category_name_is_refused_in_priorities_too() {
+    let long = "c".repeat(65);
+    for name in ["has space", "", long.as_str(), "émoji"] {
+        let problems = retention_problems(&format!("[priority.categories]\n\"{name}\" = 9\n"));
+        assert_eq!(problems.len(), 1, "{name}: {problems:?}");
+        assert_eq!(problems[0].key, format!("priority.categories.{name}"));
+        assert!(
+            problems[0].message.contains("letters, digits"),
+            "{}",
+            problems[0]
+        );
+    }
+    let settings = load(&format!(
+        "{TWO_TRANSPORTS}\n[priority.categories]\n\"order.receipt-v2_x\" = 9\n"
+    ))
+    .expect("a valid name");
+    assert_eq!(
+        settings.priority.categories["order.receipt-v2_x"],
+        Priority::MAX
+    );
+}
+
+#[test]
 fn retention_values_out_of_range_name_their_key() {
     let problems = retention_problems(
         r#"
