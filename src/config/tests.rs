@@ -602,7 +602,7 @@ fn retention(tables: &str) -> crate::storage::Retention {
         .retention
 }
 
-fn retention_problems(tables: &str) -> Vec<Problem> {
+fn problems_with(tables: &str) -> Vec<Problem> {
     match load(&format!("{TWO_TRANSPORTS}\n{tables}")) {
         Ok(_) => panic!("expected problems with {tables}"),
         Err(e) => e.problems().to_vec(),
@@ -783,8 +783,7 @@ fn dlq_max_age_s_is_dead_retention_in_seconds_at_its_level() {
 
 #[test]
 fn dlq_max_age_s_and_dead_days_at_one_level_conflict_naming_both() {
-    let problems =
-        retention_problems("[defaults]\ndlq_max_age_s = 600\n[retention]\ndead_days = 5\n");
+    let problems = problems_with("[defaults]\ndlq_max_age_s = 600\n[retention]\ndead_days = 5\n");
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].key, "defaults.dlq_max_age_s");
     assert!(
@@ -825,43 +824,43 @@ fn unknown_retention_keys_and_bad_types_are_refused() {
     assert!(err.to_string().contains("sent_day"), "{err}");
 
     let problems =
-        retention_problems("[transports.smtp-main.retention.categories.otp]\nsent_days = 1\n");
+        problems_with("[transports.smtp-main.retention.categories.otp]\nsent_days = 1\n");
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].key, "transports.smtp-main.retention.categories");
 }
 
-#[test]
-fn a_bad_category_name_is_refused_as_enqueue_would_refuse_it() {
+/// Each name enqueue would refuse, put into `table`, is the one problem,
+/// under `key_prefix.<name>`.
+fn assert_bad_category_names_refused(table: impl Fn(&str) -> String, key_prefix: &str) {
     let long = "c".repeat(65);
     for name in ["has space", "", long.as_str(), "émoji"] {
-        let problems = retention_problems(&format!(
-            "[retention.categories.\"{name}\"]\nsent_days = 1\n"
-        ));
+        let problems = problems_with(&table(name));
         assert_eq!(problems.len(), 1, "{name}: {problems:?}");
-        assert_eq!(problems[0].key, format!("retention.categories.{name}"));
+        assert_eq!(problems[0].key, format!("{key_prefix}.{name}"));
         assert!(
             problems[0].message.contains("letters, digits"),
             "{}",
             problems[0]
         );
     }
+}
+
+#[test]
+fn a_bad_category_name_is_refused_as_enqueue_would_refuse_it() {
+    assert_bad_category_names_refused(
+        |name| format!("[retention.categories.\"{name}\"]\nsent_days = 1\n"),
+        "retention.categories",
+    );
     let fine = retention("[retention.categories.\"order.receipt-v2_x\"]\nsent_days = 1\n");
     assert_eq!(fine.overrides.len(), 1);
 }
 
 #[test]
 fn a_bad_category_name_is_refused_in_priorities_too() {
-    let long = "c".repeat(65);
-    for name in ["has space", "", long.as_str(), "émoji"] {
-        let problems = retention_problems(&format!("[priority.categories]\n\"{name}\" = 9\n"));
-        assert_eq!(problems.len(), 1, "{name}: {problems:?}");
-        assert_eq!(problems[0].key, format!("priority.categories.{name}"));
-        assert!(
-            problems[0].message.contains("letters, digits"),
-            "{}",
-            problems[0]
-        );
-    }
+    assert_bad_category_names_refused(
+        |name| format!("[priority.categories]\n\"{name}\" = 9\n"),
+        "priority.categories",
+    );
     let settings = load(&format!(
         "{TWO_TRANSPORTS}\n[priority.categories]\n\"order.receipt-v2_x\" = 9\n"
     ))
@@ -874,7 +873,7 @@ fn a_bad_category_name_is_refused_in_priorities_too() {
 
 #[test]
 fn retention_values_out_of_range_name_their_key() {
-    let problems = retention_problems(
+    let problems = problems_with(
         r#"
 [retention]
 payload_after_sent_s = 0

@@ -126,8 +126,8 @@ pub(super) async fn ensure_partitions(
 }
 
 /// Which of the relations `names` exist, in their order, in one look.
-pub(super) async fn existing(
-    client: &impl deadpool_postgres::GenericClient,
+async fn existing(
+    client: &deadpool_postgres::Object,
     names: &[impl AsRef<str>],
 ) -> Result<Vec<bool>, StorageError> {
     let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
@@ -430,28 +430,32 @@ async fn detach(client: &deadpool_postgres::Object, part: &str) -> Result<(), St
 pub(super) async fn finish_split(
     client: &mut deadpool_postgres::Object,
 ) -> Result<(), StorageError> {
-    if !existing(&*client, &HISTORY_INDEXES).await?.contains(&true) {
-        super::live::relay(client).await?;
-        return Ok(());
+    if existing(client, &HISTORY_INDEXES).await?.contains(&true) {
+        // One node at a time (migrations hold the same lock; it nests).
+        let locked = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&super::MIGRATION_LOCK])
+            .await?
+            .try_get::<_, bool>(0)?;
+        if !locked {
+            return Ok(());
+        }
+        let shed = shed_history_indexes(client).await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&super::MIGRATION_LOCK])
+            .await?;
+        if !shed? {
+            return Ok(());
+        }
     }
-    // One node at a time (migrations hold the same lock; it nests).
-    let locked = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&super::MIGRATION_LOCK])
-        .await?
-        .try_get::<_, bool>(0)?;
-    if !locked {
-        return Ok(());
-    }
-    let done = shed_history_indexes(client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&super::MIGRATION_LOCK])
-        .await?;
-    done?;
     super::live::relay(client).await?;
     Ok(())
 }
 
-async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<(), StorageError> {
+/// Drops the history indexes if no finished message waits to move;
+/// returns whether they are gone.
+async fn shed_history_indexes(
+    client: &mut deadpool_postgres::Object,
+) -> Result<bool, StorageError> {
     let unmoved = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM messages WHERE status IN ('sent', 'dead', 'cancelled'))",
@@ -460,7 +464,7 @@ async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<
         .await?
         .try_get::<_, bool>(0)?;
     if unmoved {
-        return Ok(());
+        return Ok(false);
     }
     const UNMOVED: &str = "messages_unmoved ON messages (status, id)
         WHERE status IN ('sent', 'dead', 'cancelled')";
@@ -469,7 +473,10 @@ async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<
     const KEY_CONSTRAINT: &str = "messages_idempotency_key_key";
     let small = client
         .query_one(
-            "SELECT count(*) < 10000 FROM (SELECT 1 FROM messages LIMIT 10000) AS live",
+            &format!(
+                "SELECT count(*) < {most} FROM (SELECT 1 FROM messages LIMIT {most}) AS live",
+                most = super::live::MOST_ROWS
+            ),
             &[],
         )
         .await?
@@ -486,7 +493,7 @@ async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<
         ))
         .await?;
         tx.commit().await?;
-        return Ok(());
+        return Ok(true);
     }
     for (name, definition) in [
         ("messages_unmoved", UNMOVED),
@@ -532,5 +539,5 @@ async fn shed_history_indexes(client: &mut deadpool_postgres::Object) -> Result<
             .await?;
     }
     tracing::info!("finished messages all moved; the live table's history indexes are dropped");
-    Ok(())
+    Ok(true)
 }

@@ -14,7 +14,6 @@
 use deadpool_postgres::GenericClient;
 
 use crate::storage::StorageError;
-use crate::storage::sql::HISTORY_INDEXES;
 
 /// The live table's columns, in storage order: what no claim or outcome
 /// changes first (the payload among them), then what a retry changes,
@@ -78,12 +77,14 @@ WHERE attrelid = 'messages'::regclass AND attnum > 0 AND NOT attisdropped
 ORDER BY attnum DESC LIMIT 1";
 
 /// Above this many live rows the table is left as it is until it holds
-/// fewer: the copy runs under an exclusive lock, which must last a moment.
-const MOST_ROWS: i64 = 10_000;
+/// fewer: the copy runs under an exclusive lock, which must last a moment
+/// (so does the shedding of history indexes in one transaction).
+pub(super) const MOST_ROWS: i64 = 10_000;
 
 /// Re-lays `messages` if it is [`ready`] for it; otherwise does nothing
 /// (and tries again on a later call: upkeep calls it while idle).
-/// Returns whether it did.
+/// Returns whether it did. Called only once the history indexes are
+/// shed (`finished::finish_split`): the copy builds the lean set.
 ///
 /// One transaction: the table is locked, copied into its new shape,
 /// dropped and replaced, its indexes built on the copy. A lock not had
@@ -123,8 +124,8 @@ pub(super) async fn relay(client: &mut deadpool_postgres::Object) -> Result<bool
     Ok(true)
 }
 
-/// Whether `messages` is to be re-laid now: it has the old layout, no
-/// history index, fewer than [`MOST_ROWS`] rows and none claimed. The
+/// Whether `messages` is to be re-laid now: it has the old layout, fewer
+/// than [`MOST_ROWS`] rows and none claimed. The
 /// copy moves every row to a new `ctid`, and outcomes find their claimed
 /// rows by `ctid`: a claim outstanding across the re-laying would be
 /// fenced off and its message sent again after its lease.
@@ -133,12 +134,6 @@ async fn ready(client: &impl GenericClient) -> Result<bool, StorageError> {
         .query_one(RELAID_SQL, &[])
         .await?
         .try_get::<_, bool>(0)?
-    {
-        return Ok(false);
-    }
-    if super::finished::existing(client, &HISTORY_INDEXES)
-        .await?
-        .contains(&true)
     {
         return Ok(false);
     }
