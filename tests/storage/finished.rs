@@ -1079,4 +1079,20 @@ async fn postgres_relays_an_old_live_table_once_no_claim_is_out() {
         .expect("enqueue");
     assert_eq!(f.count("SELECT count(*) FROM messages").await, 2);
     assert_eq!(f.count("SELECT count(*) FROM finished_messages").await, 3);
+
+    // A column the layout does not name (a later migration's) is never
+    // copied away.
+    db.batch_execute("ALTER TABLE messages ADD COLUMN later text")
+        .await
+        .expect("a later column");
+    for m in claim(s, 10, t0() + secs(6)).await {
+        s.record_outcomes(vec![outcome(&m, OutcomeKind::Sent)], t0() + secs(7))
+            .await
+            .expect("sent");
+    }
+    assert_eq!(s.move_finished(100).await.expect("upkeep"), 0);
+    assert_eq!(
+        layout().await,
+        ("later".to_string(), Some("fillfactor=50".to_string()))
+    );
 }

@@ -18,7 +18,7 @@ use crate::storage::StorageError;
 /// The live table's columns, in storage order: what no claim or outcome
 /// changes first (the payload among them), then what a retry changes,
 /// then what every claim changes, `updated_at` last (the mark of this
-/// layout, see [`RELAID_SQL`]).
+/// layout, see [`LAYOUT_SQL`]).
 const COLUMNS: &str = "
     id              uuid        NOT NULL,
     channel         text        NOT NULL CONSTRAINT messages_channel_check
@@ -69,12 +69,10 @@ CREATE UNIQUE INDEX messages_idempotency ON messages (idempotency_key)
 CREATE INDEX messages_unmoved ON messages (status, id)
     WHERE status IN ('sent', 'dead', 'cancelled');";
 
-/// Whether `messages` already has this layout: `updated_at` is its last
-/// column.
-const RELAID_SQL: &str = "
-SELECT attname = 'updated_at' FROM pg_attribute
-WHERE attrelid = 'messages'::regclass AND attnum > 0 AND NOT attisdropped
-ORDER BY attnum DESC LIMIT 1";
+/// The columns `messages` has, in storage order.
+const LAYOUT_SQL: &str = "
+SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
+WHERE attrelid = 'messages'::regclass AND attnum > 0 AND NOT attisdropped";
 
 /// Above this many live rows the table is left as it is until it holds
 /// fewer: the copy runs under an exclusive lock, which must last a moment
@@ -124,17 +122,26 @@ pub(super) async fn relay(client: &mut deadpool_postgres::Object) -> Result<bool
     Ok(true)
 }
 
-/// Whether `messages` is to be re-laid now: it has the old layout, fewer
+/// Whether `messages` is to be re-laid now: it has the old layout (the
+/// same columns in another order), fewer
 /// than [`MOST_ROWS`] rows and none claimed. The
 /// copy moves every row to a new `ctid`, and outcomes find their claimed
 /// rows by `ctid`: a claim outstanding across the re-laying would be
 /// fenced off and its message sent again after its lease.
 async fn ready(client: &impl GenericClient) -> Result<bool, StorageError> {
-    if client
-        .query_one(RELAID_SQL, &[])
-        .await?
-        .try_get::<_, bool>(0)?
-    {
+    let mut columns: Vec<String> = client.query_one(LAYOUT_SQL, &[]).await?.try_get(0)?;
+    let mut lean: Vec<&str> = NAMES.split(',').map(str::trim).collect();
+    if columns == lean {
+        return Ok(false);
+    }
+    columns.sort();
+    lean.sort_unstable();
+    if columns != lean {
+        // A column this layout does not name would be lost by the copy.
+        tracing::warn!(
+            ?columns,
+            "live table has columns its lean layout does not name; left as it is"
+        );
         return Ok(false);
     }
     let row = client
