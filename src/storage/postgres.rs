@@ -44,6 +44,7 @@ mod embedded {
     refinery::embed_migrations!("sql/postgres");
 }
 mod finished;
+mod finished_indexes;
 mod live;
 
 /// Serialises migrations when several nodes start at once.
@@ -1117,6 +1118,12 @@ impl Storage for PostgresStorage {
             // history indexes at once.
             result = finished::finish_split(&mut client).await;
         }
+        if result.is_ok() {
+            // Never a long build here: a node's start would wait for it.
+            result = finished_indexes::replace(&mut client, false)
+                .await
+                .map(|_| ());
+        }
         client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
@@ -1652,14 +1659,11 @@ impl Storage for PostgresStorage {
         page: PageRequest,
     ) -> Result<Page, StorageError> {
         let limit = clamp_limit(page.limit);
-        let status = filter.status.map(|s| s.as_str().to_owned());
+        let status = filter.status.map(|s| s.as_str());
         let channel = filter.channel.map(|c| c.as_str().to_owned());
         let fingerprint = filter.fingerprint.as_ref().map(|f| f.as_str().to_owned());
         let after = page.after.map(uuid);
         let mut filters: Vec<(&str, &(dyn ToSql + Sync))> = Vec::new();
-        if let Some(status) = &status {
-            filters.push(("status =", status));
-        }
         if let Some(transport) = &filter.transport {
             filters.push(("transport =", transport));
         }
@@ -1672,11 +1676,17 @@ impl Storage for PostgresStorage {
         if let Some(after) = &after {
             filters.push(("id <", after));
         }
-        let conditions: Vec<String> = filters
+        let mut conditions: Vec<String> = filters
             .iter()
             .enumerate()
             .map(|(i, (sql, _))| format!("{sql} ${}", i + 1))
             .collect();
+        // A literal, not a parameter: finished messages are indexed by
+        // status only where it is not `sent`, an index a plan can use
+        // only if it knows the status it looks for.
+        if let Some(status) = &status {
+            conditions.push(format!("status = '{status}'"));
+        }
         let values: Vec<&(dyn ToSql + Sync)> = filters.iter().map(|(_, value)| *value).collect();
         let where_clause = if conditions.is_empty() {
             String::new()
@@ -1729,6 +1739,7 @@ impl Storage for PostgresStorage {
         let moved = row.try_get::<_, i64>(0)?.max(0) as u64;
         if moved == 0 {
             finished::finish_split(&mut client).await?;
+            finished_indexes::replace(&mut client, true).await?;
         }
         Ok(moved)
     }

@@ -16,7 +16,7 @@ pub(crate) const MESSAGE_COLUMNS: &str = "id, channel, transport, category, stat
 /// `messages_status` (every row, rewritten by every claim) and
 /// `messages_dead_since` (finished rows), and the transport and
 /// fingerprint listings' `(transport, id)` and `(fingerprint, id)`, which
-/// `finished_messages` has for its rows. A listing of live messages by
+/// `finished_messages` has for its rows (by fingerprint, a hash index). A listing of live messages by
 /// transport or fingerprint scans the live table instead, which holds only
 /// the backlog. Each costs every enqueue and every move out an index
 /// entry, and on PostgreSQL the last two also trapped the planner: with

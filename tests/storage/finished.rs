@@ -1096,3 +1096,147 @@ async fn postgres_relays_an_old_live_table_once_no_claim_is_out() {
         ("later".to_string(), Some("fillfactor=50".to_string()))
     );
 }
+
+/// A store from before V16 (finished messages indexed by `(status, id)`
+/// and `(fingerprint, id)` on every partition) too large to change in one
+/// transaction: the node's start leaves it as it is, and upkeep builds the
+/// lean indexes partition by partition, then drops the old ones. Listings
+/// by status and fingerprint answer the same throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replaces_the_finished_indexes_of_a_large_store_partition_by_partition() {
+    let f = Fixture::postgres().await;
+    let s = f.storage.as_ref();
+    let db = f.side_postgres().await.expect("PostgreSQL");
+    let indexes = || async {
+        db.query(
+            "SELECT c.relname::text, i.indisvalid FROM pg_index i
+             JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = 'finished_messages'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("indexes")
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, bool>(1)))
+        .collect::<Vec<_>>()
+    };
+    let lean = [
+        ("finished_messages_fingerprint_hash".to_string(), true),
+        ("finished_messages_idempotency".to_string(), true),
+        ("finished_messages_pkey".to_string(), true),
+        ("finished_messages_transport".to_string(), true),
+        ("finished_messages_unsent".to_string(), true),
+    ];
+    assert_eq!(indexes().await, lean, "a new store is indexed lean at once");
+
+    // V15's indexes, on a store with a sent, a dead and a cancelled
+    // message among 10,000 sent older ones: V16 then declares its own.
+    db.batch_execute(
+        "DROP INDEX finished_messages_unsent, finished_messages_fingerprint_hash;
+         CREATE INDEX finished_messages_status ON finished_messages (status, id);
+         CREATE INDEX finished_messages_fingerprint ON finished_messages (fingerprint, id);",
+    )
+    .await
+    .expect("V15's indexes");
+    let batch: Vec<NewMessage> = (0..3)
+        .map(|i| {
+            Email {
+                subject: format!("Message {i}"),
+                ..Email::default()
+            }
+            .build(t0())
+        })
+        .collect();
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+    let claimed = claim(s, 2, t0() + secs(1)).await;
+    let dead = outcome(
+        &claimed[1],
+        OutcomeKind::Failed {
+            error: "550 no such user".into(),
+            retry_at: None,
+        },
+    );
+    s.record_outcomes(
+        vec![outcome(&claimed[0], OutcomeKind::Sent), dead],
+        t0() + secs(2),
+    )
+    .await
+    .expect("outcomes");
+    s.cancel(batch[2].id, t0() + secs(3)).await.expect("cancel");
+    db.batch_execute(
+        "INSERT INTO finished_messages (id, channel, transport, status, priority, payload,
+             metadata, fingerprint, attempts, max_attempts, created_at, available_at, sent_at,
+             updated_at, finished_on)
+         SELECT ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid, 'email', 'mail', 'sent', 5, '{}', '{}', md5(g::text), 1, 3,
+                now(), now(), now(), now(), DATE '9999-01-01'
+         FROM generate_series(1, 10000) AS g",
+    )
+    .await
+    .expect("a large store");
+    db.batch_execute(include_str!(
+        "../../sql/postgres/V16__lean_finished_indexes.sql"
+    ))
+    .await
+    .expect("V16");
+    let answers = || async {
+        let by = |filter| async { listed_ids(s, filter).await };
+        (
+            by(status(Status::Sent)).await.contains(&claimed[0].id),
+            by(status(Status::Dead)).await,
+            by(status(Status::Cancelled)).await,
+            by(MessageFilter {
+                fingerprint: Some(batch[1].fingerprint.clone()),
+                ..MessageFilter::default()
+            })
+            .await,
+        )
+    };
+    let expected = (
+        true,
+        vec![batch[1].id],
+        vec![batch[2].id],
+        vec![batch[1].id],
+    );
+    assert_eq!(answers().await, expected);
+    let invalid = |all: Vec<(String, bool)>| {
+        all.into_iter()
+            .filter(|(_, valid)| !valid)
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        invalid(indexes().await),
+        [
+            "finished_messages_fingerprint_hash",
+            "finished_messages_unsent"
+        ]
+    );
+
+    s.migrate().await.expect("a node's start");
+    assert_eq!(invalid(indexes().await).len(), 2, "no long build at start");
+    assert_eq!(answers().await, expected);
+
+    assert_eq!(s.move_finished(100).await.expect("upkeep"), 0);
+    assert_eq!(indexes().await, lean);
+    // Every partition has both, attached.
+    let unindexed = db
+        .query_one(
+            "SELECT count(*) FROM pg_inherits p
+             WHERE p.inhparent = 'finished_messages'::regclass
+               AND (SELECT count(*) FROM pg_inherits x JOIN pg_index i ON i.indexrelid = x.inhrelid
+                    WHERE x.inhparent IN ('finished_messages_unsent'::regclass,
+                                          'finished_messages_fingerprint_hash'::regclass)
+                      AND i.indrelid = p.inhrelid) <> 2",
+            &[],
+        )
+        .await
+        .expect("partitions")
+        .get::<_, i64>(0);
+    assert_eq!(unindexed, 0);
+    assert_eq!(answers().await, expected);
+    // A day made after the change gets the lean indexes with it.
+    s.expire_finished(t0() + chrono::Duration::days(30), 100)
+        .await
+        .expect("days made ahead");
+    assert_eq!(indexes().await, lean);
+}

@@ -126,7 +126,7 @@ pub(super) async fn ensure_partitions(
 }
 
 /// Which of the relations `names` exist, in their order, in one look.
-async fn existing(
+pub(super) async fn existing(
     client: &deadpool_postgres::Object,
     names: &[impl AsRef<str>],
 ) -> Result<Vec<bool>, StorageError> {
@@ -157,9 +157,10 @@ pub(super) fn is_missing_partition(err: &StorageError) -> bool {
 /// Deletes up to `limit` finished messages of each status that retention
 /// no longer keeps, with their events and idempotency keys, and drops up
 /// to `limit` payloads of sent messages past `payload_after_sent`. Each
-/// statement finds its rows through the `(status, id)` index, starting
-/// below the id of the newest message any rule could have expired, and
-/// touches no live message.
+/// statement starts below the id of the newest message any rule could
+/// have expired, and finds its rows through the index of unsent ones
+/// (dead, cancelled) or the primary key (sent), and touches no live
+/// message.
 pub(super) async fn expire(
     client: &deadpool_postgres::Object,
     retention: &Retention,
@@ -471,16 +472,7 @@ async fn shed_history_indexes(
     const KEYED: &str = "messages_idempotency ON messages (idempotency_key)
         WHERE idempotency_key IS NOT NULL";
     const KEY_CONSTRAINT: &str = "messages_idempotency_key_key";
-    let small = client
-        .query_one(
-            &format!(
-                "SELECT count(*) < {most} FROM (SELECT 1 FROM messages LIMIT {most}) AS live",
-                most = super::live::MOST_ROWS
-            ),
-            &[],
-        )
-        .await?
-        .try_get::<_, bool>(0)?;
+    let small = super::live::small(&*client, "messages").await?;
     if small {
         let tx = client.transaction().await?;
         tx.batch_execute(&format!(

@@ -79,6 +79,20 @@ WHERE attrelid = 'messages'::regclass AND attnum > 0 AND NOT attisdropped";
 /// (so does the shedding of history indexes in one transaction).
 pub(super) const MOST_ROWS: i64 = 10_000;
 
+/// Whether `table` holds fewer than [`MOST_ROWS`] rows: few enough to
+/// change in one short transaction.
+pub(super) async fn small(client: &impl GenericClient, table: &str) -> Result<bool, StorageError> {
+    Ok(client
+        .query_one(
+            &format!(
+                "SELECT count(*) < {MOST_ROWS} FROM (SELECT 1 FROM {table} LIMIT {MOST_ROWS}) AS t"
+            ),
+            &[],
+        )
+        .await?
+        .try_get::<_, bool>(0)?)
+}
+
 /// Re-lays `messages` if it is [`ready`] for it; otherwise does nothing
 /// (and tries again on a later call: upkeep calls it while idle).
 /// Returns whether it did. Called only once the history indexes are

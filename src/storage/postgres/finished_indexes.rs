@@ -1,0 +1,178 @@
+//! The change of `finished_messages`' indexes that V16 began: its lean
+//! indexes built on the partitions that were there before it, and the
+//! indexes they replace dropped once they are valid.
+//!
+//! V16 only declares the new indexes on the partitioned table (`ON
+//! ONLY`), which builds nothing: a partition attached later gets them as
+//! it is attached, but one already there has none, and the table's
+//! index stays invalid, unused by the planner, until each partition has
+//! its own attached. A small store (a new one among them) is changed in
+//! one short transaction; a large one partition by partition,
+//! CONCURRENTLY, from upkeep, so that outcomes go on writing meanwhile.
+
+use crate::storage::StorageError;
+
+/// V16's indexes, each with the definition that follows `ON <table>`
+/// (the same as V16's, which an attached partition's index must match).
+const LEAN: [(&str, &str); 2] = [
+    (
+        "finished_messages_unsent",
+        "(status, id) WHERE status <> 'sent'",
+    ),
+    (
+        "finished_messages_fingerprint_hash",
+        "USING hash (fingerprint)",
+    ),
+];
+
+/// The indexes V16's replace.
+const REPLACED: [&str; 2] = ["finished_messages_status", "finished_messages_fingerprint"];
+
+/// The partitions of `finished_messages` that have no index attached to
+/// the partitioned index `$1` (none detaching: retention drops those).
+const UNINDEXED_SQL: &str = "
+SELECT c.relname::text FROM pg_inherits p JOIN pg_class c ON c.oid = p.inhrelid
+WHERE p.inhparent = 'finished_messages'::regclass AND NOT p.inhdetachpending
+  AND NOT EXISTS (SELECT 1 FROM pg_inherits x JOIN pg_index i ON i.indexrelid = x.inhrelid
+                  WHERE x.inhparent = to_regclass($1) AND i.indrelid = c.oid)
+ORDER BY c.relname";
+
+/// Replaces [`REPLACED`] by [`LEAN`] if any is left: at once when the
+/// table is small, otherwise only where `concurrently` allows building
+/// partition by partition (upkeep, not the migration a node starts
+/// with, which would hold the node's start behind the builds). Returns
+/// whether the replaced indexes are gone.
+pub(super) async fn replace(
+    client: &mut deadpool_postgres::Object,
+    concurrently: bool,
+) -> Result<bool, StorageError> {
+    let left = super::finished::existing(client, &REPLACED).await?;
+    if !left.contains(&true) {
+        return Ok(true);
+    }
+    // One node at a time (migrations hold the same lock; it nests).
+    let locked = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&super::MIGRATION_LOCK])
+        .await?
+        .try_get::<_, bool>(0)?;
+    if !locked {
+        return Ok(false);
+    }
+    let replaced = if super::live::small(&*client, "finished_messages").await? {
+        at_once(client).await
+    } else if concurrently {
+        by_partition(client).await
+    } else {
+        Ok(false)
+    };
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&super::MIGRATION_LOCK])
+        .await?;
+    replaced
+}
+
+/// One transaction: the lean indexes built afresh on every partition
+/// (a moment's work on a small table), the replaced ones dropped.
+async fn at_once(client: &mut deadpool_postgres::Object) -> Result<bool, StorageError> {
+    let build: String = LEAN
+        .iter()
+        .map(|(name, definition)| {
+            format!(
+                "DROP INDEX IF EXISTS {name};
+                 CREATE INDEX {name} ON finished_messages {definition};"
+            )
+        })
+        .collect();
+    let done = briefly(
+        client,
+        &format!("{build} DROP INDEX IF EXISTS {};", REPLACED.join(", ")),
+    )
+    .await?;
+    if done {
+        tracing::info!("finished messages' lean indexes built");
+    }
+    Ok(done)
+}
+
+/// Each partition without its lean indexes gets them CONCURRENTLY, then
+/// attached; once every lean index is valid, the replaced ones are
+/// dropped, which takes a moment's exclusive lock, given up (until the
+/// next round) rather than waited for.
+async fn by_partition(client: &mut deadpool_postgres::Object) -> Result<bool, StorageError> {
+    for (parent, definition) in LEAN {
+        let suffix = parent.trim_start_matches("finished_messages_");
+        let parts: Vec<String> = client
+            .query(UNINDEXED_SQL, &[&parent])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        for part in parts {
+            let index = format!("{part}_{suffix}");
+            // An interrupted concurrent build leaves an invalid index.
+            let invalid = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1)
+                                    AND NOT indisvalid)",
+                    &[&index],
+                )
+                .await?
+                .try_get::<_, bool>(0)?;
+            if invalid {
+                client
+                    .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                    .await?;
+            }
+            client
+                .batch_execute(&format!(
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {part} {definition}"
+                ))
+                .await?;
+            client
+                .batch_execute(&format!("ALTER INDEX {parent} ATTACH PARTITION {index}"))
+                .await?;
+            tracing::info!(partition = %part, index = parent, "built a lean index of finished messages");
+        }
+    }
+    let names: Vec<&str> = LEAN.iter().map(|(name, _)| *name).collect();
+    let valid: bool = client
+        .query_one(
+            "SELECT bool_and(indisvalid) FROM pg_index
+             WHERE indexrelid IN (SELECT to_regclass(n) FROM unnest($1::text[]) AS n)",
+            &[&names],
+        )
+        .await?
+        .try_get::<_, Option<bool>>(0)?
+        .unwrap_or(false);
+    if !valid {
+        return Ok(false);
+    }
+    let done = briefly(
+        client,
+        &format!("DROP INDEX IF EXISTS {}", REPLACED.join(", ")),
+    )
+    .await?;
+    if done {
+        tracing::info!("finished messages' lean indexes valid; the ones they replace dropped");
+    }
+    Ok(done)
+}
+
+/// Runs `sql` in one transaction that gives up, returning false, when a
+/// lock it needs is not had within a moment: outcomes and reads never
+/// queue for long behind it.
+async fn briefly(client: &mut deadpool_postgres::Object, sql: &str) -> Result<bool, StorageError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL lock_timeout = '500ms'").await?;
+    match tx.batch_execute(sql).await {
+        Ok(()) => {
+            tx.commit().await?;
+            Ok(true)
+        }
+        Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            tracing::debug!(error = %err, "finished messages busy; their indexes change later");
+            Ok(false)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
