@@ -48,7 +48,40 @@ mod finished_indexes;
 mod live;
 
 /// Serialises migrations when several nodes start at once.
-pub(super) const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
+const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
+/// With the store's schema, serialises upkeep's changes of the schema
+/// (index builds, the live table's re-laying) among the nodes of one
+/// store. Only ever tried, never waited for, and never
+/// [`MIGRATION_LOCK`]: a concurrent index build waits for every older
+/// transaction of the database, and a node waiting for the lock it holds
+/// (a starting node's migration) would be a deadlock.
+const SCHEMA_UPKEEP_LOCK: i32 = 0x4852_4c55; // "HRLU"
+
+/// Takes [`SCHEMA_UPKEEP_LOCK`] if it is free; whether it did.
+pub(super) async fn try_schema_upkeep_lock(
+    client: &deadpool_postgres::Object,
+) -> Result<bool, StorageError> {
+    Ok(client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
+            &[&SCHEMA_UPKEEP_LOCK],
+        )
+        .await?
+        .try_get::<_, bool>(0)?)
+}
+
+/// Gives [`SCHEMA_UPKEEP_LOCK`] back.
+pub(super) async fn schema_upkeep_unlock(
+    client: &deadpool_postgres::Object,
+) -> Result<(), StorageError> {
+    client
+        .execute(
+            "SELECT pg_advisory_unlock($1, hashtext(current_schema()))",
+            &[&SCHEMA_UPKEEP_LOCK],
+        )
+        .await?;
+    Ok(())
+}
 /// How long a caller waits for a pooled connection before giving up.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 

@@ -432,18 +432,12 @@ pub(super) async fn finish_split(
     client: &mut deadpool_postgres::Object,
 ) -> Result<(), StorageError> {
     if existing(client, &HISTORY_INDEXES).await?.contains(&true) {
-        // One node at a time (migrations hold the same lock; it nests).
-        let locked = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&super::MIGRATION_LOCK])
-            .await?
-            .try_get::<_, bool>(0)?;
-        if !locked {
+        // One node at a time.
+        if !super::try_schema_upkeep_lock(client).await? {
             return Ok(());
         }
         let shed = shed_history_indexes(client).await;
-        client
-            .execute("SELECT pg_advisory_unlock($1)", &[&super::MIGRATION_LOCK])
-            .await?;
+        super::schema_upkeep_unlock(client).await?;
         if !shed? {
             return Ok(());
         }

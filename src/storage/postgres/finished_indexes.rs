@@ -50,12 +50,8 @@ pub(super) async fn replace(
     if !left.contains(&true) {
         return Ok(true);
     }
-    // One node at a time (migrations hold the same lock; it nests).
-    let locked = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&super::MIGRATION_LOCK])
-        .await?
-        .try_get::<_, bool>(0)?;
-    if !locked {
+    // One node at a time.
+    if !super::try_schema_upkeep_lock(client).await? {
         return Ok(false);
     }
     let replaced = if super::live::small(&*client, "finished_messages").await? {
@@ -65,9 +61,7 @@ pub(super) async fn replace(
     } else {
         Ok(false)
     };
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&super::MIGRATION_LOCK])
-        .await?;
+    super::schema_upkeep_unlock(client).await?;
     replaced
 }
 
