@@ -76,13 +76,13 @@ pub struct EmailPayload {
     /// 1 to 100 recipients; to, cc and bcc together at most 100.
     #[schema(value_type = Vec<Address>, min_items = 1, max_items = 100)]
     pub to: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Address>, max_items = 100)]
     pub cc: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Address>, max_items = 100)]
     pub bcc: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Address>)]
     pub reply_to: Option<String>,
     /// One line, not blank, at most 998 characters.
@@ -91,18 +91,18 @@ pub struct EmailPayload {
         pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
     )]
     pub subject: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$")]
     pub text: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$")]
     pub html: Option<String>,
     /// At most 50; names are printable ASCII without ':', values one line.
     /// Herald's own headers (From, To, Subject, X-Stamp-ID, ...) are refused.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// At most 20.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 20)]
     pub attachments: Vec<Attachment>,
 }
@@ -135,7 +135,7 @@ pub struct SmsPayload {
     #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
     pub to: String,
     /// An E.164 number or an alphanumeric sender id of up to 11 characters.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^(?:\\+[1-9][0-9]{7,14}|[A-Za-z0-9 ]{1,11})$")]
     pub from: Option<String>,
     /// Not blank, at most 1600 characters.
@@ -154,7 +154,7 @@ pub struct SmsPayload {
 pub struct GenericPayload {
     /// Any JSON but `null`.
     pub payload: serde_json::Value,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
 
@@ -176,7 +176,10 @@ impl Payload {
         }
     }
 
-    /// The JSON text stored in `messages.payload`.
+    /// The JSON text stored in `messages.payload`. Fields that hold their
+    /// default are left out (every message writes its payload twice, live
+    /// and finished, and empty `cc`, `headers`, ... were a tenth of an
+    /// email's row); reading it back fills them in again.
     pub fn to_json_text(&self) -> String {
         // Serialising these plain structs cannot fail: every map key is a string.
         let text = match self {
@@ -187,12 +190,47 @@ impl Payload {
         text.unwrap_or_else(|_| "null".to_owned())
     }
 
+    /// The payload as the API shows it: every field, those left at their
+    /// default too, as a client sent them (see [`Payload::to_json_text`]).
+    pub fn to_api_value(&self) -> serde_json::Value {
+        // Serialising these plain structs cannot fail: every map key is a string.
+        let value = match self {
+            Payload::Email(email) => serde_json::to_value(email),
+            Payload::Sms(sms) => serde_json::to_value(sms),
+            Payload::Generic(_, generic) => serde_json::to_value(generic),
+        };
+        let mut value = value.unwrap_or(serde_json::Value::Null);
+        let defaults: &[&str] = match self {
+            Payload::Email(_) => &[
+                "cc",
+                "bcc",
+                "reply_to",
+                "text",
+                "html",
+                "headers",
+                "attachments",
+            ],
+            Payload::Sms(_) => &["from"],
+            Payload::Generic(..) => &["url"],
+        };
+        if let Some(object) = value.as_object_mut() {
+            for key in defaults {
+                object.entry(*key).or_insert_with(|| match *key {
+                    "cc" | "bcc" | "attachments" => serde_json::json!([]),
+                    "headers" => serde_json::json!({}),
+                    _ => serde_json::Value::Null,
+                });
+            }
+        }
+        value
+    }
+
     /// Reads a stored payload back.
-    pub fn from_json(channel: Channel, value: serde_json::Value) -> serde_json::Result<Payload> {
+    pub fn from_json(channel: Channel, value: &serde_json::Value) -> serde_json::Result<Payload> {
         Ok(match channel {
-            Channel::Email => Payload::Email(serde_json::from_value(value)?),
-            Channel::Sms => Payload::Sms(serde_json::from_value(value)?),
-            other => Payload::Generic(other, serde_json::from_value(value)?),
+            Channel::Email => Payload::Email(EmailPayload::deserialize(value)?),
+            Channel::Sms => Payload::Sms(SmsPayload::deserialize(value)?),
+            other => Payload::Generic(other, GenericPayload::deserialize(value)?),
         })
     }
 
@@ -790,5 +828,128 @@ mod tests {
             url: None,
         };
         assert_eq!(field_of(bad.validate("webhook")), "webhook.payload");
+    }
+
+    /// Every field of each payload set, so that its JSON names them all.
+    fn complete() -> [Payload; 3] {
+        let mut email = email();
+        email.cc = vec!["bob@example.com".into()];
+        email.bcc = vec!["carol@example.com".into()];
+        email.reply_to = Some("help@example.com".into());
+        email.html = Some("<p>Thanks</p>".into());
+        email.headers.insert("X-Campaign".into(), "spring".into());
+        email.attachments.push(Attachment {
+            filename: "receipt.txt".into(),
+            content_type: "text/plain".into(),
+            content_base64: "aGk=".into(),
+        });
+        [
+            Payload::Email(email),
+            Payload::Sms(SmsPayload {
+                to: "+14155550100".into(),
+                from: Some("Shop".into()),
+                body: "Thanks".into(),
+            }),
+            Payload::Generic(
+                Channel::Webhook,
+                GenericPayload {
+                    payload: serde_json::json!({}),
+                    url: Some("https://example.com/hook".into()),
+                },
+            ),
+        ]
+    }
+
+    fn keys(value: &serde_json::Value) -> Vec<String> {
+        value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn stored_payloads_leave_defaults_out_and_read_back_the_same() {
+        let bare = [
+            Payload::Email(email()),
+            Payload::Sms(SmsPayload {
+                to: "+14155550100".into(),
+                from: None,
+                body: "Thanks".into(),
+            }),
+            Payload::Generic(
+                Channel::Push,
+                GenericPayload {
+                    // An empty document is a value, never a default.
+                    payload: serde_json::json!({}),
+                    url: None,
+                },
+            ),
+        ];
+        let stored: Vec<String> = bare.iter().map(Payload::to_json_text).collect();
+        assert_eq!(
+            stored,
+            [
+                r#"{"from":"Shop <shop@example.com>","to":["alice@example.com"],"subject":"Your receipt","text":"Thanks"}"#,
+                r#"{"to":"+14155550100","body":"Thanks"}"#,
+                r#"{"payload":{}}"#,
+            ]
+        );
+        for payload in bare.into_iter().chain(complete()) {
+            let text = payload.to_json_text();
+            let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            let back = Payload::from_json(payload.channel(), &value).expect("reads back");
+            assert_eq!(back, payload, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_api_shows_every_field_of_a_payload_stored_without_its_defaults() {
+        let bare = [
+            Payload::Email(email()),
+            Payload::Sms(SmsPayload {
+                to: "+14155550100".into(),
+                from: None,
+                body: "Thanks".into(),
+            }),
+            Payload::Generic(
+                Channel::Webhook,
+                GenericPayload {
+                    payload: serde_json::json!([]),
+                    url: None,
+                },
+            ),
+        ];
+        for (bare, complete) in bare.iter().zip(complete()) {
+            let shown = bare.to_api_value();
+            let all = serde_json::to_value(
+                match &complete {
+                    Payload::Email(e) => serde_json::to_value(e),
+                    Payload::Sms(s) => serde_json::to_value(s),
+                    Payload::Generic(_, g) => serde_json::to_value(g),
+                }
+                .expect("JSON"),
+            )
+            .expect("JSON");
+            assert_eq!(keys(&shown), keys(&all), "every field is shown");
+            let back = Payload::from_json(bare.channel(), &shown).expect("reads back");
+            assert_eq!(&back, bare);
+        }
+        let shown = Payload::Email(email()).to_api_value();
+        assert_eq!(
+            (
+                &shown["cc"],
+                &shown["reply_to"],
+                &shown["headers"],
+                &shown["attachments"]
+            ),
+            (
+                &serde_json::json!([]),
+                &serde_json::Value::Null,
+                &serde_json::json!({}),
+                &serde_json::json!([])
+            )
+        );
     }
 }

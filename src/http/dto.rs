@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::openapi::TransportName;
 use crate::domain::{
-    Channel, EnqueueRequest, Event, EventKind, Message, MessageWithEvents, Stamp, Status,
+    Channel, EnqueueRequest, Event, EventKind, Message, MessageWithEvents, Payload, Stamp, Status,
     WholeNumber,
 };
 use crate::storage::{Enqueued, Page};
@@ -122,8 +122,18 @@ impl MessageSummary {
             available_at: message.available_at,
             sent_at: message.sent_at,
             last_error: message.last_error,
-            payload: include_payload.then_some(message.payload),
+            payload: include_payload.then(|| shown_payload(message.channel, message.payload)),
         }
+    }
+}
+
+/// A stored payload as the API shows it: every field, defaults included
+/// ([`Payload::to_api_value`]). One retention dropped (`null`) or one that
+/// does not parse is shown as stored.
+fn shown_payload(channel: Channel, stored: serde_json::Value) -> serde_json::Value {
+    match Payload::from_json(channel, &stored) {
+        Ok(payload) => payload.to_api_value(),
+        Err(_) => stored,
     }
 }
 

@@ -53,7 +53,7 @@ pub(crate) fn build_email(message: &Message) -> Result<lettre::Message, Transpor
             message.channel
         )));
     }
-    let email = match Payload::from_json(Channel::Email, message.payload.clone()) {
+    let email = match Payload::from_json(Channel::Email, &message.payload) {
         Ok(Payload::Email(email)) => email,
         Ok(_) => {
             return Err(TransportError::InvalidMessage(

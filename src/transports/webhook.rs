@@ -117,7 +117,7 @@ fn check_allowed(raw: &str, allowed: Option<&[String]>) -> Result<url::Url, Tran
 
 /// The JSON body and, for generic payloads, the message's own URL.
 fn request_body(message: &Message) -> Result<(Vec<u8>, Option<String>), TransportError> {
-    let payload = Payload::from_json(message.channel, message.payload.clone()).map_err(|e| {
+    let payload = Payload::from_json(message.channel, &message.payload).map_err(|e| {
         TransportError::InvalidMessage(format!("the stored payload does not parse: {e}"))
     })?;
     let (document, url) = match payload {

@@ -397,6 +397,21 @@ async fn enqueue_answers_202_and_the_message_reads_back_with_its_events(f: &Fixt
         with_payload.body["payload"]["to"],
         json!(["alice@example.com"])
     );
+    // Stored without the fields left at their default, shown with them.
+    for (key, default) in [
+        ("cc", json!([])),
+        ("bcc", json!([])),
+        ("reply_to", Value::Null),
+        ("html", Value::Null),
+        ("headers", json!({})),
+        ("attachments", json!([])),
+    ] {
+        assert_eq!(
+            with_payload.body["payload"].get(key),
+            Some(&default),
+            "{key}"
+        );
+    }
     assert_eq!(api.stored().await, 1);
 }
 
