@@ -13,7 +13,8 @@
 # own database (a physical replication slot holds the WAL until it is
 # read), by relation, so that other writers on the cluster are left out.
 # Run it alternately for the two builds (A B A B): the machine drifts.
-# ANALYZE_EVERY=2 analyzes the run's live table every 2 s (see below).
+# ANALYZE_EVERY=2 analyzes the run's live table every 2 s (see below);
+# CHECKPOINT=1 begins it with a checkpoint (see below).
 set -euo pipefail
 mode=$1 bin=$2 label=$3
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
@@ -31,6 +32,11 @@ q() { psql "$PG/${2:-$DB}" -AtXqc "$1"; }
 # Graphile's truncated table) is vacuumed, as autovacuum is off here.
 q "VACUUM ANALYZE" "$DB"
 q "VACUUM ANALYZE" "$GW_DB"
+# CHECKPOINT=1: a checkpoint just before the run, so that every run
+# starts the same way as to full-page images (the first change of each
+# page after a checkpoint logs the whole page), which otherwise depend on
+# where the server's own checkpoints fall.
+[ -n "${CHECKPOINT:-}" ] && q "CHECKPOINT"
 
 case $mode in
   drain) args=(--messages "$N" --batch-size 1000 --deliver-after --storage "$PG/$DB") ;;
