@@ -288,6 +288,7 @@ async fn drop_expired_days(
             continue;
         }
         let started = std::time::Instant::now();
+        let ms = |from: std::time::Instant| from.elapsed().as_millis() as u64;
         for (kept, status) in [(Kept::Dead, "dead"), (Kept::Cancelled, "cancelled")] {
             let longer = retention.default_keep(kept).is_none_or(|keep| keep > sent);
             if longer {
@@ -295,17 +296,25 @@ async fn drop_expired_days(
             }
         }
         free_keys(client, day).await?;
+        let prepared_ms = ms(started);
+        let detaching = std::time::Instant::now();
         let parts = DAY_TABLES.map(|table| partition_name(table, day));
         for part in &parts {
             detach(client, part).await?;
         }
+        let detach_ms = ms(detaching);
+        let dropping = std::time::Instant::now();
         // One statement, one commit, for both.
         client
             .batch_execute(&format!("DROP TABLE IF EXISTS {}", parts.join(", ")))
             .await?;
+        // The steps' shares tell an operator what a slow drop waited for.
         tracing::info!(
             %day,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = ms(started),
+            prepared_ms,
+            detach_ms,
+            drop_ms = ms(dropping),
             "retention dropped a day of finished messages"
         );
         dropped += 1;
