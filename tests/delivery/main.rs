@@ -524,9 +524,15 @@ threshold = 2
     assert_eq!(notice["alert"]["transport"], "hooks");
     assert_eq!(notice["alert"]["value"], 3.0);
     assert_eq!(notice["alert"]["threshold"], 2.0);
-    let (status, active) = get("/api/alerts?state=active".into()).await;
-    assert_eq!(status, 200);
-    let incident = active["alerts"][0].clone();
+    // The notice's id is recorded on the incident once its enqueue has
+    // answered, so the notice may arrive a moment before.
+    let incident = until("the incident names its notice", || async {
+        let (status, active) = get("/api/alerts?state=active".into()).await;
+        assert_eq!(status, 200);
+        let incident = active["alerts"][0].clone();
+        (!incident["fired_message_id"].is_null()).then_some(incident)
+    })
+    .await;
     assert_eq!(incident["rule"], "backlog");
     assert_eq!(incident["state"], "active");
     assert_eq!(
@@ -578,7 +584,12 @@ threshold = 2
 
     let (_, active) = get("/api/alerts?state=active".into()).await;
     assert_eq!(active["alerts"], serde_json::json!([]));
-    let (_, resolved) = get("/api/alerts?state=resolved&limit=10".into()).await;
+    // As for the fired notice, the id follows the notice's enqueue.
+    let resolved = until("the incident names its resolve notice", || async {
+        let (_, resolved) = get("/api/alerts?state=resolved&limit=10".into()).await;
+        (!resolved["alerts"][0]["resolved_message_id"].is_null()).then_some(resolved)
+    })
+    .await;
     assert_eq!(resolved["alerts"][0]["id"], incident["id"]);
     assert_eq!(resolved["alerts"][0]["state"], "resolved");
     assert_eq!(
