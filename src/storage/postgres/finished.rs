@@ -494,30 +494,9 @@ async fn shed_history_indexes(
         ("messages_unmoved", UNMOVED),
         ("messages_idempotency", KEYED),
     ] {
-        // An interrupted concurrent build leaves an invalid index behind.
-        let invalid = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1)
-                                AND NOT indisvalid)",
-                &[&name],
-            )
-            .await?
-            .try_get::<_, bool>(0)?;
-        if invalid {
-            client
-                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-                .await?;
-        }
-        let unique = if name == "messages_idempotency" {
-            "UNIQUE "
-        } else {
-            ""
-        };
-        client
-            .batch_execute(&format!(
-                "CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS {definition}"
-            ))
-            .await?;
+        let on = definition.strip_prefix(name).unwrap_or(definition);
+        let unique = name == "messages_idempotency";
+        super::finished_indexes::build_concurrently(client, unique, name, on).await?;
     }
     // Dropping a constraint takes a moment's exclusive lock.
     let tx = client.transaction().await?;

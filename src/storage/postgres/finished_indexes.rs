@@ -9,6 +9,8 @@
 //! its own attached. A small store (a new one among them) is changed in
 //! one short transaction; a large one partition by partition,
 //! CONCURRENTLY, from upkeep, so that outcomes go on writing meanwhile.
+//! Upkeep's other concurrent builds (the live table's, when it sheds its
+//! history indexes) go through [`build_concurrently`] here too.
 
 use crate::storage::StorageError;
 
@@ -103,25 +105,7 @@ async fn by_partition(client: &mut deadpool_postgres::Object) -> Result<bool, St
             .collect::<Result<_, _>>()?;
         for part in parts {
             let index = format!("{part}_{suffix}");
-            // An interrupted concurrent build leaves an invalid index.
-            let invalid = client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1)
-                                    AND NOT indisvalid)",
-                    &[&index],
-                )
-                .await?
-                .try_get::<_, bool>(0)?;
-            if invalid {
-                client
-                    .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
-                    .await?;
-            }
-            client
-                .batch_execute(&format!(
-                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {part} {definition}"
-                ))
-                .await?;
+            build_concurrently(client, false, &index, &format!("ON {part} {definition}")).await?;
             client
                 .batch_execute(&format!("ALTER INDEX {parent} ATTACH PARTITION {index}"))
                 .await?;
@@ -150,6 +134,38 @@ async fn by_partition(client: &mut deadpool_postgres::Object) -> Result<bool, St
         tracing::info!("finished messages' lean indexes valid; the ones they replace dropped");
     }
     Ok(done)
+}
+
+/// Builds the index `name` (`on`: `ON table (...) ...`) CONCURRENTLY,
+/// if it is not there: outcomes and enqueues go on meanwhile. An
+/// interrupted build leaves an invalid index behind, which is dropped and
+/// built again.
+pub(super) async fn build_concurrently(
+    client: &deadpool_postgres::Object,
+    unique: bool,
+    name: &str,
+    on: &str,
+) -> Result<(), StorageError> {
+    let invalid = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1)
+                            AND NOT indisvalid)",
+            &[&name],
+        )
+        .await?
+        .try_get::<_, bool>(0)?;
+    if invalid {
+        client
+            .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            .await?;
+    }
+    let unique = if unique { "UNIQUE " } else { "" };
+    client
+        .batch_execute(&format!(
+            "CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS {name} {on}"
+        ))
+        .await?;
+    Ok(())
 }
 
 /// Runs `sql` in one transaction that gives up, returning false, when a
