@@ -5,6 +5,12 @@
 //! Loading reports every problem at once, each naming its key
 //! (`transports.hooks.rate_limit: must be at least 1`), so a broken config
 //! is fixed in one round. Unknown keys are errors.
+//!
+//! A transport table's keys of its kind (`path`, `host`, `url`, ...) are
+//! not declared here: each kind reads and checks its own through a
+//! [`KindTable`] (see [`crate::transports::KINDS`]), while the keys every
+//! kind shares (tuning, `retention`) and the checks across transports
+//! (groups' members, routes) stay here.
 
 mod raw;
 
@@ -13,14 +19,16 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use raw::{RawConfig, RawTransport, Tuning, open_file_limit};
+pub use raw::{KindTable, RawConfig, RawTransport, Tuning, open_file_limit};
 
 use crate::domain::{Channel, EnqueuePolicy, Priority, TransportIntake};
 use crate::storage::StorageOptions;
+use crate::transports::TransportKind;
 
 /// The config file read when `HERALD_CONFIG` is not set.
 pub const DEFAULT_CONFIG_PATH: &str = "config.toml";
@@ -87,67 +95,6 @@ pub struct PrioritySettings {
     pub aging: Duration,
 }
 
-/// SMTP connection security.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TlsMode {
-    None,
-    Starttls,
-    Tls,
-}
-
-/// What a transport is and where it delivers.
-#[derive(Debug, Clone)]
-pub enum TransportKind {
-    File {
-        path: PathBuf,
-    },
-    Smtp {
-        host: String,
-        port: u16,
-        tls: TlsMode,
-        username: Option<String>,
-        password: Option<Secret>,
-        /// PEM certificates trusted besides the public roots.
-        ca_file: Option<PathBuf>,
-        timeout: Duration,
-    },
-    Webhook {
-        url: url::Url,
-        secret: Option<Secret>,
-        timeout: Duration,
-        /// Hosts a per-message `url` may name; `None` refuses them all.
-        allowed_url_hosts: Option<Vec<String>>,
-    },
-    Null,
-    Failover {
-        members: Vec<String>,
-    },
-    RoundRobin {
-        members: Vec<String>,
-    },
-}
-
-impl TransportKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            TransportKind::File { .. } => "file",
-            TransportKind::Smtp { .. } => "smtp",
-            TransportKind::Webhook { .. } => "webhook",
-            TransportKind::Null => "null",
-            TransportKind::Failover { .. } => "failover",
-            TransportKind::RoundRobin { .. } => "round_robin",
-        }
-    }
-
-    pub fn members(&self) -> &[String] {
-        match self {
-            TransportKind::Failover { members } | TransportKind::RoundRobin { members } => members,
-            _ => &[],
-        }
-    }
-}
-
 /// Delivery tuning of one transport, defaults applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliverySettings {
@@ -182,7 +129,8 @@ impl DeliverySettings {
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
     pub name: String,
-    pub kind: TransportKind,
+    /// Its kind and the kind's own settings.
+    pub kind: Arc<dyn TransportKind>,
     pub delivery: DeliverySettings,
     /// Channels this transport can deliver.
     pub channels: Vec<Channel>,
@@ -379,16 +327,10 @@ impl Settings {
                 .transports
                 .iter()
                 .map(|(name, t)| {
-                    let allowed_url_hosts = match &t.kind {
-                        TransportKind::Webhook {
-                            allowed_url_hosts, ..
-                        } => allowed_url_hosts.clone(),
-                        _ => None,
-                    };
                     let intake = TransportIntake {
                         channels: t.channels.clone(),
                         max_attempts: t.delivery.max_attempts(),
-                        allowed_url_hosts,
+                        allowed_url_hosts: t.kind.allowed_url_hosts().map(<[String]>::to_vec),
                     };
                     (name.clone(), intake)
                 })

@@ -3,20 +3,21 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::{
     AlertKind, AlertRule, AlertSettings, AnalyticsSettings, ApiKey, DeliverySettings,
-    PrioritySettings, Problem, Role, Secret, ServerSettings, Settings, TlsMode, TransportKind,
-    TransportSettings,
+    PrioritySettings, Problem, Role, Secret, ServerSettings, Settings, TransportSettings,
 };
 use crate::domain::{Channel, Priority, check_category};
 use crate::storage::{
     self, DEFAULT_PRIORITY_AGING, Retention, RetentionOverride, RetentionRule, StorageOptions,
 };
+use crate::transports::{self, KINDS};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -48,7 +49,7 @@ pub const DEFAULT_RETRY_MULTIPLIER: f64 = 2.0;
 pub const DEFAULT_MAX_RETRY_DELAY_MS: u64 = 60_000;
 pub const DEFAULT_CIRCUIT_FAILURE_THRESHOLD: u32 = 5;
 pub const DEFAULT_CIRCUIT_OPEN_MS: u64 = 30_000;
-pub const DEFAULT_SMTP_PORT: u16 = 25;
+/// `timeout_ms`, for the kinds that take it.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_PRIORITY: i64 = 4;
 pub const DEFAULT_COMPACT_AFTER_HOURS: u64 = 48;
@@ -250,43 +251,29 @@ macro_rules! tuning {
             pub dlq_max_age_s: Option<u64>,
         }
 
-        /// `[transports.<name>]`
+        /// `[transports.<name>]`: the keys every kind shares. The kind's
+        /// own keys are left in `keys` for its
+        /// [`KindSpec`](crate::transports::KindSpec) to read.
         #[derive(Debug, Clone, Default, Deserialize)]
-        #[serde(deny_unknown_fields)]
         pub struct RawTransport {
-            /// file | smtp | webhook | null | failover | round_robin
+            /// One of the kinds of [`KINDS`].
             pub kind: String,
-            /// file: directory the .eml files go to.
-            pub path: Option<String>,
-            /// smtp: server host name.
-            pub host: Option<String>,
-            /// smtp: server port. Default 25.
-            pub port: Option<u16>,
-            /// smtp: none | starttls | tls. Default none.
-            pub tls: Option<TlsMode>,
-            /// smtp: user for AUTH.
-            pub username: Option<String>,
-            /// smtp: environment variable holding the password.
-            pub password_env: Option<String>,
-            /// smtp: PEM file of certificates to trust besides the public roots
-            /// (a relay with a private CA or a self-signed certificate).
-            pub ca_file: Option<String>,
-            /// webhook: endpoint URL.
-            pub url: Option<String>,
-            /// webhook: environment variable holding the HMAC secret.
-            pub secret_env: Option<String>,
-            /// smtp, webhook: time-out of one delivery, in ms. Default 10000.
-            pub timeout_ms: Option<u64>,
-            /// webhook: hosts a per-message `url` may point at. Unset: per-message URLs are refused.
-            pub allowed_url_hosts: Option<Vec<String>>,
-            /// failover, round_robin: member transports, in order.
-            pub members: Option<Vec<String>>,
             /// Overrides of `[retention]` for this transport's messages.
             pub retention: Option<RawRetention>,
             $( $(#[doc = $doc])* pub $field: Option<$ty>, )*
             /// Deprecated alias of this transport's `retention.dead_days`, in seconds.
             pub dlq_max_age_s: Option<u64>,
+            /// Every other key: the kind's, and any unknown one. Validation
+            /// reports those the kind does not take, as serde cannot deny
+            /// unknown fields beside a flattened map.
+            #[serde(flatten)]
+            pub keys: toml::Table,
         }
+
+        /// The keys of `[transports.<name>]` that are not the kind's own.
+        #[cfg(test)]
+        pub(super) const SHARED_TRANSPORT_KEYS: &[&str] =
+            &["kind", "retention", $( stringify!($field), )* "dlq_max_age_s"];
 
         impl RawTransport {
             fn tuning(&self, defaults: &Tuning) -> Tuning {
@@ -374,50 +361,63 @@ impl Problems {
     }
 }
 
-/// Keys each transport kind understands beyond the tuning keys.
-fn kind_keys(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "file" => &["path"],
-        "smtp" => &[
-            "host",
-            "port",
-            "tls",
-            "username",
-            "password_env",
-            "ca_file",
-            "timeout_ms",
-        ],
-        "webhook" => &["url", "secret_env", "timeout_ms", "allowed_url_hosts"],
-        "null" => &[],
-        "failover" | "round_robin" => &["members"],
-        _ => return None,
-    })
+/// The keys of one `[transports.<name>]` table that belong to its kind,
+/// as the kind's [`KindSpec::configure`](crate::transports::KindSpec)
+/// reads them. What it reports names the key in full and joins the
+/// config's other problems.
+pub struct KindTable<'a> {
+    prefix: &'a str,
+    keys: toml::Table,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    problems: &'a mut Problems,
 }
 
-const KINDS: &str = "file, smtp, webhook, null, failover, round_robin";
-
-impl RawTransport {
-    /// The kind-specific keys that are set.
-    fn set_keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        let mut check = |key, set: bool| {
-            if set {
-                keys.push(key);
+impl KindTable<'_> {
+    /// The kind's keys as `T`, a serde struct of optional fields. A value
+    /// of the wrong type is reported naming its key, and answers `None`.
+    pub fn keys<T: DeserializeOwned>(&mut self) -> Option<T> {
+        let keys = std::mem::take(&mut self.keys);
+        match serde_path_to_error::deserialize(keys) {
+            Ok(keys) => Some(keys),
+            Err(err) => {
+                // The path names the key; toml's own text would add it again.
+                let path = err.path().to_string();
+                let message = err.inner().message().trim();
+                match path.as_str() {
+                    "." => self.problems.add(self.prefix, message),
+                    key => self.problem(key, message),
+                }
+                None
             }
-        };
-        check("path", self.path.is_some());
-        check("host", self.host.is_some());
-        check("port", self.port.is_some());
-        check("tls", self.tls.is_some());
-        check("username", self.username.is_some());
-        check("password_env", self.password_env.is_some());
-        check("ca_file", self.ca_file.is_some());
-        check("url", self.url.is_some());
-        check("secret_env", self.secret_env.is_some());
-        check("timeout_ms", self.timeout_ms.is_some());
-        check("allowed_url_hosts", self.allowed_url_hosts.is_some());
-        check("members", self.members.is_some());
-        keys
+        }
+    }
+
+    /// Reports a problem with the kind's key `key`.
+    pub fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.add(format!("{}.{key}", self.prefix), message);
+    }
+
+    /// The secret in environment variable `var`, which key `key` names;
+    /// a variable unset or empty is a problem.
+    pub fn secret(&mut self, key: &str, var: Option<&str>) -> Option<Secret> {
+        let var = var?;
+        let value = (self.env)(var).filter(|v| !v.is_empty());
+        if value.is_none() {
+            self.problem(key, format!("environment variable `{var}` is not set"));
+        }
+        value.map(Secret::new)
+    }
+
+    /// The `timeout_ms` key of a kind that calls a server: one delivery's
+    /// time-out. Default 10000.
+    pub fn timeout(&mut self, timeout_ms: Option<u64>) -> Option<Duration> {
+        match timeout_ms {
+            Some(0) => {
+                self.problem("timeout_ms", "must be at least 1");
+                None
+            }
+            other => Some(Duration::from_millis(other.unwrap_or(DEFAULT_TIMEOUT_MS))),
+        }
     }
 }
 
@@ -1139,40 +1139,40 @@ impl RawConfig {
             {
                 problems.add(&prefix, "a transport name is letters, digits, '-' and '_'");
             }
-            let Some(allowed) = kind_keys(&raw.kind) else {
+            let Some(spec) = transports::kind(&raw.kind) else {
+                let kinds = KINDS.iter().map(|k| k.name).collect::<Vec<_>>();
                 problems.add(
                     format!("{prefix}.kind"),
                     format!(
-                        "unknown transport kind `{}`; expected one of {KINDS}",
-                        raw.kind
+                        "unknown transport kind `{}`; expected one of {}",
+                        raw.kind,
+                        kinds.join(", ")
                     ),
                 );
                 continue;
             };
-            for key in raw.set_keys() {
-                if !allowed.contains(&key) {
+            let mut keys = raw.keys.clone();
+            keys.retain(|key, _| {
+                let known = spec.keys.contains(&key);
+                if !known {
                     problems.add(
                         format!("{prefix}.{key}"),
-                        format!("not a key of a `{}` transport", raw.kind),
+                        format!("not a key of a `{}` transport", spec.name),
                     );
                 }
-            }
+                known
+            });
             let delivery = validate_tuning(&raw.tuning(&self.defaults), raw, &prefix, problems);
-            let kind = validate_kind(raw, &prefix, env, problems);
-            let channels = match &kind {
-                Some(TransportKind::File { .. } | TransportKind::Smtp { .. }) => {
-                    vec![Channel::Email]
-                }
-                Some(TransportKind::Webhook { .. }) => {
-                    vec![Channel::Sms, Channel::Chat, Channel::Push, Channel::Webhook]
-                }
-                Some(TransportKind::Null) => Channel::ALL.to_vec(),
-                Some(TransportKind::Failover { .. } | TransportKind::RoundRobin { .. }) => {
-                    groups.push(name.clone());
-                    Vec::new()
-                }
-                None => Vec::new(),
-            };
+            let kind = (spec.configure)(&mut KindTable {
+                prefix: &prefix,
+                keys,
+                env,
+                problems,
+            });
+            if kind.as_ref().is_some_and(|k| !k.members().is_empty()) {
+                groups.push(name.clone());
+            }
+            let channels = spec.channels.to_vec();
             if let (Some(kind), Some(delivery)) = (kind, delivery) {
                 settings.insert(
                     name.clone(),
@@ -1358,128 +1358,6 @@ fn fold_dead_alias(
         );
     } else {
         keys.dead = Some(Some(Duration::from_secs(seconds)));
-    }
-}
-
-fn validate_kind(
-    raw: &RawTransport,
-    prefix: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Problems,
-) -> Option<TransportKind> {
-    let secret = |key: &str, var: &Option<String>, problems: &mut Problems| -> Option<Secret> {
-        let var = var.as_ref()?;
-        let value = env(var).filter(|v| !v.is_empty());
-        if value.is_none() {
-            problems.add(
-                format!("{prefix}.{key}"),
-                format!("environment variable `{var}` is not set"),
-            );
-        }
-        value.map(Secret::new)
-    };
-    let timeout = match raw.timeout_ms {
-        Some(0) => {
-            problems.add(format!("{prefix}.timeout_ms"), "must be at least 1");
-            None
-        }
-        other => Some(Duration::from_millis(other.unwrap_or(DEFAULT_TIMEOUT_MS))),
-    };
-    match raw.kind.as_str() {
-        "file" => match raw.path.as_deref().filter(|p| !p.is_empty()) {
-            Some(path) => Some(TransportKind::File {
-                path: PathBuf::from(path),
-            }),
-            None => {
-                problems.add(
-                    format!("{prefix}.path"),
-                    "a file transport needs the directory to write to",
-                );
-                None
-            }
-        },
-        "smtp" => {
-            let host = raw.host.clone().filter(|h| !h.is_empty());
-            if host.is_none() {
-                problems.add(format!("{prefix}.host"), "an smtp transport needs a host");
-            }
-            if raw.port == Some(0) {
-                problems.add(format!("{prefix}.port"), "must be 1 to 65535");
-            }
-            if raw.password_env.is_some() && raw.username.is_none() {
-                problems.add(format!("{prefix}.username"), "a password needs a username");
-            }
-            let password = secret("password_env", &raw.password_env, problems);
-            if raw.ca_file.is_some() && raw.tls.unwrap_or(TlsMode::None) == TlsMode::None {
-                problems.add(
-                    format!("{prefix}.ca_file"),
-                    "trusted certificates need tls = \"starttls\" or \"tls\"",
-                );
-            }
-            Some(TransportKind::Smtp {
-                host: host?,
-                port: raw.port.unwrap_or(DEFAULT_SMTP_PORT),
-                tls: raw.tls.unwrap_or(TlsMode::None),
-                username: raw.username.clone(),
-                password,
-                ca_file: raw.ca_file.as_ref().map(PathBuf::from),
-                timeout: timeout?,
-            })
-        }
-        "webhook" => {
-            let url = match raw.url.as_deref().map(url::Url::parse) {
-                Some(Ok(url))
-                    if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() =>
-                {
-                    Some(url)
-                }
-                Some(Ok(url)) => {
-                    problems.add(
-                        format!("{prefix}.url"),
-                        format!("`{url}` is not an http(s) URL with a host"),
-                    );
-                    None
-                }
-                Some(Err(e)) => {
-                    problems.add(format!("{prefix}.url"), format!("not a URL: {e}"));
-                    None
-                }
-                None => {
-                    problems.add(format!("{prefix}.url"), "a webhook transport needs a url");
-                    None
-                }
-            };
-            let secret = secret("secret_env", &raw.secret_env, problems);
-            let allowed_url_hosts = raw.allowed_url_hosts.as_ref().map(|hosts| {
-                hosts
-                    .iter()
-                    .map(|h| h.trim().to_ascii_lowercase())
-                    .collect()
-            });
-            Some(TransportKind::Webhook {
-                url: url?,
-                secret,
-                timeout: timeout?,
-                allowed_url_hosts,
-            })
-        }
-        "null" => Some(TransportKind::Null),
-        "failover" | "round_robin" => {
-            let members = raw.members.clone().unwrap_or_default();
-            if members.is_empty() {
-                problems.add(
-                    format!("{prefix}.members"),
-                    "a group needs at least one member",
-                );
-                return None;
-            }
-            Some(if raw.kind == "failover" {
-                TransportKind::Failover { members }
-            } else {
-                TransportKind::RoundRobin { members }
-            })
-        }
-        _ => None,
     }
 }
 

@@ -115,10 +115,12 @@ fn the_shipped_config_toml_loads_without_environment() {
         settings.server.listen,
         vec!["127.0.0.1:8080".parse().unwrap()]
     );
-    assert!(matches!(
-        settings.transports[&settings.routes[&Channel::Email]].kind,
-        TransportKind::File { .. }
-    ));
+    assert_eq!(
+        settings.transports[&settings.routes[&Channel::Email]]
+            .kind
+            .name(),
+        "file"
+    );
 }
 
 #[test]
@@ -197,6 +199,69 @@ fn keys_of_another_kind_and_unknown_keys_are_errors() {
     let text = FULL.replace("pool_size = 16", "pool_size = 16\npoolsize = 3");
     let err = load(&text).expect_err("unknown key");
     assert!(err.to_string().contains("poolsize"), "{err}");
+}
+
+#[test]
+fn a_kind_key_of_the_wrong_type_or_unknown_is_named_with_the_others() {
+    let text = FULL
+        .replace("port = 2525", "port = \"2525\"")
+        .replace("tls = \"none\"", "tls = \"ssl\"")
+        .replace("path = \"outbox\"", "path = \"outbox\"\ncolour = \"red\"")
+        .replace(
+            "timeout_ms = 5000",
+            "timeout_ms = 5000\nallowed_url_hosts = [1]",
+        );
+    let problems = load(&text).expect_err("bad keys").problems().to_vec();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "transports.hooks.allowed_url_hosts[0]",
+            "transports.outbox.colour",
+            "transports.smtp-main.port",
+        ],
+        "{problems:?}"
+    );
+    assert_eq!(problems[1].message, "not a key of a `file` transport");
+    assert_eq!(
+        problems[2].message,
+        "invalid type: string \"2525\", expected u16"
+    );
+    // A shared key of the wrong type is still refused as the file is read.
+    let text = FULL.replace("rate_limit = 120", "rate_limit = \"120\"");
+    assert!(matches!(load(&text), Err(ConfigError::Parse { .. })));
+}
+
+#[test]
+fn every_kind_loads_and_names_itself_as_registered() {
+    let text = FULL.replace(
+        "[routes]",
+        "[transports.spread]\nkind = \"round_robin\"\nmembers = [\"outbox\"]\n\n[routes]",
+    );
+    let settings = load(&text).expect("valid");
+    let mut loaded: Vec<&str> = settings
+        .transports
+        .values()
+        .map(|t| t.kind.name())
+        .collect();
+    let mut registered: Vec<&str> = crate::transports::KINDS.iter().map(|k| k.name).collect();
+    loaded.sort_unstable();
+    registered.sort_unstable();
+    assert_eq!(loaded, registered);
+}
+
+#[test]
+fn no_kind_takes_a_key_every_kind_shares() {
+    // Such a key would be read as the shared one and never reach the kind.
+    for spec in crate::transports::KINDS {
+        for key in spec.keys {
+            assert!(
+                !raw::SHARED_TRANSPORT_KEYS.contains(key),
+                "`{}` takes `{key}`",
+                spec.name
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,16 +1,74 @@
 //! The `file` transport: each email written as an `.eml` file into a
 //! directory (lettre's file transport). The default for local runs: what
 //! would have been sent can be opened in any mail reader.
+//!
+//! It owns its kind's part of the config: the `[transports.<name>]` keys
+//! it takes, their checks, and the transport built from them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
+use serde::Deserialize;
 
-use crate::domain::Message;
+use crate::config::{KindTable, TransportSettings};
+use crate::domain::{Channel, Message};
 
 use super::email::build_email;
-use super::{Delivery, Transport, TransportError};
+use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
+
+// Registered in `super::KINDS`; unregistered, it would be dead code.
+pub(super) const KIND: KindSpec = KindSpec {
+    name: "file",
+    keys: &["path"],
+    channels: &[Channel::Email],
+    configure,
+};
+
+/// The `file` kind's keys of `[transports.<name>]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeys {
+    /// Directory the .eml files go to. Required.
+    path: Option<String>,
+}
+
+/// A file transport's settings.
+#[derive(Debug, Clone)]
+pub struct FileSettings {
+    pub path: PathBuf,
+}
+
+fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
+    let keys: FileKeys = table.keys()?;
+    match keys.path.filter(|p| !p.is_empty()) {
+        Some(path) => Some(Arc::new(FileSettings {
+            path: PathBuf::from(path),
+        })),
+        None => {
+            table.problem("path", "a file transport needs the directory to write to");
+            None
+        }
+    }
+}
+
+impl TransportKind for FileSettings {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn build(
+        &self,
+        settings: &TransportSettings,
+        _members: Vec<Gated>,
+    ) -> Result<Arc<dyn Transport>, TransportError> {
+        Ok(Arc::new(FileTransport::new(
+            settings.name.clone(),
+            &self.path,
+        )?))
+    }
+}
 
 /// Writes emails into one directory.
 pub struct FileTransport {

@@ -13,16 +13,99 @@
 //! for when the primary fails, not for when it is busy; `round_robin`
 //! passes it over for the next member that has room, and waits for the
 //! first to free up when none has.
+//!
+//! It owns the two kinds' part of the config: the `[transports.<name>]` keys
+//! they take, their checks, and the transport built from them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
+use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{Attempted, Delivery, Gated, MemberFailure, Transport, TransportError, within};
+use super::{
+    Attempted, Delivery, Gated, KindSpec, MemberFailure, Transport, TransportError, TransportKind,
+    within,
+};
+use crate::config::{KindTable, TransportSettings};
 use crate::domain::Message;
+
+// Registered in `super::KINDS`; unregistered, it would be dead code.
+pub(super) const FAILOVER: KindSpec = KindSpec {
+    name: "failover",
+    keys: GROUP_KEYS,
+    channels: &[],
+    configure: |table| configure(table, WhenLimited::Wait),
+};
+
+pub(super) const ROUND_ROBIN: KindSpec = KindSpec {
+    name: "round_robin",
+    keys: GROUP_KEYS,
+    channels: &[],
+    configure: |table| configure(table, WhenLimited::PassOver),
+};
+
+const GROUP_KEYS: &[&str] = &["members"];
+
+/// The group kinds' keys of `[transports.<name>]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupKeys {
+    /// Member transports, in order. Required.
+    members: Option<Vec<String>>,
+}
+
+/// A group's settings. That its members exist and are not groups is
+/// checked across transports, once config validation has read them all.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub members: Vec<String>,
+    when_limited: WhenLimited,
+}
+
+fn configure(
+    table: &mut KindTable<'_>,
+    when_limited: WhenLimited,
+) -> Option<Arc<dyn TransportKind>> {
+    let keys: GroupKeys = table.keys()?;
+    let members = keys.members.unwrap_or_default();
+    if members.is_empty() {
+        table.problem("members", "a group needs at least one member");
+        return None;
+    }
+    Some(Arc::new(GroupSettings {
+        members,
+        when_limited,
+    }))
+}
+
+impl TransportKind for GroupSettings {
+    fn name(&self) -> &'static str {
+        match self.when_limited {
+            WhenLimited::Wait => "failover",
+            WhenLimited::PassOver => "round_robin",
+        }
+    }
+
+    fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    fn build(
+        &self,
+        settings: &TransportSettings,
+        members: Vec<Gated>,
+    ) -> Result<Arc<dyn Transport>, TransportError> {
+        let name = settings.name.clone();
+        Ok(match self.when_limited {
+            WhenLimited::Wait => Arc::new(FailoverTransport::new(name, members)?),
+            WhenLimited::PassOver => Arc::new(RoundRobinTransport::new(name, members)?),
+        })
+    }
+}
 
 /// When a member at its rate limit is passed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,12 @@
 //! transports. [`email`] builds the MIME message the SMTP and file
 //! transports share. [`build_all`] turns the configured transports into
 //! ready [`Transport`] values, each with its [`Gate`].
+//!
+//! Each kind's module owns all of that kind: its [`KindSpec`] (the keys
+//! of its `[transports.<name>]` table, the channels it carries, how those
+//! keys are checked), the validated settings it yields (a
+//! [`TransportKind`]), and how the transport is built from them. [`KINDS`]
+//! registers them: a new kind is a new module and one line there.
 
 pub mod email;
 pub mod file;
@@ -18,22 +24,83 @@ pub mod smtp;
 pub mod webhook;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::config::{TransportKind, TransportSettings};
-use crate::domain::Message;
+use crate::config::{KindTable, TransportSettings};
+use crate::domain::{Channel, Message};
 use crate::engine::Gate;
 use crate::time::Clock;
 
 pub use file::FileTransport;
 pub use group::{FailoverTransport, RoundRobinTransport};
 pub use null::NullTransport;
-pub use smtp::{SmtpOptions, SmtpTransport};
+pub use smtp::{SmtpOptions, SmtpTransport, TlsMode};
 pub use webhook::{WebhookOptions, WebhookTransport};
+
+/// Every transport kind, in the order the config's error messages list
+/// them. Each module's spec is visible to this module only, so a kind left
+/// out of the table is dead code, which the lints refuse.
+pub const KINDS: &[&KindSpec] = &[
+    &file::KIND,
+    &smtp::KIND,
+    &webhook::KIND,
+    &null::KIND,
+    &group::FAILOVER,
+    &group::ROUND_ROBIN,
+];
+
+/// The kind `kind = "..."` names, if there is one.
+pub fn kind(name: &str) -> Option<&'static KindSpec> {
+    KINDS.iter().copied().find(|spec| spec.name == name)
+}
+
+/// One kind of transport as the config sees it. The keys every kind
+/// shares (`kind`, the tuning keys, `retention`) are not listed here:
+/// config validation reads those itself.
+pub struct KindSpec {
+    /// What `kind = "..."` says.
+    pub name: &'static str,
+    /// The keys its table may set besides the shared ones; any other is
+    /// reported as not a key of this kind.
+    pub keys: &'static [&'static str],
+    /// The channels it delivers. A group's are found later, as those all
+    /// of its members deliver.
+    pub channels: &'static [Channel],
+    /// Checks its keys, reporting each problem to the table, and yields
+    /// its settings when there is none.
+    pub configure: fn(&mut KindTable<'_>) -> Option<Arc<dyn TransportKind>>,
+}
+
+/// A transport's kind with its validated settings: what
+/// [`TransportSettings::kind`] holds, and what builds the transport.
+pub trait TransportKind: fmt::Debug + Send + Sync + 'static {
+    /// The kind's name, as in its [`KindSpec`].
+    fn name(&self) -> &'static str;
+
+    /// A group's member transports, in order; empty for a plain transport.
+    fn members(&self) -> &[String] {
+        &[]
+    }
+
+    /// Hosts a per-message `url` may name; `None` refuses them all.
+    fn allowed_url_hosts(&self) -> Option<&[String]> {
+        None
+    }
+
+    /// Builds the transport `settings` describe (`settings.kind` is
+    /// `self`). `members` are a group's members, built and in order; a
+    /// plain transport gets none.
+    fn build(
+        &self,
+        settings: &TransportSettings,
+        members: Vec<Gated>,
+    ) -> Result<Arc<dyn Transport>, TransportError>;
+}
 
 /// A way to deliver messages.
 #[async_trait]
@@ -304,12 +371,7 @@ pub fn build_all(
             }
             group_members.push(built_member.clone());
         }
-        let group: Arc<dyn Transport> = match &transport.kind {
-            TransportKind::Failover { .. } => {
-                Arc::new(FailoverTransport::new(name.clone(), group_members)?)
-            }
-            _ => Arc::new(RoundRobinTransport::new(name.clone(), group_members)?),
-        };
+        let group = transport.kind.build(transport, group_members)?;
         let gated = Gated {
             transport: group,
             gate: Gate::for_transport(transport, clock.clone()),
@@ -321,51 +383,13 @@ pub fn build_all(
 
 /// Builds one transport that is not a group.
 pub fn build_plain(settings: &TransportSettings) -> Result<Arc<dyn Transport>, TransportError> {
-    let name = settings.name.clone();
-    Ok(match &settings.kind {
-        TransportKind::File { path } => Arc::new(FileTransport::new(name, path)?),
-        TransportKind::Smtp {
-            host,
-            port,
-            tls,
-            username,
-            password,
-            ca_file,
-            timeout,
-        } => Arc::new(SmtpTransport::new(
-            name,
-            SmtpOptions {
-                host: host.clone(),
-                port: *port,
-                tls: *tls,
-                username: username.clone(),
-                password: password.clone(),
-                ca_file: ca_file.clone(),
-                timeout: *timeout,
-                pool_size: u32::try_from(settings.delivery.concurrency.get()).unwrap_or(u32::MAX),
-            },
-        )?),
-        TransportKind::Webhook {
-            url,
-            secret,
-            timeout,
-            allowed_url_hosts,
-        } => Arc::new(WebhookTransport::new(
-            name,
-            WebhookOptions {
-                url: url.clone(),
-                secret: secret.clone(),
-                timeout: *timeout,
-                allowed_url_hosts: allowed_url_hosts.clone(),
-            },
-        )?),
-        TransportKind::Null => Arc::new(NullTransport::new(name)),
-        TransportKind::Failover { .. } | TransportKind::RoundRobin { .. } => {
-            return Err(TransportError::Local(format!(
-                "transport `{name}` is a group; build it with build_all"
-            )));
-        }
-    })
+    if !settings.kind.members().is_empty() {
+        return Err(TransportError::Local(format!(
+            "transport `{}` is a group; build it with build_all",
+            settings.name
+        )));
+    }
+    settings.kind.build(settings, Vec::new())
 }
 
 #[cfg(test)]

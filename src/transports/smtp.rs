@@ -1,7 +1,12 @@
 //! The `smtp` transport: emails over a pooled SMTP connection (lettre),
 //! plain, STARTTLS or implicit TLS through rustls, with optional AUTH, and
 //! lettre's errors translated into [`TransportError`] by their SMTP reply.
+//!
+//! It owns its kind's part of the config: the `[transports.<name>]` keys
+//! it takes, their checks, and the transport built from them.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,12 +14,134 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::{Error as SmtpError, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde::Deserialize;
 
-use crate::config::{Secret, TlsMode};
-use crate::domain::Message;
+use crate::config::{KindTable, Secret, TransportSettings};
+use crate::domain::{Channel, Message};
 
 use super::email::build_email;
-use super::{Delivery, Transport, TransportError};
+use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
+
+pub const DEFAULT_SMTP_PORT: u16 = 25;
+
+// Registered in `super::KINDS`; unregistered, it would be dead code.
+pub(super) const KIND: KindSpec = KindSpec {
+    name: "smtp",
+    keys: &[
+        "host",
+        "port",
+        "tls",
+        "username",
+        "password_env",
+        "ca_file",
+        "timeout_ms",
+    ],
+    channels: &[Channel::Email],
+    configure,
+};
+
+/// SMTP connection security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    None,
+    Starttls,
+    Tls,
+}
+
+/// The `smtp` kind's keys of `[transports.<name>]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmtpKeys {
+    /// Server host name. Required.
+    host: Option<String>,
+    /// Server port. Default 25.
+    port: Option<u16>,
+    /// none | starttls | tls. Default none.
+    tls: Option<TlsMode>,
+    /// User for AUTH.
+    username: Option<String>,
+    /// Environment variable holding the password.
+    password_env: Option<String>,
+    /// PEM file of certificates to trust besides the public roots (a
+    /// relay with a private CA or a self-signed certificate).
+    ca_file: Option<String>,
+    /// Time-out of one delivery, in ms. Default 10000.
+    timeout_ms: Option<u64>,
+}
+
+/// An SMTP transport's settings: [`SmtpOptions`] but the pool size, which
+/// comes from the transport's concurrency.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// PEM certificates trusted besides the public roots.
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
+    let keys: SmtpKeys = table.keys()?;
+    let timeout = table.timeout(keys.timeout_ms);
+    let host = keys.host.filter(|h| !h.is_empty());
+    if host.is_none() {
+        table.problem("host", "an smtp transport needs a host");
+    }
+    if keys.port == Some(0) {
+        table.problem("port", "must be 1 to 65535");
+    }
+    if keys.password_env.is_some() && keys.username.is_none() {
+        table.problem("username", "a password needs a username");
+    }
+    let password = table.secret("password_env", keys.password_env.as_deref());
+    let tls = keys.tls.unwrap_or(TlsMode::None);
+    if keys.ca_file.is_some() && tls == TlsMode::None {
+        table.problem(
+            "ca_file",
+            "trusted certificates need tls = \"starttls\" or \"tls\"",
+        );
+    }
+    Some(Arc::new(SmtpSettings {
+        host: host?,
+        port: keys.port.unwrap_or(DEFAULT_SMTP_PORT),
+        tls,
+        username: keys.username,
+        password,
+        ca_file: keys.ca_file.map(PathBuf::from),
+        timeout: timeout?,
+    }))
+}
+
+impl TransportKind for SmtpSettings {
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
+    fn build(
+        &self,
+        settings: &TransportSettings,
+        _members: Vec<Gated>,
+    ) -> Result<Arc<dyn Transport>, TransportError> {
+        let options = SmtpOptions {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            ca_file: self.ca_file.clone(),
+            timeout: self.timeout,
+            pool_size: u32::try_from(settings.delivery.concurrency.get()).unwrap_or(u32::MAX),
+        };
+        Ok(Arc::new(SmtpTransport::new(
+            settings.name.clone(),
+            options,
+        )?))
+    }
+}
 
 /// Where and how to reach an SMTP server.
 #[derive(Debug, Clone)]
@@ -26,7 +153,7 @@ pub struct SmtpOptions {
     pub username: Option<String>,
     pub password: Option<Secret>,
     /// PEM certificates to trust besides the public roots.
-    pub ca_file: Option<std::path::PathBuf>,
+    pub ca_file: Option<PathBuf>,
     /// Bounds each network step: connecting, and each SMTP command.
     pub timeout: Duration,
     /// Connections kept open at most; the transport's concurrency is

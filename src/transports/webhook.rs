@@ -4,6 +4,9 @@
 //! for retrying. It owns the server-side request forgery guard at delivery
 //! time: a per-message URL must be on the transport's allow-list, and
 //! redirects are never followed.
+//!
+//! It owns its kind's part of the config: the `[transports.<name>]` keys
+//! it takes, their checks, and the transport built from them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,13 +14,22 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::config::Secret;
-use crate::domain::{Message, Payload};
+use crate::config::{KindTable, Secret, TransportSettings};
+use crate::domain::{Channel, Message, Payload};
 use crate::time::{Clock, SystemClock};
 
-use super::{Delivery, Transport, TransportError};
+use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
+
+// Registered in `super::KINDS`; unregistered, it would be dead code.
+pub(super) const KIND: KindSpec = KindSpec {
+    name: "webhook",
+    keys: &["url", "secret_env", "timeout_ms", "allowed_url_hosts"],
+    channels: &[Channel::Sms, Channel::Chat, Channel::Push, Channel::Webhook],
+    configure,
+};
 
 /// The header carrying the message's stamp.
 pub const STAMP_HEADER: &str = "X-Herald-Stamp";
@@ -37,6 +49,76 @@ pub struct WebhookOptions {
     pub timeout: Duration,
     /// Hosts a per-message `url` may name; `None` refuses them all.
     pub allowed_url_hosts: Option<Vec<String>>,
+}
+
+/// The `webhook` kind's keys of `[transports.<name>]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookKeys {
+    /// Endpoint URL. Required.
+    url: Option<String>,
+    /// Environment variable holding the HMAC secret.
+    secret_env: Option<String>,
+    /// Time-out of one delivery, in ms. Default 10000.
+    timeout_ms: Option<u64>,
+    /// Hosts a per-message `url` may point at. Unset: per-message URLs are refused.
+    allowed_url_hosts: Option<Vec<String>>,
+}
+
+fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
+    let keys: WebhookKeys = table.keys()?;
+    let timeout = table.timeout(keys.timeout_ms);
+    let url = match keys.url.as_deref().map(url::Url::parse) {
+        Some(Ok(url)) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            Some(url)
+        }
+        Some(Ok(url)) => {
+            table.problem("url", format!("`{url}` is not an http(s) URL with a host"));
+            None
+        }
+        Some(Err(e)) => {
+            table.problem("url", format!("not a URL: {e}"));
+            None
+        }
+        None => {
+            table.problem("url", "a webhook transport needs a url");
+            None
+        }
+    };
+    let secret = table.secret("secret_env", keys.secret_env.as_deref());
+    let allowed_url_hosts = keys.allowed_url_hosts.map(|hosts| {
+        hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect()
+    });
+    Some(Arc::new(WebhookOptions {
+        url: url?,
+        secret,
+        timeout: timeout?,
+        allowed_url_hosts,
+    }))
+}
+
+impl TransportKind for WebhookOptions {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn allowed_url_hosts(&self) -> Option<&[String]> {
+        self.allowed_url_hosts.as_deref()
+    }
+
+    fn build(
+        &self,
+        settings: &TransportSettings,
+        _members: Vec<Gated>,
+    ) -> Result<Arc<dyn Transport>, TransportError> {
+        Ok(Arc::new(WebhookTransport::new(
+            settings.name.clone(),
+            self.clone(),
+        )?))
+    }
 }
 
 /// Posts messages to an HTTP endpoint.
