@@ -264,6 +264,28 @@ fn no_kind_takes_a_key_every_kind_shares() {
     }
 }
 
+/// Every key a kind lists is read by its keys struct: a value no key
+/// takes (a table) set alone is reported under that key. A key
+/// listed but left out of the struct would pass validation and be
+/// ignored.
+#[test]
+fn every_key_a_kind_lists_is_read() {
+    for spec in crate::transports::KINDS {
+        for key in spec.keys {
+            let problems = problems_with(&format!(
+                "[transports.probe]\nkind = \"{}\"\n{key} = {{ probe = 1 }}\n",
+                spec.name
+            ));
+            let named = format!("transports.probe.{key}");
+            assert!(
+                problems.iter().any(|p| p.key == named),
+                "`{}` does not read `{key}`: {problems:?}",
+                spec.name
+            );
+        }
+    }
+}
+
 #[test]
 fn a_ca_file_needs_tls() {
     let text = FULL.replace(
