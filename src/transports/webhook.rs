@@ -1,6 +1,8 @@
 //! The `webhook` transport: an HTTP POST of JSON to a provider (chat, push,
 //! SMS gateways, or the client's own endpoint), signed with HMAC-SHA256 so
-//! the receiver can check it came from Herald, with the answer classified
+//! the receiver can check it came from Herald (`X-Herald-Signature`, and
+//! Standard Webhooks' `webhook-signature`, which the published libraries
+//! verify, replays included), with the answer classified
 //! for retrying. It owns the server-side request forgery guard at delivery
 //! time: a per-message URL must be on the transport's allow-list, and
 //! redirects are never followed.
@@ -26,7 +28,13 @@ use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind}
 // Registered in `super::KINDS`; unregistered, it would be dead code.
 pub(super) const KIND: KindSpec = KindSpec {
     name: "webhook",
-    keys: &["url", "secret_env", "timeout_ms", "allowed_url_hosts"],
+    keys: &[
+        "url",
+        "secret_env",
+        "signing_secret_env",
+        "timeout_ms",
+        "allowed_url_hosts",
+    ],
     channels: &[Channel::Sms, Channel::Chat, Channel::Push, Channel::Webhook],
     configure,
 };
@@ -35,6 +43,14 @@ pub(super) const KIND: KindSpec = KindSpec {
 pub const STAMP_HEADER: &str = "X-Herald-Stamp";
 /// The header carrying `sha256=<hex HMAC of the raw body>`.
 pub const SIGNATURE_HEADER: &str = "X-Herald-Signature";
+/// Standard Webhooks' headers: the message id (the stamp, the same on
+/// every retry, so receivers can drop duplicates), the send time in Unix
+/// seconds, and `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
+pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
+/// How a Standard Webhooks secret is written: `whsec_` and base64.
+const SIGNING_SECRET_PREFIX: &str = "whsec_";
 /// How much of an error response's body is kept in the error message.
 const MAX_ERROR_BODY_CHARS: usize = 512;
 
@@ -43,12 +59,57 @@ const MAX_ERROR_BODY_CHARS: usize = 512;
 pub struct WebhookOptions {
     /// Where messages without their own `url` go.
     pub url: url::Url,
-    /// Signs each body when set.
+    /// Signs each body when set (`X-Herald-Signature`).
     pub secret: Option<Secret>,
+    /// Signs each request the Standard Webhooks way when set.
+    pub signing_key: Option<SigningKey>,
     /// Bounds the whole request: connect, send, and the answer.
     pub timeout: Duration,
     /// Hosts a per-message `url` may name; `None` refuses them all.
     pub allowed_url_hosts: Option<Vec<String>>,
+}
+
+/// A Standard Webhooks signing key: the bytes a `whsec_...` secret
+/// encodes. Never shown.
+#[derive(Clone)]
+pub struct SigningKey(Arc<[u8]>);
+
+impl SigningKey {
+    /// Reads a secret written `whsec_<base64>` (the prefix may be left
+    /// out, as the published libraries allow).
+    pub fn parse(secret: &str) -> Result<SigningKey, String> {
+        use base64::Engine;
+        let encoded = secret.strip_prefix(SIGNING_SECRET_PREFIX).unwrap_or(secret);
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| format!("not a `whsec_` secret: its base64 does not decode ({e})"))?;
+        if key.is_empty() {
+            return Err("not a `whsec_` secret: it is empty".into());
+        }
+        Ok(SigningKey(key.into()))
+    }
+
+    /// The `webhook-signature` value of a request with the message id
+    /// `id`, sent at `timestamp` (Unix seconds), carrying `body`.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        use base64::Engine;
+        match <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0) {
+            Ok(mut mac) => {
+                mac.update(format!("{id}.{timestamp}.").as_bytes());
+                mac.update(body);
+                let signature =
+                    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+                format!("v1,{signature}")
+            }
+            Err(_) => String::from("v1,"),
+        }
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey([redacted])")
+    }
 }
 
 /// The `webhook` kind's keys of `[transports.<name>]`.
@@ -59,6 +120,8 @@ struct WebhookKeys {
     url: Option<String>,
     /// Environment variable holding the HMAC secret.
     secret_env: Option<String>,
+    /// Environment variable holding a Standard Webhooks secret (`whsec_...`).
+    signing_secret_env: Option<String>,
     /// Time-out of one delivery, in ms. Default 10000.
     timeout_ms: Option<u64>,
     /// Hosts a per-message `url` may point at. Unset: per-message URLs are refused.
@@ -86,6 +149,15 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         }
     };
     let secret = table.secret("secret_env", keys.secret_env.as_deref());
+    let signing_key = table
+        .secret("signing_secret_env", keys.signing_secret_env.as_deref())
+        .and_then(|secret| match SigningKey::parse(secret.expose()) {
+            Ok(key) => Some(key),
+            Err(problem) => {
+                table.problem("signing_secret_env", problem);
+                None
+            }
+        });
     let allowed_url_hosts = keys.allowed_url_hosts.map(|hosts| {
         hosts
             .iter()
@@ -95,6 +167,7 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
     Some(Arc::new(WebhookOptions {
         url: url?,
         secret,
+        signing_key,
         timeout: timeout?,
         allowed_url_hosts,
     }))
@@ -274,6 +347,14 @@ impl Transport for WebhookTransport {
                 SIGNATURE_HEADER,
                 signature(secret.expose().as_bytes(), &body),
             );
+        }
+        if let Some(key) = &self.options.signing_key {
+            let id = message.id.to_string();
+            let timestamp = self.clock.now().timestamp();
+            request = request
+                .header(WEBHOOK_SIGNATURE_HEADER, key.sign(&id, timestamp, &body))
+                .header(WEBHOOK_ID_HEADER, id)
+                .header(WEBHOOK_TIMESTAMP_HEADER, timestamp.to_string());
         }
         let response = request
             .body(body)

@@ -459,6 +459,112 @@ async fn webhook_posts_the_payload_with_the_stamp_and_a_verifiable_signature() {
     );
 }
 
+/// A `whsec_` secret made for the test, and its key bytes.
+fn standard_webhooks_secret() -> (String, Vec<u8>) {
+    let key: Vec<u8> = [
+        ulid::Ulid::generate().to_bytes(),
+        ulid::Ulid::generate().to_bytes(),
+    ]
+    .concat();
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(&key)
+    );
+    (secret, key)
+}
+
+/// With `signing_secret_env`, each request carries Standard Webhooks'
+/// headers, verified here as the specification says a receiver does:
+/// HMAC-SHA256 with the secret's key over `id.timestamp.body`, base64,
+/// after `v1,`; the id is the stamp, the same on a retry.
+#[tokio::test]
+async fn webhook_signs_the_standard_webhooks_way() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let (secret, key) = standard_webhooks_secret();
+    let config = format!(
+        "{}\nsigning_secret_env = \"HOOK_SIGNING\"\n",
+        webhook_config("hooks", &server.uri(), "")
+    );
+    let settings = Settings::from_toml(
+        &config,
+        Path::new("transports-test.toml"),
+        |var| match var {
+            "HOOK_SECRET" => Some(SECRET.to_owned()),
+            "HOOK_SIGNING" => Some(secret.clone()),
+            _ => None,
+        },
+    )
+    .unwrap_or_else(|e| panic!("test config: {e}"));
+    let hooks = transports::build_all(&settings.transports, Arc::new(SystemClock))
+        .expect("the transports build")
+        .remove("hooks")
+        .expect("hooks")
+        .transport;
+    let message = chat(serde_json::json!({"text": "deploy finished"}), None);
+    let before = herald::time::Clock::now(&SystemClock).timestamp();
+    hooks.deliver(&message).await.expect("delivered");
+    hooks.deliver(&message).await.expect("delivered again");
+    let after = herald::time::Clock::now(&SystemClock).timestamp();
+
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        let header = |name: &str| {
+            request
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("header {name}"))
+        };
+        let id = header("webhook-id");
+        assert_eq!(id, message.id.to_string(), "the stamp, on every attempt");
+        let timestamp: i64 = header("webhook-timestamp").parse().expect("Unix seconds");
+        assert!((before..=after).contains(&timestamp), "{timestamp}");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("any key length");
+        mac.update(format!("{id}.{timestamp}.").as_bytes());
+        mac.update(&request.body);
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(header("webhook-signature"), format!("v1,{expected}"));
+        // The older signature stays for existing receivers.
+        assert_eq!(
+            header("x-herald-signature"),
+            expected_signature(&request.body)
+        );
+    }
+}
+
+#[test]
+fn a_signing_secret_that_is_not_whsec_base64_is_refused_naming_its_key() {
+    let config = format!(
+        "{}\nsigning_secret_env = \"HOOK_SIGNING\"\n",
+        webhook_config("hooks", "http://127.0.0.1:9/", "")
+    );
+    for bad in ["whsec_not base64!", "whsec_"] {
+        let err = Settings::from_toml(
+            &config,
+            Path::new("transports-test.toml"),
+            |var| match var {
+                "HOOK_SECRET" => Some(SECRET.to_owned()),
+                "HOOK_SIGNING" => Some(bad.to_owned()),
+                _ => None,
+            },
+        )
+        .expect_err("refused");
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["transports.hooks.signing_secret_env"],
+            "{bad}: {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn webhook_without_a_secret_sends_no_signature() {
     let server = MockServer::start().await;
@@ -471,6 +577,7 @@ async fn webhook_without_a_secret_sends_no_signature() {
         WebhookOptions {
             url: format!("{}/notify", server.uri()).parse().unwrap(),
             secret: None,
+            signing_key: None,
             timeout: Duration::from_secs(2),
             allowed_url_hosts: None,
         },
