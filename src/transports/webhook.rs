@@ -34,6 +34,13 @@ pub(super) const KIND: KindSpec = KindSpec {
         "signing_secret_env",
         "timeout_ms",
         "allowed_url_hosts",
+        "headers",
+        "header_env",
+        "auth",
+        "token_env",
+        "username",
+        "password_env",
+        "body",
     ],
     channels: &[Channel::Sms, Channel::Chat, Channel::Push, Channel::Webhook],
     configure,
@@ -67,7 +74,45 @@ pub struct WebhookOptions {
     pub timeout: Duration,
     /// Hosts a per-message `url` may name; `None` refuses them all.
     pub allowed_url_hosts: Option<Vec<String>>,
+    /// Headers sent with every request (`headers`, and `header_env`'s
+    /// values read at start), `Authorization` from `auth` among them.
+    pub headers: reqwest::header::HeaderMap,
+    /// How the payload is encoded.
+    pub body: BodyEncoding,
 }
+
+/// `body = "json" | "form"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyEncoding {
+    #[default]
+    Json,
+    /// `application/x-www-form-urlencoded` of the payload's top-level
+    /// fields, as SMS gateways and many provider APIs take it.
+    Form,
+}
+
+/// `auth = "bearer" | "basic"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Auth {
+    Bearer,
+    Basic,
+}
+
+/// Headers a transport's `headers` and `header_env` may not set: Herald
+/// writes them itself (the stamp and the signatures, which receivers
+/// trust) or another key does (`auth`, `body`).
+const OWN_HEADERS: &[&str] = &[
+    "x-herald-stamp",
+    "x-herald-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "host",
+];
 
 /// A Standard Webhooks signing key: the bytes a `whsec_...` secret
 /// encodes. Never shown.
@@ -126,6 +171,20 @@ struct WebhookKeys {
     timeout_ms: Option<u64>,
     /// Hosts a per-message `url` may point at. Unset: per-message URLs are refused.
     allowed_url_hosts: Option<Vec<String>>,
+    /// Headers with literal values, sent with every request.
+    headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Headers whose values are secrets: header name -> environment variable.
+    header_env: Option<std::collections::BTreeMap<String, String>>,
+    /// `bearer` (with `token_env`) or `basic` (with `username`, `password_env`).
+    auth: Option<Auth>,
+    /// auth = "bearer": environment variable holding the token.
+    token_env: Option<String>,
+    /// auth = "basic": the user name.
+    username: Option<String>,
+    /// auth = "basic": environment variable holding the password.
+    password_env: Option<String>,
+    /// `json` (default) or `form`.
+    body: Option<BodyEncoding>,
 }
 
 fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
@@ -158,6 +217,7 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
                 None
             }
         });
+    let headers = configure_headers(table, &keys);
     let allowed_url_hosts = keys.allowed_url_hosts.map(|hosts| {
         hosts
             .iter()
@@ -170,7 +230,139 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         signing_key,
         timeout: timeout?,
         allowed_url_hosts,
+        headers: headers?,
+        body: keys.body.unwrap_or_default(),
     }))
+}
+
+/// The headers `headers`, `header_env` and `auth` add to every request,
+/// each problem reported under its key.
+fn configure_headers(
+    table: &mut KindTable<'_>,
+    keys: &WebhookKeys,
+) -> Option<reqwest::header::HeaderMap> {
+    use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName};
+    let mut headers = HeaderMap::new();
+    let mut ok = true;
+    let literal = keys.headers.iter().flatten().map(|(name, value)| {
+        (
+            format!("headers.{name}"),
+            name,
+            Some(Secret::new(value.clone())),
+        )
+    });
+    let from_env: Vec<_> = keys
+        .header_env
+        .iter()
+        .flatten()
+        .map(|(name, var)| {
+            let key = format!("header_env.{name}");
+            let value = table.secret(&key, Some(var));
+            (key, name, value)
+        })
+        .collect();
+    for (key, name, value) in literal.chain(from_env) {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            table.problem(&key, format!("`{name}` is not a header name"));
+            ok = false;
+            continue;
+        };
+        if OWN_HEADERS.contains(&header.as_str())
+            || (header == AUTHORIZATION && keys.auth.is_some())
+        {
+            table.problem(&key, format!("`{name}` is set by Herald or by another key"));
+            ok = false;
+            continue;
+        }
+        let Some(value) = value else {
+            ok = false;
+            continue;
+        };
+        match HeaderValue::from_str(value.expose()) {
+            Ok(mut value) => {
+                value.set_sensitive(key.starts_with("header_env."));
+                headers.insert(header, value);
+            }
+            Err(_) => {
+                table.problem(&key, "not a header value (one line of visible ASCII)");
+                ok = false;
+            }
+        }
+    }
+    let authorization = match keys.auth {
+        None => {
+            for (key, set) in [
+                ("token_env", keys.token_env.is_some()),
+                ("username", keys.username.is_some()),
+                ("password_env", keys.password_env.is_some()),
+            ] {
+                if set {
+                    table.problem(key, "needs `auth` (\"bearer\" or \"basic\")");
+                    ok = false;
+                }
+            }
+            None
+        }
+        Some(Auth::Bearer) => {
+            if keys.token_env.is_none() {
+                table.problem("token_env", "auth = \"bearer\" needs the token's variable");
+            }
+            for (key, set) in [
+                ("username", keys.username.is_some()),
+                ("password_env", keys.password_env.is_some()),
+            ] {
+                if set {
+                    table.problem(key, "belongs to auth = \"basic\"");
+                    ok = false;
+                }
+            }
+            table
+                .secret("token_env", keys.token_env.as_deref())
+                .map(|token| format!("Bearer {}", token.expose()))
+        }
+        Some(Auth::Basic) => {
+            if keys.token_env.is_some() {
+                table.problem("token_env", "belongs to auth = \"bearer\"");
+                ok = false;
+            }
+            if keys.username.is_none() {
+                table.problem("username", "auth = \"basic\" needs a username");
+            }
+            if keys.password_env.is_none() {
+                table.problem(
+                    "password_env",
+                    "auth = \"basic\" needs the password's variable",
+                );
+            }
+            let password = table.secret("password_env", keys.password_env.as_deref());
+            match (&keys.username, password) {
+                (Some(user), Some(password)) => {
+                    use base64::Engine;
+                    let pair = format!("{user}:{}", password.expose());
+                    Some(format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
+                    ))
+                }
+                _ => None,
+            }
+        }
+    };
+    if keys.auth.is_some() {
+        match authorization.as_deref().map(HeaderValue::from_str) {
+            Some(Ok(mut value)) => {
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
+            Some(Err(_)) => {
+                table.problem("auth", "the credentials do not make a header value");
+                ok = false;
+            }
+            // Each missing part was reported above.
+            None => ok = false,
+        }
+    }
+    ok.then_some(headers)
 }
 
 impl TransportKind for WebhookOptions {
@@ -270,8 +462,62 @@ fn check_allowed(raw: &str, allowed: Option<&[String]>) -> Result<url::Url, Tran
     }
 }
 
-/// The JSON body and, for generic payloads, the message's own URL.
-fn request_body(message: &Message) -> Result<(Vec<u8>, Option<String>), TransportError> {
+impl BodyEncoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            BodyEncoding::Json => "application/json",
+            BodyEncoding::Form => "application/x-www-form-urlencoded",
+        }
+    }
+
+    /// The bytes of `document` in this encoding. A form takes an object
+    /// of scalars (numbers and booleans as their JSON text, nulls left
+    /// out) and lists of scalars (the field repeated); anything nested
+    /// deeper is refused, as no form could carry it faithfully.
+    fn encode(self, document: &serde_json::Value) -> Result<Vec<u8>, TransportError> {
+        use serde_json::Value;
+        match self {
+            BodyEncoding::Json => serde_json::to_vec(document)
+                .map_err(|e| TransportError::InvalidMessage(format!("payload: {e}"))),
+            BodyEncoding::Form => {
+                let nested = || {
+                    TransportError::InvalidMessage(
+                        "a form body takes an object of scalars or lists of scalars".into(),
+                    )
+                };
+                let Value::Object(fields) = document else {
+                    return Err(nested());
+                };
+                let scalar = |value: &Value| match value {
+                    Value::String(text) => Some(text.clone()),
+                    Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+                    _ => None,
+                };
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                for (name, value) in fields {
+                    match value {
+                        Value::Null => {}
+                        Value::Array(items) => {
+                            for item in items {
+                                form.append_pair(name, &scalar(item).ok_or_else(nested)?);
+                            }
+                        }
+                        other => {
+                            form.append_pair(name, &scalar(other).ok_or_else(nested)?);
+                        }
+                    }
+                }
+                Ok(form.finish().into_bytes())
+            }
+        }
+    }
+}
+
+/// The body in `encoding` and, for generic payloads, the message's own URL.
+fn request_body(
+    message: &Message,
+    encoding: BodyEncoding,
+) -> Result<(Vec<u8>, Option<String>), TransportError> {
     let payload = Payload::from_json(message.channel, &message.payload).map_err(|e| {
         TransportError::InvalidMessage(format!("the stored payload does not parse: {e}"))
     })?;
@@ -292,9 +538,7 @@ fn request_body(message: &Message) -> Result<(Vec<u8>, Option<String>), Transpor
     };
     // The signature covers these exact bytes, so they are serialised once
     // here and sent as they are.
-    let body = serde_json::to_vec(&document)
-        .map_err(|e| TransportError::InvalidMessage(format!("payload: {e}")))?;
-    Ok((body, url))
+    Ok((encoding.encode(&document)?, url))
 }
 
 /// `sha256=<hex HMAC-SHA256 of body>`, the `X-Herald-Signature` value.
@@ -332,7 +576,7 @@ impl Transport for WebhookTransport {
     }
 
     async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError> {
-        let (body, own_url) = request_body(message)?;
+        let (body, own_url) = request_body(message, self.options.body)?;
         let url = self.destination(own_url.as_deref())?;
         let host = url.host_str().unwrap_or_default().to_owned();
         let stamp = HeaderValue::from_str(&message.id.to_string())
@@ -340,7 +584,8 @@ impl Transport for WebhookTransport {
         let mut request = self
             .client
             .post(url)
-            .header(CONTENT_TYPE, "application/json")
+            .headers(self.options.headers.clone())
+            .header(CONTENT_TYPE, self.options.body.content_type())
             .header(STAMP_HEADER, stamp);
         if let Some(secret) = &self.options.secret {
             request = request.header(
@@ -502,7 +747,7 @@ mod tests {
             Channel::Sms,
             serde_json::json!({"to": "+14155550100", "from": "Herald", "body": "hi"}),
         );
-        let (body, url) = request_body(&sms).unwrap();
+        let (body, url) = request_body(&sms, BodyEncoding::Json).unwrap();
         assert_eq!(url, None);
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
@@ -512,7 +757,7 @@ mod tests {
             Channel::Sms,
             serde_json::json!({"to": "+14155550100", "body": "hi"}),
         );
-        let (body, _) = request_body(&no_sender).unwrap();
+        let (body, _) = request_body(&no_sender, BodyEncoding::Json).unwrap();
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
             serde_json::json!({"to": "+14155550100", "body": "hi"})
@@ -525,7 +770,7 @@ mod tests {
             Channel::Chat,
             serde_json::json!({"payload": {"text": "deploy done"}, "url": "https://hooks.example.com/x"}),
         );
-        let (body, url) = request_body(&chat).unwrap();
+        let (body, url) = request_body(&chat, BodyEncoding::Json).unwrap();
         assert_eq!(body, br#"{"text":"deploy done"}"#);
         assert_eq!(url.as_deref(), Some("https://hooks.example.com/x"));
 
@@ -533,6 +778,10 @@ mod tests {
             Channel::Email,
             serde_json::json!({"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}),
         );
-        assert!(request_body(&email).unwrap_err().is_permanent());
+        assert!(
+            request_body(&email, BodyEncoding::Json)
+                .unwrap_err()
+                .is_permanent()
+        );
     }
 }

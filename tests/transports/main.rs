@@ -565,6 +565,154 @@ fn a_signing_secret_that_is_not_whsec_base64_is_refused_naming_its_key() {
     }
 }
 
+/// Builds `config`'s transport `name` with `vars` as the environment.
+fn with_env(config: &str, name: &str, vars: &[(&str, &str)]) -> Arc<dyn Transport> {
+    let settings = Settings::from_toml(config, Path::new("transports-test.toml"), |var| {
+        vars.iter()
+            .find(|(v, _)| *v == var)
+            .map(|(_, value)| (*value).to_owned())
+    })
+    .unwrap_or_else(|e| panic!("test config: {e}"));
+    transports::build_all(&settings.transports, Arc::new(SystemClock))
+        .expect("the transports build")
+        .remove(name)
+        .expect("the transport")
+        .transport
+}
+
+#[tokio::test]
+async fn webhook_sends_its_headers_and_a_bearer_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer tok-123",
+        ))
+        .and(wiremock::matchers::header("x-team", "ops"))
+        .and(wiremock::matchers::header("x-api-key", "key-456"))
+        .and(wiremock::matchers::header(
+            "content-type",
+            "application/json",
+        ))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config = r#"
+        [transports.hooks]
+        kind = "webhook"
+        url = "URL"
+        auth = "bearer"
+        token_env = "HOOK_TOKEN"
+        headers = { "X-Team" = "ops" }
+        header_env = { "X-Api-Key" = "HOOK_KEY" }
+    "#
+    .replace("URL", &server.uri());
+    let hooks = with_env(
+        &config,
+        "hooks",
+        &[("HOOK_TOKEN", "tok-123"), ("HOOK_KEY", "key-456")],
+    );
+    hooks
+        .deliver(&chat(serde_json::json!({"text": "hi"}), None))
+        .await
+        .expect("the server took the headers");
+}
+
+/// An SMS gateway that takes a form with basic auth, as Twilio-like APIs do.
+#[tokio::test]
+async fn webhook_posts_a_form_with_basic_auth() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&server)
+        .await;
+    let config = r#"
+        [transports.gateway]
+        kind = "webhook"
+        url = "URL"
+        auth = "basic"
+        username = "AC123"
+        password_env = "GATEWAY_PASSWORD"
+        body = "form"
+    "#
+    .replace("URL", &server.uri());
+    let gateway = with_env(&config, "gateway", &[("GATEWAY_PASSWORD", "p@ss:word")]);
+    let sms = stored(serde_json::json!({
+        "channel": "sms",
+        "sms": {"to": "+14155550100", "from": "Herald", "body": "Your code is 1234 & more"}
+    }));
+    gateway.deliver(&sms).await.expect("delivered");
+    let requests = server.received_requests().await.unwrap();
+    let request = &requests[0];
+    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
+    let credentials = base64::engine::general_purpose::STANDARD.encode("AC123:p@ss:word");
+    assert_eq!(
+        header("authorization"),
+        Some(format!("Basic {credentials}").as_str())
+    );
+    assert_eq!(
+        header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&request.body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("body".to_string(), "Your code is 1234 & more".to_string()),
+            ("from".to_string(), "Herald".to_string()),
+            ("to".to_string(), "+14155550100".to_string()),
+        ]
+    );
+
+    // A nested document cannot be a form: refused, not mangled.
+    let err = gateway
+        .deliver(&chat(serde_json::json!({"a": {"b": 1}}), None))
+        .await
+        .expect_err("refused");
+    assert!(err.is_permanent(), "{err}");
+}
+
+#[test]
+fn webhook_header_and_auth_mistakes_are_named_at_start() {
+    let config = r#"
+        [transports.a]
+        kind = "webhook"
+        url = "http://127.0.0.1:9/"
+        auth = "bearer"
+        headers = { "Content-Type" = "text/plain", "Bad Name" = "x" }
+        header_env = { "X-Key" = "UNSET_VAR" }
+
+        [transports.b]
+        kind = "webhook"
+        url = "http://127.0.0.1:9/"
+        username = "someone"
+
+        [transports.c]
+        kind = "webhook"
+        url = "http://127.0.0.1:9/"
+        body = "xml"
+    "#;
+    let err = Settings::from_toml(config, Path::new("transports-test.toml"), |_| None)
+        .expect_err("refused");
+    let mut keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "transports.a.header_env.X-Key",
+            "transports.a.headers.Bad Name",
+            "transports.a.headers.Content-Type",
+            "transports.a.token_env",
+            "transports.b.username",
+            "transports.c.body",
+        ],
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn webhook_without_a_secret_sends_no_signature() {
     let server = MockServer::start().await;
@@ -580,6 +728,8 @@ async fn webhook_without_a_secret_sends_no_signature() {
             signing_key: None,
             timeout: Duration::from_secs(2),
             allowed_url_hosts: None,
+            headers: Default::default(),
+            body: Default::default(),
         },
     )
     .unwrap();
