@@ -489,21 +489,11 @@ async fn webhook_signs_the_standard_webhooks_way() {
         "{}\nsigning_secret_env = \"HOOK_SIGNING\"\n",
         webhook_config("hooks", &server.uri(), "")
     );
-    let settings = Settings::from_toml(
+    let hooks = with_env(
         &config,
-        Path::new("transports-test.toml"),
-        |var| match var {
-            "HOOK_SECRET" => Some(SECRET.to_owned()),
-            "HOOK_SIGNING" => Some(secret.clone()),
-            _ => None,
-        },
-    )
-    .unwrap_or_else(|e| panic!("test config: {e}"));
-    let hooks = transports::build_all(&settings.transports, Arc::new(SystemClock))
-        .expect("the transports build")
-        .remove("hooks")
-        .expect("hooks")
-        .transport;
+        "hooks",
+        &[("HOOK_SECRET", SECRET), ("HOOK_SIGNING", &secret)],
+    );
     let message = chat(serde_json::json!({"text": "deploy finished"}), None);
     let before = herald::time::Clock::now(&SystemClock).timestamp();
     hooks.deliver(&message).await.expect("delivered");
