@@ -70,19 +70,11 @@ struct SmtpKeys {
     timeout_ms: Option<u64>,
 }
 
-/// An SMTP transport's settings: [`SmtpOptions`] but the pool size, which
-/// comes from the transport's concurrency.
+/// An SMTP transport's settings: its [`SmtpOptions`], whose pool size is
+/// set from the transport's concurrency when it is built (the kind's keys
+/// do not know it).
 #[derive(Debug, Clone)]
-pub struct SmtpSettings {
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    /// PEM certificates trusted besides the public roots.
-    pub ca_file: Option<PathBuf>,
-    pub timeout: Duration,
-}
+pub struct SmtpSettings(SmtpOptions);
 
 fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
     let keys: SmtpKeys = table.keys()?;
@@ -105,7 +97,7 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
             "trusted certificates need tls = \"starttls\" or \"tls\"",
         );
     }
-    Some(Arc::new(SmtpSettings {
+    Some(Arc::new(SmtpSettings(SmtpOptions {
         host: host?,
         port: keys.port.unwrap_or(DEFAULT_SMTP_PORT),
         tls,
@@ -113,7 +105,8 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         password,
         ca_file: keys.ca_file.map(PathBuf::from),
         timeout: timeout?,
-    }))
+        pool_size: 1,
+    })))
 }
 
 impl TransportKind for SmtpSettings {
@@ -127,14 +120,8 @@ impl TransportKind for SmtpSettings {
         _members: Vec<Gated>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
         let options = SmtpOptions {
-            host: self.host.clone(),
-            port: self.port,
-            tls: self.tls,
-            username: self.username.clone(),
-            password: self.password.clone(),
-            ca_file: self.ca_file.clone(),
-            timeout: self.timeout,
             pool_size: u32::try_from(settings.delivery.concurrency.get()).unwrap_or(u32::MAX),
+            ..self.0.clone()
         };
         Ok(Arc::new(SmtpTransport::new(
             settings.name.clone(),
