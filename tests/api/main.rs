@@ -46,7 +46,6 @@ macro_rules! on_both_backends {
                 async fn $name() {
                     let fixture = crate::common::Fixture::postgres().await;
                     super::$name(&fixture).await;
-                    crate::settle().await;
                 }
             )*
         }
@@ -75,17 +74,6 @@ on_both_backends!(
     a_wrong_method_is_405_naming_the_allowed_ones,
     alerts_are_listed_by_state_and_bad_parameters_named,
 );
-
-/// Lets the pool's connection tasks, which share this test's single
-/// thread, send what they still have queued (the ROLLBACK of a read
-/// transaction dropped on an early return) before the fixture's drop blocks
-/// the thread: otherwise its DROP SCHEMA waits on that transaction forever.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-}
 
 /// Transports `mail` and `other` (file, email), `hooks` (webhook, with an
 /// allow-list for per-message URLs); email and sms have routes.
@@ -1792,7 +1780,6 @@ async fn the_api_works_over_a_real_socket() {
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(stored(fixture.storage.as_ref()).await, 1);
     handle.stop(true).await;
-    settle().await;
 }
 
 /// Storage going away is a 503 that clients may retry, never a 500.
@@ -1884,7 +1871,6 @@ async fn unreachable_storage_is_503_not_500() {
             .len(),
         1
     );
-    settle().await;
 }
 
 async fn queue_analytics_report_known_traffic_exactly(f: &Fixture) {

@@ -31,10 +31,30 @@ pub fn postgres_host_port() -> String {
     )
 }
 
-/// Adds `options=-csearch_path=<schema>` to a PostgreSQL URL.
+/// Adds `options=-csearch_path=<schema>` to a PostgreSQL URL, and names
+/// its sessions after the schema so that cleanup can find them.
 pub fn with_search_path(base: &str, schema: &str) -> String {
     let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-csearch_path%3D{schema}")
+    format!("{base}{separator}options=-csearch_path%3D{schema}&application_name={schema}")
+}
+
+/// Drops a test schema. Its own sessions are ended first: a test's drop
+/// blocks the thread its pool's connection tasks run on, so a transaction
+/// they left open (a ROLLBACK still queued, a background task stopped
+/// mid-statement) would otherwise hold the DROP's locks forever.
+pub async fn drop_schema(client: &tokio_postgres::Client, schema: &str) {
+    let _ = client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&schema],
+        )
+        .await;
+    let _ = client
+        .batch_execute(&format!(
+            "SET lock_timeout = '30s'; DROP SCHEMA {schema} CASCADE"
+        ))
+        .await;
 }
 
 /// An isolated, migrated store that removes itself when dropped.
@@ -208,9 +228,7 @@ impl Drop for Fixture {
                                 .await
                         {
                             tokio::spawn(connection);
-                            let _ = client
-                                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-                                .await;
+                            drop_schema(&client, &schema).await;
                         }
                     });
                 }

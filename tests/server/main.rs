@@ -304,10 +304,7 @@ async fn migrate_creates_the_schema_and_exits() {
         )
         .await
         .expect("list tables");
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .expect("drop schema");
+    common::drop_schema(&client, &schema).await;
     assert!(status.success());
     let names: Vec<String> = tables.iter().map(|r| r.get(0)).collect();
     for table in ["message_events", "messages", "transport_state"] {
