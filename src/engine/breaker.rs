@@ -15,6 +15,7 @@ use failsafe::{Config, Instrument, StateMachine};
 use serde::Serialize;
 
 use crate::time::{Clock, from_millis, to_millis};
+use crate::transports::TransportError;
 
 /// Longest the breaker stays open, however often probes fail.
 const MAX_OPEN_FACTOR: u32 = 16;
@@ -127,6 +128,7 @@ impl Iterator for OpenTimes {
 pub struct Breaker {
     machine: StateMachine<ConsecutiveFailures<OpenTimes>, Mirror>,
     observed: Arc<Observed>,
+    threshold: u32,
 }
 
 impl Breaker {
@@ -158,7 +160,11 @@ impl Breaker {
                 clock,
             })
             .build();
-        Breaker { machine, observed }
+        Breaker {
+            machine,
+            observed,
+            threshold,
+        }
     }
 
     pub fn state(&self) -> CircuitState {
@@ -181,6 +187,29 @@ impl Breaker {
 
     pub fn record_failure(&self) {
         self.machine.on_error();
+    }
+
+    /// Counts what an attempt says of the provider's health: a transient
+    /// failure against it; refused credentials open it at once (every
+    /// message would meet them); a success, or a refusal of the message
+    /// itself, for it.
+    pub fn record_attempt<T>(&self, result: &Result<T, TransportError>) {
+        match result {
+            Err(err) if err.is_unauthorized() => self.trip(),
+            Err(err) if err.is_transient() => self.record_failure(),
+            _ => self.record_success(),
+        }
+    }
+
+    /// Opens the breaker now. failsafe opens on consecutive failures
+    /// only, so it is given as many as its threshold asks for.
+    fn trip(&self) {
+        for _ in 0..self.threshold.max(1) {
+            if self.state() == CircuitState::Open {
+                break;
+            }
+            self.machine.on_error();
+        }
     }
 
     /// Since when the breaker has not been closed (open, or half-open
@@ -210,6 +239,25 @@ mod tests {
 
     fn clock() -> Arc<ManualClock> {
         Arc::new(ManualClock::new(DateTime::UNIX_EPOCH))
+    }
+
+    #[test]
+    fn refused_credentials_open_it_at_once_and_a_refused_message_does_not() {
+        let breaker = Breaker::new("breaker-unit-auth", 5, Duration::from_secs(60), clock());
+        let rejected: Result<(), _> = Err(TransportError::Rejected {
+            code: Some(400),
+            message: "bad".into(),
+        });
+        for _ in 0..10 {
+            breaker.record_attempt(&rejected);
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        breaker.record_attempt::<()>(&Err(TransportError::Unauthorized {
+            code: Some(401),
+            message: "invalid_auth".into(),
+        }));
+        assert_eq!(breaker.state(), CircuitState::Open);
+        assert_eq!(breaker.times_opened(), 1);
     }
 
     #[test]

@@ -324,6 +324,8 @@ impl TransportActor {
         let mut panicked = false;
         let mut error_class = None;
         let mut passed_over = Vec::new();
+        let mut provider_message_id = None;
+        let mut recipient_gone = None;
         let (kind, member, duration) = match attempt {
             Attempt::NotPermitted => (
                 OutcomeKind::Released {
@@ -343,6 +345,7 @@ impl TransportActor {
                 self.breaker.record_success();
                 passed_over = tried;
                 tracing::debug!(transport = %name, id = %message.id, member = %delivery.transport, "sent");
+                provider_message_id = delivery.provider_message_id;
                 (OutcomeKind::Sent, delivery.transport, Some(took))
             }
             Attempt::Delivered(
@@ -354,28 +357,35 @@ impl TransportActor {
                 },
                 took,
             ) => {
-                // Only the provider's own trouble counts against the
-                // breaker; a rejected message says nothing about its health.
-                if err.is_transient() {
-                    self.breaker.record_failure();
-                } else {
-                    self.breaker.record_success();
-                }
+                self.breaker.record_attempt::<()>(&Err(err.clone()));
                 tracing::info!(transport = %name, id = %message.id, attempt = message.attempts, class = ?err.class(), cause = %err, "delivery failed");
                 self.last_error = Some(err.to_string());
-                error_class = Some(err.class().as_str().to_owned());
-                let retry_at =
-                    self.retry
-                        .retry_at(message.attempts, &err, now, rand::random::<f64>());
                 passed_over = tried;
-                (
-                    OutcomeKind::Failed {
-                        error: err.to_string(),
-                        retry_at,
-                    },
-                    used,
-                    Some(took),
-                )
+                if err.is_unauthorized() {
+                    // The transport's outage, not the message's: it goes
+                    // back, its attempt given back, behind the open breaker.
+                    (
+                        OutcomeKind::Released {
+                            reason: "unauthorized".into(),
+                        },
+                        used,
+                        None,
+                    )
+                } else {
+                    error_class = Some(err.class().as_str().to_owned());
+                    let retry_at =
+                        self.retry
+                            .retry_at(message.attempts, &err, now, rand::random::<f64>());
+                    recipient_gone = err.recipient_gone();
+                    (
+                        OutcomeKind::Failed {
+                            error: err.to_string(),
+                            retry_at,
+                        },
+                        used,
+                        Some(took),
+                    )
+                }
             }
             Attempt::Panicked(what, took) => {
                 self.breaker.record_failure();
@@ -403,6 +413,8 @@ impl TransportActor {
                 .into_iter()
                 .map(|failure| member_failed(&name, failure))
                 .collect(),
+            provider_message_id,
+            recipient_gone,
             ..Outcome::new(&message, token, kind)
         };
         let outcome = match duration {

@@ -42,6 +42,7 @@ use crate::domain::{
     Channel, ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp,
     Status,
 };
+use crate::transports::RecipientGone;
 
 /// Default time a waiting message needs to gain one priority level.
 pub const DEFAULT_PRIORITY_AGING: Duration = Duration::from_secs(60);
@@ -170,6 +171,12 @@ pub struct Outcome {
     /// Group members that failed within this attempt before `transport`
     /// ended it, in the order tried.
     pub passed_over: Vec<MemberFailed>,
+    /// For a sent message, the provider's own id of it: the `sent`
+    /// event's `detail.provider_message_id`.
+    pub provider_message_id: Option<String>,
+    /// For a message dead-lettered because its recipient is gone, why: the
+    /// `dead_lettered` event's `detail.reason` in place of `permanent`.
+    pub recipient_gone: Option<RecipientGone>,
 }
 
 /// A group member that failed within an attempt that then went on to the
@@ -211,8 +218,41 @@ impl Outcome {
             error_class: None,
             kind,
             passed_over: Vec::new(),
+            provider_message_id: None,
+            recipient_gone: None,
         }
     }
+
+    /// The `detail` of the event that ends the attempt (`sent`,
+    /// `attempt_failed`, `deferred`), the follow-on `retry_scheduled`'s,
+    /// and the `reason` a `dead_lettered` event gives instead of the
+    /// lifecycle's own, if any: written once for both backends.
+    pub fn event_details(&self) -> EventDetails {
+        let ending = match (&self.kind, &self.provider_message_id) {
+            (OutcomeKind::Sent, Some(id)) => Some(serde_json::json!({ "provider_message_id": id })),
+            (OutcomeKind::Released { reason }, _) => Some(serde_json::json!({ "reason": reason })),
+            _ => None,
+        };
+        let retry = match &self.kind {
+            OutcomeKind::Failed {
+                retry_at: Some(at), ..
+            } => Some(serde_json::json!({ "retry_at": at })),
+            _ => None,
+        };
+        EventDetails {
+            ending,
+            retry,
+            dead_reason: self.recipient_gone.map(RecipientGone::as_str),
+        }
+    }
+}
+
+/// See [`Outcome::event_details`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventDetails {
+    pub ending: Option<serde_json::Value>,
+    pub retry: Option<serde_json::Value>,
+    pub dead_reason: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -580,6 +620,16 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A message with its events, oldest first.
     async fn get_message(&self, id: Stamp) -> Result<Option<MessageWithEvents>, StorageError>;
+
+    /// The message whose `sent` event through `transport` recorded the
+    /// provider's id `provider_message_id`: how a delivery receipt, which
+    /// names only the provider's id, finds its message. The latest such
+    /// send when a provider reused an id.
+    async fn find_by_provider_id(
+        &self,
+        transport: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<Stamp>, StorageError>;
 
     /// Newest first, cursor-paged; stable across pages.
     async fn list_messages(

@@ -44,8 +44,8 @@ mod embedded {
     refinery::embed_migrations!("sql/postgres");
 }
 mod finished;
-mod finished_indexes;
 mod live;
+mod partition_indexes;
 
 /// Serialises migrations when several nodes start at once.
 const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
@@ -249,21 +249,22 @@ impl PostgresStorage {
             tokens.push(Uuid::from(outcome.claim_token.0));
             members.push(outcome.transport.as_str());
             durations.push(millis_i64(outcome.duration_ms));
-            let (kind, error, retry_at, detail) = match &outcome.kind {
-                OutcomeKind::Sent => ("sent", None, None, None),
-                OutcomeKind::Failed { error, retry_at } => (
-                    "failed",
-                    Some(error.as_str()),
-                    *retry_at,
-                    retry_at.map(|at| serde_json::json!({ "retry_at": at })),
-                ),
-                OutcomeKind::Released { reason } => (
-                    "released",
-                    None,
-                    None,
-                    Some(serde_json::json!({ "reason": reason })),
-                ),
+            let (kind, error, retry_at) = match &outcome.kind {
+                OutcomeKind::Sent => ("sent", None, None),
+                OutcomeKind::Failed { error, retry_at } => {
+                    ("failed", Some(error.as_str()), *retry_at)
+                }
+                OutcomeKind::Released { .. } => ("released", None, None),
             };
+            // One detail per outcome: the ending event's (sent, released)
+            // and the retry's never meet, and a recipient's reason comes
+            // only with a permanent failure, which schedules no retry.
+            let details_of = outcome.event_details();
+            let detail = details_of.ending.or(details_of.retry).or_else(|| {
+                details_of
+                    .dead_reason
+                    .map(|reason| serde_json::json!({ "reason": reason }))
+            });
             kinds.push(kind);
             errors.push(error);
             retry_ats.push(retry_at);
@@ -863,7 +864,7 @@ WITH current AS (
          c.claimed_at,
          CASE WHEN c.outcome = 'released' THEN NULL ELSE c.duration_ms END,
          CASE WHEN c.outcome = 'failed' THEN c.error END,
-         CASE WHEN c.outcome = 'released' THEN c.detail END),
+         CASE WHEN c.outcome IN ('released', 'sent') THEN c.detail END),
         (2,
          CASE WHEN c.next_status = 'dead' THEN 'dead_lettered'
               WHEN c.outcome = 'failed' THEN 'retry_scheduled' END,
@@ -871,7 +872,8 @@ WITH current AS (
          NULL::timestamptz,
          c.duration_ms,
          CASE WHEN c.next_status = 'dead' THEN c.error END,
-         CASE WHEN c.next_status = 'dead' THEN jsonb_build_object('reason', c.dead_reason)
+         CASE WHEN c.next_status = 'dead'
+              THEN jsonb_build_object('reason', coalesce(c.detail->>'reason', c.dead_reason))
               ELSE c.detail END)
     ) AS e(seq, kind, attempt, started_at, duration_ms, error, detail)
     WHERE e.kind IS NOT NULL
@@ -1153,7 +1155,7 @@ impl Storage for PostgresStorage {
         }
         if result.is_ok() {
             // Never a long build here: a node's start would wait for it.
-            result = finished_indexes::replace(&mut client, false)
+            result = partition_indexes::complete(&mut client, false)
                 .await
                 .map(|_| ());
         }
@@ -1613,6 +1615,28 @@ impl Storage for PostgresStorage {
             .collect()
     }
 
+    async fn find_by_provider_id(
+        &self,
+        transport: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<Stamp>, StorageError> {
+        let client = self.client().await?;
+        // The predicate repeats the index's own, which is what lets the
+        // planner use it.
+        let row = client
+            .query_opt(
+                "SELECT message_id FROM message_events
+                 WHERE transport = $1 AND kind = 'sent' AND detail ? 'provider_message_id'
+                   AND detail ->> 'provider_message_id' = $2
+                 ORDER BY id DESC LIMIT 1",
+                &[&transport, &provider_message_id],
+            )
+            .await?;
+        row.map(|row| row.try_get(0).map(stamp))
+            .transpose()
+            .map_err(StorageError::from)
+    }
+
     async fn get_message(&self, id: Stamp) -> Result<Option<MessageWithEvents>, StorageError> {
         let mut client = self.client().await?;
         // REPEATABLE READ: the events match the message row.
@@ -1772,7 +1796,7 @@ impl Storage for PostgresStorage {
         let moved = row.try_get::<_, i64>(0)?.max(0) as u64;
         if moved == 0 {
             finished::finish_split(&mut client).await?;
-            finished_indexes::replace(&mut client, true).await?;
+            partition_indexes::complete(&mut client, true).await?;
         }
         Ok(moved)
     }

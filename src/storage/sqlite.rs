@@ -916,14 +916,16 @@ impl Storage for SqliteStorage {
                     started_at: Some(started_at),
                     ..event(kind, error, detail)
                 };
+                let details = outcome.event_details();
                 match &outcome.kind {
-                    OutcomeKind::Sent => insert_event(tx, ending(EventKind::Sent, None, None))?,
+                    OutcomeKind::Sent => {
+                        insert_event(tx, ending(EventKind::Sent, None, details.ending))?
+                    }
                     OutcomeKind::Failed { error, .. } => {
                         insert_event(tx, ending(EventKind::AttemptFailed, Some(error), None))?
                     }
-                    OutcomeKind::Released { reason } => {
-                        let detail = serde_json::json!({ "reason": reason });
-                        let mut deferred = ending(EventKind::Deferred, None, Some(detail));
+                    OutcomeKind::Released { .. } => {
+                        let mut deferred = ending(EventKind::Deferred, None, details.ending);
                         deferred.attempt = attempts.saturating_sub(1);
                         deferred.duration_ms = None;
                         insert_event(tx, deferred)?;
@@ -962,13 +964,13 @@ impl Storage for SqliteStorage {
                         error,
                         if step.attempt_given_back { -1 } else { 0 },
                     ])?;
-                    if let Some(at) = retry_at {
-                        let detail = serde_json::json!({ "retry_at": at });
-                        insert_event(tx, event(EventKind::RetryScheduled, None, Some(detail)))?;
+                    if retry_at.is_some() {
+                        insert_event(tx, event(EventKind::RetryScheduled, None, details.retry))?;
                     }
                 }
                 if let Some(reason) = step.dead {
-                    let detail = serde_json::json!({ "reason": reason.as_str() });
+                    let reason = details.dead_reason.unwrap_or(reason.as_str());
+                    let detail = serde_json::json!({ "reason": reason });
                     insert_event(tx, event(EventKind::DeadLettered, error, Some(detail)))?;
                 }
                 recorded.applied.push((outcome.id, step.status));
@@ -1331,6 +1333,35 @@ impl Storage for SqliteStorage {
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(states)
+            })
+            .await
+    }
+
+    async fn find_by_provider_id(
+        &self,
+        transport: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<Stamp>, StorageError> {
+        let (transport, provider_message_id) =
+            (transport.to_owned(), provider_message_id.to_owned());
+        self.reader()
+            .call(move |conn| {
+                // The index's own expression and predicate, so it is used.
+                let id: Option<String> = conn
+                    .prepare_cached(
+                        "SELECT message_id FROM message_events
+                         WHERE transport = ?1 AND kind = 'sent'
+                           AND json_extract(detail, '$.provider_message_id') = ?2
+                         ORDER BY id DESC LIMIT 1",
+                    )?
+                    .query_row(params![transport, provider_message_id], |row| row.get(0))
+                    .optional()?;
+                id.map(|text| {
+                    text.parse::<Stamp>().map_err(|e| {
+                        StorageError::Corrupt(format!("message_events.message_id: {e}"))
+                    })
+                })
+                .transpose()
             })
             .await
     }

@@ -428,6 +428,8 @@ mod tests {
             error_class: None,
             kind,
             passed_over: Vec::new(),
+            provider_message_id: None,
+            recipient_gone: None,
         }
     }
 

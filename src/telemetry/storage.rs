@@ -199,6 +199,19 @@ impl Storage for TimedStorage {
         timed("get_message", self.inner.get_message(id)).await
     }
 
+    async fn find_by_provider_id(
+        &self,
+        transport: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<Stamp>, StorageError> {
+        timed(
+            "find_by_provider_id",
+            self.inner
+                .find_by_provider_id(transport, provider_message_id),
+        )
+        .await
+    }
+
     async fn list_messages(
         &self,
         filter: &MessageFilter,

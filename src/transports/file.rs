@@ -123,6 +123,7 @@ impl Transport for FileTransport {
         Ok(Delivery {
             transport: self.name.clone(),
             detail: Some(serde_json::json!({ "file": file.display().to_string() })),
+            provider_message_id: None,
         })
     }
 }

@@ -219,18 +219,15 @@ impl Members {
             let started = Instant::now();
             let result = within(limit, member.transport.deliver(message)).await;
             let took = started.elapsed();
+            member.gate.breaker().record_attempt(&result);
             match result {
                 Ok(delivery) => {
-                    member.gate.breaker().record_success();
                     return end(name, Ok(delivery), passed_over, limited);
                 }
                 Err(err) if err.is_permanent() => {
-                    // A refused message says nothing about the member's health.
-                    member.gate.breaker().record_success();
                     return end(name, Err(err), passed_over, limited);
                 }
                 Err(err) => {
-                    member.gate.breaker().record_failure();
                     tracing::warn!(
                         group = %self.group,
                         member = %name,
@@ -377,10 +374,7 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             match self.fail_with.lock().unwrap().clone() {
                 Some(err) => Err(err),
-                None => Ok(Delivery {
-                    transport: self.name.to_owned(),
-                    detail: None,
-                }),
+                None => Ok(Delivery::by(self.name)),
             }
         }
     }

@@ -180,6 +180,42 @@ pub struct Delivery {
     pub transport: String,
     /// Provider's answer worth keeping (SMTP reply, HTTP status, file path).
     pub detail: Option<serde_json::Value>,
+    /// The provider's own id of the message (Twilio's SID, FCM's `name`,
+    /// ...), which its delivery receipts name it by: kept on the `sent`
+    /// event as `detail.provider_message_id`.
+    pub provider_message_id: Option<String>,
+}
+
+impl Delivery {
+    /// Delivered by `transport`, with nothing more to keep.
+    pub fn by(transport: &str) -> Delivery {
+        Delivery {
+            transport: transport.to_owned(),
+            detail: None,
+            provider_message_id: None,
+        }
+    }
+}
+
+/// Why a provider says a recipient cannot be reached, ever: the
+/// `dead_lettered` event's `detail.reason`, which suppression reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientGone {
+    /// No such number, token or address (an unregistered device token,
+    /// an invalid phone number).
+    Invalid,
+    /// The recipient asked not to be sent to (an SMS STOP).
+    Unsubscribed,
+}
+
+impl RecipientGone {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientGone::Invalid => "recipient_invalid",
+            RecipientGone::Unsubscribed => "recipient_unsubscribed",
+        }
+    }
 }
 
 /// Why a delivery failed, classified for retrying.
@@ -189,6 +225,20 @@ pub enum TransportError {
     /// 408/429): dead-letter at once.
     #[error("rejected{}: {message}", code.map(|c| format!(" ({c})")).unwrap_or_default())]
     Rejected { code: Option<u16>, message: String },
+    /// The provider says the recipient is gone for good (an unregistered
+    /// token, an invalid number, a STOP): dead-letter at once, saying why.
+    #[error("{}{}: {message}", reason.as_str(), code.map(|c| format!(" ({c})")).unwrap_or_default())]
+    RecipientGone {
+        reason: RecipientGone,
+        code: Option<u16>,
+        message: String,
+    },
+    /// The provider refused the transport's credentials (HTTP 401/403, a
+    /// revoked token): an outage of the transport, not a fault of the
+    /// message. The breaker opens and the message goes back unattempted,
+    /// so a bad key never uses up the queue's attempts.
+    #[error("credentials refused{}: {message}", code.map(|c| format!(" ({c})")).unwrap_or_default())]
+    Unauthorized { code: Option<u16>, message: String },
     /// The provider refused for now (SMTP 4xx, HTTP 5xx, 408, 429): retry,
     /// not before `retry_after` when the provider said so.
     #[error("temporary failure{}: {message}", code.map(|c| format!(" ({c})")).unwrap_or_default())]
@@ -251,8 +301,24 @@ impl TransportError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            TransportError::Rejected { .. } | TransportError::InvalidMessage(_)
+            TransportError::Rejected { .. }
+                | TransportError::InvalidMessage(_)
+                | TransportError::RecipientGone { .. }
         )
+    }
+
+    /// The provider refused the credentials: see
+    /// [`TransportError::Unauthorized`].
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, TransportError::Unauthorized { .. })
+    }
+
+    /// For a recipient gone for good, why.
+    pub fn recipient_gone(&self) -> Option<RecipientGone> {
+        match self {
+            TransportError::RecipientGone { reason, .. } => Some(*reason),
+            _ => None,
+        }
     }
 
     pub fn is_timeout(&self) -> bool {
@@ -276,8 +342,11 @@ impl TransportError {
         match self {
             TransportError::Timeout(_) => ErrorClass::Timeout,
             TransportError::Connection(_) => ErrorClass::Connection,
-            TransportError::Rejected { .. } => ErrorClass::Rejected,
+            TransportError::Rejected { .. } | TransportError::RecipientGone { .. } => {
+                ErrorClass::Rejected
+            }
             TransportError::InvalidMessage(_) => ErrorClass::Permanent,
+            TransportError::Unauthorized { .. } => ErrorClass::Transient,
             TransportError::Temporary { .. }
             | TransportError::Local(_)
             | TransportError::Unavailable(_) => ErrorClass::Transient,
@@ -291,6 +360,10 @@ impl TransportError {
         retry_after: Option<Duration>,
     ) -> TransportError {
         match status {
+            401 | 403 => TransportError::Unauthorized {
+                code: Some(status),
+                message,
+            },
             408 | 429 | 500..=599 => TransportError::Temporary {
                 code: Some(status),
                 message,
@@ -431,6 +504,8 @@ pub(crate) mod tests {
         assert!(class(503).is_transient());
         assert!(class(408).is_transient());
         assert!(class(429).is_transient());
+        assert!(class(401).is_unauthorized() && !class(401).is_permanent());
+        assert!(class(403).is_unauthorized());
         assert!(class(400).is_permanent());
         assert!(class(404).is_permanent());
         assert!(class(410).is_permanent());

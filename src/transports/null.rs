@@ -65,9 +65,6 @@ impl Transport for NullTransport {
     }
 
     async fn deliver(&self, _message: &Message) -> Result<Delivery, TransportError> {
-        Ok(Delivery {
-            transport: self.name.clone(),
-            detail: None,
-        })
+        Ok(Delivery::by(&self.name))
     }
 }

@@ -252,6 +252,7 @@ impl Transport for SmtpTransport {
                 "code": u16::from(response.code()),
                 "reply": response.message().collect::<Vec<_>>().join(" "),
             })),
+            provider_message_id: None,
         })
     }
 }

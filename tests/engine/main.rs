@@ -93,8 +93,8 @@ impl Transport for Scripted {
             .expect("delivered lock")
             .push((message.id, Instant::now()));
         Ok(Delivery {
-            transport: "mail".into(),
-            detail: None,
+            provider_message_id: Some(format!("provider-{n}")),
+            ..Delivery::by("mail")
         })
     }
 }
@@ -228,6 +228,7 @@ on_both_backends!(
     a_transient_failure_is_retried_under_the_same_stamp,
     deliveries_wait_for_the_rate_limiter,
     an_open_breaker_claims_nothing_until_a_probe_succeeds,
+    refused_credentials_open_the_breaker_and_cost_no_attempt,
     pause_stops_claims_and_survives_a_restart,
     shutdown_hands_back_unstarted_claims,
     a_panicking_transport_restarts_its_actor_and_delivery_goes_on,
@@ -261,6 +262,19 @@ async fn queued_messages_are_delivered_and_tracked(f: Fixture) {
     assert!(
         sent.started_at.is_some_and(|start| start <= sent.at),
         "{sent:?}"
+    );
+    // The provider's id of it is kept, and finds it.
+    let provider_id = sent
+        .detail
+        .as_ref()
+        .and_then(|d| d["provider_message_id"].as_str())
+        .expect("a provider id on the sent event");
+    assert_eq!(
+        f.storage
+            .find_by_provider_id("mail", provider_id)
+            .await
+            .expect("find"),
+        Some(ids[0])
     );
     assert_eq!(stored.message.attempts, 1);
     assert!(stored.message.sent_at.is_some());
@@ -427,6 +441,67 @@ async fn an_open_breaker_claims_nothing_until_a_probe_succeeds(f: Fixture) {
         "breaker open {} ms",
         mail.breaker_open_ms
     );
+}
+
+async fn refused_credentials_open_the_breaker_and_cost_no_attempt(f: Fixture) {
+    let transport = Scripted::new(Duration::ZERO, |n| {
+        if n == 0 {
+            Err(TransportError::Unauthorized {
+                code: Some(401),
+                message: "invalid_auth".into(),
+            })
+        } else {
+            Ok(())
+        }
+    });
+    // One refusal opens it, far below the threshold of transient failures.
+    let tuning = "circuit_failure_threshold = 5\ncircuit_open_ms = 1500\nconcurrency = 1\nbatch_size = 1\nprefetch_count = 0";
+    let engine = start(&f, tuning, transport.clone()).await;
+    let ids = enqueue(f.storage.as_ref(), 5).await;
+    eventually("the breaker opens", || async {
+        engine
+            .status()
+            .await
+            .expect("status")
+            .iter()
+            .any(|t| t.name == "mail" && t.circuit == CircuitState::Open)
+    })
+    .await;
+    assert_eq!(transport.calls(), 1);
+    eventually("all 5 are sent after the probe", || async {
+        count(f.storage.as_ref(), Status::Sent).await == 5
+    })
+    .await;
+    let mut refused = 0;
+    for id in &ids {
+        let stored = f
+            .storage
+            .get_message(*id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            stored.message.attempts, 1,
+            "the refused attempt was given back"
+        );
+        assert!(
+            !stored
+                .events
+                .iter()
+                .any(|e| e.kind == EventKind::AttemptFailed),
+            "a refused credential is no failure of the message: {stored:?}"
+        );
+        refused += stored
+            .events
+            .iter()
+            .filter(|e| {
+                e.kind == EventKind::Deferred
+                    && e.detail == Some(serde_json::json!({ "reason": "unauthorized" }))
+            })
+            .count();
+    }
+    assert_eq!(refused, 1, "the one refused attempt is on record");
+    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 async fn pause_stops_claims_and_survives_a_restart(f: Fixture) {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use herald::domain::{EventKind, Message, MessageWithEvents, NewMessage, Stamp, Status};
 use herald::storage::{
-    Enqueued, MessageFilter, OutcomeKind, PageRequest, Retention, RetentionOverride, RetentionRule,
-    Storage, StorageError,
+    Enqueued, MessageFilter, Outcome, OutcomeKind, PageRequest, Retention, RetentionOverride,
+    RetentionRule, Storage, StorageError,
 };
 
 use super::{LEASE, claim, events_of, failed, outcome};
@@ -1132,7 +1132,8 @@ async fn postgres_replaces_the_finished_indexes_of_a_large_store_partition_by_pa
     // V15's indexes, on a store with a sent, a dead and a cancelled
     // message among 10,000 sent older ones: V16 then declares its own.
     db.batch_execute(
-        "DROP INDEX finished_messages_unsent, finished_messages_fingerprint_hash;
+        "DROP INDEX finished_messages_unsent, finished_messages_fingerprint_hash,
+                    message_events_provider_id;
          CREATE INDEX finished_messages_status ON finished_messages (status, id);
          CREATE INDEX finished_messages_fingerprint ON finished_messages (fingerprint, id);",
     )
@@ -1156,12 +1157,13 @@ async fn postgres_replaces_the_finished_indexes_of_a_large_store_partition_by_pa
             retry_at: None,
         },
     );
-    s.record_outcomes(
-        vec![outcome(&claimed[0], OutcomeKind::Sent), dead],
-        t0() + secs(2),
-    )
-    .await
-    .expect("outcomes");
+    let sent = Outcome {
+        provider_message_id: Some("SM0001".into()),
+        ..outcome(&claimed[0], OutcomeKind::Sent)
+    };
+    s.record_outcomes(vec![sent, dead], t0() + secs(2))
+        .await
+        .expect("outcomes");
     s.cancel(batch[2].id, t0() + secs(3)).await.expect("cancel");
     db.batch_execute(
         "INSERT INTO finished_messages (id, channel, transport, status, priority, payload,
@@ -1178,6 +1180,21 @@ async fn postgres_replaces_the_finished_indexes_of_a_large_store_partition_by_pa
     ))
     .await
     .expect("V16");
+    db.batch_execute(include_str!(
+        "../../sql/postgres/V17__provider_message_ids.sql"
+    ))
+    .await
+    .expect("V17");
+    let provider_index_valid = || async {
+        db.query_one(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'message_events_provider_id'::regclass",
+            &[],
+        )
+        .await
+        .expect("the provider id index")
+        .get::<_, bool>(0)
+    };
+    assert!(!provider_index_valid().await, "declared, not built");
     let answers = || async {
         let by = |filter| async { listed_ids(s, filter).await };
         (
@@ -1234,6 +1251,14 @@ async fn postgres_replaces_the_finished_indexes_of_a_large_store_partition_by_pa
         .get::<_, i64>(0);
     assert_eq!(unindexed, 0);
     assert_eq!(answers().await, expected);
+    assert!(
+        provider_index_valid().await,
+        "built on every events partition"
+    );
+    assert_eq!(
+        s.find_by_provider_id("mail", "SM0001").await.expect("find"),
+        Some(claimed[0].id)
+    );
     // A day made after the change gets the lean indexes with it.
     s.expire_finished(t0() + chrono::Duration::days(30), 100)
         .await

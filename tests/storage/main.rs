@@ -19,6 +19,7 @@ use herald::storage::{
     RetentionRule, Storage, StorageError,
 };
 use herald::time::{Clock, ManualClock};
+use herald::transports::RecipientGone;
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -60,6 +61,7 @@ conformance!(
     a_retry_keeps_the_same_id_and_adds_events,
     a_message_is_dead_after_max_attempts,
     a_permanent_failure_dead_letters_at_once,
+    a_provider_id_is_kept_and_found_and_a_gone_recipient_named,
     an_expired_lease_is_recovered_and_claimed_again,
     an_expired_lease_on_the_final_attempt_dead_letters,
     an_outcome_under_a_stale_claim_token_is_refused,
@@ -606,6 +608,60 @@ async fn a_permanent_failure_dead_letters_at_once(f: &Fixture) {
     assert_eq!(
         dead.events.last().and_then(|e| e.detail.clone()),
         Some(serde_json::json!({ "reason": "permanent" }))
+    );
+}
+
+async fn a_provider_id_is_kept_and_found_and_a_gone_recipient_named(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let batch = emails(3, t0());
+    s.enqueue_many(batch.clone(), t0()).await.expect("enqueue");
+    let claimed = claim(s, 3, t0()).await;
+    let sent = |m: &Message, id: Option<&str>| Outcome {
+        provider_message_id: id.map(str::to_owned),
+        ..outcome(m, OutcomeKind::Sent)
+    };
+    let gone = Outcome {
+        recipient_gone: Some(RecipientGone::Unsubscribed),
+        ..failed(&claimed[2], None)
+    };
+    s.record_outcomes(
+        vec![
+            sent(&claimed[0], Some("SM0001")),
+            sent(&claimed[1], None),
+            gone,
+        ],
+        t0() + secs(1),
+    )
+    .await
+    .expect("record");
+    let last = |id| async move { stored_events(s, id).await.pop().expect("an event") };
+    let first = last(claimed[0].id).await;
+    assert_eq!(first.kind, EventKind::Sent);
+    assert_eq!(
+        first.detail,
+        Some(serde_json::json!({ "provider_message_id": "SM0001" }))
+    );
+    assert_eq!(last(claimed[1].id).await.detail, None);
+    let dead = last(claimed[2].id).await;
+    assert_eq!(dead.kind, EventKind::DeadLettered);
+    assert_eq!(
+        dead.detail,
+        Some(serde_json::json!({ "reason": "recipient_unsubscribed" }))
+    );
+    assert_eq!(
+        s.find_by_provider_id("mail", "SM0001").await.expect("find"),
+        Some(claimed[0].id)
+    );
+    // The id is the provider's, so it is looked up per transport.
+    assert_eq!(
+        s.find_by_provider_id("other", "SM0001")
+            .await
+            .expect("find"),
+        None
+    );
+    assert_eq!(
+        s.find_by_provider_id("mail", "SM0002").await.expect("find"),
+        None
     );
 }
 

@@ -779,9 +779,17 @@ async fn webhook_statuses_classify_for_retrying() {
             "{err:?}"
         );
     }
-    for status in [400, 401, 404, 410, 422] {
+    for status in [400, 404, 410, 422] {
         let err = answer(ResponseTemplate::new(status)).await;
         assert!(err.is_permanent(), "{status}: {err}");
+    }
+    // A refused credential is the transport's outage, not the message's.
+    for status in [401, 403] {
+        let err = answer(ResponseTemplate::new(status)).await;
+        assert!(
+            err.is_unauthorized() && !err.is_permanent(),
+            "{status}: {err}"
+        );
     }
     let err = answer(ResponseTemplate::new(404).set_body_string("no such hook")).await;
     assert!(err.to_string().contains("no such hook"), "{err}");

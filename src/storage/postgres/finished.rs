@@ -496,7 +496,7 @@ async fn shed_history_indexes(
     ] {
         let on = definition.strip_prefix(name).unwrap_or(definition);
         let unique = name == "messages_idempotency";
-        super::finished_indexes::build_concurrently(client, unique, name, on).await?;
+        super::partition_indexes::build_concurrently(client, unique, name, on).await?;
     }
     // Dropping a constraint takes a moment's exclusive lock.
     let tx = client.transaction().await?;
