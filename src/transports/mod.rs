@@ -19,6 +19,7 @@
 pub mod email;
 pub mod file;
 pub mod group;
+pub mod http;
 pub mod null;
 pub mod smtp;
 pub mod webhook;

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use sha2::Sha256;
 
@@ -58,8 +58,6 @@ pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
 /// How a Standard Webhooks secret is written: `whsec_` and base64.
 const SIGNING_SECRET_PREFIX: &str = "whsec_";
-/// How much of an error response's body is kept in the error message.
-const MAX_ERROR_BODY_CHARS: usize = 512;
 
 /// Where and how to post.
 #[derive(Debug, Clone)]
@@ -406,17 +404,8 @@ impl WebhookTransport {
         options: WebhookOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TransportError> {
-        super::install_crypto_provider();
         let name = name.into();
-        let client = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout)
-            // A redirect could send the request (and its signature) to a
-            // host nobody allowed; a 3xx is reported instead.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| TransportError::Local(format!("transport `{name}`: HTTP client: {e}")))?;
+        let client = super::http::client(&name, options.timeout)?;
         Ok(WebhookTransport {
             name,
             options,
@@ -554,17 +543,6 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     }
 }
 
-/// A `Retry-After` value: delay-seconds or an HTTP date. A date in the
-/// past, or a value that is neither, asks for no particular wait.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    at.duration_since(now).ok().filter(|d| !d.is_zero())
-}
-
 #[async_trait]
 impl Transport for WebhookTransport {
     fn name(&self) -> &str {
@@ -601,94 +579,16 @@ impl Transport for WebhookTransport {
                 .header(WEBHOOK_ID_HEADER, id)
                 .header(WEBHOOK_TIMESTAMP_HEADER, timestamp.to_string());
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| classify_request_error(&e, &host))?;
-        let status = response.status();
-        if status.is_success() {
+        let answer = super::http::send(request.body(body), &host).await?;
+        if answer.is_success() {
             return Ok(Delivery {
                 transport: self.name.clone(),
-                detail: Some(serde_json::json!({ "status": status.as_u16() })),
+                detail: Some(serde_json::json!({ "status": answer.status })),
+                provider_message_id: None,
             });
         }
-        let retry_after = match status.as_u16() {
-            429 | 503 => response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::from(self.clock.now()))),
-            _ => None,
-        };
-        let location = status
-            .is_redirection()
-            .then(|| response.headers().get(reqwest::header::LOCATION).cloned())
-            .flatten();
-        let mut text = match location.as_ref().and_then(|l| l.to_str().ok()) {
-            Some(location) => format!("{host}: redirect to {location} not followed"),
-            None => format!("{host}: HTTP {status}"),
-        };
-        let answer = error_body_prefix(response).await;
-        if !answer.trim().is_empty() {
-            text.push_str(": ");
-            text.push_str(answer.trim());
-        }
-        Err(TransportError::from_http_status(
-            status.as_u16(),
-            text,
-            retry_after,
-        ))
+        Err(answer.failure(SystemTime::from(self.clock.now())))
     }
-}
-
-/// The start of an error response's body, which usually says why. Read
-/// chunk by chunk so a provider answering with megabytes costs no more
-/// than the prefix kept; a body that fails half-way changes nothing about
-/// the status already received.
-async fn error_body_prefix(mut response: reqwest::Response) -> String {
-    let max_bytes = MAX_ERROR_BODY_CHARS * 4;
-    let mut bytes = Vec::new();
-    while bytes.len() < max_bytes {
-        match response.chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    bytes.truncate(max_bytes);
-    String::from_utf8_lossy(&bytes)
-        .chars()
-        .take(MAX_ERROR_BODY_CHARS)
-        .collect()
-}
-
-/// No answer was received. The URL is left out of the message (webhook
-/// URLs often carry tokens in their path); the host is enough to act on.
-fn classify_request_error(err: &reqwest::Error, host: &str) -> TransportError {
-    let message = format!("{host}: {}", error_chain(err));
-    if err.is_timeout() {
-        TransportError::Timeout(message)
-    } else if err.is_builder() {
-        TransportError::InvalidMessage(message)
-    } else {
-        TransportError::Connection(message)
-    }
-}
-
-fn error_chain(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    if let Some(url) = err.url() {
-        text = text
-            .replace(&format!(" for url ({url})"), "")
-            .replace(&format!(" ({url})"), "");
-    }
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -704,26 +604,6 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let now = httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").unwrap();
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after(" 120 ", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2026 07:29:30 GMT", now),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2026 07:00:00 GMT", now),
-            None
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-5", now), None);
     }
 
     #[test]
