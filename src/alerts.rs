@@ -491,6 +491,7 @@ pub fn notice_message(
                 to: settings.to.first().cloned().unwrap_or_default(),
                 from: settings.from.clone(),
                 body: text,
+                media_urls: Vec::new(),
             });
         }
         Channel::Chat => request.chat = Some(generic()),

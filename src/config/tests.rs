@@ -236,7 +236,9 @@ fn a_kind_key_of_the_wrong_type_or_unknown_is_named_with_the_others() {
 fn every_kind_loads_and_names_itself_as_registered() {
     let text = FULL.replace(
         "[routes]",
-        "[transports.spread]\nkind = \"round_robin\"\nmembers = [\"outbox\"]\n\n[routes]",
+        "[transports.spread]\nkind = \"round_robin\"\nmembers = [\"outbox\"]\n\n\
+         [transports.texts]\nkind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+         auth_token_env = \"HERALD_WEBHOOK_SECRET\"\nfrom = \"+14155550000\"\n\n[routes]",
     );
     let settings = load(&text).expect("valid");
     let mut loaded: Vec<&str> = settings

@@ -57,6 +57,11 @@ impl Fingerprint {
             Payload::Sms(sms) => {
                 hasher.field(sms.to.as_bytes());
                 hasher.field(normalise_newlines(&sms.body).as_bytes());
+                // Only when there are some: a plain SMS keeps the
+                // fingerprint it had before media could be sent.
+                if !sms.media_urls.is_empty() {
+                    hasher.list(sms.media_urls.iter().map(|u| u.as_bytes()));
+                }
             }
             Payload::Generic(_, generic) => {
                 hasher.optional(generic.url.as_deref());
@@ -239,6 +244,7 @@ mod tests {
                 to: to.into(),
                 from: None,
                 body: body.into(),
+                media_urls: Vec::new(),
             }))
         };
         assert_eq!(sms("+14155550100", "hi"), sms("+14155550100", "hi"));

@@ -20,6 +20,8 @@ pub const MAX_ATTACHMENTS: usize = 20;
 const MAX_SUBJECT_CHARS: usize = 998;
 /// Longest SMS body, in characters (ten concatenated segments).
 const MAX_SMS_CHARS: usize = 1600;
+/// Most media one SMS (an MMS) may carry, as Twilio takes them.
+const MAX_SMS_MEDIA: usize = 10;
 /// Most custom headers on one email.
 const MAX_HEADERS: usize = 50;
 
@@ -144,6 +146,10 @@ pub struct SmsPayload {
         pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F][^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
     )]
     pub body: String,
+    /// Media sent with it as an MMS: up to 10 public http(s) URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 10)]
+    pub media_urls: Vec<String>,
 }
 
 /// A chat, push or webhook notification: a JSON document for the provider,
@@ -210,13 +216,13 @@ impl Payload {
                 "headers",
                 "attachments",
             ],
-            Payload::Sms(_) => &["from"],
+            Payload::Sms(_) => &["from", "media_urls"],
             Payload::Generic(..) => &["url"],
         };
         if let Some(object) = value.as_object_mut() {
             for key in defaults {
                 object.entry(*key).or_insert_with(|| match *key {
-                    "cc" | "bcc" | "attachments" => serde_json::json!([]),
+                    "cc" | "bcc" | "attachments" | "media_urls" => serde_json::json!([]),
                     "headers" => serde_json::json!({}),
                     _ => serde_json::Value::Null,
                 });
@@ -436,6 +442,23 @@ impl SmsPayload {
             ));
         }
         check_text(&self.body, Lines::Many, || format!("{field}.body"))?;
+        if self.media_urls.len() > MAX_SMS_MEDIA {
+            return Err(ValidationError::too_many(
+                format!("{field}.media_urls"),
+                format!("at most {MAX_SMS_MEDIA} media URLs"),
+            ));
+        }
+        for (i, media) in self.media_urls.iter().enumerate() {
+            let public = url::Url::parse(media)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if public.is_none() {
+                return Err(ValidationError::invalid(
+                    format!("{field}.media_urls[{i}]"),
+                    "an http(s) URL with a host, which the provider fetches the media from",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -706,6 +729,7 @@ mod tests {
             to: "+14155550100".into(),
             from: Some("+14155550199".into()),
             body: "Your code\nis 123456".into(),
+            media_urls: Vec::new(),
         };
         assert_eq!(sms.validate("sms"), Ok(()));
         for (field, bad) in [
@@ -797,6 +821,7 @@ mod tests {
             to: "+14155550100".into(),
             from: Some("Herald".into()),
             body: "hi".into(),
+            media_urls: Vec::new(),
         };
         assert_eq!(sms.validate("sms"), Ok(()));
         let bad = SmsPayload {
@@ -806,9 +831,21 @@ mod tests {
         assert_eq!(field_of(bad.validate("sms")), "sms.to");
         let bad = SmsPayload {
             body: String::new(),
-            ..sms
+            ..sms.clone()
         };
         assert_eq!(field_of(bad.validate("sms")), "sms.body");
+        let media = |urls: &[&str]| SmsPayload {
+            media_urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            ..sms.clone()
+        };
+        assert_eq!(
+            media(&["https://cdn.example.com/a.png"]).validate("sms"),
+            Ok(())
+        );
+        let bad = media(&["https://cdn.example.com/a.png", "file:///etc/passwd"]);
+        assert_eq!(field_of(bad.validate("sms")), "sms.media_urls[1]");
+        let bad = media(&["https://cdn.example.com/a.png"; 11]);
+        assert_eq!(field_of(bad.validate("sms")), "sms.media_urls");
     }
 
     #[test]
@@ -849,6 +886,7 @@ mod tests {
                 to: "+14155550100".into(),
                 from: Some("Shop".into()),
                 body: "Thanks".into(),
+                media_urls: vec!["https://cdn.example.com/receipt.png".into()],
             }),
             Payload::Generic(
                 Channel::Webhook,
@@ -868,6 +906,7 @@ mod tests {
                 to: "+14155550100".into(),
                 from: None,
                 body: "Thanks".into(),
+                media_urls: Vec::new(),
             }),
             Payload::Generic(
                 Channel::Push,

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
 use super::TransportError;
 
@@ -16,6 +16,48 @@ const MAX_ERROR_BODY_CHARS: usize = 512;
 /// The most of a successful answer's body read: enough for any
 /// provider's receipt, never a provider's whole stream.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The `base_url` key every provider kind takes: the API's root, to which
+/// the provider's documented path is appended. Problems are reported
+/// under the key.
+pub fn base_url(
+    table: &mut crate::config::KindTable<'_>,
+    configured: Option<&str>,
+    default: &str,
+) -> Option<url::Url> {
+    let text = configured.unwrap_or(default);
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            // A root with a path keeps it: the documented path goes after.
+            let mut url = url;
+            if !url.path().ends_with('/') {
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            Some(url)
+        }
+        Ok(_) => {
+            table.problem(
+                "base_url",
+                format!("`{text}` is not an http(s) URL with a host"),
+            );
+            None
+        }
+        Err(e) => {
+            table.problem("base_url", format!("not a URL: {e}"));
+            None
+        }
+    }
+}
+
+/// `Basic base64(user:password)`, marked sensitive so it is never logged.
+pub fn basic_auth(user: &str, password: &str) -> Option<HeaderValue> {
+    use base64::Engine;
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {pair}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
 
 /// An HTTP client for transport `name`: connections kept alive and
 /// reused across deliveries (one pool per transport), every request

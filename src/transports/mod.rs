@@ -22,6 +22,7 @@ pub mod group;
 pub mod http;
 pub mod null;
 pub mod smtp;
+pub mod twilio;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ pub const KINDS: &[&KindSpec] = &[
     &file::KIND,
     &smtp::KIND,
     &webhook::KIND,
+    &twilio::KIND,
     &null::KIND,
     &group::FAILOVER,
     &group::ROUND_ROBIN,

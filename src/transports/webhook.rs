@@ -521,6 +521,9 @@ fn request_body(
             if let Some(from) = sms.from {
                 document["from"] = serde_json::Value::String(from);
             }
+            if !sms.media_urls.is_empty() {
+                document["media_urls"] = serde_json::json!(sms.media_urls);
+            }
             (document, None)
         }
         Payload::Generic(_, generic) => (generic.payload, generic.url),
