@@ -437,6 +437,10 @@ pub fn notice_message(
 ) -> Result<NewMessage, ValidationError> {
     let document = notice_document(alert, notice);
     let text = summary(alert, notice);
+    let native = policy
+        .transports
+        .get(&settings.transport)
+        .is_some_and(|t| t.native.contains(&settings.channel));
     let mut request = EnqueueRequest {
         channel: settings.channel,
         transport: Some(settings.transport.clone()),
@@ -494,8 +498,16 @@ pub fn notice_message(
                 media_urls: Vec::new(),
             });
         }
-        Channel::Chat => request.chat = Some(generic()),
-        Channel::Push => request.push = Some(generic()),
+        // A chat provider takes the notice as text to the first of `to`;
+        // a webhook-kind transport the JSON document.
+        Channel::Chat if native => {
+            request.chat = Some(serde_json::json!({
+                "channel": settings.to.first().cloned().unwrap_or_default(),
+                "text": text,
+            }));
+        }
+        Channel::Chat => request.chat = serde_json::to_value(generic()).ok(),
+        Channel::Push => request.push = serde_json::to_value(generic()).ok(),
         Channel::Webhook => request.webhook = Some(generic()),
     }
     request.into_new_message(policy, now)

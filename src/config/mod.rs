@@ -134,6 +134,9 @@ pub struct TransportSettings {
     pub delivery: DeliverySettings,
     /// Channels this transport can deliver.
     pub channels: Vec<Channel>,
+    /// Those of its channels it takes in the provider shape (push:
+    /// `{token, ...}`, chat: `{channel, text, ...}`), not `{payload, url?}`.
+    pub native: Vec<Channel>,
 }
 
 /// How long analytics rollups are kept, and at what resolution.
@@ -331,6 +334,7 @@ impl Settings {
                         channels: t.channels.clone(),
                         max_attempts: t.delivery.max_attempts(),
                         allowed_url_hosts: t.kind.allowed_url_hosts().map(<[String]>::to_vec),
+                        native: t.native.clone(),
                     };
                     (name.clone(), intake)
                 })

@@ -1181,6 +1181,7 @@ impl RawConfig {
                         kind,
                         delivery,
                         channels,
+                        native: spec.native.to_vec(),
                     },
                 );
             }
@@ -1192,6 +1193,7 @@ impl RawConfig {
                 continue;
             };
             let mut channels: Option<Vec<Channel>> = None;
+            let mut native: Option<Vec<Channel>> = None;
             for (i, member) in members.iter().enumerate() {
                 let key = format!("transports.{group}.members[{i}]");
                 match settings.get(member) {
@@ -1202,15 +1204,31 @@ impl RawConfig {
                         format!("`{member}` is a group; members must be plain transports"),
                     ),
                     Some(m) => {
-                        channels = Some(match channels {
-                            None => m.channels.clone(),
-                            Some(c) => c.into_iter().filter(|ch| m.channels.contains(ch)).collect(),
+                        // A channel only some members take in the
+                        // provider shape is one the group cannot carry:
+                        // no payload would suit every member.
+                        let agreed = |ch: &Channel, native: &[Channel]| {
+                            native.contains(ch) == m.native.contains(ch)
+                        };
+                        channels = Some(match (channels, &native) {
+                            (None, _) => m.channels.clone(),
+                            (Some(c), Some(n)) => c
+                                .into_iter()
+                                .filter(|ch| m.channels.contains(ch) && agreed(ch, n))
+                                .collect(),
+                            (Some(c), None) => c,
                         });
+                        native.get_or_insert_with(|| m.native.clone());
                     }
                 }
             }
             if let Some(group) = settings.get_mut(&group) {
                 group.channels = channels.unwrap_or_default();
+                group.native = native
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|ch| group.channels.contains(ch))
+                    .collect();
             }
         }
         settings

@@ -63,6 +63,26 @@ impl Fingerprint {
                     hasher.list(sms.media_urls.iter().map(|u| u.as_bytes()));
                 }
             }
+            Payload::Push(push) => {
+                hasher.field(push.token.as_bytes());
+                hasher.optional(push.title.as_deref().map(str::trim));
+                hasher.optional(push.body.as_deref().map(normalise_newlines).as_deref());
+                let data: Vec<&[u8]> = push
+                    .data
+                    .iter()
+                    .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()])
+                    .collect();
+                hasher.list(data.into_iter());
+            }
+            Payload::Chat(chat) => {
+                hasher.field(chat.channel.as_bytes());
+                hasher.field(normalise_newlines(&chat.text).as_bytes());
+                let blocks = chat
+                    .blocks
+                    .as_ref()
+                    .map(|b| serde_json::Value::from(b.clone()).to_string());
+                hasher.optional(blocks.as_deref());
+            }
             Payload::Generic(_, generic) => {
                 hasher.optional(generic.url.as_deref());
                 // serde_json's Map is a BTreeMap here (no `preserve_order`),

@@ -2,6 +2,7 @@
 //! priorities, stamps and fingerprints. Plain data and pure functions; no I/O.
 
 mod fingerprint;
+mod native;
 mod payload;
 mod request;
 mod text;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 pub use fingerprint::Fingerprint;
+pub use native::{ChatPayload, PushPayload};
 pub use payload::{
     Address, Attachment, EmailPayload, GenericPayload, MAX_ATTACHMENTS, MAX_RECIPIENTS, Payload,
     SmsPayload,

@@ -9,6 +9,7 @@ use base64::Engine;
 use lettre::message::Mailbox;
 use serde::{Deserialize, Serialize};
 
+use super::native::{ChatPayload, PushPayload};
 use super::text::{Lines, describe, forbidden_in_address, forbidden_in_text};
 use super::{Channel, ValidationError};
 
@@ -169,7 +170,12 @@ pub struct GenericPayload {
 pub enum Payload {
     Email(EmailPayload),
     Sms(SmsPayload),
-    /// Chat, push and webhook share one shape.
+    /// A push as the push providers take it.
+    Push(PushPayload),
+    /// A chat message as the chat providers take it.
+    Chat(ChatPayload),
+    /// A JSON document for a webhook-kind transport, of any channel but
+    /// email and SMS.
     Generic(Channel, GenericPayload),
 }
 
@@ -178,6 +184,8 @@ impl Payload {
         match self {
             Payload::Email(_) => Channel::Email,
             Payload::Sms(_) => Channel::Sms,
+            Payload::Push(_) => Channel::Push,
+            Payload::Chat(_) => Channel::Chat,
             Payload::Generic(channel, _) => *channel,
         }
     }
@@ -191,6 +199,8 @@ impl Payload {
         let text = match self {
             Payload::Email(email) => serde_json::to_string(email),
             Payload::Sms(sms) => serde_json::to_string(sms),
+            Payload::Push(push) => serde_json::to_string(push),
+            Payload::Chat(chat) => serde_json::to_string(chat),
             Payload::Generic(_, generic) => serde_json::to_string(generic),
         };
         text.unwrap_or_else(|_| "null".to_owned())
@@ -203,6 +213,8 @@ impl Payload {
         let value = match self {
             Payload::Email(email) => serde_json::to_value(email),
             Payload::Sms(sms) => serde_json::to_value(sms),
+            Payload::Push(push) => serde_json::to_value(push),
+            Payload::Chat(chat) => serde_json::to_value(chat),
             Payload::Generic(_, generic) => serde_json::to_value(generic),
         };
         let mut value = value.unwrap_or(serde_json::Value::Null);
@@ -217,13 +229,23 @@ impl Payload {
                 "attachments",
             ],
             Payload::Sms(_) => &["from", "media_urls"],
+            Payload::Push(_) => &[
+                "title",
+                "body",
+                "data",
+                "badge",
+                "sound",
+                "ttl_s",
+                "collapse_key",
+            ],
+            Payload::Chat(_) => &["blocks", "thread_ts"],
             Payload::Generic(..) => &["url"],
         };
         if let Some(object) = value.as_object_mut() {
             for key in defaults {
                 object.entry(*key).or_insert_with(|| match *key {
                     "cc" | "bcc" | "attachments" | "media_urls" => serde_json::json!([]),
-                    "headers" => serde_json::json!({}),
+                    "headers" | "data" => serde_json::json!({}),
                     _ => serde_json::Value::Null,
                 });
             }
@@ -236,6 +258,14 @@ impl Payload {
         Ok(match channel {
             Channel::Email => Payload::Email(EmailPayload::deserialize(value)?),
             Channel::Sms => Payload::Sms(SmsPayload::deserialize(value)?),
+            // A generic document always has its `payload`; the native
+            // shapes never have one.
+            Channel::Push if value.get("payload").is_none() => {
+                Payload::Push(PushPayload::deserialize(value)?)
+            }
+            Channel::Chat if value.get("payload").is_none() => {
+                Payload::Chat(ChatPayload::deserialize(value)?)
+            }
             other => Payload::Generic(other, GenericPayload::deserialize(value)?),
         })
     }
@@ -507,7 +537,7 @@ fn parse_mailbox(raw: &str, field: impl FnOnce() -> String) -> Result<Mailbox, V
 
 /// Refuses the control characters `lines` does not allow; `field` is
 /// formatted only for an error, as in [`parse_mailbox`].
-fn check_text(
+pub(super) fn check_text(
     text: &str,
     lines: Lines,
     field: impl FnOnce() -> String,
@@ -868,7 +898,7 @@ mod tests {
     }
 
     /// Every field of each payload set, so that its JSON names them all.
-    fn complete() -> [Payload; 3] {
+    fn complete() -> [Payload; 5] {
         let mut email = email();
         email.cc = vec!["bob@example.com".into()];
         email.bcc = vec!["carol@example.com".into()];
@@ -895,11 +925,27 @@ mod tests {
                     url: Some("https://example.com/hook".into()),
                 },
             ),
+            Payload::Push(PushPayload {
+                token: "device-1".into(),
+                title: Some("Shipped".into()),
+                body: Some("Your order is on its way".into()),
+                data: BTreeMap::from([("order".into(), "42".into())]),
+                badge: Some(1),
+                sound: Some("default".into()),
+                ttl_s: Some(3600),
+                collapse_key: Some("order-42".into()),
+            }),
+            Payload::Chat(ChatPayload {
+                channel: "C0123456789".into(),
+                text: "Deploy finished".into(),
+                blocks: Some(vec![serde_json::json!({"type": "divider"})]),
+                thread_ts: Some("1712345678.000100".into()),
+            }),
         ]
     }
 
     /// Each payload with only what it must have.
-    fn bare() -> [Payload; 3] {
+    fn bare() -> [Payload; 5] {
         [
             Payload::Email(email()),
             Payload::Sms(SmsPayload {
@@ -916,6 +962,22 @@ mod tests {
                     url: None,
                 },
             ),
+            Payload::Push(PushPayload {
+                token: "device-1".into(),
+                title: Some("Shipped".into()),
+                body: None,
+                data: BTreeMap::new(),
+                badge: None,
+                sound: None,
+                ttl_s: None,
+                collapse_key: None,
+            }),
+            Payload::Chat(ChatPayload {
+                channel: "C0123456789".into(),
+                text: "Deploy finished".into(),
+                blocks: None,
+                thread_ts: None,
+            }),
         ]
     }
 
@@ -938,6 +1000,8 @@ mod tests {
                 r#"{"from":"Shop <shop@example.com>","to":["alice@example.com"],"subject":"Your receipt","text":"Thanks"}"#,
                 r#"{"to":"+14155550100","body":"Thanks"}"#,
                 r#"{"payload":{}}"#,
+                r#"{"token":"device-1","title":"Shipped"}"#,
+                r#"{"channel":"C0123456789","text":"Deploy finished"}"#,
             ]
         );
         for payload in bare.into_iter().chain(complete()) {
@@ -957,6 +1021,8 @@ mod tests {
                 match &complete {
                     Payload::Email(e) => serde_json::to_value(e),
                     Payload::Sms(s) => serde_json::to_value(s),
+                    Payload::Push(p) => serde_json::to_value(p),
+                    Payload::Chat(c) => serde_json::to_value(c),
                     Payload::Generic(_, g) => serde_json::to_value(g),
                 }
                 .expect("JSON"),

@@ -90,10 +90,16 @@ pub struct EnqueueRequest {
     pub email: Option<EmailPayload>,
     #[serde(default)]
     pub sms: Option<SmsPayload>,
+    /// `{payload, url?}` for a webhook-kind transport, `{channel, text,
+    /// ...}` for a chat provider (the server's description names which).
     #[serde(default)]
-    pub chat: Option<GenericPayload>,
+    #[schema(value_type = Option<GenericPayload>)]
+    pub chat: Option<serde_json::Value>,
+    /// `{payload, url?}` for a webhook-kind transport, `{token, title,
+    /// ...}` for a push provider (the server's description names which).
     #[serde(default)]
-    pub push: Option<GenericPayload>,
+    #[schema(value_type = Option<GenericPayload>)]
+    pub push: Option<serde_json::Value>,
     #[serde(default)]
     pub webhook: Option<GenericPayload>,
 }
@@ -136,6 +142,10 @@ pub struct TransportIntake {
     /// Hosts a per-message `url` may point at; `None` refuses every
     /// per-message URL.
     pub allowed_url_hosts: Option<Vec<String>>,
+    /// The channels whose provider shape (push: `{token, ...}`, chat:
+    /// `{channel, text, ...}`) it takes; for the others it takes the
+    /// generic `{payload, url?}`.
+    pub native: Vec<Channel>,
 }
 
 impl Default for Priority {
@@ -190,6 +200,55 @@ impl ValidationError {
     }
 }
 
+impl ValidationError {
+    /// A JSON document of the wrong shape, the field named by the error's
+    /// path under `prefix` (the whole body when `None`).
+    pub fn from_json_error(
+        prefix: Option<&str>,
+        err: &serde_path_to_error::Error<serde_json::Error>,
+    ) -> ValidationError {
+        let path = err.path().to_string();
+        let path = match (prefix, path.as_str()) {
+            (None, ".") => String::new(),
+            (None, _) => path,
+            (Some(prefix), ".") => prefix.to_owned(),
+            (Some(prefix), _) => format!("{prefix}.{path}"),
+        };
+        let message = err.inner().to_string();
+        // serde_path_to_error records an unknown key in the path, but
+        // reports a missing one at the enclosing object: its name is only
+        // in serde's fixed wording of the message.
+        let (code, field) = if message.starts_with("unknown field `") {
+            ("unknown_field", path)
+        } else if let Some(name) = quoted_after(&message, "missing field `") {
+            ("required", join_path(&path, name))
+        } else if let Some(name) = quoted_after(&message, "duplicate field `") {
+            ("duplicate_field", join_path(&path, name))
+        } else {
+            ("invalid", path)
+        };
+        let field = if field.is_empty() {
+            "body".to_owned()
+        } else {
+            field
+        };
+        ValidationError::new(field, code, message)
+    }
+}
+
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split('`').next()
+}
+
+fn join_path(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
 impl EnqueueRequest {
     /// Validates the request against `policy` and gives it a stamp.
     pub fn into_new_message(
@@ -198,7 +257,15 @@ impl EnqueueRequest {
         now: DateTime<Utc>,
     ) -> Result<NewMessage, ValidationError> {
         let channel = self.channel;
-        let payload = self.take_payload()?;
+        // Which shape a push or chat payload has is its transport's; a
+        // transport that cannot be found is reported after the payload.
+        let native = self
+            .transport
+            .as_ref()
+            .or_else(|| policy.routes.get(&channel))
+            .and_then(|name| policy.transports.get(name))
+            .is_some_and(|intake| intake.native.contains(&channel));
+        let payload = self.take_payload(native)?;
 
         let transport = match &self.transport {
             Some(name) => name.clone(),
@@ -289,8 +356,9 @@ impl EnqueueRequest {
         })
     }
 
-    /// Exactly the payload field named by `channel` must be present.
-    fn take_payload(&self) -> Result<Payload, ValidationError> {
+    /// Exactly the payload field named by `channel` must be present; a
+    /// push or chat payload in the provider shape when `native`.
+    fn take_payload(&self, native: bool) -> Result<Payload, ValidationError> {
         let channel = self.channel;
         let present: Vec<Channel> = [
             (Channel::Email, self.email.is_some()),
@@ -312,8 +380,22 @@ impl EnqueueRequest {
         let payload = match channel {
             Channel::Email => self.email.clone().map(Payload::Email),
             Channel::Sms => self.sms.clone().map(Payload::Sms),
-            Channel::Chat => self.chat.clone().map(|p| Payload::Generic(channel, p)),
-            Channel::Push => self.push.clone().map(|p| Payload::Generic(channel, p)),
+            Channel::Chat => self
+                .chat
+                .as_ref()
+                .map(|value| match native {
+                    true => shaped(value, field).map(Payload::Chat),
+                    false => shaped(value, field).map(|p| Payload::Generic(channel, p)),
+                })
+                .transpose()?,
+            Channel::Push => self
+                .push
+                .as_ref()
+                .map(|value| match native {
+                    true => shaped(value, field).map(Payload::Push),
+                    false => shaped(value, field).map(|p| Payload::Generic(channel, p)),
+                })
+                .transpose()?,
             Channel::Webhook => self.webhook.clone().map(|p| Payload::Generic(channel, p)),
         }
         .ok_or_else(|| {
@@ -325,10 +407,22 @@ impl EnqueueRequest {
         match &payload {
             Payload::Email(email) => email.validate(field)?,
             Payload::Sms(sms) => sms.validate(field)?,
+            Payload::Push(push) => push.validate(field)?,
+            Payload::Chat(chat) => chat.validate(field)?,
             Payload::Generic(_, generic) => generic.validate(field)?,
         }
         Ok(payload)
     }
+}
+
+/// `value`, the payload object under `field`, read as `T`; a wrong shape
+/// is named by its path under `field`.
+fn shaped<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    field: &str,
+) -> Result<T, ValidationError> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|err| ValidationError::from_json_error(Some(field), &err))
 }
 
 fn check_url_allowed(
@@ -373,14 +467,25 @@ mod tests {
                 channels: vec![Channel::Email],
                 max_attempts: 4,
                 allowed_url_hosts: None,
+                native: Vec::new(),
+            },
+        );
+        transports.insert(
+            "phones".to_string(),
+            TransportIntake {
+                channels: vec![Channel::Push],
+                max_attempts: 3,
+                allowed_url_hosts: None,
+                native: vec![Channel::Push],
             },
         );
         transports.insert(
             "hooks".to_string(),
             TransportIntake {
-                channels: vec![Channel::Chat, Channel::Webhook],
+                channels: vec![Channel::Chat, Channel::Push, Channel::Webhook],
                 max_attempts: 2,
                 allowed_url_hosts: Some(vec!["hooks.example.com".into()]),
+                native: Vec::new(),
             },
         );
         EnqueuePolicy {
@@ -403,6 +508,71 @@ mod tests {
             "email": {"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
         }))
         .expect("a valid request body")
+    }
+
+    #[test]
+    fn push_payloads_take_their_transport_s_shape_and_name_the_field_at_fault() {
+        let push = |transport: &str, push: serde_json::Value| {
+            let req: EnqueueRequest = serde_json::from_value(serde_json::json!({
+                "channel": "push", "transport": transport, "push": push
+            }))
+            .expect("a request body");
+            req.into_new_message(&policy(), now())
+        };
+        let native = push(
+            "phones",
+            serde_json::json!({"token": "device-1", "title": "Hi"}),
+        )
+        .expect("a provider's push");
+        assert_eq!(native.payload, r#"{"token":"device-1","title":"Hi"}"#);
+        let generic = push("hooks", serde_json::json!({"payload": {"title": "Hi"}}))
+            .expect("a webhook's push");
+        assert_eq!(generic.payload, r#"{"payload":{"title":"Hi"}}"#);
+        for (transport, body, field, code) in [
+            (
+                "phones",
+                serde_json::json!({"payload": {}}),
+                "push.payload",
+                "unknown_field",
+            ),
+            (
+                "phones",
+                serde_json::json!({"title": "Hi"}),
+                "push.token",
+                "required",
+            ),
+            (
+                "phones",
+                serde_json::json!({"token": 5, "title": "Hi"}),
+                "push.token",
+                "invalid",
+            ),
+            (
+                "phones",
+                serde_json::json!({"token": "d", "badge": -1, "title": "x"}),
+                "push.badge",
+                "invalid",
+            ),
+            (
+                "phones",
+                serde_json::json!({"token": "d"}),
+                "push.title",
+                "required",
+            ),
+            (
+                "hooks",
+                serde_json::json!({"token": "d", "title": "Hi"}),
+                "push.title",
+                "unknown_field",
+            ),
+        ] {
+            let err = push(transport, body.clone()).expect_err("refused");
+            assert_eq!(
+                (err.field.as_str(), err.code),
+                (field, code),
+                "{body}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -176,40 +176,7 @@ fn json_error(err: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
             field: None,
         };
     }
-    let path = err.path().to_string();
-    let path = if path == "." { String::new() } else { path };
-    let message = inner.to_string();
-    // serde_path_to_error records an unknown key in the path, but reports
-    // a missing one at the enclosing object: its name is only in serde's
-    // fixed wording of the message.
-    let (code, field) = if message.starts_with("unknown field `") {
-        ("unknown_field", path)
-    } else if let Some(name) = quoted_after(&message, "missing field `") {
-        ("required", join_path(&path, name))
-    } else if let Some(name) = quoted_after(&message, "duplicate field `") {
-        ("duplicate_field", join_path(&path, name))
-    } else {
-        ("invalid", path)
-    };
-    let field = if field.is_empty() {
-        "body".to_owned()
-    } else {
-        field
-    };
-    ApiError::Validation(ValidationError::new(field, code, message))
-}
-
-fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
-    let rest = message.strip_prefix(prefix)?;
-    rest.split('`').next()
-}
-
-fn join_path(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{path}.{name}")
-    }
+    ApiError::Validation(ValidationError::from_json_error(None, err))
 }
 
 /// A query string checked against the parameters a route accepts.

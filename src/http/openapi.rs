@@ -63,6 +63,8 @@ pub const DOCS_PATH: &str = "/api/docs/";
         crate::domain::Stamp,
         crate::domain::Fingerprint,
         crate::domain::Category,
+        crate::domain::PushPayload,
+        crate::domain::ChatPayload,
         TransportName,
         Window,
         Bucket,
@@ -132,6 +134,13 @@ fn beyond_derives(spec: &mut Value) {
     if let Some(payload) = spec.pointer_mut("/components/schemas/GenericPayload/properties/payload")
     {
         payload["not"] = json!({"type": "null"});
+    }
+    if let Some(push) = spec.pointer_mut("/components/schemas/PushPayload") {
+        push["anyOf"] = json!([
+            {"required": ["title"]},
+            {"required": ["body"]},
+            {"required": ["data"], "properties": {"data": {"type": "object", "minProperties": 1}}},
+        ]);
     }
 }
 
@@ -221,8 +230,10 @@ impl Spec {
 }
 
 /// `EnqueueRequest` as one schema per channel that some transport
-/// delivers, each naming the payload it must carry and the transports it
-/// may name; without a route for its channel, `transport` is required.
+/// delivers and payload shape its transports take (push and chat go to a
+/// provider kind in the provider's shape, to a webhook kind as `{payload,
+/// url?}`), each naming the payload it must carry and the transports it
+/// may name; without a route to one of those, `transport` is required.
 /// A channel nothing delivers has no schema: every such message is
 /// refused.
 fn tie_payload_to_channel(spec: &mut Value, policy: &EnqueuePolicy) {
@@ -237,76 +248,113 @@ fn tie_payload_to_channel(spec: &mut Value, policy: &EnqueuePolicy) {
     };
     let mut variants = Vec::new();
     let mut mapping = Map::new();
+    let mut two_shapes = false;
     for &channel in Channel::ALL {
-        let mut transports: Vec<&str> = policy
-            .transports
-            .iter()
-            .filter(|(_, intake)| intake.channels.contains(&channel))
-            .map(|(name, _)| name.as_str())
+        // The transports of the channel, apart by the payload shape they
+        // take: the provider kinds' own, and `{payload, url?}`.
+        let mut by_shape: [(bool, Vec<&str>); 2] = [(false, Vec::new()), (true, Vec::new())];
+        for (name, intake) in &policy.transports {
+            if intake.channels.contains(&channel) {
+                let native = intake.native.contains(&channel);
+                by_shape[usize::from(native)].1.push(name.as_str());
+            }
+        }
+        let shapes: Vec<(bool, Vec<&str>)> = by_shape
+            .into_iter()
+            .filter(|(_, transports)| !transports.is_empty())
             .collect();
-        if transports.is_empty() {
-            continue;
+        two_shapes |= shapes.len() > 1;
+        for (native, mut transports) in shapes {
+            transports.sort_unstable();
+            let Some(variant) =
+                channel_variant(&base, schemas, policy, channel, native, &transports)
+            else {
+                return;
+            };
+            let name = match native {
+                false => format!("{}EnqueueRequest", capitalised(channel.as_str())),
+                true => format!("{}ProviderEnqueueRequest", capitalised(channel.as_str())),
+            };
+            let reference = format!("#/components/schemas/{name}");
+            mapping.insert(channel.as_str().to_owned(), json!(reference));
+            variants.push(json!({"$ref": reference}));
+            schemas.insert(name, variant);
         }
-        transports.sort_unstable();
-        let mut variant = base.clone();
-        let Some(properties) = variant["properties"].as_object_mut() else {
-            return;
-        };
-        for other in Channel::ALL.iter().filter(|c| **c != channel) {
-            properties.remove(other.as_str());
-        }
-        let payload = properties
-            .get(channel.as_str())
-            .and_then(|p| p["oneOf"].as_array())
-            .and_then(|alternatives| alternatives.iter().find(|a| a.get("$ref").is_some()))
-            .map(|reference| json!({"$ref": reference["$ref"]}));
-        let Some(mut payload) = payload else {
-            return;
-        };
-        if payload["$ref"] == "#/components/schemas/GenericPayload"
-            && let Some(generic) = schemas.get("GenericPayload")
-        {
-            payload = with_allowed_urls(generic.clone(), channel, policy);
-        }
-        properties.insert(channel.as_str().to_owned(), payload);
-        properties.insert(
-            "channel".to_owned(),
-            json!({"type": "string", "enum": [channel.as_str()]}),
-        );
-        let routed = policy.routes.contains_key(&channel);
-        let transport = if routed {
-            let mut names: Vec<Value> = transports.iter().map(|t| json!(t)).collect();
-            names.push(Value::Null);
-            json!({"type": ["string", "null"], "enum": names,
-                   "description": "A transport that delivers this channel; without it, the channel's route decides"})
-        } else {
-            json!({"type": "string", "enum": transports,
-                   "description": "A transport that delivers this channel (the channel has no route)"})
-        };
-        properties.insert("transport".to_owned(), transport);
-        let mut required = vec!["channel", channel.as_str()];
-        if !routed {
-            required.push("transport");
-        }
-        variant["required"] = json!(required);
-        variant["description"] = json!(format!("A `{channel}` message."));
-        let name = format!("{}EnqueueRequest", capitalised(channel.as_str()));
-        let reference = format!("#/components/schemas/{name}");
-        mapping.insert(channel.as_str().to_owned(), json!(reference));
-        variants.push(json!({"$ref": reference}));
-        schemas.insert(name, variant);
     }
     if variants.is_empty() {
         return;
     }
-    schemas.insert(
-        "EnqueueRequest".to_owned(),
-        json!({
-            "description": base["description"],
-            "oneOf": variants,
-            "discriminator": {"propertyName": "channel", "mapping": mapping},
-        }),
+    let mut request = json!({
+        "description": base["description"],
+        "oneOf": variants,
+    });
+    // A channel with two shapes has two schemas, which one discriminator
+    // value cannot name: the payload's own required fields tell them apart.
+    if !two_shapes {
+        request["discriminator"] = json!({"propertyName": "channel", "mapping": mapping});
+    }
+    schemas.insert("EnqueueRequest".to_owned(), request);
+}
+
+/// The enqueue body of `channel` through `transports`, which all take
+/// its payload in the provider shape (`native`) or all as `{payload,
+/// url?}`; `None` when the generated schema is not as expected.
+fn channel_variant(
+    base: &Value,
+    schemas: &Map<String, Value>,
+    policy: &EnqueuePolicy,
+    channel: Channel,
+    native: bool,
+    transports: &[&str],
+) -> Option<Value> {
+    let mut variant = base.clone();
+    let properties = variant["properties"].as_object_mut()?;
+    for other in Channel::ALL.iter().filter(|c| **c != channel) {
+        properties.remove(other.as_str());
+    }
+    let generated = properties
+        .get(channel.as_str())
+        .and_then(|p| p["oneOf"].as_array())
+        .and_then(|alternatives| alternatives.iter().find(|a| a.get("$ref").is_some()))
+        .map(|reference| json!({"$ref": reference["$ref"]}))?;
+    let payload = match (native, channel) {
+        (true, Channel::Push) => json!({"$ref": "#/components/schemas/PushPayload"}),
+        (true, Channel::Chat) => json!({"$ref": "#/components/schemas/ChatPayload"}),
+        _ if generated["$ref"] == "#/components/schemas/GenericPayload" => {
+            let generic = schemas.get("GenericPayload")?;
+            with_allowed_urls(generic.clone(), channel, policy)
+        }
+        _ => generated,
+    };
+    properties.insert(channel.as_str().to_owned(), payload);
+    properties.insert(
+        "channel".to_owned(),
+        json!({"type": "string", "enum": [channel.as_str()]}),
     );
+    let routed = policy
+        .routes
+        .get(&channel)
+        .is_some_and(|route| transports.contains(&route.as_str()));
+    let transport = if routed {
+        let mut names: Vec<Value> = transports.iter().map(|t| json!(t)).collect();
+        names.push(Value::Null);
+        json!({"type": ["string", "null"], "enum": names,
+               "description": "A transport that delivers this channel; without it, the channel's route decides"})
+    } else {
+        json!({"type": "string", "enum": transports,
+               "description": "A transport that delivers this channel (the channel has no route to one of these)"})
+    };
+    properties.insert("transport".to_owned(), transport);
+    let mut required = vec!["channel", channel.as_str()];
+    if !routed {
+        required.push("transport");
+    }
+    variant["required"] = json!(required);
+    variant["description"] = json!(match native {
+        false => format!("A `{channel}` message."),
+        true => format!("A `{channel}` message through a provider kind, in its shape."),
+    });
+    Some(variant)
 }
 
 /// A generic payload whose `url` names a host some transport of
@@ -398,4 +446,48 @@ pub async fn spec(state: web::Data<AppState>) -> HttpResponse {
 /// The docs page and its assets, reading the spec from [`SPEC_PATH`].
 pub fn docs() -> SwaggerUi {
     SwaggerUi::new(format!("{DOCS_PATH}{{_:.*}}")).config(Config::new([SPEC_PATH]))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::domain::TransportIntake;
+
+    #[test]
+    fn a_channel_two_shapes_serve_is_two_schemas_each_naming_its_transports() {
+        let intake = |native: Vec<Channel>| TransportIntake {
+            channels: vec![Channel::Push],
+            max_attempts: 3,
+            allowed_url_hosts: None,
+            native,
+        };
+        let policy = EnqueuePolicy {
+            transports: HashMap::from([
+                ("hooks".to_string(), intake(vec![])),
+                ("phones".to_string(), intake(vec![Channel::Push])),
+            ]),
+            routes: HashMap::from([(Channel::Push, "hooks".to_string())]),
+            ..EnqueuePolicy::default()
+        };
+        let Spec(bytes) = Spec::new(&policy, false);
+        let spec: Value = serde_json::from_slice(&bytes).expect("JSON");
+        let schemas = &spec["components"]["schemas"];
+        let generic = &schemas["PushEnqueueRequest"]["properties"];
+        assert_eq!(generic["transport"]["enum"], json!(["hooks", null]));
+        assert!(generic["push"]["properties"]["payload"].is_object());
+        let native = &schemas["PushProviderEnqueueRequest"];
+        assert_eq!(native["properties"]["transport"]["enum"], json!(["phones"]));
+        assert_eq!(
+            native["properties"]["push"]["$ref"],
+            "#/components/schemas/PushPayload"
+        );
+        assert_eq!(native["required"], json!(["channel", "push", "transport"]));
+        assert!(schemas["EnqueueRequest"]["discriminator"].is_null());
+        assert_eq!(
+            schemas["EnqueueRequest"]["oneOf"].as_array().map(Vec::len),
+            Some(2)
+        );
+    }
 }

@@ -23,6 +23,7 @@ pub(super) const KIND: KindSpec = KindSpec {
     name: "file",
     keys: &["path"],
     channels: &[Channel::Email],
+    native: &[],
     configure,
 };
 

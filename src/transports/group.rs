@@ -38,6 +38,7 @@ pub(super) const FAILOVER: KindSpec = KindSpec {
     name: "failover",
     keys: GROUP_KEYS,
     channels: &[],
+    native: &[],
     configure: |table| configure(table, WhenLimited::Wait),
 };
 
@@ -45,6 +46,7 @@ pub(super) const ROUND_ROBIN: KindSpec = KindSpec {
     name: "round_robin",
     keys: GROUP_KEYS,
     channels: &[],
+    native: &[],
     configure: |table| configure(table, WhenLimited::PassOver),
 };
 

@@ -74,6 +74,9 @@ pub struct KindSpec {
     /// The channels it delivers. A group's are found later, as those all
     /// of its members deliver.
     pub channels: &'static [Channel],
+    /// Those of `channels` it takes in the provider shape (push `{token,
+    /// ...}`, chat `{channel, text, ...}`) rather than `{payload, url?}`.
+    pub native: &'static [Channel],
     /// Checks its keys, reporting each problem to the table, and yields
     /// its settings when there is none.
     pub configure: fn(&mut KindTable<'_>) -> Option<Arc<dyn TransportKind>>,

@@ -18,6 +18,7 @@ pub(super) const KIND: KindSpec = KindSpec {
     name: "null",
     keys: &[],
     channels: Channel::ALL,
+    native: &[],
     configure,
 };
 

@@ -37,6 +37,7 @@ pub(super) const KIND: KindSpec = KindSpec {
         "timeout_ms",
     ],
     channels: &[Channel::Email],
+    native: &[],
     configure,
 };
 

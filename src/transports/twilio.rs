@@ -36,6 +36,7 @@ pub(super) const KIND: KindSpec = KindSpec {
         "timeout_ms",
     ],
     channels: &[Channel::Sms],
+    native: &[],
     configure,
 };
 

@@ -43,6 +43,7 @@ pub(super) const KIND: KindSpec = KindSpec {
         "body",
     ],
     channels: &[Channel::Sms, Channel::Chat, Channel::Push, Channel::Webhook],
+    native: &[],
     configure,
 };
 
@@ -525,6 +526,12 @@ fn request_body(
                 document["media_urls"] = serde_json::json!(sms.media_urls);
             }
             (document, None)
+        }
+        Payload::Push(_) | Payload::Chat(_) => {
+            return Err(TransportError::InvalidMessage(
+                "a webhook transport takes `{payload, url?}`, not a provider's push or chat shape"
+                    .into(),
+            ));
         }
         Payload::Generic(_, generic) => (generic.payload, generic.url),
     };

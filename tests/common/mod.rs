@@ -264,6 +264,7 @@ pub fn policy() -> EnqueuePolicy {
         channels: vec![Channel::Email],
         max_attempts: 3,
         allowed_url_hosts: None,
+        native: Vec::new(),
     };
     EnqueuePolicy {
         transports: HashMap::from([

@@ -37,17 +37,26 @@ const SECRET: &str = "hook-secret";
 /// so the payload JSON has exactly the stored shape.
 fn stored(body: serde_json::Value) -> Message {
     let request: EnqueueRequest = serde_json::from_value(body).expect("a valid request body");
-    let intake = |channels: Vec<Channel>| TransportIntake {
+    let intake = |channels: Vec<Channel>, native: Vec<Channel>| TransportIntake {
         channels,
         max_attempts: 3,
         allowed_url_hosts: Some(vec!["127.0.0.1".into(), "hooks.example.com".into()]),
+        native,
     };
     let policy = EnqueuePolicy {
         transports: HashMap::from([
-            ("mail".to_string(), intake(vec![Channel::Email])),
+            ("mail".to_string(), intake(vec![Channel::Email], vec![])),
             (
                 "hooks".to_string(),
-                intake(vec![Channel::Sms, Channel::Chat, Channel::Webhook]),
+                intake(vec![Channel::Sms, Channel::Chat, Channel::Webhook], vec![]),
+            ),
+            // A provider kind's: push and chat in the providers' shapes.
+            (
+                "provider".to_string(),
+                intake(
+                    vec![Channel::Push, Channel::Chat],
+                    vec![Channel::Push, Channel::Chat],
+                ),
             ),
         ]),
         routes: HashMap::from([
