@@ -238,7 +238,8 @@ fn every_kind_loads_and_names_itself_as_registered() {
         "[routes]",
         "[transports.spread]\nkind = \"round_robin\"\nmembers = [\"outbox\"]\n\n\
          [transports.texts]\nkind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
-         auth_token_env = \"HERALD_WEBHOOK_SECRET\"\nfrom = \"+14155550000\"\n\n[routes]",
+         auth_token_env = \"HERALD_WEBHOOK_SECRET\"\nfrom = \"+14155550000\"\n\n\
+         [transports.team]\nkind = \"slack\"\ntoken_env = \"HERALD_WEBHOOK_SECRET\"\n\n[routes]",
     );
     let settings = load(&text).expect("valid");
     let mut loaded: Vec<&str> = settings

@@ -21,6 +21,7 @@ pub mod file;
 pub mod group;
 pub mod http;
 pub mod null;
+pub mod slack;
 pub mod smtp;
 pub mod twilio;
 pub mod webhook;
@@ -52,6 +53,7 @@ pub const KINDS: &[&KindSpec] = &[
     &smtp::KIND,
     &webhook::KIND,
     &twilio::KIND,
+    &slack::KIND,
     &null::KIND,
     &group::FAILOVER,
     &group::ROUND_ROBIN,

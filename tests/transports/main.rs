@@ -19,6 +19,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 #[path = "../common/mod.rs"]
 mod common;
+mod slack;
 mod twilio;
 
 use common::smtp::{smtp_server, smtp_tls_server};
