@@ -71,6 +71,7 @@ fn env(name: &str) -> Option<String> {
     match name {
         "HERALD_ADMIN_KEY" => Some("admin-key-0123456789".into()),
         "HERALD_WEBHOOK_SECRET" => Some("s3cret".into()),
+        "HERALD_SENDGRID_KEY" => Some("SG.key".into()),
         _ => None,
     }
 }
@@ -239,7 +240,9 @@ fn every_kind_loads_and_names_itself_as_registered() {
         "[transports.spread]\nkind = \"round_robin\"\nmembers = [\"outbox\"]\n\n\
          [transports.texts]\nkind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
          auth_token_env = \"HERALD_WEBHOOK_SECRET\"\nfrom = \"+14155550000\"\n\n\
-         [transports.team]\nkind = \"slack\"\ntoken_env = \"HERALD_WEBHOOK_SECRET\"\n\n[routes]",
+         [transports.team]\nkind = \"slack\"\ntoken_env = \"HERALD_WEBHOOK_SECRET\"\n\n\
+         [transports.sg]\nkind = \"sendgrid\"\napi_key_env = \"HERALD_SENDGRID_KEY\"\n\n\
+         [routes]",
     );
     let settings = load(&text).expect("valid");
     let mut loaded: Vec<&str> = settings

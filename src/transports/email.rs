@@ -23,8 +23,13 @@ pub struct XStampId(pub Stamp);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XTrackingId(pub Stamp);
 
+/// The headers that carry the stamp, as every email carries them: the
+/// HTTP providers set them by name, beside the SMTP transport's typed ones.
+pub const STAMP_HEADER: &str = "X-Stamp-ID";
+pub const TRACKING_HEADER: &str = "X-Tracking-ID";
+
 macro_rules! stamp_header {
-    ($type:ident, $name:literal) => {
+    ($type:ident, $name:expr) => {
         impl Header for $type {
             fn name() -> HeaderName {
                 HeaderName::new_from_ascii_str($name)
@@ -41,12 +46,19 @@ macro_rules! stamp_header {
     };
 }
 
-stamp_header!(XStampId, "X-Stamp-ID");
-stamp_header!(XTrackingId, "X-Tracking-ID");
+stamp_header!(XStampId, STAMP_HEADER);
+stamp_header!(XTrackingId, TRACKING_HEADER);
 
 /// Builds the email for `message`. Anything that keeps it from being a
 /// valid email is [`TransportError::InvalidMessage`]: no retry can fix it.
 pub(crate) fn build_email(message: &Message) -> Result<lettre::Message, TransportError> {
+    build_from_payload(message.id, &email_payload(message)?)
+}
+
+/// The email `message` carries, checked again as enqueue checked it. The
+/// HTTP email providers take this, not MIME, so they share it with
+/// [`build_email`] and refuse exactly what it refuses.
+pub(crate) fn email_payload(message: &Message) -> Result<EmailPayload, TransportError> {
     if message.channel != Channel::Email {
         return Err(TransportError::InvalidMessage(format!(
             "an email transport cannot deliver a `{}` message",
@@ -72,7 +84,7 @@ pub(crate) fn build_email(message: &Message) -> Result<lettre::Message, Transpor
     email
         .validate("email")
         .map_err(|e| TransportError::InvalidMessage(e.to_string()))?;
-    build_from_payload(message.id, &email)
+    Ok(email)
 }
 
 fn build_from_payload(
@@ -172,7 +184,9 @@ fn body_part(email: &EmailPayload) -> Result<Body, TransportError> {
     }
 }
 
-fn mailbox(raw: &str, field: &str) -> Result<Mailbox, TransportError> {
+/// `raw` as an address with its display name, if it has one; `field`
+/// names it in the error.
+pub(crate) fn mailbox(raw: &str, field: &str) -> Result<Mailbox, TransportError> {
     Mailbox::from_str(raw.trim()).map_err(|e| {
         TransportError::InvalidMessage(format!("email.{field}: `{raw}` is not an address: {e}"))
     })

@@ -8,6 +8,9 @@
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use url::Url;
+
+use crate::config::KindTable;
 
 use super::TransportError;
 
@@ -16,39 +19,6 @@ const MAX_ERROR_BODY_CHARS: usize = 512;
 /// The most of a successful answer's body read: enough for any
 /// provider's receipt, never a provider's whole stream.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// The `base_url` key every provider kind takes: the API's root, to which
-/// the provider's documented path is appended. Problems are reported
-/// under the key.
-pub fn base_url(
-    table: &mut crate::config::KindTable<'_>,
-    configured: Option<&str>,
-    default: &str,
-) -> Option<url::Url> {
-    let text = configured.unwrap_or(default);
-    match url::Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
-            // A root with a path keeps it: the documented path goes after.
-            let mut url = url;
-            if !url.path().ends_with('/') {
-                let path = format!("{}/", url.path());
-                url.set_path(&path);
-            }
-            Some(url)
-        }
-        Ok(_) => {
-            table.problem(
-                "base_url",
-                format!("`{text}` is not an http(s) URL with a host"),
-            );
-            None
-        }
-        Err(e) => {
-            table.problem("base_url", format!("not a URL: {e}"));
-            None
-        }
-    }
-}
 
 /// `Basic base64(user:password)`, marked sensitive so it is never logged.
 pub fn basic_auth(user: &str, password: &str) -> Option<HeaderValue> {
@@ -75,6 +45,54 @@ pub fn client(name: &str, timeout: Duration) -> Result<reqwest::Client, Transpor
         .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| TransportError::Local(format!("transport `{name}`: HTTP client: {e}")))
+}
+
+/// The `base_url` key of a provider kind: the API's root (scheme, host,
+/// port; a path prefix is kept, for a proxy in front of the API), or
+/// `default` when unset. Problems are reported under `base_url`.
+pub fn configure_base_url(
+    table: &mut KindTable<'_>,
+    base_url: Option<&str>,
+    default: &str,
+) -> Option<Url> {
+    let text = base_url.unwrap_or(default);
+    let url = match Url::parse(text) {
+        Ok(url) => url,
+        Err(e) => {
+            table.problem("base_url", format!("not a URL: {e}"));
+            return None;
+        }
+    };
+    let problem = if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        Some(format!("`{text}` is not an http(s) URL with a host"))
+    } else if url.query().is_some() || url.fragment().is_some() {
+        // The provider's path is appended; a query or fragment would end
+        // up in front of it or be dropped.
+        Some(format!("`{text}` is an API root: no query or fragment"))
+    } else if !url.username().is_empty() || url.password().is_some() {
+        // The credentials have their own `*_env` key, which keeps them
+        // out of the file and out of every log line that shows the URL.
+        Some(format!(
+            "`{text}` carries credentials; use the kind's `*_env` key"
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => {
+            table.problem("base_url", problem);
+            None
+        }
+        None => Some(url),
+    }
+}
+
+/// The provider's documented `path` under the API root `base`.
+pub fn endpoint(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!("{}{path}", base.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    url
 }
 
 /// A provider's answer, its body read (up to a bound).
@@ -226,6 +244,27 @@ fn error_chain(err: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_go_under_the_api_root_and_its_path_prefix() {
+        let root = |text: &str| Url::parse(text).unwrap();
+        assert_eq!(
+            endpoint(&root("https://api.sendgrid.com"), "/v3/mail/send").as_str(),
+            "https://api.sendgrid.com/v3/mail/send"
+        );
+        assert_eq!(
+            endpoint(&root("http://127.0.0.1:8025/"), "/email").as_str(),
+            "http://127.0.0.1:8025/email"
+        );
+        assert_eq!(
+            endpoint(
+                &root("https://proxy.example.com/sendgrid/"),
+                "/v3/mail/send"
+            )
+            .as_str(),
+            "https://proxy.example.com/sendgrid/v3/mail/send"
+        );
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {

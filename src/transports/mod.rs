@@ -4,7 +4,8 @@
 //! looks at provider specifics. No lettre or reqwest type crosses this seam.
 //!
 //! The kinds: [`smtp`] (lettre, pooled, TLS), [`file`] (`.eml` files),
-//! [`webhook`] (signed HTTP POST of JSON), [`null`] (accepts everything),
+//! [`webhook`] (signed HTTP POST of JSON), [`sendgrid`] (email through
+//! SendGrid's API), [`null`] (accepts everything),
 //! and the groups in [`group`] (`failover`, `round_robin`) over other
 //! transports. [`email`] builds the MIME message the SMTP and file
 //! transports share. [`build_all`] turns the configured transports into
@@ -21,6 +22,7 @@ pub mod file;
 pub mod group;
 pub mod http;
 pub mod null;
+pub mod sendgrid;
 pub mod slack;
 pub mod smtp;
 pub mod twilio;
@@ -42,6 +44,7 @@ use crate::time::Clock;
 pub use file::FileTransport;
 pub use group::{FailoverTransport, RoundRobinTransport};
 pub use null::NullTransport;
+pub use sendgrid::{SendgridOptions, SendgridTransport};
 pub use smtp::{SmtpOptions, SmtpTransport, TlsMode};
 pub use webhook::{WebhookOptions, WebhookTransport};
 
@@ -54,6 +57,7 @@ pub const KINDS: &[&KindSpec] = &[
     &webhook::KIND,
     &twilio::KIND,
     &slack::KIND,
+    &sendgrid::KIND,
     &null::KIND,
     &group::FAILOVER,
     &group::ROUND_ROBIN,
@@ -116,7 +120,8 @@ pub trait Transport: Send + Sync + 'static {
     /// The configured name (`smtp-main`).
     fn name(&self) -> &str;
 
-    /// `smtp`, `file`, `webhook`, `null`, `failover`, `round_robin`.
+    /// `smtp`, `file`, `webhook`, `sendgrid`, `null`, `failover`,
+    /// `round_robin`.
     fn kind(&self) -> &'static str;
 
     /// Delivers one message. The message carries its stamp (`id`), which

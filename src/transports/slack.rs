@@ -68,7 +68,7 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         );
     }
     let token = table.secret("token_env", keys.token_env.as_deref());
-    let base = super::http::base_url(table, keys.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let base = super::http::configure_base_url(table, keys.base_url.as_deref(), DEFAULT_BASE_URL)?;
     let authorization =
         match token.map(|t| HeaderValue::from_str(&format!("Bearer {}", t.expose()))) {
             Some(Ok(mut value)) => {
@@ -82,7 +82,7 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
             None => return None,
         };
     Some(Arc::new(SlackOptions {
-        post_url: base.join("api/chat.postMessage").ok()?,
+        post_url: super::http::endpoint(&base, "/api/chat.postMessage"),
         authorization,
         timeout: timeout?,
     }))

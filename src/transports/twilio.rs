@@ -121,11 +121,12 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         }
         None => None,
     };
-    let base = super::http::base_url(table, keys.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let base = super::http::configure_base_url(table, keys.base_url.as_deref(), DEFAULT_BASE_URL)?;
     let account_sid = account_sid?;
-    let messages_url = base
-        .join(&format!("2010-04-01/Accounts/{account_sid}/Messages.json"))
-        .ok()?;
+    let messages_url = super::http::endpoint(
+        &base,
+        &format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
+    );
     let authorization = super::http::basic_auth(&account_sid, token?.expose())?;
     if keys.from.is_none() && keys.messaging_service_sid.is_none() {
         return None;
