@@ -72,6 +72,7 @@ fn env(name: &str) -> Option<String> {
         "HERALD_ADMIN_KEY" => Some("admin-key-0123456789".into()),
         "HERALD_WEBHOOK_SECRET" => Some("s3cret".into()),
         "HERALD_SENDGRID_KEY" => Some("SG.key".into()),
+        "HERALD_POSTMARK_TOKEN" => Some("pm-token".into()),
         _ => None,
     }
 }
@@ -242,6 +243,7 @@ fn every_kind_loads_and_names_itself_as_registered() {
          auth_token_env = \"HERALD_WEBHOOK_SECRET\"\nfrom = \"+14155550000\"\n\n\
          [transports.team]\nkind = \"slack\"\ntoken_env = \"HERALD_WEBHOOK_SECRET\"\n\n\
          [transports.sg]\nkind = \"sendgrid\"\napi_key_env = \"HERALD_SENDGRID_KEY\"\n\n\
+         [transports.pm]\nkind = \"postmark\"\nserver_token_env = \"HERALD_POSTMARK_TOKEN\"\n\n\
          [routes]",
     );
     let settings = load(&text).expect("valid");

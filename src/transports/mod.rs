@@ -4,8 +4,9 @@
 //! looks at provider specifics. No lettre or reqwest type crosses this seam.
 //!
 //! The kinds: [`smtp`] (lettre, pooled, TLS), [`file`] (`.eml` files),
-//! [`webhook`] (signed HTTP POST of JSON), [`sendgrid`] (email through
-//! SendGrid's API), [`null`] (accepts everything),
+//! [`webhook`] (signed HTTP POST of JSON), the providers' own APIs
+//! ([`twilio`] for SMS, [`slack`] for chat, [`sendgrid`] and [`postmark`]
+//! for email, over [`http`]), [`null`] (accepts everything),
 //! and the groups in [`group`] (`failover`, `round_robin`) over other
 //! transports. [`email`] builds the MIME message the SMTP and file
 //! transports share. [`build_all`] turns the configured transports into
@@ -22,6 +23,7 @@ pub mod file;
 pub mod group;
 pub mod http;
 pub mod null;
+pub mod postmark;
 pub mod sendgrid;
 pub mod slack;
 pub mod smtp;
@@ -44,6 +46,7 @@ use crate::time::Clock;
 pub use file::FileTransport;
 pub use group::{FailoverTransport, RoundRobinTransport};
 pub use null::NullTransport;
+pub use postmark::{PostmarkOptions, PostmarkTransport};
 pub use sendgrid::{SendgridOptions, SendgridTransport};
 pub use smtp::{SmtpOptions, SmtpTransport, TlsMode};
 pub use webhook::{WebhookOptions, WebhookTransport};
@@ -58,6 +61,7 @@ pub const KINDS: &[&KindSpec] = &[
     &twilio::KIND,
     &slack::KIND,
     &sendgrid::KIND,
+    &postmark::KIND,
     &null::KIND,
     &group::FAILOVER,
     &group::ROUND_ROBIN,
@@ -120,8 +124,8 @@ pub trait Transport: Send + Sync + 'static {
     /// The configured name (`smtp-main`).
     fn name(&self) -> &str;
 
-    /// `smtp`, `file`, `webhook`, `sendgrid`, `null`, `failover`,
-    /// `round_robin`.
+    /// `smtp`, `file`, `webhook`, `twilio`, `slack`, `sendgrid`,
+    /// `postmark`, `null`, `failover`, `round_robin`.
     fn kind(&self) -> &'static str;
 
     /// Delivers one message. The message carries its stamp (`id`), which
