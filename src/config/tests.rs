@@ -234,17 +234,50 @@ fn a_kind_key_of_the_wrong_type_or_unknown_is_named_with_the_others() {
     assert!(matches!(load(&text), Err(ConfigError::Parse { .. })));
 }
 
+/// A service account key file with an RSA key made for the test by the
+/// system's openssl (no key is committed).
+fn service_account_file(dir: &Path) -> std::path::PathBuf {
+    let key = dir.join("key.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .expect("openssl runs");
+    assert!(made.success());
+    let account = serde_json::json!({
+        "project_id": "herald-test",
+        "client_email": "herald@herald-test.iam.gserviceaccount.com",
+        "private_key": std::fs::read_to_string(&key).expect("the key"),
+    });
+    let file = dir.join("service-account.json");
+    std::fs::write(&file, account.to_string()).expect("write");
+    file
+}
+
 #[test]
 fn every_kind_loads_and_names_itself_as_registered() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let fcm = format!(
+        "[transports.phones]\nkind = \"fcm\"\nservice_account_file = \"{}\"\n\n",
+        service_account_file(dir.path()).display()
+    );
     let text = FULL.replace(
         "[routes]",
-        "[transports.spread]\nkind = \"round_robin\"\nmembers = [\"outbox\"]\n\n\
+        &(fcm
+            + "[transports.spread]\nkind = \"round_robin\"\nmembers = [\"outbox\"]\n\n\
          [transports.texts]\nkind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
          auth_token_env = \"HERALD_WEBHOOK_SECRET\"\nfrom = \"+14155550000\"\n\n\
          [transports.team]\nkind = \"slack\"\ntoken_env = \"HERALD_WEBHOOK_SECRET\"\n\n\
          [transports.sg]\nkind = \"sendgrid\"\napi_key_env = \"HERALD_SENDGRID_KEY\"\n\n\
          [transports.pm]\nkind = \"postmark\"\nserver_token_env = \"HERALD_POSTMARK_TOKEN\"\n\n\
-         [routes]",
+         [routes]"),
     );
     let settings = load(&text).expect("valid");
     let mut loaded: Vec<&str> = settings

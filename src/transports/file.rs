@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, Message};
+use crate::time::Clock;
 
 use super::email::build_email;
 use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
@@ -63,6 +64,7 @@ impl TransportKind for FileSettings {
         &self,
         settings: &TransportSettings,
         _members: Vec<Gated>,
+        _clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
         Ok(Arc::new(FileTransport::new(
             settings.name.clone(),

@@ -32,6 +32,7 @@ use super::{
 };
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::Message;
+use crate::time::Clock;
 
 // Registered in `super::KINDS`; unregistered, it would be dead code.
 pub(super) const FAILOVER: KindSpec = KindSpec {
@@ -100,6 +101,7 @@ impl TransportKind for GroupSettings {
         &self,
         settings: &TransportSettings,
         members: Vec<Gated>,
+        _clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
         let name = settings.name.clone();
         Ok(match self.when_limited {

@@ -5,8 +5,8 @@
 //!
 //! The kinds: [`smtp`] (lettre, pooled, TLS), [`file`] (`.eml` files),
 //! [`webhook`] (signed HTTP POST of JSON), the providers' own APIs
-//! ([`twilio`] for SMS, [`slack`] for chat, [`sendgrid`] and [`postmark`]
-//! for email, over [`http`]), [`null`] (accepts everything),
+//! ([`twilio`] for SMS, [`slack`] for chat, [`fcm`] for push, [`sendgrid`]
+//! and [`postmark`] for email, over [`http`]), [`null`] (accepts everything),
 //! and the groups in [`group`] (`failover`, `round_robin`) over other
 //! transports. [`email`] builds the MIME message the SMTP and file
 //! transports share. [`build_all`] turns the configured transports into
@@ -19,6 +19,7 @@
 //! registers them: a new kind is a new module and one line there.
 
 pub mod email;
+pub mod fcm;
 pub mod file;
 pub mod group;
 pub mod http;
@@ -62,6 +63,7 @@ pub const KINDS: &[&KindSpec] = &[
     &slack::KIND,
     &sendgrid::KIND,
     &postmark::KIND,
+    &fcm::KIND,
     &null::KIND,
     &group::FAILOVER,
     &group::ROUND_ROBIN,
@@ -115,6 +117,7 @@ pub trait TransportKind: fmt::Debug + Send + Sync + 'static {
         &self,
         settings: &TransportSettings,
         members: Vec<Gated>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError>;
 }
 
@@ -125,7 +128,7 @@ pub trait Transport: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// `smtp`, `file`, `webhook`, `twilio`, `slack`, `sendgrid`,
-    /// `postmark`, `null`, `failover`, `round_robin`.
+    /// `postmark`, `fcm`, `null`, `failover`, `round_robin`.
     fn kind(&self) -> &'static str;
 
     /// Delivers one message. The message carries its stamp (`id`), which
@@ -432,7 +435,7 @@ pub fn build_all(
     for (name, transport) in settings {
         if transport.kind.members().is_empty() {
             let gated = Gated {
-                transport: build_plain(transport)?,
+                transport: build_plain(transport, clock.clone())?,
                 gate: Gate::for_transport(transport, clock.clone()),
             };
             built.insert(name.clone(), gated);
@@ -461,7 +464,9 @@ pub fn build_all(
             }
             group_members.push(built_member.clone());
         }
-        let group = transport.kind.build(transport, group_members)?;
+        let group = transport
+            .kind
+            .build(transport, group_members, clock.clone())?;
         let gated = Gated {
             transport: group,
             gate: Gate::for_transport(transport, clock.clone()),
@@ -472,14 +477,17 @@ pub fn build_all(
 }
 
 /// Builds one transport that is not a group.
-pub fn build_plain(settings: &TransportSettings) -> Result<Arc<dyn Transport>, TransportError> {
+pub fn build_plain(
+    settings: &TransportSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Transport>, TransportError> {
     if !settings.kind.members().is_empty() {
         return Err(TransportError::Local(format!(
             "transport `{}` is a group; build it with build_all",
             settings.name
         )));
     }
-    settings.kind.build(settings, Vec::new())
+    settings.kind.build(settings, Vec::new(), clock)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, Message};
+use crate::time::Clock;
 
 use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
 
@@ -39,6 +40,7 @@ impl TransportKind for NullSettings {
         &self,
         settings: &TransportSettings,
         _members: Vec<Gated>,
+        _clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
         Ok(Arc::new(NullTransport::new(settings.name.clone())))
     }

@@ -131,10 +131,12 @@ impl TransportKind for PostmarkOptions {
         &self,
         settings: &TransportSettings,
         _members: Vec<Gated>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        Ok(Arc::new(PostmarkTransport::new(
+        Ok(Arc::new(PostmarkTransport::with_clock(
             settings.name.clone(),
             self.clone(),
+            clock,
         )?))
     }
 }

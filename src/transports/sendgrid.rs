@@ -107,10 +107,12 @@ impl TransportKind for SendgridOptions {
         &self,
         settings: &TransportSettings,
         _members: Vec<Gated>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        Ok(Arc::new(SendgridTransport::new(
+        Ok(Arc::new(SendgridTransport::with_clock(
             settings.name.clone(),
             self.clone(),
+            clock,
         )?))
     }
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, Message, Payload};
-use crate::time::{Clock, SystemClock};
+use crate::time::Clock;
 
 use super::http::Answer;
 use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
@@ -97,11 +97,12 @@ impl TransportKind for SlackOptions {
         &self,
         settings: &TransportSettings,
         _members: Vec<Gated>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
         Ok(Arc::new(SlackTransport::new(
             settings.name.clone(),
             self.clone(),
-            Arc::new(SystemClock),
+            clock,
         )?))
     }
 }

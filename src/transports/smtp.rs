@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::config::{KindTable, Secret, TransportSettings};
 use crate::domain::{Channel, Message};
+use crate::time::Clock;
 
 use super::email::build_email;
 use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
@@ -119,6 +120,7 @@ impl TransportKind for SmtpSettings {
         &self,
         settings: &TransportSettings,
         _members: Vec<Gated>,
+        _clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
         let options = SmtpOptions {
             pool_size: u32::try_from(settings.delivery.concurrency.get()).unwrap_or(u32::MAX),

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, Message, Payload};
-use crate::time::{Clock, SystemClock};
+use crate::time::Clock;
 
 use super::http::Answer;
 use super::{Delivery, Gated, KindSpec, RecipientGone, Transport, TransportError, TransportKind};
@@ -156,11 +156,12 @@ impl TransportKind for TwilioOptions {
         &self,
         settings: &TransportSettings,
         _members: Vec<Gated>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
         Ok(Arc::new(TwilioTransport::new(
             settings.name.clone(),
             self.clone(),
-            Arc::new(SystemClock),
+            clock,
         )?))
     }
 }

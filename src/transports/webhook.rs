@@ -377,10 +377,12 @@ impl TransportKind for WebhookOptions {
         &self,
         settings: &TransportSettings,
         _members: Vec<Gated>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        Ok(Arc::new(WebhookTransport::new(
+        Ok(Arc::new(WebhookTransport::with_clock(
             settings.name.clone(),
             self.clone(),
+            clock,
         )?))
     }
 }

@@ -19,6 +19,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 #[path = "../common/mod.rs"]
 mod common;
+mod fcm;
 mod postmark;
 mod sendgrid;
 mod slack;
