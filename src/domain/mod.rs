@@ -21,8 +21,8 @@ pub use payload::{
     SmsPayload,
 };
 pub use request::{
-    Category, EnqueuePolicy, EnqueueRequest, FORBIDDEN_CHARACTER, NewMessage, TransportIntake,
-    ValidationError, check_category,
+    Category, EnqueuePolicy, EnqueueRequest, FORBIDDEN_CHARACTER, MAX_PUSH_TOKENS, NewMessage,
+    TransportIntake, ValidationError, check_category,
 };
 
 /// A message's identity for life: a ULID given at enqueue. Retries,

@@ -49,6 +49,10 @@ impl utoipa::PartialSchema for Category {
 
 impl utoipa::ToSchema for Category {}
 
+/// Most device tokens one push request fans out to (FCM's multicast
+/// limit, which clients already batch by).
+pub const MAX_PUSH_TOKENS: usize = 500;
+
 /// Largest `metadata` object, serialised, in bytes.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
@@ -250,12 +254,34 @@ fn join_path(path: &str, name: &str) -> String {
 }
 
 impl EnqueueRequest {
-    /// Validates the request against `policy` and gives it a stamp.
+    /// Validates the request against `policy` and gives it a stamp. A
+    /// request that fans out (a push to `tokens`) is refused here: it
+    /// makes several messages, see [`EnqueueRequest::into_new_messages`].
     pub fn into_new_message(
         self,
         policy: &EnqueuePolicy,
         now: DateTime<Utc>,
     ) -> Result<NewMessage, ValidationError> {
+        let mut messages = self.into_new_messages(policy, now)?;
+        match (messages.pop(), messages.is_empty()) {
+            (Some(message), true) => Ok(message),
+            _ => Err(ValidationError::invalid(
+                "push.tokens",
+                "this request makes one message: give `token`",
+            )),
+        }
+    }
+
+    /// Validates the request against `policy` and makes its messages,
+    /// each with its own stamp: one, or one per token of a push to
+    /// `tokens`. A fanned-out request's idempotency key becomes one per
+    /// message (`<key>#<n>`, n from 0 in the order of `tokens`), so that
+    /// sending the request again makes none of them twice.
+    pub fn into_new_messages(
+        self,
+        policy: &EnqueuePolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<NewMessage>, ValidationError> {
         let channel = self.channel;
         // Which shape a push or chat payload has is its transport's; a
         // transport that cannot be found is reported after the payload.
@@ -265,7 +291,8 @@ impl EnqueueRequest {
             .or_else(|| policy.routes.get(&channel))
             .and_then(|name| policy.transports.get(name))
             .is_some_and(|intake| intake.native.contains(&channel));
-        let payload = self.take_payload(native)?;
+        let payloads = self.take_payloads(native)?;
+        let fanned_out = self.fans_out();
 
         let transport = match &self.transport {
             Some(name) => name.clone(),
@@ -289,7 +316,7 @@ impl EnqueueRequest {
                 format!("transport `{transport}` does not deliver `{channel}` messages"),
             ));
         }
-        if let Some(url) = payload.url() {
+        for url in payloads.iter().filter_map(Payload::url) {
             check_url_allowed(url, channel, &transport, intake)?;
         }
 
@@ -341,19 +368,89 @@ impl EnqueueRequest {
         // `available_at`, and a backdated one would inflate it.
         let available_at = self.send_at.map_or(now, |at| at.max(now));
 
-        Ok(NewMessage {
-            id: Stamp::generate(),
-            channel,
-            transport,
-            category: self.category,
-            priority,
-            fingerprint: Fingerprint::of(&payload),
-            payload: payload.to_json_text(),
-            metadata,
-            idempotency_key: self.idempotency_key,
-            max_attempts: intake.max_attempts,
-            available_at: crate::time::truncate_ms(available_at),
-        })
+        Ok(payloads
+            .into_iter()
+            .enumerate()
+            .map(|(n, payload)| NewMessage {
+                id: Stamp::generate(),
+                channel,
+                transport: transport.clone(),
+                category: self.category.clone(),
+                priority,
+                fingerprint: Fingerprint::of(&payload),
+                payload: payload.to_json_text(),
+                metadata: metadata.clone(),
+                idempotency_key: match fanned_out {
+                    true => self
+                        .idempotency_key
+                        .as_ref()
+                        .map(|key| format!("{key}#{n}")),
+                    false => self.idempotency_key.clone(),
+                },
+                max_attempts: intake.max_attempts,
+                available_at: crate::time::truncate_ms(available_at),
+            })
+            .collect())
+    }
+
+    /// A push to `tokens`, which makes a message per token.
+    fn fans_out(&self) -> bool {
+        self.channel == Channel::Push
+            && self
+                .push
+                .as_ref()
+                .is_some_and(|push| push.get("tokens").is_some())
+    }
+
+    /// The payload, or for a push to `tokens` one per token, each
+    /// validated.
+    fn take_payloads(&self, native: bool) -> Result<Vec<Payload>, ValidationError> {
+        let push = match (&self.push, native && self.fans_out()) {
+            (Some(push), true) => push,
+            _ => return self.take_payload(native).map(|p| vec![p]),
+        };
+        if push.get("token").is_some() {
+            return Err(ValidationError::invalid(
+                "push.token",
+                "give `token` or `tokens`, not both",
+            ));
+        }
+        let tokens = match push.get("tokens") {
+            Some(serde_json::Value::Array(tokens)) if !tokens.is_empty() => tokens,
+            _ => {
+                return Err(ValidationError::invalid(
+                    "push.tokens",
+                    format!("a list of 1 to {MAX_PUSH_TOKENS} device tokens"),
+                ));
+            }
+        };
+        if tokens.len() > MAX_PUSH_TOKENS {
+            return Err(ValidationError::too_many(
+                "push.tokens",
+                format!("at most {MAX_PUSH_TOKENS} device tokens"),
+            ));
+        }
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(i, token)| {
+                let mut one = push.clone();
+                if let Some(fields) = one.as_object_mut() {
+                    fields.remove("tokens");
+                    fields.insert("token".into(), token.clone());
+                }
+                let named = |err: ValidationError| match err.field.as_str() {
+                    "push.token" => ValidationError {
+                        field: format!("push.tokens[{i}]"),
+                        ..err
+                    },
+                    _ => err,
+                };
+                let payload: crate::domain::PushPayload = shaped(&one, "push").map_err(named)?;
+                payload.validate("push").map_err(named)?;
+                Ok(Payload::Push(payload))
+            })
+            .collect()
     }
 
     /// Exactly the payload field named by `channel` must be present; a
@@ -573,6 +670,37 @@ mod tests {
                 "{body}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_push_to_tokens_makes_a_message_per_token_with_a_key_each() {
+        let req: EnqueueRequest = serde_json::from_value(serde_json::json!({
+            "channel": "push", "transport": "phones", "idempotency_key": "k",
+            "push": {"tokens": ["a", "b"], "title": "Hi"}
+        }))
+        .expect("a request body");
+        let made = req
+            .clone()
+            .into_new_messages(&policy(), now())
+            .expect("valid");
+        let tokens: Vec<(&str, Option<&str>)> = made
+            .iter()
+            .map(|m| (m.payload.as_str(), m.idempotency_key.as_deref()))
+            .collect();
+        assert_eq!(
+            tokens,
+            [
+                (r#"{"token":"a","title":"Hi"}"#, Some("k#0")),
+                (r#"{"token":"b","title":"Hi"}"#, Some("k#1")),
+            ]
+        );
+        assert_ne!(made[0].id, made[1].id);
+        assert_ne!(made[0].fingerprint, made[1].fingerprint);
+        // The one-message entry point refuses what makes several.
+        assert_eq!(
+            req.into_new_message(&policy(), now()).unwrap_err().field,
+            "push.tokens"
+        );
     }
 
     #[test]

@@ -38,6 +38,29 @@ pub struct EnqueueResponse {
     pub status: Status,
     /// SHA-256 of the normalised content, lower-case hex.
     pub fingerprint: String,
+    /// For a push to `tokens`, which makes a message per token: each of
+    /// them, in the order of `tokens` (the first is the one above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<EnqueuedMessage>>,
+}
+
+/// One message a fanned-out enqueue made.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnqueuedMessage {
+    #[schema(example = "01JDQ4Z8Y7M3V2K9W6T5R4P3N2")]
+    pub id: String,
+    pub status: Status,
+    pub fingerprint: String,
+}
+
+impl From<&Enqueued> for EnqueuedMessage {
+    fn from(enqueued: &Enqueued) -> Self {
+        EnqueuedMessage {
+            id: enqueued.id.to_string(),
+            status: enqueued.status,
+            fingerprint: enqueued.fingerprint.to_string(),
+        }
+    }
 }
 
 impl From<&Enqueued> for EnqueueResponse {
@@ -46,6 +69,7 @@ impl From<&Enqueued> for EnqueueResponse {
             id: enqueued.id.to_string(),
             status: enqueued.status,
             fingerprint: enqueued.fingerprint.to_string(),
+            messages: None,
         }
     }
 }
@@ -67,7 +91,8 @@ pub struct BatchResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchResult {
-    /// The message's position in the request.
+    /// The message's position in the request (a push to `tokens` makes
+    /// one result per token, all with its index, in the order of `tokens`).
     pub index: usize,
     pub id: String,
     pub status: Status,

@@ -11,7 +11,8 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 
 use super::auth::{AdminRole, Authorized, EnqueueRole, ReadRole};
 use super::dto::{
-    BatchRequest, BatchResponse, BatchResult, EnqueueResponse, MessageDetail, MessagePage,
+    BatchRequest, BatchResponse, BatchResult, EnqueueResponse, EnqueuedMessage, MessageDetail,
+    MessagePage,
 };
 use super::error::ErrorBody;
 use super::extract::{JsonBody, Query};
@@ -67,7 +68,13 @@ async fn enqueue_one(
     let JsonBody(request) =
         JsonBody::<EnqueueRequest>::from_request(req, &mut payload.into_inner()).await?;
     let now = state.clock.now();
-    let message = request.into_new_message(&state.policy, now)?;
+    let mut messages = request.into_new_messages(&state.policy, now)?;
+    if messages.len() > 1 {
+        return enqueue_fanned_out(state, messages, now).await;
+    }
+    let Some(message) = messages.pop() else {
+        return Err(ApiError::Internal("an enqueue made no message".into()));
+    };
     let (transport, channel) = (message.transport.clone(), message.channel);
     let enqueued = state.enqueues.enqueue(message, now).await?;
     let status = if enqueued.created {
@@ -77,6 +84,42 @@ async fn enqueue_one(
         StatusCode::OK
     };
     Ok(HttpResponse::build(status).json(EnqueueResponse::from(&enqueued)))
+}
+
+/// The messages of a push to `tokens`, stored in one transaction: all or
+/// none, as a batch is.
+async fn enqueue_fanned_out(
+    state: &AppState,
+    messages: Vec<NewMessage>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<HttpResponse, ApiError> {
+    let labels: Vec<(String, Channel)> = messages
+        .iter()
+        .map(|m| (m.transport.clone(), m.channel))
+        .collect();
+    let results = state.storage.enqueue_many(messages, now).await?;
+    telemetry::messages_enqueued(
+        labels
+            .iter()
+            .zip(&results)
+            .filter(|(_, enqueued)| enqueued.created)
+            .map(|((transport, channel), _)| (transport.as_str(), *channel)),
+    );
+    let Some(first) = results.first() else {
+        return Err(ApiError::Internal(
+            "a fanned-out enqueue stored nothing".into(),
+        ));
+    };
+    let status = if results.iter().any(|r| r.created) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let response = EnqueueResponse {
+        messages: Some(results.iter().map(EnqueuedMessage::from).collect()),
+        ..EnqueueResponse::from(first)
+    };
+    Ok(HttpResponse::build(status).json(response))
 }
 
 /// How an enqueue request was answered, as `herald_enqueue_requests_total`
@@ -160,19 +203,35 @@ async fn enqueue_many(
         .into());
     }
     let now = state.clock.now();
-    let messages = batch
+    let made = batch
         .messages
         .into_iter()
         .enumerate()
         .map(|(index, request)| {
             request
-                .into_new_message(&state.policy, now)
+                .into_new_messages(&state.policy, now)
+                .map(|made| (index, made))
                 .map_err(|err| ValidationError {
                     field: format!("messages[{index}].{}", err.field),
                     ..err
                 })
         })
-        .collect::<Result<Vec<NewMessage>, ValidationError>>()?;
+        .collect::<Result<Vec<(usize, Vec<NewMessage>)>, ValidationError>>()?;
+    let indexes: Vec<usize> = made
+        .iter()
+        .flat_map(|(index, made)| std::iter::repeat_n(*index, made.len()))
+        .collect();
+    if indexes.len() > MAX_BATCH {
+        return Err(ValidationError::too_many(
+            "messages",
+            format!(
+                "{} messages once pushes to `tokens` fan out; a batch holds at most {MAX_BATCH}",
+                indexes.len()
+            ),
+        )
+        .into());
+    }
+    let messages: Vec<NewMessage> = made.into_iter().flat_map(|(_, made)| made).collect();
     let labels: Vec<(String, Channel)> = messages
         .iter()
         .map(|m| (m.transport.clone(), m.channel))
@@ -192,8 +251,8 @@ async fn enqueue_many(
     };
     let results = results
         .iter()
-        .enumerate()
-        .map(|(index, enqueued)| BatchResult {
+        .zip(indexes)
+        .map(|(enqueued, index)| BatchResult {
             index,
             id: enqueued.id.to_string(),
             status: enqueued.status,

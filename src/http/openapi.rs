@@ -141,6 +141,31 @@ fn beyond_derives(spec: &mut Value) {
             {"required": ["body"]},
             {"required": ["data"], "properties": {"data": {"type": "object", "minProperties": 1}}},
         ]);
+        // The same push to several devices, one message each: `tokens`
+        // for `token`.
+        let mut tokens = push.clone();
+        if let Some(properties) = tokens["properties"].as_object_mut()
+            && let Some(token) = properties.remove("token")
+        {
+            properties.insert(
+                "tokens".to_owned(),
+                json!({
+                    "type": "array",
+                    "items": token,
+                    "minItems": 1,
+                    "maxItems": crate::domain::MAX_PUSH_TOKENS,
+                    "description": "Device tokens; a message is made for each",
+                }),
+            );
+            tokens["required"] = json!(["tokens"]);
+            tokens["description"] = json!("A push to several devices: one message per token.");
+            if let Some(schemas) = spec
+                .pointer_mut("/components/schemas")
+                .and_then(Value::as_object_mut)
+            {
+                schemas.insert("PushTokensPayload".to_owned(), tokens);
+            }
+        }
     }
 }
 
@@ -318,7 +343,10 @@ fn channel_variant(
         .and_then(|alternatives| alternatives.iter().find(|a| a.get("$ref").is_some()))
         .map(|reference| json!({"$ref": reference["$ref"]}))?;
     let payload = match (native, channel) {
-        (true, Channel::Push) => json!({"$ref": "#/components/schemas/PushPayload"}),
+        (true, Channel::Push) => json!({"oneOf": [
+            {"$ref": "#/components/schemas/PushPayload"},
+            {"$ref": "#/components/schemas/PushTokensPayload"},
+        ]}),
         (true, Channel::Chat) => json!({"$ref": "#/components/schemas/ChatPayload"}),
         _ if generated["$ref"] == "#/components/schemas/GenericPayload" => {
             let generic = schemas.get("GenericPayload")?;
@@ -480,9 +508,18 @@ mod tests {
         let native = &schemas["PushProviderEnqueueRequest"];
         assert_eq!(native["properties"]["transport"]["enum"], json!(["phones"]));
         assert_eq!(
-            native["properties"]["push"]["$ref"],
-            "#/components/schemas/PushPayload"
+            native["properties"]["push"]["oneOf"],
+            json!([
+                {"$ref": "#/components/schemas/PushPayload"},
+                {"$ref": "#/components/schemas/PushTokensPayload"},
+            ])
         );
+        let tokens = &schemas["PushTokensPayload"];
+        assert_eq!(tokens["required"], json!(["tokens"]));
+        assert!(tokens["properties"]["token"].is_null());
+        assert_eq!(tokens["properties"]["tokens"]["maxItems"], 500);
+        assert_eq!(schemas["PushPayload"]["additionalProperties"], false);
+        assert_eq!(tokens["additionalProperties"], false);
         assert_eq!(native["required"], json!(["channel", "push", "transport"]));
         assert!(schemas["EnqueueRequest"]["discriminator"].is_null());
         assert_eq!(

@@ -73,11 +73,17 @@ on_both_backends!(
     failures_and_transport_performance_report_known_traffic_exactly,
     a_wrong_method_is_405_naming_the_allowed_ones,
     alerts_are_listed_by_state_and_bad_parameters_named,
+    a_push_to_tokens_makes_a_message_per_token_once,
 );
 
 /// Transports `mail` and `other` (file, email), `hooks` (webhook, with an
 /// allow-list for per-message URLs); email and sms have routes.
 fn settings(with_keys: bool) -> Settings {
+    settings_with(with_keys, "")
+}
+
+/// [`settings`] with the transports' tables `extra` besides.
+fn settings_with(with_keys: bool, extra: &str) -> Settings {
     let keys = if with_keys {
         format!(
             r#"
@@ -115,6 +121,7 @@ fn settings(with_keys: bool) -> Settings {
         kind = "webhook"
         url = "http://127.0.0.1:9/notify"
         allowed_url_hosts = ["hooks.example.com"]
+        {extra}
         [routes]
         email = "mail"
         sms = "hooks"
@@ -125,12 +132,12 @@ fn settings(with_keys: bool) -> Settings {
         .expect("the test config is valid")
 }
 
-fn state(fixture: &Fixture, with_keys: bool) -> (web::Data<AppState>, Arc<ManualClock>) {
+fn state(fixture: &Fixture, settings: Settings) -> (web::Data<AppState>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(t0()));
     let state = AppState::new(
         fixture.storage.clone(),
         clock.clone() as Arc<dyn Clock>,
-        Arc::new(settings(with_keys)),
+        Arc::new(settings),
     );
     (web::Data::new(state), clock)
 }
@@ -173,7 +180,21 @@ async fn api(
         Error = actix_web::Error,
     >,
 > {
-    let (state, clock) = state(fixture, with_keys);
+    api_on(fixture, with_keys, settings(with_keys)).await
+}
+
+async fn api_on(
+    fixture: &Fixture,
+    with_keys: bool,
+    settings: Settings,
+) -> Api<
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+> {
+    let (state, clock) = state(fixture, settings);
     let app = test::init_service(App::new().app_data(state).configure(http::configure)).await;
     Api {
         app,
@@ -316,6 +337,113 @@ fn ids_of(page: &Value) -> Vec<String> {
         .iter()
         .map(|m| m["id"].as_str().expect("an id").to_owned())
         .collect()
+}
+
+/// A push provider's transport `phones` (FCM, with a key made for the
+/// test by openssl), routed for push.
+fn with_push_provider(dir: &std::path::Path) -> Settings {
+    let key = dir.join("key.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .expect("openssl runs");
+    assert!(made.success());
+    let account = dir.join("service-account.json");
+    let document = json!({
+        "project_id": "herald-test",
+        "client_email": "herald@herald-test.iam.gserviceaccount.com",
+        "private_key": std::fs::read_to_string(&key).expect("the key"),
+    });
+    std::fs::write(&account, document.to_string()).expect("write");
+    settings_with(
+        false,
+        &format!(
+            "[transports.phones]\nkind = \"fcm\"\nservice_account_file = \"{}\"\n",
+            account.display()
+        ),
+    )
+}
+
+async fn a_push_to_tokens_makes_a_message_per_token_once(f: &Fixture) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let api = api_on(f, false, with_push_provider(dir.path())).await;
+    let body = json!({
+        "channel": "push", "transport": "phones", "idempotency_key": "order-42-shipped",
+        "push": {"tokens": ["device-a", "device-b", "device-c"], "title": "Shipped"}
+    });
+    let reply = api.post("/api/messages", &body).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let made = reply.body["messages"]
+        .as_array()
+        .expect("the messages")
+        .clone();
+    assert_eq!(made.len(), 3);
+    assert_eq!(reply.body["id"], made[0]["id"]);
+    for (message, token) in made.iter().zip(["device-a", "device-b", "device-c"]) {
+        let id = message["id"].as_str().expect("an id");
+        let stored = api
+            .get(&format!("/api/messages/{id}?include=payload"))
+            .await;
+        assert_eq!(stored.body["payload"]["token"], token, "{}", stored.body);
+        assert_eq!(stored.body["payload"]["title"], "Shipped");
+    }
+    let again = api.post("/api/messages", &body).await;
+    assert_eq!(
+        again.status, 200,
+        "a repeat makes none again: {}",
+        again.body
+    );
+    assert_eq!(again.body["messages"], json!(made));
+    assert_eq!(stored(f.storage.as_ref()).await, 3);
+
+    // In a batch, each token's message answers under the request's index.
+    let batch = json!({"messages": [
+        {"channel": "push", "transport": "phones", "push": {"tokens": ["d1", "d2"], "body": "Hi"}},
+        {"channel": "push", "transport": "phones", "push": {"token": "d3", "body": "Hi"}},
+    ]});
+    let reply = api.post("/api/messages/batch", &batch).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let indexes: Vec<u64> = reply.body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["index"].as_u64().expect("an index"))
+        .collect();
+    assert_eq!(indexes, [0, 0, 1]);
+
+    for (push, field) in [
+        (json!({"tokens": [], "title": "x"}), "push.tokens"),
+        (
+            json!({"tokens": ["ok", "not a token"], "title": "x"}),
+            "push.tokens[1]",
+        ),
+        (
+            json!({"token": "a", "tokens": ["b"], "title": "x"}),
+            "push.token",
+        ),
+    ] {
+        let reply = api
+            .post(
+                "/api/messages",
+                &json!({"channel": "push", "transport": "phones", "push": push}),
+            )
+            .await;
+        assert_eq!(reply.status, 422, "{}", reply.body);
+        assert_eq!(reply.body["error"]["field"], field, "{}", reply.body);
+    }
+    assert_eq!(
+        stored(f.storage.as_ref()).await,
+        6,
+        "refused requests store nothing"
+    );
 }
 
 async fn enqueue_answers_202_and_the_message_reads_back_with_its_events(f: &Fixture) {
@@ -1711,7 +1839,7 @@ async fn the_spec_states_what_the_server_enforces() {
 async fn the_api_works_over_a_real_socket() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let fixture = Fixture::postgres().await;
-    let (state, _clock) = state(&fixture, true);
+    let (state, _clock) = state(&fixture, settings(true));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("an address"));
     let server = HttpServer::new(move || {
