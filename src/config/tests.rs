@@ -73,6 +73,7 @@ fn env(name: &str) -> Option<String> {
         "HERALD_WEBHOOK_SECRET" => Some("s3cret".into()),
         "HERALD_SENDGRID_KEY" => Some("SG.key".into()),
         "HERALD_POSTMARK_TOKEN" => Some("pm-token".into()),
+        "HERALD_MAILGUN_KEY" => Some("mg-key".into()),
         _ => None,
     }
 }
@@ -277,6 +278,8 @@ fn every_kind_loads_and_names_itself_as_registered() {
          [transports.team]\nkind = \"slack\"\ntoken_env = \"HERALD_WEBHOOK_SECRET\"\n\n\
          [transports.sg]\nkind = \"sendgrid\"\napi_key_env = \"HERALD_SENDGRID_KEY\"\n\n\
          [transports.pm]\nkind = \"postmark\"\nserver_token_env = \"HERALD_POSTMARK_TOKEN\"\n\n\
+         [transports.mg]\nkind = \"mailgun\"\ndomain = \"mg.example.com\"\n\
+         api_key_env = \"HERALD_MAILGUN_KEY\"\nregion = \"eu\"\n\n\
          [routes]"),
     );
     let settings = load(&text).expect("valid");

@@ -5,8 +5,8 @@
 //!
 //! The kinds: [`smtp`] (lettre, pooled, TLS), [`file`] (`.eml` files),
 //! [`webhook`] (signed HTTP POST of JSON), the providers' own APIs
-//! ([`twilio`] for SMS, [`slack`] for chat, [`fcm`] for push, [`sendgrid`]
-//! and [`postmark`] for email, over [`http`]), [`null`] (accepts everything),
+//! ([`twilio`] for SMS, [`slack`] for chat, [`fcm`] for push, [`sendgrid`],
+//! [`postmark`] and [`mailgun`] for email, over [`http`]), [`null`] (accepts everything),
 //! and the groups in [`group`] (`failover`, `round_robin`) over other
 //! transports. [`email`] builds the MIME message the SMTP and file
 //! transports share. [`build_all`] turns the configured transports into
@@ -23,6 +23,7 @@ pub mod fcm;
 pub mod file;
 pub mod group;
 pub mod http;
+pub mod mailgun;
 pub mod null;
 pub mod postmark;
 pub mod sendgrid;
@@ -46,6 +47,7 @@ use crate::time::Clock;
 
 pub use file::FileTransport;
 pub use group::{FailoverTransport, RoundRobinTransport};
+pub use mailgun::{MailgunOptions, MailgunTransport};
 pub use null::NullTransport;
 pub use postmark::{PostmarkOptions, PostmarkTransport};
 pub use sendgrid::{SendgridOptions, SendgridTransport};
@@ -64,6 +66,7 @@ pub const KINDS: &[&KindSpec] = &[
     &sendgrid::KIND,
     &postmark::KIND,
     &fcm::KIND,
+    &mailgun::KIND,
     &null::KIND,
     &group::FAILOVER,
     &group::ROUND_ROBIN,
@@ -128,7 +131,7 @@ pub trait Transport: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// `smtp`, `file`, `webhook`, `twilio`, `slack`, `sendgrid`,
-    /// `postmark`, `fcm`, `null`, `failover`, `round_robin`.
+    /// `postmark`, `mailgun`, `fcm`, `null`, `failover`, `round_robin`.
     fn kind(&self) -> &'static str;
 
     /// Delivers one message. The message carries its stamp (`id`), which

@@ -20,6 +20,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 #[path = "../common/mod.rs"]
 mod common;
 mod fcm;
+mod mailgun;
 mod postmark;
 mod sendgrid;
 mod slack;
