@@ -312,3 +312,18 @@ fn mailgun_config_problems_name_their_keys() {
     .expect_err("refused");
     assert_eq!(keys(&bad_domain), ["transports.mg.domain"], "{bad_domain}");
 }
+
+#[test]
+fn mailgun_settings_never_show_the_key() {
+    let settings = Settings::from_toml(
+        &mailgun_config("http://127.0.0.1:9"),
+        Path::new("transports-test.toml"),
+        |var| (var == "MAILGUN_API_KEY").then(|| API_KEY.to_owned()),
+    )
+    .expect("valid");
+    let shown = format!("{:?}", settings.transports);
+    assert!(shown.contains("MailgunOptions"), "{shown}");
+    assert!(!shown.contains(API_KEY), "{shown}");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("api:{API_KEY}"));
+    assert!(!shown.contains(&basic), "{shown}");
+}
