@@ -74,6 +74,8 @@ fn env(name: &str) -> Option<String> {
         "HERALD_SENDGRID_KEY" => Some("SG.key".into()),
         "HERALD_POSTMARK_TOKEN" => Some("pm-token".into()),
         "HERALD_MAILGUN_KEY" => Some("mg-key".into()),
+        "HERALD_SES_KEY_ID" => Some("AKIDEXAMPLE".into()),
+        "HERALD_SES_SECRET" => Some("ses-secret".into()),
         _ => None,
     }
 }
@@ -280,6 +282,8 @@ fn every_kind_loads_and_names_itself_as_registered() {
          [transports.pm]\nkind = \"postmark\"\nserver_token_env = \"HERALD_POSTMARK_TOKEN\"\n\n\
          [transports.mg]\nkind = \"mailgun\"\ndomain = \"mg.example.com\"\n\
          api_key_env = \"HERALD_MAILGUN_KEY\"\nregion = \"eu\"\n\n\
+         [transports.ses]\nkind = \"ses\"\nregion = \"eu-west-1\"\n\
+         access_key_id_env = \"HERALD_SES_KEY_ID\"\nsecret_access_key_env = \"HERALD_SES_SECRET\"\n\n\
          [routes]"),
     );
     let settings = load(&text).expect("valid");

@@ -55,11 +55,22 @@ pub fn configure_base_url(
     base_url: Option<&str>,
     default: &str,
 ) -> Option<Url> {
-    let text = base_url.unwrap_or(default);
+    configure_root(table, "base_url", base_url, default)
+}
+
+/// An API root under a kind's own key name `key` (SES calls it
+/// `endpoint`), checked as [`configure_base_url`] checks `base_url`.
+pub fn configure_root(
+    table: &mut KindTable<'_>,
+    key: &str,
+    root: Option<&str>,
+    default: &str,
+) -> Option<Url> {
+    let text = root.unwrap_or(default);
     let url = match Url::parse(text) {
         Ok(url) => url,
         Err(e) => {
-            table.problem("base_url", format!("not a URL: {e}"));
+            table.problem(key, format!("not a URL: {e}"));
             return None;
         }
     };
@@ -80,7 +91,7 @@ pub fn configure_base_url(
     };
     match problem {
         Some(problem) => {
-            table.problem("base_url", problem);
+            table.problem(key, problem);
             None
         }
         None => Some(url),

@@ -6,7 +6,8 @@
 //! The kinds: [`smtp`] (lettre, pooled, TLS), [`file`] (`.eml` files),
 //! [`webhook`] (signed HTTP POST of JSON), the providers' own APIs
 //! ([`twilio`] for SMS, [`slack`] for chat, [`fcm`] for push, [`sendgrid`],
-//! [`postmark`] and [`mailgun`] for email, over [`http`]), [`null`] (accepts everything),
+//! [`postmark`], [`mailgun`] and [`ses`] for email, over [`http`]), [`null`]
+//! (accepts everything),
 //! and the groups in [`group`] (`failover`, `round_robin`) over other
 //! transports. [`email`] builds the MIME message the SMTP and file
 //! transports share. [`build_all`] turns the configured transports into
@@ -27,6 +28,7 @@ pub mod mailgun;
 pub mod null;
 pub mod postmark;
 pub mod sendgrid;
+pub mod ses;
 pub mod slack;
 pub mod smtp;
 pub mod twilio;
@@ -51,6 +53,7 @@ pub use mailgun::{MailgunOptions, MailgunTransport};
 pub use null::NullTransport;
 pub use postmark::{PostmarkOptions, PostmarkTransport};
 pub use sendgrid::{SendgridOptions, SendgridTransport};
+pub use ses::{SesOptions, SesTransport};
 pub use smtp::{SmtpOptions, SmtpTransport, TlsMode};
 pub use webhook::{WebhookOptions, WebhookTransport};
 
@@ -67,6 +70,7 @@ pub const KINDS: &[&KindSpec] = &[
     &postmark::KIND,
     &fcm::KIND,
     &mailgun::KIND,
+    &ses::KIND,
     &null::KIND,
     &group::FAILOVER,
     &group::ROUND_ROBIN,
@@ -131,7 +135,7 @@ pub trait Transport: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// `smtp`, `file`, `webhook`, `twilio`, `slack`, `sendgrid`,
-    /// `postmark`, `mailgun`, `fcm`, `null`, `failover`, `round_robin`.
+    /// `postmark`, `mailgun`, `ses`, `fcm`, `null`, `failover`, `round_robin`.
     fn kind(&self) -> &'static str;
 
     /// Delivers one message. The message carries its stamp (`id`), which

@@ -23,6 +23,7 @@ mod fcm;
 mod mailgun;
 mod postmark;
 mod sendgrid;
+mod ses;
 mod slack;
 mod twilio;
 
