@@ -271,9 +271,19 @@ fn every_kind_loads_and_names_itself_as_registered() {
         "[transports.phones]\nkind = \"fcm\"\nservice_account_file = \"{}\"\n\n",
         service_account_file(dir.path()).display()
     );
+    // An apns key is read at load: a P-256 key made for the test.
+    let key_file = dir.path().join("AuthKey.p8");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a key");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write");
+    let apns = format!(
+        "[transports.ios]\nkind = \"apns\"\nkey_file = {:?}\nkey_id = \"ABC123DEFG\"\n\
+         team_id = \"DEF123GHIJ\"\ntopic = \"com.example.app\"\n\n",
+        key_file.display().to_string()
+    );
     let text = FULL.replace(
         "[routes]",
         &(fcm
+            + &apns
             + "[transports.spread]\nkind = \"round_robin\"\nmembers = [\"outbox\"]\n\n\
          [transports.texts]\nkind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
          auth_token_env = \"HERALD_WEBHOOK_SECRET\"\nfrom = \"+14155550000\"\n\n\

@@ -5,9 +5,9 @@
 //!
 //! The kinds: [`smtp`] (lettre, pooled, TLS), [`file`] (`.eml` files),
 //! [`webhook`] (signed HTTP POST of JSON), the providers' own APIs
-//! ([`twilio`] for SMS, [`slack`] for chat, [`fcm`] for push, [`sendgrid`],
-//! [`postmark`], [`mailgun`] and [`ses`] for email, over [`http`]), [`null`]
-//! (accepts everything),
+//! ([`twilio`] for SMS, [`slack`] for chat, [`fcm`] and [`apns`] for push,
+//! [`sendgrid`], [`postmark`], [`mailgun`] and [`ses`] for email, over
+//! [`http`]), [`null`] (accepts everything),
 //! and the groups in [`group`] (`failover`, `round_robin`) over other
 //! transports. [`email`] builds the MIME message the SMTP and file
 //! transports share. [`build_all`] turns the configured transports into
@@ -19,6 +19,7 @@
 //! [`TransportKind`]), and how the transport is built from them. [`KINDS`]
 //! registers them: a new kind is a new module and one line there.
 
+pub mod apns;
 pub mod email;
 pub mod fcm;
 pub mod file;
@@ -47,6 +48,7 @@ use crate::domain::{Channel, Message};
 use crate::engine::Gate;
 use crate::time::Clock;
 
+pub use apns::{ApnsOptions, ApnsTransport};
 pub use file::FileTransport;
 pub use group::{FailoverTransport, RoundRobinTransport};
 pub use mailgun::{MailgunOptions, MailgunTransport};
@@ -66,9 +68,10 @@ pub const KINDS: &[&KindSpec] = &[
     &webhook::KIND,
     &twilio::KIND,
     &slack::KIND,
+    &fcm::KIND,
+    &apns::KIND,
     &sendgrid::KIND,
     &postmark::KIND,
-    &fcm::KIND,
     &mailgun::KIND,
     &ses::KIND,
     &null::KIND,
@@ -134,8 +137,9 @@ pub trait Transport: Send + Sync + 'static {
     /// The configured name (`smtp-main`).
     fn name(&self) -> &str;
 
-    /// `smtp`, `file`, `webhook`, `twilio`, `slack`, `sendgrid`,
-    /// `postmark`, `mailgun`, `ses`, `fcm`, `null`, `failover`, `round_robin`.
+    /// `smtp`, `file`, `webhook`, `twilio`, `slack`, `fcm`, `apns`,
+    /// `sendgrid`, `postmark`, `mailgun`, `ses`, `null`, `failover`,
+    /// `round_robin`.
     fn kind(&self) -> &'static str;
 
     /// Delivers one message. The message carries its stamp (`id`), which

@@ -17,6 +17,7 @@ use sha2::Sha256;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod apns;
 #[path = "../common/mod.rs"]
 mod common;
 mod fcm;
