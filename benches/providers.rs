@@ -31,10 +31,26 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 /// Answers every provider's send the way the provider does, after 1 ms.
-async fn answer(req: HttpRequest) -> HttpResponse {
+/// The body is read, as a provider reads it, so the connection stays
+/// open for the next request.
+async fn answer(req: HttpRequest, _body: web::Bytes) -> HttpResponse {
     actix_web::rt::time::sleep(Duration::from_millis(1)).await;
     let path = req.path();
-    if path == "/token" {
+    if path.starts_with("/3/device/") {
+        let id = req
+            .headers()
+            .get("apns-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("00000000-0000-0000-0000-000000000000")
+            .to_owned();
+        HttpResponse::Ok().insert_header(("apns-id", id)).finish()
+    } else if path == "/v2/email/outbound-emails" {
+        HttpResponse::Ok().json(serde_json::json!({"MessageId": "ses-0123"}))
+    } else if path.ends_with("/messages") && path.starts_with("/v3/") {
+        HttpResponse::Ok().json(
+            serde_json::json!({"id": "<0123@mg.example.com>", "message": "Queued. Thank you."}),
+        )
+    } else if path == "/token" {
         HttpResponse::Ok()
             .json(serde_json::json!({"access_token": "ya29.bench", "expires_in": 3600}))
     } else if path.ends_with("/messages:send") {
@@ -61,11 +77,12 @@ fn start_server() -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
+            // h2c for APNs, HTTP/1.1 for the rest, on one port.
             let server = HttpServer::new(|| App::new().default_service(web::to(answer)))
                 .workers(1)
                 .backlog(1024)
                 .max_connection_rate(4096)
-                .bind("127.0.0.1:0")
+                .bind_auto_h2c("127.0.0.1:0")
                 .expect("bind");
             let addr = server.addrs()[0];
             tx.send(format!("http://{addr}")).expect("send the address");
@@ -100,6 +117,25 @@ fn service_account(dir: &Path, base: &str) -> String {
     });
     std::fs::write(&file, account.to_string()).expect("write");
     file.display().to_string()
+}
+
+/// A P-256 key in PKCS#8 PEM, as Apple hands out `.p8` files, made now.
+fn apns_key(dir: &Path) -> String {
+    let key = dir.join("AuthKey.p8");
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{made:?}");
+    key.display().to_string()
 }
 
 /// The kinds measured: name, its config table's keys, and the enqueue
@@ -138,6 +174,14 @@ fn kinds(base: &str, dir: &Path) -> Vec<(&'static str, String, serde_json::Value
             serde_json::json!({"channel": "push", "push": {"token": "device-token-1", "title": "Shipped", "data": {"order": "42"}}}),
         ),
         (
+            "apns",
+            format!(
+                "key_file = \"{}\"\nkey_id = \"ABC123DEFG\"\nteam_id = \"DEF123GHIJ\"\ntopic = \"com.example.app\"\nbase_url = \"{base}\"",
+                apns_key(dir)
+            ),
+            serde_json::json!({"channel": "push", "push": {"token": "a1b2c3d4", "title": "Shipped", "data": {"order": "42"}}}),
+        ),
+        (
             "sendgrid",
             format!("api_key_env = \"BENCH_SECRET\"\nbase_url = \"{base}\""),
             email.clone(),
@@ -145,6 +189,20 @@ fn kinds(base: &str, dir: &Path) -> Vec<(&'static str, String, serde_json::Value
         (
             "postmark",
             format!("server_token_env = \"BENCH_SECRET\"\nbase_url = \"{base}\""),
+            email.clone(),
+        ),
+        (
+            "mailgun",
+            format!(
+                "domain = \"mg.example.com\"\napi_key_env = \"BENCH_SECRET\"\nbase_url = \"{base}\""
+            ),
+            email.clone(),
+        ),
+        (
+            "ses",
+            format!(
+                "region = \"eu-west-1\"\naccess_key_id_env = \"BENCH_KEY_ID\"\nsecret_access_key_env = \"BENCH_SECRET\"\nendpoint = \"{base}\""
+            ),
             email,
         ),
     ]
@@ -230,8 +288,10 @@ fn main() {
             continue;
         }
         let config = format!("[transports.bench]\nkind = \"{kind}\"\n{keys}\n");
-        let settings = Settings::from_toml(&config, Path::new("bench.toml"), |var| {
-            (var == "BENCH_SECRET").then(|| "bench-secret-0123456789".to_owned())
+        let settings = Settings::from_toml(&config, Path::new("bench.toml"), |var| match var {
+            "BENCH_SECRET" => Some("bench-secret-0123456789".to_owned()),
+            "BENCH_KEY_ID" => Some("AKIDEXAMPLE".to_owned()),
+            _ => None,
         })
         .unwrap_or_else(|e| panic!("{kind}: {e}"));
         let messages: Vec<Message> = (0..count)
