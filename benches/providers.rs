@@ -11,15 +11,17 @@
 //! `HERALD_BENCH_CONCURRENCY` (64), `HERALD_BENCH_KINDS` (a comma list;
 //! default every kind below).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures::StreamExt;
 use herald::config::Settings;
-use herald::domain::{EnqueueRequest, Message, Status};
+use herald::domain::{EnqueueRequest, Message};
 use herald::time::{Clock, SystemClock};
 use herald::transports::Transport;
 
@@ -92,52 +94,6 @@ fn start_server() -> String {
     rx.recv().expect("the server's address")
 }
 
-/// A service account key file with a key openssl makes now.
-fn service_account(dir: &Path, base: &str) -> String {
-    let key = dir.join("key.pem");
-    let made = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&key)
-        .output()
-        .expect("openssl runs");
-    assert!(made.status.success(), "{made:?}");
-    let file = dir.join("service-account.json");
-    let account = serde_json::json!({
-        "project_id": "bench",
-        "client_email": "bench@bench.iam.gserviceaccount.com",
-        "private_key": std::fs::read_to_string(&key).expect("the key"),
-        "token_uri": format!("{base}/token"),
-    });
-    std::fs::write(&file, account.to_string()).expect("write");
-    file.display().to_string()
-}
-
-/// A P-256 key in PKCS#8 PEM, as Apple hands out `.p8` files, made now.
-fn apns_key(dir: &Path) -> String {
-    let key = dir.join("AuthKey.p8");
-    let made = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&key)
-        .output()
-        .expect("openssl runs");
-    assert!(made.status.success(), "{made:?}");
-    key.display().to_string()
-}
-
 /// The kinds measured: name, its config table's keys, and the enqueue
 /// body one message of it has.
 fn kinds(base: &str, dir: &Path) -> Vec<(&'static str, String, serde_json::Value)> {
@@ -169,7 +125,9 @@ fn kinds(base: &str, dir: &Path) -> Vec<(&'static str, String, serde_json::Value
             "fcm",
             format!(
                 "service_account_file = \"{}\"\nbase_url = \"{base}\"",
-                service_account(dir, base)
+                common::keys::service_account(dir, Some(&format!("{base}/token")))
+                    .0
+                    .display()
             ),
             serde_json::json!({"channel": "push", "push": {"token": "device-token-1", "title": "Shipped", "data": {"order": "42"}}}),
         ),
@@ -177,7 +135,7 @@ fn kinds(base: &str, dir: &Path) -> Vec<(&'static str, String, serde_json::Value
             "apns",
             format!(
                 "key_file = \"{}\"\nkey_id = \"ABC123DEFG\"\nteam_id = \"DEF123GHIJ\"\ntopic = \"com.example.app\"\nbase_url = \"{base}\"",
-                apns_key(dir)
+                common::keys::p256_key(dir).display()
             ),
             serde_json::json!({"channel": "push", "push": {"token": "a1b2c3d4", "title": "Shipped", "data": {"order": "42"}}}),
         ),
@@ -217,27 +175,7 @@ fn message(settings: &Settings, transport: &str, mut body: serde_json::Value) ->
     let new = request
         .into_new_message(&settings.enqueue_policy(), now)
         .expect("a valid message");
-    Message {
-        id: new.id,
-        channel: new.channel,
-        transport: new.transport,
-        category: new.category,
-        status: Status::Processing,
-        priority: new.priority,
-        payload: serde_json::from_str(&new.payload).expect("JSON"),
-        metadata: serde_json::from_str(&new.metadata).expect("JSON"),
-        fingerprint: new.fingerprint,
-        idempotency_key: new.idempotency_key,
-        attempts: 1,
-        max_attempts: new.max_attempts,
-        created_at: now,
-        available_at: new.available_at,
-        lease_until: None,
-        claim_token: None,
-        sent_at: None,
-        last_error: None,
-        updated_at: now,
-    }
+    common::as_claimed(new, now)
 }
 
 /// Deliveries per second of `count` messages, `concurrency` at a time,

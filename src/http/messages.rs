@@ -21,7 +21,7 @@ use super::{ApiError, AppState};
 use crate::domain::{
     Channel, EnqueueRequest, Fingerprint, NewMessage, Stamp, Status, ValidationError,
 };
-use crate::storage::{MAX_BATCH, MessageFilter, PageRequest};
+use crate::storage::{Enqueued, MAX_BATCH, MessageFilter, PageRequest};
 use crate::telemetry::{self, Endpoint};
 
 /// Page size when a listing names none.
@@ -93,6 +93,27 @@ async fn enqueue_fanned_out(
     messages: Vec<NewMessage>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<HttpResponse, ApiError> {
+    let (results, status) = store_together(state, messages, now).await?;
+    let Some(first) = results.first() else {
+        return Err(ApiError::Internal(
+            "a fanned-out enqueue stored nothing".into(),
+        ));
+    };
+    let response = EnqueueResponse {
+        messages: Some(results.iter().map(EnqueuedMessage::from).collect()),
+        ..EnqueueResponse::from(first)
+    };
+    Ok(HttpResponse::build(status).json(response))
+}
+
+/// Stores `messages` in one transaction, counts the new ones, and says
+/// how to answer: 202 when at least one is new, 200 when every one was
+/// an idempotent repeat, as for a single enqueue.
+async fn store_together(
+    state: &AppState,
+    messages: Vec<NewMessage>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Vec<Enqueued>, StatusCode), ApiError> {
     let labels: Vec<(String, Channel)> = messages
         .iter()
         .map(|m| (m.transport.clone(), m.channel))
@@ -105,21 +126,12 @@ async fn enqueue_fanned_out(
             .filter(|(_, enqueued)| enqueued.created)
             .map(|((transport, channel), _)| (transport.as_str(), *channel)),
     );
-    let Some(first) = results.first() else {
-        return Err(ApiError::Internal(
-            "a fanned-out enqueue stored nothing".into(),
-        ));
-    };
     let status = if results.iter().any(|r| r.created) {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    let response = EnqueueResponse {
-        messages: Some(results.iter().map(EnqueuedMessage::from).collect()),
-        ..EnqueueResponse::from(first)
-    };
-    Ok(HttpResponse::build(status).json(response))
+    Ok((results, status))
 }
 
 /// How an enqueue request was answered, as `herald_enqueue_requests_total`
@@ -232,23 +244,7 @@ async fn enqueue_many(
         .into());
     }
     let messages: Vec<NewMessage> = made.into_iter().flat_map(|(_, made)| made).collect();
-    let labels: Vec<(String, Channel)> = messages
-        .iter()
-        .map(|m| (m.transport.clone(), m.channel))
-        .collect();
-    let results = state.storage.enqueue_many(messages, now).await?;
-    telemetry::messages_enqueued(
-        labels
-            .iter()
-            .zip(&results)
-            .filter(|(_, enqueued)| enqueued.created)
-            .map(|((transport, channel), _)| (transport.as_str(), *channel)),
-    );
-    let status = if results.iter().any(|r| r.created) {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
+    let (results, status) = store_together(state, messages, now).await?;
     let results = results
         .iter()
         .zip(indexes)

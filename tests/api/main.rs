@@ -340,29 +340,9 @@ fn ids_of(page: &Value) -> Vec<String> {
 }
 
 /// A push provider's transport `phones` (FCM, with a key made for the
-/// test by openssl), routed for push.
+/// test), besides the others.
 fn with_push_provider(dir: &std::path::Path) -> Settings {
-    let key = dir.join("key.pem");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&key)
-        .status()
-        .expect("openssl runs");
-    assert!(made.success());
-    let account = dir.join("service-account.json");
-    let document = json!({
-        "project_id": "herald-test",
-        "client_email": "herald@herald-test.iam.gserviceaccount.com",
-        "private_key": std::fs::read_to_string(&key).expect("the key"),
-    });
-    std::fs::write(&account, document.to_string()).expect("write");
+    let (account, _) = common::keys::service_account(dir, None);
     settings_with(
         false,
         &format!(

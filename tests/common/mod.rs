@@ -3,6 +3,7 @@
 //! afterwards) and message builders.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod keys;
 pub mod proxy;
 pub mod smtp;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use herald::domain::{
-    Channel, EnqueuePolicy, EnqueueRequest, NewMessage, Priority, TransportIntake,
+    Channel, EnqueuePolicy, EnqueueRequest, Message, NewMessage, Priority, Status, TransportIntake,
 };
 use herald::storage::{self, Storage, StorageOptions};
 
@@ -347,4 +348,30 @@ pub async fn unfinished(storage: &dyn Storage) -> u64 {
         .iter()
         .map(|d| d.queued + d.processing)
         .sum()
+}
+
+/// `new` as the engine hands it to a transport: claimed, on its first
+/// attempt.
+pub fn as_claimed(new: NewMessage, now: DateTime<Utc>) -> Message {
+    Message {
+        id: new.id,
+        channel: new.channel,
+        transport: new.transport,
+        category: new.category,
+        status: Status::Processing,
+        priority: new.priority,
+        payload: serde_json::from_str(&new.payload).expect("payload JSON"),
+        metadata: serde_json::from_str(&new.metadata).expect("metadata JSON"),
+        fingerprint: new.fingerprint,
+        idempotency_key: new.idempotency_key,
+        attempts: 1,
+        max_attempts: new.max_attempts,
+        created_at: now,
+        available_at: new.available_at,
+        lease_until: None,
+        claim_token: None,
+        sent_at: None,
+        last_error: None,
+        updated_at: now,
+    }
 }

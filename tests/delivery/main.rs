@@ -1,5 +1,5 @@
 //! Delivery through the whole engine with real transports and real
-//! servers: a webhook receiver (wiremock) and an SMTP server
+//! servers: a webhook receiver and a provider API (wiremock) and an SMTP server
 //! (mailin-embedded), on both storage backends.
 
 #[path = "../common/mod.rs"]
@@ -16,7 +16,7 @@ use herald::domain::{EnqueueRequest, EventKind, MessageWithEvents, Stamp, Status
 use herald::engine::{Engine, EngineOptions};
 use herald::storage::Storage;
 use herald::time::{Clock, SystemClock};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn settings(storage_url: &str, transports: &str) -> Arc<Settings> {
@@ -24,7 +24,10 @@ fn settings(storage_url: &str, transports: &str) -> Arc<Settings> {
         "[storage]\nurl = \"{storage_url}\"\n\n[defaults]\nretry_delay_ms = 100\nmax_retry_delay_ms = 500\n\n{transports}"
     );
     Arc::new(
-        Settings::from_toml(&text, Path::new("test.toml"), |_| None).expect("valid test settings"),
+        Settings::from_toml(&text, Path::new("test.toml"), |var| {
+            (var == "TEST_PROVIDER_TOKEN").then(|| "provider-token".to_owned())
+        })
+        .expect("valid test settings"),
     )
 }
 
@@ -106,7 +109,71 @@ on_both_backends!(
     emails_reach_a_real_smtp_server_with_their_stamp,
     operators_see_and_control_transports_over_http,
     an_alert_fires_once_through_a_transport_and_resolves,
+    a_provider_s_id_is_kept_and_a_recipient_who_said_stop_is_dead_lettered_so,
 );
+
+/// Twilio through the engine: the message SID lands on the `sent` event
+/// and finds the message again; a STOP (21610) dead-letters at once with
+/// the reason suppression reads.
+async fn a_provider_s_id_is_kept_and_a_recipient_who_said_stop_is_dead_lettered_so(f: Fixture) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("To=%2B14155550100"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "sid": "SM00000000000000000000000000000001", "status": "queued"
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("To=%2B14155550199"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400
+        })))
+        .mount(&server)
+        .await;
+    let settings = settings(
+        &f.options.url,
+        &format!(
+            "[transports.texts]\nkind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+             auth_token_env = \"TEST_PROVIDER_TOKEN\"\nfrom = \"+14155550000\"\nbase_url = \"{}\"\n",
+            server.uri()
+        ),
+    );
+    let engine = start(&f, settings.clone()).await;
+    let sms = |to: &str| serde_json::json!({"channel": "sms", "transport": "texts", "sms": {"to": to, "body": "Your code is 1234"}});
+    let sent = enqueue(f.storage.as_ref(), &settings, sms("+14155550100")).await;
+    let stopped = enqueue(f.storage.as_ref(), &settings, sms("+14155550199")).await;
+
+    let stored = settled(f.storage.as_ref(), sent).await;
+    assert_eq!(stored.message.status, Status::Sent);
+    let event = stored
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Sent)
+        .expect("a sent event");
+    assert_eq!(
+        event.detail,
+        Some(serde_json::json!({"provider_message_id": "SM00000000000000000000000000000001"}))
+    );
+    assert_eq!(
+        f.storage
+            .find_by_provider_id("texts", "SM00000000000000000000000000000001")
+            .await
+            .expect("find"),
+        Some(sent)
+    );
+
+    let dead = settled(f.storage.as_ref(), stopped).await;
+    assert_eq!(dead.message.status, Status::Dead);
+    assert_eq!(dead.message.attempts, 1, "never retried");
+    let last = dead.events.last().expect("events");
+    assert_eq!(last.kind, EventKind::DeadLettered);
+    assert_eq!(
+        last.detail,
+        Some(serde_json::json!({"reason": "recipient_unsubscribed"}))
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
 
 async fn a_webhook_failing_twice_then_succeeding_is_one_message_with_three_attempts(f: Fixture) {
     let server = MockServer::start().await;

@@ -5,7 +5,6 @@
 //! and the answers are FCM's own.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,39 +18,10 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::stored;
+use crate::common::keys::service_account;
 
-const PROJECT: &str = "herald-test";
 const SEND: &str = "/v1/projects/herald-test/messages:send";
 const ACCESS_TOKEN: &str = "ya29.test-access-token";
-
-/// An RSA key pair made for this test (PKCS#8 private, SPKI public), by
-/// the system's openssl: no key is ever committed.
-fn rsa_key(dir: &Path) -> (String, String) {
-    let private = dir.join("key.pem");
-    let made = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&private)
-        .output()
-        .expect("openssl runs");
-    assert!(made.status.success(), "{made:?}");
-    let public = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&private)
-        .output()
-        .expect("openssl runs");
-    assert!(public.status.success(), "{public:?}");
-    (
-        std::fs::read_to_string(&private).expect("the key"),
-        String::from_utf8(public.stdout).expect("PEM"),
-    )
-}
 
 /// A project on `server`: its key file in `dir`, its transport on `clock`,
 /// and the public key that verifies its grants.
@@ -62,18 +32,8 @@ struct Project {
 }
 
 fn project(server: &MockServer, dir: &Path, clock: Arc<dyn Clock>) -> Project {
-    let (private_key, public_key) = rsa_key(dir);
     let token_url = format!("{}/token", server.uri());
-    let account = serde_json::json!({
-        "type": "service_account",
-        "project_id": PROJECT,
-        "private_key_id": "key-1",
-        "private_key": private_key,
-        "client_email": "herald@herald-test.iam.gserviceaccount.com",
-        "token_uri": token_url,
-    });
-    let file = dir.join("service-account.json");
-    std::fs::write(&file, account.to_string()).expect("write the key file");
+    let (file, public_key) = service_account(dir, Some(&token_url));
     let config = format!(
         "[transports.phones]\nkind = \"fcm\"\nservice_account_file = \"{}\"\nbase_url = \"{}\"\n",
         file.display(),

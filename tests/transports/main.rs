@@ -30,9 +30,7 @@ mod twilio;
 
 use common::smtp::{smtp_server, smtp_tls_server};
 use herald::config::Settings;
-use herald::domain::{
-    Channel, EnqueuePolicy, EnqueueRequest, Message, Priority, Status, TransportIntake,
-};
+use herald::domain::{Channel, EnqueuePolicy, EnqueueRequest, Message, Priority, TransportIntake};
 use herald::time::SystemClock;
 use herald::transports::{self, Transport, TransportError, WebhookOptions, WebhookTransport};
 
@@ -82,27 +80,7 @@ fn stored(body: serde_json::Value) -> Message {
     let new = request
         .into_new_message(&policy, now)
         .expect("a valid message");
-    Message {
-        id: new.id,
-        channel: new.channel,
-        transport: new.transport,
-        category: new.category,
-        status: Status::Processing,
-        priority: new.priority,
-        payload: serde_json::from_str(&new.payload).expect("payload JSON"),
-        metadata: serde_json::from_str(&new.metadata).expect("metadata JSON"),
-        fingerprint: new.fingerprint,
-        idempotency_key: new.idempotency_key,
-        attempts: 1,
-        max_attempts: new.max_attempts,
-        created_at: now,
-        available_at: new.available_at,
-        lease_until: None,
-        claim_token: None,
-        sent_at: None,
-        last_error: None,
-        updated_at: now,
-    }
+    common::as_claimed(new, now)
 }
 
 fn receipt_email() -> Message {
