@@ -27,7 +27,7 @@ use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, Message, Payload, PushPayload};
 use crate::time::Clock;
 
-use super::http::{self, Answer};
+use super::http::{self, Answer, Caller};
 use super::{Delivery, Gated, KindSpec, RecipientGone, Transport, TransportError, TransportKind};
 
 // Registered in `super::KINDS`; unregistered, it would be dead code.
@@ -318,14 +318,10 @@ struct Signed {
 
 /// Sends push notifications to one app through APNs.
 pub struct ApnsTransport {
-    name: String,
+    http: Caller,
     options: ApnsOptions,
     /// `{base_url}/3/device`.
     device_url: Url,
-    /// The API's host, for error messages.
-    host: String,
-    client: reqwest::Client,
-    clock: Arc<dyn Clock>,
     /// The token every delivery sends until it is due for renewal. A std
     /// mutex: it is held only to sign (no await), and holding it while
     /// signing makes concurrent deliveries share one signing instead of
@@ -366,12 +362,9 @@ impl ApnsTransport {
         let client = client(&name, options.timeout)?;
         let device_url = http::endpoint(&options.base_url, DEVICE_PATH);
         Ok(ApnsTransport {
-            host: device_url.host_str().unwrap_or_default().to_owned(),
-            name,
+            http: Caller::with_client(name, client, &device_url, clock),
             options,
             device_url,
-            client,
-            clock,
             token: Mutex::new(None),
         })
     }
@@ -395,10 +388,13 @@ impl ApnsTransport {
             .key
             .sign(&self.options.key_id, &self.options.team_id, now.timestamp())
             .map_err(|e| {
-                TransportError::Local(format!("{}: signing the provider token: {e}", self.name))
+                TransportError::Local(format!(
+                    "{}: signing the provider token: {e}",
+                    self.http.name
+                ))
             })?;
         let mut bearer = HeaderValue::from_str(&format!("bearer {jwt}")).map_err(|e| {
-            TransportError::Local(format!("{}: the provider token: {e}", self.name))
+            TransportError::Local(format!("{}: the provider token: {e}", self.http.name))
         })?;
         bearer.set_sensitive(true);
         *token = Some(Signed {
@@ -425,7 +421,9 @@ impl ApnsTransport {
     fn device(&self, token: &str) -> Result<Url, TransportError> {
         let mut url = self.device_url.clone();
         url.path_segments_mut()
-            .map_err(|()| TransportError::Local(format!("{}: base_url has no path", self.name)))?
+            .map_err(|()| {
+                TransportError::Local(format!("{}: base_url has no path", self.http.name))
+            })?
             .push(token);
         Ok(url)
     }
@@ -535,7 +533,7 @@ fn failure(answer: &Answer, now: SystemTime) -> (TransportError, bool) {
 #[async_trait]
 impl Transport for ApnsTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     fn kind(&self) -> &'static str {
@@ -547,7 +545,7 @@ impl Transport for ApnsTransport {
         let body = request_body(&push, self.options.push_type)?;
         let body = serde_json::to_vec(&body)
             .map_err(|e| TransportError::InvalidMessage(format!("request body: {e}")))?;
-        let now = self.clock.now();
+        let now = self.http.clock.now();
         let bearer = self.bearer(now)?;
         // APNs keeps a notification for an offline device until this
         // instant; 0 asks it to try once and keep nothing.
@@ -557,6 +555,7 @@ impl Transport for ApnsTransport {
             .map_or(0, |ttl| now.timestamp().saturating_add(ttl));
         let apns_id = uuid::Uuid::from(message.id.0).hyphenated().to_string();
         let mut request = self
+            .http
             .client
             .post(self.device(&push.token)?)
             .header(AUTHORIZATION, bearer.clone())
@@ -569,14 +568,14 @@ impl Transport for ApnsTransport {
         if let Some(collapse) = &push.collapse_key {
             request = request.header("apns-collapse-id", collapse.as_str());
         }
-        let answer = http::send(request.body(body), &self.host).await?;
+        let answer = self.http.send(request.body(body)).await?;
         if answer.is_success() {
             let provider_message_id = answer
                 .header("apns-id")
                 .filter(|id| !id.trim().is_empty())
                 .map_or(apns_id, str::to_owned);
             return Ok(Delivery {
-                transport: self.name.clone(),
+                transport: self.http.name.clone(),
                 detail: Some(json!({ "status": answer.status })),
                 provider_message_id: Some(provider_message_id),
             });

@@ -30,7 +30,7 @@ use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, Message, Payload, PushPayload};
 use crate::time::Clock;
 
-use super::http::{self, Answer};
+use super::http::{self, Answer, Caller};
 use super::{Delivery, Gated, KindSpec, RecipientGone, Transport, TransportError, TransportKind};
 
 // Registered in `super::KINDS`; unregistered, it would be dead code.
@@ -213,12 +213,10 @@ struct AccessToken {
 
 /// Pushes through one Firebase project.
 pub struct FcmTransport {
-    name: String,
+    http: Caller,
     options: FcmOptions,
-    client: reqwest::Client,
-    host: String,
+    /// The token URL's host, for error messages.
     token_host: String,
-    clock: Arc<dyn Clock>,
     /// Held across a fetch: concurrent deliveries wait for one grant.
     token: Mutex<Option<AccessToken>>,
 }
@@ -246,16 +244,12 @@ impl FcmTransport {
         options: FcmOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TransportError> {
-        let client = http::client(&name, options.timeout)?;
-        let host = options.send_url.host_str().unwrap_or_default().to_owned();
+        let http = Caller::new(name, &options.send_url, options.timeout, clock)?;
         let token_host = options.token_url.host_str().unwrap_or_default().to_owned();
         Ok(FcmTransport {
-            name,
+            http,
             options,
-            client,
-            host,
             token_host,
-            clock,
             token: Mutex::new(None),
         })
     }
@@ -264,7 +258,7 @@ impl FcmTransport {
     /// is fresh, else a new one, fetched once for all who wait.
     async fn authorization(&self) -> Result<HeaderValue, TransportError> {
         let mut cached = self.token.lock().await;
-        let now = self.clock.now();
+        let now = self.http.clock.now();
         if let Some(token) = cached.as_ref().filter(|t| now < t.refresh_at) {
             return Ok(token.authorization.clone());
         }
@@ -301,6 +295,7 @@ impl FcmTransport {
             .append_pair("assertion", &assertion)
             .finish();
         let request = self
+            .http
             .client
             .post(self.options.token_url.clone())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -473,7 +468,7 @@ fn classify(answer: &Answer, now: SystemTime) -> TransportError {
 #[async_trait]
 impl Transport for FcmTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     fn kind(&self) -> &'static str {
@@ -481,17 +476,18 @@ impl Transport for FcmTransport {
     }
 
     async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError> {
-        let body = request_body(message, self.clock.now())?;
+        let body = request_body(message, self.http.clock.now())?;
         let authorization = self.authorization().await?;
         let request = self
+            .http
             .client
             .post(self.options.send_url.clone())
             .header(AUTHORIZATION, authorization.clone())
             .header(CONTENT_TYPE, "application/json; charset=utf-8")
             .body(body);
-        let answer = http::send(request, &self.host).await?;
+        let answer = self.http.send(request).await?;
         if !answer.is_success() {
-            let err = classify(&answer, SystemTime::from(self.clock.now()));
+            let err = classify(&answer, self.http.now());
             if err.is_unauthorized() {
                 self.forget(&authorization).await;
             }
@@ -501,7 +497,7 @@ impl Transport for FcmTransport {
             .json::<Value>()
             .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned));
         Ok(Delivery {
-            transport: self.name.clone(),
+            transport: self.http.name.clone(),
             detail: Some(json!({ "status": answer.status })),
             provider_message_id: name,
         })

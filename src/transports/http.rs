@@ -5,12 +5,14 @@
 //! answer's body on top; none of them handles a socket, a redirect or a
 //! time-out itself.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use url::Url;
 
 use crate::config::KindTable;
+use crate::time::Clock;
 
 use super::TransportError;
 
@@ -19,6 +21,29 @@ const MAX_ERROR_BODY_CHARS: usize = 512;
 /// The most of a successful answer's body read: enough for any
 /// provider's receipt, never a provider's whole stream.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The secret in the environment variable `var` (key `key`) made into a
+/// header value by `render` (`Bearer <token>`, or the token alone),
+/// marked sensitive so it is never logged; problems are reported under
+/// `key`.
+pub fn secret_header(
+    table: &mut KindTable<'_>,
+    key: &str,
+    var: Option<&str>,
+    render: impl FnOnce(&str) -> String,
+) -> Option<HeaderValue> {
+    let secret = table.secret(key, var)?;
+    match HeaderValue::from_str(&render(secret.expose())) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            Some(value)
+        }
+        Err(_) => {
+            table.problem(key, "not a header value (one line of visible ASCII)");
+            None
+        }
+    }
+}
 
 /// `Basic base64(user:password)`, marked sensitive so it is never logged.
 pub fn basic_auth(user: &str, password: &str) -> Option<HeaderValue> {
@@ -104,6 +129,55 @@ pub fn endpoint(base: &Url, path: &str) -> Url {
     let joined = format!("{}{path}", base.path().trim_end_matches('/'));
     url.set_path(&joined);
     url
+}
+
+/// What every HTTP transport holds to call its provider: its name, one
+/// keep-alive client, the API's host (what error messages name) and the
+/// clock that dates its tokens and reads `Retry-After` dates.
+pub struct Caller {
+    pub name: String,
+    pub client: reqwest::Client,
+    pub host: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Caller {
+    /// A caller of the API at `url` with a [`client`] of `timeout`.
+    pub fn new(
+        name: String,
+        url: &Url,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Caller, TransportError> {
+        let client = client(&name, timeout)?;
+        Ok(Caller::with_client(name, client, url, clock))
+    }
+
+    /// A caller of the API at `url` through a client of the transport's
+    /// own making (APNs' HTTP/2).
+    pub fn with_client(
+        name: String,
+        client: reqwest::Client,
+        url: &Url,
+        clock: Arc<dyn Clock>,
+    ) -> Caller {
+        Caller {
+            name,
+            client,
+            host: url.host_str().unwrap_or_default().to_owned(),
+            clock,
+        }
+    }
+
+    /// Sends `request` and reads the answer ([`send`]).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, TransportError> {
+        send(request, &self.host).await
+    }
+
+    /// Now, as `Retry-After` dates are read against.
+    pub fn now(&self) -> SystemTime {
+        SystemTime::from(self.clock.now())
+    }
 }
 
 /// A provider's answer, its body read (up to a bound).

@@ -9,7 +9,7 @@
 //! it takes, their checks, and the transport built from them.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -23,7 +23,8 @@ use crate::domain::{Channel, EmailPayload, Message, Stamp};
 use crate::time::{Clock, SystemClock};
 
 use super::email::{STAMP_HEADER, TRACKING_HEADER, email_payload, mailbox};
-use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind, http};
+use super::http::{self, Caller};
+use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
 
 // Registered in `super::KINDS`; unregistered, it would be dead code.
 pub(super) const KIND: KindSpec = KindSpec {
@@ -158,13 +159,9 @@ impl TransportKind for MailgunOptions {
 
 /// Sends emails through Mailgun's messages API.
 pub struct MailgunTransport {
-    name: String,
+    http: Caller,
     authorization: HeaderValue,
     endpoint: Url,
-    /// The endpoint's host, for error messages.
-    host: String,
-    client: reqwest::Client,
-    clock: Arc<dyn Clock>,
 }
 
 impl MailgunTransport {
@@ -179,19 +176,14 @@ impl MailgunTransport {
         options: MailgunOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TransportError> {
-        let name = name.into();
-        let client = http::client(&name, options.timeout)?;
         let endpoint = http::endpoint(
             &options.base_url,
             &format!("/v3/{}/messages", options.domain),
         );
         Ok(MailgunTransport {
-            host: endpoint.host_str().unwrap_or_default().to_owned(),
-            name,
+            http: Caller::new(name.into(), &endpoint, options.timeout, clock)?,
             authorization: options.authorization,
             endpoint,
-            client,
-            clock,
         })
     }
 }
@@ -276,7 +268,7 @@ struct MailgunAnswer {
 #[async_trait]
 impl Transport for MailgunTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     fn kind(&self) -> &'static str {
@@ -288,11 +280,12 @@ impl Transport for MailgunTransport {
         // Multipart, as Mailgun documents it; its url-encoded form would
         // not carry attachments.
         let request = self
+            .http
             .client
             .post(self.endpoint.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .multipart(form(message.id, &email)?);
-        let answer = http::send(request, &self.host).await?;
+        let answer = self.http.send(request).await?;
         if answer.is_success() {
             // The email is accepted whether or not the id came with it:
             // failing it now would send it again.
@@ -302,7 +295,7 @@ impl Transport for MailgunTransport {
                 .map(|id| id.trim().to_owned())
                 .filter(|id| !id.is_empty());
             return Ok(Delivery {
-                transport: self.name.clone(),
+                transport: self.http.name.clone(),
                 detail: Some(json!({ "status": answer.status })),
                 provider_message_id,
             });
@@ -310,7 +303,7 @@ impl Transport for MailgunTransport {
         // Mailgun's statuses mean what HTTP's do and its bodies say no
         // more than `message`: 401 a refused key, 400 a request it will
         // never take, 429 (with Retry-After) and 5xx for now.
-        Err(answer.failure(SystemTime::from(self.clock.now())))
+        Err(answer.failure(self.http.now()))
     }
 }
 

@@ -25,7 +25,7 @@ use crate::domain::{Channel, EmailPayload, Message, Stamp};
 use crate::time::{Clock, SystemClock};
 
 use super::email::{STAMP_HEADER, TRACKING_HEADER, email_payload, mailbox};
-use super::http::{self, Answer};
+use super::http::{self, Answer, Caller};
 use super::{Delivery, Gated, KindSpec, RecipientGone, Transport, TransportError, TransportKind};
 
 // Registered in `super::KINDS`; unregistered, it would be dead code.
@@ -92,21 +92,12 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
             "a postmark transport needs the server token's variable",
         );
     }
-    let server_token = table
-        .secret("server_token_env", keys.server_token_env.as_deref())
-        .and_then(|token| match HeaderValue::from_str(token.expose()) {
-            Ok(mut value) => {
-                value.set_sensitive(true);
-                Some(value)
-            }
-            Err(_) => {
-                table.problem(
-                    "server_token_env",
-                    "the token is not a header value (one line of visible ASCII)",
-                );
-                None
-            }
-        });
+    let server_token = http::secret_header(
+        table,
+        "server_token_env",
+        keys.server_token_env.as_deref(),
+        str::to_owned,
+    );
     let message_stream = match keys.message_stream.map(|s| s.trim().to_owned()) {
         Some(stream) if stream.is_empty() => {
             table.problem("message_stream", "is blank; leave it out for the default");
@@ -143,14 +134,10 @@ impl TransportKind for PostmarkOptions {
 
 /// Sends emails through Postmark's `/email` API.
 pub struct PostmarkTransport {
-    name: String,
+    http: Caller,
     server_token: HeaderValue,
     message_stream: Option<String>,
     endpoint: Url,
-    /// The endpoint's host, for error messages.
-    host: String,
-    client: reqwest::Client,
-    clock: Arc<dyn Clock>,
 }
 
 impl PostmarkTransport {
@@ -165,17 +152,12 @@ impl PostmarkTransport {
         options: PostmarkOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TransportError> {
-        let name = name.into();
-        let client = http::client(&name, options.timeout)?;
         let endpoint = http::endpoint(&options.base_url, SEND_PATH);
         Ok(PostmarkTransport {
-            host: endpoint.host_str().unwrap_or_default().to_owned(),
-            name,
+            http: Caller::new(name.into(), &endpoint, options.timeout, clock)?,
             server_token: options.server_token,
             message_stream: options.message_stream,
             endpoint,
-            client,
-            clock,
         })
     }
 }
@@ -303,7 +285,7 @@ fn failure(answer: &Answer, now: SystemTime) -> TransportError {
 #[async_trait]
 impl Transport for PostmarkTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     fn kind(&self) -> &'static str {
@@ -316,13 +298,14 @@ impl Transport for PostmarkTransport {
         let body = serde_json::to_vec(&body)
             .map_err(|e| TransportError::InvalidMessage(format!("request body: {e}")))?;
         let request = self
+            .http
             .client
             .post(self.endpoint.clone())
             .header(TOKEN_HEADER, self.server_token.clone())
             .header(ACCEPT, "application/json")
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        let answer = http::send(request, &self.host).await?;
+        let answer = self.http.send(request).await?;
         if answer.is_success() {
             // The email is accepted whether or not the id came with it:
             // failing it now would send it again.
@@ -331,12 +314,12 @@ impl Transport for PostmarkTransport {
                 .and_then(|a| a.message_id)
                 .filter(|id| !id.trim().is_empty());
             return Ok(Delivery {
-                transport: self.name.clone(),
+                transport: self.http.name.clone(),
                 detail: Some(json!({ "status": answer.status })),
                 provider_message_id,
             });
         }
-        Err(failure(&answer, SystemTime::from(self.clock.now())))
+        Err(failure(&answer, self.http.now()))
     }
 }
 

@@ -9,7 +9,7 @@
 //! it takes, their checks, and the transport built from them.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::Mailbox;
@@ -23,7 +23,8 @@ use crate::domain::{Channel, EmailPayload, Message, Stamp};
 use crate::time::{Clock, SystemClock};
 
 use super::email::{STAMP_HEADER, TRACKING_HEADER, email_payload, mailbox};
-use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind, http};
+use super::http::{self, Caller};
+use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
 
 // Registered in `super::KINDS`; unregistered, it would be dead code.
 pub(super) const KIND: KindSpec = KindSpec {
@@ -74,23 +75,10 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
             "a sendgrid transport needs the API key's variable",
         );
     }
-    let authorization = table
-        .secret("api_key_env", keys.api_key_env.as_deref())
-        .and_then(
-            |key| match HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
-                Ok(mut value) => {
-                    value.set_sensitive(true);
-                    Some(value)
-                }
-                Err(_) => {
-                    table.problem(
-                        "api_key_env",
-                        "the key is not a header value (one line of visible ASCII)",
-                    );
-                    None
-                }
-            },
-        );
+    let authorization =
+        http::secret_header(table, "api_key_env", keys.api_key_env.as_deref(), |key| {
+            format!("Bearer {key}")
+        });
     Some(Arc::new(SendgridOptions {
         authorization: authorization?,
         base_url: base_url?,
@@ -119,13 +107,9 @@ impl TransportKind for SendgridOptions {
 
 /// Sends emails through SendGrid's Mail Send API.
 pub struct SendgridTransport {
-    name: String,
+    http: Caller,
     authorization: HeaderValue,
     endpoint: Url,
-    /// The endpoint's host, for error messages.
-    host: String,
-    client: reqwest::Client,
-    clock: Arc<dyn Clock>,
 }
 
 impl SendgridTransport {
@@ -140,16 +124,11 @@ impl SendgridTransport {
         options: SendgridOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TransportError> {
-        let name = name.into();
-        let client = http::client(&name, options.timeout)?;
         let endpoint = http::endpoint(&options.base_url, SEND_PATH);
         Ok(SendgridTransport {
-            host: endpoint.host_str().unwrap_or_default().to_owned(),
-            name,
+            http: Caller::new(name.into(), &endpoint, options.timeout, clock)?,
             authorization: options.authorization,
             endpoint,
-            client,
-            clock,
         })
     }
 }
@@ -241,7 +220,7 @@ fn request_body(stamp: Stamp, email: &EmailPayload) -> Result<Value, TransportEr
 #[async_trait]
 impl Transport for SendgridTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     fn kind(&self) -> &'static str {
@@ -253,17 +232,18 @@ impl Transport for SendgridTransport {
         let body = serde_json::to_vec(&request_body(message.id, &email)?)
             .map_err(|e| TransportError::InvalidMessage(format!("request body: {e}")))?;
         let request = self
+            .http
             .client
             .post(self.endpoint.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        let answer = http::send(request, &self.host).await?;
+        let answer = self.http.send(request).await?;
         if answer.is_success() {
             // The email is accepted whether or not the id came with it:
             // failing it now would send it again.
             return Ok(Delivery {
-                transport: self.name.clone(),
+                transport: self.http.name.clone(),
                 detail: Some(json!({ "status": answer.status })),
                 provider_message_id: answer
                     .header(MESSAGE_ID_HEADER)
@@ -275,7 +255,7 @@ impl Transport for SendgridTransport {
         // SendGrid's statuses mean what HTTP's do: 401/403 a refused key,
         // 400/413 a request it will never take, 429 (with Retry-After) and
         // 5xx for now.
-        Err(answer.failure(SystemTime::from(self.clock.now())))
+        Err(answer.failure(self.http.now()))
     }
 }
 

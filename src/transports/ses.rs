@@ -31,7 +31,7 @@ use crate::domain::{Channel, EmailPayload, Message, Stamp};
 use crate::time::{Clock, SystemClock};
 
 use super::email::{build_email, email_payload, mailbox};
-use super::http::{self, Answer};
+use super::http::{self, Answer, Caller};
 use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
 
 // Registered in `super::KINDS`; unregistered, it would be dead code.
@@ -198,18 +198,14 @@ impl TransportKind for SesOptions {
 
 /// Sends emails through SES's v2 SendEmail API.
 pub struct SesTransport {
-    name: String,
+    http: Caller,
     region: String,
     credentials: Credentials,
     configuration_set: Option<String>,
     endpoint: Url,
-    /// The endpoint's host, for error messages.
-    host: String,
     /// The `Host` header as sent, port included: it is signed, so the
     /// value signed and the value sent must be the same string.
     host_header: String,
-    client: reqwest::Client,
-    clock: Arc<dyn Clock>,
 }
 
 impl SesTransport {
@@ -224,13 +220,11 @@ impl SesTransport {
         options: SesOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TransportError> {
-        let name = name.into();
-        let client = http::client(&name, options.timeout)?;
         let endpoint = http::endpoint(&options.endpoint, SEND_PATH);
-        let host = endpoint.host_str().unwrap_or_default().to_owned();
+        let http = Caller::new(name.into(), &endpoint, options.timeout, clock)?;
         let host_header = match endpoint.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.clone(),
+            Some(port) => format!("{}:{port}", http.host),
+            None => http.host.clone(),
         };
         let credentials = Credentials::new(
             options.access_key_id.expose(),
@@ -240,15 +234,12 @@ impl SesTransport {
             "herald-config",
         );
         Ok(SesTransport {
-            name,
+            http,
             region: options.region,
             credentials,
             configuration_set: options.configuration_set,
             endpoint,
-            host,
             host_header,
-            client,
-            clock,
         })
     }
 
@@ -261,7 +252,7 @@ impl SesTransport {
         now: SystemTime,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, TransportError> {
         let local = |e: &dyn std::fmt::Display| {
-            TransportError::Local(format!("transport `{}`: signing: {e}", self.name))
+            TransportError::Local(format!("transport `{}`: signing: {e}", self.http.name))
         };
         let identity = self.credentials.clone().into();
         let params: SigningParams<'_> = v4::SigningParams::builder()
@@ -409,7 +400,7 @@ struct SesAnswer {
 #[async_trait]
 impl Transport for SesTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     fn kind(&self) -> &'static str {
@@ -422,8 +413,9 @@ impl Transport for SesTransport {
         let body = request_body(message.id, &email, &mime, self.configuration_set.as_deref())?;
         let body = serde_json::to_vec(&body)
             .map_err(|e| TransportError::InvalidMessage(format!("request body: {e}")))?;
-        let now = SystemTime::from(self.clock.now());
+        let now = self.http.now();
         let mut request = self
+            .http
             .client
             .post(self.endpoint.clone())
             .header(HOST, self.host_header.as_str())
@@ -431,7 +423,7 @@ impl Transport for SesTransport {
         for (name, value) in self.signature(&body, now)? {
             request = request.header(name, value);
         }
-        let answer = http::send(request.body(body), &self.host).await?;
+        let answer = self.http.send(request.body(body)).await?;
         if answer.is_success() {
             // The email is accepted whether or not the id came with it:
             // failing it now would send it again.
@@ -440,12 +432,12 @@ impl Transport for SesTransport {
                 .and_then(|a| a.message_id)
                 .filter(|id| !id.trim().is_empty());
             return Ok(Delivery {
-                transport: self.name.clone(),
+                transport: self.http.name.clone(),
                 detail: Some(json!({ "status": answer.status })),
                 provider_message_id,
             });
         }
-        Err(failure(&answer, SystemTime::from(self.clock.now())))
+        Err(failure(&answer, self.http.now()))
     }
 }
 

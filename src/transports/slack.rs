@@ -19,7 +19,7 @@ use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, Message, Payload};
 use crate::time::Clock;
 
-use super::http::Answer;
+use super::http::{Answer, Caller};
 use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind};
 
 // Registered in `super::KINDS`; unregistered, it would be dead code.
@@ -67,23 +67,14 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
             "a slack transport needs the bot token's environment variable",
         );
     }
-    let token = table.secret("token_env", keys.token_env.as_deref());
-    let base = super::http::configure_base_url(table, keys.base_url.as_deref(), DEFAULT_BASE_URL)?;
     let authorization =
-        match token.map(|t| HeaderValue::from_str(&format!("Bearer {}", t.expose()))) {
-            Some(Ok(mut value)) => {
-                value.set_sensitive(true);
-                value
-            }
-            Some(Err(_)) => {
-                table.problem("token_env", "the token is not one line of visible ASCII");
-                return None;
-            }
-            None => return None,
-        };
+        super::http::secret_header(table, "token_env", keys.token_env.as_deref(), |token| {
+            format!("Bearer {token}")
+        });
+    let base = super::http::configure_base_url(table, keys.base_url.as_deref(), DEFAULT_BASE_URL)?;
     Some(Arc::new(SlackOptions {
         post_url: super::http::endpoint(&base, "/api/chat.postMessage"),
-        authorization,
+        authorization: authorization?,
         timeout: timeout?,
     }))
 }
@@ -109,11 +100,8 @@ impl TransportKind for SlackOptions {
 
 /// Posts chat messages to one Slack workspace.
 pub struct SlackTransport {
-    name: String,
+    http: Caller,
     options: SlackOptions,
-    client: reqwest::Client,
-    host: String,
-    clock: Arc<dyn Clock>,
 }
 
 impl SlackTransport {
@@ -122,15 +110,8 @@ impl SlackTransport {
         options: SlackOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TransportError> {
-        let client = super::http::client(&name, options.timeout)?;
-        let host = options.post_url.host_str().unwrap_or_default().to_owned();
-        Ok(SlackTransport {
-            name,
-            options,
-            client,
-            host,
-            clock,
-        })
+        let http = Caller::new(name, &options.post_url, options.timeout, clock)?;
+        Ok(SlackTransport { http, options })
     }
 }
 
@@ -205,7 +186,7 @@ fn classify_error(error: &str, answer: &Answer, now: SystemTime) -> TransportErr
 #[async_trait]
 impl Transport for SlackTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     fn kind(&self) -> &'static str {
@@ -215,13 +196,14 @@ impl Transport for SlackTransport {
     async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError> {
         let body = request_body(message)?;
         let request = self
+            .http
             .client
             .post(self.options.post_url.clone())
             .header(AUTHORIZATION, self.options.authorization.clone())
             .header(CONTENT_TYPE, "application/json; charset=utf-8")
             .body(body);
-        let answer = super::http::send(request, &self.host).await?;
-        let now = SystemTime::from(self.clock.now());
+        let answer = self.http.send(request).await?;
+        let now = self.http.now();
         if !answer.is_success() {
             return Err(answer.failure(now));
         }
@@ -231,7 +213,7 @@ impl Transport for SlackTransport {
             // should look.
             return Err(TransportError::Local(format!(
                 "{}: an answer that is not Slack's: {}",
-                self.host,
+                self.http.host,
                 answer.describe()
             )));
         };
@@ -240,7 +222,7 @@ impl Transport for SlackTransport {
             return Err(classify_error(error, &answer, now));
         }
         Ok(Delivery {
-            transport: self.name.clone(),
+            transport: self.http.name.clone(),
             detail: Some(serde_json::json!({ "channel": reply.channel })),
             provider_message_id: reply.ts,
         })

@@ -20,7 +20,7 @@ use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, Message, Payload};
 use crate::time::Clock;
 
-use super::http::Answer;
+use super::http::{Answer, Caller};
 use super::{Delivery, Gated, KindSpec, RecipientGone, Transport, TransportError, TransportKind};
 
 // Registered in `super::KINDS`; unregistered, it would be dead code.
@@ -168,11 +168,8 @@ impl TransportKind for TwilioOptions {
 
 /// Sends SMS through one Twilio account.
 pub struct TwilioTransport {
-    name: String,
+    http: Caller,
     options: TwilioOptions,
-    client: reqwest::Client,
-    host: String,
-    clock: Arc<dyn Clock>,
 }
 
 impl TwilioTransport {
@@ -181,19 +178,8 @@ impl TwilioTransport {
         options: TwilioOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TransportError> {
-        let client = super::http::client(&name, options.timeout)?;
-        let host = options
-            .messages_url
-            .host_str()
-            .unwrap_or_default()
-            .to_owned();
-        Ok(TwilioTransport {
-            name,
-            options,
-            client,
-            host,
-            clock,
-        })
+        let http = Caller::new(name, &options.messages_url, options.timeout, clock)?;
+        Ok(TwilioTransport { http, options })
     }
 
     /// The form Twilio's Messages API takes for `message`.
@@ -291,7 +277,7 @@ fn classify(answer: &Answer, now: SystemTime) -> TransportError {
 #[async_trait]
 impl Transport for TwilioTransport {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     fn kind(&self) -> &'static str {
@@ -301,20 +287,21 @@ impl Transport for TwilioTransport {
     async fn deliver(&self, message: &Message) -> Result<Delivery, TransportError> {
         let form = self.form(message)?;
         let request = self
+            .http
             .client
             .post(self.options.messages_url.clone())
             .header(AUTHORIZATION, self.options.authorization.clone())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(form);
-        let answer = super::http::send(request, &self.host).await?;
-        let now = SystemTime::from(self.clock.now());
+        let answer = self.http.send(request).await?;
+        let now = self.http.now();
         if !answer.is_success() {
             return Err(classify(&answer, now));
         }
         let body: Option<TwilioAnswer> = answer.json();
         Ok(Delivery {
-            transport: self.name.clone(),
+            transport: self.http.name.clone(),
             detail: Some(serde_json::json!({
                 "status": answer.status,
                 "twilio_status": body.as_ref().and_then(|b| b.status.clone()),
