@@ -147,9 +147,10 @@ pub struct SmsPayload {
         pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F][^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
     )]
     pub body: String,
-    /// Media sent with it as an MMS: up to 10 public http(s) URLs.
+    /// Media sent with it as an MMS: up to 10 http(s) URLs with a DNS host
+    /// name, in visible ASCII, each at most 2048 characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(max_items = 10)]
+    #[schema(max_items = 10, value_type = Vec<MediaUrl>)]
     pub media_urls: Vec<String>,
 }
 
@@ -163,6 +164,62 @@ pub struct GenericPayload {
     pub payload: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+/// A media URL as [`SmsPayload::media_urls`] takes it, for the OpenAPI
+/// description: the pattern states exactly what [`is_media_url`] checks.
+pub struct MediaUrl;
+
+impl utoipa::PartialSchema for MediaUrl {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .max_length(Some(MAX_MEDIA_URL_CHARS))
+            .pattern(Some(
+                "^https?://[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::[0-9]{1,4})?(?:[/?#][!-~]*)?$",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for MediaUrl {}
+
+/// Longest media URL.
+const MAX_MEDIA_URL_CHARS: usize = 2048;
+
+/// `http://` or `https://`, a DNS host name, an optional port of up to
+/// four digits, then optionally a path, query or fragment of visible
+/// ASCII: an address a provider can fetch, which no parser reads two ways.
+fn is_media_url(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    if text.len() > MAX_MEDIA_URL_CHARS {
+        return false;
+    }
+    let end = rest.find(['/', '?', '#', ':']).unwrap_or(rest.len());
+    let (host, mut rest) = rest.split_at(end);
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !host.split('.').all(label) {
+        return false;
+    }
+    if let Some(after) = rest.strip_prefix(':') {
+        let digits = after.find(['/', '?', '#']).unwrap_or(after.len());
+        let (port, tail) = after.split_at(digits);
+        if !(1..=4).contains(&port.len()) || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        rest = tail;
+    }
+    rest.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A validated payload of one channel.
@@ -479,10 +536,7 @@ impl SmsPayload {
             ));
         }
         for (i, media) in self.media_urls.iter().enumerate() {
-            let public = url::Url::parse(media)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-            if public.is_none() {
+            if !is_media_url(media) {
                 return Err(ValidationError::invalid(
                     format!("{field}.media_urls[{i}]"),
                     "an http(s) URL with a host, which the provider fetches the media from",
@@ -874,6 +928,27 @@ mod tests {
         );
         let bad = media(&["https://cdn.example.com/a.png", "file:///etc/passwd"]);
         assert_eq!(field_of(bad.validate("sms")), "sms.media_urls[1]");
+        for bad in [
+            "ftp://cdn.example.com/a.png",
+            "https://-cdn.example.com/",
+            "https://cdn..example.com/",
+            "https://cdn.example.com:99999/",
+            "https://cdn.example.com/a b",
+            "\u{85}\u{b7}",
+        ] {
+            assert_eq!(
+                field_of(media(&[bad]).validate("sms")),
+                "sms.media_urls[0]",
+                "{bad}"
+            );
+        }
+        for good in [
+            "http://cdn.example.com",
+            "https://cdn.example.com:8443/a.png?x=1#y",
+            "https://a/",
+        ] {
+            assert_eq!(media(&[good]).validate("sms"), Ok(()), "{good}");
+        }
         let bad = media(&["https://cdn.example.com/a.png"; 11]);
         assert_eq!(field_of(bad.validate("sms")), "sms.media_urls");
     }
