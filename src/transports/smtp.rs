@@ -296,14 +296,14 @@ pub(crate) fn classify(err: &SmtpError, server: &str) -> TransportError {
     if let Some(code @ (530 | 534 | 535 | 538)) = code {
         // Authentication refused or required: Herald's credentials or TLS
         // settings, not the message. Dead-lettering would lose every
-        // message until an operator fixes the config; retrying (and the
-        // breaker opening) keeps them.
-        return TransportError::Temporary {
+        // message until an operator fixes the config, and retrying would
+        // spend their attempts; as every provider's refused credentials,
+        // it opens the breaker and the message waits unattempted.
+        return TransportError::Unauthorized {
             code: Some(code),
             message: format!(
                 "{message} (authentication: check the transport's username, password and tls)"
             ),
-            retry_after: None,
         };
     }
     if err.is_permanent() {

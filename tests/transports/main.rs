@@ -274,12 +274,12 @@ async fn smtp_with_a_wrong_password_sends_nothing_and_is_not_the_message_s_fault
     assert!(
         matches!(
             err,
-            TransportError::Temporary {
+            TransportError::Unauthorized {
                 code: Some(535),
                 ..
             }
         ),
-        "{err:?}"
+        "the transport's outage, which opens its breaker: {err:?}"
     );
     assert!(server.received().is_empty());
 }
