@@ -193,7 +193,7 @@ impl Breaker {
     /// failure against it; refused credentials open it at once (every
     /// message would meet them); a success, or a refusal of the message
     /// itself, for it.
-    pub fn record_attempt<T>(&self, result: &Result<T, TransportError>) {
+    pub fn record_attempt(&self, result: Result<(), &TransportError>) {
         match result {
             Err(err) if err.is_unauthorized() => self.trip(),
             Err(err) if err.is_transient() => self.record_failure(),
@@ -244,15 +244,15 @@ mod tests {
     #[test]
     fn refused_credentials_open_it_at_once_and_a_refused_message_does_not() {
         let breaker = Breaker::new("breaker-unit-auth", 5, Duration::from_secs(60), clock());
-        let rejected: Result<(), _> = Err(TransportError::Rejected {
+        let rejected = TransportError::Rejected {
             code: Some(400),
             message: "bad".into(),
-        });
+        };
         for _ in 0..10 {
-            breaker.record_attempt(&rejected);
+            breaker.record_attempt(Err(&rejected));
         }
         assert_eq!(breaker.state(), CircuitState::Closed);
-        breaker.record_attempt::<()>(&Err(TransportError::Unauthorized {
+        breaker.record_attempt(Err(&TransportError::Unauthorized {
             code: Some(401),
             message: "invalid_auth".into(),
         }));

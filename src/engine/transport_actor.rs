@@ -357,7 +357,7 @@ impl TransportActor {
                 },
                 took,
             ) => {
-                self.breaker.record_attempt::<()>(&Err(err.clone()));
+                self.breaker.record_attempt(Err(&err));
                 tracing::info!(transport = %name, id = %message.id, attempt = message.attempts, class = ?err.class(), cause = %err, "delivery failed");
                 self.last_error = Some(err.to_string());
                 passed_over = tried;

@@ -574,11 +574,7 @@ impl Transport for ApnsTransport {
                 .header("apns-id")
                 .filter(|id| !id.trim().is_empty())
                 .map_or(apns_id, str::to_owned);
-            return Ok(Delivery {
-                transport: self.http.name.clone(),
-                detail: Some(json!({ "status": answer.status })),
-                provider_message_id: Some(provider_message_id),
-            });
+            return Ok(self.http.delivered(&answer, Some(provider_message_id)));
         }
         let (error, token_refused) = failure(&answer, SystemTime::from(now));
         if token_refused {

@@ -496,11 +496,7 @@ impl Transport for FcmTransport {
         let name = answer
             .json::<Value>()
             .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned));
-        Ok(Delivery {
-            transport: self.http.name.clone(),
-            detail: Some(json!({ "status": answer.status })),
-            provider_message_id: name,
-        })
+        Ok(self.http.delivered(&answer, name))
     }
 }
 

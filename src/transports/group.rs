@@ -223,7 +223,10 @@ impl Members {
             let started = Instant::now();
             let result = within(limit, member.transport.deliver(message)).await;
             let took = started.elapsed();
-            member.gate.breaker().record_attempt(&result);
+            member
+                .gate
+                .breaker()
+                .record_attempt(result.as_ref().map(|_| ()));
             match result {
                 Ok(delivery) => {
                     return end(name, Ok(delivery), passed_over, limited);

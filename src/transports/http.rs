@@ -14,7 +14,7 @@ use url::Url;
 use crate::config::KindTable;
 use crate::time::Clock;
 
-use super::TransportError;
+use super::{Delivery, TransportError};
 
 /// How much of an error answer's body is kept in the error message.
 const MAX_ERROR_BODY_CHARS: usize = 512;
@@ -172,6 +172,15 @@ impl Caller {
     /// Sends `request` and reads the answer ([`send`]).
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, TransportError> {
         send(request, &self.host).await
+    }
+
+    /// The delivery `answer` accepted, under the provider's id for it.
+    pub fn delivered(&self, answer: &Answer, provider_message_id: Option<String>) -> Delivery {
+        Delivery {
+            transport: self.name.clone(),
+            detail: Some(serde_json::json!({ "status": answer.status })),
+            provider_message_id,
+        }
     }
 
     /// Now, as `Retry-After` dates are read against.

@@ -15,12 +15,11 @@ use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
-use serde_json::json;
 use url::Url;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, EmailPayload, Message, Stamp};
-use crate::time::{Clock, SystemClock};
+use crate::time::Clock;
 
 use super::email::{STAMP_HEADER, TRACKING_HEADER, email_payload, mailbox};
 use super::http::{self, Caller};
@@ -149,7 +148,7 @@ impl TransportKind for MailgunOptions {
         _members: Vec<Gated>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        Ok(Arc::new(MailgunTransport::with_clock(
+        Ok(Arc::new(MailgunTransport::new(
             settings.name.clone(),
             self.clone(),
             clock,
@@ -165,13 +164,9 @@ pub struct MailgunTransport {
 }
 
 impl MailgunTransport {
-    pub fn new(name: impl Into<String>, options: MailgunOptions) -> Result<Self, TransportError> {
-        Self::with_clock(name, options, Arc::new(SystemClock))
-    }
-
-    /// Like [`MailgunTransport::new`], reading the time (for
-    /// `Retry-After` dates) from `clock`.
-    pub fn with_clock(
+    /// The transport `name` sends through, reading the time
+    /// (for `Retry-After` dates) from `clock`.
+    pub fn new(
         name: impl Into<String>,
         options: MailgunOptions,
         clock: Arc<dyn Clock>,
@@ -294,11 +289,7 @@ impl Transport for MailgunTransport {
                 .and_then(|a| a.id)
                 .map(|id| id.trim().to_owned())
                 .filter(|id| !id.is_empty());
-            return Ok(Delivery {
-                transport: self.http.name.clone(),
-                detail: Some(json!({ "status": answer.status })),
-                provider_message_id,
-            });
+            return Ok(self.http.delivered(&answer, provider_message_id));
         }
         // Mailgun's statuses mean what HTTP's do and its bodies say no
         // more than `message`: 401 a refused key, 400 a request it will

@@ -22,7 +22,7 @@ use url::Url;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, EmailPayload, Message, Stamp};
-use crate::time::{Clock, SystemClock};
+use crate::time::Clock;
 
 use super::email::{STAMP_HEADER, TRACKING_HEADER, email_payload, mailbox};
 use super::http::{self, Answer, Caller};
@@ -124,7 +124,7 @@ impl TransportKind for PostmarkOptions {
         _members: Vec<Gated>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        Ok(Arc::new(PostmarkTransport::with_clock(
+        Ok(Arc::new(PostmarkTransport::new(
             settings.name.clone(),
             self.clone(),
             clock,
@@ -141,13 +141,9 @@ pub struct PostmarkTransport {
 }
 
 impl PostmarkTransport {
-    pub fn new(name: impl Into<String>, options: PostmarkOptions) -> Result<Self, TransportError> {
-        Self::with_clock(name, options, Arc::new(SystemClock))
-    }
-
-    /// Like [`PostmarkTransport::new`], reading the time (for
-    /// `Retry-After` dates) from `clock`.
-    pub fn with_clock(
+    /// The transport `name` sends through, reading the time
+    /// (for `Retry-After` dates) from `clock`.
+    pub fn new(
         name: impl Into<String>,
         options: PostmarkOptions,
         clock: Arc<dyn Clock>,
@@ -313,11 +309,7 @@ impl Transport for PostmarkTransport {
                 .json::<PostmarkAnswer>()
                 .and_then(|a| a.message_id)
                 .filter(|id| !id.trim().is_empty());
-            return Ok(Delivery {
-                transport: self.http.name.clone(),
-                detail: Some(json!({ "status": answer.status })),
-                provider_message_id,
-            });
+            return Ok(self.http.delivered(&answer, provider_message_id));
         }
         Err(failure(&answer, self.http.now()))
     }

@@ -20,7 +20,7 @@ use url::Url;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, EmailPayload, Message, Stamp};
-use crate::time::{Clock, SystemClock};
+use crate::time::Clock;
 
 use super::email::{STAMP_HEADER, TRACKING_HEADER, email_payload, mailbox};
 use super::http::{self, Caller};
@@ -97,7 +97,7 @@ impl TransportKind for SendgridOptions {
         _members: Vec<Gated>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        Ok(Arc::new(SendgridTransport::with_clock(
+        Ok(Arc::new(SendgridTransport::new(
             settings.name.clone(),
             self.clone(),
             clock,
@@ -113,13 +113,9 @@ pub struct SendgridTransport {
 }
 
 impl SendgridTransport {
-    pub fn new(name: impl Into<String>, options: SendgridOptions) -> Result<Self, TransportError> {
-        Self::with_clock(name, options, Arc::new(SystemClock))
-    }
-
-    /// Like [`SendgridTransport::new`], reading the time (for
-    /// `Retry-After` dates) from `clock`.
-    pub fn with_clock(
+    /// The transport `name` sends through, reading the time
+    /// (for `Retry-After` dates) from `clock`.
+    pub fn new(
         name: impl Into<String>,
         options: SendgridOptions,
         clock: Arc<dyn Clock>,
@@ -242,15 +238,14 @@ impl Transport for SendgridTransport {
         if answer.is_success() {
             // The email is accepted whether or not the id came with it:
             // failing it now would send it again.
-            return Ok(Delivery {
-                transport: self.http.name.clone(),
-                detail: Some(json!({ "status": answer.status })),
-                provider_message_id: answer
+            return Ok(self.http.delivered(
+                &answer,
+                answer
                     .header(MESSAGE_ID_HEADER)
                     .map(str::trim)
                     .filter(|id| !id.is_empty())
                     .map(str::to_owned),
-            });
+            ));
         }
         // SendGrid's statuses mean what HTTP's do: 401/403 a refused key,
         // 400/413 a request it will never take, 429 (with Retry-After) and

@@ -28,7 +28,7 @@ use url::Url;
 
 use crate::config::{KindTable, Secret, TransportSettings};
 use crate::domain::{Channel, EmailPayload, Message, Stamp};
-use crate::time::{Clock, SystemClock};
+use crate::time::Clock;
 
 use super::email::{build_email, email_payload, mailbox};
 use super::http::{self, Answer, Caller};
@@ -188,7 +188,7 @@ impl TransportKind for SesOptions {
         _members: Vec<Gated>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<dyn Transport>, TransportError> {
-        Ok(Arc::new(SesTransport::with_clock(
+        Ok(Arc::new(SesTransport::new(
             settings.name.clone(),
             self.clone(),
             clock,
@@ -209,13 +209,9 @@ pub struct SesTransport {
 }
 
 impl SesTransport {
-    pub fn new(name: impl Into<String>, options: SesOptions) -> Result<Self, TransportError> {
-        Self::with_clock(name, options, Arc::new(SystemClock))
-    }
-
-    /// Like [`SesTransport::new`], reading the time (the signature's, and
-    /// for `Retry-After` dates) from `clock`.
-    pub fn with_clock(
+    /// The transport `name` sends through, reading the time
+    /// (the signature's, and for `Retry-After` dates) from `clock`.
+    pub fn new(
         name: impl Into<String>,
         options: SesOptions,
         clock: Arc<dyn Clock>,
@@ -431,11 +427,7 @@ impl Transport for SesTransport {
                 .json::<SesAnswer>()
                 .and_then(|a| a.message_id)
                 .filter(|id| !id.trim().is_empty());
-            return Ok(Delivery {
-                transport: self.http.name.clone(),
-                detail: Some(json!({ "status": answer.status })),
-                provider_message_id,
-            });
+            return Ok(self.http.delivered(&answer, provider_message_id));
         }
         Err(failure(&answer, self.http.now()))
     }

@@ -45,7 +45,7 @@ fn at_noon(options: SesOptions) -> SesTransport {
         .with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
         .single()
         .expect("a valid date");
-    SesTransport::with_clock("ses", options, Arc::new(ManualClock::new(noon)))
+    SesTransport::new("ses", options, Arc::new(ManualClock::new(noon)))
         .expect("the transport builds")
 }
 
