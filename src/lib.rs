@@ -33,6 +33,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod engine;
+pub mod feedback;
 pub mod http;
 pub mod storage;
 pub mod telemetry;

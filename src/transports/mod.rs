@@ -120,6 +120,14 @@ pub trait TransportKind: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// The kind's own event webhook (`POST /api/feedback/<name>`), when
+    /// its keys configure one: the provider's format and signature
+    /// scheme. The generic Standard Webhooks format any transport may
+    /// take is configured apart (`feedback_secret_env`).
+    fn feedback(&self) -> Option<Arc<dyn crate::feedback::FeedbackSource>> {
+        None
+    }
+
     /// Builds the transport `settings` describe (`settings.kind` is
     /// `self`). `members` are a group's members, built and in order; a
     /// plain transport gets none.
