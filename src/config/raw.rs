@@ -154,6 +154,41 @@ pub struct RawEngine {
     pub heartbeat_ms: Option<u64>,
 }
 
+/// `[suppression]`: which provider reports put a recipient on the
+/// suppression list, and for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSuppression {
+    /// `global` (an entry holds for every transport) or `transport` (only
+    /// for the transport that reported it). Default `global`.
+    pub scope: Option<String>,
+    /// Hard bounces suppress. Default true.
+    pub hard_bounce: Option<bool>,
+    /// Spam complaints suppress. Default true.
+    pub complaint: Option<bool>,
+    /// Unsubscribes suppress. Default true.
+    pub unsubscribe: Option<bool>,
+    /// The providers' recipient-gone dead letters (an invalid number or
+    /// token, an SMS STOP) suppress. Default true.
+    pub recipient_gone: Option<bool>,
+    /// Soft bounces within the window that suppress; 0: never. Default 3.
+    pub soft_bounce_limit: Option<u32>,
+    /// The soft bounces' window, in seconds. Default 604800 (a week).
+    pub soft_bounce_window_s: Option<u64>,
+    /// How long an automatic entry holds, in seconds; 0: until removed.
+    /// Default 0.
+    pub expire_after_s: Option<u64>,
+}
+
+/// `[feedback]`: the inbound provider event webhooks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeedback {
+    /// How long a report whose message is not found is kept (and matched
+    /// again), in seconds. Default 86400.
+    pub unmatched_keep_s: Option<u64>,
+}
+
 /// Bounds of `engine.heartbeat_ms`: beats far apart make takeover slow,
 /// beats very close together load the store for nothing.
 const MIN_HEARTBEAT_MS: u64 = 100;
@@ -345,6 +380,10 @@ pub struct RawConfig {
     pub retention: RawRetention,
     #[serde(default)]
     pub engine: RawEngine,
+    #[serde(default)]
+    pub suppression: RawSuppression,
+    #[serde(default)]
+    pub feedback: RawFeedback,
     pub alerts: Option<RawAlerts>,
 }
 
@@ -557,6 +596,15 @@ impl RawConfig {
             );
         }
         let engine = self.validate_engine(&mut problems);
+        let suppression = self.validate_suppression(&mut problems);
+        let unmatched_keep = match self.feedback.unmatched_keep_s {
+            Some(0) => {
+                problems.add("feedback.unmatched_keep_s", "must be at least 1");
+                crate::storage::DEFAULT_UNMATCHED_KEEP
+            }
+            Some(s) => Duration::from_secs(s),
+            None => crate::storage::DEFAULT_UNMATCHED_KEEP,
+        };
         let retention = self.validate_retention(&mut problems);
         let transports = self.validate_transports(env, &mut problems);
         let [head_timeout, body_timeout, keep_alive] = self.validate_server_timeouts(&mut problems);
@@ -595,6 +643,9 @@ impl RawConfig {
                 enqueue_writers,
                 priority_aging: priority.aging,
                 rollups: true,
+                suppression,
+                unmatched_keep,
+                nonce_keep: crate::storage::DEFAULT_NONCE_KEEP,
                 retention: retention.clone(),
             },
             api_keys,
@@ -931,6 +982,34 @@ impl RawConfig {
             None => room,
         };
         NonZeroUsize::new(chosen).unwrap_or(NonZeroUsize::MIN)
+    }
+
+    fn validate_suppression(&self, problems: &mut Problems) -> crate::storage::SuppressionPolicy {
+        let raw = &self.suppression;
+        let mut policy = crate::storage::SuppressionPolicy::default();
+        match raw.scope.as_deref() {
+            None | Some("global") => {}
+            Some("transport") => policy.per_transport = true,
+            Some(other) => problems.add(
+                "suppression.scope",
+                format!("`{other}` is neither `global` nor `transport`"),
+            ),
+        }
+        policy.hard_bounce = raw.hard_bounce.unwrap_or(policy.hard_bounce);
+        policy.complaint = raw.complaint.unwrap_or(policy.complaint);
+        policy.unsubscribe = raw.unsubscribe.unwrap_or(policy.unsubscribe);
+        policy.recipient_gone = raw.recipient_gone.unwrap_or(policy.recipient_gone);
+        policy.soft_bounce_limit = raw.soft_bounce_limit.unwrap_or(policy.soft_bounce_limit);
+        match raw.soft_bounce_window_s {
+            Some(0) => problems.add("suppression.soft_bounce_window_s", "must be at least 1"),
+            Some(s) => policy.soft_bounce_window = Duration::from_secs(s),
+            None => {}
+        }
+        policy.expire_after = raw
+            .expire_after_s
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs);
+        policy
     }
 
     fn validate_engine(&self, problems: &mut Problems) -> crate::engine::EngineOptions {

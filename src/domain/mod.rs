@@ -1,6 +1,7 @@
 //! The data Herald talks about: messages, their events, statuses, channels,
 //! priorities, stamps and fingerprints. Plain data and pure functions; no I/O.
 
+mod delivery;
 mod fingerprint;
 mod native;
 mod payload;
@@ -14,11 +15,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+pub use delivery::{DeliveryState, DeliveryStatus, RecipientDelivery, Report};
 pub use fingerprint::Fingerprint;
 pub use native::{ChatPayload, PushPayload};
 pub use payload::{
     Address, Attachment, EmailPayload, GenericPayload, MAX_ATTACHMENTS, MAX_RECIPIENTS, Payload,
-    SmsPayload,
+    SmsPayload, email_without, normalise_recipient,
 };
 pub use request::{
     Category, EnqueuePolicy, EnqueueRequest, FORBIDDEN_CHARACTER, MAX_PUSH_TOKENS, NewMessage,
@@ -155,8 +157,10 @@ text_enum! {
 
 text_enum! {
     /// Where a message is in its life. `queued` and `processing` are live;
-    /// the other three are final (a dead message can be replayed).
-    Status { Queued = "queued", Processing = "processing", Sent = "sent", Dead = "dead", Cancelled = "cancelled" }
+    /// the others are final (a dead message can be replayed). `suppressed`:
+    /// every recipient was on the suppression list at enqueue, so nothing
+    /// was sent.
+    Status { Queued = "queued", Processing = "processing", Sent = "sent", Dead = "dead", Cancelled = "cancelled", Suppressed = "suppressed" }
 }
 
 text_enum! {
@@ -176,6 +180,19 @@ text_enum! {
         Cancelled = "cancelled",
         LeaseExpired = "lease_expired",
         Deferred = "deferred",
+        /// A recipient left out at enqueue: it is on the suppression list
+        /// (`detail`: recipient, reason).
+        Suppressed = "suppressed",
+        // What the provider reported after hand-over (delivery feedback):
+        // `detail` has the recipient, the provider's reason and time.
+        Delivered = "delivered",
+        Bounced = "bounced",
+        Complained = "complained",
+        Opened = "opened",
+        Clicked = "clicked",
+        Unsubscribed = "unsubscribed",
+        Rejected = "rejected",
+        DeferredDownstream = "deferred_downstream",
     }
 }
 
@@ -276,6 +293,8 @@ pub struct Message {
     pub sent_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// What the provider reported after hand-over.
+    pub delivery: DeliveryStatus,
 }
 
 /// One step in a message's life.

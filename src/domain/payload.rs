@@ -327,6 +327,20 @@ impl Payload {
         })
     }
 
+    /// Who the message goes to, each as suppression and the recipient
+    /// filter know it ([`normalise_recipient`]): an email's every
+    /// address, an SMS's number, a push's device token, a chat's channel;
+    /// none for a webhook document.
+    pub fn recipients(&self) -> Vec<String> {
+        match self {
+            Payload::Email(email) => email.normalised_recipients(),
+            Payload::Sms(sms) => vec![normalise_recipient(Channel::Sms, &sms.to)],
+            Payload::Push(push) => vec![normalise_recipient(Channel::Push, &push.token)],
+            Payload::Chat(chat) => vec![normalise_recipient(Channel::Chat, &chat.channel)],
+            Payload::Generic(..) => Vec::new(),
+        }
+    }
+
     /// The per-message destination URL, if any.
     pub fn url(&self) -> Option<&str> {
         match self {
@@ -612,6 +626,30 @@ pub(super) fn check_text(
 }
 
 /// `Alice <Alice@Example.com>` and `alice@example.com` are one recipient.
+/// A recipient of `channel` as suppression entries, the recipient filter
+/// and provider reports are compared: an email address without its display
+/// name, lower-cased; a number, token or channel trimmed.
+pub fn normalise_recipient(channel: Channel, raw: &str) -> String {
+    match channel {
+        Channel::Email => normalise_address(raw),
+        _ => raw.trim().to_owned(),
+    }
+}
+
+/// `payload` (an email's stored JSON text) without the recipients in
+/// `dropped` (normalised): what is sent once suppressed addresses are
+/// left out. `None` when the text is not an email payload.
+pub fn email_without(payload: &str, dropped: &[String]) -> Option<String> {
+    let mut email: EmailPayload = serde_json::from_str(payload).ok()?;
+    let keep = |list: &mut Vec<String>| {
+        list.retain(|raw| !dropped.contains(&normalise_address(raw)));
+    };
+    keep(&mut email.to);
+    keep(&mut email.cc);
+    keep(&mut email.bcc);
+    Some(Payload::Email(email).to_json_text())
+}
+
 fn normalise_address(raw: &str) -> String {
     match Mailbox::from_str(raw.trim()) {
         Ok(mailbox) => mailbox.email.to_string().to_lowercase(),

@@ -125,6 +125,9 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
     pub max_attempts: u32,
     pub available_at: DateTime<Utc>,
+    /// [`Payload::recipients`]: what suppression checks at enqueue and
+    /// the recipient filter finds.
+    pub recipients: Vec<String>,
 }
 
 /// What the configuration says about accepting messages; built from the
@@ -378,6 +381,7 @@ impl EnqueueRequest {
                 category: self.category.clone(),
                 priority,
                 fingerprint: Fingerprint::of(&payload),
+                recipients: payload.recipients(),
                 payload: payload.to_json_text(),
                 metadata: metadata.clone(),
                 idempotency_key: match fanned_out {

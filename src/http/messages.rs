@@ -19,7 +19,8 @@ use super::extract::{JsonBody, Query};
 use super::openapi::Include;
 use super::{ApiError, AppState};
 use crate::domain::{
-    Channel, EnqueueRequest, Fingerprint, NewMessage, Stamp, Status, ValidationError,
+    Channel, DeliveryState, EnqueueRequest, Fingerprint, NewMessage, Stamp, Status,
+    ValidationError, normalise_recipient,
 };
 use crate::storage::{Enqueued, MAX_BATCH, MessageFilter, PageRequest};
 use crate::telemetry::{self, Endpoint};
@@ -300,10 +301,12 @@ pub async fn get_message(
     path = "/api/messages",
     tag = "messages",
     params(
-        ("status" = Option<Status>, Query, description = "queued | processing | sent | dead | cancelled"),
+        ("status" = Option<Status>, Query, description = "queued | processing | sent | dead | cancelled | suppressed"),
         ("transport" = Option<String>, Query, description = "Messages of this transport"),
         ("channel" = Option<Channel>, Query, description = "email | sms | chat | push | webhook"),
         ("fingerprint" = Option<Fingerprint>, Query, description = "Messages with this content fingerprint (64 hex digits)"),
+        ("recipient" = Option<String>, Query, description = "Messages to this address, number, device token or chat channel (an email address matches whatever its case or display name)"),
+        ("delivery" = Option<DeliveryState>, Query, description = "unknown | delivered | bounced | complained | failed: what the provider reported"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000, default 50"),
         ("after" = Option<Stamp>, Query, description = "The `next` cursor of the previous page"),
         ("include" = Option<Include>, Query, description = "`payload` adds each message's payload"),
@@ -329,6 +332,8 @@ pub async fn list_messages(
             "transport",
             "channel",
             "fingerprint",
+            "recipient",
+            "delivery",
             "limit",
             "after",
             "include",
@@ -342,6 +347,25 @@ pub async fn list_messages(
         })?,
         fingerprint: query.get("fingerprint", |s| {
             Fingerprint::parse(s).ok_or_else(|| "a fingerprint is 64 hex digits".to_owned())
+        })?,
+        recipient: query.get("recipient", |s| {
+            // Only email addresses have an `@`: those are compared as
+            // suppression compares them, whatever their case.
+            let channel = if s.contains('@') {
+                Channel::Email
+            } else {
+                Channel::Sms
+            };
+            let normalised = normalise_recipient(channel, s);
+            if normalised.is_empty() {
+                Err("an address, number, token or channel, not blank".to_owned())
+            } else {
+                Ok(normalised)
+            }
+        })?,
+        delivery: query.get("delivery", |s| {
+            DeliveryState::parse(s)
+                .ok_or_else(|| "one of unknown, delivered, bounced, complained, failed".to_owned())
         })?,
     };
     let page = page_request(&query)?;

@@ -12,6 +12,7 @@
 //! claiming is an index range scan and low priorities cannot starve.
 
 mod alerts;
+mod feedback;
 mod group_commit;
 mod lifecycle;
 mod postgres;
@@ -28,6 +29,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use alerts::{Alert, AlertNotice, AlertState, NewAlert};
+pub use feedback::{
+    FeedbackBatch, FeedbackRecorded, StoredEvent, Suppression, SuppressionCursor,
+    SuppressionFilter, SuppressionPolicy,
+};
 pub use group_commit::GroupCommit;
 pub use postgres::PostgresStorage;
 pub use retention::{Expired, Retention, RetentionOverride, RetentionRule};
@@ -60,6 +65,12 @@ pub(crate) const WRITE_PROBE: &str = "herald:write-probe";
 /// the engine.
 pub const DEFAULT_ENQUEUE_WRITERS: usize = 2;
 
+/// `[feedback] unmatched_keep_s` when not set: a day.
+pub const DEFAULT_UNMATCHED_KEEP: Duration = Duration::from_secs(86_400);
+/// How long nonces are kept when not set: an hour, well past any
+/// signature tolerance.
+pub const DEFAULT_NONCE_KEEP: Duration = Duration::from_secs(3_600);
+
 /// How a backend is opened.
 #[derive(Debug, Clone)]
 pub struct StorageOptions {
@@ -79,6 +90,14 @@ pub struct StorageOptions {
     /// only to measure what they cost the delivery path
     /// (`benches/engine.rs`). Not a configuration key.
     pub rollups: bool,
+    /// Which provider reports put recipients on the suppression list.
+    pub suppression: SuppressionPolicy,
+    /// How long a report whose message is not found is kept, and matched
+    /// again (`[feedback] unmatched_keep_s`).
+    pub unmatched_keep: Duration,
+    /// How long a feedback nonce is remembered: at least the signatures'
+    /// tolerance, past which a replay is refused by its timestamp anyway.
+    pub nonce_keep: Duration,
     /// How long finished messages are kept. PostgreSQL files a message
     /// that follows the default rule under the day it finished, one that
     /// does not apart, as it finishes; both backends expire by it.
@@ -93,6 +112,9 @@ impl StorageOptions {
             enqueue_writers: DEFAULT_ENQUEUE_WRITERS,
             priority_aging: DEFAULT_PRIORITY_AGING,
             rollups: true,
+            suppression: SuppressionPolicy::default(),
+            unmatched_keep: DEFAULT_UNMATCHED_KEEP,
+            nonce_keep: DEFAULT_NONCE_KEEP,
             retention: Retention::default(),
         }
     }
@@ -134,6 +156,10 @@ pub struct Enqueued {
     /// what `id`, `status` and `fingerprint` then describe.
     #[serde(skip)]
     pub created: bool,
+    /// Recipients left out because they are on the suppression list; all
+    /// of them when `status` is `suppressed`.
+    #[serde(skip)]
+    pub suppressed: Vec<String>,
 }
 
 /// What became of one delivery attempt, reported under the claim token.
@@ -288,6 +314,9 @@ pub struct MessageFilter {
     pub transport: Option<String>,
     pub channel: Option<crate::domain::Channel>,
     pub fingerprint: Option<Fingerprint>,
+    /// A recipient, normalised ([`crate::domain::normalise_recipient`]).
+    pub recipient: Option<String>,
+    pub delivery: Option<crate::domain::DeliveryState>,
 }
 
 /// One page of a listing, newest first. `after` is the last id of the
@@ -630,6 +659,53 @@ pub trait Storage: Send + Sync + 'static {
         transport: &str,
         provider_message_id: &str,
     ) -> Result<Option<Stamp>, StorageError>;
+
+    /// Applies one batch of provider reports in one transaction: each
+    /// finds its message by stamp, else by the provider's id of it (see
+    /// [`Storage::find_by_provider_id`]); a report already stored is
+    /// skipped; the rest are stored as events, move the message's
+    /// delivery state forward ([`crate::domain::DeliveryStatus::apply`]) and
+    /// put recipients on the suppression list as the store's
+    /// [`SuppressionPolicy`] says. A report whose message is not found, or
+    /// not finished yet, is kept for [`Storage::rematch_feedback`]. With a
+    /// nonce seen before, nothing is recorded and `replay` is set.
+    async fn record_feedback(
+        &self,
+        batch: FeedbackBatch,
+        now: DateTime<Utc>,
+    ) -> Result<FeedbackRecorded, StorageError>;
+
+    /// Matches up to `limit` kept reports again, oldest first; those that
+    /// still find no message stay until the store's `unmatched_keep` has
+    /// passed. Also forgets nonces older than `nonce_keep`. Returns how
+    /// many were matched now.
+    async fn rematch_feedback(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<FeedbackRecorded, StorageError>;
+
+    /// The suppression list, ordered by (channel, address, scope), paged.
+    /// Expired entries are not shown.
+    async fn list_suppressions(
+        &self,
+        filter: &SuppressionFilter,
+        after: Option<SuppressionCursor>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Suppression>, StorageError>;
+
+    /// Adds an entry, or replaces the one of the same channel, address
+    /// and scope.
+    async fn add_suppression(&self, entry: Suppression) -> Result<(), StorageError>;
+
+    /// Removes every entry of `address` on `channel`, whatever its scope;
+    /// how many there were.
+    async fn remove_suppression(
+        &self,
+        channel: Channel,
+        address: &str,
+    ) -> Result<u64, StorageError>;
 
     /// Newest first, cursor-paged; stable across pages.
     async fn list_messages(

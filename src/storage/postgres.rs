@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -31,18 +31,21 @@ use super::sql::{
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, Expired, FailureCount,
-    MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page, PageRequest,
-    Recorded, Retention, RollupSeal, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
+    FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome,
+    OutcomeKind, Page, PageRequest, Recorded, Retention, RollupSeal, Scope, SeriesCounts, Storage,
+    StorageError, StorageOptions, Suppression, SuppressionCursor, SuppressionFilter,
     TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, clamp_limit, effective_at,
     with_queued_event,
 };
 use crate::domain::{
-    ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority, Stamp, Status,
+    Channel, ClaimToken, DeliveryState, Event, Fingerprint, Message, MessageWithEvents, NewMessage,
+    Priority, Stamp, Status,
 };
 
 mod embedded {
     refinery::embed_migrations!("sql/postgres");
 }
+mod feedback;
 mod finished;
 mod live;
 mod partition_indexes;
@@ -88,7 +91,18 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 /// [`MESSAGE_COLUMNS`] of a finished message: it holds no claim.
 const FINISHED_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
     metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
-    NULL::timestamptz AS lease_until, NULL::uuid AS claim_token, sent_at, last_error, updated_at";
+    NULL::timestamptz AS lease_until, NULL::uuid AS claim_token, sent_at, last_error, updated_at, \
+    delivery_detail";
+
+/// [`MESSAGE_COLUMNS`] of a live message beside [`FINISHED_COLUMNS`] in
+/// one result: it has no delivery state yet.
+const LIVE_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
+    metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
+    lease_until, claim_token, sent_at, last_error, updated_at, NULL::jsonb AS delivery_detail";
+
+/// Between a message's recipients in the one text per message the
+/// enqueue statement splits (no validated recipient contains it).
+const RECIPIENT_SEPARATOR: &str = "\u{1f}";
 
 /// PostgreSQL storage over a connection pool.
 #[derive(Clone)]
@@ -107,6 +121,9 @@ pub struct PostgresStorage {
     /// Ends the session holding this node's advisory lock, when held.
     node_lock: Arc<Mutex<Option<oneshot::Sender<()>>>>,
     retention: Arc<Retention>,
+    suppression: Arc<super::SuppressionPolicy>,
+    unmatched_keep: Duration,
+    nonce_keep: Duration,
     statistics: Statistics,
     /// The outcome and recovery statements, which file finishing messages
     /// by `retention`.
@@ -167,6 +184,9 @@ impl PostgresStorage {
             ))
             .into(),
             retention: Arc::new(options.retention.clone()),
+            suppression: Arc::new(options.suppression.clone()),
+            unmatched_keep: options.unmatched_keep,
+            nonce_keep: options.nonce_keep,
         };
         storage.ping().await?;
         Ok(storage)
@@ -217,6 +237,148 @@ impl PostgresStorage {
         let created = finished::ensure_partitions(&mut client, finished::day_of(now)).await?;
         tracing::info!(created, day = %finished::day_of(now), "finished-message partitions created on demand");
         Ok(())
+    }
+
+    /// Stores `messages` in the live table (the statement and the look-up
+    /// of known keys), on `client`: the pool's connection, or the
+    /// transaction of an enqueue that also stores suppressed messages.
+    async fn insert_live(
+        &self,
+        client: &impl GenericClient,
+        messages: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>, StorageError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = messages.iter().map(|m| uuid(m.id)).collect();
+        let channels: Vec<&str> = messages.iter().map(|m| m.channel.as_str()).collect();
+        let transports: Vec<&str> = messages.iter().map(|m| m.transport.as_str()).collect();
+        let categories: Vec<Option<&str>> =
+            messages.iter().map(|m| m.category.as_deref()).collect();
+        let priorities: Vec<i16> = messages
+            .iter()
+            .map(|m| i16::from(m.priority.get()))
+            .collect();
+        let payloads: Vec<&str> = messages.iter().map(|m| m.payload.as_str()).collect();
+        let metadata: Vec<&str> = messages.iter().map(|m| m.metadata.as_str()).collect();
+        let fingerprints: Vec<&str> = messages.iter().map(|m| m.fingerprint.as_str()).collect();
+        let keys: Vec<Option<&str>> = messages
+            .iter()
+            .map(|m| m.idempotency_key.as_deref())
+            .collect();
+        let max_attempts: Vec<i32> = messages
+            .iter()
+            .map(|m| i32::try_from(m.max_attempts).unwrap_or(i32::MAX))
+            .collect();
+        let available: Vec<DateTime<Utc>> = messages.iter().map(|m| m.available_at).collect();
+        let effective: Vec<DateTime<Utc>> = messages
+            .iter()
+            .map(|m| effective_at(m.available_at, m.priority, self.aging))
+            .collect();
+
+        // One statement stores the messages and their events, atomic
+        // without BEGIN and COMMIT, which would cost two more round trips.
+        // The lookup of known keys after it needs no transaction either:
+        // the insert waited for any conflicting row to commit, so this
+        // next statement sees it; and should the lookup fail, the client's
+        // retry with the same keys finds the messages stored.
+        let recipients: Vec<Option<String>> = messages
+            .iter()
+            .map(|m| (!m.recipients.is_empty()).then(|| m.recipients.join(RECIPIENT_SEPARATOR)))
+            .collect();
+        let sql = if keys.iter().any(Option::is_some) {
+            &ENQUEUE_SQL
+        } else {
+            &ENQUEUE_UNKEYED_SQL
+        };
+        let insert = client.prepare_cached(sql).await?;
+        let rows = client
+            .query(
+                &insert,
+                &[
+                    &ids,
+                    &channels,
+                    &transports,
+                    &categories,
+                    &priorities,
+                    &payloads,
+                    &metadata,
+                    &fingerprints,
+                    &keys,
+                    &max_attempts,
+                    &available,
+                    &effective,
+                    &now,
+                    &recipients,
+                ],
+            )
+            .await?;
+        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+        let mut new_work = BTreeSet::new();
+        for row in &rows {
+            inserted.insert(row.try_get::<_, Uuid>(0)?);
+            new_work.insert(row.try_get::<_, &str>(1)?);
+        }
+        self.signal.notify(new_work.iter().copied());
+        self.notifier.announce(new_work);
+
+        let mut existing = std::collections::HashMap::new();
+        if inserted.len() < messages.len() {
+            let skipped: Vec<&str> = messages
+                .iter()
+                .filter(|m| !inserted.contains(&uuid(m.id)))
+                .filter_map(|m| m.idempotency_key.as_deref())
+                .collect();
+            let lookup = client
+                .prepare_cached(
+                    "SELECT idempotency_key, id, status, fingerprint FROM messages
+                     WHERE idempotency_key = ANY($1)
+                     UNION ALL
+                     SELECT idempotency_key, id, status, fingerprint FROM finished_messages
+                     WHERE idempotency_key = ANY($1)",
+                )
+                .await?;
+            for row in client.query(&lookup, &[&skipped]).await? {
+                let key: String = row.try_get(0)?;
+                let status: String = row.try_get(2)?;
+                existing.insert(
+                    key,
+                    Enqueued {
+                        id: stamp(row.try_get(1)?),
+                        status: status.parse().map_err(|e| corrupt("status", e))?,
+                        fingerprint: Fingerprint::from_stored(row.try_get(3)?),
+                        created: false,
+                        suppressed: Vec::new(),
+                    },
+                );
+            }
+        }
+
+        messages
+            .into_iter()
+            .map(|m| {
+                if inserted.contains(&uuid(m.id)) {
+                    Ok(Enqueued {
+                        id: m.id,
+                        status: Status::Queued,
+                        fingerprint: m.fingerprint,
+                        created: true,
+                        suppressed: Vec::new(),
+                    })
+                } else {
+                    m.idempotency_key
+                        .as_ref()
+                        .and_then(|key| existing.get(key).cloned())
+                        .ok_or_else(|| {
+                            StorageError::Backend(format!(
+                                "message {} was neither stored nor found",
+                                m.id
+                            ))
+                        })
+                }
+            })
+            .collect()
     }
 
     async fn record_outcomes_once(
@@ -344,6 +506,7 @@ impl PostgresStorage {
             .await?;
         }
         add_rollups(&tx, &rollups).await?;
+        self.suppress_gone(&tx, outcomes, &recorded, now).await?;
         tx.commit().await?;
         Ok(recorded)
     }
@@ -596,6 +759,12 @@ fn message_from_row(row: &Row) -> Result<Message, StorageError> {
         sent_at: row.try_get("sent_at")?,
         last_error: row.try_get("last_error")?,
         updated_at: row.try_get("updated_at")?,
+        // Claims read live rows, which have no delivery state.
+        delivery: if row.columns().iter().any(|c| c.name() == "delivery_detail") {
+            feedback::delivery_of(row.try_get("delivery_detail")?)
+        } else {
+            crate::domain::DeliveryStatus::default()
+        },
     })
 }
 
@@ -744,9 +913,10 @@ fn enqueue_sql(guard: &str) -> String {
         "WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
-                         $12::timestamptz[])
+                         $12::timestamptz[], $14::text[])
         WITH ORDINALITY AS t(id, channel, transport, category, priority, payload, metadata,
-                             fingerprint, idempotency_key, max_attempts, available_at, effective_at, ord)
+                             fingerprint, idempotency_key, max_attempts, available_at, effective_at,
+                             recipients, ord)
 ), keyed AS (
     INSERT INTO idempotency_keys AS k (key, message_id, created_at)
     SELECT DISTINCT ON (idempotency_key) idempotency_key, id, $13 FROM input i
@@ -759,10 +929,11 @@ fn enqueue_sql(guard: &str) -> String {
     RETURNING message_id
 ), inserted AS (
     INSERT INTO messages (id, channel, transport, category, status, priority, payload, metadata,
-                          fingerprint, idempotency_key, attempts, max_attempts, created_at,
-                          available_at, effective_at, updated_at)
+                          fingerprint, idempotency_key, recipients, attempts, max_attempts,
+                          created_at, available_at, effective_at, updated_at)
     SELECT id, channel, transport, category, 'queued', priority, payload::json, metadata::json,
-           fingerprint, idempotency_key, 0, max_attempts, $13, available_at, effective_at, $13
+           fingerprint, idempotency_key, string_to_array(recipients, E'\\x1f'), 0, max_attempts,
+           $13, available_at, effective_at, $13
     FROM input
     WHERE idempotency_key IS NULL OR id IN (SELECT message_id FROM keyed)
     ORDER BY ord
@@ -1000,7 +1171,8 @@ fn move_sql(decided: &str, sent_at: &str, last_error: &str, now: &str) -> String
     INSERT INTO finished_messages ({FINISHED_INSERT})
     SELECT mv.id, mv.channel, mv.transport, mv.category, mv.next_status, mv.priority, mv.payload,
            mv.metadata, mv.fingerprint, mv.idempotency_key, mv.attempts, mv.max_attempts,
-           mv.created_at, mv.available_at, {sent_at}, {last_error}, {now}, mv.bucket
+           mv.created_at, mv.available_at, {sent_at}, {last_error}, {now}, mv.bucket,
+           mv.recipients
     FROM moved mv
     RETURNING id, status
 )"
@@ -1047,7 +1219,7 @@ const FINAL_LEASE_EXPIRED: &str = "lease expired on the final attempt";
 /// write them.
 const FINISHED_INSERT: &str = "id, channel, transport, category, status, priority, payload, \
     metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
-    sent_at, last_error, updated_at, finished_on";
+    sent_at, last_error, updated_at, finished_on, recipients";
 
 /// Presumes nodes without a heartbeat since `$2` dead: deletes their rows
 /// and ends their claims' leases now, for [`recover_sql`] to take over.
@@ -1198,128 +1370,16 @@ impl Storage for PostgresStorage {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Uuid> = messages.iter().map(|m| uuid(m.id)).collect();
-        let channels: Vec<&str> = messages.iter().map(|m| m.channel.as_str()).collect();
-        let transports: Vec<&str> = messages.iter().map(|m| m.transport.as_str()).collect();
-        let categories: Vec<Option<&str>> =
-            messages.iter().map(|m| m.category.as_deref()).collect();
-        let priorities: Vec<i16> = messages
-            .iter()
-            .map(|m| i16::from(m.priority.get()))
-            .collect();
-        let payloads: Vec<&str> = messages.iter().map(|m| m.payload.as_str()).collect();
-        let metadata: Vec<&str> = messages.iter().map(|m| m.metadata.as_str()).collect();
-        let fingerprints: Vec<&str> = messages.iter().map(|m| m.fingerprint.as_str()).collect();
-        let keys: Vec<Option<&str>> = messages
-            .iter()
-            .map(|m| m.idempotency_key.as_deref())
-            .collect();
-        let max_attempts: Vec<i32> = messages
-            .iter()
-            .map(|m| i32::try_from(m.max_attempts).unwrap_or(i32::MAX))
-            .collect();
-        let available: Vec<DateTime<Utc>> = messages.iter().map(|m| m.available_at).collect();
-        let effective: Vec<DateTime<Utc>> = messages
-            .iter()
-            .map(|m| effective_at(m.available_at, m.priority, self.aging))
-            .collect();
-
-        // One statement stores the messages and their events, atomic
-        // without BEGIN and COMMIT, which would cost two more round trips.
-        // The lookup of known keys after it needs no transaction either:
-        // the insert waited for any conflicting row to commit, so this
-        // next statement sees it; and should the lookup fail, the client's
-        // retry with the same keys finds the messages stored.
         let client = self.client().await?;
-        let sql = if keys.iter().any(Option::is_some) {
-            &ENQUEUE_SQL
-        } else {
-            &ENQUEUE_UNKEYED_SQL
-        };
-        let insert = client.prepare_cached(sql).await?;
-        let rows = client
-            .query(
-                &insert,
-                &[
-                    &ids,
-                    &channels,
-                    &transports,
-                    &categories,
-                    &priorities,
-                    &payloads,
-                    &metadata,
-                    &fingerprints,
-                    &keys,
-                    &max_attempts,
-                    &available,
-                    &effective,
-                    &now,
-                ],
-            )
-            .await?;
-        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-        let mut new_work = BTreeSet::new();
-        for row in &rows {
-            inserted.insert(row.try_get::<_, Uuid>(0)?);
-            new_work.insert(row.try_get::<_, &str>(1)?);
+        let hits = feedback::suppressed_among(&client, &messages, now).await?;
+        if hits.iter().all(Vec::is_empty) {
+            return self.insert_live(&client, messages, now).await;
         }
-        self.signal.notify(new_work.iter().copied());
-        self.notifier.announce(new_work);
-
-        let mut existing = std::collections::HashMap::new();
-        if inserted.len() < messages.len() {
-            let skipped: Vec<&str> = messages
-                .iter()
-                .filter(|m| !inserted.contains(&uuid(m.id)))
-                .filter_map(|m| m.idempotency_key.as_deref())
-                .collect();
-            let lookup = client
-                .prepare_cached(
-                    "SELECT idempotency_key, id, status, fingerprint FROM messages
-                     WHERE idempotency_key = ANY($1)
-                     UNION ALL
-                     SELECT idempotency_key, id, status, fingerprint FROM finished_messages
-                     WHERE idempotency_key = ANY($1)",
-                )
-                .await?;
-            for row in client.query(&lookup, &[&skipped]).await? {
-                let key: String = row.try_get(0)?;
-                let status: String = row.try_get(2)?;
-                existing.insert(
-                    key,
-                    Enqueued {
-                        id: stamp(row.try_get(1)?),
-                        status: status.parse().map_err(|e| corrupt("status", e))?,
-                        fingerprint: Fingerprint::from_stored(row.try_get(3)?),
-                        created: false,
-                    },
-                );
-            }
-        }
-
-        messages
-            .into_iter()
-            .map(|m| {
-                if inserted.contains(&uuid(m.id)) {
-                    Ok(Enqueued {
-                        id: m.id,
-                        status: Status::Queued,
-                        fingerprint: m.fingerprint,
-                        created: true,
-                    })
-                } else {
-                    m.idempotency_key
-                        .as_ref()
-                        .and_then(|key| existing.get(key).cloned())
-                        .ok_or_else(|| {
-                            StorageError::Backend(format!(
-                                "message {} was neither stored nor found",
-                                m.id
-                            ))
-                        })
-                }
-            })
-            .collect()
+        drop(client);
+        self.on_a_ready_day(now, || {
+            self.enqueue_suppressing(messages.clone(), hits.clone(), now)
+        })
+        .await
     }
 
     async fn claim_due(
@@ -1710,6 +1770,44 @@ impl Storage for PostgresStorage {
         Ok(Some(MessageWithEvents { message, events }))
     }
 
+    async fn record_feedback(
+        &self,
+        batch: FeedbackBatch,
+        now: DateTime<Utc>,
+    ) -> Result<FeedbackRecorded, StorageError> {
+        self.record_feedback_batch(batch, now).await
+    }
+
+    async fn rematch_feedback(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<FeedbackRecorded, StorageError> {
+        self.rematch(now, limit).await
+    }
+
+    async fn list_suppressions(
+        &self,
+        filter: &SuppressionFilter,
+        after: Option<SuppressionCursor>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Suppression>, StorageError> {
+        self.suppressions(filter, after, limit, now).await
+    }
+
+    async fn add_suppression(&self, entry: Suppression) -> Result<(), StorageError> {
+        self.put_suppression(entry).await
+    }
+
+    async fn remove_suppression(
+        &self,
+        channel: Channel,
+        address: &str,
+    ) -> Result<u64, StorageError> {
+        self.delete_suppression(channel, address).await
+    }
+
     async fn list_messages(
         &self,
         filter: &MessageFilter,
@@ -1744,18 +1842,40 @@ impl Storage for PostgresStorage {
         if let Some(status) = &status {
             conditions.push(format!("status = '{status}'"));
         }
-        let values: Vec<&(dyn ToSql + Sync)> = filters.iter().map(|(_, value)| *value).collect();
-        let where_clause = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
+        let mut values: Vec<&(dyn ToSql + Sync)> =
+            filters.iter().map(|(_, value)| *value).collect();
+        let recipient = filter.recipient.as_ref().map(|r| vec![r.clone()]);
+        if let Some(recipient) = &recipient {
+            values.push(recipient);
+            // The GIN index's operator; the live table is scanned.
+            conditions.push(format!("recipients @> ${}::text[]", values.len()));
+        }
+        let mut live_conditions = conditions.clone();
+        let mut finished_conditions = conditions;
+        // Literals, as for status: the partial index serves one state.
+        match filter.delivery {
+            None => {}
+            Some(DeliveryState::Unknown) => finished_conditions.push("delivery IS NULL".into()),
+            Some(state) => {
+                live_conditions.push("false".into());
+                finished_conditions.push(format!("delivery = '{}'", state.as_str()));
+            }
+        }
+        let where_of = |conditions: &[String]| {
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            }
         };
+        let (live_where, finished_where) =
+            (where_of(&live_conditions), where_of(&finished_conditions));
         // Newest first across both tables: each gives its own newest,
         // then they are merged.
         let sql = format!(
-            "(SELECT {MESSAGE_COLUMNS} FROM messages {where_clause} ORDER BY id DESC LIMIT {n})
+            "(SELECT {LIVE_COLUMNS} FROM messages {live_where} ORDER BY id DESC LIMIT {n})
              UNION ALL
-             (SELECT {FINISHED_COLUMNS} FROM finished_messages {where_clause} ORDER BY id DESC LIMIT {n})
+             (SELECT {FINISHED_COLUMNS} FROM finished_messages {finished_where} ORDER BY id DESC LIMIT {n})
              ORDER BY id DESC LIMIT {n}",
             n = limit + 1
         );
@@ -2350,7 +2470,7 @@ async fn cancel_one(
                  INSERT INTO finished_messages ({FINISHED_INSERT})
                  SELECT id, channel, transport, category, 'cancelled', priority, payload, metadata,
                         fingerprint, idempotency_key, attempts, max_attempts, created_at,
-                        available_at, sent_at, last_error, $2, $3::date
+                        available_at, sent_at, last_error, $2, $3::date, recipients
                  FROM moved
                  RETURNING {FINISHED_COLUMNS}"
                 ),
@@ -2402,7 +2522,22 @@ async fn cancel_one(
 /// The `finished_on` a message finishing now is filed under, as
 /// [`finished::bucket_sql`] decides it in SQL.
 fn bucket_of(retention: &Retention, message: &Message, now: DateTime<Utc>) -> chrono::NaiveDate {
-    let rule = retention.rule_for(&message.transport, message.category.as_deref());
+    bucket_of_rule(
+        retention,
+        &message.transport,
+        message.category.as_deref(),
+        now,
+    )
+}
+
+/// [`bucket_of`] a message of `transport` and `category`.
+fn bucket_of_rule(
+    retention: &Retention,
+    transport: &str,
+    category: Option<&str>,
+    now: DateTime<Utc>,
+) -> chrono::NaiveDate {
+    let rule = retention.rule_for(transport, category);
     if *rule == retention.default {
         finished::day_of(now)
     } else {
@@ -2499,10 +2634,10 @@ async fn replay_one(
              INSERT INTO messages (id, channel, transport, category, status, priority, payload,
                                    metadata, fingerprint, idempotency_key, attempts, max_attempts,
                                    created_at, available_at, effective_at, sent_at, last_error,
-                                   updated_at)
+                                   updated_at, recipients)
              SELECT id, channel, transport, category, 'dead', priority, payload, metadata,
                     fingerprint, idempotency_key, attempts, max_attempts, created_at,
-                    available_at, available_at, sent_at, last_error, updated_at
+                    available_at, available_at, sent_at, last_error, updated_at, recipients
              FROM moved",
             &[&uuid(id)],
         )

@@ -34,16 +34,19 @@ use super::sql::{
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page, PageRequest,
-    Recorded, RollupSeal, Scope, SeriesCounts, Storage, StorageError, StorageOptions,
+    FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome,
+    OutcomeKind, Page, PageRequest, Recorded, RollupSeal, Scope, SeriesCounts, Storage,
+    StorageError, StorageOptions, Suppression, SuppressionCursor, SuppressionFilter,
     TransportState, WRITE_PROBE, WorkSignal, clamp_limit, effective_at,
 };
 use super::{Expired, Retention, with_queued_event};
 use crate::domain::{
-    ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
-    Stamp, Status,
+    Channel, ClaimToken, Event, EventKind, Fingerprint, Message, MessageWithEvents, NewMessage,
+    Priority, Stamp, Status,
 };
 use crate::time::{from_millis, to_millis};
+
+mod feedback;
 
 mod embedded {
     refinery::embed_migrations!("sql/sqlite");
@@ -57,7 +60,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`MESSAGE_COLUMNS`] of a finished message: it holds no claim.
 const FINISHED_COLUMNS: &str = "id, channel, transport, category, status, priority, payload, \
     metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at, \
-    NULL AS lease_until, NULL AS claim_token, sent_at, last_error, updated_at";
+    NULL AS lease_until, NULL AS claim_token, sent_at, last_error, updated_at, delivery_detail";
 
 /// The columns a message keeps when it moves between the live and the
 /// finished table.
@@ -74,6 +77,9 @@ pub struct SqliteStorage {
     signal: WorkSignal,
     state: WorkSignal,
     retention: Arc<Retention>,
+    suppression: Arc<super::SuppressionPolicy>,
+    unmatched_keep: Duration,
+    nonce_keep: Duration,
     /// `<file>.lock`, locked while this storage's node is registered: only
     /// one process may deliver from a SQLite file.
     lock_path: std::path::PathBuf,
@@ -109,6 +115,9 @@ impl SqliteStorage {
             lock_path: lock_path(path),
             node_lock: std::sync::Mutex::new(None),
             retention: Arc::new(options.retention.clone()),
+            suppression: Arc::new(options.suppression.clone()),
+            unmatched_keep: options.unmatched_keep,
+            nonce_keep: options.nonce_keep,
         })
     }
 
@@ -345,6 +354,16 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         sent_at: time_column(row, 16)?,
         last_error: row.get(17)?,
         updated_at: from_millis(row.get(18)?),
+        // Claims read live rows, which have no delivery state.
+        delivery: if row
+            .as_ref()
+            .column_name(19)
+            .is_ok_and(|n| n == "delivery_detail")
+        {
+            feedback::delivery_of(row.get(19)?)
+        } else {
+            crate::domain::DeliveryStatus::default()
+        },
     })
 }
 
@@ -548,6 +567,47 @@ struct Finish<'a> {
     last_error: Option<Option<&'a str>>,
 }
 
+/// Stores a message all of whose recipients are suppressed: finished at
+/// once as `suppressed`, an event per recipient.
+fn store_suppressed(
+    tx: &Transaction<'_>,
+    message: &NewMessage,
+    hit: &[(String, String)],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Enqueued> {
+    let reasons: Vec<String> = hit.iter().map(|(a, r)| format!("{a} ({r})")).collect();
+    tx.prepare_cached(
+        "INSERT INTO finished_messages (id, channel, transport, category, status, priority, payload,
+             metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at,
+             available_at, sent_at, last_error, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'suppressed', ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, NULL, ?13, ?11)",
+    )?
+    .execute(params![
+        message.id.to_string(),
+        message.channel.as_str(),
+        message.transport,
+        message.category,
+        message.priority.get(),
+        message.payload,
+        message.metadata,
+        message.fingerprint.as_str(),
+        message.idempotency_key,
+        message.max_attempts,
+        to_millis(now),
+        to_millis(message.available_at),
+        format!("suppressed: {}", reasons.join(", ")),
+    ])?;
+    feedback::index_recipients(tx, message.id, &message.recipients)?;
+    feedback::write_suppressed_events(tx, message.id, hit, now)?;
+    Ok(Enqueued {
+        id: message.id,
+        status: Status::Suppressed,
+        fingerprint: message.fingerprint.clone(),
+        created: true,
+        suppressed: hit.iter().map(|(a, _)| a.clone()).collect(),
+    })
+}
+
 /// Moves a live message to the finished table, ended as `finish` says.
 fn finish_message(tx: &Transaction<'_>, id: Stamp, finish: Finish<'_>) -> rusqlite::Result<()> {
     let sent = finish.status == Status::Sent;
@@ -713,6 +773,7 @@ impl Storage for SqliteStorage {
                             status: parse_column(row, 1)?,
                             fingerprint: Fingerprint::from_stored(row.get(2)?),
                             created: false,
+                            suppressed: Vec::new(),
                         })
                     })
                     .optional()
@@ -724,6 +785,22 @@ impl Storage for SqliteStorage {
                 {
                     results.push(known);
                     continue;
+                }
+                let hit = feedback::suppressed_among(tx, message, now)?;
+                let mut message = std::borrow::Cow::Borrowed(message);
+                if !hit.is_empty() {
+                    let dropped: Vec<String> = hit.iter().map(|(a, _)| a.clone()).collect();
+                    let left = message.recipients.iter().any(|r| !dropped.contains(r));
+                    if !left || message.channel != crate::domain::Channel::Email {
+                        results.push(store_suppressed(tx, &message, &hit, now)?);
+                        continue;
+                    }
+                    let mut edited = message.into_owned();
+                    if let Some(payload) = crate::domain::email_without(&edited.payload, &dropped) {
+                        edited.payload = payload;
+                    }
+                    edited.recipients.retain(|r| !dropped.contains(r));
+                    message = std::borrow::Cow::Owned(edited);
                 }
                 let inserted = insert.execute(params![
                     message.id.to_string(),
@@ -741,12 +818,15 @@ impl Storage for SqliteStorage {
                     to_millis(effective_at(message.available_at, message.priority, aging)),
                 ])?;
                 if inserted == 1 {
+                    feedback::index_recipients(tx, message.id, &message.recipients)?;
+                    feedback::write_suppressed_events(tx, message.id, &hit, now)?;
                     // No `queued` row: it is the message's created_at.
                     results.push(Enqueued {
                         id: message.id,
                         status: Status::Queued,
                         fingerprint: message.fingerprint.clone(),
                         created: true,
+                        suppressed: hit.into_iter().map(|(a, _)| a).collect(),
                     });
                 } else {
                     let known = found(&mut existing, &message.idempotency_key)?
@@ -832,6 +912,7 @@ impl Storage for SqliteStorage {
     ) -> Result<Recorded, StorageError> {
         let aging = self.aging;
         let rollups = self.rollups;
+        let suppression = self.suppression.clone();
         self.write(move |tx| {
             // `updated_at` of a processing row is its claim time, the
             // attempt's start: the claim stamps it, and nothing else
@@ -972,6 +1053,12 @@ impl Storage for SqliteStorage {
                     let reason = details.dead_reason.unwrap_or(reason.as_str());
                     let detail = serde_json::json!({ "reason": reason });
                     insert_event(tx, event(EventKind::DeadLettered, error, Some(detail)))?;
+                    if let Some(reason) = outcome
+                        .recipient_gone
+                        .and_then(|gone| suppression.for_recipient_gone(gone))
+                    {
+                        feedback::suppress_gone(tx, outcome, reason, &suppression, now)?;
+                    }
                 }
                 recorded.applied.push((outcome.id, step.status));
             }
@@ -1389,6 +1476,87 @@ impl Storage for SqliteStorage {
             .await
     }
 
+    async fn record_feedback(
+        &self,
+        batch: FeedbackBatch,
+        now: DateTime<Utc>,
+    ) -> Result<FeedbackRecorded, StorageError> {
+        let policy = self.suppression.clone();
+        self.write(move |tx| {
+            if let Some(nonce) = &batch.nonce {
+                let fresh = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO feedback_nonces (transport, nonce, seen_at)
+                         VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![batch.transport, nonce, to_millis(now)])?;
+                if fresh == 0 {
+                    return Ok(FeedbackRecorded {
+                        replay: true,
+                        ..FeedbackRecorded::default()
+                    });
+                }
+            }
+            let events = batch.events.into_iter().map(|e| (e, now)).collect();
+            feedback::apply(tx, &batch.transport, events, &policy, now)
+        })
+        .await
+    }
+
+    async fn rematch_feedback(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<FeedbackRecorded, StorageError> {
+        let policy = self.suppression.clone();
+        let keep = chrono::Duration::from_std(self.unmatched_keep).unwrap_or(chrono::Duration::MAX);
+        let nonce_keep =
+            chrono::Duration::from_std(self.nonce_keep).unwrap_or(chrono::Duration::MAX);
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM feedback_nonces WHERE seen_at < ?1")?
+                .execute([to_millis(now - nonce_keep)])?;
+            let taken = feedback::take_unmatched(tx, clamp_limit(limit) as i64, now - keep)?;
+            let mut total = FeedbackRecorded::default();
+            for (transport, events) in taken {
+                total.add(feedback::apply(tx, &transport, events, &policy, now)?);
+            }
+            Ok(total)
+        })
+        .await
+    }
+
+    async fn list_suppressions(
+        &self,
+        filter: &SuppressionFilter,
+        after: Option<SuppressionCursor>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Suppression>, StorageError> {
+        let filter = filter.clone();
+        let limit = clamp_limit(limit) as i64;
+        self.reader()
+            .call(move |conn| Ok(feedback::list(conn, &filter, after, limit, now)?))
+            .await
+    }
+
+    async fn add_suppression(&self, entry: Suppression) -> Result<(), StorageError> {
+        self.write(move |tx| Ok(feedback::put(tx, &entry)?)).await
+    }
+
+    async fn remove_suppression(
+        &self,
+        channel: Channel,
+        address: &str,
+    ) -> Result<u64, StorageError> {
+        let address = address.to_owned();
+        self.write(move |tx| {
+            Ok(tx
+                .prepare_cached("DELETE FROM suppressions WHERE channel = ?1 AND address = ?2")?
+                .execute(params![channel.as_str(), address])? as u64)
+        })
+        .await
+    }
+
     async fn list_messages(
         &self,
         filter: &MessageFilter,
@@ -1419,18 +1587,44 @@ impl Storage for SqliteStorage {
                 if let Some(after) = page.after {
                     condition("id <", Value::Text(after.to_string()));
                 }
-                let where_clause = if conditions.is_empty() {
-                    String::new()
-                } else {
-                    format!("WHERE {}", conditions.join(" AND "))
+                if let Some(recipient) = filter.recipient {
+                    condition(
+                        "id IN (SELECT message_id FROM message_recipients WHERE address =",
+                        Value::Text(recipient),
+                    );
+                    if let Some(last) = conditions.last_mut() {
+                        last.push(')');
+                    }
+                }
+                let mut live_conditions = conditions.clone();
+                let mut finished_conditions = conditions;
+                match filter.delivery {
+                    None => {}
+                    Some(crate::domain::DeliveryState::Unknown) => {
+                        finished_conditions.push("delivery IS NULL".into());
+                    }
+                    Some(state) => {
+                        live_conditions.push("0".into());
+                        finished_conditions.push(format!("delivery = '{}'", state.as_str()));
+                    }
+                }
+                let where_of = |conditions: &[String]| {
+                    if conditions.is_empty() {
+                        String::new()
+                    } else {
+                        format!("WHERE {}", conditions.join(" AND "))
+                    }
                 };
+                let live_where = where_of(&live_conditions);
+                let finished_where = where_of(&finished_conditions);
                 // Newest first across both tables: each gives its own
                 // newest, then they are merged.
                 let sql = format!(
-                    "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages {where_clause}
+                    "SELECT * FROM (SELECT {MESSAGE_COLUMNS}, NULL AS delivery_detail
+                                    FROM messages {live_where}
                                     ORDER BY id DESC LIMIT {n})
                      UNION ALL
-                     SELECT * FROM (SELECT {FINISHED_COLUMNS} FROM finished_messages {where_clause}
+                     SELECT * FROM (SELECT {FINISHED_COLUMNS} FROM finished_messages {finished_where}
                                     ORDER BY id DESC LIMIT {n})
                      ORDER BY id DESC LIMIT {n}",
                     n = limit + 1
@@ -1476,6 +1670,10 @@ impl Storage for SqliteStorage {
                     let bounds = params![to_millis(now), below, limit];
                     tx.prepare_cached(&format!(
                         "DELETE FROM message_events WHERE message_id IN ({doomed})"
+                    ))?
+                    .execute(bounds)?;
+                    tx.prepare_cached(&format!(
+                        "DELETE FROM message_recipients WHERE message_id IN ({doomed})"
                     ))?
                     .execute(bounds)?;
                     expired.deleted += tx

@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Stamp};
+use crate::domain::{
+    Channel, ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Stamp,
+};
 use crate::storage::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, Page, PageRequest, Recorded, Scope,
-    SeriesCounts, Storage, StorageError, TransportState, WorkSignal,
+    FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome,
+    Page, PageRequest, Recorded, Scope, SeriesCounts, Storage, StorageError, Suppression,
+    SuppressionCursor, SuppressionFilter, TransportState, WorkSignal,
 };
 
 /// Delegates every call to the wrapped store, recording its duration in
@@ -197,6 +200,52 @@ impl Storage for TimedStorage {
 
     async fn get_message(&self, id: Stamp) -> Result<Option<MessageWithEvents>, StorageError> {
         timed("get_message", self.inner.get_message(id)).await
+    }
+
+    async fn record_feedback(
+        &self,
+        batch: FeedbackBatch,
+        now: DateTime<Utc>,
+    ) -> Result<FeedbackRecorded, StorageError> {
+        timed("record_feedback", self.inner.record_feedback(batch, now)).await
+    }
+
+    async fn rematch_feedback(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<FeedbackRecorded, StorageError> {
+        timed("rematch_feedback", self.inner.rematch_feedback(now, limit)).await
+    }
+
+    async fn list_suppressions(
+        &self,
+        filter: &SuppressionFilter,
+        after: Option<SuppressionCursor>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Suppression>, StorageError> {
+        timed(
+            "list_suppressions",
+            self.inner.list_suppressions(filter, after, limit, now),
+        )
+        .await
+    }
+
+    async fn add_suppression(&self, entry: Suppression) -> Result<(), StorageError> {
+        timed("add_suppression", self.inner.add_suppression(entry)).await
+    }
+
+    async fn remove_suppression(
+        &self,
+        channel: Channel,
+        address: &str,
+    ) -> Result<u64, StorageError> {
+        timed(
+            "remove_suppression",
+            self.inner.remove_suppression(channel, address),
+        )
+        .await
     }
 
     async fn find_by_provider_id(

@@ -538,6 +538,7 @@ pub(crate) mod tests {
             sent_at: None,
             last_error: None,
             updated_at: now,
+            delivery: Default::default(),
         }
     }
 

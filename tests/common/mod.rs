@@ -373,5 +373,6 @@ pub fn as_claimed(new: NewMessage, now: DateTime<Utc>) -> Message {
         sent_at: None,
         last_error: None,
         updated_at: now,
+        delivery: Default::default(),
     }
 }

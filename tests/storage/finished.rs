@@ -373,6 +373,7 @@ async fn an_idempotency_key_of_a_finished_message_is_still_known(f: &Fixture) {
         status,
         fingerprint: m.fingerprint.clone(),
         created: false,
+        suppressed: Vec::new(),
     };
 
     // At once, and once the keys are older than a takeover could be.
@@ -619,6 +620,7 @@ async fn move_finished_moves_what_an_older_version_left_in_messages(f: &Fixture)
         status: l.status,
         fingerprint: l.message.fingerprint.clone(),
         created: false,
+        suppressed: Vec::new(),
     };
     let again = |key: &str| {
         Email {
@@ -719,6 +721,7 @@ async fn a_key_an_older_version_stored_stays_known_once_its_message_finishes(f: 
         status: Status::Sent,
         fingerprint: legacy.message.fingerprint.clone(),
         created: false,
+        suppressed: Vec::new(),
     };
     for at in [t0() + secs(3), t0() + secs(3600)] {
         let again = keyed("Again");
@@ -1121,9 +1124,11 @@ async fn postgres_replaces_the_finished_indexes_of_a_large_store_partition_by_pa
         .collect::<Vec<_>>()
     };
     let lean = [
+        ("finished_messages_delivery".to_string(), true),
         ("finished_messages_fingerprint_hash".to_string(), true),
         ("finished_messages_idempotency".to_string(), true),
         ("finished_messages_pkey".to_string(), true),
+        ("finished_messages_recipients".to_string(), true),
         ("finished_messages_transport".to_string(), true),
         ("finished_messages_unsent".to_string(), true),
     ];

@@ -47,6 +47,7 @@ macro_rules! conformance {
 }
 
 // After the macro, which its cases use too.
+mod feedback;
 mod finished;
 
 conformance!(

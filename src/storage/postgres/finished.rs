@@ -250,10 +250,10 @@ WITH batch AS (
 ), finished AS (
     INSERT INTO finished_messages (id, channel, transport, category, status, priority, payload,
         metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, available_at,
-        sent_at, last_error, updated_at, finished_on)
+        sent_at, last_error, updated_at, finished_on, recipients)
     SELECT id, channel, transport, category, status, priority, payload, metadata, fingerprint,
            idempotency_key, attempts, max_attempts, created_at, available_at, sent_at, last_error,
-           updated_at, DATE '9999-01-01'
+           updated_at, DATE '9999-01-01', recipients
     FROM moved
     RETURNING id
 )

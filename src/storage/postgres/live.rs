@@ -34,6 +34,7 @@ const COLUMNS: &str = "
     metadata        json        NOT NULL,
     fingerprint     text        NOT NULL,
     idempotency_key text,
+    recipients      text[],
     sent_at         timestamptz,
     available_at    timestamptz NOT NULL,
     effective_at    timestamptz NOT NULL,
@@ -48,7 +49,7 @@ const COLUMNS: &str = "
 
 /// Every column by name, for the copy.
 const NAMES: &str = "id, channel, transport, category, priority, max_attempts, created_at, \
-    payload, metadata, fingerprint, idempotency_key, sent_at, available_at, effective_at, \
+    payload, metadata, fingerprint, idempotency_key, recipients, sent_at, available_at, effective_at, \
     last_error, status, attempts, lease_until, claim_token, claimed_by, updated_at";
 
 /// Inserts fill half a page: the rest takes the claims' new versions.

@@ -1,7 +1,8 @@
 //! Indexes of the partitioned tables that a migration declares but does
 //! not build: V16's lean indexes of `finished_messages` (and the indexes
 //! they replace, dropped once those are valid), V17's index of the
-//! providers' message ids on `message_events`.
+//! providers' message ids on `message_events`, V18's of recipients and
+//! delivery states.
 //!
 //! A migration only declares them on the partitioned table (`ON ONLY`),
 //! which builds nothing: a partition attached later gets them as it is
@@ -19,7 +20,7 @@ use crate::storage::StorageError;
 /// follows `ON <table>` (the migration's own, which an attached
 /// partition's index must match). A name is its table's name and a
 /// suffix, which names the partitions' indexes after theirs.
-const DECLARED: [(&str, &str, &str); 3] = [
+const DECLARED: [(&str, &str, &str); 5] = [
     (
         "finished_messages",
         "finished_messages_unsent",
@@ -35,6 +36,16 @@ const DECLARED: [(&str, &str, &str); 3] = [
         "message_events_provider_id",
         "(transport, (detail ->> 'provider_message_id')) \
          WHERE kind = 'sent' AND detail ? 'provider_message_id'",
+    ),
+    (
+        "finished_messages",
+        "finished_messages_recipients",
+        "USING gin (recipients)",
+    ),
+    (
+        "finished_messages",
+        "finished_messages_delivery",
+        "(delivery, id) WHERE delivery IS NOT NULL",
     ),
 ];
 
