@@ -9,8 +9,8 @@
 //! A transport table's keys of its kind (`path`, `host`, `url`, ...) are
 //! not declared here: each kind reads and checks its own through a
 //! [`KindTable`] (see [`crate::transports::KINDS`]), while the keys every
-//! kind shares (tuning, `retention`) and the checks across transports
-//! (groups' members, routes) stay here.
+//! kind shares (tuning, `retention`, the feedback keys) and the checks
+//! across transports (groups' members, routes) stay here.
 
 mod raw;
 
@@ -27,6 +27,7 @@ use serde::Deserialize;
 pub use raw::{KindTable, RawConfig, RawTransport, Tuning, open_file_limit};
 
 use crate::domain::{Channel, EnqueuePolicy, Priority, TransportIntake};
+use crate::feedback::{DEFAULT_TOLERANCE, FeedbackSource};
 use crate::storage::StorageOptions;
 use crate::transports::TransportKind;
 
@@ -137,6 +138,32 @@ pub struct TransportSettings {
     /// Those of its channels it takes in the provider shape (push:
     /// `{token, ...}`, chat: `{channel, text, ...}`), not `{payload, url?}`.
     pub native: Vec<Channel>,
+    /// How `/api/feedback/<name>` verifies and reads what it is posted.
+    pub feedback: FeedbackSettings,
+}
+
+/// A transport's event webhook: which schemes it takes, and how old a
+/// signed timestamp may be.
+#[derive(Debug, Clone)]
+pub struct FeedbackSettings {
+    /// Standard Webhooks over Herald's event JSON (`feedback_secret_env`);
+    /// `None` refuses that format.
+    pub standard: Option<Arc<dyn FeedbackSource>>,
+    /// The kind's own format and signature scheme, when its keys
+    /// configure one ([`TransportKind::feedback`]).
+    pub native: Option<Arc<dyn FeedbackSource>>,
+    /// `feedback_tolerance_s`; default [`DEFAULT_TOLERANCE`].
+    pub tolerance: Duration,
+}
+
+impl Default for FeedbackSettings {
+    fn default() -> Self {
+        FeedbackSettings {
+            standard: None,
+            native: None,
+            tolerance: DEFAULT_TOLERANCE,
+        }
+    }
 }
 
 /// How long analytics rollups are kept, and at what resolution.

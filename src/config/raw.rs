@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,13 +12,15 @@ use serde::de::DeserializeOwned;
 
 use super::{
     AlertKind, AlertRule, AlertSettings, AnalyticsSettings, ApiKey, DeliverySettings,
-    PrioritySettings, Problem, Role, Secret, ServerSettings, Settings, TransportSettings,
+    FeedbackSettings, PrioritySettings, Problem, Role, Secret, ServerSettings, Settings,
+    TransportSettings,
 };
 use crate::domain::{Channel, Priority, check_category};
+use crate::feedback::{self, FeedbackSource, standard::StandardWebhooks};
 use crate::storage::{
     self, DEFAULT_PRIORITY_AGING, Retention, RetentionOverride, RetentionRule, StorageOptions,
 };
-use crate::transports::{self, KINDS};
+use crate::transports::{self, KINDS, TransportKind};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -295,6 +298,13 @@ macro_rules! tuning {
             pub kind: String,
             /// Overrides of `[retention]` for this transport's messages.
             pub retention: Option<RawRetention>,
+            /// Environment variable holding the Standard Webhooks secret
+            /// (`whsec_...`) that signs Herald's event JSON posted to
+            /// `/api/feedback/<name>`. Default unset: the format is refused.
+            pub feedback_secret_env: Option<String>,
+            /// How far a feedback request's signed timestamp may be from
+            /// now, either way, in seconds. Default 300.
+            pub feedback_tolerance_s: Option<u64>,
             $( $(#[doc = $doc])* pub $field: Option<$ty>, )*
             /// Deprecated alias of this transport's `retention.dead_days`, in seconds.
             pub dlq_max_age_s: Option<u64>,
@@ -308,7 +318,7 @@ macro_rules! tuning {
         /// The keys of `[transports.<name>]` that are not the kind's own.
         #[cfg(test)]
         pub(super) const SHARED_TRANSPORT_KEYS: &[&str] =
-            &["kind", "retention", $( stringify!($field), )* "dlq_max_age_s"];
+            &["kind", "retention", "feedback_secret_env", "feedback_tolerance_s", $( stringify!($field), )* "dlq_max_age_s"];
 
         impl RawTransport {
             fn tuning(&self, defaults: &Tuning) -> Tuning {
@@ -1251,8 +1261,11 @@ impl RawConfig {
             if kind.as_ref().is_some_and(|k| !k.members().is_empty()) {
                 groups.push(name.clone());
             }
+            let feedback = kind
+                .as_ref()
+                .and_then(|kind| validate_feedback(raw, kind.as_ref(), &prefix, env, problems));
             let channels = spec.channels.to_vec();
-            if let (Some(kind), Some(delivery)) = (kind, delivery) {
+            if let (Some(kind), Some(delivery), Some(feedback)) = (kind, delivery, feedback) {
                 settings.insert(
                     name.clone(),
                     TransportSettings {
@@ -1261,6 +1274,7 @@ impl RawConfig {
                         delivery,
                         channels,
                         native: spec.native.to_vec(),
+                        feedback,
                     },
                 );
             }
@@ -1345,6 +1359,52 @@ impl RawConfig {
         }
         routes
     }
+}
+
+/// A transport's feedback keys: the Standard Webhooks secret, the
+/// tolerance, and the kind's own scheme as its keys configured it.
+fn validate_feedback(
+    raw: &RawTransport,
+    kind: &dyn TransportKind,
+    prefix: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<FeedbackSettings> {
+    let tolerance = match raw.feedback_tolerance_s {
+        Some(0) => {
+            problems.add(
+                format!("{prefix}.feedback_tolerance_s"),
+                "must be at least 1",
+            );
+            None
+        }
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => Some(feedback::DEFAULT_TOLERANCE),
+    };
+    let standard = match raw.feedback_secret_env.as_deref() {
+        None => Some(None),
+        Some(var) => {
+            let key = format!("{prefix}.feedback_secret_env");
+            match env(var).filter(|v| !v.is_empty()) {
+                None => {
+                    problems.add(key, format!("environment variable `{var}` is not set"));
+                    None
+                }
+                Some(secret) => match StandardWebhooks::from_secret(&secret) {
+                    Ok(source) => Some(Some(Arc::new(source) as Arc<dyn FeedbackSource>)),
+                    Err(message) => {
+                        problems.add(key, format!("`{var}`: {message}"));
+                        None
+                    }
+                },
+            }
+        }
+    };
+    Some(FeedbackSettings {
+        standard: standard?,
+        native: kind.feedback(),
+        tolerance: tolerance?,
+    })
 }
 
 /// The retention keys one level sets: per key, `None` where the level

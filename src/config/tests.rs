@@ -76,6 +76,9 @@ fn env(name: &str) -> Option<String> {
         "HERALD_MAILGUN_KEY" => Some("mg-key".into()),
         "HERALD_SES_KEY_ID" => Some("AKIDEXAMPLE".into()),
         "HERALD_SES_SECRET" => Some("ses-secret".into()),
+        "HERALD_FEEDBACK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        "HERALD_FEEDBACK_UNPREFIXED" => Some("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        "HERALD_FEEDBACK_NOT_BASE64" => Some("whsec_not base64!".into()),
         _ => None,
     }
 }
@@ -372,6 +375,63 @@ fn missing_secrets_and_public_listen_without_keys_are_refused() {
     let public = no_keys.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
     assert_eq!(problem_keys(&public), vec!["server.listen"]);
     assert!(load(&no_keys).is_ok());
+}
+
+#[test]
+fn feedback_keys_default_to_no_standard_scheme_and_five_minutes() {
+    let settings = load(FULL).expect("valid");
+    let hooks = &settings.transports["hooks"].feedback;
+    assert!(hooks.standard.is_none());
+    assert!(hooks.native.is_none());
+    assert_eq!(hooks.tolerance, crate::feedback::DEFAULT_TOLERANCE);
+}
+
+#[test]
+fn feedback_secret_and_tolerance_load_on_any_kind() {
+    let text = FULL.replace(
+        "[transports.sink]\nkind = \"null\"",
+        "[transports.sink]\nkind = \"null\"\n\
+         feedback_secret_env = \"HERALD_FEEDBACK_SECRET\"\nfeedback_tolerance_s = 60",
+    );
+    let settings = load(&text).expect("valid");
+    let sink = &settings.transports["sink"].feedback;
+    assert_eq!(
+        sink.standard.as_ref().map(|s| s.scheme()),
+        Some("standard_webhooks")
+    );
+    assert_eq!(sink.tolerance, Duration::from_secs(60));
+    assert!(
+        !format!("{settings:?}").contains("MfKQ9r8"),
+        "secrets never print"
+    );
+}
+
+#[test]
+fn bad_feedback_keys_are_named() {
+    for (keys, expected) in [
+        (
+            "feedback_secret_env = \"UNSET_SECRET\"",
+            "transports.sink.feedback_secret_env",
+        ),
+        (
+            "feedback_secret_env = \"HERALD_FEEDBACK_UNPREFIXED\"",
+            "transports.sink.feedback_secret_env",
+        ),
+        (
+            "feedback_secret_env = \"HERALD_FEEDBACK_NOT_BASE64\"",
+            "transports.sink.feedback_secret_env",
+        ),
+        (
+            "feedback_tolerance_s = 0",
+            "transports.sink.feedback_tolerance_s",
+        ),
+    ] {
+        let text = FULL.replace(
+            "[transports.sink]\nkind = \"null\"",
+            &format!("[transports.sink]\nkind = \"null\"\n{keys}"),
+        );
+        assert_eq!(problem_keys(&text), vec![expected], "{keys}");
+    }
 }
 
 #[test]

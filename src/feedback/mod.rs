@@ -11,6 +11,8 @@
 //! One module per scheme: [`standard`] (Standard Webhooks over Herald's
 //! own event JSON, for any transport), and the providers' own formats.
 
+pub mod standard;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -240,4 +242,99 @@ pub trait FeedbackSource: fmt::Debug + Send + Sync + 'static {
     /// Verifies `request` and reads its events. Nothing may be recorded
     /// from a request this refuses.
     async fn accept(&self, request: Inbound<'_>) -> Result<Accepted, Refusal>;
+}
+
+/// Parses `body` as JSON into `T`, a refusal naming the field that did
+/// not fit (`events[3].kind`).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut reader).map_err(|err| {
+        let field = match err.path().to_string() {
+            // The whole body: not JSON, or not the shape at all.
+            path if path == "." => "body".to_owned(),
+            path => path,
+        };
+        Refusal::malformed(field, err.inner().to_string())
+    })
+}
+
+/// A signed Unix timestamp in seconds, refused unless within the
+/// tolerance of now: an old one may be a replay.
+pub(crate) fn timely_unix_seconds(
+    request: &Inbound<'_>,
+    text: &str,
+    header: &str,
+) -> Result<DateTime<Utc>, Refusal> {
+    let at = text
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|secs| DateTime::from_timestamp(secs, 0))
+        .ok_or_else(|| Refusal::Unauthorized(format!("{header} is not a Unix timestamp")))?;
+    if !request.is_timely(at) {
+        return Err(Refusal::Unauthorized(format!(
+            "{header} is outside the tolerance of {}s",
+            request.tolerance.as_secs()
+        )));
+    }
+    Ok(at)
+}
+
+/// The header `name` (lowercase) or a refusal saying it is missing.
+pub(crate) fn required_header<'a>(request: &Inbound<'a>, name: &str) -> Result<&'a str, Refusal> {
+    request
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| Refusal::Unauthorized(format!("no {name} header")))
+}
+
+/// Refuses a batch larger than [`MAX_EVENTS`].
+pub(crate) fn check_batch(len: usize, field: &str) -> Result<(), Refusal> {
+    if len > MAX_EVENTS {
+        return Err(Refusal::malformed(
+            field,
+            format!("{len} events; at most {MAX_EVENTS} in one request"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A request with `headers` and `body`, now at `now_secs`, with the
+    /// default tolerance.
+    pub fn inbound<'a>(
+        headers: &'a [(String, String)],
+        body: &'a [u8],
+        url: &'a str,
+        now_secs: i64,
+    ) -> Inbound<'a> {
+        Inbound {
+            headers,
+            body,
+            url,
+            now: DateTime::from_timestamp(now_secs, 0).expect("a test time"),
+            tolerance: DEFAULT_TOLERANCE,
+        }
+    }
+
+    pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// Runs `source.accept` to completion on a throw-away runtime.
+    pub fn accept(source: &dyn FeedbackSource, request: Inbound<'_>) -> Result<Accepted, Refusal> {
+        futures::executor::block_on(source.accept(request))
+    }
+
+    pub fn is_unauthorized(result: &Result<Accepted, Refusal>) -> bool {
+        matches!(result, Err(Refusal::Unauthorized(_)))
+    }
 }
