@@ -434,6 +434,68 @@ fn bad_feedback_keys_are_named() {
     }
 }
 
+fn sendgrid_with(keys: &str) -> String {
+    FULL.replace(
+        "[routes]",
+        &format!(
+            "[transports.sg]\nkind = \"sendgrid\"\napi_key_env = \"HERALD_SENDGRID_KEY\"\n{keys}\n\n[routes]"
+        ),
+    )
+}
+
+#[test]
+fn a_sendgrid_event_webhook_key_loads_from_the_setting_or_its_file() {
+    use base64::Engine;
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let shown = base64::engine::general_purpose::STANDARD
+        .encode(rcgen::PublicKeyData::subject_public_key_info(&pair));
+    let settings = load(&sendgrid_with(&format!(
+        "event_webhook_public_key = \"{shown}\""
+    )))
+    .expect("valid");
+    let feedback = &settings.transports["sg"].feedback;
+    assert_eq!(
+        feedback.native.as_ref().map(|s| s.scheme()),
+        Some("sendgrid")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sendgrid.pem");
+    std::fs::write(&path, pair.public_key_pem()).unwrap();
+    let from_file = format!(
+        "event_webhook_public_key_file = {:?}",
+        path.to_str().unwrap()
+    );
+    let settings = load(&sendgrid_with(&from_file)).expect("valid");
+    assert!(settings.transports["sg"].feedback.native.is_some());
+    let plain = load(&sendgrid_with("")).expect("valid");
+    assert!(plain.transports["sg"].feedback.native.is_none());
+}
+
+#[test]
+fn a_bad_or_doubled_sendgrid_event_webhook_key_is_named() {
+    let cases = [
+        (
+            "event_webhook_public_key = \"bm90IGEga2V5\"".to_owned(),
+            "transports.sg.event_webhook_public_key",
+        ),
+        (
+            "event_webhook_public_key = \"bm90IGEga2V5\"\nevent_webhook_public_key_file = \"k.pem\"".to_owned(),
+            "transports.sg.event_webhook_public_key_file",
+        ),
+        (
+            "event_webhook_public_key_file = \"/nonexistent/sendgrid.pem\"".to_owned(),
+            "transports.sg.event_webhook_public_key_file",
+        ),
+    ];
+    for (keys, expected) in cases {
+        assert_eq!(
+            problem_keys(&sendgrid_with(&keys)),
+            vec![expected],
+            "{keys}"
+        );
+    }
+}
+
 #[test]
 fn groups_cannot_nest() {
     let text = FULL.replace(

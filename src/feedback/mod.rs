@@ -9,8 +9,10 @@
 //! [`crate::http::feedback`].
 //!
 //! One module per scheme: [`standard`] (Standard Webhooks over Herald's
-//! own event JSON, for any transport), and the providers' own formats.
+//! own event JSON, for any transport), and the providers' own formats:
+//! [`sendgrid`] (the Signed Event Webhook, ECDSA).
 
+pub mod sendgrid;
 pub mod standard;
 
 use std::fmt;
@@ -278,6 +280,19 @@ pub(crate) fn timely_unix_seconds(
         )));
     }
     Ok(at)
+}
+
+/// Unix seconds, possibly fractional, as providers date their events.
+pub(crate) fn from_unix_seconds(secs: f64) -> Option<DateTime<Utc>> {
+    if !secs.is_finite() {
+        return None;
+    }
+    // Whole microseconds: an f64 of today's seconds carries no finer.
+    let micros = (secs * 1e6).round();
+    if micros.abs() > 9.0e18 {
+        return None;
+    }
+    DateTime::from_timestamp_micros(micros as i64)
 }
 
 /// The header `name` (lowercase) or a refusal saying it is missing.

@@ -6,7 +6,8 @@
 //! answer's `X-Message-Id` is kept as the provider's id.
 //!
 //! It owns its kind's part of the config: the `[transports.<name>]` keys
-//! it takes, their checks, and the transport built from them.
+//! it takes, their checks, and the transport built from them; the event
+//! webhook's verifier is [`crate::feedback::sendgrid`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,8 @@ use url::Url;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, EmailPayload, Message, Stamp};
+use crate::feedback::FeedbackSource;
+use crate::feedback::sendgrid::SendgridEvents;
 use crate::time::Clock;
 
 use super::email::{STAMP_HEADER, TRACKING_HEADER, email_payload, mailbox};
@@ -29,7 +32,13 @@ use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind}
 // Registered in `super::KINDS`; unregistered, it would be dead code.
 pub(super) const KIND: KindSpec = KindSpec {
     name: "sendgrid",
-    keys: &["api_key_env", "base_url", "timeout_ms"],
+    keys: &[
+        "api_key_env",
+        "base_url",
+        "timeout_ms",
+        "event_webhook_public_key",
+        "event_webhook_public_key_file",
+    ],
     channels: &[Channel::Email],
     native: &[],
     configure,
@@ -51,6 +60,8 @@ pub struct SendgridOptions {
     pub base_url: Url,
     /// Bounds the whole request: connect, send, and the answer.
     pub timeout: Duration,
+    /// The Signed Event Webhook's verifier, when a public key is set.
+    pub feedback: Option<Arc<dyn FeedbackSource>>,
 }
 
 /// The `sendgrid` kind's keys of `[transports.<name>]`.
@@ -63,6 +74,11 @@ struct SendgridKeys {
     base_url: Option<String>,
     /// Time-out of one delivery, in ms. Default 10000.
     timeout_ms: Option<u64>,
+    /// The Signed Event Webhook's public key, base64 as SendGrid's
+    /// settings show it. Default unset: no native event webhook.
+    event_webhook_public_key: Option<String>,
+    /// A file holding that key instead (base64 or PEM).
+    event_webhook_public_key_file: Option<String>,
 }
 
 fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
@@ -79,16 +95,63 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         http::secret_header(table, "api_key_env", keys.api_key_env.as_deref(), |key| {
             format!("Bearer {key}")
         });
+    let feedback = configure_feedback(
+        table,
+        keys.event_webhook_public_key.as_deref(),
+        keys.event_webhook_public_key_file.as_deref(),
+    );
     Some(Arc::new(SendgridOptions {
         authorization: authorization?,
         base_url: base_url?,
         timeout: timeout?,
+        feedback: feedback?,
     }))
+}
+
+/// The event webhook's verifier from one of the two key settings:
+/// `Some(None)` when neither is set, `None` after a problem.
+fn configure_feedback(
+    table: &mut KindTable<'_>,
+    key: Option<&str>,
+    file: Option<&str>,
+) -> Option<Option<Arc<dyn FeedbackSource>>> {
+    let (setting, text) = match (key, file) {
+        (None, None) => return Some(None),
+        (Some(_), Some(_)) => {
+            table.problem(
+                "event_webhook_public_key_file",
+                "set the key or its file, not both",
+            );
+            return None;
+        }
+        (Some(key), None) => ("event_webhook_public_key", key.to_owned()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => ("event_webhook_public_key_file", text),
+            Err(e) => {
+                table.problem(
+                    "event_webhook_public_key_file",
+                    format!("cannot read `{path}`: {e}"),
+                );
+                return None;
+            }
+        },
+    };
+    match SendgridEvents::from_public_key(&text) {
+        Ok(source) => Some(Some(Arc::new(source))),
+        Err(message) => {
+            table.problem(setting, message);
+            None
+        }
+    }
 }
 
 impl TransportKind for SendgridOptions {
     fn name(&self) -> &'static str {
         "sendgrid"
+    }
+
+    fn feedback(&self) -> Option<Arc<dyn FeedbackSource>> {
+        self.feedback.clone()
     }
 
     fn build(
