@@ -497,6 +497,30 @@ fn a_bad_or_doubled_sendgrid_event_webhook_key_is_named() {
 }
 
 #[test]
+fn a_mailgun_signing_key_configures_its_webhooks_and_an_unset_one_is_named() {
+    let mailgun = |keys: &str| {
+        FULL.replace(
+            "[routes]",
+            &format!(
+                "[transports.mg]\nkind = \"mailgun\"\ndomain = \"mg.example.com\"\n\
+                 api_key_env = \"HERALD_MAILGUN_KEY\"\n{keys}\n\n[routes]"
+            ),
+        )
+    };
+    let settings = load(&mailgun("webhook_signing_key_env = \"HERALD_MAILGUN_KEY\"")).unwrap();
+    let native = settings.transports["mg"].feedback.native.as_ref();
+    assert_eq!(native.map(|s| s.scheme()), Some("mailgun"));
+    assert!(
+        !format!("{settings:?}").contains("mg-key"),
+        "secrets never print"
+    );
+    assert_eq!(
+        problem_keys(&mailgun("webhook_signing_key_env = \"UNSET_SECRET\"")),
+        vec!["transports.mg.webhook_signing_key_env"]
+    );
+}
+
+#[test]
 fn groups_cannot_nest() {
     let text = FULL.replace(
         "[routes]",

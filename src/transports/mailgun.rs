@@ -6,7 +6,8 @@
 //! kept as the provider's id.
 //!
 //! It owns its kind's part of the config: the `[transports.<name>]` keys
-//! it takes, their checks, and the transport built from them.
+//! it takes, their checks, and the transport built from them; the
+//! webhooks' verifier is [`crate::feedback::mailgun`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,8 @@ use url::Url;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, EmailPayload, Message, Stamp};
+use crate::feedback::FeedbackSource;
+use crate::feedback::mailgun::MailgunEvents;
 use crate::time::Clock;
 
 use super::email::{STAMP_HEADER, TRACKING_HEADER, email_payload, mailbox};
@@ -28,7 +31,14 @@ use super::{Delivery, Gated, KindSpec, Transport, TransportError, TransportKind}
 // Registered in `super::KINDS`; unregistered, it would be dead code.
 pub(super) const KIND: KindSpec = KindSpec {
     name: "mailgun",
-    keys: &["domain", "api_key_env", "region", "base_url", "timeout_ms"],
+    keys: &[
+        "domain",
+        "api_key_env",
+        "region",
+        "base_url",
+        "timeout_ms",
+        "webhook_signing_key_env",
+    ],
     channels: &[Channel::Email],
     native: &[],
     configure,
@@ -53,6 +63,8 @@ pub struct MailgunOptions {
     pub base_url: Url,
     /// Bounds the whole request: connect, send, and the answer.
     pub timeout: Duration,
+    /// The webhooks' verifier, when a signing key is set.
+    pub feedback: Option<Arc<dyn FeedbackSource>>,
 }
 
 /// The `mailgun` kind's keys of `[transports.<name>]`.
@@ -69,6 +81,9 @@ struct MailgunKeys {
     base_url: Option<String>,
     /// Time-out of one delivery, in ms. Default 10000.
     timeout_ms: Option<u64>,
+    /// Environment variable holding the HTTP webhook signing key that
+    /// signs Mailgun's webhooks. Default unset: no native event webhook.
+    webhook_signing_key_env: Option<String>,
 }
 
 fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
@@ -129,17 +144,28 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
                 None
             }
         });
+    let feedback = match keys.webhook_signing_key_env.as_deref() {
+        None => Some(None),
+        Some(var) => table
+            .secret("webhook_signing_key_env", Some(var))
+            .map(|key| Some(Arc::new(MailgunEvents::new(key.expose())) as Arc<dyn FeedbackSource>)),
+    };
     Some(Arc::new(MailgunOptions {
         domain: domain?,
         authorization: authorization?,
         base_url: base_url?,
         timeout: timeout?,
+        feedback: feedback?,
     }))
 }
 
 impl TransportKind for MailgunOptions {
     fn name(&self) -> &'static str {
         "mailgun"
+    }
+
+    fn feedback(&self) -> Option<Arc<dyn FeedbackSource>> {
+        self.feedback.clone()
     }
 
     fn build(
