@@ -521,6 +521,43 @@ fn a_mailgun_signing_key_configures_its_webhooks_and_an_unset_one_is_named() {
 }
 
 #[test]
+fn postmark_webhook_credentials_come_as_a_pair() {
+    let postmark = |keys: &str| {
+        FULL.replace(
+            "[routes]",
+            &format!(
+                "[transports.pm]\nkind = \"postmark\"\n\
+                 server_token_env = \"HERALD_POSTMARK_TOKEN\"\n{keys}\n\n[routes]"
+            ),
+        )
+    };
+    let both = "webhook_username = \"postmark\"\nwebhook_password_env = \"HERALD_POSTMARK_TOKEN\"";
+    let settings = load(&postmark(both)).unwrap();
+    let native = settings.transports["pm"].feedback.native.as_ref();
+    assert_eq!(native.map(|s| s.scheme()), Some("postmark"));
+    for (keys, expected) in [
+        (
+            "webhook_username = \"postmark\"",
+            "transports.pm.webhook_password_env",
+        ),
+        (
+            "webhook_password_env = \"HERALD_POSTMARK_TOKEN\"",
+            "transports.pm.webhook_username",
+        ),
+        (
+            "webhook_username = \"post:mark\"\nwebhook_password_env = \"HERALD_POSTMARK_TOKEN\"",
+            "transports.pm.webhook_username",
+        ),
+        (
+            "webhook_username = \"postmark\"\nwebhook_password_env = \"UNSET_SECRET\"",
+            "transports.pm.webhook_password_env",
+        ),
+    ] {
+        assert_eq!(problem_keys(&postmark(keys)), vec![expected], "{keys}");
+    }
+}
+
+#[test]
 fn groups_cannot_nest() {
     let text = FULL.replace(
         "[routes]",

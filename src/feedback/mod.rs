@@ -11,9 +11,10 @@
 //! One module per scheme: [`standard`] (Standard Webhooks over Herald's
 //! own event JSON, for any transport), and the providers' own formats:
 //! [`sendgrid`] (the Signed Event Webhook, ECDSA), [`mailgun`] (HMAC of
-//! a timestamp and token inside the body).
+//! a timestamp and token inside the body), [`postmark`] (basic auth).
 
 pub mod mailgun;
+pub mod postmark;
 pub mod sendgrid;
 pub mod standard;
 

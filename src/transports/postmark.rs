@@ -9,7 +9,8 @@
 //! bad server token is the transport's outage.
 //!
 //! It owns its kind's part of the config: the `[transports.<name>]` keys
-//! it takes, their checks, and the transport built from them.
+//! it takes, their checks, and the transport built from them; the
+//! webhooks' credentials check is [`crate::feedback::postmark`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,6 +23,8 @@ use url::Url;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, EmailPayload, Message, Stamp};
+use crate::feedback::FeedbackSource;
+use crate::feedback::postmark::PostmarkEvents;
 use crate::time::Clock;
 
 use super::email::{STAMP_HEADER, TRACKING_HEADER, email_payload, mailbox};
@@ -36,6 +39,8 @@ pub(super) const KIND: KindSpec = KindSpec {
         "message_stream",
         "base_url",
         "timeout_ms",
+        "webhook_username",
+        "webhook_password_env",
     ],
     channels: &[Channel::Email],
     native: &[],
@@ -66,6 +71,8 @@ pub struct PostmarkOptions {
     pub base_url: Url,
     /// Bounds the whole request: connect, send, and the answer.
     pub timeout: Duration,
+    /// The webhooks' credentials check, when they are set.
+    pub feedback: Option<Arc<dyn FeedbackSource>>,
 }
 
 /// The `postmark` kind's keys of `[transports.<name>]`.
@@ -80,6 +87,11 @@ struct PostmarkKeys {
     base_url: Option<String>,
     /// Time-out of one delivery, in ms. Default 10000.
     timeout_ms: Option<u64>,
+    /// The basic auth user set in the webhooks' URL. Default unset: no
+    /// native event webhook; set with `webhook_password_env`.
+    webhook_username: Option<String>,
+    /// Environment variable holding that user's password.
+    webhook_password_env: Option<String>,
 }
 
 fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
@@ -105,17 +117,49 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         }
         stream => Some(stream),
     };
+    let feedback = match (
+        keys.webhook_username.as_deref(),
+        keys.webhook_password_env.as_deref(),
+    ) {
+        (None, None) => Some(None),
+        (Some(user), Some(var)) => {
+            let password = table.secret("webhook_password_env", Some(var));
+            // Basic auth cannot carry a user with a colon: the password
+            // would start there.
+            if user.is_empty() || user.contains(':') {
+                table.problem("webhook_username", "a user name without `:`");
+                None
+            } else {
+                password.map(|p| {
+                    Some(Arc::new(PostmarkEvents::new(user, p.expose())) as Arc<dyn FeedbackSource>)
+                })
+            }
+        }
+        (Some(_), None) => {
+            table.problem("webhook_password_env", "set with webhook_username");
+            None
+        }
+        (None, Some(_)) => {
+            table.problem("webhook_username", "set with webhook_password_env");
+            None
+        }
+    };
     Some(Arc::new(PostmarkOptions {
         server_token: server_token?,
         message_stream: message_stream?,
         base_url: base_url?,
         timeout: timeout?,
+        feedback: feedback?,
     }))
 }
 
 impl TransportKind for PostmarkOptions {
     fn name(&self) -> &'static str {
         "postmark"
+    }
+
+    fn feedback(&self) -> Option<Arc<dyn FeedbackSource>> {
+        self.feedback.clone()
     }
 
     fn build(
