@@ -558,6 +558,24 @@ fn postmark_webhook_credentials_come_as_a_pair() {
 }
 
 #[test]
+fn a_twilio_transport_verifies_its_status_callbacks_with_its_auth_token() {
+    let text = FULL.replace(
+        "[routes]",
+        "[transports.texts]\nkind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+         auth_token_env = \"HERALD_WEBHOOK_SECRET\"\nfrom = \"+14155550000\"\n\
+         status_callback = \"https://herald.example.com/api/feedback/texts\"\n\n[routes]",
+    );
+    let settings = load(&text).unwrap();
+    let texts = &settings.transports["texts"].feedback;
+    assert_eq!(texts.native.as_ref().map(|s| s.scheme()), Some("twilio"));
+    assert!(texts.standard.is_none());
+    assert!(
+        !format!("{settings:?}").contains("s3cret"),
+        "secrets never print"
+    );
+}
+
+#[test]
 fn groups_cannot_nest() {
     let text = FULL.replace(
         "[routes]",

@@ -11,12 +11,14 @@
 //! One module per scheme: [`standard`] (Standard Webhooks over Herald's
 //! own event JSON, for any transport), and the providers' own formats:
 //! [`sendgrid`] (the Signed Event Webhook, ECDSA), [`mailgun`] (HMAC of
-//! a timestamp and token inside the body), [`postmark`] (basic auth).
+//! a timestamp and token inside the body), [`postmark`] (basic auth),
+//! [`twilio`] (`X-Twilio-Signature` over the URL and form parameters).
 
 pub mod mailgun;
 pub mod postmark;
 pub mod sendgrid;
 pub mod standard;
+pub mod twilio;
 
 use std::fmt;
 use std::time::Duration;

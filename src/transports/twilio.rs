@@ -7,7 +7,9 @@
 //! limit, a bad credential).
 //!
 //! It owns its kind's part of the config: the `[transports.<name>]` keys
-//! it takes, their checks, and the transport built from them.
+//! it takes, their checks, and the transport built from them; the status
+//! callbacks' verifier is [`crate::feedback::twilio`], keyed by the same
+//! auth token.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,6 +20,8 @@ use serde::Deserialize;
 
 use crate::config::{KindTable, TransportSettings};
 use crate::domain::{Channel, Message, Payload};
+use crate::feedback::FeedbackSource;
+use crate::feedback::twilio::TwilioEvents;
 use crate::time::Clock;
 
 use super::http::{Answer, Caller};
@@ -76,6 +80,8 @@ pub struct TwilioOptions {
     messaging_service_sid: Option<String>,
     status_callback: Option<String>,
     timeout: Duration,
+    /// The status callbacks' verifier: the auth token signs them.
+    feedback: Arc<dyn FeedbackSource>,
 }
 
 fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
@@ -127,7 +133,9 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         &base,
         &format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
     );
-    let authorization = super::http::basic_auth(&account_sid, token?.expose())?;
+    let token = token?;
+    let authorization = super::http::basic_auth(&account_sid, token.expose())?;
+    let feedback = Arc::new(TwilioEvents::new(token.expose(), status_callback.clone()));
     if keys.from.is_none() && keys.messaging_service_sid.is_none() {
         return None;
     }
@@ -138,6 +146,7 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         messaging_service_sid: keys.messaging_service_sid,
         status_callback,
         timeout: timeout?,
+        feedback,
     }))
 }
 
@@ -150,6 +159,10 @@ fn is_sid(sid: &str, prefix: &str) -> bool {
 impl TransportKind for TwilioOptions {
     fn name(&self) -> &'static str {
         "twilio"
+    }
+
+    fn feedback(&self) -> Option<Arc<dyn FeedbackSource>> {
+        Some(self.feedback.clone())
     }
 
     fn build(
