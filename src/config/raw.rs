@@ -318,7 +318,8 @@ macro_rules! tuning {
         /// The keys of `[transports.<name>]` that are not the kind's own.
         #[cfg(test)]
         pub(super) const SHARED_TRANSPORT_KEYS: &[&str] =
-            &["kind", "retention", "feedback_secret_env", "feedback_tolerance_s", $( stringify!($field), )* "dlq_max_age_s"];
+            &["kind", "retention", "feedback_secret_env", "feedback_tolerance_s",
+              $( stringify!($field), )* "dlq_max_age_s"];
 
         impl RawTransport {
             fn tuning(&self, defaults: &Tuning) -> Tuning {

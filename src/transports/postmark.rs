@@ -136,11 +136,17 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
             }
         }
         (Some(_), None) => {
-            table.problem("webhook_password_env", "set with webhook_username");
+            table.problem(
+                "webhook_password_env",
+                "`webhook_username` is set: its password's variable is needed too",
+            );
             None
         }
         (None, Some(_)) => {
-            table.problem("webhook_username", "set with webhook_password_env");
+            table.problem(
+                "webhook_username",
+                "`webhook_password_env` is set: the user name is needed too",
+            );
             None
         }
     };
