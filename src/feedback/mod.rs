@@ -12,11 +12,13 @@
 //! own event JSON, for any transport), and the providers' own formats:
 //! [`sendgrid`] (the Signed Event Webhook, ECDSA), [`mailgun`] (HMAC of
 //! a timestamp and token inside the body), [`postmark`] (basic auth),
-//! [`twilio`] (`X-Twilio-Signature` over the URL and form parameters).
+//! [`twilio`] (`X-Twilio-Signature` over the URL and form parameters),
+//! [`ses`] (SNS notifications of SES's bounces, complaints and events).
 
 pub mod mailgun;
 pub mod postmark;
 pub mod sendgrid;
+pub mod ses;
 pub mod standard;
 pub mod twilio;
 

@@ -9,7 +9,8 @@
 //! `__type`), which this module reads.
 //!
 //! It owns its kind's part of the config: the `[transports.<name>]` keys
-//! it takes, their checks, and the transport built from them.
+//! it takes, their checks, and the transport built from them, and the
+//! SNS webhook SES's feedback arrives by ([`crate::feedback::ses`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,6 +29,8 @@ use url::Url;
 
 use crate::config::{KindTable, Secret, TransportSettings};
 use crate::domain::{Channel, EmailPayload, Message, Stamp};
+use crate::feedback::FeedbackSource;
+use crate::feedback::ses::{HostPattern, SnsSettings, SnsSource};
 use crate::time::Clock;
 
 use super::email::{build_email, email_payload, mailbox};
@@ -45,6 +48,8 @@ pub(super) const KIND: KindSpec = KindSpec {
         "endpoint",
         "configuration_set",
         "timeout_ms",
+        "sns_cert_hosts",
+        "sns_ca_file",
     ],
     channels: &[Channel::Email],
     native: &[],
@@ -77,6 +82,8 @@ pub struct SesOptions {
     pub configuration_set: Option<String>,
     /// Bounds the whole request: connect, send, and the answer.
     pub timeout: Duration,
+    /// The event webhook (SNS notifications); `None` answers none.
+    pub feedback: Option<Arc<SnsSource>>,
 }
 
 /// The `ses` kind's keys of `[transports.<name>]`.
@@ -98,6 +105,13 @@ struct SesKeys {
     configuration_set: Option<String>,
     /// Time-out of one delivery, in ms. Default 10000.
     timeout_ms: Option<u64>,
+    /// The hosts SNS's `SigningCertURL` and `SubscribeURL` may name: host
+    /// names, `*` standing for any run of characters within a label (not
+    /// the last). Default `["sns.*.amazonaws.com", "sns.*.amazonaws.com.cn"]`.
+    sns_cert_hosts: Option<Vec<String>>,
+    /// A PEM file of extra trust roots for fetching from those hosts
+    /// (a private endpoint, a test's server), beside the system's.
+    sns_ca_file: Option<String>,
 }
 
 fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
@@ -166,6 +180,7 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         }
         set => Some(set),
     };
+    let feedback = sns_source(table, keys.sns_cert_hosts, keys.sns_ca_file.as_deref());
     Some(Arc::new(SesOptions {
         region: region?,
         access_key_id: access_key_id?,
@@ -174,12 +189,80 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         endpoint: endpoint?,
         configuration_set: configuration_set?,
         timeout: timeout?,
+        feedback: Some(feedback?),
     }))
+}
+
+/// The SNS webhook the `sns_*` keys describe.
+fn sns_source(
+    table: &mut KindTable<'_>,
+    cert_hosts: Option<Vec<String>>,
+    ca_file: Option<&str>,
+) -> Option<Arc<SnsSource>> {
+    let mut settings = SnsSettings::default();
+    let mut valid = true;
+    if let Some(patterns) = cert_hosts {
+        if patterns.is_empty() {
+            table.problem(
+                "sns_cert_hosts",
+                "is empty, which refuses every SNS message; leave it out for SNS's hosts",
+            );
+            valid = false;
+        }
+        let mut parsed = Vec::new();
+        for pattern in &patterns {
+            match HostPattern::parse(pattern) {
+                Ok(pattern) => parsed.push(pattern),
+                Err(e) => {
+                    table.problem("sns_cert_hosts", e);
+                    valid = false;
+                }
+            }
+        }
+        settings.cert_hosts = parsed;
+    }
+    if let Some(path) = ca_file {
+        let roots = std::fs::read(path)
+            .map_err(|e| format!("cannot read `{path}`: {e}"))
+            .and_then(|pem| {
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("`{path}`: {e}"))
+            })
+            .and_then(|roots| {
+                if roots.is_empty() {
+                    Err(format!("`{path}` holds no PEM certificate"))
+                } else {
+                    Ok(roots)
+                }
+            });
+        match roots {
+            Ok(roots) => settings.extra_roots = roots,
+            Err(e) => {
+                table.problem("sns_ca_file", e);
+                valid = false;
+            }
+        }
+    }
+    if !valid {
+        return None;
+    }
+    match SnsSource::new(settings) {
+        Ok(source) => Some(Arc::new(source)),
+        Err(e) => {
+            table.problem("sns_ca_file", e);
+            None
+        }
+    }
 }
 
 impl TransportKind for SesOptions {
     fn name(&self) -> &'static str {
         "ses"
+    }
+
+    fn feedback(&self) -> Option<Arc<dyn FeedbackSource>> {
+        self.feedback
+            .clone()
+            .map(|source| source as Arc<dyn FeedbackSource>)
     }
 
     fn build(

@@ -36,6 +36,7 @@ fn options(server: &MockServer, secret: &str, session_token: Option<&str>) -> Se
         endpoint: Url::parse(&server.uri()).expect("the server's URL"),
         configuration_set: Some("receipts".into()),
         timeout: Duration::from_secs(2),
+        feedback: None,
     }
 }
 
