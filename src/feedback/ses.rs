@@ -7,7 +7,7 @@
 //! This module owns the SNS side of an `ses` transport: the allowed
 //! certificate hosts, the certificate cache, the canonical string SNS
 //! signs, and the SES JSON's mapping. The keys that configure it
-//! (`sns_cert_hosts`, `sns_ca_file`) are read by
+//! (`sns_cert_hosts`, `sns_ca_file`, `sns_topic_arns`) are read by
 //! [`crate::transports::ses`].
 
 use std::collections::HashMap;
@@ -123,6 +123,8 @@ pub struct SnsSettings {
     /// Extra trust roots (PEM) for fetching from those hosts, beside the
     /// system's.
     pub extra_roots: Vec<reqwest::Certificate>,
+    /// The topics whose messages are taken; `None` takes any topic's.
+    pub topic_arns: Option<Vec<String>>,
 }
 
 impl Default for SnsSettings {
@@ -133,6 +135,7 @@ impl Default for SnsSettings {
                 .filter_map(|p| HostPattern::parse(p).ok())
                 .collect(),
             extra_roots: Vec::new(),
+            topic_arns: None,
         }
     }
 }
@@ -207,6 +210,7 @@ impl CertificateCache {
 #[derive(Debug)]
 pub struct SnsSource {
     cert_hosts: Vec<HostPattern>,
+    topic_arns: Option<Vec<String>>,
     client: reqwest::Client,
     certificates: CertificateCache,
 }
@@ -227,6 +231,7 @@ impl SnsSource {
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(SnsSource {
             cert_hosts: settings.cert_hosts,
+            topic_arns: settings.topic_arns,
             client,
             certificates: CertificateCache::default(),
         })
@@ -304,6 +309,16 @@ impl SnsSource {
             return Err(Refusal::Unauthorized(
                 "Timestamp is outside the tolerance".into(),
             ));
+        }
+        // SNS signs every topic's messages, anyone's included: the
+        // signature alone says only that some AWS account published it.
+        if let Some(topics) = &self.topic_arns
+            && !topics.contains(&envelope.topic_arn)
+        {
+            return Err(Refusal::Unauthorized(format!(
+                "TopicArn `{}` is not one of sns_topic_arns",
+                envelope.topic_arn
+            )));
         }
         let cert_url = self
             .allowed_url("SigningCertURL", &envelope.signing_cert_url)

@@ -50,6 +50,7 @@ pub(super) const KIND: KindSpec = KindSpec {
         "timeout_ms",
         "sns_cert_hosts",
         "sns_ca_file",
+        "sns_topic_arns",
     ],
     channels: &[Channel::Email],
     native: &[],
@@ -112,6 +113,10 @@ struct SesKeys {
     /// A PEM file of extra trust roots for fetching from those hosts
     /// (a private endpoint, a test's server), beside the system's.
     sns_ca_file: Option<String>,
+    /// The SNS topics whose messages are taken (their ARNs); any topic's
+    /// when unset. Without it, any AWS account's topic may subscribe the
+    /// webhook and post to it.
+    sns_topic_arns: Option<Vec<String>>,
 }
 
 fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
@@ -180,7 +185,12 @@ fn configure(table: &mut KindTable<'_>) -> Option<Arc<dyn TransportKind>> {
         }
         set => Some(set),
     };
-    let feedback = sns_source(table, keys.sns_cert_hosts, keys.sns_ca_file.as_deref());
+    let feedback = sns_source(
+        table,
+        keys.sns_cert_hosts,
+        keys.sns_ca_file.as_deref(),
+        keys.sns_topic_arns,
+    );
     Some(Arc::new(SesOptions {
         region: region?,
         access_key_id: access_key_id?,
@@ -198,9 +208,32 @@ fn sns_source(
     table: &mut KindTable<'_>,
     cert_hosts: Option<Vec<String>>,
     ca_file: Option<&str>,
+    topic_arns: Option<Vec<String>>,
 ) -> Option<Arc<SnsSource>> {
     let mut settings = SnsSettings::default();
     let mut valid = true;
+    if let Some(topics) = topic_arns {
+        let topics: Vec<String> = topics.iter().map(|t| t.trim().to_owned()).collect();
+        if topics.is_empty() {
+            table.problem(
+                "sns_topic_arns",
+                "is empty, which refuses every SNS message; leave it out for any topic",
+            );
+            valid = false;
+        }
+        for topic in &topics {
+            if !topic.starts_with("arn:") || topic.split(':').count() != 6 {
+                table.problem(
+                    "sns_topic_arns",
+                    format!(
+                        "`{topic}` is not a topic ARN (`arn:aws:sns:<region>:<account>:<name>`)"
+                    ),
+                );
+                valid = false;
+            }
+        }
+        settings.topic_arns = Some(topics);
+    }
     if let Some(patterns) = cert_hosts {
         if patterns.is_empty() {
             table.problem(

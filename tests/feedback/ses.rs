@@ -134,11 +134,16 @@ impl Sns {
 
     /// The source of an ses transport configured to fetch from this server.
     fn source(&self) -> Arc<dyn FeedbackSource> {
-        let extra = format!(
-            "sns_cert_hosts = [\"127.0.0.1\"]\nsns_ca_file = {:?}\n",
+        self.source_with("")
+    }
+
+    /// [`Sns::source`] with `extra` keys.
+    fn source_with(&self, extra: &str) -> Arc<dyn FeedbackSource> {
+        let keys = format!(
+            "sns_cert_hosts = [\"127.0.0.1\"]\nsns_ca_file = {:?}\n{extra}",
             self.ca_file.display().to_string()
         );
-        source_from(&extra)
+        source_from(&keys)
     }
 
     /// `fields` signed with the server's key under `version`, as SNS signs.
@@ -447,6 +452,33 @@ async fn a_certificate_url_off_the_allowed_hosts_or_over_http_is_refused_without
 }
 
 #[tokio::test]
+async fn with_sns_topic_arns_only_those_topics_are_taken() {
+    let sns = Sns::start().await;
+    let ours = sns.source_with(&format!("sns_topic_arns = [{TOPIC:?}]\n"));
+    let theirs =
+        sns.source_with("sns_topic_arns = [\"arn:aws:sns:eu-west-1:123456789012:someone-else\"]\n");
+    let body = sns.signed(sns.notification(&bounce(), now(), &sns.cert_url()), "2");
+    let refused = post(theirs.as_ref(), &body).await;
+    assert!(
+        matches!(refused, Err(Refusal::Unauthorized(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        sns.requests(),
+        Vec::<String>::new(),
+        "refused before a fetch"
+    );
+    assert_eq!(
+        post(ours.as_ref(), &body)
+            .await
+            .expect("our topic")
+            .events
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_message_outside_the_tolerance_is_unauthorized_without_a_fetch() {
     let sns = Sns::start().await;
     let source = sns.source();
@@ -553,6 +585,12 @@ fn the_sns_keys_are_checked_at_load() {
         "sns_cert_hosts = [\"https://sns.amazonaws.com\"]",
     ] {
         assert_eq!(problems(bad), ["transports.mail.sns_cert_hosts"], "{bad}");
+    }
+    for bad in [
+        "sns_topic_arns = []",
+        "sns_topic_arns = [\"herald-feedback\"]",
+    ] {
+        assert_eq!(problems(bad), ["transports.mail.sns_topic_arns"], "{bad}");
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let not_pem = dir.path().join("not.pem");
