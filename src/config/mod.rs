@@ -268,6 +268,15 @@ pub struct Settings {
     pub engine: crate::engine::EngineOptions,
     /// Alerting; `None` without an `[alerts]` table.
     pub alerts: Option<AlertSettings>,
+    /// `[feedback]`: the provider event webhooks' route.
+    pub feedback: FeedbackRoute,
+}
+
+/// `[feedback]`, as the route reads it (the rest is storage's).
+#[derive(Debug, Clone)]
+pub struct FeedbackRoute {
+    /// Larger bodies are refused with 413.
+    pub max_body_bytes: usize,
 }
 
 /// One problem with the configuration, naming its key.

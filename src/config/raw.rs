@@ -183,6 +183,9 @@ pub struct RawSuppression {
     pub expire_after_s: Option<u64>,
 }
 
+/// `[feedback] max_body_bytes` when not set.
+const DEFAULT_FEEDBACK_MAX_BODY: usize = 4 * 1024 * 1024;
+
 /// `[feedback]`: the inbound provider event webhooks.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,6 +193,10 @@ pub struct RawFeedback {
     /// How long a report whose message is not found is kept (and matched
     /// again), in seconds. Default 86400.
     pub unmatched_keep_s: Option<u64>,
+    /// Largest body a feedback request may have, in bytes; larger is 413.
+    /// Default 4194304 (SendGrid posts up to a few thousand events, SNS
+    /// up to 256 KiB escaped).
+    pub max_body_bytes: Option<usize>,
 }
 
 /// Bounds of `engine.heartbeat_ms`: beats far apart make takeover slow,
@@ -616,6 +623,14 @@ impl RawConfig {
             Some(s) => Duration::from_secs(s),
             None => crate::storage::DEFAULT_UNMATCHED_KEEP,
         };
+        let feedback_max_body = match self.feedback.max_body_bytes {
+            Some(0) => {
+                problems.add("feedback.max_body_bytes", "must be at least 1");
+                DEFAULT_FEEDBACK_MAX_BODY
+            }
+            Some(n) => n,
+            None => DEFAULT_FEEDBACK_MAX_BODY,
+        };
         let retention = self.validate_retention(&mut problems);
         let transports = self.validate_transports(env, &mut problems);
         let [head_timeout, body_timeout, keep_alive] = self.validate_server_timeouts(&mut problems);
@@ -670,6 +685,9 @@ impl RawConfig {
             retention,
             engine,
             alerts,
+            feedback: super::FeedbackRoute {
+                max_body_bytes: feedback_max_body,
+            },
         };
         // Notices are ordinary messages: one that enqueue validation would
         // refuse (a bad address, say) is a config problem, found now.

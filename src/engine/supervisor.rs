@@ -41,6 +41,8 @@ pub struct Supervisor {
     info: NodeInfo,
     node: Arc<str>,
     recovering: bool,
+    /// A round of [`Supervisor::rematch`] is running.
+    rematching: bool,
     beating: bool,
     /// Since when this node's heartbeats have been written without a
     /// failure; `None` while they fail (see [`Supervisor::recover`]).
@@ -74,6 +76,7 @@ impl Supervisor {
             node: Arc::from(info.id.as_str()),
             info,
             recovering: false,
+            rematching: false,
             beating: false,
             // Registration at start was this node's first heartbeat.
             beating_since: Some(started_at),
@@ -187,6 +190,28 @@ impl Supervisor {
         }));
     }
 
+    /// Matches kept provider reports again (see [`REMATCH_EVERY`]), one
+    /// round at a time.
+    fn rematch(&mut self, ctx: &mut Context<Self>) {
+        if self.rematching {
+            return;
+        }
+        self.rematching = true;
+        let storage = self.storage.clone();
+        let now = self.clock.now();
+        let rematch = async move { storage.rematch_feedback(now, MAX_BATCH).await };
+        ctx.spawn(rematch.into_actor(self).map(|result, act, _| {
+            act.rematching = false;
+            match result {
+                Ok(recorded) if recorded.applied > 0 => {
+                    tracing::debug!(applied = recorded.applied, "kept provider reports matched");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(cause = %err, "matching kept provider reports failed"),
+            }
+        }));
+    }
+
     /// Storage upkeep: moves finished messages stored before live and
     /// finished were kept apart, runs retention, compacts rollups. Each
     /// step works in bounded batches and at most [`UPKEEP_ROUNDS`] of
@@ -247,6 +272,11 @@ impl Supervisor {
 
 /// Batches of [`MAX_BATCH`] each upkeep step runs per tick at most.
 const UPKEEP_ROUNDS: usize = 20;
+
+/// How often provider reports that arrived before their message finished
+/// (or whose message is unknown) are matched again: a report that
+/// overtakes its own send's outcome lands within this.
+const REMATCH_EVERY: Duration = Duration::from_secs(2);
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
@@ -334,6 +364,7 @@ impl Actor for Supervisor {
         ctx.run_interval(self.options.heartbeat, |act, ctx| act.heartbeat(ctx));
         ctx.run_interval(self.options.recovery_interval, |act, ctx| act.recover(ctx));
         ctx.run_interval(self.options.purge_interval, |act, ctx| act.purge(ctx));
+        ctx.run_interval(REMATCH_EVERY, |act, ctx| act.rematch(ctx));
     }
 }
 

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 
 use super::openapi::TransportName;
 use crate::domain::{
-    Channel, EnqueueRequest, Event, EventKind, Message, MessageWithEvents, Payload, Stamp, Status,
-    WholeNumber,
+    Channel, DeliveryStatus, EnqueueRequest, Event, EventKind, Message, MessageWithEvents, Payload,
+    Stamp, Status, WholeNumber,
 };
 use crate::storage::{Enqueued, Page};
 
@@ -42,6 +42,10 @@ pub struct EnqueueResponse {
     /// them, in the order of `tokens` (the first is the one above).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<EnqueuedMessage>>,
+    /// Recipients left out because they are on the suppression list (all
+    /// of them when `status` is `suppressed`); absent when none was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<Vec<String>>,
 }
 
 /// One message a fanned-out enqueue made.
@@ -51,6 +55,14 @@ pub struct EnqueuedMessage {
     pub id: String,
     pub status: Status,
     pub fingerprint: String,
+    /// As in [`EnqueueResponse`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<Vec<String>>,
+}
+
+/// `suppressed` of an answer: absent when no recipient was.
+pub fn suppressed_of(enqueued: &Enqueued) -> Option<Vec<String>> {
+    (!enqueued.suppressed.is_empty()).then(|| enqueued.suppressed.clone())
 }
 
 impl From<&Enqueued> for EnqueuedMessage {
@@ -59,6 +71,7 @@ impl From<&Enqueued> for EnqueuedMessage {
             id: enqueued.id.to_string(),
             status: enqueued.status,
             fingerprint: enqueued.fingerprint.to_string(),
+            suppressed: suppressed_of(enqueued),
         }
     }
 }
@@ -70,6 +83,7 @@ impl From<&Enqueued> for EnqueueResponse {
             status: enqueued.status,
             fingerprint: enqueued.fingerprint.to_string(),
             messages: None,
+            suppressed: suppressed_of(enqueued),
         }
     }
 }
@@ -97,6 +111,9 @@ pub struct BatchResult {
     pub id: String,
     pub status: Status,
     pub fingerprint: String,
+    /// As in [`EnqueueResponse`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<Vec<String>>,
 }
 
 /// A message as listed: everything but its events.
@@ -124,6 +141,8 @@ pub struct MessageSummary {
     #[serde(serialize_with = "rfc3339_opt")]
     pub sent_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// What the provider reported after hand-over.
+    pub delivery: DeliveryStatus,
     /// The channel's payload as stored; only with `?include=payload`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
@@ -147,6 +166,7 @@ impl MessageSummary {
             available_at: message.available_at,
             sent_at: message.sent_at,
             last_error: message.last_error,
+            delivery: message.delivery,
             payload: include_payload.then(|| shown_payload(message.channel, message.payload)),
         }
     }

@@ -66,9 +66,28 @@ fn read_body(
     req: &HttpRequest,
     payload: &mut Payload,
 ) -> impl Future<Output = Result<(Bytes, Result<(), ApiError>), ApiError>> + use<> {
+    read_body_within(req, payload, None)
+}
+
+/// The body as it came, whatever its content type, up to `limit` bytes
+/// (or `server.max_body_bytes`): what a signature is computed over.
+pub fn raw_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: Option<usize>,
+) -> impl Future<Output = Result<Bytes, ApiError>> + use<> {
+    let read = read_body_within(req, payload, limit);
+    async move { Ok(read.await?.0) }
+}
+
+fn read_body_within(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: Option<usize>,
+) -> impl Future<Output = Result<(Bytes, Result<(), ApiError>), ApiError>> + use<> {
     let limits = app_state(req).map(|state| {
         let server = &state.settings.server;
-        (server.max_body_bytes, server.body_timeout)
+        (limit.unwrap_or(server.max_body_bytes), server.body_timeout)
     });
     let declared_length = req
         .headers()

@@ -80,6 +80,7 @@ async fn enqueue_one(
     let enqueued = state.enqueues.enqueue(message, now).await?;
     let status = if enqueued.created {
         telemetry::messages_enqueued([(transport.as_str(), channel)]);
+        telemetry::recipients_suppressed(&transport, enqueued.suppressed.len());
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
@@ -127,6 +128,9 @@ async fn store_together(
             .filter(|(_, enqueued)| enqueued.created)
             .map(|((transport, channel), _)| (transport.as_str(), *channel)),
     );
+    for ((transport, _), enqueued) in labels.iter().zip(&results) {
+        telemetry::recipients_suppressed(transport, enqueued.suppressed.len());
+    }
     let status = if results.iter().any(|r| r.created) {
         StatusCode::ACCEPTED
     } else {
@@ -254,6 +258,7 @@ async fn enqueue_many(
             id: enqueued.id.to_string(),
             status: enqueued.status,
             fingerprint: enqueued.fingerprint.to_string(),
+            suppressed: super::dto::suppressed_of(enqueued),
         })
         .collect();
     Ok(HttpResponse::build(status).json(BatchResponse { results }))

@@ -4,7 +4,9 @@
 //! it.
 //!
 //! One file per resource: [`messages`] (`/api/messages`), [`queue`]
-//! (`/api/queue/dead-letters`), `alerts` (`/api/alerts`), `health`; shapes in [`dto`], access control
+//! (`/api/queue/dead-letters`), `alerts` (`/api/alerts`), `feedback`
+//! (`/api/feedback/{transport}`, the providers' event webhooks),
+//! `suppressions` (`/api/suppressions`), `health`; shapes in [`dto`], access control
 //! in [`auth`], request reading in `extract`, status codes only in
 //! [`error`], the spec and docs page in [`openapi`].
 
@@ -14,11 +16,13 @@ pub mod auth;
 pub mod dto;
 mod error;
 mod extract;
+mod feedback;
 mod health;
 pub mod messages;
 mod metrics;
 pub mod openapi;
 pub mod queue;
+mod suppressions;
 pub mod transports;
 
 use std::sync::Arc;
@@ -160,6 +164,20 @@ pub fn routes() -> Vec<ApiRoute> {
             web::route().to(analytics::transport_performance_report)
         }),
         route(Method::GET, "/api/alerts", || web::route().to(alerts::list)),
+        route(Method::POST, "/api/feedback/{transport}", || {
+            web::route().to(feedback::receive)
+        }),
+        route(Method::GET, "/api/suppressions", || {
+            web::route().to(suppressions::list)
+        }),
+        route(Method::POST, "/api/suppressions", || {
+            web::route().to(suppressions::add)
+        }),
+        route(
+            Method::DELETE,
+            "/api/suppressions/{channel}/{address}",
+            || web::route().to(suppressions::remove),
+        ),
         route(Method::GET, "/api/transports", || {
             web::route().to(transports::list)
         }),

@@ -19,7 +19,10 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Type, schema::Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{AppState, alerts, analytics, health, messages, metrics, queue, transports};
+use super::{
+    AppState, alerts, analytics, feedback, health, messages, metrics, queue, suppressions,
+    transports,
+};
 use crate::domain::{Channel, EnqueuePolicy};
 
 /// Where the spec is served.
@@ -53,6 +56,10 @@ pub const DOCS_PATH: &str = "/api/docs/";
         analytics::bottleneck_report,
         analytics::message_flow_report,
         alerts::list,
+        feedback::receive,
+        suppressions::list,
+        suppressions::add,
+        suppressions::remove,
         transports::list,
         transports::pause,
         transports::resume,
@@ -76,6 +83,8 @@ pub const DOCS_PATH: &str = "/api/docs/";
         (name = "queue", description = "The dead-letter queue"),
         (name = "analytics", description = "Queue and transport analytics from the rollups"),
         (name = "alerts", description = "Alert incidents from the configured rules"),
+        (name = "feedback", description = "Providers' event webhooks: delivered, bounced, complained, ..."),
+        (name = "suppressions", description = "Addresses, numbers and tokens not sent to"),
         (name = "transports", description = "Transports' live state; pause and resume"),
         (name = "health", description = "Liveness and readiness probes"),
         (name = "meta", description = "This description"),

@@ -43,6 +43,11 @@ pub const CIRCUIT_TRANSITIONS: &str = "herald_circuit_transitions_total";
 pub const STORAGE_DURATION: &str = "herald_storage_operation_duration_seconds";
 pub const STORAGE_ERRORS: &str = "herald_storage_errors_total";
 pub const BUILD_INFO: &str = "herald_build_info";
+pub const FEEDBACK_EVENTS: &str = "herald_feedback_events_total";
+pub const FEEDBACK_UNMATCHED: &str = "herald_feedback_unmatched_total";
+pub const FEEDBACK_REFUSED: &str = "herald_feedback_refused_total";
+pub const SUPPRESSIONS_ADDED: &str = "herald_suppressions_added_total";
+pub const ENQUEUES_SUPPRESSED: &str = "herald_recipients_suppressed_total";
 
 /// Upper bounds of the delivery-duration buckets: those of the per-minute
 /// rollups (`storage::LATENCY_BUCKETS_MS`), so both views agree.
@@ -181,6 +186,41 @@ pub const FAMILIES: &[Family] = &[
         kind: Kind::Counter,
         labels: &["op", "class"],
         help: "Storage operations that returned an error, by class (unavailable, backend, corrupt, conflict, not_found, invalid, migration, config).",
+        buckets: &[],
+    },
+    Family {
+        name: FEEDBACK_EVENTS,
+        kind: Kind::Counter,
+        labels: &["transport", "kind"],
+        help: "Provider reports applied to their messages, by kind (delivered, bounced_hard, bounced_soft, complained, opened, clicked, unsubscribed, rejected, deferred_downstream).",
+        buckets: &[],
+    },
+    Family {
+        name: FEEDBACK_UNMATCHED,
+        kind: Kind::Counter,
+        labels: &["transport"],
+        help: "Provider reports whose message was not found when they arrived (kept and matched again for [feedback] unmatched_keep_s).",
+        buckets: &[],
+    },
+    Family {
+        name: FEEDBACK_REFUSED,
+        kind: Kind::Counter,
+        labels: &["transport", "reason"],
+        help: "Feedback requests refused, by reason (unauthorized, replay, malformed, too_large, unavailable).",
+        buckets: &[],
+    },
+    Family {
+        name: SUPPRESSIONS_ADDED,
+        kind: Kind::Counter,
+        labels: &["transport"],
+        help: "Recipients put on the suppression list by provider reports.",
+        buckets: &[],
+    },
+    Family {
+        name: ENQUEUES_SUPPRESSED,
+        kind: Kind::Counter,
+        labels: &["transport"],
+        help: "Recipients left out of enqueued messages because they are suppressed.",
         buckets: &[],
     },
     Family {
@@ -340,6 +380,36 @@ pub fn outcomes_recorded(outcomes: &[Outcome], recorded: &Recorded) {
 }
 
 /// Counts a breaker entering `to`.
+/// Counts one applied batch of provider reports.
+pub fn feedback_recorded(transport: &str, recorded: &crate::storage::FeedbackRecorded) {
+    for (kind, n) in &recorded.counts {
+        metrics::counter!(FEEDBACK_EVENTS, "transport" => transport.to_owned(), "kind" => kind.clone())
+            .increment(*n);
+    }
+    if recorded.unmatched > 0 {
+        metrics::counter!(FEEDBACK_UNMATCHED, "transport" => transport.to_owned())
+            .increment(recorded.unmatched as u64);
+    }
+    if recorded.suppressed > 0 {
+        metrics::counter!(SUPPRESSIONS_ADDED, "transport" => transport.to_owned())
+            .increment(recorded.suppressed as u64);
+    }
+}
+
+/// Counts a refused feedback request.
+pub fn feedback_refused(transport: &str, reason: &'static str) {
+    metrics::counter!(FEEDBACK_REFUSED, "transport" => transport.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// Counts recipients left out at enqueue.
+pub fn recipients_suppressed(transport: &str, n: usize) {
+    if n > 0 {
+        metrics::counter!(ENQUEUES_SUPPRESSED, "transport" => transport.to_owned())
+            .increment(n as u64);
+    }
+}
+
 pub fn circuit_transition(transport: &str, to: CircuitState) {
     handle();
     metrics::counter!(CIRCUIT_TRANSITIONS, "transport" => transport.to_owned(), "to" => to.as_str())

@@ -1467,8 +1467,14 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
             "admin",
         ),
         (Method::GET, "/metrics".into(), "read"),
+        (Method::GET, "/api/suppressions".into(), "read"),
+        (Method::POST, "/api/suppressions".into(), "admin"),
+        (Method::DELETE, SOME_SUPPRESSION.into(), "admin"),
     ]
 }
+
+/// A suppression in the protected-route table's paths.
+const SOME_SUPPRESSION: &str = "/api/suppressions/email/someone@example.org";
 
 /// A transport name in the protected-route table's paths.
 const SOME_TRANSPORT: &str = "some-transport";
@@ -1476,6 +1482,7 @@ const SOME_TRANSPORT: &str = "some-transport";
 fn template_of(path: &str, id: Stamp) -> String {
     path.replace(&id.to_string(), "{id}")
         .replace(SOME_TRANSPORT, "{name}")
+        .replace(SOME_SUPPRESSION, "/api/suppressions/{channel}/{address}")
 }
 
 async fn every_route_needs_its_role_when_keys_are_configured(f: &Fixture) {
@@ -1483,8 +1490,14 @@ async fn every_route_needs_its_role_when_keys_are_configured(f: &Fixture) {
     let id = api.enqueue(&email("target")).await;
     api.key = None;
     let routes = protected_routes(id);
-    // The table covers every registered route that is not public.
-    let public = ["/health/live", "/health/ready", "/api/openapi.json"];
+    // The table covers every registered route that is not public. The
+    // providers' event webhooks check the provider's own credentials.
+    let public = [
+        "/health/live",
+        "/health/ready",
+        "/api/openapi.json",
+        "/api/feedback/{transport}",
+    ];
     let mut registered: Vec<(Method, String)> = http::routes()
         .into_iter()
         .filter(|r| !public.contains(&r.path))
@@ -1508,6 +1521,12 @@ async fn every_route_needs_its_role_when_keys_are_configured(f: &Fixture) {
             request
         }
     };
+    // No key is asked of a provider: it is answered by its transport's
+    // own scheme (here, none is configured).
+    let reply = api
+        .send_as_is(test::TestRequest::post().uri("/api/feedback/outbox"))
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
     for (method, path, role) in &routes {
         let reply = api.send_as_is(request(method, path)).await;
         assert_eq!(reply.status, 401, "{method} {path} without a key");
@@ -1566,7 +1585,7 @@ async fn every_route_needs_its_role_when_keys_are_configured(f: &Fixture) {
     // Of all those requests only the enqueue key's batch stored anything.
     assert_eq!(api.stored().await, 2);
 
-    for path in public {
+    for path in public.iter().filter(|p| !p.starts_with("/api/feedback")) {
         let reply = api.send_as_is(test::TestRequest::get().uri(path)).await;
         assert_eq!(reply.status, 200, "{path} needs no key");
     }
