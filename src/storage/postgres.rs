@@ -242,14 +242,18 @@ impl PostgresStorage {
     /// Stores `messages` in the live table (the statement and the look-up
     /// of known keys), on `client`: the pool's connection, or the
     /// transaction of an enqueue that also stores suppressed messages.
+    /// `None`, with nothing stored, when a recipient is suppressed: the
+    /// statement checks, so that the common case, none, costs no round
+    /// trip more, and the batch then goes through
+    /// [`PostgresStorage::enqueue_suppressing`].
     async fn insert_live(
         &self,
         client: &impl GenericClient,
-        messages: Vec<NewMessage>,
+        messages: &[NewMessage],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Enqueued>, StorageError> {
+    ) -> Result<Option<Vec<Enqueued>>, StorageError> {
         if messages.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let ids: Vec<Uuid> = messages.iter().map(|m| uuid(m.id)).collect();
         let channels: Vec<&str> = messages.iter().map(|m| m.channel.as_str()).collect();
@@ -314,6 +318,9 @@ impl PostgresStorage {
                 ],
             )
             .await?;
+        if rows.iter().any(|row| row.get::<_, bool>(2)) {
+            return Ok(None);
+        }
         let mut inserted = std::collections::HashSet::with_capacity(rows.len());
         let mut new_work = BTreeSet::new();
         for row in &rows {
@@ -356,13 +363,13 @@ impl PostgresStorage {
         }
 
         messages
-            .into_iter()
+            .iter()
             .map(|m| {
                 if inserted.contains(&uuid(m.id)) {
                     Ok(Enqueued {
                         id: m.id,
                         status: Status::Queued,
-                        fingerprint: m.fingerprint,
+                        fingerprint: m.fingerprint.clone(),
                         created: true,
                         suppressed: Vec::new(),
                     })
@@ -378,7 +385,8 @@ impl PostgresStorage {
                         })
                 }
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     async fn record_outcomes_once(
@@ -917,10 +925,16 @@ fn enqueue_sql(guard: &str) -> String {
         WITH ORDINALITY AS t(id, channel, transport, category, priority, payload, metadata,
                              fingerprint, idempotency_key, max_attempts, available_at, effective_at,
                              recipients, ord)
+), hits AS (
+    SELECT i.id FROM input i
+    CROSS JOIN LATERAL unnest(string_to_array(i.recipients, E'\\x1f')) AS r(address)
+    JOIN suppressions s ON s.channel = i.channel AND s.address = r.address
+                       AND s.scope IN ('', i.transport)
+    WHERE s.expires_at IS NULL OR s.expires_at > $13
 ), keyed AS (
     INSERT INTO idempotency_keys AS k (key, message_id, created_at)
     SELECT DISTINCT ON (idempotency_key) idempotency_key, id, $13 FROM input i
-    WHERE idempotency_key IS NOT NULL
+    WHERE idempotency_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM hits)
       AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.idempotency_key = i.idempotency_key)
       AND NOT EXISTS (SELECT 1 FROM finished_messages f WHERE f.idempotency_key = i.idempotency_key)
     ORDER BY idempotency_key, ord
@@ -935,12 +949,15 @@ fn enqueue_sql(guard: &str) -> String {
            fingerprint, idempotency_key, string_to_array(recipients, E'\\x1f'), 0, max_attempts,
            $13, available_at, effective_at, $13
     FROM input
-    WHERE idempotency_key IS NULL OR id IN (SELECT message_id FROM keyed)
+    WHERE (idempotency_key IS NULL OR id IN (SELECT message_id FROM keyed))
+      AND NOT EXISTS (SELECT 1 FROM hits)
     ORDER BY ord
     {guard}
     RETURNING id, transport
 )
-SELECT id, transport FROM inserted"
+SELECT id, transport, false AS suppressed FROM inserted
+UNION ALL
+(SELECT id, NULL, true FROM hits LIMIT 1)"
     )
 }
 
@@ -1371,15 +1388,12 @@ impl Storage for PostgresStorage {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
-        let hits = feedback::suppressed_among(&client, &messages, now).await?;
-        if hits.iter().all(Vec::is_empty) {
-            return self.insert_live(&client, messages, now).await;
+        if let Some(stored) = self.insert_live(&client, &messages, now).await? {
+            return Ok(stored);
         }
         drop(client);
-        self.on_a_ready_day(now, || {
-            self.enqueue_suppressing(messages.clone(), hits.clone(), now)
-        })
-        .await
+        self.on_a_ready_day(now, || self.enqueue_suppressing(messages.clone(), now))
+            .await
     }
 
     async fn claim_due(

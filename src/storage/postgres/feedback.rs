@@ -86,12 +86,14 @@ impl PostgresStorage {
     pub(super) async fn enqueue_suppressing(
         &self,
         messages: Vec<NewMessage>,
-        hits: Vec<Vec<(String, String)>>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Enqueued>, StorageError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let stored = self.store_suppressing(&tx, messages, hits, now).await;
+        let stored = match suppressed_among(&tx, &messages, now).await {
+            Ok(hits) => self.store_suppressing(&tx, messages, hits, now).await,
+            Err(err) => Err(err),
+        };
         finish(tx, stored).await
     }
 
@@ -128,7 +130,11 @@ impl PostgresStorage {
                 results[index] = Some(self.store_suppressed(tx, message, hit, now).await?);
             }
         }
-        let stored = self.insert_live(tx, live, now).await?;
+        // What is left of each message meets no entry, unless one was
+        // added since the look-up: the client sends again.
+        let stored = self.insert_live(tx, &live, now).await?.ok_or_else(|| {
+            StorageError::Unavailable("the suppression list changed during the enqueue".into())
+        })?;
         for ((index, mut enqueued), hit) in live_index.into_iter().zip(stored).zip(live_dropped) {
             if enqueued.created && !hit.is_empty() {
                 write_suppressed_events(tx, enqueued.id, &hit, now, super::live_day()).await?;
