@@ -1276,3 +1276,60 @@ fn the_commented_retention_example_in_config_toml_loads() {
     assert_ne!(settings.retention, crate::storage::Retention::default());
     assert!(!settings.retention.overrides.is_empty());
 }
+
+#[test]
+fn suppression_and_feedback_keys_default_and_load() {
+    let settings = load(FULL).expect("valid");
+    let policy = &settings.storage.suppression;
+    assert!(!policy.per_transport && policy.hard_bounce && policy.complaint);
+    assert_eq!(policy.soft_bounce_limit, 3);
+    assert_eq!(policy.expire_after, None);
+    assert_eq!(settings.feedback.max_body_bytes, 4 * 1024 * 1024);
+    assert_eq!(
+        settings.storage.unmatched_keep,
+        crate::storage::DEFAULT_UNMATCHED_KEEP
+    );
+    let text = format!(
+        "{FULL}\n[suppression]\nscope = \"transport\"\ncomplaint = false\nsoft_bounce_limit = 0\n\
+         soft_bounce_window_s = 60\nexpire_after_s = 86400\n\n\
+         [feedback]\nunmatched_keep_s = 600\nmax_body_bytes = 1024\n"
+    );
+    let settings = load(&text).expect("valid");
+    let policy = &settings.storage.suppression;
+    assert!(policy.per_transport && !policy.complaint && policy.unsubscribe);
+    assert_eq!(policy.soft_bounce_limit, 0);
+    assert_eq!(
+        policy.soft_bounce_window,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(
+        policy.expire_after,
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    assert_eq!(settings.feedback.max_body_bytes, 1024);
+    assert_eq!(
+        settings.storage.unmatched_keep,
+        std::time::Duration::from_secs(600)
+    );
+}
+
+#[test]
+fn bad_suppression_and_feedback_keys_are_named() {
+    let text = format!(
+        "{FULL}\n[suppression]\nscope = \"everyone\"\nsoft_bounce_window_s = 0\n\n\
+         [feedback]\nunmatched_keep_s = 0\nmax_body_bytes = 0\n"
+    );
+    let mut keys = problem_keys(&text);
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "feedback.max_body_bytes",
+            "feedback.unmatched_keep_s",
+            "suppression.scope",
+            "suppression.soft_bounce_window_s"
+        ]
+    );
+    let unknown = format!("{FULL}\n[suppression]\nsoft_bounces = 3\n");
+    assert!(load(&unknown).is_err(), "unknown keys are errors");
+}
