@@ -12,6 +12,7 @@
 //! due for renewal.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -327,6 +328,11 @@ pub struct ApnsTransport {
     /// signing makes concurrent deliveries share one signing instead of
     /// each renewing the token, which Apple refuses when done too often.
     token: Mutex<Option<Signed>>,
+    /// A push has gone through since this process started, so
+    /// `environment` is right: until then a BadDeviceToken may be the
+    /// wrong environment's answer to every token, which must not put
+    /// them all on the suppression list.
+    delivered_once: AtomicBool,
 }
 
 /// An HTTP/2-only client: APNs speaks nothing else. Over TLS that is ALPN
@@ -366,6 +372,7 @@ impl ApnsTransport {
             options,
             device_url,
             token: Mutex::new(None),
+            delivered_once: AtomicBool::new(false),
         })
     }
 
@@ -570,6 +577,7 @@ impl Transport for ApnsTransport {
         }
         let answer = self.http.send(request.body(body)).await?;
         if answer.is_success() {
+            self.delivered_once.store(true, Ordering::Relaxed);
             let provider_message_id = answer
                 .header("apns-id")
                 .filter(|id| !id.trim().is_empty())
@@ -580,7 +588,27 @@ impl Transport for ApnsTransport {
         if token_refused {
             self.forget(&bearer);
         }
-        Err(error)
+        Err(unproven(error, &answer, &self.delivered_once))
+    }
+}
+
+/// `error`, except that a BadDeviceToken before any push went through is
+/// a plain refusal: dead-lettered, but not a gone recipient (see
+/// `ApnsTransport::delivered_once`).
+fn unproven(error: TransportError, answer: &Answer, delivered_once: &AtomicBool) -> TransportError {
+    match error {
+        TransportError::RecipientGone { code, message, .. }
+            if answer.status == 400 && !delivered_once.load(Ordering::Relaxed) =>
+        {
+            TransportError::Rejected {
+                code,
+                message: format!(
+                    "{message} (no push has gone through this transport yet: if every token is \
+                     refused so, check `environment`; not suppressed)"
+                ),
+            }
+        }
+        other => other,
     }
 }
 

@@ -440,6 +440,22 @@ async fn refused(reply: Reply) -> herald::transports::TransportError {
         .expect_err("refused")
 }
 
+/// What the second push comes to, the first having gone through.
+async fn refused_after_a_push(reply: Reply) -> herald::transports::TransportError {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = test_key(dir.path());
+    let server = ApnsServer::start(vec![refusal(200, ""), reply]).await;
+    let transport = with_clock(&key, &server, Arc::new(ManualClock::new(t0())));
+    transport
+        .deliver(&simple_push())
+        .await
+        .expect("the first push");
+    transport
+        .deliver(&simple_push())
+        .await
+        .expect_err("refused")
+}
+
 #[tokio::test]
 async fn apns_answers_are_classified_by_their_reason() {
     for (status, body) in [
@@ -450,10 +466,17 @@ async fn apns_answers_are_classified_by_their_reason() {
             r#"{"reason":"Unregistered","timestamp":1767225600000}"#,
         ),
     ] {
-        let err = refused(refusal(status, body)).await;
+        let err = refused_after_a_push(refusal(status, body)).await;
         assert_eq!(err.recipient_gone(), Some(RecipientGone::Invalid), "{err}");
         assert!(err.is_permanent());
     }
+    // Before any push went through, a bad token may be the wrong
+    // `environment` answering every token: dead-lettered, not suppressed.
+    let unproven = refused(refusal(400, r#"{"reason":"BadDeviceToken"}"#)).await;
+    assert_eq!(unproven.recipient_gone(), None, "{unproven}");
+    assert!(unproven.is_permanent() && unproven.to_string().contains("environment"));
+    let gone = refused(refusal(410, r#"{"reason":"Unregistered"}"#)).await;
+    assert_eq!(gone.recipient_gone(), Some(RecipientGone::Invalid));
     let err = refused(refusal(403, r#"{"reason":"InvalidProviderToken"}"#)).await;
     assert!(err.is_unauthorized() && !err.is_permanent(), "{err}");
 
