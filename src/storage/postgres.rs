@@ -26,8 +26,8 @@ use super::rollups::{
 };
 use super::sql::{
     ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql, add_metrics_sql,
-    compaction_sql, failure_totals_sql, rollup_rows_sql, rollup_totals_sql, series_sql,
-    write_seal_sql,
+    compaction_sql, failure_totals_sql, listing_wheres, rollup_rows_sql, rollup_totals_sql,
+    series_sql, write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, Expired, FailureCount,
@@ -38,8 +38,8 @@ use super::{
     with_queued_event,
 };
 use crate::domain::{
-    Channel, ClaimToken, DeliveryState, Event, Fingerprint, Message, MessageWithEvents, NewMessage,
-    Priority, Stamp, Status,
+    Channel, ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
+    Stamp, Status,
 };
 
 mod embedded {
@@ -1864,26 +1864,7 @@ impl Storage for PostgresStorage {
             // The GIN index's operator; the live table is scanned.
             conditions.push(format!("recipients @> ${}::text[]", values.len()));
         }
-        let mut live_conditions = conditions.clone();
-        let mut finished_conditions = conditions;
-        // Literals, as for status: the partial index serves one state.
-        match filter.delivery {
-            None => {}
-            Some(DeliveryState::Unknown) => finished_conditions.push("delivery IS NULL".into()),
-            Some(state) => {
-                live_conditions.push("false".into());
-                finished_conditions.push(format!("delivery = '{}'", state.as_str()));
-            }
-        }
-        let where_of = |conditions: &[String]| {
-            if conditions.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", conditions.join(" AND "))
-            }
-        };
-        let (live_where, finished_where) =
-            (where_of(&live_conditions), where_of(&finished_conditions));
+        let (live_where, finished_where) = listing_wheres(conditions, filter.delivery);
         // Newest first across both tables: each gives its own newest,
         // then they are merged.
         let sql = format!(

@@ -4,12 +4,41 @@
 //! the builders take the difference as an argument.
 
 use super::rollups::{is_max_column, metric_columns};
+use crate::domain::DeliveryState;
 
 /// The `messages` columns every read of a message selects (SQLite's
 /// `message_from_row` reads them by position: the order matters).
 pub(crate) const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, \
     payload, metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, \
     available_at, lease_until, claim_token, sent_at, last_error, updated_at";
+
+/// The `WHERE` clauses of a listing's two halves, live and finished:
+/// `conditions` on both, and the delivery filter, which only finished
+/// messages can meet beyond `unknown` (a literal, as for status: the
+/// partial index serves one state).
+pub(crate) fn listing_wheres(
+    conditions: Vec<String>,
+    delivery: Option<DeliveryState>,
+) -> (String, String) {
+    let mut live = conditions.clone();
+    let mut finished = conditions;
+    match delivery {
+        None => {}
+        Some(DeliveryState::Unknown) => finished.push("delivery IS NULL".into()),
+        Some(state) => {
+            live.push("false".into());
+            finished.push(format!("delivery = '{}'", state.as_str()));
+        }
+    }
+    let where_of = |conditions: Vec<String>| {
+        if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        }
+    };
+    (where_of(live), where_of(finished))
+}
 
 /// The live table's indexes that served finished messages, listings and
 /// history, which it sheds once no finished message waits to move out:

@@ -29,8 +29,8 @@ use super::rollups::{
 };
 use super::sql::{
     ALERT_COLUMNS, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql,
-    add_metrics_sql, compaction_sql, failure_totals_sql, rollup_rows_sql, rollup_totals_sql,
-    series_sql, write_seal_sql,
+    add_metrics_sql, compaction_sql, failure_totals_sql, listing_wheres, rollup_rows_sql,
+    rollup_totals_sql, series_sql, write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
@@ -1596,27 +1596,7 @@ impl Storage for SqliteStorage {
                         last.push(')');
                     }
                 }
-                let mut live_conditions = conditions.clone();
-                let mut finished_conditions = conditions;
-                match filter.delivery {
-                    None => {}
-                    Some(crate::domain::DeliveryState::Unknown) => {
-                        finished_conditions.push("delivery IS NULL".into());
-                    }
-                    Some(state) => {
-                        live_conditions.push("0".into());
-                        finished_conditions.push(format!("delivery = '{}'", state.as_str()));
-                    }
-                }
-                let where_of = |conditions: &[String]| {
-                    if conditions.is_empty() {
-                        String::new()
-                    } else {
-                        format!("WHERE {}", conditions.join(" AND "))
-                    }
-                };
-                let live_where = where_of(&live_conditions);
-                let finished_where = where_of(&finished_conditions);
+                let (live_where, finished_where) = listing_wheres(conditions, filter.delivery);
                 // Newest first across both tables: each gives its own
                 // newest, then they are merged.
                 let sql = format!(

@@ -145,17 +145,24 @@ fn email(to: &[&str]) -> Value {
     })
 }
 
-macro_rules! app {
-    ($f:expr, $settings:expr, $engine:expr) => {{
+/// SendGrid's mock, a signer, and an engine and app delivering through
+/// `mail` to that mock, on `f`'s store.
+macro_rules! running {
+    ($f:expr) => {{
+        let server = provider().await;
+        let signer = Signer::new();
+        let settings = settings(&$f, &server, &signer);
+        let engine = start(&$f, settings.clone()).await;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let state = herald::http::AppState::new($f.storage.clone(), clock, $settings.clone())
-            .with_engine($engine.clone());
-        test::init_service(
+        let state = herald::http::AppState::new($f.storage.clone(), clock, settings.clone())
+            .with_engine(engine.clone());
+        let app = test::init_service(
             actix_web::App::new()
                 .app_data(actix_web::web::Data::new(state))
                 .configure(herald::http::configure),
         )
-        .await
+        .await;
+        (server, signer, engine, app)
     }};
 }
 
@@ -215,11 +222,7 @@ fn enqueue_request(body: &Value) -> actix_http::Request {
 }
 
 async fn sendgrid_events_reach_their_message_and_a_bounce_suppresses_the_address(f: Fixture) {
-    let server = provider().await;
-    let signer = Signer::new();
-    let settings = settings(&f, &server, &signer);
-    let engine = start(&f, settings.clone()).await;
-    let app = app!(f, settings, engine);
+    let (server, signer, engine, app) = running!(f);
 
     let (status, stored) = call(
         &app,
@@ -376,11 +379,7 @@ async fn sendgrid_events_reach_their_message_and_a_bounce_suppresses_the_address
 }
 
 async fn refused_requests_record_nothing(f: Fixture) {
-    let server = provider().await;
-    let signer = Signer::new();
-    let settings = settings(&f, &server, &signer);
-    let engine = start(&f, settings.clone()).await;
-    let app = app!(f, settings, engine);
+    let (_server, signer, engine, app) = running!(f);
     let (_, stored) = call(&app, enqueue_request(&email(&["carol@example.org"]))).await;
     let id = stored["id"].as_str().expect("an id").to_owned();
     until_sent(&app, &id).await;
@@ -471,11 +470,7 @@ fn standard_post(id: &str, timestamp: i64, body: &str) -> actix_http::Request {
 }
 
 async fn a_standard_webhooks_replay_is_refused_and_unknown_messages_are_counted(f: Fixture) {
-    let server = provider().await;
-    let signer = Signer::new();
-    let settings = settings(&f, &server, &signer);
-    let engine = start(&f, settings.clone()).await;
-    let app = app!(f, settings, engine);
+    let (_server, _signer, engine, app) = running!(f);
     let (_, stored) = call(&app, enqueue_request(&email(&["dan@example.org"]))).await;
     let id = stored["id"].as_str().expect("an id").to_owned();
     until_sent(&app, &id).await;
