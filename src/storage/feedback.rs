@@ -415,6 +415,15 @@ pub fn plan(
     plan
 }
 
+/// `now` less `span`, or the earliest time when that is before it: a
+/// configured span (a window, a keep) as a bound on stored times.
+pub fn ago(now: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| now.checked_sub_signed(span))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// The text a delivery state is stored as (`finished_messages.delivery`).
 pub fn delivery_text(status: &DeliveryStatus) -> &'static str {
     status.state.as_str()

@@ -1509,13 +1509,19 @@ impl Storage for SqliteStorage {
         limit: usize,
     ) -> Result<FeedbackRecorded, StorageError> {
         let policy = self.suppression.clone();
-        let keep = chrono::Duration::from_std(self.unmatched_keep).unwrap_or(chrono::Duration::MAX);
-        let nonce_keep =
-            chrono::Duration::from_std(self.nonce_keep).unwrap_or(chrono::Duration::MAX);
+        let kept_since = super::feedback::ago(now, self.unmatched_keep);
+        let nonces_since = super::feedback::ago(now, self.nonce_keep);
+        let window_start = super::feedback::ago(now, self.suppression.soft_bounce_window);
         self.write(move |tx| {
+            // What no longer counts: old nonces, expired entries, soft
+            // bounces whose window has passed.
             tx.prepare_cached("DELETE FROM feedback_nonces WHERE seen_at < ?1")?
-                .execute([to_millis(now - nonce_keep)])?;
-            let taken = feedback::take_unmatched(tx, clamp_limit(limit) as i64, now - keep)?;
+                .execute([to_millis(nonces_since)])?;
+            tx.prepare_cached("DELETE FROM suppressions WHERE expires_at <= ?1")?
+                .execute([to_millis(now)])?;
+            tx.prepare_cached("DELETE FROM soft_bounces WHERE first_at < ?1")?
+                .execute([to_millis(window_start)])?;
+            let taken = feedback::take_unmatched(tx, clamp_limit(limit) as i64, kept_since)?;
             let mut total = FeedbackRecorded::default();
             for (transport, events) in taken {
                 total.add(feedback::apply(tx, &transport, events, &policy, now)?);

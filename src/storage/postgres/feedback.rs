@@ -339,13 +339,22 @@ impl PostgresStorage {
         limit: usize,
     ) -> Result<FeedbackRecorded, StorageError> {
         let mut client = self.client().await?;
-        let keep = chrono::Duration::from_std(self.unmatched_keep).unwrap_or(chrono::Duration::MAX);
-        let nonce_keep =
-            chrono::Duration::from_std(self.nonce_keep).unwrap_or(chrono::Duration::MAX);
+        let kept_since = shared::ago(now, self.unmatched_keep);
+        // What no longer counts: old nonces, expired entries, soft
+        // bounces whose window has passed.
         client
             .execute(
                 "DELETE FROM feedback_nonces WHERE seen_at < $1",
-                &[&(now - nonce_keep)],
+                &[&shared::ago(now, self.nonce_keep)],
+            )
+            .await?;
+        client
+            .execute("DELETE FROM suppressions WHERE expires_at <= $1", &[&now])
+            .await?;
+        client
+            .execute(
+                "DELETE FROM soft_bounces WHERE first_at < $1",
+                &[&shared::ago(now, self.suppression.soft_bounce_window)],
             )
             .await?;
         let tx = client.transaction().await?;
@@ -361,7 +370,7 @@ impl PostgresStorage {
         let mut by_transport: BTreeMap<String, Vec<Received>> = BTreeMap::new();
         for row in &rows {
             let received_at: DateTime<Utc> = row.try_get(1)?;
-            if received_at < now - keep {
+            if received_at < kept_since {
                 continue;
             }
             let event: serde_json::Value = row.try_get(2)?;
@@ -575,8 +584,7 @@ impl PostgresStorage {
                 .values()
                 .map(|(n, _)| i32::try_from(*n).unwrap_or(i32::MAX))
                 .collect();
-            let window = chrono::Duration::from_std(self.suppression.soft_bounce_window)
-                .unwrap_or(chrono::Duration::MAX);
+            let window_start = shared::ago(now, self.suppression.soft_bounce_window);
             let statement = tx
                 .prepare_cached(
                     "INSERT INTO soft_bounces AS b (channel, address, scope, first_at, count)
@@ -593,14 +601,7 @@ impl PostgresStorage {
             let rows = tx
                 .query(
                     &statement,
-                    &[
-                        &channels,
-                        &addresses,
-                        &counts,
-                        &scope,
-                        &now,
-                        &(now - window),
-                    ],
+                    &[&channels, &addresses, &counts, &scope, &now, &window_start],
                 )
                 .await?;
             let limit = i32::try_from(self.suppression.soft_bounce_limit).unwrap_or(i32::MAX);

@@ -244,8 +244,7 @@ pub(super) fn apply(
         .iter()
         .map(|e| (e.channel, e.address.clone(), e.reason, e.source))
         .collect();
-    let window =
-        chrono::Duration::from_std(policy.soft_bounce_window).unwrap_or(chrono::Duration::MAX);
+    let window_start = shared::ago(now, policy.soft_bounce_window);
     for ((channel, address), (n, source)) in &plan.soft_bounces {
         let count: u32 = tx
             .prepare_cached(
@@ -265,7 +264,7 @@ pub(super) fn apply(
                     scope,
                     to_millis(now),
                     n,
-                    to_millis(now - window)
+                    to_millis(window_start)
                 ],
                 |row| row.get(0),
             )?;
