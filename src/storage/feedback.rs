@@ -268,6 +268,8 @@ pub fn identity(
 pub struct Matched {
     pub id: Stamp,
     pub channel: Channel,
+    /// Empty for a message without one, as the rollups key it.
+    pub category: String,
     pub attempts: u32,
     pub recipients: Vec<String>,
     pub delivery: Option<DeliveryStatus>,
@@ -305,6 +307,29 @@ pub struct Plan {
     pub soft_bounces: BTreeMap<(Channel, String), (u32, Stamp)>,
     pub unmatched: Vec<Received>,
     pub recorded: FeedbackRecorded,
+    /// The applied reports' counts (as in [`FeedbackRecorded::counts`])
+    /// per message channel and category, for the rollups.
+    pub counts: BTreeMap<(Channel, String), BTreeMap<String, u64>>,
+    /// Bounces per (channel, category, bounce type, normalised reason,
+    /// recipient domain), for the bounce rollups.
+    pub bounces: BTreeMap<BounceKey, u64>,
+}
+
+/// (channel, category, bounce type, normalised reason, recipient domain).
+pub type BounceKey = (Channel, String, &'static str, String, String);
+
+/// The longest recipient domain kept: DNS's own bound.
+const MAX_DOMAIN_LEN: usize = 253;
+
+/// The domain of an email recipient (already normalised), bounded; empty
+/// for other channels or without a recipient.
+fn recipient_domain(channel: Channel, recipient: Option<&str>) -> String {
+    match (channel, recipient.and_then(|r| r.rsplit_once('@'))) {
+        (Channel::Email, Some((_, domain))) if domain.len() <= MAX_DOMAIN_LEN => {
+            domain.to_lowercase()
+        }
+        _ => String::new(),
+    }
 }
 
 /// Plans `events` (each with when it was received) against `matched`
@@ -344,7 +369,32 @@ pub fn plan(
             (FeedbackKind::Bounced, _) => "bounced_hard".to_owned(),
             (kind, _) => kind.as_str().to_owned(),
         };
+        *plan
+            .counts
+            .entry((message.channel, message.category.clone()))
+            .or_default()
+            .entry(counted.clone())
+            .or_default() += 1;
         *plan.recorded.counts.entry(counted).or_default() += 1;
+        if event.kind == FeedbackKind::Bounced {
+            let bounce = event.bounce.unwrap_or(BounceType::Hard);
+            let reason = event
+                .reason
+                .as_deref()
+                .map(crate::delivery::errors::normalise)
+                .unwrap_or_default();
+            let domain = recipient_domain(message.channel, recipient.as_deref());
+            *plan
+                .bounces
+                .entry((
+                    message.channel,
+                    message.category.clone(),
+                    bounce.as_str(),
+                    reason,
+                    domain,
+                ))
+                .or_default() += 1;
+        }
         let status = changed.entry(message.id).or_insert_with(|| {
             message
                 .delivery
@@ -455,6 +505,7 @@ mod tests {
             Matched {
                 id: stamp,
                 channel: Channel::Email,
+                category: "receipts".into(),
                 attempts: 1,
                 recipients: vec!["a@example.org".into(), "b@example.org".into()],
                 delivery: None,
@@ -478,6 +529,22 @@ mod tests {
         assert_eq!(plan.suppress.len(), 1);
         assert_eq!(plan.suppress[0].address, "a@example.org");
         assert_eq!(plan.suppress[0].reason, "hard_bounce");
+        let counts = &plan.counts[&(Channel::Email, "receipts".to_owned())];
+        assert_eq!(counts.get("bounced_hard"), Some(&1));
+        let bounces: Vec<_> = plan.bounces.into_iter().collect();
+        assert_eq!(
+            bounces,
+            [(
+                (
+                    Channel::Email,
+                    "receipts".to_owned(),
+                    "hard",
+                    "# no such user".to_owned(),
+                    "example.org".to_owned()
+                ),
+                1
+            )]
+        );
         let (_, status) = &plan.deliveries[0];
         assert_eq!(status.state, crate::domain::DeliveryState::Bounced);
         assert_eq!(status.recipients.len(), 2);

@@ -38,8 +38,8 @@ pub use postgres::PostgresStorage;
 pub use retention::{Expired, Retention, RetentionOverride, RetentionRule};
 pub(crate) use rollups::truncate_minute;
 pub use rollups::{
-    FLOW_BUCKETS_MS, FailureCount, LATENCY_BUCKETS_MS, MinuteMetrics, RollupSeal, SEAL_LAG, Scope,
-    SeriesCounts, Timing,
+    BounceCount, FEEDBACK_COUNTS, FLOW_BUCKETS_MS, FailureCount, LATENCY_BUCKETS_MS, MinuteMetrics,
+    RollupSeal, SEAL_LAG, Scope, SeriesCounts, Timing,
 };
 pub use sqlite::SqliteStorage;
 
@@ -761,6 +761,16 @@ pub trait Storage: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<FailureCount>, StorageError>;
+
+    /// Bounce reports received in `[from, to)` summed per transport,
+    /// channel, category, bounce type, normalised reason and recipient
+    /// domain (each row's `minute` is `from`), read as
+    /// [`Storage::failure_counts`] reads failures.
+    async fn bounce_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BounceCount>, StorageError>;
 
     /// Seals every whole hour before `seal_before` into hourly rollups
     /// (re-sealing the last [`RESEAL`](rollups::RESEAL) of them, for late writes), deletes

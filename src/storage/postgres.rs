@@ -25,17 +25,17 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql, add_metrics_sql,
-    compaction_sql, failure_totals_sql, listing_wheres, rollup_rows_sql, rollup_totals_sql,
-    series_sql, write_seal_sql,
+    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql, add_failures_sql,
+    add_metrics_sql, bounce_totals_sql, compaction_sql, failure_totals_sql, listing_wheres,
+    rollup_rows_sql, rollup_totals_sql, series_sql, write_seal_sql,
 };
 use super::{
-    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, Expired, FailureCount,
-    FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome,
-    OutcomeKind, Page, PageRequest, Recorded, Retention, RollupSeal, Scope, SeriesCounts, Storage,
-    StorageError, StorageOptions, Suppression, SuppressionCursor, SuppressionFilter,
-    TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, clamp_limit, effective_at,
-    with_queued_event,
+    Alert, AlertNotice, AlertState, BounceCount, DeadLetterSummary, DepthRow, Enqueued, Expired,
+    FailureCount, FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert,
+    NodeInfo, Outcome, OutcomeKind, Page, PageRequest, Recorded, Retention, RollupSeal, Scope,
+    SeriesCounts, Storage, StorageError, StorageOptions, Suppression, SuppressionCursor,
+    SuppressionFilter, TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, clamp_limit,
+    effective_at, with_queued_event,
 };
 use crate::domain::{
     Channel, ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -1940,6 +1940,31 @@ impl Storage for PostgresStorage {
             .collect()
     }
 
+    async fn bounce_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BounceCount>, StorageError> {
+        let client = self.client().await?;
+        let spans = RollupSpans::coarse(from, to, read_seal(&client).await?);
+        let statement = client.prepare_cached(&bounce_totals_sql(dollar)).await?;
+        let rows = client.query(&statement, &params(&spans.bounds())).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(BounceCount {
+                    minute: from,
+                    transport: row.try_get(0)?,
+                    channel: row.try_get(1)?,
+                    category: row.try_get(2)?,
+                    bounce_type: row.try_get(3)?,
+                    reason: row.try_get(4)?,
+                    domain: row.try_get(5)?,
+                    bounces: row.try_get::<_, i64>(6)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
     async fn compact_rollups(
         &self,
         seal_before: DateTime<Utc>,
@@ -2385,6 +2410,49 @@ async fn metric_rows(
             ))
         })
         .collect()
+}
+
+/// Adds bounce rollups to their minutes' rows, in one statement.
+async fn add_bounces(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[BounceCount],
+) -> Result<(), StorageError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let minutes: Vec<DateTime<Utc>> = rows.iter().map(|b| b.minute).collect();
+    let text = |f: fn(&BounceCount) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    let transports = text(|b| &b.transport);
+    let channels = text(|b| &b.channel);
+    let categories = text(|b| &b.category);
+    let types = text(|b| &b.bounce_type);
+    let reasons = text(|b| &b.reason);
+    let domains = text(|b| &b.domain);
+    let counts: Vec<i64> = rows
+        .iter()
+        .map(|b| i64::try_from(b.bounces).unwrap_or(i64::MAX))
+        .collect();
+    let upsert = tx
+        .prepare_cached(&add_bounces_sql(
+            "SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                  $5::text[], $6::text[], $7::text[], $8::int8[])",
+        ))
+        .await?;
+    tx.execute(
+        &upsert,
+        &[
+            &minutes,
+            &transports,
+            &channels,
+            &categories,
+            &types,
+            &reasons,
+            &domains,
+            &counts,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Adds rollups to their minutes' rows, in one statement (one array per

@@ -120,7 +120,30 @@ pub struct MinuteMetrics {
     pub breaker_open_ms: u64,
     /// Messages cancelled (while queued or dead).
     pub cancelled: u64,
+    /// Provider reports applied in this minute of receipt, by kind (see
+    /// [`FEEDBACK_COUNTS`]); a report counts under its message's channel
+    /// and category and the transport whose webhook received it.
+    pub delivered: u64,
+    pub bounced_hard: u64,
+    pub bounced_soft: u64,
+    pub complained: u64,
+    pub opened: u64,
+    pub clicked: u64,
+    pub unsubscribed: u64,
 }
+
+/// The report kinds the rollups count, by the names
+/// [`FeedbackRecorded::counts`](super::FeedbackRecorded::counts) uses,
+/// which are also their columns.
+pub const FEEDBACK_COUNTS: [&str; 7] = [
+    "delivered",
+    "bounced_hard",
+    "bounced_soft",
+    "complained",
+    "opened",
+    "clicked",
+    "unsubscribed",
+];
 
 /// Which traffic a read or an analytics route covers; `None` is all.
 /// Rollup rows of a transport's own (breaker-open time: no channel, no
@@ -185,6 +208,27 @@ pub struct FailureCount {
     pub failures: u64,
 }
 
+/// Bounce reports received in one minute by one transport's webhook, for
+/// messages of one channel and category, with one bounce type, reason and
+/// recipient domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BounceCount {
+    pub minute: DateTime<Utc>,
+    pub transport: String,
+    pub channel: String,
+    /// Empty for messages without a category.
+    pub category: String,
+    /// `hard` or `soft`.
+    pub bounce_type: String,
+    /// The provider's reason normalised as failure errors are (ids,
+    /// numbers and addresses blanked, length bounded); empty without one.
+    pub reason: String,
+    /// The recipient's domain (lower case); empty when the report names no
+    /// email recipient.
+    pub domain: String,
+    pub bounces: u64,
+}
+
 impl MinuteMetrics {
     /// Adds another row's counts to this one (sums, and maxima for the
     /// `_max_ms` figures): how minutes roll up into longer spans.
@@ -226,7 +270,37 @@ impl MinuteMetrics {
         slots.extend(self.total.slots());
         slots.push(&mut self.breaker_open_ms);
         slots.push(&mut self.cancelled);
+        slots.extend([
+            &mut self.delivered,
+            &mut self.bounced_hard,
+            &mut self.bounced_soft,
+            &mut self.complained,
+            &mut self.opened,
+            &mut self.clicked,
+            &mut self.unsubscribed,
+        ]);
         slots
+    }
+
+    /// Counts `n` reports of `kind` (a [`FEEDBACK_COUNTS`] name; others,
+    /// such as `rejected`, are not rolled up).
+    pub(crate) fn count_feedback(&mut self, kind: &str, n: u64) {
+        let slot = match kind {
+            "delivered" => &mut self.delivered,
+            "bounced_hard" => &mut self.bounced_hard,
+            "bounced_soft" => &mut self.bounced_soft,
+            "complained" => &mut self.complained,
+            "opened" => &mut self.opened,
+            "clicked" => &mut self.clicked,
+            "unsubscribed" => &mut self.unsubscribed,
+            _ => return,
+        };
+        *slot += n;
+    }
+
+    /// Bounces of either type.
+    pub fn bounced(&self) -> u64 {
+        self.bounced_hard + self.bounced_soft
     }
 
     fn values(&self) -> Vec<u64> {
@@ -348,6 +422,7 @@ pub(crate) fn metric_columns() -> &'static [String] {
         columns.extend(timing("total"));
         columns.push("breaker_open_ms".into());
         columns.push("cancelled".into());
+        columns.extend(FEEDBACK_COUNTS.map(String::from));
         columns
     });
     &COLUMNS
@@ -444,6 +519,53 @@ pub(crate) fn rollup(
         )
         .collect();
     (rows.into_values().collect(), failures)
+}
+
+/// The rollups of one batch of applied provider reports: per message
+/// channel and category in the minute of `now` (receipt), under the
+/// transport whose webhook received them. Both backends write these in
+/// the same transaction as the reports' events.
+pub(crate) fn feedback_rollup(
+    plan: &super::feedback::Plan,
+    transport: &str,
+    now: DateTime<Utc>,
+) -> (Vec<MinuteMetrics>, Vec<BounceCount>) {
+    let minute = truncate_minute(now);
+    let rows = plan
+        .counts
+        .iter()
+        .map(|((channel, category), counts)| {
+            let mut row = MinuteMetrics {
+                minute,
+                transport: transport.to_owned(),
+                channel: channel.as_str().to_owned(),
+                category: category.clone(),
+                ..MinuteMetrics::default()
+            };
+            for (kind, n) in counts {
+                row.count_feedback(kind, *n);
+            }
+            row
+        })
+        .filter(|row| row.values().iter().any(|v| *v > 0))
+        .collect();
+    let bounces = plan
+        .bounces
+        .iter()
+        .map(
+            |((channel, category, bounce_type, reason, domain), n)| BounceCount {
+                minute,
+                transport: transport.to_owned(),
+                channel: channel.as_str().to_owned(),
+                category: category.clone(),
+                bounce_type: (*bounce_type).to_owned(),
+                reason: reason.clone(),
+                domain: domain.clone(),
+                bounces: *n,
+            },
+        )
+        .collect();
+    (rows, bounces)
 }
 
 /// The rollup of one cancellation, written with it.
@@ -645,6 +767,20 @@ mod tests {
             assert_eq!(in_minutes + in_hours, 1, "{t} in {spans:?}");
             t += TimeDelta::minutes(1);
         }
+    }
+
+    #[test]
+    fn every_feedback_count_has_its_column_and_its_slot() {
+        let mut m = MinuteMetrics::default();
+        for (i, kind) in FEEDBACK_COUNTS.iter().enumerate() {
+            m.count_feedback(kind, i as u64 + 1);
+            assert!(metric_columns().iter().any(|c| c == kind), "{kind}");
+        }
+        m.count_feedback("rejected", 5);
+        let values = m.values();
+        assert_eq!(values.len(), metric_columns().len());
+        assert_eq!(values[values.len() - 7..], [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(m.bounced(), 5);
     }
 
     #[test]

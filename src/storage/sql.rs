@@ -138,8 +138,19 @@ pub(crate) fn add_failures_sql(rows: &str) -> String {
     )
 }
 
-/// The rows of `{family}_minutely` and `{family}_hourly` (`metrics` or
-/// `failures`) that [`RollupSpans`] name, as `columns`; `p(i)` writes the
+/// Adds rows into `bounces_minutely`, as [`add_failures_sql`] does
+/// failures. `rows` is in `(minute, BOUNCE_KEYS, bounces)` order.
+pub(crate) fn add_bounces_sql(rows: &str) -> String {
+    format!(
+        "INSERT INTO bounces_minutely AS r (minute, {BOUNCE_KEYS}, bounces)
+         {rows}
+         ON CONFLICT (minute, {BOUNCE_KEYS})
+         DO UPDATE SET bounces = r.bounces + excluded.bounces"
+    )
+}
+
+/// The rows of `{family}_minutely` and `{family}_hourly` (`metrics`, `failures` or
+/// `bounces`) that [`RollupSpans`] name, as `columns`; `p(i)` writes the
 /// backend's i-th parameter, bound as [`RollupSpans::bounds`].
 ///
 /// [`RollupSpans`]: super::rollups::RollupSpans
@@ -161,7 +172,7 @@ pub(crate) fn rollup_spans_sql(family: &str, columns: &str, p: impl Fn(usize) ->
 
 /// The rollup families compaction seals: (family, key columns after
 /// `minute`, value columns, their aggregates over many rows).
-fn rollup_families() -> [(&'static str, String, String, String); 2] {
+fn rollup_families() -> [(&'static str, String, String, String); 3] {
     [
         (
             "metrics",
@@ -174,6 +185,12 @@ fn rollup_families() -> [(&'static str, String, String, String); 2] {
             FAILURE_KEYS.to_owned(),
             "failures".to_owned(),
             "CAST(sum(failures) AS BIGINT)".to_owned(),
+        ),
+        (
+            "bounces",
+            BOUNCE_KEYS.to_owned(),
+            "bounces".to_owned(),
+            "CAST(sum(bounces) AS BIGINT)".to_owned(),
         ),
     ]
 }
@@ -257,6 +274,16 @@ pub(crate) fn failure_totals_sql(p: impl Fn(usize) -> String) -> String {
     )
 }
 
+/// The bounce rows that [`RollupSpans`](super::rollups::RollupSpans)
+/// name, summed per key.
+pub(crate) fn bounce_totals_sql(p: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT {BOUNCE_KEYS}, CAST(sum(bounces) AS BIGINT) FROM ({}) AS b
+         GROUP BY {BOUNCE_KEYS} ORDER BY {BOUNCE_KEYS}",
+        rollup_spans_sql("bounces", &format!("{BOUNCE_KEYS}, bounces"), p)
+    )
+}
+
 fn rollup_row_columns() -> String {
     format!(
         "minute, transport, channel, category, {}",
@@ -266,3 +293,6 @@ fn rollup_row_columns() -> String {
 
 /// The key columns of the failure rollups after `minute`.
 pub(crate) const FAILURE_KEYS: &str = "transport, channel, category, class, error";
+
+/// The key columns of the bounce rollups after `minute`.
+pub(crate) const BOUNCE_KEYS: &str = "transport, channel, category, bounce_type, reason, domain";

@@ -28,15 +28,15 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL, add_failures_sql,
-    add_metrics_sql, compaction_sql, failure_totals_sql, listing_wheres, rollup_rows_sql,
-    rollup_totals_sql, series_sql, write_seal_sql,
+    ALERT_COLUMNS, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql,
+    add_failures_sql, add_metrics_sql, bounce_totals_sql, compaction_sql, failure_totals_sql,
+    listing_wheres, rollup_rows_sql, rollup_totals_sql, series_sql, write_seal_sql,
 };
 use super::{
-    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome,
-    OutcomeKind, Page, PageRequest, Recorded, RollupSeal, Scope, SeriesCounts, Storage,
-    StorageError, StorageOptions, Suppression, SuppressionCursor, SuppressionFilter,
+    Alert, AlertNotice, AlertState, BounceCount, DeadLetterSummary, DepthRow, Enqueued,
+    FailureCount, FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert,
+    NodeInfo, Outcome, OutcomeKind, Page, PageRequest, Recorded, RollupSeal, Scope, SeriesCounts,
+    Storage, StorageError, StorageOptions, Suppression, SuppressionCursor, SuppressionFilter,
     TransportState, WRITE_PROBE, WorkSignal, clamp_limit, effective_at,
 };
 use super::{Expired, Retention, with_queued_event};
@@ -454,6 +454,23 @@ fn add_metrics(tx: &Transaction<'_>, metrics: &MinuteMetrics) -> rusqlite::Resul
     ];
     params.extend(metric_values(metrics).into_iter().map(Value::Integer));
     stmt.execute(rusqlite::params_from_iter(params))?;
+    Ok(())
+}
+
+fn add_bounces(tx: &Transaction<'_>, bounces: &[BounceCount]) -> rusqlite::Result<()> {
+    let mut add = tx.prepare_cached(&add_bounces_sql("VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?;
+    for b in bounces {
+        add.execute(params![
+            to_millis(b.minute),
+            b.transport,
+            b.channel,
+            b.category,
+            b.bounce_type,
+            b.reason,
+            b.domain,
+            i64::try_from(b.bounces).unwrap_or(i64::MAX)
+        ])?;
+    }
     Ok(())
 }
 
@@ -1482,6 +1499,7 @@ impl Storage for SqliteStorage {
         now: DateTime<Utc>,
     ) -> Result<FeedbackRecorded, StorageError> {
         let policy = self.suppression.clone();
+        let rollups = self.rollups;
         self.write(move |tx| {
             if let Some(nonce) = &batch.nonce {
                 let fresh = tx
@@ -1498,7 +1516,7 @@ impl Storage for SqliteStorage {
                 }
             }
             let events = batch.events.into_iter().map(|e| (e, now)).collect();
-            feedback::apply(tx, &batch.transport, events, &policy, now)
+            feedback::apply(tx, &batch.transport, events, &policy, rollups, now)
         })
         .await
     }
@@ -1509,6 +1527,7 @@ impl Storage for SqliteStorage {
         limit: usize,
     ) -> Result<FeedbackRecorded, StorageError> {
         let policy = self.suppression.clone();
+        let rollups = self.rollups;
         let kept_since = super::feedback::ago(now, self.unmatched_keep);
         let nonces_since = super::feedback::ago(now, self.nonce_keep);
         let window_start = super::feedback::ago(now, self.suppression.soft_bounce_window);
@@ -1524,7 +1543,9 @@ impl Storage for SqliteStorage {
             let taken = feedback::take_unmatched(tx, clamp_limit(limit) as i64, kept_since)?;
             let mut total = FeedbackRecorded::default();
             for (transport, events) in taken {
-                total.add(feedback::apply(tx, &transport, events, &policy, now)?);
+                total.add(feedback::apply(
+                    tx, &transport, events, &policy, rollups, now,
+                )?);
             }
             Ok(total)
         })
@@ -1747,6 +1768,34 @@ impl Storage for SqliteStorage {
                             class: row.get(3)?,
                             error: row.get(4)?,
                             failures: row.get::<_, i64>(5)?.max(0) as u64,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn bounce_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BounceCount>, StorageError> {
+        self.reader()
+            .call(move |conn| {
+                let spans = RollupSpans::coarse(from, to, read_seal(conn)?);
+                let mut stmt = conn.prepare_cached(&bounce_totals_sql(question))?;
+                let rows = stmt
+                    .query_map(millis(&spans), |row| {
+                        Ok(BounceCount {
+                            minute: from,
+                            transport: row.get(0)?,
+                            channel: row.get(1)?,
+                            category: row.get(2)?,
+                            bounce_type: row.get(3)?,
+                            reason: row.get(4)?,
+                            domain: row.get(5)?,
+                            bounces: row.get::<_, i64>(6)?.max(0) as u64,
                         })
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -13,10 +13,10 @@ use crate::domain::{
     Channel, ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Stamp,
 };
 use crate::storage::{
-    Alert, AlertNotice, AlertState, DeadLetterSummary, DepthRow, Enqueued, FailureCount,
-    FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome,
-    Page, PageRequest, Recorded, Scope, SeriesCounts, Storage, StorageError, Suppression,
-    SuppressionCursor, SuppressionFilter, TransportState, WorkSignal,
+    Alert, AlertNotice, AlertState, BounceCount, DeadLetterSummary, DepthRow, Enqueued,
+    FailureCount, FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert,
+    NodeInfo, Outcome, Page, PageRequest, Recorded, Scope, SeriesCounts, Storage, StorageError,
+    Suppression, SuppressionCursor, SuppressionFilter, TransportState, WorkSignal,
 };
 
 /// Delegates every call to the wrapped store, recording its duration in
@@ -303,6 +303,14 @@ impl Storage for TimedStorage {
         to: DateTime<Utc>,
     ) -> Result<Vec<FailureCount>, StorageError> {
         timed("failure_counts", self.inner.failure_counts(from, to)).await
+    }
+
+    async fn bounce_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BounceCount>, StorageError> {
+        timed("bounce_counts", self.inner.bounce_counts(from, to)).await
     }
 
     async fn compact_rollups(

@@ -26,6 +26,7 @@ conformance!(
     soft_bounces_suppress_at_the_limit,
     a_gone_recipient_is_suppressed_by_its_dead_letter,
     the_suppression_list_is_listed_added_to_and_removed_from,
+    reports_are_rolled_up_by_minute_of_receipt_with_bounce_reasons_and_domains,
 );
 
 fn mail(to: &[&str], key: Option<&str>) -> NewMessage {
@@ -532,4 +533,142 @@ async fn the_suppression_list_is_listed_added_to_and_removed_from(f: &Fixture) {
         .await
         .expect("enqueue");
     assert_eq!(later.status, Status::Queued);
+}
+
+async fn reports_are_rolled_up_by_minute_of_receipt_with_bounce_reasons_and_domains(f: &Fixture) {
+    let s = f.storage.as_ref();
+    let receipt = NewMessage {
+        category: Some("receipts".into()),
+        ..mail(&["ann@x.org", "bob@Y.org"], None)
+    };
+    let id = sent(s, vec![receipt]).await[0].id;
+    let on = |kind, recipient: &str, event: &str| FeedbackEvent {
+        event_id: Some(event.into()),
+        ..report(Target::Stamp(id), kind, Some(recipient), 5)
+    };
+    let hard = FeedbackEvent {
+        bounce: Some(BounceType::Hard),
+        reason: Some("550 5.1.1 <bob@y.org> unknown".into()),
+        ..on(FeedbackKind::Bounced, "bob@y.org", "e2")
+    };
+    let soft = FeedbackEvent {
+        bounce: Some(BounceType::Soft),
+        reason: Some("452 mailbox full".into()),
+        ..on(FeedbackKind::Bounced, "ann@x.org", "e3")
+    };
+    let events = vec![
+        on(FeedbackKind::Delivered, "ann@x.org", "e1"),
+        hard.clone(),
+        soft,
+        on(FeedbackKind::Complained, "ann@x.org", "e4"),
+        on(FeedbackKind::Opened, "ann@x.org", "e5"),
+        on(FeedbackKind::Clicked, "ann@x.org", "e6"),
+        on(FeedbackKind::Unsubscribed, "ann@x.org", "e7"),
+        on(FeedbackKind::Rejected, "ann@x.org", "e8"),
+    ];
+    // Received in the second minute; a repeat later counts nothing.
+    s.record_feedback(batch(events), t0() + secs(70))
+        .await
+        .expect("feedback");
+    s.record_feedback(batch(vec![hard]), t0() + secs(130))
+        .await
+        .expect("feedback");
+
+    let figures = |m: &herald::storage::MinuteMetrics| {
+        (
+            m.sent,
+            m.delivered,
+            m.bounced_hard,
+            m.bounced_soft,
+            m.complained,
+            m.opened,
+            m.clicked,
+            m.unsubscribed,
+        )
+    };
+    let totals = s
+        .rollup_totals(t0(), t0() + secs(3600))
+        .await
+        .expect("totals");
+    let receipts: Vec<_> = totals
+        .iter()
+        .map(|m| {
+            (
+                m.transport.as_str(),
+                m.channel.as_str(),
+                m.category.as_str(),
+                figures(m),
+            )
+        })
+        .collect();
+    assert_eq!(
+        receipts,
+        [("mail", "email", "receipts", (1, 1, 1, 1, 1, 1, 1, 1))]
+    );
+    let minutes = s
+        .minute_metrics(t0(), t0() + secs(3600))
+        .await
+        .expect("minutes");
+    let by_minute: Vec<_> = minutes.iter().map(|m| (m.minute, figures(m))).collect();
+    assert_eq!(
+        by_minute,
+        [
+            (t0(), (1, 0, 0, 0, 0, 0, 0, 0)),
+            (t0() + secs(60), (0, 1, 1, 1, 1, 1, 1, 1)),
+        ]
+    );
+
+    let bounces = |rows: Vec<herald::storage::BounceCount>| -> Vec<_> {
+        rows.into_iter()
+            .map(|b| (b.category, b.bounce_type, b.reason, b.domain, b.bounces))
+            .collect()
+    };
+    let expected = [
+        (
+            "receipts".to_owned(),
+            "hard".to_owned(),
+            "# #.#.# <address> unknown".to_owned(),
+            "y.org".to_owned(),
+            1,
+        ),
+        (
+            "receipts".to_owned(),
+            "soft".to_owned(),
+            "# mailbox full".to_owned(),
+            "x.org".to_owned(),
+            1,
+        ),
+    ];
+    let read = s
+        .bounce_counts(t0(), t0() + secs(3600))
+        .await
+        .expect("bounces");
+    assert_eq!(bounces(read), expected);
+
+    // Sealed into hourly rows and compacted, they read the same.
+    s.compact_rollups(t0() + secs(7200), t0() + secs(7200), t0())
+        .await
+        .expect("compact");
+    let read = s
+        .bounce_counts(t0(), t0() + secs(3600))
+        .await
+        .expect("bounces");
+    assert_eq!(bounces(read), expected);
+    let totals = s
+        .rollup_totals(t0(), t0() + secs(3600))
+        .await
+        .expect("totals");
+    assert_eq!(
+        totals.iter().map(figures).collect::<Vec<_>>(),
+        [(1, 1, 1, 1, 1, 1, 1, 1)]
+    );
+    // Purged with the rest.
+    s.compact_rollups(t0() + secs(7200), t0() + secs(7200), t0() + secs(3600))
+        .await
+        .expect("purge");
+    let read = s
+        .bounce_counts(t0(), t0() + secs(3600))
+        .await
+        .expect("bounces");
+    assert!(read.is_empty());
 }

@@ -19,6 +19,7 @@ use crate::storage::feedback::{
     self as shared, FeedbackBatch, FeedbackRecorded, Matched, Received, StoredEvent, Suppression,
     SuppressionCursor, SuppressionFilter,
 };
+use crate::storage::rollups::feedback_rollup;
 use crate::storage::{Enqueued, Outcome, Recorded, StorageError, clamp_limit};
 
 /// Per message, its recipients on the suppression list with the reason:
@@ -448,7 +449,8 @@ impl PostgresStorage {
         if !ids.is_empty() {
             let lock = tx
                 .prepare_cached(
-                    "SELECT id, finished_on, channel, attempts, recipients, delivery_detail
+                    "SELECT id, finished_on, channel, attempts, recipients, delivery_detail,
+                            category
                      FROM finished_messages WHERE id = ANY($1)
                      ORDER BY id FOR UPDATE",
                 )
@@ -464,6 +466,7 @@ impl PostgresStorage {
                     Matched {
                         id,
                         channel: channel.parse().map_err(|e| corrupt("channel", e))?,
+                        category: row.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
                         attempts: attempts.max(0) as u32,
                         recipients: row
                             .try_get::<_, Option<Vec<String>>>(4)?
@@ -517,6 +520,11 @@ impl PostgresStorage {
         now: DateTime<Utc>,
     ) -> Result<FeedbackRecorded, StorageError> {
         let day = |id: &Stamp| days.get(id).copied().unwrap_or_else(super::live_day);
+        if self.rollups {
+            let (rows, bounces) = feedback_rollup(&plan, transport, now);
+            super::add_rollups(tx, &rows).await?;
+            super::add_bounces(tx, &bounces).await?;
+        }
         if !plan.events.is_empty() {
             let ids: Vec<Uuid> = plan.events.iter().map(|e| uuid(e.message)).collect();
             let kinds: Vec<&str> = plan.events.iter().map(|e| e.kind.as_str()).collect();

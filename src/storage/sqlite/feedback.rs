@@ -16,6 +16,7 @@ use crate::storage::feedback::{
     self as shared, FeedbackRecorded, Matched, Received, StoredEvent, Suppression,
     SuppressionCursor, SuppressionFilter, SuppressionPolicy,
 };
+use crate::storage::rollups::feedback_rollup;
 use crate::time::{from_millis, to_millis};
 
 /// `message`'s recipients on the suppression list, with the reason.
@@ -129,6 +130,7 @@ pub(super) fn apply(
     transport: &str,
     events: Vec<Received>,
     policy: &SuppressionPolicy,
+    rollups: bool,
     now: DateTime<Utc>,
 ) -> Result<FeedbackRecorded, StorageError> {
     let mut by_provider = tx.prepare_cached(
@@ -151,7 +153,8 @@ pub(super) fn apply(
         targeted.push((event, stamp, received));
     }
     let mut load = tx.prepare_cached(
-        "SELECT channel, attempts, delivery_detail FROM finished_messages WHERE id = ?1",
+        "SELECT channel, attempts, delivery_detail, category FROM finished_messages
+         WHERE id = ?1",
     )?;
     let mut recipients =
         tx.prepare_cached("SELECT address FROM message_recipients WHERE message_id = ?1")?;
@@ -171,10 +174,11 @@ pub(super) fn apply(
                     parse_column::<Channel>(row, 0)?,
                     row.get::<_, u32>(1)?,
                     row.get::<_, Option<String>>(2)?,
+                    row.get::<_, Option<String>>(3)?,
                 ))
             })
             .optional()?;
-        let Some((channel, attempts, detail)) = row else {
+        let Some((channel, attempts, detail, category)) = row else {
             continue;
         };
         let addresses = recipients
@@ -205,6 +209,7 @@ pub(super) fn apply(
             Matched {
                 id: stamp,
                 channel,
+                category: category.unwrap_or_default(),
                 attempts,
                 recipients: addresses,
                 delivery: detail.and_then(|d| serde_json::from_str(&d).ok()),
@@ -213,6 +218,13 @@ pub(super) fn apply(
         );
     }
     let plan = shared::plan(targeted, &mut matched, policy);
+    if rollups {
+        let (rows, bounces) = feedback_rollup(&plan, transport, now);
+        for row in &rows {
+            super::add_metrics(tx, row)?;
+        }
+        super::add_bounces(tx, &bounces)?;
+    }
     for event in &plan.events {
         tx.prepare_cached(
             "INSERT INTO message_events (message_id, kind, at, attempt, transport, detail)
