@@ -6,6 +6,7 @@
 //! [`queue_analytics`] is pure: it takes what was read and `now`, so its
 //! arithmetic is tested exactly; [`load_queue_analytics`] does the reads.
 
+mod deliverability;
 mod flow;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,10 @@ use crate::storage::{
     Storage, StorageError,
 };
 
+pub use deliverability::{
+    BounceDomain, BounceReason, DeliverabilityPoint, DeliverabilityRates, DeliverabilityReport,
+    DeliverabilityTotals, TransportDeliverability, deliverability,
+};
 pub use flow::{
     BottleneckReport, Finding, FlowGroup, FlowStages, FlowTimings, MessageFlow, TimeShare,
     TimingSummary, TransportBottleneck, TransportLimits, bottlenecks, message_flow,
@@ -189,6 +194,11 @@ fn ratio(part: u64, whole: u64) -> f64 {
     } else {
         part as f64 / whole as f64
     }
+}
+
+/// `part / sent`; `None` when nothing was sent.
+fn over_sent(part: u64, sent: u64) -> Option<f64> {
+    (sent > 0).then(|| ratio(part, sent))
 }
 
 fn mean(sum: u64, count: u64) -> Option<f64> {
@@ -450,6 +460,12 @@ pub struct TransportPerformance {
     pub cost_per_message: Option<f64>,
     /// cost_per_message * attempts.
     pub total_cost: Option<f64>,
+    /// Provider reports over messages sent in the window (README,
+    /// "Deliverability"): delivered / sent, bounced (hard and soft) /
+    /// sent, complained / sent; null when none was sent.
+    pub delivery_rate: Option<f64>,
+    pub bounce_rate: Option<f64>,
+    pub complaint_rate: Option<f64>,
 }
 
 /// `GET /api/analytics/transport-performance`.
@@ -520,6 +536,9 @@ pub fn transport_performance(
                 reliability_score: success_rate.map(|rate| reliability_score(rate, p95)),
                 cost_per_message: *cost,
                 total_cost: cost.map(|c| c * attempts as f64),
+                delivery_rate: over_sent(t.delivered, t.sent),
+                bounce_rate: over_sent(t.bounced(), t.sent),
+                complaint_rate: over_sent(t.complained, t.sent),
             }
         })
         .collect();

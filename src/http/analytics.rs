@@ -11,8 +11,9 @@ use super::extract::Query;
 use super::openapi::{Bucket, TransportName, Window};
 use super::{ApiError, AppState};
 use crate::analytics::{
-    AnalyticsQuery, MAX_WINDOW, Scope, TransportLimits, bottlenecks, failure_report,
-    load_queue_analytics, message_flow, parse_span, transport_performance, window_bounds,
+    AnalyticsQuery, MAX_WINDOW, Scope, TransportLimits, bottlenecks, deliverability,
+    failure_report, load_queue_analytics, message_flow, parse_span, transport_performance,
+    window_bounds,
 };
 use crate::domain::{Category, Channel, check_category};
 
@@ -77,6 +78,27 @@ fn window_and_scope(query: &Query, state: &AppState) -> Result<(Duration, Scope)
     ))
 }
 
+/// The common parameters and `bucket` (one of [`BUCKETS`], default 1m),
+/// for the routes with a series.
+fn series_query(req: &HttpRequest, state: &AppState) -> Result<AnalyticsQuery, ApiError> {
+    let query = Query::parse(req, &[&COMMON[..], &["bucket"]].concat())?;
+    let (window, scope) = window_and_scope(&query, state)?;
+    let bucket = query
+        .get("bucket", |raw| {
+            BUCKETS
+                .contains(&raw)
+                .then(|| parse_span(raw))
+                .flatten()
+                .ok_or_else(|| format!("`{raw}` is not one of {}", BUCKETS.join(", ")))
+        })?
+        .unwrap_or(Duration::from_secs(60));
+    Ok(AnalyticsQuery {
+        window,
+        bucket,
+        scope,
+    })
+}
+
 /// Queue analytics over a window: depth by transport and priority,
 /// processing rate over 1/5/15 minutes, average wait, failure rate,
 /// throughput with a series, worker status, per-transport breakdown.
@@ -106,22 +128,7 @@ pub async fn queue(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(&req, &[&COMMON[..], &["bucket"]].concat())?;
-    let (window, scope) = window_and_scope(&query, &state)?;
-    let bucket = query
-        .get("bucket", |raw| {
-            BUCKETS
-                .contains(&raw)
-                .then(|| parse_span(raw))
-                .flatten()
-                .ok_or_else(|| format!("`{raw}` is not one of {}", BUCKETS.join(", ")))
-        })?
-        .unwrap_or(Duration::from_secs(60));
-    let query = AnalyticsQuery {
-        window,
-        bucket,
-        scope,
-    };
+    let query = series_query(&req, &state)?;
     let now = state.clock.now();
     let analytics =
         load_queue_analytics(state.storage.as_ref(), state.engine.as_ref(), &query, now).await?;
@@ -319,6 +326,51 @@ pub async fn message_flow_report(
     let minutes = state.storage.rollup_totals(from, to).await?;
     let depth = state.storage.queue_depth().await?;
     Ok(HttpResponse::Ok().json(message_flow(window, now, &minutes, &depth, &scope)))
+}
+
+/// What providers reported over a window: delivered, bounced (hard,
+/// soft), complained, opened, clicked and unsubscribed, counted in the
+/// minute received, and their rates over the messages sent in the window;
+/// per transport, as a series, and the most frequent bounce reasons and
+/// recipient domains. Answered from rollups only.
+#[utoipa::path(
+    get,
+    path = "/api/analytics/deliverability",
+    tag = "analytics",
+    params(
+        ("window" = Option<Window>, Query, description = "How far back: e.g. 15m, 1h (default), 24h, 7d; at most 30d"),
+        ("bucket" = Option<Bucket>, Query, description = "Series bucket: 1m (default), 5m, 15m, 1h, 1d"),
+        ("transport" = Option<TransportName>, Query, description = "Only this transport (reports count under the transport whose webhook received them)"),
+        ("channel" = Option<Channel>, Query, description = "Only messages of this channel"),
+        ("category" = Option<Category>, Query, description = "Only messages of this category"),
+    ),
+    responses(
+        (status = 200, body = crate::analytics::DeliverabilityReport),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn deliverability_report(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = series_query(&req, &state)?;
+    let now = state.clock.now();
+    let (from, to) = window_bounds(now, query.window);
+    let totals = state.storage.rollup_totals(from, to).await?;
+    // As the queue analytics' series: hourly rows for whole-hour buckets.
+    let hourly = query.bucket.as_secs().is_multiple_of(3600);
+    let series = state
+        .storage
+        .series_counts(from, to, hourly, &query.scope)
+        .await?;
+    let bounces = state.storage.bounce_counts(from, to).await?;
+    let report = deliverability(&query, now, &totals, &series, &bounces);
+    Ok(HttpResponse::Ok().json(report))
 }
 
 #[cfg(test)]

@@ -163,6 +163,9 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::GET, "/api/analytics/transport-performance", || {
             web::route().to(analytics::transport_performance_report)
         }),
+        route(Method::GET, "/api/analytics/deliverability", || {
+            web::route().to(analytics::deliverability_report)
+        }),
         route(Method::GET, "/api/alerts", || web::route().to(alerts::list)),
         route(Method::POST, "/api/feedback/{transport}", || {
             web::route().to(feedback::receive)

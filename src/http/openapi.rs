@@ -55,6 +55,7 @@ pub const DOCS_PATH: &str = "/api/docs/";
         analytics::failures,
         analytics::bottleneck_report,
         analytics::message_flow_report,
+        analytics::deliverability_report,
         alerts::list,
         feedback::receive,
         suppressions::list,

@@ -2077,13 +2077,10 @@ impl Storage for PostgresStorage {
         };
         rows.iter()
             .map(|row| {
-                Ok(SeriesCounts {
-                    minute: row.try_get(0)?,
-                    sent: count(row, 1)?,
-                    failed: count(row, 2)?,
-                    retried: count(row, 3)?,
-                    dead: count(row, 4)?,
-                })
+                let counts = (1..=SeriesCounts::columns().count())
+                    .map(|i| count(row, i))
+                    .collect::<Result<Vec<u64>, StorageError>>()?;
+                Ok(SeriesCounts::from_counts(row.try_get(0)?, &counts))
             })
             .collect()
     }

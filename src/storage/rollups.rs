@@ -191,6 +191,43 @@ pub struct SeriesCounts {
     pub failed: u64,
     pub retried: u64,
     pub dead: u64,
+    /// Provider reports received, as in [`MinuteMetrics`].
+    pub delivered: u64,
+    pub bounced_hard: u64,
+    pub bounced_soft: u64,
+    pub complained: u64,
+    pub opened: u64,
+    pub clicked: u64,
+    pub unsubscribed: u64,
+}
+
+impl SeriesCounts {
+    /// The columns [`series_sql`](super::sql::series_sql) sums, after
+    /// `minute`, in the order [`SeriesCounts::from_counts`] reads them.
+    pub(crate) fn columns() -> impl Iterator<Item = &'static str> {
+        ["sent", "failed", "retried", "dead"]
+            .into_iter()
+            .chain(FEEDBACK_COUNTS)
+    }
+
+    /// A row read back: `counts` in [`SeriesCounts::columns`] order.
+    pub(crate) fn from_counts(minute: DateTime<Utc>, counts: &[u64]) -> SeriesCounts {
+        let at = |i: usize| counts.get(i).copied().unwrap_or(0);
+        SeriesCounts {
+            minute,
+            sent: at(0),
+            failed: at(1),
+            retried: at(2),
+            dead: at(3),
+            delivered: at(4),
+            bounced_hard: at(5),
+            bounced_soft: at(6),
+            complained: at(7),
+            opened: at(8),
+            clicked: at(9),
+            unsubscribed: at(10),
+        }
+    }
 }
 
 /// Failed attempts of one transport in one minute with one error.

@@ -3,7 +3,7 @@
 //! Where the dialects differ (the parameter syntax, a function's name)
 //! the builders take the difference as an argument.
 
-use super::rollups::{is_max_column, metric_columns};
+use super::rollups::{SeriesCounts, is_max_column, metric_columns};
 use crate::domain::DeliveryState;
 
 /// The `messages` columns every read of a message selects (SQLite's
@@ -70,18 +70,26 @@ pub(crate) const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, thresh
 /// all), their series counts summed per row start: one row per minute or
 /// hour whatever the keys.
 pub(crate) fn series_sql(p: impl Fn(usize) -> String) -> String {
+    let columns: Vec<&str> = SeriesCounts::columns().collect();
+    let sums: Vec<String> = columns
+        .iter()
+        .map(|c| format!("CAST(sum({c}) AS BIGINT)"))
+        .collect();
     format!(
-        "SELECT minute, CAST(sum(sent) AS BIGINT), CAST(sum(failed) AS BIGINT),
-                CAST(sum(retried) AS BIGINT), CAST(sum(dead) AS BIGINT)
+        "SELECT minute, {sums}
          FROM ({}) AS r
          WHERE ({t} IS NULL OR transport = {t}) AND ({c} IS NULL OR channel = {c})
            AND ({k} IS NULL OR category = {k})
          GROUP BY minute ORDER BY minute",
         rollup_spans_sql(
             "metrics",
-            "minute, transport, channel, category, sent, failed, retried, dead",
+            &format!(
+                "minute, transport, channel, category, {}",
+                columns.join(", ")
+            ),
             &p
         ),
+        sums = sums.join(", "),
         t = p(7),
         c = p(8),
         k = p(9),

@@ -1921,13 +1921,10 @@ impl Storage for SqliteStorage {
                             scope.category
                         ],
                         |row| {
-                            Ok(SeriesCounts {
-                                minute: from_millis(row.get(0)?),
-                                sent: count(row, 1)?,
-                                failed: count(row, 2)?,
-                                retried: count(row, 3)?,
-                                dead: count(row, 4)?,
-                            })
+                            let counts = (1..=SeriesCounts::columns().count())
+                                .map(|i| count(row, i))
+                                .collect::<rusqlite::Result<Vec<u64>>>()?;
+                            Ok(SeriesCounts::from_counts(from_millis(row.get(0)?), &counts))
                         },
                     )?
                     .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -71,6 +71,7 @@ on_both_backends!(
     message_flow_and_bottlenecks_report_known_traffic_exactly,
     analytics_filter_by_channel_and_category,
     failures_and_transport_performance_report_known_traffic_exactly,
+    deliverability_reports_known_feedback_exactly,
     a_wrong_method_is_405_naming_the_allowed_ones,
     alerts_are_listed_by_state_and_bad_parameters_named,
     a_push_to_tokens_makes_a_message_per_token_once,
@@ -1450,6 +1451,7 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
         (Method::GET, "/api/queue/failures".into(), "read"),
         (Method::GET, "/api/queue/bottlenecks".into(), "read"),
         (Method::GET, "/api/analytics/message-flow".into(), "read"),
+        (Method::GET, "/api/analytics/deliverability".into(), "read"),
         (Method::GET, "/api/alerts".into(), "read"),
         (
             Method::GET,
@@ -2506,6 +2508,151 @@ async fn failures_and_transport_performance_report_known_traffic_exactly(f: &Fix
     assert_eq!(mail["reliabilityScore"], 65.0);
     assert_eq!(mail["costPerMessage"], 0.002);
     assert!(close(&mail["totalCost"], 0.008));
+}
+
+async fn deliverability_reports_known_feedback_exactly(f: &Fixture) {
+    use herald::feedback::{BounceType, FeedbackEvent, FeedbackKind, Target};
+    let api = api(f, false).await;
+    for i in 0..4 {
+        api.enqueue(&email_with(|b| {
+            b["email"]["to"] = json!([format!("user{i}@Example.com")]);
+            if i < 2 {
+                b["category"] = json!("receipt");
+            }
+        }))
+        .await;
+    }
+    api.clock.advance(chrono::Duration::seconds(2));
+    let sent_at = api.clock.now();
+    let mut claimed = api
+        .storage
+        .claim_due("mail", common::NODE, 10, LEASE, sent_at)
+        .await
+        .expect("claim");
+    claimed.sort_by_key(|m| m.id);
+    let outcomes = claimed
+        .iter()
+        .map(|m| Outcome::new(m, m.claim_token.expect("a token"), OutcomeKind::Sent))
+        .collect();
+    api.storage
+        .record_outcomes(outcomes, sent_at)
+        .await
+        .expect("record");
+
+    api.clock.advance(chrono::Duration::seconds(60));
+    let report = |i: usize, kind| FeedbackEvent {
+        target: Target::Stamp(claimed[i].id),
+        kind,
+        bounce: None,
+        recipient: Some(format!("user{i}@example.com")),
+        at: sent_at,
+        reason: None,
+        event_id: Some(format!("{i}-{kind:?}")),
+    };
+    let bounce = FeedbackEvent {
+        bounce: Some(BounceType::Hard),
+        reason: Some("550 5.1.1 user unknown".into()),
+        ..report(3, FeedbackKind::Bounced)
+    };
+    let events = vec![
+        report(0, FeedbackKind::Delivered),
+        report(1, FeedbackKind::Delivered),
+        report(2, FeedbackKind::Delivered),
+        bounce,
+        report(0, FeedbackKind::Complained),
+        report(0, FeedbackKind::Opened),
+        report(1, FeedbackKind::Opened),
+        report(0, FeedbackKind::Clicked),
+    ];
+    let batch = herald::storage::FeedbackBatch {
+        transport: "mail".into(),
+        events,
+        nonce: None,
+    };
+    api.storage
+        .record_feedback(batch, api.clock.now())
+        .await
+        .expect("feedback");
+
+    let reply = api.get("/api/analytics/deliverability?window=15m").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = &reply.body;
+    assert_eq!(
+        body["totals"],
+        json!({"sent": 4, "delivered": 3, "bouncedHard": 1, "bouncedSoft": 0,
+               "complained": 1, "opened": 2, "clicked": 1, "unsubscribed": 0})
+    );
+    assert_eq!(
+        body["rates"],
+        json!({"delivered": 0.75, "bounced": 0.25, "bouncedHard": 0.25, "bouncedSoft": 0.0,
+               "complained": 0.25, "opened": 0.5, "clicked": 0.25, "unsubscribed": 0.0})
+    );
+    assert_eq!(body["byTransport"][0]["transport"], "mail");
+    let series: Vec<(u64, u64)> = body["series"]
+        .as_array()
+        .expect("a series")
+        .iter()
+        .map(|p| {
+            (
+                p["sent"].as_u64().unwrap_or(0),
+                p["delivered"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        series,
+        [(4, 0), (0, 3)],
+        "sends and reports in their minutes"
+    );
+    assert_eq!(
+        body["topBounceReasons"],
+        json!([{"bounceType": "hard", "reason": "# #.#.# user unknown", "count": 1}])
+    );
+    assert_eq!(
+        body["topBounceDomains"],
+        json!([{"domain": "example.com", "bouncedHard": 1, "bouncedSoft": 0}])
+    );
+
+    let receipts = api
+        .get("/api/analytics/deliverability?window=15m&category=receipt&bucket=5m")
+        .await;
+    assert_eq!(receipts.status, 200, "{}", receipts.body);
+    assert_eq!(receipts.body["totals"]["sent"], 2);
+    assert_eq!(receipts.body["totals"]["delivered"], 2);
+    assert_eq!(receipts.body["topBounceReasons"], json!([]));
+    let quiet = api
+        .get("/api/analytics/deliverability?window=15m&transport=other")
+        .await;
+    assert_eq!(quiet.body["rates"]["delivered"], Value::Null, "none sent");
+
+    let performance = api
+        .get("/api/analytics/transport-performance?window=15m")
+        .await;
+    assert_eq!(performance.status, 200, "{}", performance.body);
+    let of = |name: &str| {
+        performance.body["transports"]
+            .as_array()
+            .and_then(|all| all.iter().find(|t| t["transport"] == name))
+            .cloned()
+            .expect("the transport")
+    };
+    let mail = of("mail");
+    assert_eq!(
+        (
+            &mail["deliveryRate"],
+            &mail["bounceRate"],
+            &mail["complaintRate"]
+        ),
+        (&json!(0.75), &json!(0.25), &json!(0.25))
+    );
+    assert_eq!(of("other")["deliveryRate"], Value::Null);
+
+    for (query, field) in [("bucket=2m", "bucket"), ("window=0m", "window")] {
+        let bad = api
+            .get(&format!("/api/analytics/deliverability?{query}"))
+            .await;
+        assert_eq!((bad.status, bad.field()), (400, field), "{query}");
+    }
 }
 
 async fn a_wrong_method_is_405_naming_the_allowed_ones(f: &Fixture) {
