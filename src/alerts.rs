@@ -19,6 +19,16 @@
 //! retried. A notice that failed to go out (storage down, node stopped) is
 //! sent by the next evaluation on any node.
 //!
+//! Action: a rule with `action = "pause"` also pauses the transport of
+//! each incident it opens, through the persisted pause state that
+//! `POST /api/transports/{name}/pause` writes, so every node stops
+//! claiming for it within its next pause sync; the incident records when
+//! (`paused_at`). An incident pauses once: an operator who resumes the
+//! transport while it is still active is not overruled. A pause that
+//! failed (storage down between opening and pausing) is made by the next
+//! evaluation that finds the incident active and not yet paused. A rule
+//! that watches every transport never pauses the one notices go through.
+//!
 //! Cooldown: an incident that begins within its rule's `cooldown` of the
 //! last notified incident of the same rule and transport is recorded (and
 //! listed) but sends no notice, neither when it fires nor when it resolves:
@@ -31,7 +41,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use ulid::Ulid;
 
 use crate::analytics::window_bounds;
-use crate::config::{AlertKind, AlertRule, AlertSettings, Settings};
+use crate::config::{AlertAction, AlertKind, AlertRule, AlertSettings, Settings};
 use crate::domain::{
     Channel, EmailPayload, EnqueueRequest, GenericPayload, NewMessage, SmsPayload, Stamp,
     ValidationError,
@@ -87,14 +97,20 @@ pub fn measure(
     Some(match rule.kind {
         AlertKind::FailureRate => {
             let total = windowed();
-            let attempts = total.sent + total.failed;
-            if attempts == 0 {
-                0.0
-            } else {
-                total.failed as f64 / attempts as f64
-            }
+            rate(total.failed, total.sent + total.failed)
         }
         AlertKind::DeadLetters => windowed().dead as f64,
+        // Reports count in the minute received, sends in the minute sent:
+        // the rate is of the window's traffic, and may pass 1 after a
+        // quiet window.
+        AlertKind::BounceRate => {
+            let total = windowed();
+            rate(total.bounced(), total.sent)
+        }
+        AlertKind::ComplaintRate => {
+            let total = windowed();
+            rate(total.complained, total.sent)
+        }
         AlertKind::QueueDepth => inputs
             .depth
             .iter()
@@ -116,6 +132,15 @@ pub fn measure(
             status.circuit_open_since.map_or(0.0, seconds_since)
         }
     })
+}
+
+/// `part / whole`, 0 when `whole` is.
+fn rate(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 /// Whether `value` breaks the rule: "grew by N" for dead letters, "above
@@ -269,12 +294,29 @@ impl Evaluator {
                         fired_at: now,
                     };
                     let quiet_since = now.checked_sub_signed(cooldown).unwrap_or(now);
-                    if let Some(opened) = self.storage.open_alert(alert, quiet_since).await? {
+                    if let Some(mut opened) = self.storage.open_alert(alert, quiet_since).await? {
                         alert_fired(&opened);
+                        if rule.action == AlertAction::Pause {
+                            opened.paused_at = self.pause_for(alerts, &opened, now).await?;
+                        }
                         evaluation.opened.push(opened);
                     }
                 }
-                Step::Check { id, value } => self.storage.check_alert(id, value, now).await?,
+                Step::Check { id, value } => {
+                    self.storage.check_alert(id, value, now).await?;
+                    let unpaused = active.iter().find(|a| {
+                        a.id == id && a.paused_at.is_none() && a.transport != alerts.transport
+                    });
+                    let pauses = |alert: &Alert| {
+                        alerts
+                            .rules
+                            .iter()
+                            .any(|r| r.name == alert.rule && r.action == AlertAction::Pause)
+                    };
+                    if let Some(alert) = unpaused.filter(|a| pauses(a)) {
+                        self.pause_for(alerts, alert, now).await?;
+                    }
+                }
                 Step::Resolve { id, value } => {
                     if let Some(resolved) = self.storage.resolve_alert(id, value, now).await? {
                         alert_resolved(&resolved);
@@ -285,6 +327,31 @@ impl Evaluator {
         }
         evaluation.notices = self.send_notices(alerts).await?;
         Ok(evaluation)
+    }
+
+    /// Pauses `alert`'s transport (persisted: every node's supervisor
+    /// picks it up) and records it on the incident; `None` for the
+    /// transport notices go through, which is left running.
+    async fn pause_for(
+        &self,
+        alerts: &AlertSettings,
+        alert: &Alert,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StorageError> {
+        if alert.transport == alerts.transport {
+            tracing::warn!(
+                alert = %alert.id, rule = %alert.rule, transport = %alert.transport,
+                "alert rule would pause the transport its notices go through; left running"
+            );
+            return Ok(None);
+        }
+        self.storage.set_paused(&alert.transport, true, now).await?;
+        self.storage.set_alert_paused(alert.id, now).await?;
+        tracing::warn!(
+            alert = %alert.id, rule = %alert.rule, transport = %alert.transport,
+            "transport paused by alert rule"
+        );
+        Ok(Some(now))
     }
 
     /// Reads only what the configured rules need.
@@ -363,7 +430,9 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 /// `value` in the rule's unit, for people.
 fn describe(kind: &str, value: f64) -> String {
     match AlertKind::parse(kind) {
-        Some(AlertKind::FailureRate) => format!("{:.1}%", value * 100.0),
+        Some(AlertKind::FailureRate | AlertKind::BounceRate | AlertKind::ComplaintRate) => {
+            format!("{:.1}%", value * 100.0)
+        }
         Some(AlertKind::BreakerOpen | AlertKind::OldestQueued) => format!("{value:.0} s"),
         _ => format!("{value:.0}"),
     }
@@ -377,6 +446,8 @@ pub fn summary(alert: &Alert, notice: AlertNotice) -> String {
         Some(AlertKind::DeadLetters) => "new dead letters",
         Some(AlertKind::OldestQueued) => "oldest queued message waiting",
         Some(AlertKind::QueueDepth) => "messages queued",
+        Some(AlertKind::BounceRate) => "bounce rate",
+        Some(AlertKind::ComplaintRate) => "complaint rate",
         None => alert.kind.as_str(),
     };
     let window = alert
@@ -384,6 +455,11 @@ pub fn summary(alert: &Alert, notice: AlertNotice) -> String {
         .map(|w| format!(" over {w} s"))
         .unwrap_or_default();
     let threshold = describe(&alert.kind, alert.threshold);
+    let paused = if alert.paused_at.is_some() {
+        "; transport paused"
+    } else {
+        ""
+    };
     match (notice, alert.resolved_at) {
         (AlertNotice::Resolved, Some(resolved_at)) => format!(
             "RESOLVED {rule} on transport {transport} after {duration} s: {what} {value}{window} (threshold {threshold})",
@@ -393,7 +469,7 @@ pub fn summary(alert: &Alert, notice: AlertNotice) -> String {
             value = describe(&alert.kind, alert.last_value),
         ),
         _ => format!(
-            "FIRING {rule} on transport {transport}: {what} {value}{window} (threshold {threshold}) since {since}",
+            "FIRING {rule} on transport {transport}: {what} {value}{window} (threshold {threshold}) since {since}{paused}",
             rule = alert.rule,
             transport = alert.transport,
             value = describe(&alert.kind, alert.fired_value),
@@ -422,6 +498,7 @@ pub fn notice_document(alert: &Alert, notice: AlertNotice) -> serde_json::Value 
             "resolved_at": alert.resolved_at.filter(|_| resolved).map(rfc3339),
             "duration_s": alert.resolved_at.filter(|_| resolved)
                 .map(|at| (at - alert.fired_at).num_seconds()),
+            "paused_at": alert.paused_at.map(rfc3339),
         }
     })
 }
@@ -534,6 +611,7 @@ pub fn check_notices(settings: &Settings) -> Option<ValidationError> {
         notified: true,
         fired_message: None,
         resolved_message: None,
+        paused_at: None,
     };
     let policy = settings.enqueue_policy();
     [AlertNotice::Fired, AlertNotice::Resolved]

@@ -33,3 +33,7 @@ CREATE TABLE bounces_minutely (
     PRIMARY KEY (minute, transport, channel, category, bounce_type, reason, domain)
 );
 CREATE TABLE bounces_hourly (LIKE bounces_minutely INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+
+-- When an incident of a rule with `action = "pause"` paused its
+-- transport; NULL for incidents that did not.
+ALTER TABLE alerts ADD COLUMN paused_at timestamptz;

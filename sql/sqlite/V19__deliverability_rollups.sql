@@ -35,3 +35,7 @@ CREATE TABLE bounces_minutely (
 CREATE TABLE bounces_hourly AS SELECT * FROM bounces_minutely WHERE 0;
 CREATE UNIQUE INDEX bounces_hourly_key
     ON bounces_hourly (minute, transport, channel, category, bounce_type, reason, domain);
+
+-- When an incident of a rule with `action = "pause"` paused its
+-- transport (epoch milliseconds); NULL for incidents that did not.
+ALTER TABLE alerts ADD COLUMN paused_at INTEGER;

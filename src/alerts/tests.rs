@@ -128,6 +128,58 @@ window_s = 120
 }
 
 #[test]
+fn bounce_and_complaint_rates_are_reports_over_sends_in_the_window() {
+    let settings = settings(
+        r#"
+[[alerts.rules]]
+name = "bouncing"
+kind = "bounce_rate"
+threshold = 0.05
+window_s = 300
+
+[[alerts.rules]]
+name = "complaints"
+kind = "complaint_rate"
+transport = "flaky"
+threshold = 0.001
+window_s = 300
+action = "pause"
+"#,
+    );
+    let reports = |m: i64, hard: u64, soft: u64, complained: u64| MinuteMetrics {
+        bounced_hard: hard,
+        bounced_soft: soft,
+        complained,
+        ..minute("flaky", m, 0, 0, 0)
+    };
+    let inputs = Inputs {
+        minutes: vec![
+            reports(0, 50, 0, 50), // outside the window at minute 6
+            minute("flaky", 2, 100, 0, 0),
+            reports(4, 3, 3, 1),
+        ],
+        ..Inputs::default()
+    };
+    let now = at(6, 30);
+    let bouncing = rule(&settings, "bouncing");
+    assert_eq!(measure(&bouncing, "flaky", now, &inputs), Some(0.06));
+    assert_eq!(
+        measure(&bouncing, "hooks", now, &inputs),
+        Some(0.0),
+        "nothing sent is no bounce"
+    );
+    let complaints = rule(&settings, "complaints");
+    assert_eq!(complaints.action, AlertAction::Pause);
+    assert_eq!(measure(&complaints, "flaky", now, &inputs), Some(0.01));
+    let breaching: Vec<String> = readings(&settings, now, &inputs)
+        .into_iter()
+        .filter(|r| r.breaching)
+        .map(|r| r.rule)
+        .collect();
+    assert_eq!(breaching, ["bouncing", "complaints"]);
+}
+
+#[test]
 fn queue_rules_read_depth_and_the_oldest_waiting_message() {
     let settings = settings(
         r#"
@@ -234,6 +286,7 @@ fn active(rule: &str, transport: &str) -> Alert {
         notified: true,
         fired_message: None,
         resolved_message: None,
+        paused_at: None,
     }
 }
 

@@ -188,15 +188,22 @@ pub enum AlertKind {
     OldestQueued,
     /// Messages queued.
     QueueDepth,
+    /// Bounce reports (hard and soft) / messages sent over a window, from
+    /// the rollups.
+    BounceRate,
+    /// Complaint reports / messages sent over a window, from the rollups.
+    ComplaintRate,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 5] = [
+    pub const ALL: [AlertKind; 7] = [
         AlertKind::FailureRate,
         AlertKind::BreakerOpen,
         AlertKind::DeadLetters,
         AlertKind::OldestQueued,
         AlertKind::QueueDepth,
+        AlertKind::BounceRate,
+        AlertKind::ComplaintRate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -206,6 +213,8 @@ impl AlertKind {
             AlertKind::DeadLetters => "dead_letters",
             AlertKind::OldestQueued => "oldest_queued",
             AlertKind::QueueDepth => "queue_depth",
+            AlertKind::BounceRate => "bounce_rate",
+            AlertKind::ComplaintRate => "complaint_rate",
         }
     }
 
@@ -215,7 +224,42 @@ impl AlertKind {
 
     /// Kinds measured over a window of rollups.
     pub fn has_window(self) -> bool {
-        matches!(self, AlertKind::FailureRate | AlertKind::DeadLetters)
+        matches!(
+            self,
+            AlertKind::FailureRate
+                | AlertKind::DeadLetters
+                | AlertKind::BounceRate
+                | AlertKind::ComplaintRate
+        )
+    }
+
+    /// Kinds whose value is a fraction of 0 to 1 (mostly).
+    pub fn is_rate(self) -> bool {
+        matches!(
+            self,
+            AlertKind::FailureRate | AlertKind::BounceRate | AlertKind::ComplaintRate
+        )
+    }
+}
+
+/// What a rule does when it opens an incident, besides recording it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AlertAction {
+    /// Send the notices (unless within the cooldown).
+    #[default]
+    Notify,
+    /// Notify, and pause the incident's transport as
+    /// `POST /api/transports/{name}/pause` does.
+    Pause,
+}
+
+impl AlertAction {
+    pub fn parse(text: &str) -> Option<AlertAction> {
+        match text {
+            "notify" => Some(AlertAction::Notify),
+            "pause" => Some(AlertAction::Pause),
+            _ => None,
+        }
     }
 }
 
@@ -233,6 +277,7 @@ pub struct AlertRule {
     /// A new incident within this time of the last notified one of the
     /// same rule and transport is recorded but not notified.
     pub cooldown: Duration,
+    pub action: AlertAction,
 }
 
 /// `[alerts]`, validated.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AlertKind, AlertRule, AlertSettings, AnalyticsSettings, ApiKey, DeliverySettings,
+    AlertAction, AlertKind, AlertRule, AlertSettings, AnalyticsSettings, ApiKey, DeliverySettings,
     FeedbackSettings, PrioritySettings, Problem, Role, Secret, ServerSettings, Settings,
     TransportSettings,
 };
@@ -236,17 +236,23 @@ pub struct RawAlerts {
 pub struct RawAlertRule {
     /// Unique; letters, digits, '-' and '_'.
     pub name: Option<String>,
-    /// failure_rate | breaker_open | dead_letters | oldest_queued | queue_depth
+    /// failure_rate | breaker_open | dead_letters | oldest_queued |
+    /// queue_depth | bounce_rate | complaint_rate
     pub kind: Option<String>,
     /// The transport watched. Unset: every transport, each on its own.
     pub transport: Option<String>,
-    /// failure_rate: a fraction (0 to 1); breaker_open, oldest_queued:
-    /// seconds; dead_letters, queue_depth: messages.
+    /// failure_rate, bounce_rate, complaint_rate: a fraction (0 to 1);
+    /// breaker_open, oldest_queued: seconds; dead_letters, queue_depth:
+    /// messages.
     pub threshold: Option<f64>,
-    /// failure_rate, dead_letters: the window measured, in seconds.
+    /// failure_rate, dead_letters, bounce_rate, complaint_rate: the window
+    /// measured, in seconds.
     pub window_s: Option<u64>,
     /// Overrides `[alerts] cooldown_s`, in seconds.
     pub cooldown_s: Option<u64>,
+    /// notify (default): record and notify; pause: also pause the
+    /// incident's transport (persisted, on every node) until resumed.
+    pub action: Option<String>,
 }
 
 /// `[priority]`
@@ -832,11 +838,12 @@ impl RawConfig {
                 (None, _) => {
                     problems.add(format!("{prefix}.threshold"), "a rule needs a threshold")
                 }
-                (Some(t), Some(AlertKind::FailureRate)) if !(0.0..1.0).contains(&t) => problems
+                (Some(t), Some(kind)) if kind.is_rate() && !(0.0..1.0).contains(&t) => problems
                     .add(
                         format!("{prefix}.threshold"),
                         format!(
-                            "a failure rate threshold is a fraction from 0 to below 1, got {t}"
+                            "a `{}` threshold is a fraction from 0 to below 1, got {t}",
+                            kind.as_str()
                         ),
                     ),
                 (Some(t), Some(AlertKind::DeadLetters)) if !(t.is_finite() && t >= 1.0) => problems
@@ -873,8 +880,30 @@ impl RawConfig {
                 }
                 _ => {}
             }
-            if let (Some(kind), Some(threshold), true) =
-                (kind, rule.threshold, problems.0.len() == before)
+            let action = match rule.action.as_deref() {
+                None => Some(AlertAction::Notify),
+                Some(text) => AlertAction::parse(text).or_else(|| {
+                    problems.add(
+                        format!("{prefix}.action"),
+                        format!("unknown action `{text}`; expected notify or pause"),
+                    );
+                    None
+                }),
+            };
+            // Every rule watches transports (one named, or each in turn),
+            // so any may pause; but pausing the notices' own transport
+            // would silence the incident that paused it.
+            if action == Some(AlertAction::Pause)
+                && rule.transport.is_some()
+                && rule.transport == raw.transport
+            {
+                problems.add(
+                    format!("{prefix}.action"),
+                    "a `pause` rule cannot watch the transport alert notices go through",
+                );
+            }
+            if let (Some(kind), Some(threshold), Some(action), true) =
+                (kind, rule.threshold, action, problems.0.len() == before)
             {
                 rules.push(AlertRule {
                     name,
@@ -883,6 +912,7 @@ impl RawConfig {
                     threshold,
                     window: rule.window_s.map(Duration::from_secs),
                     cooldown: Duration::from_secs(rule.cooldown_s.unwrap_or(default_cooldown)),
+                    action,
                 });
             }
         }

@@ -763,6 +763,45 @@ fn alert_problems_are_named_by_key() {
         problem_keys(&with("evaluate_every_s = 15", "evaluate_every_s = 0")),
         vec!["alerts.evaluate_every_s"]
     );
+    assert_eq!(
+        problem_keys(&with(
+            "cooldown_s = 60\n",
+            "cooldown_s = 60\naction = \"stop\"\n"
+        )),
+        vec!["alerts.rules[1].action"],
+        "notify or pause"
+    );
+    assert_eq!(
+        problem_keys(&with(
+            "window_s = 300",
+            "window_s = 300\naction = \"pause\""
+        )),
+        vec!["alerts.rules[0].action"],
+        "a pause rule cannot watch the notices' own transport"
+    );
+    assert_eq!(
+        problem_keys(
+            &with("kind = \"failure_rate\"", "kind = \"complaint_rate\"")
+                .replace("threshold = 0.25", "threshold = 2")
+        ),
+        vec!["alerts.rules[0].threshold"],
+        "a complaint rate is a fraction"
+    );
+}
+
+#[test]
+fn deliverability_rules_take_a_window_and_an_action() {
+    let rules = ALERTS.replace(
+        "kind = \"queue_depth\"\nthreshold = 1000",
+        "kind = \"bounce_rate\"\nthreshold = 0.05\nwindow_s = 3600\naction = \"pause\"",
+    );
+    let settings = load(&format!("{FULL}{rules}")).expect("valid alerts");
+    let alerts = settings.alerts.expect("alerting configured");
+    let bouncing = &alerts.rules[1];
+    assert_eq!(bouncing.kind, AlertKind::BounceRate);
+    assert_eq!(bouncing.action, crate::config::AlertAction::Pause);
+    assert_eq!(bouncing.window, Some(std::time::Duration::from_secs(3600)));
+    assert_eq!(alerts.rules[0].action, crate::config::AlertAction::Notify);
 }
 
 #[test]

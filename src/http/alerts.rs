@@ -18,12 +18,14 @@ use crate::storage::{Alert, AlertState};
 pub struct AlertEntry {
     pub id: String,
     pub rule: String,
-    /// failure_rate, breaker_open, dead_letters, oldest_queued, queue_depth
+    /// failure_rate, breaker_open, dead_letters, oldest_queued,
+    /// queue_depth, bounce_rate, complaint_rate
     pub kind: String,
     pub transport: String,
     pub state: AlertState,
     pub threshold: f64,
-    /// The window measured, for failure_rate and dead_letters.
+    /// The window measured, for failure_rate, dead_letters, bounce_rate
+    /// and complaint_rate.
     pub window_s: Option<u64>,
     /// What was measured when the rule fired.
     pub fired_value: f64,
@@ -42,6 +44,9 @@ pub struct AlertEntry {
     pub fired_message_id: Option<String>,
     /// The message that carried the resolve notice.
     pub resolved_message_id: Option<String>,
+    /// When the incident paused its transport (a rule with `action =
+    /// "pause"`); null when it did not.
+    pub paused_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,6 +79,7 @@ impl From<Alert> for AlertEntry {
             notified: alert.notified,
             fired_message_id: alert.fired_message.map(|id| id.to_string()),
             resolved_message_id: alert.resolved_message.map(|id| id.to_string()),
+            paused_at: alert.paused_at.map(rfc3339),
         }
     }
 }

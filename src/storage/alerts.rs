@@ -88,6 +88,9 @@ pub struct Alert {
     pub notified: bool,
     pub fired_message: Option<Stamp>,
     pub resolved_message: Option<Stamp>,
+    /// When the incident paused its transport (a rule with `action =
+    /// "pause"`); `None` when it did not.
+    pub paused_at: Option<DateTime<Utc>>,
 }
 
 impl Alert {

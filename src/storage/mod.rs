@@ -846,6 +846,13 @@ pub trait Storage: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), StorageError>;
 
+    /// Records that an incident paused its transport, at `now`; once.
+    async fn set_alert_paused(
+        &self,
+        id: ulid::Ulid,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError>;
+
     /// Resolves an active incident; `None` when it is not active (already
     /// resolved by another evaluation).
     async fn resolve_alert(

@@ -794,6 +794,7 @@ fn alert_from_row(row: &Row) -> Result<Alert, StorageError> {
         checked_at: row.try_get("checked_at")?,
         resolved_at: row.try_get("resolved_at")?,
         notified: row.try_get("notified")?,
+        paused_at: row.try_get("paused_at")?,
         fired_message: row
             .try_get::<_, Option<Uuid>>("fired_message_id")?
             .map(stamp),
@@ -2130,6 +2131,17 @@ impl Storage for PostgresStorage {
             .execute(
                 "UPDATE alerts SET last_value = $2, checked_at = $3 WHERE id = $1 AND state = 'active'",
                 &[&Uuid::from(id), &value, &now],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_alert_paused(&self, id: Ulid, now: DateTime<Utc>) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE alerts SET paused_at = $2 WHERE id = $1 AND paused_at IS NULL",
+                &[&Uuid::from(id), &now],
             )
             .await?;
         Ok(())

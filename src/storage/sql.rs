@@ -63,7 +63,7 @@ pub(crate) const HISTORY_INDEXES: [&str; 4] = [
 /// `alert_from_row` reads them by position: the order matters).
 pub(crate) const ALERT_COLUMNS: &str = "id, rule, kind, transport, state, threshold, window_s, \
     fired_value, last_value, fired_at, checked_at, resolved_at, notified, fired_message_id, \
-    resolved_message_id";
+    resolved_message_id, paused_at";
 
 /// The rows that [`rollup_spans_sql`] names (bounds bound first) with
 /// the keys a [`Scope`](super::Scope) keeps (bound 7th to 9th, NULL for

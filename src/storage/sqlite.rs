@@ -549,6 +549,7 @@ fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<Alert> {
         checked_at: from_millis(row.get(10)?),
         resolved_at: time_column(row, 11)?,
         notified: row.get(12)?,
+        paused_at: time_column(row, 15)?,
         fired_message: stamp_column(13)?,
         resolved_message: stamp_column(14)?,
     })
@@ -2007,6 +2008,21 @@ impl Storage for SqliteStorage {
                 "UPDATE alerts SET last_value = ?2, checked_at = ?3 WHERE id = ?1 AND state = 'active'",
             )?
             .execute(params![id.to_string(), value, to_millis(now)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_alert_paused(
+        &self,
+        id: ulid::Ulid,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "UPDATE alerts SET paused_at = ?2 WHERE id = ?1 AND paused_at IS NULL",
+            )?
+            .execute(params![id.to_string(), to_millis(now)])?;
             Ok(())
         })
         .await

@@ -382,6 +382,14 @@ impl Storage for TimedStorage {
         timed("check_alert", self.inner.check_alert(id, value, now)).await
     }
 
+    async fn set_alert_paused(
+        &self,
+        id: ulid::Ulid,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        timed("set_alert_paused", self.inner.set_alert_paused(id, now)).await
+    }
+
     async fn resolve_alert(
         &self,
         id: ulid::Ulid,

@@ -236,6 +236,7 @@ on_both_backends!(
     nodes_evaluating_at_once_notify_an_incident_once,
     a_notice_left_unsent_goes_out_at_the_next_evaluation,
     a_breaker_rule_fires_while_open_and_resolves_once_closed,
+    a_complaint_rate_rule_that_pauses_pauses_its_transport_once,
     a_member_rate_limit_holds_for_its_direct_and_group_traffic_together,
     a_group_skips_a_member_whose_breaker_is_open,
     a_member_failing_inside_a_failover_attempt_leaves_an_event,
@@ -823,6 +824,103 @@ async fn an_alert_rule_fires_cools_down_and_resolves(f: Fixture) {
             AlertState::Resolved
         ]
     );
+}
+
+/// A `complaint_rate` rule with `action = "pause"`: reports that push the
+/// rate over the threshold open an incident that pauses `mail` through
+/// the persisted pause state every node follows, and records it; an
+/// operator's resume while the incident lasts is not overruled.
+async fn a_complaint_rate_rule_that_pauses_pauses_its_transport_once(f: Fixture) {
+    use herald::feedback::{FeedbackEvent, FeedbackKind, Target};
+    let rules = "[alerts]\ntransport = \"other\"\n\n\
+        [[alerts.rules]]\nname = \"complaints\"\nkind = \"complaint_rate\"\ntransport = \"mail\"\n\
+        threshold = 0.05\nwindow_s = 300\naction = \"pause\"\n";
+    let settings = settings(&f.options.url, &format!("\n{rules}"));
+    let s = f.storage.as_ref();
+    let start = common::t0();
+    let clock = Arc::new(ManualClock::new(start));
+    let evaluator = Evaluator::new(f.storage.clone(), clock.clone(), settings);
+    let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
+    let evaluate = || async { evaluator.evaluate(Vec::new()).await.expect("evaluate") };
+    let paused = || async {
+        s.transport_states()
+            .await
+            .expect("states")
+            .iter()
+            .any(|t| t.name == "mail" && t.paused)
+    };
+
+    attempts(s, 10, 0, at(5)).await;
+    let sent = s
+        .list_messages(
+            &MessageFilter {
+                transport: Some("mail".into()),
+                ..Default::default()
+            },
+            PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list")
+        .items;
+    let complaint = |i: usize| FeedbackEvent {
+        target: Target::Stamp(sent[i].id),
+        kind: FeedbackKind::Complained,
+        bounce: None,
+        recipient: None,
+        at: at(15),
+        reason: None,
+        event_id: Some(format!("complaint-{i}")),
+    };
+    let report = |events| herald::storage::FeedbackBatch {
+        transport: "mail".into(),
+        events,
+        nonce: None,
+    };
+    clock.set(at(10));
+    assert_eq!(evaluate().await.opened.len(), 0, "no report yet");
+    assert!(!paused().await);
+    // One in ten complained: 0.1 over a 0.05 threshold.
+    s.record_feedback(report(vec![complaint(0)]), at(20))
+        .await
+        .expect("feedback");
+
+    clock.set(at(30));
+    let fired = evaluate().await;
+    assert_eq!(fired.opened.len(), 1);
+    let incident = &fired.opened[0];
+    assert_eq!(
+        (incident.kind.as_str(), incident.fired_value),
+        ("complaint_rate", 0.1)
+    );
+    assert_eq!(incident.paused_at, Some(at(30)));
+    assert!(paused().await, "paused where every node reads it");
+    let stored = s
+        .list_alerts(Some(AlertState::Active), 10)
+        .await
+        .expect("list");
+    assert_eq!(stored[0].paused_at, Some(at(30)), "the incident records it");
+    let notice = s
+        .get_message(fired.notices[0].2)
+        .await
+        .expect("get")
+        .expect("stored");
+    let text = notice.message.payload["payload"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(text.ends_with("; transport paused"), "{text}");
+
+    // The operator resumes while the incident is still active.
+    s.set_paused("mail", false, at(40)).await.expect("resume");
+    s.record_feedback(report(vec![complaint(1)]), at(45))
+        .await
+        .expect("feedback");
+    clock.set(at(50));
+    assert_eq!(evaluate().await, Evaluation::default(), "one incident");
+    assert!(!paused().await, "an incident pauses once");
 }
 
 /// `[alerts]` through `other` with one rule, `deep`: more than one
