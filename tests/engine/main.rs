@@ -837,10 +837,10 @@ async fn a_complaint_rate_rule_that_pauses_pauses_its_transport_once(f: Fixture)
         threshold = 0.05\nwindow_s = 300\naction = \"pause\"\n";
     let settings = settings(&f.options.url, &format!("\n{rules}"));
     let s = f.storage.as_ref();
-    let start = common::t0();
-    let clock = Arc::new(ManualClock::new(start));
+    let t0 = common::t0();
+    let clock = Arc::new(ManualClock::new(t0));
     let evaluator = Evaluator::new(f.storage.clone(), clock.clone(), settings);
-    let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
+    let at = |seconds: i64| t0 + chrono::Duration::seconds(seconds);
     let evaluate = || async { evaluator.evaluate(Vec::new()).await.expect("evaluate") };
     let paused = || async {
         s.transport_states()
@@ -887,9 +887,16 @@ async fn a_complaint_rate_rule_that_pauses_pauses_its_transport_once(f: Fixture)
         .await
         .expect("feedback");
 
+    // A running engine (a node) follows the persisted pause.
+    let engine = start(&f, "", Scripted::ok()).await;
     clock.set(at(30));
     let fired = evaluate().await;
     assert_eq!(fired.opened.len(), 1);
+    eventually("the running engine pauses mail", || async {
+        let statuses = engine.status().await.expect("status");
+        statuses.iter().any(|t| t.name == "mail" && t.paused)
+    })
+    .await;
     let incident = &fired.opened[0];
     assert_eq!(
         (incident.kind.as_str(), incident.fired_value),
@@ -921,6 +928,7 @@ async fn a_complaint_rate_rule_that_pauses_pauses_its_transport_once(f: Fixture)
     clock.set(at(50));
     assert_eq!(evaluate().await, Evaluation::default(), "one incident");
     assert!(!paused().await, "an incident pauses once");
+    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 /// `[alerts]` through `other` with one rule, `deep`: more than one
