@@ -120,9 +120,11 @@ pub struct MinuteMetrics {
     pub breaker_open_ms: u64,
     /// Messages cancelled (while queued or dead).
     pub cancelled: u64,
-    /// Provider reports applied in this minute of receipt, by kind (see
-    /// [`FEEDBACK_COUNTS`]); a report counts under its message's channel
-    /// and category and the transport whose webhook received it.
+    /// Provider reports applied in this minute, by kind (see
+    /// [`FEEDBACK_COUNTS`]): the minute of receipt, or for a report that
+    /// overtook its message, the minute it was matched. A report counts
+    /// under its message's channel and category and the transport whose
+    /// webhook received it.
     pub delivered: u64,
     pub bounced_hard: u64,
     pub bounced_soft: u64,
@@ -559,7 +561,8 @@ pub(crate) fn rollup(
 }
 
 /// The rollups of one batch of applied provider reports: per message
-/// channel and category in the minute of `now` (receipt), under the
+/// channel and category in the minute of `now` (receipt, or the re-match
+/// of a report kept unmatched: a minute already sealed is not reopened), under the
 /// transport whose webhook received them. Both backends write these in
 /// the same transaction as the reports' events.
 pub(crate) fn feedback_rollup(
