@@ -315,6 +315,25 @@ async fn sendgrid_events_reach_their_message_and_a_bounce_suppresses_the_address
         ["delivered", "bounced", "delivered"]
     );
 
+    // The reports are in the deliverability figures at once.
+    let (_, report) = call(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/analytics/deliverability?window=1h")
+            .to_request(),
+    )
+    .await;
+    let totals = &report["totals"];
+    assert_eq!(
+        (&totals["delivered"], &totals["bouncedHard"]),
+        (&json!(2), &json!(1)),
+        "{report}"
+    );
+    assert_eq!(
+        report["topBounceDomains"][0]["domain"], "example.org",
+        "{report}"
+    );
+
     let (_, listed) = call(
         &app,
         test::TestRequest::get()
