@@ -399,6 +399,35 @@ where
             eprintln!("    {}", row.get::<_, String>(0));
         }
     }
+    // The route's statement is prepared once and run many times: after
+    // five runs PostgreSQL may keep a generic plan, made without knowing
+    // the address. What that plan would be for this query:
+    client
+        .batch_execute(
+            "SET plan_cache_mode = force_generic_plan;
+             PREPARE by_recipient(text[]) AS
+                 SELECT id FROM finished_messages WHERE recipients @> $1
+                 ORDER BY id DESC LIMIT 51",
+        )
+        .await
+        .expect("prepare");
+    let generic = client
+        .simple_query(&format!(
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) EXECUTE by_recipient('{{{}}}')",
+            typical[0]
+        ))
+        .await
+        .expect("the generic plan");
+    eprintln!("  generic plan for {}:", typical[0]);
+    for message in &generic {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            eprintln!("    {}", row.get(0).unwrap_or_default());
+        }
+    }
+    client
+        .batch_execute("DEALLOCATE by_recipient; RESET plan_cache_mode")
+        .await
+        .expect("reset");
 }
 
 /// One batch of SendGrid events about `sent` messages, as SendGrid posts
