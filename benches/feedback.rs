@@ -509,6 +509,7 @@ struct Totals {
 
 async fn measure_ingestion<S, B>(
     app: &S,
+    client: &tokio_postgres::Client,
     storage: &dyn Storage,
     signer: &Signer,
     sent: &[Sent],
@@ -547,6 +548,11 @@ async fn measure_ingestion<S, B>(
     };
 
     // Through the route: verification, parsing and the write.
+    let wal_before: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .expect("the WAL position")
+        .get(0);
     let mut route_rates = Vec::new();
     let mut totals = Totals::default();
     for r in 0..rounds + 1 {
@@ -585,6 +591,28 @@ async fn measure_ingestion<S, B>(
         spread(&mut route_rates)
     );
     println!("  answers summed: {totals:?}");
+    let wal: f64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8",
+            &[&wal_before],
+        )
+        .await
+        .expect("the WAL written")
+        .get(0);
+    let updates = client
+        .query_one(
+            "SELECT coalesce(sum(n_tup_upd), 0)::int8, coalesce(sum(n_tup_hot_upd), 0)::int8
+             FROM pg_stat_user_tables WHERE relname LIKE 'finished_messages_p%'",
+            &[],
+        )
+        .await
+        .expect("update counts");
+    println!(
+        "  WAL written: {:.0} bytes per event; finished_messages rows updated {}, of which HOT {}",
+        wal / totals.received.max(1) as f64,
+        updates.get::<_, i64>(0),
+        updates.get::<_, i64>(1),
+    );
 
     // The same work apart: verification and parsing, then the write.
     let mut parse_rates = Vec::new();
@@ -697,6 +725,7 @@ fn main() {
         measure_lookups(&app, &client, lookup_count).await;
         measure_ingestion(
             &app,
+            &client,
             fixture.storage.as_ref(),
             &signer,
             &sent,
