@@ -40,6 +40,21 @@ pub(crate) fn listing_wheres(
     (where_of(live), where_of(finished))
 }
 
+/// Adds the suppressions `rows` gives (a `VALUES` list or a `SELECT` of
+/// channel, address, scope, reason, source stamp, created and expiry
+/// times), each replacing the entry of the same channel, address and
+/// scope: the latest report's reason and expiry stand.
+pub(crate) fn upsert_suppressions_sql(rows: &str) -> String {
+    format!(
+        "INSERT INTO suppressions (channel, address, scope, reason, source_stamp, created_at,
+                                   expires_at)
+         {rows}
+         ON CONFLICT (channel, address, scope) DO UPDATE SET
+             reason = excluded.reason, source_stamp = excluded.source_stamp,
+             created_at = excluded.created_at, expires_at = excluded.expires_at"
+    )
+}
+
 /// The live table's indexes that served finished messages, listings and
 /// history, which it sheds once no finished message waits to move out:
 /// `messages_status` (every row, rewritten by every claim) and

@@ -20,6 +20,7 @@ use crate::storage::feedback::{
     SuppressionCursor, SuppressionFilter,
 };
 use crate::storage::rollups::feedback_rollup;
+use crate::storage::sql::upsert_suppressions_sql;
 use crate::storage::{Enqueued, Outcome, Recorded, StorageError, clamp_limit};
 
 /// Per message, its recipients on the suppression list with the reason:
@@ -274,18 +275,13 @@ impl PostgresStorage {
             return Ok(());
         }
         let statement = tx
-            .prepare_cached(
-                "INSERT INTO suppressions (channel, address, scope, reason, source_stamp,
-                                           created_at, expires_at)
-                 SELECT DISTINCT ON (f.channel, r.address, g.scope)
+            .prepare_cached(&upsert_suppressions_sql(
+                "SELECT DISTINCT ON (f.channel, r.address, g.scope)
                         f.channel, r.address, g.scope, g.reason, f.id, $4, $5
                  FROM unnest($1::uuid[], $2::text[], $3::text[]) AS g(id, reason, scope)
                  JOIN finished_messages f ON f.id = g.id AND f.finished_on >= $6
-                 CROSS JOIN LATERAL unnest(f.recipients) AS r(address)
-                 ON CONFLICT (channel, address, scope) DO UPDATE SET
-                     reason = excluded.reason, source_stamp = excluded.source_stamp,
-                     created_at = excluded.created_at, expires_at = excluded.expires_at",
-            )
+                 CROSS JOIN LATERAL unnest(f.recipients) AS r(address)",
+            ))
             .await?;
         // They finished just now: today's partition, or the kept one.
         let today = super::finished::day_of(now);
@@ -640,16 +636,11 @@ impl PostgresStorage {
             let sources: Vec<Uuid> = unique.values().map(|(_, s)| uuid(*s)).collect();
             recorded.suppressed = unique.len();
             let statement = tx
-                .prepare_cached(
-                    "INSERT INTO suppressions (channel, address, scope, reason, source_stamp,
-                                               created_at, expires_at)
-                     SELECT channel, address, $5, reason, source, $6, $7
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[])
-                         AS t(channel, address, reason, source)
-                     ON CONFLICT (channel, address, scope) DO UPDATE SET
-                         reason = excluded.reason, source_stamp = excluded.source_stamp,
-                         created_at = excluded.created_at, expires_at = excluded.expires_at",
-                )
+                .prepare_cached(&upsert_suppressions_sql(
+                    "SELECT channel, address, $5, reason, source, $6, $7
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[])
+                     AS t(channel, address, reason, source)",
+                ))
                 .await?;
             tx.execute(
                 &statement,
@@ -741,12 +732,7 @@ impl PostgresStorage {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO suppressions (channel, address, scope, reason, source_stamp,
-                                           created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (channel, address, scope) DO UPDATE SET
-                     reason = excluded.reason, source_stamp = excluded.source_stamp,
-                     created_at = excluded.created_at, expires_at = excluded.expires_at",
+                &upsert_suppressions_sql("VALUES ($1, $2, $3, $4, $5, $6, $7)"),
                 &[
                     &entry.channel.as_str(),
                     &entry.address,

@@ -17,6 +17,7 @@ use crate::storage::feedback::{
     SuppressionCursor, SuppressionFilter, SuppressionPolicy,
 };
 use crate::storage::rollups::feedback_rollup;
+use crate::storage::sql::upsert_suppressions_sql;
 use crate::time::{from_millis, to_millis};
 
 /// `message`'s recipients on the suppression list, with the reason.
@@ -104,15 +105,10 @@ pub(super) fn suppress_gone(
     policy: &SuppressionPolicy,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO suppressions (channel, address, scope, reason, source_stamp, created_at,
-                                   expires_at)
-         SELECT ?2, address, ?3, ?4, message_id, ?5, ?6
-         FROM message_recipients WHERE message_id = ?1
-         ON CONFLICT (channel, address, scope) DO UPDATE SET
-             reason = excluded.reason, source_stamp = excluded.source_stamp,
-             created_at = excluded.created_at, expires_at = excluded.expires_at",
-    )?
+    tx.prepare_cached(&upsert_suppressions_sql(
+        "SELECT ?2, address, ?3, ?4, message_id, ?5, ?6
+                 FROM message_recipients WHERE message_id = ?1",
+    ))?
     .execute(params![
         outcome.id.to_string(),
         outcome.channel.as_str(),
@@ -291,14 +287,9 @@ pub(super) fn apply(
         .collect();
     recorded.suppressed = unique.len();
     for ((channel, address), (reason, source)) in unique {
-        tx.prepare_cached(
-            "INSERT INTO suppressions (channel, address, scope, reason, source_stamp, created_at,
-                                       expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (channel, address, scope) DO UPDATE SET
-                 reason = excluded.reason, source_stamp = excluded.source_stamp,
-                 created_at = excluded.created_at, expires_at = excluded.expires_at",
-        )?
+        tx.prepare_cached(&upsert_suppressions_sql(
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        ))?
         .execute(params![
             channel.as_str(),
             address,
@@ -412,14 +403,9 @@ pub(super) fn list(
 }
 
 pub(super) fn put(tx: &Transaction<'_>, entry: &Suppression) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO suppressions (channel, address, scope, reason, source_stamp, created_at,
-                                   expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (channel, address, scope) DO UPDATE SET
-             reason = excluded.reason, source_stamp = excluded.source_stamp,
-             created_at = excluded.created_at, expires_at = excluded.expires_at",
-    )?
+    tx.prepare_cached(&upsert_suppressions_sql(
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    ))?
     .execute(params![
         entry.channel.as_str(),
         entry.address,
