@@ -38,10 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::test;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use common::Fixture;
+use common::keys::SendgridSigner;
 use herald::config::Settings;
 use herald::domain::{EnqueueRequest, Stamp};
 use herald::feedback::sendgrid::SendgridEvents;
@@ -50,8 +49,6 @@ use herald::storage::{FeedbackBatch, Outcome, OutcomeKind, Storage};
 use herald::time::{Clock, SystemClock};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use serde_json::{Value, json};
 
 const TRANSPORT: &str = "mail";
@@ -75,41 +72,7 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// SendGrid's signer, with a key made for the bench.
-struct Signer {
-    pair: EcdsaKeyPair,
-    rng: SystemRandom,
-    /// Base64 of the public key's SubjectPublicKeyInfo, as SendGrid shows it.
-    public_key: String,
-}
-
-impl Signer {
-    fn new() -> Signer {
-        let made = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a key");
-        let public_key = STANDARD.encode(rcgen::PublicKeyData::subject_public_key_info(&made));
-        let rng = SystemRandom::new();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &made.serialize_der(), &rng)
-                .expect("the key as PKCS#8");
-        Signer {
-            pair,
-            rng,
-            public_key,
-        }
-    }
-
-    /// The signature and timestamp headers of `body`.
-    fn sign(&self, timestamp: i64, body: &str) -> (String, String) {
-        let signed = format!("{timestamp}{body}");
-        let signature = self
-            .pair
-            .sign(&self.rng, signed.as_bytes())
-            .expect("signed");
-        (STANDARD.encode(signature.as_ref()), timestamp.to_string())
-    }
-}
-
-fn settings(url: &str, signer: &Signer) -> Arc<Settings> {
+fn settings(url: &str, signer: &SendgridSigner) -> Arc<Settings> {
     let text = format!(
         r#"
 [storage]
@@ -470,7 +433,7 @@ fn batch_body(sent: &[Sent], rng: &mut StdRng, sequence: &mut u64, now_s: i64) -
 
 /// A round's batches, signed: (body, signature, timestamp).
 fn round(
-    signer: &Signer,
+    signer: &SendgridSigner,
     sent: &[Sent],
     rng: &mut StdRng,
     sequence: &mut u64,
@@ -511,7 +474,7 @@ async fn measure_ingestion<S, B>(
     app: &S,
     client: &tokio_postgres::Client,
     storage: &dyn Storage,
-    signer: &Signer,
+    signer: &SendgridSigner,
     sent: &[Sent],
     rounds: usize,
     batches: usize,
@@ -687,7 +650,7 @@ fn main() {
     actix::System::new().block_on(async move {
         let fixture = Fixture::postgres().await;
         let client = fixture.side_postgres().await.expect("a PostgreSQL store");
-        let signer = Signer::new();
+        let signer = SendgridSigner::new();
         let settings = settings(&fixture.options.url, &signer);
         let now = SystemClock.now();
         let began = Instant::now();

@@ -80,3 +80,46 @@ pub fn service_account(dir: &Path, token_uri: Option<&str>) -> (PathBuf, String)
     std::fs::write(&file, account.to_string()).expect("write the key file");
     (file, public)
 }
+
+/// SendGrid's Signed Event Webhook, as the provider signs: a P-256 key
+/// made when the test runs, its public key shown as SendGrid shows it.
+pub struct SendgridSigner {
+    pair: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+    /// Base64 of the public key's SubjectPublicKeyInfo.
+    pub public_key: String,
+}
+
+impl SendgridSigner {
+    pub fn new() -> SendgridSigner {
+        use base64::Engine as _;
+        use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+        let made = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a key");
+        let public_key = base64::engine::general_purpose::STANDARD
+            .encode(rcgen::PublicKeyData::subject_public_key_info(&made));
+        let rng = ring::rand::SystemRandom::new();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &made.serialize_der(), &rng)
+                .expect("the key as PKCS#8");
+        SendgridSigner {
+            pair,
+            rng,
+            public_key,
+        }
+    }
+
+    /// The signature and timestamp headers' values of `body` sent at
+    /// `timestamp`.
+    pub fn sign(&self, timestamp: i64, body: &str) -> (String, String) {
+        use base64::Engine as _;
+        let signed = format!("{timestamp}{body}");
+        let signature = self
+            .pair
+            .sign(&self.rng, signed.as_bytes())
+            .expect("signed");
+        (
+            base64::engine::general_purpose::STANDARD.encode(signature.as_ref()),
+            timestamp.to_string(),
+        )
+    }
+}

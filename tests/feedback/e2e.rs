@@ -14,13 +14,12 @@ use base64::engine::general_purpose::STANDARD;
 use herald::config::Settings;
 use herald::engine::{Engine, EngineOptions};
 use herald::time::{Clock, SystemClock};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::common::Fixture;
+use crate::common::keys::SendgridSigner;
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -43,45 +42,11 @@ const SIGNATURE: &str = "X-Twilio-Email-Event-Webhook-Signature";
 const TIMESTAMP: &str = "X-Twilio-Email-Event-Webhook-Timestamp";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// SendGrid's event webhook signer, with a key made for the test.
-struct Signer {
-    pair: EcdsaKeyPair,
-    rng: SystemRandom,
-    /// Base64 of the public key's SubjectPublicKeyInfo, as SendGrid shows it.
-    public_key: String,
-}
-
-impl Signer {
-    fn new() -> Signer {
-        let made = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a key");
-        let public_key = STANDARD.encode(rcgen::PublicKeyData::subject_public_key_info(&made));
-        let rng = SystemRandom::new();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &made.serialize_der(), &rng)
-                .expect("the key as PKCS#8");
-        Signer {
-            pair,
-            rng,
-            public_key,
-        }
-    }
-
-    /// The signature headers of `body` sent at `timestamp`.
-    fn sign(&self, timestamp: i64, body: &str) -> (String, String) {
-        let signed = format!("{timestamp}{body}");
-        let signature = self
-            .pair
-            .sign(&self.rng, signed.as_bytes())
-            .expect("signed");
-        (STANDARD.encode(signature.as_ref()), timestamp.to_string())
-    }
-}
-
 fn now_s() -> i64 {
     SystemClock.now().timestamp()
 }
 
-fn settings(f: &Fixture, provider: &MockServer, signer: &Signer) -> Arc<Settings> {
+fn settings(f: &Fixture, provider: &MockServer, signer: &SendgridSigner) -> Arc<Settings> {
     let text = format!(
         r#"
 [storage]
@@ -150,7 +115,7 @@ fn email(to: &[&str]) -> Value {
 macro_rules! running {
     ($f:expr) => {{
         let server = provider().await;
-        let signer = Signer::new();
+        let signer = SendgridSigner::new();
         let settings = settings(&$f, &server, &signer);
         let engine = start(&$f, settings.clone()).await;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -182,7 +147,7 @@ where
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
-fn sendgrid_post(signer: &Signer, body: &str, timestamp: i64) -> actix_http::Request {
+fn sendgrid_post(signer: &SendgridSigner, body: &str, timestamp: i64) -> actix_http::Request {
     let (signature, timestamp) = signer.sign(timestamp, body);
     test::TestRequest::post()
         .uri("/api/feedback/mail")
@@ -414,7 +379,7 @@ async fn refused_requests_record_nothing(f: Fixture) {
     .to_string();
 
     // Signed by another key.
-    let other = Signer::new();
+    let other = SendgridSigner::new();
     let (status, refused) = call(&app, sendgrid_post(&other, &body, ts)).await;
     assert_eq!(
         (status, &refused["error"]["code"]),
