@@ -931,7 +931,9 @@ fn enqueue_sql(guard: &str) -> String {
     CROSS JOIN LATERAL unnest(string_to_array(i.recipients, E'\\x1f')) AS r(address)
     JOIN suppressions s ON s.channel = i.channel AND s.address = r.address
                        AND s.scope IN ('', i.transport)
-    WHERE s.expires_at IS NULL OR s.expires_at > $13
+    WHERE (s.expires_at IS NULL OR s.expires_at > $13)
+      -- Evaluated once: with no entry at all, no recipient is looked up.
+      AND EXISTS (SELECT 1 FROM suppressions)
 ), keyed AS (
     INSERT INTO idempotency_keys AS k (key, message_id, created_at)
     SELECT DISTINCT ON (idempotency_key) idempotency_key, id, $13 FROM input i
