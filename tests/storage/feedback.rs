@@ -27,12 +27,17 @@ conformance!(
     a_gone_recipient_is_suppressed_by_its_dead_letter,
     the_suppression_list_is_listed_added_to_and_removed_from,
     reports_are_rolled_up_by_minute_of_receipt_with_bounce_reasons_and_domains,
+    entries_scoped_to_a_transport_hold_for_it_alone,
 );
 
 fn mail(to: &[&str], key: Option<&str>) -> NewMessage {
+    mail_through("mail", to, key)
+}
+
+fn mail_through(transport: &str, to: &[&str], key: Option<&str>) -> NewMessage {
     let request: EnqueueRequest = serde_json::from_value(serde_json::json!({
         "channel": "email",
-        "transport": "mail",
+        "transport": transport,
         "idempotency_key": key,
         "email": {
             "from": "shop@example.com",
@@ -671,4 +676,41 @@ async fn reports_are_rolled_up_by_minute_of_receipt_with_bounce_reasons_and_doma
         .await
         .expect("bounces");
     assert!(read.is_empty());
+}
+
+async fn entries_scoped_to_a_transport_hold_for_it_alone(f: &Fixture) {
+    // The same store, opened with `[suppression] scope = "transport"`.
+    let options = herald::storage::StorageOptions {
+        suppression: herald::storage::SuppressionPolicy {
+            per_transport: true,
+            ..herald::storage::SuppressionPolicy::default()
+        },
+        ..f.options.clone()
+    };
+    let s = herald::storage::open(&options).await.expect("open");
+    let s = s.as_ref();
+    let claimed = sent(s, vec![mail(&["eve@x.org"], None)]).await;
+    let bounce = FeedbackEvent {
+        bounce: Some(BounceType::Hard),
+        ..report(Target::Stamp(claimed[0].id), FeedbackKind::Bounced, None, 3)
+    };
+    s.record_feedback(batch(vec![bounce]), t0() + secs(3))
+        .await
+        .expect("feedback");
+    let listed = s
+        .list_suppressions(&SuppressionFilter::default(), None, 10, t0() + secs(4))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].transport.as_deref(), Some("mail"));
+    let through_mail = s
+        .enqueue(mail(&["eve@x.org"], None), t0() + secs(5))
+        .await
+        .expect("enqueue");
+    assert_eq!(through_mail.status, Status::Suppressed);
+    let through_other = s
+        .enqueue(mail_through("other", &["eve@x.org"], None), t0() + secs(5))
+        .await
+        .expect("enqueue");
+    assert_eq!(through_other.status, Status::Queued);
 }
