@@ -172,7 +172,7 @@ impl PostgresStorage {
                 .await?;
             if taken == 0 {
                 let row = tx
-                    .query_one(
+                    .query_opt(
                         "SELECT id, status, fingerprint FROM messages WHERE idempotency_key = $1
                          UNION ALL
                          SELECT id, status, fingerprint FROM finished_messages
@@ -184,14 +184,31 @@ impl PostgresStorage {
                         &[key],
                     )
                     .await?;
-                let status: String = row.try_get(1)?;
-                return Ok(Enqueued {
-                    id: stamp(row.try_get(0)?),
-                    status: status.parse().map_err(|e| corrupt("status", e))?,
-                    fingerprint: Fingerprint::from_stored(row.try_get(2)?),
-                    created: false,
-                    suppressed: Vec::new(),
-                });
+                if let Some(row) = row {
+                    let status: String = row.try_get(1)?;
+                    return Ok(Enqueued {
+                        id: stamp(row.try_get(0)?),
+                        status: status.parse().map_err(|e| corrupt("status", e))?,
+                        fingerprint: Fingerprint::from_stored(row.try_get(2)?),
+                        created: false,
+                        suppressed: Vec::new(),
+                    });
+                }
+                // The key's message is gone (retention): taken over, as the
+                // enqueue statement takes such a key over, once it is old
+                // enough that no enqueue of it can still be committing.
+                let taken_over = tx
+                    .execute(
+                        "UPDATE idempotency_keys SET message_id = $2, created_at = $3
+                         WHERE key = $1 AND created_at < $3 - interval '5 minutes'",
+                        &[key, &uuid(message.id), &now],
+                    )
+                    .await?;
+                if taken_over == 0 {
+                    return Err(StorageError::Unavailable(
+                        "another enqueue with this idempotency key is being stored".into(),
+                    ));
+                }
             }
         }
         let bucket = bucket_of_rule(
