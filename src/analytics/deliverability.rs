@@ -63,14 +63,8 @@ pub struct TransportDeliverability {
 pub struct DeliverabilityPoint {
     /// Start of the bucket, RFC 3339.
     pub at: String,
-    pub sent: u64,
-    pub delivered: u64,
-    pub bounced_hard: u64,
-    pub bounced_soft: u64,
-    pub complained: u64,
-    pub opened: u64,
-    pub clicked: u64,
-    pub unsubscribed: u64,
+    #[serde(flatten)]
+    pub counts: DeliverabilityTotals,
 }
 
 /// A bounce reason, normalised as failure errors are (ids, numbers and
@@ -182,23 +176,17 @@ pub fn deliverability(
         let start = m.minute.duration_trunc(bucket).unwrap_or(m.minute);
         let point = points.entry(start).or_insert_with(|| DeliverabilityPoint {
             at: rfc3339(start),
-            sent: 0,
-            delivered: 0,
-            bounced_hard: 0,
-            bounced_soft: 0,
-            complained: 0,
-            opened: 0,
-            clicked: 0,
-            unsubscribed: 0,
+            counts: DeliverabilityTotals::default(),
         });
-        point.sent += m.sent;
-        point.delivered += m.delivered;
-        point.bounced_hard += m.bounced_hard;
-        point.bounced_soft += m.bounced_soft;
-        point.complained += m.complained;
-        point.opened += m.opened;
-        point.clicked += m.clicked;
-        point.unsubscribed += m.unsubscribed;
+        let counts = &mut point.counts;
+        counts.sent += m.sent;
+        counts.delivered += m.delivered;
+        counts.bounced_hard += m.bounced_hard;
+        counts.bounced_soft += m.bounced_soft;
+        counts.complained += m.complained;
+        counts.opened += m.opened;
+        counts.clicked += m.clicked;
+        counts.unsubscribed += m.unsubscribed;
     }
 
     let mut reasons: BTreeMap<(&str, &str), u64> = BTreeMap::new();

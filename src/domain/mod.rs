@@ -20,7 +20,7 @@ pub use fingerprint::Fingerprint;
 pub use native::{ChatPayload, PushPayload};
 pub use payload::{
     Address, Attachment, EmailPayload, GenericPayload, MAX_ATTACHMENTS, MAX_RECIPIENTS, Payload,
-    SmsPayload, email_without, normalise_recipient,
+    SmsPayload, email_without, normalise_any_recipient, normalise_recipient,
 };
 pub use request::{
     Category, EnqueuePolicy, EnqueueRequest, FORBIDDEN_CHARACTER, MAX_PUSH_TOKENS, NewMessage,

@@ -636,6 +636,18 @@ pub fn normalise_recipient(channel: Channel, raw: &str) -> String {
     }
 }
 
+/// [`normalise_recipient`] of a recipient whose channel may be unknown (a
+/// search by address): only email addresses have an `@`, and those are
+/// compared whatever their case.
+pub fn normalise_any_recipient(channel: Option<Channel>, raw: &str) -> String {
+    let guessed = if raw.contains('@') {
+        Channel::Email
+    } else {
+        Channel::Sms
+    };
+    normalise_recipient(channel.unwrap_or(guessed), raw)
+}
+
 /// `payload` (an email's stored JSON text) without the recipients in
 /// `dropped` (normalised): what is sent once suppressed addresses are
 /// left out. `None` when the text is not an email payload.

@@ -20,7 +20,7 @@ use super::openapi::Include;
 use super::{ApiError, AppState};
 use crate::domain::{
     Channel, DeliveryState, EnqueueRequest, Fingerprint, NewMessage, Stamp, Status,
-    ValidationError, normalise_recipient,
+    ValidationError, normalise_any_recipient,
 };
 use crate::storage::{Enqueued, MAX_BATCH, MessageFilter, PageRequest};
 use crate::telemetry::{self, Endpoint};
@@ -354,14 +354,7 @@ pub async fn list_messages(
             Fingerprint::parse(s).ok_or_else(|| "a fingerprint is 64 hex digits".to_owned())
         })?,
         recipient: query.get("recipient", |s| {
-            // Only email addresses have an `@`: those are compared as
-            // suppression compares them, whatever their case.
-            let channel = if s.contains('@') {
-                Channel::Email
-            } else {
-                Channel::Sms
-            };
-            let normalised = normalise_recipient(channel, s);
+            let normalised = normalise_any_recipient(None, s);
             if normalised.is_empty() {
                 Err("an address, number, token or channel, not blank".to_owned())
             } else {

@@ -13,7 +13,9 @@ use super::extract::{JsonBody, Query};
 use super::messages::page_limit;
 use super::openapi::TransportName;
 use super::{ApiError, AppState};
-use crate::domain::{Channel, Stamp, ValidationError, normalise_recipient};
+use crate::domain::{
+    Channel, Stamp, ValidationError, normalise_any_recipient, normalise_recipient,
+};
 use crate::storage::{Suppression, SuppressionCursor, SuppressionFilter};
 
 /// Longest address: a device token's length. The patterns in the spec
@@ -118,14 +120,9 @@ pub async fn list(
     let channel = query.get("channel", |s| {
         s.parse::<Channel>().map_err(|e| e.to_string())
     })?;
-    let address = query.text("address").map(|a| {
-        let channel = channel.unwrap_or(if a.contains('@') {
-            Channel::Email
-        } else {
-            Channel::Sms
-        });
-        normalise_recipient(channel, &a)
-    });
+    let address = query
+        .text("address")
+        .map(|a| normalise_any_recipient(channel, &a));
     let filter = SuppressionFilter {
         channel,
         address,

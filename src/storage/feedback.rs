@@ -460,7 +460,6 @@ pub fn plan(
             }
         }
     }
-    plan.recorded.suppressed = plan.suppress.len();
     plan.deliveries = changed.into_iter().collect();
     plan
 }
@@ -472,11 +471,6 @@ pub fn ago(now: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|span| now.checked_sub_signed(span))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-/// The text a delivery state is stored as (`finished_messages.delivery`).
-pub fn delivery_text(status: &DeliveryStatus) -> &'static str {
-    status.state.as_str()
 }
 
 #[cfg(test)]

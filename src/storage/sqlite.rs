@@ -796,6 +796,8 @@ impl Storage for SqliteStorage {
                     })
                     .optional()
             };
+            // With no entry at all, no recipient is looked up.
+            let any_suppressed = feedback::any_suppressed(tx)?;
             let mut results = Vec::with_capacity(messages.len());
             for message in &messages {
                 if message.idempotency_key.is_some()
@@ -804,7 +806,10 @@ impl Storage for SqliteStorage {
                     results.push(known);
                     continue;
                 }
-                let hit = feedback::suppressed_among(tx, message, now)?;
+                let hit = match any_suppressed {
+                    true => feedback::suppressed_among(tx, message, now)?,
+                    false => Vec::new(),
+                };
                 let mut message = std::borrow::Cow::Borrowed(message);
                 if !hit.is_empty() {
                     let dropped: Vec<String> = hit.iter().map(|(a, _)| a.clone()).collect();

@@ -170,13 +170,17 @@ where
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let uri = format!("/api/messages/{id}");
-        let (_, message) = call(app, test::TestRequest::get().uri(&uri).to_request()).await;
+        let (_, message) = call(app, get(&uri)).await;
         if message["status"] == "sent" {
             return message;
         }
         assert!(Instant::now() < deadline, "not sent: {message}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn get(uri: &str) -> actix_http::Request {
+    test::TestRequest::get().uri(uri).to_request()
 }
 
 fn enqueue_request(body: &Value) -> actix_http::Request {
@@ -246,7 +250,7 @@ async fn sendgrid_events_reach_their_message_and_a_bounce_suppresses_the_address
     assert_eq!((status, &late["applied"]), (202, &json!(1)));
 
     let uri = format!("/api/messages/{id}");
-    let (_, message) = call(&app, test::TestRequest::get().uri(&uri).to_request()).await;
+    let (_, message) = call(&app, get(&uri)).await;
     let delivery = &message["delivery"];
     assert_eq!(delivery["state"], "bounced", "{message}");
     assert!(delivery["delivered_at"].is_string(), "{delivery}");
@@ -281,13 +285,7 @@ async fn sendgrid_events_reach_their_message_and_a_bounce_suppresses_the_address
     );
 
     // The reports are in the deliverability figures at once.
-    let (_, report) = call(
-        &app,
-        test::TestRequest::get()
-            .uri("/api/analytics/deliverability?window=1h")
-            .to_request(),
-    )
-    .await;
+    let (_, report) = call(&app, get("/api/analytics/deliverability?window=1h")).await;
     let totals = &report["totals"];
     assert_eq!(
         (&totals["delivered"], &totals["bouncedHard"]),
@@ -299,13 +297,7 @@ async fn sendgrid_events_reach_their_message_and_a_bounce_suppresses_the_address
         "{report}"
     );
 
-    let (_, listed) = call(
-        &app,
-        test::TestRequest::get()
-            .uri("/api/suppressions?channel=email")
-            .to_request(),
-    )
-    .await;
+    let (_, listed) = call(&app, get("/api/suppressions?channel=email")).await;
     let entry = &listed["items"][0];
     assert_eq!(
         (&entry["address"], &entry["reason"], &entry["source_stamp"]),
@@ -316,9 +308,7 @@ async fn sendgrid_events_reach_their_message_and_a_bounce_suppresses_the_address
     // Support asks: what did we send Bob, and did it arrive?
     let (_, to_bob) = call(
         &app,
-        test::TestRequest::get()
-            .uri("/api/messages?recipient=Bob@Example.org&delivery=bounced")
-            .to_request(),
+        get("/api/messages?recipient=Bob@Example.org&delivery=bounced"),
     )
     .await;
     assert_eq!(to_bob["items"][0]["id"], json!(id), "{to_bob}");
@@ -369,7 +359,7 @@ async fn refused_requests_record_nothing(f: Fixture) {
     until_sent(&app, &id).await;
     let uri = format!("/api/messages/{id}");
     let events_now = || async {
-        let (_, message) = call(&app, test::TestRequest::get().uri(&uri).to_request()).await;
+        let (_, message) = call(&app, get(&uri)).await;
         message["events"].as_array().map(Vec::len)
     };
     let before = events_now().await;
@@ -424,13 +414,7 @@ async fn refused_requests_record_nothing(f: Fixture) {
     assert_eq!(call(&app, request).await.0, 404);
 
     assert_eq!(events_now().await, before, "nothing recorded");
-    let (_, listed) = call(
-        &app,
-        test::TestRequest::get()
-            .uri("/api/suppressions")
-            .to_request(),
-    )
-    .await;
+    let (_, listed) = call(&app, get("/api/suppressions")).await;
     assert_eq!(listed["items"], json!([]), "nothing suppressed");
     engine.shutdown(Duration::from_secs(5)).await;
 }
@@ -480,19 +464,12 @@ async fn a_standard_webhooks_replay_is_refused_and_unknown_messages_are_counted(
     assert_eq!((status, &retry["duplicates"]), (202, &json!(1)), "{retry}");
 
     let uri = format!("/api/messages/{id}");
-    let (_, message) = call(&app, test::TestRequest::get().uri(&uri).to_request()).await;
+    let (_, message) = call(&app, get(&uri)).await;
     assert_eq!(message["delivery"]["state"], "complained");
-    let (_, listed) = call(
-        &app,
-        test::TestRequest::get()
-            .uri("/api/suppressions")
-            .to_request(),
-    )
-    .await;
+    let (_, listed) = call(&app, get("/api/suppressions")).await;
     assert_eq!(listed["items"][0]["reason"], "complaint", "{listed}");
 
-    let response =
-        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    let response = test::call_service(&app, get("/metrics")).await;
     let text = String::from_utf8(test::read_body(response).await.to_vec()).expect("utf-8");
     let unmatched = text
         .lines()

@@ -9,11 +9,11 @@ use herald::domain::{
 };
 use herald::feedback::{BounceType, FeedbackEvent, FeedbackKind, Target};
 use herald::storage::{
-    FeedbackBatch, MessageFilter, Outcome, OutcomeKind, PageRequest, Storage, Suppression,
-    SuppressionFilter,
+    FeedbackBatch, MessageFilter, Outcome, OutcomeKind, Storage, Suppression, SuppressionFilter,
 };
 use herald::transports::RecipientGone;
 
+use super::finished::listed_ids;
 use super::{claim, events_of, failed, outcome};
 use crate::common::{Fixture, policy, secs, t0};
 
@@ -364,21 +364,7 @@ async fn messages_are_found_by_recipient_and_by_delivery_state(f: &Fixture) {
     )
     .await
     .expect("feedback");
-    let list = |filter: MessageFilter| async move {
-        s.list_messages(
-            &filter,
-            PageRequest {
-                after: None,
-                limit: 10,
-            },
-        )
-        .await
-        .expect("list")
-        .items
-        .into_iter()
-        .map(|m| m.id)
-        .collect::<Vec<_>>()
-    };
+    let list = |filter| listed_ids(s, filter);
     let mut ann = vec![queued.id, claimed[0].id, claimed[1].id];
     ann.sort();
     ann.reverse();

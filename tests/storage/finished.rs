@@ -55,7 +55,7 @@ async fn list(s: &dyn Storage, filter: MessageFilter) -> Vec<Message> {
     .items
 }
 
-async fn listed_ids(s: &dyn Storage, filter: MessageFilter) -> Vec<Stamp> {
+pub(super) async fn listed_ids(s: &dyn Storage, filter: MessageFilter) -> Vec<Stamp> {
     list(s, filter).await.iter().map(|m| m.id).collect()
 }
 

@@ -572,7 +572,7 @@ impl PostgresStorage {
             let states: Vec<&str> = plan
                 .deliveries
                 .iter()
-                .map(|(_, d)| shared::delivery_text(d))
+                .map(|(_, d)| d.state.as_str())
                 .collect();
             let details: Vec<serde_json::Value> = plan
                 .deliveries
@@ -640,7 +640,6 @@ impl PostgresStorage {
             }
         }
         let mut recorded = plan.recorded;
-        recorded.suppressed = 0;
         if !entries.is_empty() {
             // One row per address: a batch naming one twice keeps its last.
             let mut unique: BTreeMap<(Channel, String), (&str, Stamp)> = BTreeMap::new();

@@ -20,6 +20,12 @@ use crate::storage::rollups::feedback_rollup;
 use crate::storage::sql::upsert_suppressions_sql;
 use crate::time::{from_millis, to_millis};
 
+/// Whether the suppression list has any entry (expired ones included).
+pub(super) fn any_suppressed(tx: &Transaction<'_>) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM suppressions)")?
+        .query_row([], |row| row.get(0))
+}
+
 /// `message`'s recipients on the suppression list, with the reason.
 pub(super) fn suppressed_among(
     tx: &Transaction<'_>,
@@ -241,7 +247,7 @@ pub(super) fn apply(
         )?
         .execute(params![
             id.to_string(),
-            shared::delivery_text(status),
+            status.state.as_str(),
             serde_json::to_string(status).unwrap_or_default(),
         ])?;
     }
