@@ -254,16 +254,12 @@ pub trait FeedbackSource: fmt::Debug + Send + Sync + 'static {
 }
 
 /// Parses `body` as JSON into `T`, a refusal naming the field that did
-/// not fit (`events[3].kind`).
+/// not fit (`events[3].kind`) as an enqueue's errors name it.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     let mut reader = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut reader).map_err(|err| {
-        let field = match err.path().to_string() {
-            // The whole body: not JSON, or not the shape at all.
-            path if path == "." => "body".to_owned(),
-            path => path,
-        };
-        Refusal::malformed(field, err.inner().to_string())
+        let refused = crate::domain::ValidationError::from_json_error(None, &err);
+        Refusal::malformed(refused.field, refused.message)
     })
 }
 
