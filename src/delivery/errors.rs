@@ -1,5 +1,6 @@
 //! Error messages normalised for grouping: the same cause with different
-//! ids, numbers or addresses becomes one line in the failure analytics.
+//! ids, numbers or addresses becomes one line in the failure analytics;
+//! and the class of a stored error, read back from its text.
 
 /// Longest normalised message kept.
 const MAX_LEN: usize = 200;
@@ -41,6 +42,57 @@ pub fn normalise(error: &str) -> String {
     out
 }
 
+/// How each stored error begins, and its class: the
+/// [`TransportError`](crate::transports::TransportError) displays (each
+/// variant's text starts with its own words), the engine's panic and the
+/// store's final lease expiry. A message keeps only its last error's
+/// text, so this is how a dead letter's class is known without a column
+/// written by every outcome; the tests hold it to every variant's class.
+pub const ERROR_CLASSES: [(&str, &str); 11] = [
+    ("rejected", "rejected"),
+    ("recipient_invalid", "rejected"),
+    ("recipient_unsubscribed", "rejected"),
+    ("timed out: ", "timeout"),
+    ("connection failed: ", "connection"),
+    ("invalid message: ", "permanent"),
+    ("temporary failure", "transient"),
+    ("transport failure: ", "transient"),
+    ("credentials refused", "transient"),
+    ("unavailable: ", "transient"),
+    ("transport panicked: ", "transient"),
+];
+
+/// The class of a message whose last attempt's lease expired.
+pub const LEASE_EXPIRED_CLASS: (&str, &str) = ("lease expired", "lease_expired");
+
+/// The class of an error none of the others begins (one written by an
+/// older version), and of a message without one.
+pub const UNKNOWN_CLASS: &str = "unknown";
+
+/// Every class [`class_of_error`] answers, for the API to validate and
+/// document.
+pub const CLASSES: [&str; 7] = [
+    "timeout",
+    "connection",
+    "rejected",
+    "permanent",
+    "transient",
+    "lease_expired",
+    UNKNOWN_CLASS,
+];
+
+/// The class of a stored last error.
+pub fn class_of_error(error: Option<&str>) -> &'static str {
+    let Some(error) = error else {
+        return UNKNOWN_CLASS;
+    };
+    ERROR_CLASSES
+        .iter()
+        .chain([&LEASE_EXPIRED_CLASS])
+        .find(|(prefix, _)| error.starts_with(prefix))
+        .map_or(UNKNOWN_CLASS, |(_, class)| class)
+}
+
 fn collapse_digits(word: &str) -> String {
     let mut out = String::with_capacity(word.len());
     let mut in_digits = false;
@@ -61,6 +113,67 @@ fn collapse_digits(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transports::{RecipientGone, TransportError};
+
+    #[test]
+    fn every_transport_error_reads_back_as_its_class() {
+        let text = || "550 <bob@example.com> said no".to_owned();
+        for err in [
+            TransportError::Rejected {
+                code: Some(550),
+                message: text(),
+            },
+            TransportError::Rejected {
+                code: None,
+                message: text(),
+            },
+            TransportError::RecipientGone {
+                reason: RecipientGone::Invalid,
+                code: None,
+                message: text(),
+            },
+            TransportError::RecipientGone {
+                reason: RecipientGone::Unsubscribed,
+                code: Some(21610),
+                message: text(),
+            },
+            TransportError::Unauthorized {
+                code: Some(401),
+                message: text(),
+            },
+            TransportError::Temporary {
+                code: Some(451),
+                message: text(),
+                retry_after: None,
+            },
+            TransportError::Temporary {
+                code: None,
+                message: text(),
+                retry_after: None,
+            },
+            TransportError::Timeout(text()),
+            TransportError::Connection(text()),
+            TransportError::InvalidMessage(text()),
+            TransportError::Local(text()),
+            TransportError::Unavailable(text()),
+        ] {
+            assert_eq!(
+                class_of_error(Some(&err.to_string())),
+                err.class().as_str(),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            class_of_error(Some("transport panicked: boom")),
+            "transient"
+        );
+        assert_eq!(
+            class_of_error(Some("lease expired on the final attempt")),
+            "lease_expired"
+        );
+        assert_eq!(class_of_error(Some("451 try later")), UNKNOWN_CLASS);
+        assert_eq!(class_of_error(None), UNKNOWN_CLASS);
+    }
 
     #[test]
     fn one_cause_is_one_line() {

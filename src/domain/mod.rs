@@ -23,8 +23,8 @@ pub use payload::{
     SmsPayload, email_without, normalise_any_recipient, normalise_recipient,
 };
 pub use request::{
-    Category, EnqueuePolicy, EnqueueRequest, FORBIDDEN_CHARACTER, MAX_PUSH_TOKENS, NewMessage,
-    TransportIntake, ValidationError, check_category,
+    Category, EnqueuePolicy, EnqueueRequest, FORBIDDEN_CHARACTER, IdempotencyKey, MAX_PUSH_TOKENS,
+    NewMessage, TransportIntake, ValidationError, check_category, check_idempotency_key,
 };
 
 /// A message's identity for life: a ULID given at enqueue. Retries,

@@ -49,6 +49,40 @@ impl utoipa::PartialSchema for Category {
 
 impl utoipa::ToSchema for Category {}
 
+/// An idempotency key is 1 to 255 characters without control characters.
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    let valid = !key.is_empty()
+        && key.chars().count() <= MAX_IDEMPOTENCY_KEY
+        && key.chars().all(|c| !c.is_control());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "1 to {MAX_IDEMPOTENCY_KEY} characters without control characters"
+        ))
+    }
+}
+
+/// An idempotency key in the OpenAPI description: what
+/// [`check_idempotency_key`] accepts.
+pub struct IdempotencyKey;
+
+impl utoipa::PartialSchema for IdempotencyKey {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_IDEMPOTENCY_KEY))
+            .pattern(Some(IDEMPOTENCY_KEY_PATTERN))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for IdempotencyKey {}
+
+/// No control character (General Category Cc), as `char::is_control`.
+const IDEMPOTENCY_KEY_PATTERN: &str = "^[^\\x00-\\x1F\\x7F-\\x9F]*$";
+
 /// Most device tokens one push request fans out to (FCM's multicast
 /// limit, which clients already batch by).
 pub const MAX_PUSH_TOKENS: usize = 500;
@@ -336,15 +370,8 @@ impl EnqueueRequest {
             .unwrap_or(policy.default_priority);
 
         if let Some(key) = &self.idempotency_key {
-            let valid = !key.is_empty()
-                && key.chars().count() <= MAX_IDEMPOTENCY_KEY
-                && key.chars().all(|c| !c.is_control());
-            if !valid {
-                return Err(ValidationError::invalid(
-                    "idempotency_key",
-                    format!("1 to {MAX_IDEMPOTENCY_KEY} characters without control characters"),
-                ));
-            }
+            check_idempotency_key(key)
+                .map_err(|e| ValidationError::invalid("idempotency_key", e))?;
         }
 
         let metadata = match self.metadata {

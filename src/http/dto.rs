@@ -7,12 +7,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
-use super::openapi::TransportName;
+use super::openapi::{ErrorClassName, TransportName};
 use crate::domain::{
-    Channel, DeliveryStatus, EnqueueRequest, Event, EventKind, Message, MessageWithEvents, Payload,
-    Stamp, Status, WholeNumber,
+    Category, Channel, DeliveryStatus, EnqueueRequest, Event, EventKind, Message,
+    MessageWithEvents, Payload, Stamp, Status, WholeNumber,
 };
-use crate::storage::{Enqueued, Page};
+use crate::storage::{DeadLetterGroup, Enqueued, MessageCount, Page};
 
 fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
@@ -265,10 +265,78 @@ pub struct ReplayRequest {
     #[serde(default)]
     #[schema(value_type = Option<TransportName>)]
     pub transport: Option<String>,
+    /// Only dead letters of this channel.
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    /// Only dead letters of this category.
+    #[serde(default)]
+    #[schema(value_type = Option<Category>)]
+    pub category: Option<String>,
+    /// Only dead letters whose last error is of this class.
+    #[serde(default)]
+    #[schema(value_type = Option<ErrorClassName>)]
+    pub error_class: Option<String>,
     /// At most this many, oldest first: 1 to 1000, default 1000.
     #[serde(default)]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<WholeNumber>,
+}
+
+/// `GET /api/messages/count`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageCountView {
+    /// How many messages match: exact when `estimated` is false.
+    pub count: u64,
+    /// More than 10,000 match and `count` is the store's estimate.
+    pub estimated: bool,
+}
+
+impl From<MessageCount> for MessageCountView {
+    fn from(counted: MessageCount) -> Self {
+        MessageCountView {
+            count: counted.count,
+            estimated: counted.estimated,
+        }
+    }
+}
+
+/// `GET /api/queue/dead-letters/groups`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterGroups {
+    /// Largest first.
+    pub groups: Vec<DeadLetterGroupView>,
+}
+
+/// The dead letters of one transport whose last errors are of one class.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterGroupView {
+    pub transport: String,
+    /// The class of the last error: timeout | connection | rejected |
+    /// permanent | transient | lease_expired | unknown.
+    #[schema(value_type = ErrorClassName)]
+    pub error_class: String,
+    pub count: u64,
+    /// When the group's first dead letter was dead-lettered.
+    #[serde(serialize_with = "rfc3339")]
+    pub oldest: DateTime<Utc>,
+    /// When its latest was.
+    #[serde(serialize_with = "rfc3339")]
+    pub newest: DateTime<Utc>,
+    /// One of the group's last errors, as stored.
+    pub sample_error: Option<String>,
+}
+
+impl From<DeadLetterGroup> for DeadLetterGroupView {
+    fn from(group: DeadLetterGroup) -> Self {
+        DeadLetterGroupView {
+            transport: group.transport,
+            error_class: group.error_class,
+            count: group.count,
+            oldest: group.oldest,
+            newest: group.newest,
+            sample_error: group.sample_error,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

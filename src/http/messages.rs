@@ -8,19 +8,21 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
 
 use super::auth::{AdminRole, Authorized, EnqueueRole, ReadRole};
 use super::dto::{
-    BatchRequest, BatchResponse, BatchResult, EnqueueResponse, EnqueuedMessage, MessageDetail,
-    MessagePage,
+    BatchRequest, BatchResponse, BatchResult, EnqueueResponse, EnqueuedMessage, MessageCountView,
+    MessageDetail, MessagePage,
 };
 use super::error::ErrorBody;
 use super::extract::{JsonBody, Query};
-use super::openapi::Include;
+use super::openapi::{Include, Instant};
 use super::{ApiError, AppState};
+use crate::delivery::errors::CLASSES;
 use crate::domain::{
-    Channel, DeliveryState, EnqueueRequest, Fingerprint, NewMessage, Stamp, Status,
-    ValidationError, normalise_any_recipient,
+    Category, Channel, DeliveryState, EnqueueRequest, Fingerprint, IdempotencyKey, NewMessage,
+    Stamp, Status, ValidationError, check_category, check_idempotency_key, normalise_any_recipient,
 };
 use crate::storage::{Enqueued, MAX_BATCH, MessageFilter, PageRequest};
 use crate::telemetry::{self, Endpoint};
@@ -312,6 +314,10 @@ pub async fn get_message(
         ("fingerprint" = Option<Fingerprint>, Query, description = "Messages with this content fingerprint (64 hex digits)"),
         ("recipient" = Option<String>, Query, description = "Messages to this address, number, device token or chat channel (an email address matches whatever its case or display name)"),
         ("delivery" = Option<DeliveryState>, Query, description = "unknown | delivered | bounced | complained | failed: what the provider reported"),
+        ("idempotency_key" = Option<IdempotencyKey>, Query, description = "The message enqueued with this idempotency key (exactly)"),
+        ("category" = Option<Category>, Query, description = "Messages of this category"),
+        ("since" = Option<Instant>, Query, example = "2026-12-01T00:00:00Z", description = "Created at or after this instant (RFC 3339, e.g. `2026-12-01T09:00:00Z`)"),
+        ("until" = Option<Instant>, Query, example = "2026-12-02T00:00:00Z", description = "Created before this instant (RFC 3339); after `since`"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000, default 50"),
         ("after" = Option<Stamp>, Query, description = "The `next` cursor of the previous page"),
         ("include" = Option<Include>, Query, description = "`payload` adds each message's payload"),
@@ -332,19 +338,91 @@ pub async fn list_messages(
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(
         &req,
-        &[
-            "status",
-            "transport",
-            "channel",
-            "fingerprint",
-            "recipient",
-            "delivery",
-            "limit",
-            "after",
-            "include",
-        ],
+        &[&FILTERS[..], &["limit", "after", "include"]].concat(),
     )?;
-    let filter = MessageFilter {
+    let filter = message_filter(&query)?;
+    let page = page_request(&query)?;
+    let include_payload = include_payload(&query)?;
+    let page = state.storage.list_messages(&filter, page).await?;
+    Ok(HttpResponse::Ok().json(MessagePage::new(page, include_payload)))
+}
+
+/// How many messages match, with the filters of `GET /api/messages`.
+///
+/// Exact up to 10,000 (`estimated: false`): no more than 10,001 matches
+/// are ever read to answer. Past that the count is an estimate
+/// (`estimated: true`), never below 10,001. PostgreSQL estimates with the
+/// planner's row estimate for the same filtered query (its statistics,
+/// so it can be off by a wide margin for a rare combination of filters).
+/// SQLite extrapolates by time: stamps are ULIDs, made in time order, so
+/// the newest 10,001 matches cover a stretch of stamp time, and matches
+/// are taken to come as densely over the store's whole span (from its
+/// oldest message, or `since`).
+#[utoipa::path(
+    get,
+    path = "/api/messages/count",
+    tag = "messages",
+    params(
+        ("status" = Option<Status>, Query, description = "queued | processing | sent | dead | cancelled | suppressed"),
+        ("transport" = Option<String>, Query, description = "Messages of this transport"),
+        ("channel" = Option<Channel>, Query, description = "email | sms | chat | push | webhook"),
+        ("fingerprint" = Option<Fingerprint>, Query, description = "Messages with this content fingerprint (64 hex digits)"),
+        ("recipient" = Option<String>, Query, description = "Messages to this address, number, device token or chat channel"),
+        ("delivery" = Option<DeliveryState>, Query, description = "unknown | delivered | bounced | complained | failed"),
+        ("idempotency_key" = Option<IdempotencyKey>, Query, description = "The message enqueued with this idempotency key (exactly)"),
+        ("category" = Option<Category>, Query, description = "Messages of this category"),
+        ("since" = Option<Instant>, Query, example = "2026-12-01T00:00:00Z", description = "Created at or after this instant (RFC 3339)"),
+        ("until" = Option<Instant>, Query, example = "2026-12-02T00:00:00Z", description = "Created before this instant (RFC 3339); after `since`"),
+    ),
+    responses(
+        (status = 200, body = MessageCountView),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn count_messages(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &FILTERS)?;
+    let filter = message_filter(&query)?;
+    let counted = state.storage.count_messages(&filter).await?;
+    Ok(HttpResponse::Ok().json(MessageCountView::from(counted)))
+}
+
+/// The filters of `GET /api/messages` and its count.
+const FILTERS: [&str; 10] = [
+    "status",
+    "transport",
+    "channel",
+    "fingerprint",
+    "recipient",
+    "delivery",
+    "idempotency_key",
+    "category",
+    "since",
+    "until",
+];
+
+/// The listing filters the query holds; a route's [`Query::parse`] says
+/// which it accepts. `until` must come after `since`.
+pub(super) fn message_filter(query: &Query) -> Result<MessageFilter, ApiError> {
+    let since = query.get("since", parse_instant)?;
+    let until = query.get("until", parse_instant)?;
+    if let (Some(since), Some(until)) = (since, until)
+        && since >= until
+    {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "until",
+            "until must be later than since",
+        ));
+    }
+    Ok(MessageFilter {
         status: query.get("status", |s| s.parse::<Status>().map_err(|e| e.to_string()))?,
         transport: query.text("transport"),
         channel: query.get("channel", |s| {
@@ -365,11 +443,73 @@ pub async fn list_messages(
             DeliveryState::parse(s)
                 .ok_or_else(|| "one of unknown, delivered, bounced, complained, failed".to_owned())
         })?,
+        idempotency_key: query.get("idempotency_key", |s| {
+            check_idempotency_key(s).map(|()| s.to_owned())
+        })?,
+        category: query.get("category", |s| check_category(s).map(|()| s.to_owned()))?,
+        since,
+        until,
+        error_class: query.get("error_class", |s| {
+            CLASSES
+                .iter()
+                .find(|class| **class == s)
+                .map(|class| (*class).to_owned())
+                .ok_or_else(|| format!("`{s}` is not one of {}", CLASSES.join(", ")))
+        })?,
+    })
+}
+
+/// What `since` and `until` take: RFC 3339 with an upper-case `T` and
+/// `Z` (or a numeric offset), exactly as [`parse_instant`] does; the
+/// `date-time` format beside it rules out days a month lacks.
+pub const INSTANT_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$";
+
+/// An RFC 3339 instant in [`INSTANT_PATTERN`]'s shape, without a leap
+/// second, which the stores cannot hold.
+pub(super) fn parse_instant(raw: &str) -> Result<DateTime<Utc>, String> {
+    let refused = || format!("`{raw}` is not an RFC 3339 instant such as 2026-12-01T09:00:00Z");
+    let bytes = raw.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        bytes
+            .get(range)
+            .is_some_and(|part| part.iter().all(u8::is_ascii_digit))
     };
-    let page = page_request(&query)?;
-    let include_payload = include_payload(&query)?;
-    let page = state.storage.list_messages(&filter, page).await?;
-    Ok(HttpResponse::Ok().json(MessagePage::new(page, include_payload)))
+    let date_and_time = bytes.len() >= 20
+        && digits(0..4)
+        && bytes[4] == b'-'
+        && digits(5..7)
+        && bytes[7] == b'-'
+        && digits(8..10)
+        && bytes[10] == b'T'
+        && digits(11..13)
+        && bytes[13] == b':'
+        && digits(14..16)
+        && bytes[16] == b':'
+        && digits(17..19);
+    if !date_and_time {
+        return Err(refused());
+    }
+    let mut rest = &bytes[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let length = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+        if length == 0 {
+            return Err(refused());
+        }
+        rest = &fraction[length..];
+    }
+    let offset = rest == b"Z"
+        || (rest.len() == 6
+            && matches!(rest[0], b'+' | b'-')
+            && rest[1..3].iter().all(u8::is_ascii_digit)
+            && rest[3] == b':'
+            && rest[4..6].iter().all(u8::is_ascii_digit));
+    if !offset || &bytes[17..19] == b"60" {
+        return Err(refused());
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| refused())
 }
 
 /// Cancel a message that is queued (not yet being delivered), or discard
@@ -479,4 +619,51 @@ pub(super) fn include_payload(query: &Query) -> Result<bool, ApiError> {
             )),
         })?
         .unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_instant_pattern_takes_what_the_server_does() {
+        let pattern = regex::Regex::new(INSTANT_PATTERN).expect("a valid pattern");
+        for (raw, accepted) in [
+            ("2026-12-01T09:00:00Z", true),
+            ("2026-12-01T09:00:00.123456Z", true),
+            ("0001-01-01T00:00:00-23:59", true),
+            ("9999-12-31T23:59:59.5+23:59", true),
+            ("2026-12-01T09:00:00", false),
+            ("2026-12-01t09:00:00z", false),
+            ("2026-12-01 09:00:00Z", false),
+            ("2026-12-01T09:00Z", false),
+            ("2026-12-01T09:00:00.Z", false),
+            ("2026-12-01T09:00:00+0100", false),
+            ("2026-12-01", false),
+            ("", false),
+        ] {
+            assert_eq!(pattern.is_match(raw), accepted, "pattern: {raw}");
+            assert_eq!(parse_instant(raw).is_ok(), accepted, "server: {raw}");
+        }
+        // In the pattern's shape, but no instant: the `date-time` format
+        // beside it rules these out.
+        for raw in [
+            "2026-02-30T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T24:00:00Z",
+        ] {
+            assert!(
+                pattern.is_match(raw) && parse_instant(raw).is_err(),
+                "{raw}"
+            );
+        }
+        assert!(
+            parse_instant("2026-12-31T23:59:60Z").is_err(),
+            "no leap second"
+        );
+        assert_eq!(
+            parse_instant("2026-12-01T10:00:00+01:00"),
+            parse_instant("2026-12-01T09:00:00Z")
+        );
+    }
 }

@@ -133,6 +133,9 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::POST, "/api/messages/batch", || {
             web::route().to(messages::enqueue_batch)
         }),
+        route(Method::GET, "/api/messages/count", || {
+            web::route().to(messages::count_messages)
+        }),
         route(Method::GET, "/api/messages/{id}", || {
             web::route().to(messages::get_message)
         }),
@@ -144,6 +147,9 @@ pub fn routes() -> Vec<ApiRoute> {
         }),
         route(Method::GET, "/api/queue/dead-letters", || {
             web::route().to(queue::dead_letters)
+        }),
+        route(Method::GET, "/api/queue/dead-letters/groups", || {
+            web::route().to(queue::dead_letter_groups)
         }),
         route(Method::POST, "/api/queue/dead-letters/replay", || {
             web::route().to(queue::replay_dead_letters)

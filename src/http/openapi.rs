@@ -45,10 +45,12 @@ pub const DOCS_PATH: &str = "/api/docs/";
         messages::enqueue,
         messages::enqueue_batch,
         messages::list_messages,
+        messages::count_messages,
         messages::get_message,
         messages::cancel,
         messages::retry,
         queue::dead_letters,
+        queue::dead_letter_groups,
         queue::replay_dead_letters,
         analytics::queue,
         analytics::transport_performance_report,
@@ -71,6 +73,9 @@ pub const DOCS_PATH: &str = "/api/docs/";
         crate::domain::Stamp,
         crate::domain::Fingerprint,
         crate::domain::Category,
+        crate::domain::IdempotencyKey,
+        Instant,
+        ErrorClassName,
         crate::domain::PushPayload,
         crate::domain::ChatPayload,
         TransportName,
@@ -222,6 +227,38 @@ impl PartialSchema for Bucket {
 }
 
 impl ToSchema for Bucket {}
+
+/// An instant, as `since` and `until` take it.
+pub struct Instant;
+
+impl PartialSchema for Instant {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::DateTime,
+            )))
+            .pattern(Some(messages::INSTANT_PATTERN))
+            .into()
+    }
+}
+
+impl ToSchema for Instant {}
+
+/// The class of a message's last error
+/// ([`crate::delivery::errors::class_of_error`]).
+pub struct ErrorClassName;
+
+impl PartialSchema for ErrorClassName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(crate::delivery::errors::CLASSES))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorClassName {}
 
 /// What a message read may include besides its own fields.
 pub struct Include;

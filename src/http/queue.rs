@@ -1,16 +1,17 @@
-//! `/api/queue/dead-letters`: the dead-letter queue, listed and replayed
-//! in bulk.
+//! `/api/queue/dead-letters`: the dead-letter queue, listed, grouped by
+//! transport and error class, and replayed in bulk by filter.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::auth::{AdminRole, Authorized, ReadRole};
-use super::dto::{MessagePage, ReplayRequest, ReplayResponse};
+use super::dto::{DeadLetterGroups, MessagePage, ReplayRequest, ReplayResponse};
 use super::error::ErrorBody;
 use super::extract::{OptionalJsonBody, Query};
-use super::messages::{include_payload, page_request};
-use super::openapi::Include;
+use super::messages::{include_payload, message_filter, page_request};
+use super::openapi::{ErrorClassName, Include, Instant};
 use super::{ApiError, AppState};
-use crate::domain::{Stamp, Status, ValidationError, WholeNumber};
+use crate::delivery::errors::CLASSES;
+use crate::domain::{Category, Channel, Stamp, ValidationError, WholeNumber, check_category};
 use crate::storage::{MAX_BATCH, MessageFilter};
 
 /// Dead letters, newest first, cursor-paged like `GET /api/messages`.
@@ -20,6 +21,11 @@ use crate::storage::{MAX_BATCH, MessageFilter};
     tag = "queue",
     params(
         ("transport" = Option<String>, Query, description = "Dead letters of this transport"),
+        ("channel" = Option<Channel>, Query, description = "email | sms | chat | push | webhook"),
+        ("category" = Option<Category>, Query, description = "Dead letters of this category"),
+        ("error_class" = Option<ErrorClassName>, Query, description = "Dead letters whose last error is of this class"),
+        ("since" = Option<Instant>, Query, example = "2026-12-01T00:00:00Z", description = "Created at or after this instant (RFC 3339)"),
+        ("until" = Option<Instant>, Query, example = "2026-12-02T00:00:00Z", description = "Created before this instant (RFC 3339); after `since`"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000, default 50"),
         ("after" = Option<Stamp>, Query, description = "The `next` cursor of the previous page"),
         ("include" = Option<Include>, Query, description = "`payload` adds each message's payload"),
@@ -38,21 +44,75 @@ pub async fn dead_letters(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(&req, &["transport", "limit", "after", "include"])?;
-    let filter = MessageFilter {
-        status: Some(Status::Dead),
-        transport: query.text("transport"),
-        ..MessageFilter::default()
-    };
+    let query = Query::parse(
+        &req,
+        &[&FILTERS[..], &["limit", "after", "include"]].concat(),
+    )?;
+    let filter = message_filter(&query)?.dead_letters();
     let page = page_request(&query)?;
     let include_payload = include_payload(&query)?;
     let page = state.storage.list_messages(&filter, page).await?;
     Ok(HttpResponse::Ok().json(MessagePage::new(page, include_payload)))
 }
 
+/// The filters of the dead-letter listing and its groups.
+const FILTERS: [&str; 6] = [
+    "transport",
+    "channel",
+    "category",
+    "error_class",
+    "since",
+    "until",
+];
+
+/// Dead letters by transport and the class of their last error, largest
+/// group first: how many, and when the first and the latest of them were
+/// dead-lettered. The class is read from how the last error begins (the
+/// transports' errors each begin with their own words); an error that
+/// none begins, as an older version may have written, is `unknown`.
+#[utoipa::path(
+    get,
+    path = "/api/queue/dead-letters/groups",
+    tag = "queue",
+    params(
+        ("transport" = Option<String>, Query, description = "Dead letters of this transport"),
+        ("channel" = Option<Channel>, Query, description = "email | sms | chat | push | webhook"),
+        ("category" = Option<Category>, Query, description = "Dead letters of this category"),
+        ("error_class" = Option<ErrorClassName>, Query, description = "Dead letters whose last error is of this class"),
+        ("since" = Option<Instant>, Query, example = "2026-12-01T00:00:00Z", description = "Created at or after this instant (RFC 3339)"),
+        ("until" = Option<Instant>, Query, example = "2026-12-02T00:00:00Z", description = "Created before this instant (RFC 3339); after `since`"),
+    ),
+    responses(
+        (status = 200, body = DeadLetterGroups),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn dead_letter_groups(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &FILTERS)?;
+    let filter = message_filter(&query)?;
+    let groups = state.storage.dead_letter_groups(&filter).await?;
+    Ok(HttpResponse::Ok().json(DeadLetterGroups {
+        groups: groups.into_iter().map(Into::into).collect(),
+    }))
+}
+
 /// Replay dead letters in bulk, oldest first: each is queued again under
-/// its own id with fresh attempts (event `replayed`). An empty body
-/// replays up to 1000 of every transport.
+/// its own id with fresh attempts (event `replayed`), at most once per
+/// call. An empty body replays up to 1000 of every transport.
+///
+/// To replay every dead letter that matches, call again until `replayed`
+/// is empty: the replayed are no longer dead, so each call takes the
+/// next ones. One that fails again and is dead-lettered anew joins the
+/// end of the queue (dead letters are replayed by when they died), so it
+/// is not taken again before those still waiting.
 #[utoipa::path(
     post,
     path = "/api/queue/dead-letters/replay",
@@ -66,7 +126,7 @@ pub async fn dead_letters(
         (status = 408, description = "Body not received within `server.body_timeout_ms`; nothing stored", body = ErrorBody),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
-        (status = 422, description = "Unknown transport or limit out of range", body = ErrorBody),
+        (status = 422, description = "Unknown transport, invalid category or error class, or limit out of range; `field` names it", body = ErrorBody),
         (status = 503, description = "Storage unreachable", body = ErrorBody),
     ),
     security(("bearer" = ["admin"]))
@@ -99,9 +159,30 @@ pub async fn replay_dead_letters(
         )
         .into());
     }
+    if let Some(category) = &request.category {
+        check_category(category).map_err(|e| ValidationError::invalid("category", e))?;
+    }
+    if let Some(class) = request
+        .error_class
+        .as_ref()
+        .filter(|class| !CLASSES.contains(&class.as_str()))
+    {
+        return Err(ValidationError::invalid(
+            "error_class",
+            format!("`{class}` is not one of {}", CLASSES.join(", ")),
+        )
+        .into());
+    }
+    let filter = MessageFilter {
+        transport: request.transport,
+        channel: request.channel,
+        category: request.category,
+        error_class: request.error_class,
+        ..MessageFilter::default()
+    };
     let replayed = state
         .storage
-        .replay_dead(request.transport.as_deref(), limit, state.clock.now())
+        .replay_dead(&filter, limit, state.clock.now())
         .await?;
     Ok(HttpResponse::Ok().json(ReplayResponse {
         replayed: replayed.iter().map(ToString::to_string).collect(),

@@ -317,6 +317,53 @@ pub struct MessageFilter {
     /// A recipient, normalised ([`crate::domain::normalise_recipient`]).
     pub recipient: Option<String>,
     pub delivery: Option<crate::domain::DeliveryState>,
+    /// The client's idempotency key, exactly.
+    pub idempotency_key: Option<String>,
+    pub category: Option<String>,
+    /// Created at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// The class of the message's last error, as
+    /// [`crate::delivery::errors::class_of_error`] reads it.
+    pub error_class: Option<String>,
+}
+
+impl MessageFilter {
+    /// This filter narrowed to dead letters.
+    pub fn dead_letters(&self) -> MessageFilter {
+        MessageFilter {
+            status: Some(Status::Dead),
+            ..self.clone()
+        }
+    }
+}
+
+/// How many messages a filter matches: exact up to
+/// [`EXACT_COUNT_LIMIT`], an estimate beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MessageCount {
+    pub count: u64,
+    /// The count is the backend's estimate: more than
+    /// [`EXACT_COUNT_LIMIT`] match, and counting them all would read
+    /// every one.
+    pub estimated: bool,
+}
+
+/// The most matches [`Storage::count_messages`] counts one by one.
+pub const EXACT_COUNT_LIMIT: u64 = 10_000;
+
+/// The dead letters of one transport whose last errors are of one class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetterGroup {
+    pub transport: String,
+    pub error_class: String,
+    pub count: u64,
+    /// When the group's first and last dead letters died.
+    pub oldest: DateTime<Utc>,
+    pub newest: DateTime<Utc>,
+    /// One of the group's last errors (the greatest, as text sorts).
+    pub sample_error: Option<String>,
 }
 
 /// One page of a listing, newest first. `after` is the last id of the
@@ -610,11 +657,12 @@ pub trait Storage: Send + Sync + 'static {
     /// (event `replayed`).
     async fn replay(&self, id: Stamp, now: DateTime<Utc>) -> Result<Message, StorageError>;
 
-    /// Replays up to `limit` dead messages, oldest first, optionally of one
-    /// transport. Returns the replayed ids.
+    /// Replays up to `limit` dead messages that `filter` matches (its
+    /// `status` aside), oldest dead first; each at most once. Returns the
+    /// replayed ids.
     async fn replay_dead(
         &self,
-        transport: Option<&str>,
+        filter: &MessageFilter,
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Stamp>, StorageError>;
@@ -713,6 +761,17 @@ pub trait Storage: Send + Sync + 'static {
         filter: &MessageFilter,
         page: PageRequest,
     ) -> Result<Page, StorageError>;
+
+    /// How many messages `filter` matches, counting at most
+    /// [`EXACT_COUNT_LIMIT`] + 1 of them: past that, an estimate.
+    async fn count_messages(&self, filter: &MessageFilter) -> Result<MessageCount, StorageError>;
+
+    /// The dead letters `filter` matches (its `status` aside), by
+    /// transport and error class, largest group first.
+    async fn dead_letter_groups(
+        &self,
+        filter: &MessageFilter,
+    ) -> Result<Vec<DeadLetterGroup>, StorageError>;
 
     /// Messages with this content, newest first.
     async fn find_by_fingerprint(

@@ -25,17 +25,18 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql, add_failures_sql,
-    add_metrics_sql, bounce_totals_sql, compaction_sql, failure_totals_sql, listing_wheres,
-    rollup_rows_sql, rollup_totals_sql, series_sql, write_seal_sql,
+    ALERT_COLUMNS, FilterValue, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql, add_failures_sql,
+    add_metrics_sql, bounce_totals_sql, compaction_sql, error_class_sql, failure_totals_sql,
+    filter_conditions, listing_wheres, rollup_rows_sql, rollup_totals_sql, series_sql,
+    write_seal_sql,
 };
 use super::{
-    Alert, AlertNotice, AlertState, BounceCount, DeadLetterSummary, DepthRow, Enqueued, Expired,
-    FailureCount, FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert,
-    NodeInfo, Outcome, OutcomeKind, Page, PageRequest, Recorded, Retention, RollupSeal, Scope,
-    SeriesCounts, Storage, StorageError, StorageOptions, Suppression, SuppressionCursor,
-    SuppressionFilter, TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, clamp_limit,
-    effective_at, with_queued_event,
+    Alert, AlertNotice, AlertState, BounceCount, DeadLetterGroup, DeadLetterSummary, DepthRow,
+    EXACT_COUNT_LIMIT, Enqueued, Expired, FailureCount, FeedbackBatch, FeedbackRecorded,
+    MessageCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
+    PageRequest, Recorded, Retention, RollupSeal, Scope, SeriesCounts, Storage, StorageError,
+    StorageOptions, Suppression, SuppressionCursor, SuppressionFilter, TransportState, WRITE_PROBE,
+    WeakWorkSignal, WorkSignal, clamp_limit, effective_at, with_queued_event,
 };
 use crate::domain::{
     Channel, ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -719,6 +720,47 @@ async fn send_notifications(
             tracing::warn!(%cause, "could not notify other nodes of new work");
         }
         tokio::time::sleep(NOTIFY_INTERVAL).await;
+    }
+}
+
+/// The `WHERE` clauses of a listing of `filter` over the live and the
+/// finished table, with the values both bind ([`filter_conditions`]).
+struct Listing {
+    live_where: String,
+    finished_where: String,
+    values: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Listing {
+    fn new(filter: &MessageFilter, after: Option<Stamp>) -> Listing {
+        let (conditions, values) = filter_conditions(filter, after, dollar, |p| {
+            // The GIN index's operator; the live table is scanned.
+            format!("recipients @> {p}::text[]")
+        });
+        let (live_where, finished_where) = listing_wheres(conditions, filter.delivery);
+        let values = values
+            .into_iter()
+            .map(|value| -> Box<dyn ToSql + Sync + Send> {
+                match value {
+                    FilterValue::Text(text) => Box::new(text),
+                    FilterValue::Id(id) => Box::new(uuid(id)),
+                    FilterValue::Time(at) => Box::new(at),
+                    FilterValue::Recipient(address) => Box::new(vec![address]),
+                }
+            })
+            .collect();
+        Listing {
+            live_where,
+            finished_where,
+            values,
+        }
+    }
+
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.values
+            .iter()
+            .map(|value| value.as_ref() as &(dyn ToSql + Sync))
+            .collect()
     }
 }
 
@@ -1507,37 +1549,39 @@ impl Storage for PostgresStorage {
 
     async fn replay_dead(
         &self,
-        transport: Option<&str>,
+        filter: &MessageFilter,
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Stamp>, StorageError> {
-        let limit = clamp_limit(limit) as i64;
+        let limit = clamp_limit(limit);
+        let dead = Listing::new(&filter.dead_letters(), None);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let rows = tx
-            .query(
-                "SELECT id, updated_at FROM finished_messages
-                 WHERE status = 'dead' AND ($1::text IS NULL OR transport = $1)
-                 ORDER BY updated_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&transport, &limit],
-            )
-            .await?;
-        // Dead letters stored before the tables were split, not yet moved.
-        let unmoved = tx
-            .query(
-                "SELECT id, updated_at FROM messages
-                 WHERE status = 'dead' AND ($1::text IS NULL OR transport = $1)
-                 ORDER BY updated_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&transport, &limit],
-            )
-            .await?;
-        let mut rows: Vec<(DateTime<Utc>, Uuid)> = rows
-            .iter()
-            .chain(&unmoved)
-            .map(|row| Ok((row.try_get(1)?, row.try_get(0)?)))
-            .collect::<Result<_, StorageError>>()?;
+        // Dead letters stored before the tables were split, not yet
+        // moved, come from the live table.
+        let mut rows: Vec<(DateTime<Utc>, Uuid)> = Vec::new();
+        for (table, where_) in [
+            ("finished_messages", &dead.finished_where),
+            ("messages", &dead.live_where),
+        ] {
+            let found = tx
+                .query(
+                    &format!(
+                        "SELECT id, updated_at FROM {table} {where_}
+                         ORDER BY updated_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED"
+                    ),
+                    &dead.values(),
+                )
+                .await?;
+            for row in &found {
+                rows.push((row.try_get(1)?, row.try_get(0)?));
+            }
+        }
         rows.sort();
-        rows.truncate(limit as usize);
+        // A row caught mid-move would be read from both tables.
+        let mut seen = std::collections::HashSet::new();
+        rows.retain(|(_, id)| seen.insert(*id));
+        rows.truncate(limit);
         let mut ids = Vec::with_capacity(rows.len());
         for (_, id) in rows {
             let id = stamp(id);
@@ -1831,43 +1875,12 @@ impl Storage for PostgresStorage {
         page: PageRequest,
     ) -> Result<Page, StorageError> {
         let limit = clamp_limit(page.limit);
-        let status = filter.status.map(|s| s.as_str());
-        let channel = filter.channel.map(|c| c.as_str().to_owned());
-        let fingerprint = filter.fingerprint.as_ref().map(|f| f.as_str().to_owned());
-        let after = page.after.map(uuid);
-        let mut filters: Vec<(&str, &(dyn ToSql + Sync))> = Vec::new();
-        if let Some(transport) = &filter.transport {
-            filters.push(("transport =", transport));
-        }
-        if let Some(channel) = &channel {
-            filters.push(("channel =", channel));
-        }
-        if let Some(fingerprint) = &fingerprint {
-            filters.push(("fingerprint =", fingerprint));
-        }
-        if let Some(after) = &after {
-            filters.push(("id <", after));
-        }
-        let mut conditions: Vec<String> = filters
-            .iter()
-            .enumerate()
-            .map(|(i, (sql, _))| format!("{sql} ${}", i + 1))
-            .collect();
-        // A literal, not a parameter: finished messages are indexed by
-        // status only where it is not `sent`, an index a plan can use
-        // only if it knows the status it looks for.
-        if let Some(status) = &status {
-            conditions.push(format!("status = '{status}'"));
-        }
-        let mut values: Vec<&(dyn ToSql + Sync)> =
-            filters.iter().map(|(_, value)| *value).collect();
-        let recipient = filter.recipient.as_ref().map(|r| vec![r.clone()]);
-        if let Some(recipient) = &recipient {
-            values.push(recipient);
-            // The GIN index's operator; the live table is scanned.
-            conditions.push(format!("recipients @> ${}::text[]", values.len()));
-        }
-        let (live_where, finished_where) = listing_wheres(conditions, filter.delivery);
+        let listing = Listing::new(filter, page.after);
+        let Listing {
+            live_where,
+            finished_where,
+            ..
+        } = &listing;
         // A recipient's messages are few: found through the GIN index,
         // then sorted. The statement is prepared once, and PostgreSQL's
         // generic plan for it (the address unknown) walked the primary
@@ -1875,7 +1888,7 @@ impl Storage for PostgresStorage {
         // all 1,000,000 rows for an address with a handful of messages
         // (BENCHMARKS.md, "Delivery feedback"). Materialised, the matches
         // are planned for in full, which only the index serves.
-        let finished = if recipient.is_some() {
+        let finished = if filter.recipient.is_some() {
             format!(
                 "WITH hits AS MATERIALIZED (SELECT {FINISHED_COLUMNS} FROM finished_messages \
                  {finished_where}) SELECT * FROM hits"
@@ -1893,8 +1906,16 @@ impl Storage for PostgresStorage {
             n = limit + 1
         );
         let client = self.client().await?;
-        let statement = client.prepare_cached(&sql).await?;
-        let rows = client.query(&statement, &values).await?;
+        // Whether a time range is best read by `created_at` or walked
+        // newest first by id depends on how many it holds, which only the
+        // bounds tell: such a listing is planned afresh for them, as a
+        // cached statement's generic plan would not be.
+        let statement = if filter.since.is_some() || filter.until.is_some() {
+            client.prepare(&sql).await?
+        } else {
+            client.prepare_cached(&sql).await?
+        };
+        let rows = client.query(&statement, &listing.values()).await?;
         let mut items = rows
             .iter()
             .map(message_from_row)
@@ -1906,6 +1927,79 @@ impl Storage for PostgresStorage {
             None
         };
         Ok(Page { items, next })
+    }
+
+    async fn count_messages(&self, filter: &MessageFilter) -> Result<MessageCount, StorageError> {
+        let listing = Listing::new(filter, None);
+        let matches = format!(
+            "SELECT 1 FROM messages {} UNION ALL SELECT 1 FROM finished_messages {}",
+            listing.live_where, listing.finished_where
+        );
+        let cap = EXACT_COUNT_LIMIT + 1;
+        let client = self.client().await?;
+        // Prepared afresh, so both statements are planned for the values
+        // bound (see `list_messages`).
+        let counted: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM ({matches} LIMIT {cap}) AS capped"),
+                &listing.values(),
+            )
+            .await?
+            .try_get(0)?;
+        let counted = counted.max(0) as u64;
+        if counted <= EXACT_COUNT_LIMIT {
+            return Ok(MessageCount {
+                count: counted,
+                estimated: false,
+            });
+        }
+        let plan: serde_json::Value = client
+            .query_one(
+                &format!("EXPLAIN (FORMAT JSON) {matches}"),
+                &listing.values(),
+            )
+            .await?
+            .try_get(0)?;
+        let planned = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0);
+        Ok(MessageCount {
+            // More than the cap were counted, whatever the planner thinks.
+            count: (planned.round() as u64).max(cap),
+            estimated: true,
+        })
+    }
+
+    async fn dead_letter_groups(
+        &self,
+        filter: &MessageFilter,
+    ) -> Result<Vec<DeadLetterGroup>, StorageError> {
+        let dead = Listing::new(&filter.dead_letters(), None);
+        let columns = format!(
+            "transport, {} AS class, updated_at, last_error",
+            error_class_sql()
+        );
+        let sql = format!(
+            "SELECT transport, class, count(*), min(updated_at), max(updated_at), max(last_error)
+             FROM (SELECT {columns} FROM finished_messages {finished}
+                   UNION ALL
+                   SELECT {columns} FROM messages {live}) AS dead
+             GROUP BY transport, class ORDER BY 3 DESC, 1, 2",
+            finished = dead.finished_where,
+            live = dead.live_where,
+        );
+        let client = self.client().await?;
+        let rows = client.query(&sql, &dead.values()).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetterGroup {
+                    transport: row.try_get(0)?,
+                    error_class: row.try_get(1)?,
+                    count: row.try_get::<_, i64>(2)?.max(0) as u64,
+                    oldest: row.try_get(3)?,
+                    newest: row.try_get(4)?,
+                    sample_error: row.try_get(5)?,
+                })
+            })
+            .collect()
     }
 
     async fn expire_finished(

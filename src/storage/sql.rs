@@ -3,14 +3,102 @@
 //! Where the dialects differ (the parameter syntax, a function's name)
 //! the builders take the difference as an argument.
 
+use chrono::{DateTime, Utc};
+
+use super::MessageFilter;
 use super::rollups::{SeriesCounts, is_max_column, metric_columns};
-use crate::domain::DeliveryState;
+use crate::delivery::errors::{ERROR_CLASSES, LEASE_EXPIRED_CLASS, UNKNOWN_CLASS};
+use crate::domain::{DeliveryState, Stamp};
 
 /// The `messages` columns every read of a message selects (SQLite's
 /// `message_from_row` reads them by position: the order matters).
 pub(crate) const MESSAGE_COLUMNS: &str = "id, channel, transport, category, status, priority, \
     payload, metadata, fingerprint, idempotency_key, attempts, max_attempts, created_at, \
     available_at, lease_until, claim_token, sent_at, last_error, updated_at";
+
+/// A value a condition of [`filter_conditions`] binds, which each backend
+/// writes in its own types.
+pub(crate) enum FilterValue {
+    Text(String),
+    Id(Stamp),
+    Time(DateTime<Utc>),
+    /// A normalised recipient, for the backend's recipient condition.
+    Recipient(String),
+}
+
+/// The conditions of `filter` but its delivery state (which
+/// [`listing_wheres`] adds) and, with `after`, ids below it, with the
+/// values they bind as `p(1)`, `p(2)`, ... in order. `recipient(p)` is the
+/// backend's condition on a recipient bound as `p`.
+pub(crate) fn filter_conditions(
+    filter: &MessageFilter,
+    after: Option<Stamp>,
+    p: impl Fn(usize) -> String,
+    recipient: impl Fn(&str) -> String,
+) -> (Vec<String>, Vec<FilterValue>) {
+    let mut conditions = Vec::new();
+    let mut values = Vec::new();
+    let mut bind = |value: FilterValue, condition: &dyn Fn(&str) -> String| {
+        values.push(value);
+        conditions.push(condition(&p(values.len())));
+    };
+    let text = |s: &str| FilterValue::Text(s.to_owned());
+    if let Some(transport) = &filter.transport {
+        bind(text(transport), &|p| format!("transport = {p}"));
+    }
+    if let Some(channel) = filter.channel {
+        bind(text(channel.as_str()), &|p| format!("channel = {p}"));
+    }
+    if let Some(fingerprint) = &filter.fingerprint {
+        bind(text(fingerprint.as_str()), &|p| {
+            format!("fingerprint = {p}")
+        });
+    }
+    if let Some(key) = &filter.idempotency_key {
+        bind(text(key), &|p| format!("idempotency_key = {p}"));
+    }
+    if let Some(category) = &filter.category {
+        bind(text(category), &|p| format!("category = {p}"));
+    }
+    if let Some(since) = filter.since {
+        bind(FilterValue::Time(since), &|p| format!("created_at >= {p}"));
+    }
+    if let Some(until) = filter.until {
+        bind(FilterValue::Time(until), &|p| format!("created_at < {p}"));
+    }
+    if let Some(class) = &filter.error_class {
+        bind(text(class), &|p| format!("{} = {p}", error_class_sql()));
+    }
+    if let Some(after) = after {
+        bind(FilterValue::Id(after), &|p| format!("id < {p}"));
+    }
+    if let Some(address) = &filter.recipient {
+        bind(FilterValue::Recipient(address.clone()), &recipient);
+    }
+    // A literal, not a parameter: finished messages are indexed by status
+    // only where it is not `sent`, an index a plan can use only if it
+    // knows the status it looks for.
+    if let Some(status) = filter.status {
+        conditions.push(format!("status = '{}'", status.as_str()));
+    }
+    (conditions, values)
+}
+
+/// A message's error class ([`crate::delivery::errors::class_of_error`])
+/// as an SQL expression over `last_error`, for both dialects.
+pub(crate) fn error_class_sql() -> String {
+    let cases: String = ERROR_CLASSES
+        .iter()
+        .chain([&LEASE_EXPIRED_CLASS])
+        .map(|(prefix, class)| {
+            format!(
+                " WHEN substr(last_error, 1, {}) = '{prefix}' THEN '{class}'",
+                prefix.chars().count()
+            )
+        })
+        .collect();
+    format!("(CASE{cases} ELSE '{UNKNOWN_CLASS}' END)")
+}
 
 /// The `WHERE` clauses of a listing's two halves, live and finished:
 /// `conditions` on both, and the delivery filter, which only finished

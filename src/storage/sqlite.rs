@@ -28,16 +28,18 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql,
-    add_failures_sql, add_metrics_sql, bounce_totals_sql, compaction_sql, failure_totals_sql,
-    listing_wheres, rollup_rows_sql, rollup_totals_sql, series_sql, write_seal_sql,
+    ALERT_COLUMNS, FilterValue, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql,
+    add_failures_sql, add_metrics_sql, bounce_totals_sql, compaction_sql, error_class_sql,
+    failure_totals_sql, filter_conditions, listing_wheres, rollup_rows_sql, rollup_totals_sql,
+    series_sql, write_seal_sql,
 };
 use super::{
-    Alert, AlertNotice, AlertState, BounceCount, DeadLetterSummary, DepthRow, Enqueued,
-    FailureCount, FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert,
-    NodeInfo, Outcome, OutcomeKind, Page, PageRequest, Recorded, RollupSeal, Scope, SeriesCounts,
-    Storage, StorageError, StorageOptions, Suppression, SuppressionCursor, SuppressionFilter,
-    TransportState, WRITE_PROBE, WorkSignal, clamp_limit, effective_at,
+    Alert, AlertNotice, AlertState, BounceCount, DeadLetterGroup, DeadLetterSummary, DepthRow,
+    EXACT_COUNT_LIMIT, Enqueued, FailureCount, FeedbackBatch, FeedbackRecorded, MessageCount,
+    MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page, PageRequest,
+    Recorded, RollupSeal, Scope, SeriesCounts, Storage, StorageError, StorageOptions, Suppression,
+    SuppressionCursor, SuppressionFilter, TransportState, WRITE_PROBE, WorkSignal, clamp_limit,
+    effective_at,
 };
 use super::{Expired, Retention, with_queued_event};
 use crate::domain::{
@@ -300,6 +302,39 @@ fn conversion_error(
     err: impl std::error::Error + Send + Sync + 'static,
 ) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(err))
+}
+
+/// The `WHERE` clauses of a listing of `filter` over the live and the
+/// finished table, with the values both bind ([`filter_conditions`]).
+struct Listing {
+    live_where: String,
+    finished_where: String,
+    values: Vec<Value>,
+}
+
+impl Listing {
+    fn new(filter: &MessageFilter, after: Option<Stamp>) -> Listing {
+        let (conditions, values) = filter_conditions(
+            filter,
+            after,
+            |i| format!("?{i}"),
+            |p| format!("id IN (SELECT message_id FROM message_recipients WHERE address = {p})"),
+        );
+        let (live_where, finished_where) = listing_wheres(conditions, filter.delivery);
+        let values = values
+            .into_iter()
+            .map(|value| match value {
+                FilterValue::Text(text) | FilterValue::Recipient(text) => Value::Text(text),
+                FilterValue::Id(id) => Value::Text(id.to_string()),
+                FilterValue::Time(at) => Value::Integer(to_millis(at)),
+            })
+            .collect();
+        Listing {
+            live_where,
+            finished_where,
+            values,
+        }
+    }
 }
 
 fn parse_column<T>(row: &Row<'_>, column: usize) -> rusqlite::Result<T>
@@ -1253,24 +1288,25 @@ impl Storage for SqliteStorage {
 
     async fn replay_dead(
         &self,
-        transport: Option<&str>,
+        filter: &MessageFilter,
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Stamp>, StorageError> {
         let aging = self.aging;
-        let transport = transport.map(str::to_owned);
+        let dead = Listing::new(&filter.dead_letters(), None);
         let limit = clamp_limit(limit);
         self.write(move |tx| {
-            let mut select = tx.prepare_cached(
-                "SELECT id, updated_at FROM finished_messages
-                 WHERE status = 'dead' AND (?1 IS NULL OR transport = ?1)
+            // Dead letters an older version left in the live table come
+            // from there; one writer moves rows, so none is in both.
+            let mut select = tx.prepare_cached(&format!(
+                "SELECT id, updated_at FROM finished_messages {}
                  UNION ALL
-                 SELECT id, updated_at FROM messages
-                 WHERE status = 'dead' AND (?1 IS NULL OR transport = ?1)
-                 ORDER BY updated_at, id LIMIT ?2",
-            )?;
+                 SELECT id, updated_at FROM messages {}
+                 ORDER BY updated_at, id LIMIT {limit}",
+                dead.finished_where, dead.live_where
+            ))?;
             let ids = select
-                .query_map(params![transport, limit as i64], |row| {
+                .query_map(rusqlite::params_from_iter(&dead.values), |row| {
                     parse_column::<Stamp>(row, 0)
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1595,41 +1631,15 @@ impl Storage for SqliteStorage {
         filter: &MessageFilter,
         page: PageRequest,
     ) -> Result<Page, StorageError> {
-        let filter = filter.clone();
+        let listing = Listing::new(filter, page.after);
         let limit = clamp_limit(page.limit);
         self.reader()
             .call(move |conn| {
-                let mut conditions = Vec::new();
-                let mut values: Vec<Value> = Vec::new();
-                let mut condition = |sql: &str, value: Value| {
-                    values.push(value);
-                    conditions.push(format!("{sql} ?{}", values.len()));
-                };
-                if let Some(status) = filter.status {
-                    condition("status =", Value::Text(status.as_str().into()));
-                }
-                if let Some(transport) = filter.transport {
-                    condition("transport =", Value::Text(transport));
-                }
-                if let Some(channel) = filter.channel {
-                    condition("channel =", Value::Text(channel.as_str().into()));
-                }
-                if let Some(fingerprint) = filter.fingerprint {
-                    condition("fingerprint =", Value::Text(fingerprint.as_str().into()));
-                }
-                if let Some(after) = page.after {
-                    condition("id <", Value::Text(after.to_string()));
-                }
-                if let Some(recipient) = filter.recipient {
-                    condition(
-                        "id IN (SELECT message_id FROM message_recipients WHERE address =",
-                        Value::Text(recipient),
-                    );
-                    if let Some(last) = conditions.last_mut() {
-                        last.push(')');
-                    }
-                }
-                let (live_where, finished_where) = listing_wheres(conditions, filter.delivery);
+                let Listing {
+                    live_where,
+                    finished_where,
+                    values,
+                } = listing;
                 // Newest first across both tables: each gives its own
                 // newest, then they are merged.
                 let sql = format!(
@@ -1653,6 +1663,117 @@ impl Storage for SqliteStorage {
                     None
                 };
                 Ok(Page { items, next })
+            })
+            .await
+    }
+
+    async fn count_messages(&self, filter: &MessageFilter) -> Result<MessageCount, StorageError> {
+        let listing = Listing::new(filter, None);
+        let since = filter.since.map(to_millis);
+        self.reader()
+            .call(move |conn| {
+                let Listing {
+                    live_where,
+                    finished_where,
+                    values,
+                } = listing;
+                let cap = EXACT_COUNT_LIMIT + 1;
+                let matches = format!(
+                    "SELECT id FROM messages {live_where}
+                     UNION ALL SELECT id FROM finished_messages {finished_where}"
+                );
+                let counted: i64 = conn
+                    .prepare_cached(&format!("SELECT count(*) FROM ({matches} LIMIT {cap})"))?
+                    .query_row(rusqlite::params_from_iter(&values), |row| row.get(0))?;
+                let counted = counted.max(0) as u64;
+                if counted <= EXACT_COUNT_LIMIT {
+                    return Ok(MessageCount {
+                        count: counted,
+                        estimated: false,
+                    });
+                }
+                // Ids are ULIDs, made in time order: the newest `cap`
+                // matches span some stretch of id time, and the matches
+                // are taken to come as densely over the rest of the
+                // store's span (from its oldest id, or `since`).
+                let newest: Vec<Stamp> = conn
+                    .prepare_cached(&format!(
+                        "SELECT id FROM (SELECT id FROM messages {live_where}
+                                         ORDER BY id DESC LIMIT {cap})
+                         UNION ALL
+                         SELECT id FROM (SELECT id FROM finished_messages {finished_where}
+                                         ORDER BY id DESC LIMIT {cap})
+                         ORDER BY id DESC LIMIT {cap}"
+                    ))?
+                    .query_map(rusqlite::params_from_iter(&values), |row| {
+                        parse_column::<Stamp>(row, 0)
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let oldest: Option<Stamp> = conn
+                    .prepare_cached(
+                        "SELECT min(id) FROM (SELECT min(id) AS id FROM messages
+                                              UNION ALL SELECT min(id) FROM finished_messages)",
+                    )?
+                    .query_row([], |row| {
+                        row.get::<_, Option<String>>(0)
+                            .map(|id| id.and_then(|id| id.parse().ok()))
+                    })?;
+                let time = |id: &Stamp| id.0.timestamp_ms() as i64;
+                let (Some(first), Some(last)) = (newest.first(), newest.last()) else {
+                    return Ok(MessageCount {
+                        count: cap,
+                        estimated: true,
+                    });
+                };
+                let (first, last) = (time(first), time(last));
+                let from = oldest
+                    .map_or(last, |id| time(&id))
+                    .max(since.unwrap_or(i64::MIN))
+                    .min(last);
+                let sampled = (first - last).max(1) as f64;
+                let estimate = cap as f64 * (first - from).max(1) as f64 / sampled;
+                Ok(MessageCount {
+                    count: (estimate.round() as u64).max(cap),
+                    estimated: true,
+                })
+            })
+            .await
+    }
+
+    async fn dead_letter_groups(
+        &self,
+        filter: &MessageFilter,
+    ) -> Result<Vec<DeadLetterGroup>, StorageError> {
+        let dead = Listing::new(&filter.dead_letters(), None);
+        self.reader()
+            .call(move |conn| {
+                let columns = format!(
+                    "transport, {} AS class, updated_at, last_error",
+                    error_class_sql()
+                );
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT transport, class, count(*), min(updated_at), max(updated_at),
+                            max(last_error)
+                     FROM (SELECT {columns} FROM finished_messages {finished}
+                           UNION ALL
+                           SELECT {columns} FROM messages {live})
+                     GROUP BY transport, class ORDER BY 3 DESC, 1, 2",
+                    finished = dead.finished_where,
+                    live = dead.live_where,
+                ))?;
+                let groups = stmt
+                    .query_map(rusqlite::params_from_iter(&dead.values), |row| {
+                        Ok(DeadLetterGroup {
+                            transport: row.get(0)?,
+                            error_class: row.get(1)?,
+                            count: row.get::<_, i64>(2)?.max(0) as u64,
+                            oldest: from_millis(row.get(3)?),
+                            newest: from_millis(row.get(4)?),
+                            sample_error: row.get(5)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(groups)
             })
             .await
     }

@@ -13,10 +13,11 @@ use crate::domain::{
     Channel, ClaimToken, Fingerprint, Message, MessageWithEvents, NewMessage, Stamp,
 };
 use crate::storage::{
-    Alert, AlertNotice, AlertState, BounceCount, DeadLetterSummary, DepthRow, Enqueued,
-    FailureCount, FeedbackBatch, FeedbackRecorded, MessageFilter, MinuteMetrics, NewAlert,
-    NodeInfo, Outcome, Page, PageRequest, Recorded, Scope, SeriesCounts, Storage, StorageError,
-    Suppression, SuppressionCursor, SuppressionFilter, TransportState, WorkSignal,
+    Alert, AlertNotice, AlertState, BounceCount, DeadLetterGroup, DeadLetterSummary, DepthRow,
+    Enqueued, FailureCount, FeedbackBatch, FeedbackRecorded, MessageCount, MessageFilter,
+    MinuteMetrics, NewAlert, NodeInfo, Outcome, Page, PageRequest, Recorded, Scope, SeriesCounts,
+    Storage, StorageError, Suppression, SuppressionCursor, SuppressionFilter, TransportState,
+    WorkSignal,
 };
 
 /// Delegates every call to the wrapped store, recording its duration in
@@ -154,11 +155,11 @@ impl Storage for TimedStorage {
 
     async fn replay_dead(
         &self,
-        transport: Option<&str>,
+        filter: &MessageFilter,
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Stamp>, StorageError> {
-        timed("replay_dead", self.inner.replay_dead(transport, limit, now)).await
+        timed("replay_dead", self.inner.replay_dead(filter, limit, now)).await
     }
 
     async fn set_paused(
@@ -267,6 +268,17 @@ impl Storage for TimedStorage {
         page: PageRequest,
     ) -> Result<Page, StorageError> {
         timed("list_messages", self.inner.list_messages(filter, page)).await
+    }
+
+    async fn count_messages(&self, filter: &MessageFilter) -> Result<MessageCount, StorageError> {
+        timed("count_messages", self.inner.count_messages(filter)).await
+    }
+
+    async fn dead_letter_groups(
+        &self,
+        filter: &MessageFilter,
+    ) -> Result<Vec<DeadLetterGroup>, StorageError> {
+        timed("dead_letter_groups", self.inner.dead_letter_groups(filter)).await
     }
 
     async fn find_by_fingerprint(

@@ -65,6 +65,8 @@ on_both_backends!(
     cancel_applies_to_queued_messages_only,
     retry_replays_a_dead_message_under_the_same_id,
     dead_letters_are_listed_and_replayed_in_bulk,
+    messages_filter_and_count_by_key_category_and_creation_time,
+    dead_letters_group_by_error_class_and_replay_by_filter,
     every_route_needs_its_role_when_keys_are_configured,
     without_keys_the_api_is_open,
     queue_analytics_report_known_traffic_exactly,
@@ -267,6 +269,11 @@ where
 
     /// Claims every due `transport` message and fails it permanently.
     async fn kill_all(&self, transport: &str) {
+        self.kill_all_with(transport, "550 no such user").await;
+    }
+
+    /// [`Api::kill_all`] with this error.
+    async fn kill_all_with(&self, transport: &str, error: &str) {
         let now = self.clock.now();
         let claimed = self
             .storage
@@ -277,7 +284,7 @@ where
             .iter()
             .map(|m| {
                 let kind = OutcomeKind::Failed {
-                    error: "550 no such user".into(),
+                    error: error.into(),
                     retry_at: None,
                 };
                 Outcome {
@@ -1431,6 +1438,214 @@ async fn dead_letters_are_listed_and_replayed_in_bulk(f: &Fixture) {
     );
 }
 
+async fn messages_filter_and_count_by_key_category_and_creation_time(f: &Fixture) {
+    let api = api(f, true).await;
+    let early = api
+        .enqueue(&email_with(|b| b["category"] = json!("receipt")))
+        .await;
+    api.clock.advance(chrono::Duration::seconds(10));
+    let keyed = api
+        .enqueue(&email_with(|b| {
+            b["category"] = json!("receipt");
+            b["idempotency_key"] = json!("order 42/é");
+        }))
+        .await;
+    api.clock.advance(chrono::Duration::seconds(10));
+    let late = api.enqueue(&email("late")).await;
+
+    let ids = |reply: Reply| {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        ids_of(&reply.body)
+    };
+    assert_eq!(
+        ids(api
+            .get("/api/messages?idempotency_key=order%2042%2F%C3%A9")
+            .await),
+        [keyed.to_string()]
+    );
+    assert_eq!(
+        ids(api.get("/api/messages?category=receipt").await),
+        [keyed.to_string(), early.to_string()]
+    );
+    assert_eq!(
+        ids(api
+            .get("/api/messages?since=2026-01-01T00:00:10Z&until=2026-01-01T00:00:20Z")
+            .await),
+        [keyed.to_string()],
+        "since inclusive, until exclusive"
+    );
+    assert_eq!(
+        ids(api
+            .get("/api/messages?since=2026-01-01T01:00:10%2B01:00")
+            .await),
+        [late.to_string(), keyed.to_string()],
+        "an offset is an instant"
+    );
+    assert_eq!(
+        ids(api
+            .get("/api/messages?category=receipt&until=2026-01-01T00:00:00.001Z")
+            .await),
+        [early.to_string()]
+    );
+
+    let count = api
+        .get("/api/messages/count?category=receipt&since=2026-01-01T00:00:00Z")
+        .await;
+    assert_eq!(count.status, 200, "{}", count.body);
+    assert_eq!(count.body, json!({"count": 2, "estimated": false}));
+    assert_eq!(
+        api.get("/api/messages/count").await.body,
+        json!({"count": 3, "estimated": false})
+    );
+
+    for route in ["/api/messages", "/api/messages/count"] {
+        for (query, field) in [
+            ("idempotency_key=a%01b", "idempotency_key"),
+            ("category=no%20spaces", "category"),
+            ("since=yesterday", "since"),
+            ("since=2026-01-01", "since"),
+            ("since=2026-01-01t00:00:00z", "since"),
+            ("until=2026-02-30T00:00:00Z", "until"),
+            ("until=2026-01-01T23:59:60Z", "until"),
+            (
+                "since=2026-01-01T00:00:10Z&until=2026-01-01T00:00:10Z",
+                "until",
+            ),
+            (
+                "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+                "until",
+            ),
+            ("error_class=timeout", "error_class"),
+        ] {
+            let reply = api.get(&format!("{route}?{query}")).await;
+            assert_eq!(
+                (reply.status, reply.field()),
+                (400, field),
+                "{route}?{query}: {}",
+                reply.body
+            );
+        }
+    }
+    let paged = api.get("/api/messages/count?limit=5").await;
+    assert_eq!(
+        (paged.status, paged.field()),
+        (400, "limit"),
+        "a count has no pages"
+    );
+}
+
+async fn dead_letters_group_by_error_class_and_replay_by_filter(f: &Fixture) {
+    let api = api(f, true).await;
+    let mut rejected = HashSet::new();
+    for i in 0..3 {
+        rejected.insert(api.enqueue(&email(&format!("r{i}"))).await.to_string());
+    }
+    api.kill_all_with("mail", "rejected (550): no such user")
+        .await;
+    api.clock.advance(chrono::Duration::seconds(5));
+    let timed_out = api.enqueue(&email("slow")).await;
+    api.kill_all_with("mail", "timed out: no answer in 30s")
+        .await;
+    api.enqueue(&email_with(|b| b["transport"] = json!("other")))
+        .await;
+    api.kill_all("other").await;
+
+    let groups = api.get("/api/queue/dead-letters/groups").await;
+    assert_eq!(groups.status, 200, "{}", groups.body);
+    assert_eq!(
+        groups.body,
+        json!({"groups": [
+            {"transport": "mail", "error_class": "rejected", "count": 3,
+             "oldest": "2026-01-01T00:00:00.000Z", "newest": "2026-01-01T00:00:00.000Z",
+             "sample_error": "rejected (550): no such user"},
+            {"transport": "mail", "error_class": "timeout", "count": 1,
+             "oldest": "2026-01-01T00:00:05.000Z", "newest": "2026-01-01T00:00:05.000Z",
+             "sample_error": "timed out: no answer in 30s"},
+            {"transport": "other", "error_class": "unknown", "count": 1,
+             "oldest": "2026-01-01T00:00:05.000Z", "newest": "2026-01-01T00:00:05.000Z",
+             "sample_error": "550 no such user"},
+        ]})
+    );
+    let of_other = api
+        .get("/api/queue/dead-letters/groups?transport=other&error_class=unknown")
+        .await;
+    assert_eq!(of_other.body["groups"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        ids_of(
+            &api.get("/api/queue/dead-letters?error_class=timeout")
+                .await
+                .body
+        ),
+        [timed_out.to_string()]
+    );
+    assert_eq!(
+        ids_of(
+            &api.get("/api/queue/dead-letters?since=2026-01-01T00:00:01Z&transport=mail")
+                .await
+                .body
+        ),
+        [timed_out.to_string()]
+    );
+    for route in ["/api/queue/dead-letters", "/api/queue/dead-letters/groups"] {
+        for (query, field) in [
+            ("error_class=bad", "error_class"),
+            ("category=a%20b", "category"),
+            ("channel=fax", "channel"),
+            ("since=now", "since"),
+            ("status=queued", "status"),
+        ] {
+            let reply = api.get(&format!("{route}?{query}")).await;
+            assert_eq!(
+                (reply.status, reply.field()),
+                (400, field),
+                "{route}?{query}"
+            );
+        }
+    }
+    for (body, field) in [
+        (json!({"error_class": "bad"}), "error_class"),
+        (json!({"category": "a b"}), "category"),
+        (json!({"channel": "fax"}), "channel"),
+    ] {
+        let reply = api.post("/api/queue/dead-letters/replay", &body).await;
+        assert_eq!(
+            (reply.status, reply.field()),
+            (422, field),
+            "{body}: {}",
+            reply.body
+        );
+    }
+
+    // The console's loop: replay by filter until nothing is left.
+    let mut replayed = Vec::new();
+    loop {
+        let reply = api
+            .post(
+                "/api/queue/dead-letters/replay",
+                &json!({"error_class": "rejected", "channel": "email", "limit": 2}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let batch: Vec<String> =
+            serde_json::from_value(reply.body["replayed"].clone()).expect("ids");
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 2);
+        replayed.extend(batch);
+        assert!(replayed.len() <= rejected.len(), "each once: {replayed:?}");
+    }
+    assert_eq!(replayed.into_iter().collect::<HashSet<_>>(), rejected);
+    let left = api.get("/api/queue/dead-letters/groups").await;
+    let classes: Vec<&str> = left.body["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["error_class"].as_str())
+        .collect();
+    assert_eq!(classes, ["timeout", "unknown"]);
+}
+
 /// Every route that needs a key, with the role it needs.
 fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
     vec![
@@ -1438,7 +1653,9 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
         (Method::POST, "/api/messages/batch".into(), "enqueue"),
         (Method::GET, "/api/messages".into(), "read"),
         (Method::GET, format!("/api/messages/{id}"), "read"),
+        (Method::GET, "/api/messages/count".into(), "read"),
         (Method::GET, "/api/queue/dead-letters".into(), "read"),
+        (Method::GET, "/api/queue/dead-letters/groups".into(), "read"),
         (Method::POST, format!("/api/messages/{id}/cancel"), "admin"),
         (Method::POST, format!("/api/messages/{id}/retry"), "admin"),
         (

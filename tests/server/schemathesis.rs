@@ -4,7 +4,9 @@
 //! a documented status, content type, headers and body, and the server must
 //! refuse what the description forbids and accept what it allows. The
 //! mutating routes (pause, resume, cancel, replay) run against a throw-away
-//! SQLite store.
+//! SQLite store. `schemathesis_hooks.py` keeps generated queries to the one
+//! rule across parameters that no parameter's schema can state (`until`
+//! after `since`).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -151,8 +153,13 @@ async fn fuzz(keys: &str, key: Option<&str>) {
         &report,
     ]
     .map(str::to_owned);
+    let hooks = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/server/schemathesis_hooks.py"
+    );
     let output: Output = tokio::task::spawn_blocking(move || {
         schemathesis
+            .env("SCHEMATHESIS_HOOKS", hooks)
             .args(args)
             .args(extra)
             .current_dir(cwd)

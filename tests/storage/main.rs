@@ -49,6 +49,7 @@ macro_rules! conformance {
 // After the macro, which its cases use too.
 mod feedback;
 mod finished;
+mod search;
 
 conformance!(
     a_write_probe_commits_and_leaves_nothing_behind,
@@ -1155,13 +1156,17 @@ async fn bulk_replay_takes_dead_letters_of_one_transport(f: &Fixture) {
         let outcomes = claimed.iter().map(|m| failed(m, None)).collect();
         s.record_outcomes(outcomes, t0()).await.expect("record");
     }
+    let of_mail = MessageFilter {
+        transport: Some("mail".into()),
+        ..MessageFilter::default()
+    };
     let replayed = s
-        .replay_dead(Some("mail"), 2, t0() + secs(1))
+        .replay_dead(&of_mail, 2, t0() + secs(1))
         .await
         .expect("replay");
     assert_eq!(replayed.len(), 2);
     let rest = s
-        .replay_dead(Some("mail"), 100, t0() + secs(1))
+        .replay_dead(&of_mail, 100, t0() + secs(1))
         .await
         .expect("replay");
     assert_eq!(rest.len(), 1);
@@ -1169,7 +1174,9 @@ async fn bulk_replay_takes_dead_letters_of_one_transport(f: &Fixture) {
     assert_eq!(ids, mail.iter().map(|m| m.id).collect());
     assert_eq!(status_of(s, other.id).await, Status::Dead);
     assert_eq!(
-        s.replay_dead(None, 100, t0()).await.expect("replay"),
+        s.replay_dead(&MessageFilter::default(), 100, t0())
+            .await
+            .expect("replay"),
         vec![other.id]
     );
 }
