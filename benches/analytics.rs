@@ -1,5 +1,6 @@
 //! The five analytics routes' latency over a large store, on both
-//! backends, through the real server and real HTTP.
+//! backends, through the real server and real HTTP; then the console's
+//! pages over the same store (`analytics/console.rs`).
 //!
 //! The store is filled through the storage layer's own write path
 //! (`enqueue_many`, `claim_due`, `record_outcomes`) on a simulated clock
@@ -22,6 +23,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "analytics/console.rs"]
+mod console;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -188,6 +191,11 @@ fn new_message(
         "metadata": { "tenant": format!("tenant-{}", n % 7) },
         "send_at": send_at,
     });
+    // Every tenth message comes with a key, as retried client calls do;
+    // the console's search by key finds them.
+    if n.is_multiple_of(10) {
+        request["idempotency_key"] = serde_json::json!(format!("order-{n}"));
+    }
     if let (Some(request), Some(body)) = (request.as_object_mut(), body.as_object()) {
         request.extend(body.clone());
     }
@@ -464,6 +472,7 @@ async fn measure(backend: &str, f: &Fixture, requests: usize) {
             times.last().copied().unwrap_or_default(),
         );
     }
+    console::measure(backend, &base, requests).await;
     running.shutdown().await.expect("shutdown");
 }
 

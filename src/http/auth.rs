@@ -1,7 +1,18 @@
 //! Access control: bearer API keys from config, each with roles. A route
 //! states the role it needs by taking an [`Authorized`] argument
 //! (`Authorized<AdminRole>`); this module is the only place that reads the
-//! `Authorization` header or compares keys.
+//! `Authorization` header or the console's session cookie, compares keys,
+//! or checks a CSRF token.
+//!
+//! The console signs in by putting a key into an HttpOnly, SameSite=Strict
+//! session cookie ([`SESSION_COOKIE`]). A browser sends that cookie by
+//! itself, so a state-changing request authenticated by it must also carry
+//! [`CSRF_HEADER`], a token derived from the key that only a page able to
+//! read the console's own session answer knows. A browser never adds an
+//! `Authorization` header by itself, so bearer requests need no token.
+//! Without keys (loopback only), a state-changing request a browser marks
+//! as coming from another site is refused, so a web page cannot drive a
+//! local Herald through its visitor's browser.
 //!
 //! Keys are compared as SHA-256 digests in constant time, against every
 //! configured key, so neither the position of a mismatch nor a key's
@@ -13,8 +24,11 @@ use std::future::{Ready, ready};
 use std::marker::PhantomData;
 
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::{FromRequest, HttpRequest};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -54,7 +68,7 @@ impl ApiKeys {
 
     /// The roles of the presented key, `None` if it is not configured.
     /// Every configured key is compared, matched or not.
-    fn roles_of(&self, presented: &str) -> Option<Vec<Role>> {
+    pub fn roles_of(&self, presented: &str) -> Option<Vec<Role>> {
         let presented = digest(presented);
         let mut matched: Option<Vec<Role>> = None;
         for (key, roles) in &self.keys {
@@ -92,10 +106,20 @@ impl ApiKeys {
         if roles.contains(&role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "this route needs an API key with the `{}` role",
-                role_name(role)
-            )))
+            Err(forbidden(role))
+        }
+    }
+
+    /// Decides a request whose key came from the console's session cookie.
+    fn authorize_session(&self, key: &str, role: Role) -> Result<(), ApiError> {
+        let roles = self.roles_of(key).ok_or_else(|| ApiError::Unauthorized {
+            message: "the console session's key is no longer configured; sign in again".into(),
+            invalid_token: true,
+        })?;
+        if roles.contains(&role) {
+            Ok(())
+        } else {
+            Err(forbidden(role))
         }
     }
 
@@ -114,6 +138,103 @@ impl ApiKeys {
             );
         }
     }
+}
+
+fn forbidden(role: Role) -> ApiError {
+    ApiError::Forbidden(format!(
+        "this route needs an API key with the `{}` role",
+        role_name(role)
+    ))
+}
+
+/// The console's session cookie; its value is the key, base64url-encoded
+/// so that any key fits a cookie value. It has no expiry: it lives as long
+/// as the browser session, and no longer than the key stays configured.
+pub const SESSION_COOKIE: &str = "herald_session";
+/// The header a cookie-authenticated state change carries its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The cookie value that carries `key`.
+pub fn session_value(key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(key.as_bytes())
+}
+
+/// The key a request's session cookie carries, if any.
+pub fn session_key(req: &HttpRequest) -> Option<String> {
+    let cookie = req.cookie(SESSION_COOKIE)?;
+    let bytes = URL_SAFE_NO_PAD.decode(cookie.value()).ok()?;
+    String::from_utf8(bytes).ok().filter(|key| !key.is_empty())
+}
+
+/// The CSRF token of a session: a MAC of a fixed label under the key, so
+/// it is stable for the session, unguessable without the key, and needs
+/// no server-side state (any node of a cluster checks it).
+pub fn csrf_token(key: &str) -> String {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(b"herald console csrf v1");
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// GET, HEAD and OPTIONS change nothing; every other method may.
+fn changes_state(req: &HttpRequest) -> bool {
+    !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Refuses a request a browser says comes from another site: by
+/// `Sec-Fetch-Site` where the browser sends it, else by an `Origin` that
+/// names another host than the request's.
+pub fn refuse_cross_site(req: &HttpRequest) -> Result<(), ApiError> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let cross = match header("sec-fetch-site") {
+        Some(site) => !matches!(site, "same-origin" | "none"),
+        None => header(header::ORIGIN.as_str()).is_some_and(|origin| {
+            let host = origin.split_once("://").map_or("", |(_, host)| host);
+            origin == "null" || !host.eq_ignore_ascii_case(req.connection_info().host())
+        }),
+    };
+    if cross {
+        Err(ApiError::Forbidden(
+            "a state-changing request from another site is refused".into(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Decides a request that needs `role`, whichever way it presents its
+/// key (see the module doc).
+pub fn authorize_request(keys: &ApiKeys, req: &HttpRequest, role: Role) -> Result<(), ApiError> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        // A header that is not visible ASCII cannot hold a valid key.
+        return keys.authorize(Some(value.to_str().unwrap_or("")), role);
+    }
+    let changes = changes_state(req);
+    if keys.is_open() {
+        return if changes {
+            refuse_cross_site(req)
+        } else {
+            Ok(())
+        };
+    }
+    let Some(key) = session_key(req) else {
+        return keys.authorize(None, role);
+    };
+    keys.authorize_session(&key, role)?;
+    if changes {
+        refuse_cross_site(req)?;
+        let expected = csrf_token(&key);
+        let presented = req
+            .headers()
+            .get(CSRF_HEADER)
+            .map_or(&[][..], |v| v.as_bytes());
+        if !bool::from(expected.as_bytes().ct_eq(presented)) {
+            return Err(ApiError::Forbidden(format!(
+                "a state change made with the console's session needs its CSRF token in {CSRF_HEADER}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn role_name(role: Role) -> &'static str {
@@ -156,12 +277,8 @@ impl<R: RequiredRole> FromRequest for Authorized<R> {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let decision = app_state(req).and_then(|state| {
-            let header = req.headers().get(header::AUTHORIZATION);
-            // A header that is not visible ASCII cannot hold a valid key.
-            let value = header.map(|v| v.to_str().unwrap_or(""));
-            state.api_keys.authorize(value, R::ROLE)
-        });
+        let decision =
+            app_state(req).and_then(|state| authorize_request(&state.api_keys, req, R::ROLE));
         if let Err(err) = &decision {
             tracing::debug!(path = req.path(), role = role_name(R::ROLE), refused = %err, "request refused");
         }

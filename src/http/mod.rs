@@ -6,13 +6,15 @@
 //! One file per resource: [`messages`] (`/api/messages`), [`queue`]
 //! (`/api/queue/dead-letters`), `alerts` (`/api/alerts`), `feedback`
 //! (`/api/feedback/{transport}`, the providers' event webhooks),
-//! `suppressions` (`/api/suppressions`), `health`; shapes in [`dto`], access control
+//! `suppressions` (`/api/suppressions`), `health`; the operator console's
+//! pages and session (`/`, `/console/...`) in `console`; shapes in [`dto`], access control
 //! in [`auth`], request reading in `extract`, status codes only in
 //! [`error`], the spec and docs page in [`openapi`].
 
 mod alerts;
 mod analytics;
 pub mod auth;
+mod console;
 pub mod dto;
 mod error;
 mod extract;
@@ -231,6 +233,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             async move { error::method_not_allowed(req, allowed) }
         })));
     }
+    console::configure(cfg);
     cfg.service(web::redirect(
         openapi::DOCS_PATH.trim_end_matches('/'),
         openapi::DOCS_PATH,

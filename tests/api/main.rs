@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod console;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -2,9 +2,11 @@
 //! starts it, probed over HTTP, stopped with SIGTERM.
 
 mod bench;
+mod browser;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;
+mod console;
 mod faults;
 mod metrics;
 mod recovery;

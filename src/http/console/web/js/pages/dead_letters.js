@@ -1,0 +1,117 @@
+// Dead letters: grouped by transport and error class; the list under a
+// filter, where selected ones are replayed or discarded, or every one
+// that matches the filter is replayed in batches with progress.
+
+import { get, post, can } from '../api.js';
+import { h, fill, table, badge, num, ago, failure, confirmAction, toast, routeQuery, routeTo, panel } from '../ui.js';
+import { messageColumns } from './messages.js';
+
+const PAGE = 100;
+/** The replay route's batch ceiling. */
+const BATCH = 1000;
+
+export async function render(main) {
+  const query = routeQuery();
+  const filter = { transport: query.transport, error_class: query.error_class };
+  const groups = h('div', { id: 'dead-groups' });
+  const list = h('div', { id: 'dead-list' });
+  const progress = h('div', { id: 'replay-progress' });
+  const admin = can('admin');
+  const filterText = [filter.transport && `transport ${filter.transport}`, filter.error_class && `error class ${filter.error_class}`].filter(Boolean).join(', ') || 'every transport';
+
+  fill(main,
+    h('div', { class: 'page-head' }, h('h1', {}, 'Dead letters')),
+    panel('By transport and error class', groups),
+    h('section', { class: 'panel' },
+      h('div', { class: 'page-head' }, h('h2', {}, `Dead letters: ${filterText}`), h('span', { class: 'spacer' }),
+        (filter.transport || filter.error_class) ? h('a', { href: '#/dead-letters' }, 'Show all') : null),
+      progress, list));
+
+  try {
+    const answer = await get('/api/queue/dead-letters/groups');
+    fill(groups, table([
+      { label: 'Transport', cell: (g) => g.transport },
+      { label: 'Error class', cell: (g) => badge(g.error_class || 'unknown', 'bad') },
+      { label: 'Count', num: true, cell: (g) => num(g.count) },
+      { label: 'Oldest', cell: (g) => ago(g.oldest) },
+      { label: 'Newest', cell: (g) => ago(g.newest) },
+      { label: 'Sample error', cell: (g) => h('span', { class: 'mono' }, g.sample_error || '') },
+      { label: '', cell: (g) => h('a', { href: routeTo('dead-letters', { transport: g.transport, error_class: g.error_class }) }, 'Show') },
+    ], answer.groups, { empty: 'The dead-letter queue is empty.' }));
+  } catch (error) {
+    fill(groups, failure(error));
+  }
+
+  const selected = new Set();
+  const replayAll = async () => {
+    let total = null;
+    try {
+      total = (await get('/api/queue/dead-letters/groups')).groups
+        .filter((g) => (!filter.transport || g.transport === filter.transport) && (!filter.error_class || g.error_class === filter.error_class))
+        .reduce((sum, g) => sum + g.count, 0);
+    } catch { total = null; }
+    if (!await confirmAction('Replay every matching dead letter?', `${total === null ? 'All' : num(total)} dead letters (${filterText}) are queued again under their own stamps, with fresh attempts.`, 'Replay all')) return;
+    const bar = h('span');
+    const label = h('div', { class: 'muted', id: 'replay-count' });
+    fill(progress, h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': total || 0 }, bar), label);
+    let done = 0;
+    try {
+      // Each call replays the oldest that still match; a replayed one is
+      // no longer dead, so the next call moves on.
+      for (;;) {
+        const body = { limit: BATCH };
+        if (filter.transport) body.transport = filter.transport;
+        if (filter.error_class) body.error_class = filter.error_class;
+        const answer = await post('/api/queue/dead-letters/replay', body);
+        done += answer.replayed.length;
+        bar.style.width = total ? `${Math.min(100, (done / total) * 100)}%` : '100%';
+        fill(label, `Replayed ${num(done)}${total ? ` of ${num(total)}` : ''}`);
+        if (answer.replayed.length < BATCH) break;
+      }
+      toast(`Replayed ${num(done)} dead letters`);
+    } catch (error) {
+      toast(`Replay stopped after ${num(done)}: ${error.message}`, 'bad');
+    }
+    await show(undefined);
+  };
+  const eachSelected = async (action, verb) => {
+    const ids = [...selected];
+    if (!ids.length) return;
+    if (!await confirmAction(`${verb} ${ids.length} dead letter${ids.length === 1 ? '' : 's'}?`, action === 'retry' ? 'They are queued again under their own stamps.' : 'They are discarded for good.', verb, action === 'cancel')) return;
+    let failed = 0;
+    for (const id of ids) {
+      try { await post(`/api/messages/${encodeURIComponent(id)}/${action}`); } catch { failed += 1; }
+    }
+    toast(`${verb}: ${ids.length - failed} done${failed ? `, ${failed} failed` : ''}`, failed ? 'bad' : undefined);
+    await show(undefined);
+  };
+
+  const show = async (after) => {
+    selected.clear();
+    let page;
+    try {
+      page = await get('/api/queue/dead-letters', { ...filter, limit: PAGE, after });
+    } catch (error) {
+      fill(list, failure(error));
+      return;
+    }
+    const columns = messageColumns();
+    if (admin) {
+      columns.unshift({
+        label: 'Select',
+        cell: (m) => h('input', { type: 'checkbox', 'aria-label': `select ${m.id}`, 'data-id': m.id, onchange: (e) => { if (e.target.checked) selected.add(m.id); else selected.delete(m.id); } }),
+      });
+    }
+    fill(list,
+      admin ? h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'primary', id: 'replay-all', onclick: replayAll, disabled: page.items.length === 0 }, 'Replay all matching'),
+        h('button', { type: 'button', id: 'replay-selected', onclick: () => eachSelected('retry', 'Replay') }, 'Replay selected'),
+        h('button', { type: 'button', class: 'danger', id: 'discard-selected', onclick: () => eachSelected('cancel', 'Discard') }, 'Discard selected')) : null,
+      table(columns, page.items, { empty: 'No dead letter matches.' }),
+      h('div', { class: 'pager' },
+        after ? h('button', { type: 'button', onclick: () => show(undefined) }, 'First page') : null,
+        h('button', { type: 'button', disabled: !page.next, onclick: () => show(page.next) }, 'Next')));
+  };
+  await show(undefined);
+  return null;
+}
