@@ -97,6 +97,9 @@ pub struct SeriesPoint {
     pub failed: u64,
     pub retried: u64,
     pub dead: u64,
+    /// Mean queue wait (due to claimed) of the bucket's attempts, ms;
+    /// null without attempts.
+    pub average_wait_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -288,6 +291,8 @@ pub fn queue_analytics(
     }
     let mut points: BTreeMap<DateTime<Utc>, SeriesPoint> = BTreeMap::new();
     let bucket = TimeDelta::from_std(query.bucket).unwrap_or(TimeDelta::minutes(1));
+    // A bucket's mean wait is over all its attempts, not a mean of means.
+    let mut waits: BTreeMap<DateTime<Utc>, (u64, u64)> = BTreeMap::new();
     for m in series.iter().filter(|m| in_window(m.minute)) {
         let start = m.minute.duration_trunc(bucket).unwrap_or(m.minute);
         let point = points.entry(start).or_insert_with(|| SeriesPoint {
@@ -296,11 +301,20 @@ pub fn queue_analytics(
             failed: 0,
             retried: 0,
             dead: 0,
+            average_wait_ms: None,
         });
         point.sent += m.sent;
         point.failed += m.failed;
         point.retried += m.retried;
         point.dead += m.dead;
+        let wait = waits.entry(start).or_default();
+        wait.0 += m.wait_sum_ms;
+        wait.1 += m.wait_count;
+    }
+    for (start, (sum, count)) in waits {
+        if let Some(point) = points.get_mut(&start) {
+            point.average_wait_ms = mean(sum, count);
+        }
     }
     let sent: u64 = per_transport.values().map(|t| t.sent).sum();
     let failed: u64 = per_transport.values().map(|t| t.failed).sum();
@@ -800,6 +814,8 @@ mod tests {
             sum.failed += m.failed;
             sum.retried += m.retried;
             sum.dead += m.dead;
+            sum.wait_count += m.wait_count;
+            sum.wait_sum_ms += m.wait_sum_ms;
         }
         sums.into_values().collect()
     }
@@ -906,6 +922,35 @@ mod tests {
             780
         );
         assert!(hour.throughput_metrics.series.len() <= 2, "hourly buckets");
+    }
+
+    #[test]
+    fn the_series_carries_each_bucket_s_mean_wait_over_its_attempts() {
+        let mut slow = minute(2, "mail", 10, 0);
+        slow.wait_sum_ms = 10 * 400;
+        let fast = minute(1, "hooks", 30, 0); // 100 ms each
+        let quiet = minute(0, "mail", 0, 0);
+        let minutes = [slow, fast, quiet];
+        let points = |bucket| {
+            queue_analytics(
+                &query("15m", bucket),
+                now(),
+                &[],
+                &minutes,
+                &series(&minutes),
+                &minutes,
+                &[],
+            )
+            .throughput_metrics
+            .series
+        };
+        let by_minute: Vec<Option<f64>> = points("1m").iter().map(|p| p.average_wait_ms).collect();
+        assert_eq!(by_minute, [Some(400.0), Some(100.0), None]);
+        // Over a bucket, the mean of its 40 attempts, not of the minutes' means.
+        let five = points("5m");
+        assert_eq!(five.len(), 2, "12:25 and 12:30");
+        assert_eq!(five[0].average_wait_ms, Some((4000.0 + 3000.0) / 40.0));
+        assert_eq!(five[1].average_wait_ms, None);
     }
 
     #[test]

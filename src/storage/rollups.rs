@@ -201,6 +201,9 @@ pub struct SeriesCounts {
     pub opened: u64,
     pub clicked: u64,
     pub unsubscribed: u64,
+    /// Attempts' queue waits, for the series' mean wait per bucket.
+    pub wait_count: u64,
+    pub wait_sum_ms: u64,
 }
 
 impl SeriesCounts {
@@ -210,6 +213,7 @@ impl SeriesCounts {
         ["sent", "failed", "retried", "dead"]
             .into_iter()
             .chain(FEEDBACK_COUNTS)
+            .chain(["wait_count", "wait_sum_ms"])
     }
 
     /// A row read back: `counts` in [`SeriesCounts::columns`] order.
@@ -228,6 +232,8 @@ impl SeriesCounts {
             opened: at(8),
             clicked: at(9),
             unsubscribed: at(10),
+            wait_count: at(11),
+            wait_sum_ms: at(12),
         }
     }
 }
