@@ -99,27 +99,23 @@ impl ApiKeys {
                 message: "the Authorization header must be `Bearer <key>`".into(),
                 invalid_token: false,
             })?;
-        let roles = self.roles_of(token).ok_or_else(|| ApiError::Unauthorized {
-            message: "the API key is not valid".into(),
-            invalid_token: true,
-        })?;
-        if roles.contains(&role) {
-            Ok(())
-        } else {
-            Err(forbidden(role))
-        }
+        self.grant(token, role, "the API key is not valid")
     }
 
-    /// Decides a request whose key came from the console's session cookie.
-    fn authorize_session(&self, key: &str, role: Role) -> Result<(), ApiError> {
+    /// 401 with `unknown` for a key that is not configured, 403 for one
+    /// without `role`.
+    fn grant(&self, key: &str, role: Role, unknown: &str) -> Result<(), ApiError> {
         let roles = self.roles_of(key).ok_or_else(|| ApiError::Unauthorized {
-            message: "the console session's key is no longer configured; sign in again".into(),
+            message: unknown.to_owned(),
             invalid_token: true,
         })?;
         if roles.contains(&role) {
             Ok(())
         } else {
-            Err(forbidden(role))
+            Err(ApiError::Forbidden(format!(
+                "this route needs an API key with the `{}` role",
+                role_name(role)
+            )))
         }
     }
 
@@ -138,13 +134,6 @@ impl ApiKeys {
             );
         }
     }
-}
-
-fn forbidden(role: Role) -> ApiError {
-    ApiError::Forbidden(format!(
-        "this route needs an API key with the `{}` role",
-        role_name(role)
-    ))
 }
 
 /// The console's session cookie; its value is the key, base64url-encoded
@@ -220,7 +209,11 @@ pub fn authorize_request(keys: &ApiKeys, req: &HttpRequest, role: Role) -> Resul
     let Some(key) = session_key(req) else {
         return keys.authorize(None, role);
     };
-    keys.authorize_session(&key, role)?;
+    keys.grant(
+        &key,
+        role,
+        "the console session's key is no longer configured; sign in again",
+    )?;
     if changes {
         refuse_cross_site(req)?;
         let expected = csrf_token(&key);
