@@ -1124,6 +1124,8 @@ async fn postgres_replaces_the_finished_indexes_of_a_large_store_partition_by_pa
         .collect::<Vec<_>>()
     };
     let lean = [
+        ("finished_messages_category".to_string(), true),
+        ("finished_messages_created".to_string(), true),
         ("finished_messages_delivery".to_string(), true),
         ("finished_messages_fingerprint_hash".to_string(), true),
         ("finished_messages_idempotency".to_string(), true),

@@ -2,7 +2,7 @@
 //! not build: V16's lean indexes of `finished_messages` (and the indexes
 //! they replace, dropped once those are valid), V17's index of the
 //! providers' message ids on `message_events`, V18's of recipients and
-//! delivery states.
+//! delivery states, V21's of categories and creation times.
 //!
 //! A migration only declares them on the partitioned table (`ON ONLY`),
 //! which builds nothing: a partition attached later gets them as it is
@@ -20,7 +20,7 @@ use crate::storage::StorageError;
 /// follows `ON <table>` (the migration's own, which an attached
 /// partition's index must match). A name is its table's name and a
 /// suffix, which names the partitions' indexes after theirs.
-const DECLARED: [(&str, &str, &str); 5] = [
+const DECLARED: [(&str, &str, &str); 7] = [
     (
         "finished_messages",
         "finished_messages_unsent",
@@ -46,6 +46,16 @@ const DECLARED: [(&str, &str, &str); 5] = [
         "finished_messages",
         "finished_messages_delivery",
         "(delivery, id) WHERE delivery IS NOT NULL",
+    ),
+    (
+        "finished_messages",
+        "finished_messages_category",
+        "(category, id) WHERE category IS NOT NULL",
+    ),
+    (
+        "finished_messages",
+        "finished_messages_created",
+        "(created_at)",
     ),
 ];
 
