@@ -112,7 +112,8 @@ pub async fn dead_letter_groups(
 /// is empty: the replayed are no longer dead, so each call takes the
 /// next ones. One that fails again and is dead-lettered anew joins the
 /// end of the queue (dead letters are replayed by when they died), so it
-/// is not taken again before those still waiting.
+/// is not taken again before those still waiting; a client that must not
+/// replay it twice stops at an id it has seen.
 #[utoipa::path(
     post,
     path = "/api/queue/dead-letters/replay",
