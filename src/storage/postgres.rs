@@ -25,10 +25,10 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, FilterValue, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql, add_failures_sql,
-    add_metrics_sql, bounce_totals_sql, compaction_sql, error_class_sql, failure_totals_sql,
-    filter_conditions, listing_wheres, rollup_rows_sql, rollup_totals_sql, series_sql,
-    write_seal_sql,
+    ALERT_COLUMNS, FEW_IN_TIME_RANGE, FilterValue, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql,
+    add_failures_sql, add_metrics_sql, bounce_totals_sql, compaction_sql, error_class_sql,
+    failure_totals_sql, few_sql, filter_conditions, listing_wheres, rollup_rows_sql,
+    rollup_totals_sql, series_sql, time_range_of, write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, BounceCount, DeadLetterGroup, DeadLetterSummary, DepthRow,
@@ -1881,6 +1881,18 @@ impl Storage for PostgresStorage {
             finished_where,
             ..
         } = &listing;
+        let client = self.client().await?;
+        let few_in_time = match time_range_of(filter) {
+            None => false,
+            Some(range) => {
+                let range = Listing::new(&range, None);
+                let counted: i64 = client
+                    .query_one(&few_sql(&range.finished_where), &range.values())
+                    .await?
+                    .try_get(0)?;
+                counted.max(0) as u64 <= FEW_IN_TIME_RANGE
+            }
+        };
         // A recipient's messages are few: found through the GIN index,
         // then sorted. The statement is prepared once, and PostgreSQL's
         // generic plan for it (the address unknown) walked the primary
@@ -1888,7 +1900,9 @@ impl Storage for PostgresStorage {
         // all 1,000,000 rows for an address with a handful of messages
         // (BENCHMARKS.md, "Delivery feedback"). Materialised, the matches
         // are planned for in full, which only the index serves.
-        let finished = if filter.recipient.is_some() {
+        // So are a time range's few matches, read by creation time
+        // ([`FEW_IN_TIME_RANGE`]).
+        let finished = if filter.recipient.is_some() || few_in_time {
             format!(
                 "WITH hits AS MATERIALIZED (SELECT {FINISHED_COLUMNS} FROM finished_messages \
                  {finished_where}) SELECT * FROM hits"
@@ -1905,7 +1919,6 @@ impl Storage for PostgresStorage {
              ORDER BY id DESC LIMIT {n}",
             n = limit + 1
         );
-        let client = self.client().await?;
         // Whether a time range is best read by `created_at` or walked
         // newest first by id depends on how many it holds, which only the
         // bounds tell: such a listing is planned afresh for them, as a

@@ -84,6 +84,38 @@ pub(crate) fn filter_conditions(
     (conditions, values)
 }
 
+/// The most finished messages a creation-time range may hold for a
+/// listing to read them all by `created_at` and sort them, rather than
+/// walk the primary key newest first. Stamps and creation times rise
+/// together, so the planner's guess that matches are spread evenly over
+/// the key is wrong for a range in the past: the walk passes every newer
+/// message before the first match: 0.6 to 2.5 s for the oldest day of
+/// 1,000,000 (33,000 matches), against 30 to 95 ms read by `created_at`.
+/// A range holding more is walked, which stays short unless it ends long
+/// before the newest messages (110 to 170 ms for 660,000 matches ending
+/// six days back; sorting them would take a second).
+pub(crate) const FEW_IN_TIME_RANGE: u64 = 50_000;
+
+/// The filter of `filter`'s creation-time range alone, whose finished
+/// matches [`few_sql`] counts.
+pub(crate) fn time_range_of(filter: &MessageFilter) -> Option<MessageFilter> {
+    (filter.since.is_some() || filter.until.is_some()).then(|| MessageFilter {
+        since: filter.since,
+        until: filter.until,
+        ..MessageFilter::default()
+    })
+}
+
+/// Counts the finished messages `finished_where` matches, at most
+/// [`FEW_IN_TIME_RANGE`] + 1: for a time range, a look at the
+/// `created_at` index only.
+pub(crate) fn few_sql(finished_where: &str) -> String {
+    format!(
+        "SELECT count(*) FROM (SELECT 1 FROM finished_messages {finished_where} LIMIT {}) AS r",
+        FEW_IN_TIME_RANGE + 1
+    )
+}
+
 /// A message's error class ([`crate::delivery::errors::class_of_error`])
 /// as an SQL expression over `last_error`, for both dialects.
 pub(crate) fn error_class_sql() -> String {

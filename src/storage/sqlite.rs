@@ -28,10 +28,10 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, FilterValue, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql,
-    add_failures_sql, add_metrics_sql, bounce_totals_sql, compaction_sql, error_class_sql,
-    failure_totals_sql, filter_conditions, listing_wheres, rollup_rows_sql, rollup_totals_sql,
-    series_sql, write_seal_sql,
+    ALERT_COLUMNS, FEW_IN_TIME_RANGE, FilterValue, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL,
+    add_bounces_sql, add_failures_sql, add_metrics_sql, bounce_totals_sql, compaction_sql,
+    error_class_sql, failure_totals_sql, few_sql, filter_conditions, listing_wheres,
+    rollup_rows_sql, rollup_totals_sql, series_sql, time_range_of, write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, BounceCount, DeadLetterGroup, DeadLetterSummary, DepthRow,
@@ -1632,6 +1632,7 @@ impl Storage for SqliteStorage {
         page: PageRequest,
     ) -> Result<Page, StorageError> {
         let listing = Listing::new(filter, page.after);
+        let time_range = time_range_of(filter).map(|range| Listing::new(&range, None));
         let limit = clamp_limit(page.limit);
         self.reader()
             .call(move |conn| {
@@ -1640,6 +1641,24 @@ impl Storage for SqliteStorage {
                     finished_where,
                     values,
                 } = listing;
+                // A time range's few matches are read by creation time
+                // and sorted ([`FEW_IN_TIME_RANGE`]); `+id` keeps the
+                // primary key from serving the order.
+                let few_in_time = match &time_range {
+                    None => false,
+                    Some(range) => {
+                        let counted: i64 = conn
+                            .prepare_cached(&few_sql(&range.finished_where))?
+                            .query_row(rusqlite::params_from_iter(&range.values), |row| {
+                                row.get(0)
+                            })?;
+                        counted.max(0) as u64 <= FEW_IN_TIME_RANGE
+                    }
+                };
+                let (by, order) = match few_in_time {
+                    true => ("INDEXED BY finished_messages_created", "+id"),
+                    false => ("", "id"),
+                };
                 // Newest first across both tables: each gives its own
                 // newest, then they are merged.
                 let sql = format!(
@@ -1647,8 +1666,8 @@ impl Storage for SqliteStorage {
                                     FROM messages {live_where}
                                     ORDER BY id DESC LIMIT {n})
                      UNION ALL
-                     SELECT * FROM (SELECT {FINISHED_COLUMNS} FROM finished_messages {finished_where}
-                                    ORDER BY id DESC LIMIT {n})
+                     SELECT * FROM (SELECT {FINISHED_COLUMNS} FROM finished_messages {by}
+                                    {finished_where} ORDER BY {order} DESC LIMIT {n})
                      ORDER BY id DESC LIMIT {n}",
                     n = limit + 1
                 );
