@@ -403,6 +403,9 @@ pub fn queue_analytics(
 /// Estimates the `quantile` (0..1) of attempt latency from cumulative
 /// histogram buckets, interpolating linearly inside the bucket that holds
 /// it; past the last bucket, the observed maximum. `None` without data.
+/// The bucket that holds the maximum ends at the maximum rather than at
+/// its bound: nothing took longer, and interpolating up to the bound
+/// would read every high quantile as the maximum.
 pub fn latency_quantile(totals: &MinuteMetrics, quantile: f64) -> Option<f64> {
     histogram_quantile(
         &LATENCY_BUCKETS_MS,
@@ -432,7 +435,8 @@ pub fn histogram_quantile(
         let (bound, cumulative) = (*bound as f64, *cumulative);
         if cumulative as f64 >= target && cumulative > below_count {
             let share = (target - below_count as f64) / (cumulative - below_count) as f64;
-            let estimate = below_bound + share.clamp(0.0, 1.0) * (bound - below_bound);
+            let top = bound.min(max_ms as f64).max(below_bound);
+            let estimate = below_bound + share.clamp(0.0, 1.0) * (top - below_bound);
             return Some(estimate.min(max_ms as f64));
         }
         below_count = cumulative;
@@ -954,21 +958,18 @@ mod tests {
     }
 
     #[test]
-    fn quantiles_interpolate_inside_buckets() {
-        // 10 attempts: 4 at most 10 ms, 6 more at most 50 ms, max 40 ms.
+    fn quantiles_interpolate_inside_buckets_up_to_the_maximum() {
+        // 10 attempts: 4 in (5, 10] ms, 6 in (20, 50] ms, the longest 40 ms.
         let t = MinuteMetrics {
             latency_count: 10,
             latency_max_ms: 40,
-            latency_le: [4, 10, 10, 10, 10, 10, 10, 10, 10],
+            latency_le: [0, 0, 0, 4, 4, 10, 10, 10, 10, 10, 10, 10, 10],
             ..MinuteMetrics::default()
         };
         assert_eq!(latency_quantile(&t, 0.4), Some(10.0));
-        assert_eq!(latency_quantile(&t, 0.7), Some(30.0)); // halfway through 10..50
-        assert_eq!(
-            latency_quantile(&t, 0.99),
-            Some(40.0),
-            "capped at the observed max"
-        );
+        // Halfway through 20..40: nothing in the bucket took over 40 ms.
+        assert_eq!(latency_quantile(&t, 0.7), Some(30.0));
+        assert_eq!(latency_quantile(&t, 1.0), Some(40.0));
         assert_eq!(latency_quantile(&MinuteMetrics::default(), 0.5), None);
         let slow = MinuteMetrics {
             latency_count: 2,
@@ -979,6 +980,31 @@ mod tests {
             latency_quantile(&slow, 0.5),
             Some(30_000.0),
             "beyond the last bucket"
+        );
+    }
+
+    #[test]
+    fn quantiles_of_a_fast_transport_stay_apart() {
+        // 80 attempts, ten each of 1 to 8 ms.
+        let mut t = MinuteMetrics::default();
+        for ms in 1..=8 {
+            for _ in 0..10 {
+                let mut one = MinuteMetrics {
+                    latency_count: 1,
+                    latency_sum_ms: ms,
+                    latency_max_ms: ms,
+                    ..MinuteMetrics::default()
+                };
+                for (le, bound) in one.latency_le.iter_mut().zip(LATENCY_BUCKETS_MS) {
+                    *le = u64::from(ms <= bound);
+                }
+                t.merge(&one);
+            }
+        }
+        let [p50, p95, p99] = [0.5, 0.95, 0.99].map(|q| latency_quantile(&t, q).unwrap());
+        assert!(
+            1.0 < p50 && p50 < p95 && p95 < p99 && p99 < 8.0,
+            "{p50} {p95} {p99}"
         );
     }
 

@@ -10,16 +10,25 @@ use serde::Serialize;
 use super::{DepthRow, Outcome, OutcomeKind};
 use crate::domain::{Message, Stamp, Status};
 
-/// Upper bounds, in ms, of the cumulative latency buckets of
-/// [`MinuteMetrics::latency_le`] (`le_10` ... `le_10000` in the table).
-pub const LATENCY_BUCKETS_MS: [u64; 9] = [10, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
-
 /// Upper bounds, in ms, of the queue-wait, processing and end-to-end
-/// histograms (`wait_le_*`, `processing_le_*`, `total_le_*`): from a
-/// busy-but-keeping-up queue (ms) to a stalled one (an hour).
-pub const FLOW_BUCKETS_MS: [u64; 12] = [
-    10, 50, 100, 250, 500, 1000, 5000, 15000, 60000, 300000, 900000, 3600000,
+/// histograms (`wait_le_*`, `processing_le_*`, `total_le_*`): 1-2-5 steps
+/// from 1 ms, so that a fast transport's figures spread over several
+/// buckets instead of sharing the first, up to a stalled queue's hour.
+/// Between two bounds the quantiles interpolate, so a step of at most 2.5x
+/// bounds their error.
+pub const FLOW_BUCKETS_MS: [u64; 21] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000,
+    500_000, 1_000_000, 2_000_000, 3_600_000,
 ];
+
+/// Upper bounds, in ms, of the cumulative latency buckets of
+/// [`MinuteMetrics::latency_le`] (`le_1` ... `le_10000` in the table):
+/// the flow buckets' steps, up to the delivery timeouts in use.
+pub const LATENCY_BUCKETS_MS: [u64; 13] =
+    [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000];
+
+/// How many buckets a flow histogram has.
+pub const FLOW_BUCKETS: usize = FLOW_BUCKETS_MS.len();
 
 /// A cumulative histogram of one timing: how many, their sum and
 /// maximum, and `le[i]` = how many took at most `bounds[i]` ms.
@@ -99,7 +108,7 @@ pub struct MinuteMetrics {
     pub latency_sum_ms: u64,
     pub latency_max_ms: u64,
     /// Attempts of at most `LATENCY_BUCKETS_MS[i]` ms.
-    pub latency_le: [u64; 9],
+    pub latency_le: [u64; LATENCY_BUCKETS_MS.len()],
     /// Attempts whose queue wait (available -> claimed) is known.
     pub wait_count: u64,
     pub wait_sum_ms: u64,
@@ -109,13 +118,13 @@ pub struct MinuteMetrics {
     /// Finished messages (sent or dead) by attempts taken: 1, 2, 3, 4+.
     pub finished: [u64; 4],
     /// Queue waits of at most `FLOW_BUCKETS_MS[i]` ms.
-    pub wait_le: [u64; 12],
+    pub wait_le: [u64; FLOW_BUCKETS],
     /// Claimed -> handed to the transport (prefetch queue, rate limiter).
-    pub processing: Timing<12>,
+    pub processing: Timing<FLOW_BUCKETS>,
     /// Time attempts were held by the transport's rate limiter.
     pub limited_sum_ms: u64,
     /// End to end, for attempts that finished their message.
-    pub total: Timing<12>,
+    pub total: Timing<FLOW_BUCKETS>,
     /// Time the transport's circuit breaker was open.
     pub breaker_open_ms: u64,
     /// Messages cancelled (while queued or dead).

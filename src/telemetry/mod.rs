@@ -51,7 +51,9 @@ pub const ENQUEUES_SUPPRESSED: &str = "herald_recipients_suppressed_total";
 
 /// Upper bounds of the delivery-duration buckets: those of the per-minute
 /// rollups (`storage::LATENCY_BUCKETS_MS`), so both views agree.
-const DELIVERY_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
 /// Waiting in the queue and end to end: seconds to a day (scheduled sends,
 /// backoff, paused transports).
 const WAIT_BUCKETS: &[f64] = &[
@@ -587,7 +589,7 @@ mod tests {
                 0.0,
             ),
             (
-                "herald_delivery_duration_seconds_bucket{transport=\"telemetry-unit\",le=\"0.25\"}",
+                "herald_delivery_duration_seconds_bucket{transport=\"telemetry-unit\",le=\"0.2\"}",
                 3.0,
             ),
             (
