@@ -78,7 +78,9 @@ pub struct QueueDepth {
     pub by_priority: BTreeMap<u8, DepthCounts>,
 }
 
-/// Messages sent per second, averaged over the last 1, 5 and 15 minutes.
+/// Messages sent per second over the last 60, 300 and 900 seconds (to
+/// now, not to the start of the current minute; the minute in which the
+/// span starts counts in proportion, as if its sends were even).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessingRate {
@@ -219,10 +221,40 @@ pub fn window_bounds(now: DateTime<Utc>, window: Duration) -> (DateTime<Utc>, Da
     )
 }
 
+/// Messages sent per second over the `span` that ends `now`, from minute
+/// rows. A minute row holds what happened from its start until the end of
+/// its minute or until `now`, whichever comes first, and counts for the
+/// share of that time inside the span: the current minute's row counts
+/// whole and the row the span starts in counts in part, as if its sends
+/// were spread evenly over its minute. So a steady rate reads the same at
+/// any moment of a minute, instead of the partial minute so far over a
+/// whole one.
+fn sent_per_second(rows: &[&MinuteMetrics], now: DateTime<Utc>, span: TimeDelta) -> f64 {
+    let since = now - span;
+    let sent: f64 = rows
+        .iter()
+        .filter(|m| m.minute <= now)
+        .map(|m| {
+            let end = (m.minute + TimeDelta::minutes(1)).min(now);
+            let held = (end - m.minute).num_milliseconds();
+            let inside = (end - m.minute.max(since)).num_milliseconds().max(0);
+            // A row of the minute that starts now holds what happened now.
+            let share = if held > 0 {
+                inside as f64 / held as f64
+            } else {
+                1.0
+            };
+            m.sent as f64 * share
+        })
+        .sum();
+    sent / span.as_seconds_f64()
+}
+
 /// Computes the analytics from rows already read: `totals` (rollups over
 /// the window, summed or not), `series` (the window's counts in the
 /// query's scope, in rows no longer than the bucket) and `recent` (the
-/// last 15 minutes at minute resolution).
+/// minute rows of the last 15 minutes: the current one and the 15 before
+/// it).
 pub fn queue_analytics(
     query: &AnalyticsQuery,
     now: DateTime<Utc>,
@@ -263,19 +295,10 @@ pub fn queue_analytics(
     }
     queue_depth.total = queue_depth.queued + queue_depth.processing;
 
-    let sent_since = |minutes_back: i64| -> f64 {
-        let since = to - TimeDelta::minutes(minutes_back);
-        let sent: u64 = recent
-            .iter()
-            .filter(|m| m.minute >= since && m.minute < to)
-            .map(|m| m.sent)
-            .sum();
-        sent as f64 / (minutes_back * 60) as f64
-    };
     let processing_rate = ProcessingRate {
-        last1m: sent_since(1),
-        last5m: sent_since(5),
-        last15m: sent_since(15),
+        last1m: sent_per_second(&recent, now, TimeDelta::minutes(1)),
+        last5m: sent_per_second(&recent, now, TimeDelta::minutes(5)),
+        last15m: sent_per_second(&recent, now, TimeDelta::minutes(15)),
     };
 
     let in_window = |minute: DateTime<Utc>| minute >= from && minute < to;
@@ -761,7 +784,9 @@ pub async fn load_queue_analytics(
     let series = storage
         .series_counts(from, to, hourly, &query.scope)
         .await?;
-    let (recent_from, _) = window_bounds(now, Duration::from_secs(15 * 60));
+    // The last 15 minutes reach into the minute that began 15 minutes
+    // before the current one.
+    let (recent_from, _) = window_bounds(now, Duration::from_secs(16 * 60));
     let recent = storage.minute_metrics(recent_from, to).await?;
     let statuses = match engine {
         Some(engine) => engine.status().await.unwrap_or_default(),
@@ -891,7 +916,7 @@ mod tests {
                 processing: 1
             }
         );
-        assert_eq!(a.processing_rate.last1m, 0.5); // 30 in the current minute / 60 s
+        assert_eq!(a.processing_rate.last1m, 0.5); // 30 in the current minute, none in the 40 s before
         assert_eq!(a.processing_rate.last5m, 90.0 / 300.0);
         assert_eq!(a.processing_rate.last15m, 180.0 / 900.0);
         assert_eq!(a.failure_rate, 30.0 / 210.0);
@@ -1006,6 +1031,76 @@ mod tests {
             1.0 < p50 && p50 < p95 && p95 < p99 && p99 < 8.0,
             "{p50} {p95} {p99}"
         );
+    }
+
+    #[test]
+    fn a_steady_rate_reads_the_same_at_any_moment_of_the_minute() {
+        let start = Utc
+            .with_ymd_and_hms(2026, 1, 1, 12, 30, 0)
+            .single()
+            .unwrap();
+        let sent = |minute, sent| MinuteMetrics {
+            minute,
+            transport: "mail".into(),
+            sent,
+            ..MinuteMetrics::default()
+        };
+        for offset in [0, 1, 15, 30, 45, 59] {
+            let now = start + TimeDelta::seconds(offset);
+            // One a second: 60 in every earlier minute, one for each
+            // second of the current minute that has passed.
+            let mut minutes: Vec<MinuteMetrics> = (1..=16)
+                .map(|back| sent(start - TimeDelta::minutes(back), 60))
+                .collect();
+            minutes.push(sent(start, offset as u64));
+            let a = queue_analytics(
+                &query("15m", "1m"),
+                now,
+                &[],
+                &minutes,
+                &series(&minutes),
+                &minutes,
+                &[],
+            );
+            let rate = &a.processing_rate;
+            for (span, per_second) in [
+                ("1m", rate.last1m),
+                ("5m", rate.last5m),
+                ("15m", rate.last15m),
+            ] {
+                assert!(
+                    (per_second - 1.0).abs() < 1e-9,
+                    "{offset} s into the minute, last {span}: {per_second}/s"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_rate_counts_the_minute_it_starts_in_by_its_share() {
+        // 12:30:20: the last 60 s are 40 s of 12:29 (120 sent) and the 20 s
+        // of 12:30 so far (10 sent).
+        let now = Utc
+            .with_ymd_and_hms(2026, 1, 1, 12, 30, 20)
+            .single()
+            .unwrap();
+        let minutes = [
+            MinuteMetrics {
+                minute: now - TimeDelta::seconds(80),
+                transport: "mail".into(),
+                sent: 120,
+                ..MinuteMetrics::default()
+            },
+            MinuteMetrics {
+                minute: now - TimeDelta::seconds(20),
+                transport: "mail".into(),
+                sent: 10,
+                ..MinuteMetrics::default()
+            },
+        ];
+        let rows: Vec<&MinuteMetrics> = minutes.iter().collect();
+        let rate = sent_per_second(&rows, now, TimeDelta::minutes(1));
+        assert!((rate - 90.0 / 60.0).abs() < 1e-9, "{rate}");
     }
 
     #[test]

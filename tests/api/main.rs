@@ -75,6 +75,7 @@ on_both_backends!(
     analytics_filter_by_channel_and_category,
     failures_and_transport_performance_report_known_traffic_exactly,
     deliverability_reports_known_feedback_exactly,
+    a_steady_rate_reads_the_same_at_any_moment_of_the_minute,
     quantiles_of_a_fast_transport_stay_apart,
     a_wrong_method_is_405_naming_the_allowed_ones,
     alerts_are_listed_by_state_and_bad_parameters_named,
@@ -2739,6 +2740,48 @@ async fn failures_and_transport_performance_report_known_traffic_exactly(f: &Fix
     assert_eq!(mail["reliabilityScore"], 65.0);
     assert_eq!(mail["costPerMessage"], 0.002);
     assert!(close(&mail["totalCost"], 0.008));
+}
+
+/// A `mail` rollup row of one minute.
+fn sent_in(minute: chrono::DateTime<chrono::Utc>, sent: u64) -> MinuteMetrics {
+    MinuteMetrics {
+        minute,
+        transport: "mail".into(),
+        channel: "email".into(),
+        sent,
+        ..MinuteMetrics::default()
+    }
+}
+
+async fn a_steady_rate_reads_the_same_at_any_moment_of_the_minute(f: &Fixture) {
+    let api = api(f, false).await;
+    let start = t0() + chrono::Duration::minutes(30);
+    // One a second: 60 in each of the 16 minutes before `start`.
+    let earlier = (1..=16)
+        .map(|back| sent_in(start - chrono::Duration::minutes(back), 60))
+        .collect();
+    api.storage.add_rollups(earlier).await.expect("rollups");
+    let mut counted = 0;
+    for offset in [0, 1, 15, 30, 45, 59] {
+        // And one for each second of the current minute that has passed.
+        api.storage
+            .add_rollups(vec![sent_in(start, offset - counted)])
+            .await
+            .expect("rollups");
+        counted = offset;
+        api.clock
+            .set(start + chrono::Duration::seconds(offset as i64));
+        let reply = api.get("/api/queue/analytics?window=15m").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let rate = &reply.body["processingRate"];
+        for span in ["last1m", "last5m", "last15m"] {
+            assert!(
+                close(&rate[span], 1.0),
+                "{offset} s into the minute, {span}: {}",
+                rate[span]
+            );
+        }
+    }
 }
 
 async fn quantiles_of_a_fast_transport_stay_apart(f: &Fixture) {
