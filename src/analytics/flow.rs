@@ -272,7 +272,9 @@ pub struct TransportBottleneck {
     /// rate_limited_ms / (queue wait + processing).
     pub rate_limited_share_of_wait: f64,
     pub rate_limit_per_minute: u32,
-    /// Attempts in the busiest minute / rate_limit.
+    /// Attempts in the busiest of the last 15 minutes / rate_limit; the
+    /// current minute by its pace so far (attempts over the seconds it
+    /// has run, reading at most the limit unless it counted more).
     pub peak_rate_limit_use: Option<f64>,
     pub breaker_open_ms: u64,
     /// breaker_open_ms / window.
@@ -319,6 +321,27 @@ fn human_ms(ms: f64) -> String {
     } else {
         format!("{ms:.0} ms")
     }
+}
+
+/// How much of `rate_limit` (per minute) the `attempts` of the minute row
+/// starting at `minute` used. The current minute is judged by its pace so
+/// far, attempts over the part of it that has passed: a transport its
+/// limit holds shows it within seconds, not only once a whole minute at
+/// the limit has passed. The pace may read as the limit but not beyond
+/// what the minute really counted over it, since a few attempts early in a
+/// minute (a burst) would otherwise read as many times the limit.
+fn rate_limit_use(
+    minute: DateTime<Utc>,
+    attempts: u64,
+    rate_limit: u32,
+    now: DateTime<Utc>,
+) -> f64 {
+    let counted = attempts as f64 / f64::from(rate_limit.max(1));
+    let passed = (now - minute).num_milliseconds() as f64 / 60_000.0;
+    if passed <= 0.0 || passed >= 1.0 {
+        return counted;
+    }
+    (counted / passed).min(counted.max(1.0))
 }
 
 /// Per transport: where the time goes and what to change. `totals` are
@@ -387,10 +410,10 @@ pub fn bottlenecks(
             0.0
         };
         let peak_rate_limit_use = per_minute
-            .values()
-            .max()
-            .filter(|_| limits.members.is_empty())
-            .map(|peak| *peak as f64 / f64::from(limits.rate_limit.max(1)));
+            .iter()
+            .map(|(minute, attempts)| rate_limit_use(*minute, *attempts, limits.rate_limit, now))
+            .reduce(f64::max)
+            .filter(|_| limits.members.is_empty());
         let concurrency_saturation = if limits.members.is_empty() {
             (delivery_ms / (window_ms * limits.concurrency.max(1) as f64)).min(1.0)
         } else {
@@ -561,4 +584,101 @@ fn findings(t: &TransportBottleneck, average_wait: Option<f64>) -> Vec<Finding> 
         ));
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, TimeZone};
+
+    use super::*;
+    use crate::storage::Timing;
+
+    fn start() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 30, 0)
+            .single()
+            .unwrap()
+    }
+
+    /// `mail`, limited to 60 a minute.
+    fn limits() -> TransportLimits {
+        TransportLimits {
+            name: "mail".into(),
+            kind: "smtp".into(),
+            rate_limit: 60,
+            concurrency: 4,
+            members: Vec::new(),
+        }
+    }
+
+    /// `attempts` sent in the minute from `minute`, each after 5 s in the
+    /// queue and 0.5 s on the rate limiter: a backlog the limit drains.
+    fn limited(minute: DateTime<Utc>, attempts: u64) -> MinuteMetrics {
+        MinuteMetrics {
+            minute,
+            transport: "mail".into(),
+            channel: "email".into(),
+            sent: attempts,
+            latency_count: attempts,
+            latency_sum_ms: 5 * attempts,
+            wait_count: attempts,
+            wait_sum_ms: 5000 * attempts,
+            processing: Timing {
+                count: attempts,
+                sum_ms: 500 * attempts,
+                ..Timing::default()
+            },
+            limited_sum_ms: 500 * attempts,
+            ..MinuteMetrics::default()
+        }
+    }
+
+    fn report(now: DateTime<Utc>, rows: &[MinuteMetrics]) -> TransportBottleneck {
+        let report = bottlenecks(
+            Duration::from_secs(900),
+            now,
+            rows,
+            rows,
+            &[],
+            &[limits()],
+            &[],
+            &Scope::default(),
+        );
+        report.transports.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_transport_held_by_its_rate_limit_is_named_in_its_first_minute() {
+        for seconds in [5, 20, 40, 59] {
+            let now = start() + TimeDelta::seconds(seconds);
+            // One attempt a second since the minute began: the limit.
+            let mail = report(now, &[limited(start(), seconds as u64)]);
+            let peak = mail.peak_rate_limit_use.unwrap();
+            assert!((peak - 1.0).abs() < 1e-9, "{seconds} s in: {peak}");
+            assert!(
+                mail.rate_limited_share_of_wait < 0.5,
+                "the queue, not the limiter, holds most of the wait"
+            );
+            assert!(
+                mail.findings.iter().any(|f| f.kind == "rate_limit"),
+                "{seconds} s in: {:?}",
+                mail.findings
+            );
+        }
+    }
+
+    #[test]
+    fn the_current_minute_is_judged_by_its_pace() {
+        let now = start() + TimeDelta::seconds(30);
+        // Half the limit's pace: 15 in 30 s.
+        let half = report(now, &[limited(start(), 15)]);
+        assert!((half.peak_rate_limit_use.unwrap() - 0.5).abs() < 1e-9);
+        assert!(half.findings.iter().all(|f| f.kind != "rate_limit"));
+        // A burst of 10 in the first second reads as the limit, no more.
+        let burst = report(start() + TimeDelta::seconds(1), &[limited(start(), 10)]);
+        assert_eq!(burst.peak_rate_limit_use, Some(1.0));
+        // A whole minute reads as counted, even past the limit.
+        let earlier = start() - TimeDelta::minutes(1);
+        let full = report(now, &[limited(earlier, 66), limited(start(), 1)]);
+        assert!((full.peak_rate_limit_use.unwrap() - 1.1).abs() < 1e-9);
+    }
 }

@@ -77,6 +77,7 @@ on_both_backends!(
     deliverability_reports_known_feedback_exactly,
     a_steady_rate_reads_the_same_at_any_moment_of_the_minute,
     quantiles_of_a_fast_transport_stay_apart,
+    a_transport_held_by_its_rate_limit_is_named_in_its_first_minute,
     a_wrong_method_is_405_naming_the_allowed_ones,
     alerts_are_listed_by_state_and_bad_parameters_named,
     a_push_to_tokens_makes_a_message_per_token_once,
@@ -2475,7 +2476,8 @@ async fn message_flow_and_bottlenecks_report_known_traffic_exactly(f: &Fixture) 
     assert!(close(&mail["timeShare"]["delivery"], 1000.0 / 12000.0));
     assert_eq!(mail["rateLimitedMs"], 2000);
     assert!(close(&mail["rateLimitedShareOfWait"], 2000.0 / 11000.0));
-    assert!(close(&mail["peakRateLimitUse"], 4.0 / 600.0));
+    // 4 attempts in the 2 s of the current minute so far: 120 a minute.
+    assert!(close(&mail["peakRateLimitUse"], 120.0 / 600.0));
     assert_eq!(mail["breakerOpenMs"], 60_000);
     assert!(close(&mail["breakerOpenShare"], 60.0 / 900.0));
     assert!(close(
@@ -2827,6 +2829,59 @@ async fn quantiles_of_a_fast_transport_stay_apart(f: &Fixture) {
     assert_eq!(flow.status, 200, "{}", flow.body);
     apart(&flow.body["timings"]["delivery"], "delivery");
     apart(&flow.body["timings"]["queueWait"], "queue wait");
+}
+
+async fn a_transport_held_by_its_rate_limit_is_named_in_its_first_minute(f: &Fixture) {
+    let api = api_on(
+        f,
+        false,
+        settings_with(
+            false,
+            r#"
+            [transports.slow]
+            kind = "file"
+            path = "outbox-slow"
+            rate_limit = 60
+            "#,
+        ),
+    )
+    .await;
+    let start = t0() + chrono::Duration::minutes(30);
+    // From `start` on, one attempt a second, each after 5 s in the queue.
+    let mut counted = 0;
+    for offset in [5, 20, 40] {
+        let attempts = offset - counted;
+        counted = offset;
+        api.storage
+            .add_rollups(vec![MinuteMetrics {
+                transport: "slow".into(),
+                latency_count: attempts,
+                latency_sum_ms: 5 * attempts,
+                wait_count: attempts,
+                wait_sum_ms: 5000 * attempts,
+                ..sent_in(start, attempts)
+            }])
+            .await
+            .expect("rollups");
+        api.clock
+            .set(start + chrono::Duration::seconds(offset as i64));
+        let report = api
+            .get("/api/queue/bottlenecks?window=15m&transport=slow")
+            .await;
+        assert_eq!(report.status, 200, "{}", report.body);
+        let slow = &report.body["transports"][0];
+        assert!(close(&slow["peakRateLimitUse"], 1.0), "{offset} s: {slow}");
+        let kinds: Vec<&Value> = report.body["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .map(|f| &f["kind"])
+            .collect();
+        assert!(
+            kinds.contains(&&json!("rate_limit")),
+            "{offset} s: {kinds:?}"
+        );
+    }
 }
 
 async fn deliverability_reports_known_feedback_exactly(f: &Fixture) {
