@@ -2304,44 +2304,6 @@ mod tests {
     }
 
     #[test]
-    fn rollups_written_before_the_finer_buckets_read_as_before() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        embedded::migrations::runner()
-            .set_target(refinery::Target::Version(19))
-            .run(&mut conn)
-            .unwrap();
-        // 10 deliveries: 4 of at most 10 ms, 6 in (100, 250] ms, the longest
-        // 240 ms; 10 queue waits in (1, 5] s.
-        conn.execute_batch(
-            "INSERT INTO metrics_minutely (minute, transport, channel, category, sent,
-                 latency_count, latency_sum_ms, latency_max_ms, le_10, le_50, le_100,
-                 le_250, le_500, le_1000, le_2500, le_5000, le_10000,
-                 wait_count, wait_sum_ms, wait_max_ms, wait_le_1000, wait_le_5000,
-                 wait_le_15000, wait_le_60000, wait_le_300000, wait_le_900000,
-                 wait_le_3600000)
-             VALUES (60000, 'mail', 'email', '', 10, 10, 1000, 240, 4, 4, 4, 10, 10, 10,
-                 10, 10, 10, 10, 30000, 4000, 0, 10, 10, 10, 10, 10, 10)",
-        )
-        .unwrap();
-        embedded::migrations::runner().run(&mut conn).unwrap();
-        let at = from_millis(60_000);
-        let spans = RollupSpans::fine(
-            at,
-            at + chrono::TimeDelta::minutes(1),
-            RollupSeal::default(),
-        );
-        let rows = metric_rows(&conn, &rollup_rows_sql(question), spans).unwrap();
-        let [row] = rows.as_slice() else {
-            panic!("{rows:?}")
-        };
-        // Each new bound gets the old bucket's count by its share of the width.
-        assert_eq!(row.latency_le, [0, 0, 2, 4, 4, 4, 4, 8, 10, 10, 10, 10, 10]);
-        assert_eq!(row.wait_le[9..12], [0, 2, 10]);
-        let p50 = crate::analytics::latency_quantile(row, 0.5).unwrap();
-        assert!((100.0..250.0).contains(&p50), "{p50}");
-    }
-
-    #[test]
     fn a_full_disk_is_a_full_store_worth_retrying() {
         let err = failure(ffi::SQLITE_FULL);
         assert!(matches!(err, StorageError::Full(_)), "{err:?}");

@@ -70,7 +70,76 @@ enum Cleanup {
     Schema(String),
 }
 
+mod sqlite_migrations {
+    refinery::embed_migrations!("sql/sqlite");
+}
+
+mod postgres_migrations {
+    refinery::embed_migrations!("sql/postgres");
+}
+
 impl Fixture {
+    /// A SQLite store that migration `version` left, holding what
+    /// `written` (SQL) wrote there, then opened and migrated: a store an
+    /// older version filled, upgraded.
+    pub async fn sqlite_from(version: i32, written: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("herald.db");
+        let mut conn = rusqlite::Connection::open(&path).expect("open the file");
+        sqlite_migrations::migrations::runner()
+            .set_target(refinery::Target::Version(version))
+            .run(&mut conn)
+            .expect("migrate to the older version");
+        conn.execute_batch(written)
+            .expect("write as the older version");
+        drop(conn);
+        let options = StorageOptions {
+            pool_size: 2,
+            ..StorageOptions::new(format!("sqlite://{}", path.display()))
+        };
+        let storage = open_migrated(&options).await;
+        Fixture {
+            storage,
+            options,
+            cleanup: Cleanup::Dir(dir),
+        }
+    }
+
+    /// [`Fixture::sqlite_from`] on PostgreSQL.
+    pub async fn postgres_from(version: i32, written: &str) -> Fixture {
+        let base = postgres_base_url();
+        let schema = format!(
+            "herald_test_{}",
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
+        connect(&base)
+            .await
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("create the test schema");
+        let url = with_search_path(&base, &schema);
+        let mut client = connect(&url).await;
+        postgres_migrations::migrations::runner()
+            .set_target(refinery::Target::Version(version))
+            .run_async(&mut client)
+            .await
+            .expect("migrate to the older version");
+        client
+            .batch_execute(written)
+            .await
+            .expect("write as the older version");
+        let options = StorageOptions {
+            pool_size: 8,
+            ..StorageOptions::new(url)
+        };
+        let storage = open_migrated(&options).await;
+        Fixture {
+            storage,
+            options,
+            cleanup: Cleanup::Schema(schema),
+        }
+    }
+
     pub async fn sqlite() -> Fixture {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}", dir.path().join("herald.db").display());

@@ -49,6 +49,7 @@ macro_rules! conformance {
 // After the macro, which its cases use too.
 mod feedback;
 mod finished;
+mod migrations;
 mod search;
 
 conformance!(
