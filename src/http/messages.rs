@@ -449,6 +449,7 @@ pub(super) fn message_filter(query: &Query) -> Result<MessageFilter, ApiError> {
         category: query.get("category", |s| check_category(s).map(|()| s.to_owned()))?,
         since,
         until,
+        changed_by: None,
         error_class: query.get("error_class", |s| {
             CLASSES
                 .iter()

@@ -1,4 +1,5 @@
-//! Durable state: messages, their events and per-transport pause state.
+//! Durable state: messages, their events, per-transport pause state,
+//! alert incidents and replay jobs.
 //!
 //! One [`Storage`] trait, two backends that pass one conformance suite
 //! (`tests/storage`): PostgreSQL for production and several nodes, SQLite
@@ -16,6 +17,7 @@ mod feedback;
 mod group_commit;
 mod lifecycle;
 mod postgres;
+mod replay_jobs;
 mod retention;
 mod rollups;
 mod sql;
@@ -35,6 +37,7 @@ pub use feedback::{
 };
 pub use group_commit::GroupCommit;
 pub use postgres::PostgresStorage;
+pub use replay_jobs::{ReplayJob, ReplayJobState};
 pub use retention::{Expired, Retention, RetentionOverride, RetentionRule};
 pub(crate) use rollups::truncate_minute;
 pub use rollups::{
@@ -327,6 +330,10 @@ pub struct MessageFilter {
     /// The class of the message's last error, as
     /// [`crate::delivery::errors::class_of_error`] reads it.
     pub error_class: Option<String>,
+    /// Last changed at or before this instant: for a dead letter, when it
+    /// was dead-lettered. A replay job bounds itself by this so that what
+    /// it replays and sees die again is not taken a second time.
+    pub changed_by: Option<DateTime<Utc>>,
 }
 
 impl MessageFilter {
@@ -939,6 +946,41 @@ pub trait Storage: Send + Sync + 'static {
         state: Option<AlertState>,
         limit: usize,
     ) -> Result<Vec<Alert>, StorageError>;
+
+    /// Stores a new replay job as it is given (normally `running`, no
+    /// owner yet).
+    async fn create_replay_job(&self, job: &ReplayJob) -> Result<(), StorageError>;
+
+    /// One replay job, `None` when unknown.
+    async fn replay_job(&self, id: Stamp) -> Result<Option<ReplayJob>, StorageError>;
+
+    /// Replay jobs, newest first.
+    async fn list_replay_jobs(&self, limit: usize) -> Result<Vec<ReplayJob>, StorageError>;
+
+    /// Takes the oldest running job that has no owner, is `node`'s own
+    /// (a restart of it), or whose owner has not advanced it since
+    /// `stale_before` (presumed dead): one atomic update, so two nodes
+    /// never both take a job. Touches its `updated_at`.
+    async fn take_replay_job(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Option<ReplayJob>, StorageError>;
+
+    /// Adds one batch's `replayed` to a running job `node` owns and moves
+    /// it to `state` (with `error` when failed). False when the job is no
+    /// longer `node`'s running job (another node took it over): the
+    /// caller stops.
+    async fn advance_replay_job(
+        &self,
+        id: Stamp,
+        node: &str,
+        replayed: u64,
+        state: ReplayJobState,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError>;
 }
 
 /// `available_at - priority * aging`, the claim order key.

@@ -25,18 +25,20 @@ use super::rollups::{
     CompactionPlan, RollupSpans, cancelled_rollup, metric_columns, metric_values, rollup,
 };
 use super::sql::{
-    ALERT_COLUMNS, FEW_IN_TIME_RANGE, FilterValue, MESSAGE_COLUMNS, READ_SEAL_SQL, add_bounces_sql,
-    add_failures_sql, add_metrics_sql, bounce_totals_sql, compaction_sql, error_class_sql,
-    failure_totals_sql, few_sql, filter_conditions, listing_wheres, rollup_rows_sql,
-    rollup_totals_sql, series_sql, time_range_of, write_seal_sql,
+    ALERT_COLUMNS, FEW_IN_TIME_RANGE, FilterValue, MESSAGE_COLUMNS, READ_SEAL_SQL,
+    REPLAY_JOB_COLUMNS, add_bounces_sql, add_failures_sql, add_metrics_sql, bounce_totals_sql,
+    compaction_sql, error_class_sql, failure_totals_sql, few_sql, filter_conditions,
+    listing_wheres, rollup_rows_sql, rollup_totals_sql, series_sql, time_range_of,
+    write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, BounceCount, DeadLetterGroup, DeadLetterSummary, DepthRow,
     EXACT_COUNT_LIMIT, Enqueued, Expired, FailureCount, FeedbackBatch, FeedbackRecorded,
     MessageCount, MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page,
-    PageRequest, Recorded, Retention, RollupSeal, Scope, SeriesCounts, Storage, StorageError,
-    StorageOptions, Suppression, SuppressionCursor, SuppressionFilter, TransportState, WRITE_PROBE,
-    WeakWorkSignal, WorkSignal, clamp_limit, effective_at, with_queued_event,
+    PageRequest, Recorded, ReplayJob, ReplayJobState, Retention, RollupSeal, Scope, SeriesCounts,
+    Storage, StorageError, StorageOptions, Suppression, SuppressionCursor, SuppressionFilter,
+    TransportState, WRITE_PROBE, WeakWorkSignal, WorkSignal, clamp_limit, effective_at,
+    with_queued_event,
 };
 use crate::domain::{
     Channel, ClaimToken, Event, Fingerprint, Message, MessageWithEvents, NewMessage, Priority,
@@ -843,6 +845,32 @@ fn alert_from_row(row: &Row) -> Result<Alert, StorageError> {
         resolved_message: row
             .try_get::<_, Option<Uuid>>("resolved_message_id")?
             .map(stamp),
+    })
+}
+
+fn replay_job_from_row(row: &Row) -> Result<ReplayJob, StorageError> {
+    let state: String = row.try_get("state")?;
+    let channel = row
+        .try_get::<_, Option<String>>("channel")?
+        .map(|text| {
+            text.parse::<crate::domain::Channel>()
+                .map_err(|_| corrupt("replay_jobs.channel", &text))
+        })
+        .transpose()?;
+    Ok(ReplayJob {
+        id: stamp(row.try_get("id")?),
+        state: ReplayJobState::parse(&state).ok_or_else(|| corrupt("replay_jobs.state", &state))?,
+        transport: row.try_get("transport")?,
+        channel,
+        category: row.try_get("category")?,
+        error_class: row.try_get("error_class")?,
+        total: row.try_get::<_, i64>("total")?.max(0) as u64,
+        replayed: row.try_get::<_, i64>("replayed")?.max(0) as u64,
+        owner: row.try_get("owner")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
     })
 }
 
@@ -2344,6 +2372,113 @@ impl Storage for PostgresStorage {
             )
             .await?;
         rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn create_replay_job(&self, job: &ReplayJob) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO replay_jobs (id, state, transport, channel, category, error_class,
+                     total, replayed, owner, created_at, updated_at, finished_at, error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                &[
+                    &Uuid::from(job.id.0),
+                    &job.state.as_str(),
+                    &job.transport,
+                    &job.channel.map(|c| c.as_str()),
+                    &job.category,
+                    &job.error_class,
+                    &(job.total.min(i64::MAX as u64) as i64),
+                    &(job.replayed.min(i64::MAX as u64) as i64),
+                    &job.owner,
+                    &job.created_at,
+                    &job.updated_at,
+                    &job.finished_at,
+                    &job.error,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn replay_job(&self, id: Stamp) -> Result<Option<ReplayJob>, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs WHERE id = $1"),
+                &[&Uuid::from(id.0)],
+            )
+            .await?;
+        row.as_ref().map(replay_job_from_row).transpose()
+    }
+
+    async fn list_replay_jobs(&self, limit: usize) -> Result<Vec<ReplayJob>, StorageError> {
+        let client = self.client().await?;
+        let limit = clamp_limit(limit) as i64;
+        let rows = client
+            .query(
+                &format!("SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs ORDER BY id DESC LIMIT $1"),
+                &[&limit],
+            )
+            .await?;
+        rows.iter().map(replay_job_from_row).collect()
+    }
+
+    async fn take_replay_job(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Option<ReplayJob>, StorageError> {
+        let client = self.client().await?;
+        // The outer WHERE repeats the condition: should another node take
+        // the row between the subquery and the update, the update re-reads
+        // it, finds it fresh and no longer takeable, and takes nothing.
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE replay_jobs SET owner = $1, updated_at = $2
+                     WHERE state = 'running' AND (owner IS NULL OR owner = $1 OR updated_at < $3)
+                       AND id = (SELECT id FROM replay_jobs
+                                 WHERE state = 'running'
+                                   AND (owner IS NULL OR owner = $1 OR updated_at < $3)
+                                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING {REPLAY_JOB_COLUMNS}"
+                ),
+                &[&node, &now, &stale_before],
+            )
+            .await?;
+        row.as_ref().map(replay_job_from_row).transpose()
+    }
+
+    async fn advance_replay_job(
+        &self,
+        id: Stamp,
+        node: &str,
+        replayed: u64,
+        state: ReplayJobState,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let client = self.client().await?;
+        let finished_at = (state != ReplayJobState::Running).then_some(now);
+        let changed = client
+            .execute(
+                "UPDATE replay_jobs SET replayed = replayed + $3, state = $4, error = $5,
+                     updated_at = $6, finished_at = $7
+                 WHERE id = $1 AND owner = $2 AND state = 'running'",
+                &[
+                    &Uuid::from(id.0),
+                    &node,
+                    &(replayed.min(i64::MAX as u64) as i64),
+                    &state.as_str(),
+                    &error,
+                    &now,
+                    &finished_at,
+                ],
+            )
+            .await?;
+        Ok(changed == 1)
     }
 
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {

@@ -66,6 +66,9 @@ pub(crate) fn filter_conditions(
     if let Some(until) = filter.until {
         bind(FilterValue::Time(until), &|p| format!("created_at < {p}"));
     }
+    if let Some(by) = filter.changed_by {
+        bind(FilterValue::Time(by), &|p| format!("updated_at <= {p}"));
+    }
     if let Some(class) = &filter.error_class {
         bind(text(class), &|p| format!("{} = {p}", error_class_sql()));
     }
@@ -373,6 +376,10 @@ pub(crate) fn compaction_sql(hour: &str, p: impl Fn(usize) -> String) -> Vec<Com
         })
         .collect()
 }
+
+/// The `replay_jobs` columns in the order both backends read them.
+pub(crate) const REPLAY_JOB_COLUMNS: &str = "id, state, transport, channel, category, error_class, \
+     total, replayed, owner, created_at, updated_at, finished_at, error";
 
 /// Reads the one `rollup_seal` row: (`sealed_until`, `minutes_from`).
 pub(crate) const READ_SEAL_SQL: &str =

@@ -29,17 +29,18 @@ use super::rollups::{
 };
 use super::sql::{
     ALERT_COLUMNS, FEW_IN_TIME_RANGE, FilterValue, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL,
-    add_bounces_sql, add_failures_sql, add_metrics_sql, bounce_totals_sql, compaction_sql,
-    error_class_sql, failure_totals_sql, few_sql, filter_conditions, listing_wheres,
-    rollup_rows_sql, rollup_totals_sql, series_sql, time_range_of, write_seal_sql,
+    REPLAY_JOB_COLUMNS, add_bounces_sql, add_failures_sql, add_metrics_sql, bounce_totals_sql,
+    compaction_sql, error_class_sql, failure_totals_sql, few_sql, filter_conditions,
+    listing_wheres, rollup_rows_sql, rollup_totals_sql, series_sql, time_range_of,
+    write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, BounceCount, DeadLetterGroup, DeadLetterSummary, DepthRow,
     EXACT_COUNT_LIMIT, Enqueued, FailureCount, FeedbackBatch, FeedbackRecorded, MessageCount,
     MessageFilter, MinuteMetrics, NewAlert, NodeInfo, Outcome, OutcomeKind, Page, PageRequest,
-    Recorded, RollupSeal, Scope, SeriesCounts, Storage, StorageError, StorageOptions, Suppression,
-    SuppressionCursor, SuppressionFilter, TransportState, WRITE_PROBE, WorkSignal, clamp_limit,
-    effective_at,
+    Recorded, ReplayJob, ReplayJobState, RollupSeal, Scope, SeriesCounts, Storage, StorageError,
+    StorageOptions, Suppression, SuppressionCursor, SuppressionFilter, TransportState, WRITE_PROBE,
+    WorkSignal, clamp_limit, effective_at,
 };
 use super::{Expired, Retention, with_queued_event};
 use crate::domain::{
@@ -587,6 +588,35 @@ fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<Alert> {
         paused_at: time_column(row, 15)?,
         fired_message: stamp_column(13)?,
         resolved_message: stamp_column(14)?,
+    })
+}
+
+fn replay_job_from_row(row: &Row<'_>) -> rusqlite::Result<ReplayJob> {
+    let state: String = row.get(1)?;
+    let count =
+        |column: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(column)?.max(0) as u64) };
+    Ok(ReplayJob {
+        id: parse_column(row, 0)?,
+        state: ReplayJobState::parse(&state).ok_or_else(|| {
+            conversion_error(
+                1,
+                crate::domain::ValidationError::invalid("state", "unknown replay job state"),
+            )
+        })?,
+        transport: row.get(2)?,
+        channel: row
+            .get::<_, Option<String>>(3)?
+            .map(|text| text.parse::<Channel>().map_err(|e| conversion_error(3, e)))
+            .transpose()?,
+        category: row.get(4)?,
+        error_class: row.get(5)?,
+        total: count(6)?,
+        replayed: count(7)?,
+        owner: row.get(8)?,
+        created_at: from_millis(row.get(9)?),
+        updated_at: from_millis(row.get(10)?),
+        finished_at: time_column(row, 11)?,
+        error: row.get(12)?,
     })
 }
 
@@ -2248,6 +2278,123 @@ impl Storage for SqliteStorage {
                 Ok(alerts)
             })
             .await
+    }
+
+    async fn create_replay_job(&self, job: &ReplayJob) -> Result<(), StorageError> {
+        let job = job.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO replay_jobs (id, state, transport, channel, category, error_class,
+                     total, replayed, owner, created_at, updated_at, finished_at, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                job.id.to_string(),
+                job.state.as_str(),
+                job.transport,
+                job.channel.map(|c| c.as_str()),
+                job.category,
+                job.error_class,
+                job.total.min(i64::MAX as u64) as i64,
+                job.replayed.min(i64::MAX as u64) as i64,
+                job.owner,
+                to_millis(job.created_at),
+                to_millis(job.updated_at),
+                job.finished_at.map(to_millis),
+                job.error,
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replay_job(&self, id: Stamp) -> Result<Option<ReplayJob>, StorageError> {
+        self.reader()
+            .call(move |conn| {
+                let job = conn
+                    .prepare_cached(&format!(
+                        "SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs WHERE id = ?1"
+                    ))?
+                    .query_row([id.to_string()], replay_job_from_row)
+                    .optional()?;
+                Ok(job)
+            })
+            .await
+    }
+
+    async fn list_replay_jobs(&self, limit: usize) -> Result<Vec<ReplayJob>, StorageError> {
+        let limit = clamp_limit(limit) as i64;
+        self.reader()
+            .call(move |conn| {
+                let jobs = conn
+                    .prepare_cached(&format!(
+                        "SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs ORDER BY id DESC LIMIT ?1"
+                    ))?
+                    .query_map([limit], replay_job_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(jobs)
+            })
+            .await
+    }
+
+    async fn take_replay_job(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Option<ReplayJob>, StorageError> {
+        let node = node.to_owned();
+        // One writer: the statement is atomic against every other one.
+        self.write(move |tx| {
+            let job = tx
+                .prepare_cached(&format!(
+                    "UPDATE replay_jobs SET owner = ?1, updated_at = ?2
+                     WHERE id = (SELECT id FROM replay_jobs
+                                 WHERE state = 'running'
+                                   AND (owner IS NULL OR owner = ?1 OR updated_at < ?3)
+                                 ORDER BY id LIMIT 1)
+                     RETURNING {REPLAY_JOB_COLUMNS}"
+                ))?
+                .query_row(
+                    params![node, to_millis(now), to_millis(stale_before)],
+                    replay_job_from_row,
+                )
+                .optional()?;
+            Ok(job)
+        })
+        .await
+    }
+
+    async fn advance_replay_job(
+        &self,
+        id: Stamp,
+        node: &str,
+        replayed: u64,
+        state: ReplayJobState,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let node = node.to_owned();
+        let finished_at = (state != ReplayJobState::Running).then_some(to_millis(now));
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE replay_jobs SET replayed = replayed + ?3, state = ?4, error = ?5,
+                         updated_at = ?6, finished_at = ?7
+                     WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+                )?
+                .execute(params![
+                    id.to_string(),
+                    node,
+                    replayed.min(i64::MAX as u64) as i64,
+                    state.as_str(),
+                    error,
+                    to_millis(now),
+                    finished_at,
+                ])?;
+            Ok(changed == 1)
+        })
+        .await
     }
 
     async fn queue_depth(&self) -> Result<Vec<DepthRow>, StorageError> {

@@ -15,9 +15,9 @@ use crate::domain::{
 use crate::storage::{
     Alert, AlertNotice, AlertState, BounceCount, DeadLetterGroup, DeadLetterSummary, DepthRow,
     Enqueued, FailureCount, FeedbackBatch, FeedbackRecorded, MessageCount, MessageFilter,
-    MinuteMetrics, NewAlert, NodeInfo, Outcome, Page, PageRequest, Recorded, Scope, SeriesCounts,
-    Storage, StorageError, Suppression, SuppressionCursor, SuppressionFilter, TransportState,
-    WorkSignal,
+    MinuteMetrics, NewAlert, NodeInfo, Outcome, Page, PageRequest, Recorded, ReplayJob,
+    ReplayJobState, Scope, SeriesCounts, Storage, StorageError, Suppression, SuppressionCursor,
+    SuppressionFilter, TransportState, WorkSignal,
 };
 
 /// Delegates every call to the wrapped store, recording its duration in
@@ -438,5 +438,47 @@ impl Storage for TimedStorage {
         limit: usize,
     ) -> Result<Vec<Alert>, StorageError> {
         timed("list_alerts", self.inner.list_alerts(state, limit)).await
+    }
+
+    async fn create_replay_job(&self, job: &ReplayJob) -> Result<(), StorageError> {
+        timed("create_replay_job", self.inner.create_replay_job(job)).await
+    }
+
+    async fn replay_job(&self, id: Stamp) -> Result<Option<ReplayJob>, StorageError> {
+        timed("replay_job", self.inner.replay_job(id)).await
+    }
+
+    async fn list_replay_jobs(&self, limit: usize) -> Result<Vec<ReplayJob>, StorageError> {
+        timed("list_replay_jobs", self.inner.list_replay_jobs(limit)).await
+    }
+
+    async fn take_replay_job(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Option<ReplayJob>, StorageError> {
+        timed(
+            "take_replay_job",
+            self.inner.take_replay_job(node, now, stale_before),
+        )
+        .await
+    }
+
+    async fn advance_replay_job(
+        &self,
+        id: Stamp,
+        node: &str,
+        replayed: u64,
+        state: ReplayJobState,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        timed(
+            "advance_replay_job",
+            self.inner
+                .advance_replay_job(id, node, replayed, state, error, now),
+        )
+        .await
     }
 }

@@ -50,6 +50,7 @@ macro_rules! conformance {
 mod feedback;
 mod finished;
 mod migrations;
+mod replay_jobs;
 mod search;
 
 conformance!(
