@@ -1,7 +1,8 @@
 //! The delivery engine: a [`supervisor::Supervisor`] actor that runs one
 //! [`transport_actor::TransportActor`] per configured transport and the
 //! shared [`tracker::Tracker`] that persists outcomes in batches, and,
-//! with alert rules configured, the `alerter::Alerter` that evaluates them.
+//! with alert rules configured, the `alerter::Alerter` that evaluates them;
+//! the supervisor also runs the replay jobs ([`run_replay_jobs`]).
 //! Each transport passes through its [`Gate`] (rate limiter and breaker),
 //! shared with the groups it is a member of. [`Engine`] is the handle the
 //! rest of Herald (HTTP, `app`) uses.
@@ -10,6 +11,7 @@ mod alerter;
 mod breaker;
 mod gate;
 mod messages;
+mod replay_jobs;
 mod supervisor;
 mod tracker;
 mod transport_actor;
@@ -24,6 +26,7 @@ use serde::Serialize;
 
 pub use breaker::{Breaker, CircuitState};
 pub use gate::Gate;
+pub use replay_jobs::run_replay_jobs;
 pub use tracker::MAX_HELD;
 
 use crate::config::Settings;

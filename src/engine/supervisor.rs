@@ -3,7 +3,7 @@
 //! and the shared [`Tracker`], relays work signals and pause/resume (after
 //! persisting them), collects status, and runs the housekeeping every node
 //! needs: the node's heartbeat, recovering expired leases and the claims
-//! of dead nodes, and purging old dead letters.
+//! of dead nodes, purging old dead letters, and running replay jobs.
 //!
 //! Pause state lives in storage, not here: a pause or resume made on any
 //! node is announced through the store's state signal (and, should a
@@ -43,6 +43,8 @@ pub struct Supervisor {
     recovering: bool,
     /// A round of [`Supervisor::rematch`] is running.
     rematching: bool,
+    /// A round of [`Supervisor::replay_jobs`] is running.
+    replaying: bool,
     beating: bool,
     /// Since when this node's heartbeats have been written without a
     /// failure; `None` while they fail (see [`Supervisor::recover`]).
@@ -77,6 +79,7 @@ impl Supervisor {
             info,
             recovering: false,
             rematching: false,
+            replaying: false,
             beating: false,
             // Registration at start was this node's first heartbeat.
             beating_since: Some(started_at),
@@ -212,6 +215,29 @@ impl Supervisor {
         }));
     }
 
+    /// Runs the replay jobs this node may take (see [`REPLAY_JOBS_EVERY`]),
+    /// one round at a time; a job another node stopped advancing for a
+    /// node timeout is taken over.
+    fn replay_jobs(&mut self, ctx: &mut Context<Self>) {
+        if self.replaying || self.stopping {
+            return;
+        }
+        self.replaying = true;
+        let storage = self.storage.clone();
+        let clock = self.clock.clone();
+        let node = self.node.clone();
+        let stale_before = self.dead_before(self.clock.now());
+        let run = async move {
+            super::run_replay_jobs(storage.as_ref(), clock.as_ref(), &node, stale_before).await
+        };
+        ctx.spawn(run.into_actor(self).map(|result, act, _| {
+            act.replaying = false;
+            if let Err(err) = result {
+                tracing::warn!(cause = %err, "replay job interrupted; it resumes on a later round");
+            }
+        }));
+    }
+
     /// Storage upkeep: moves finished messages stored before live and
     /// finished were kept apart, runs retention, compacts rollups. Each
     /// step works in bounded batches and at most [`UPKEEP_ROUNDS`] of
@@ -277,6 +303,10 @@ const UPKEEP_ROUNDS: usize = 20;
 /// (or whose message is unknown) are matched again: a report that
 /// overtakes its own send's outcome lands within this.
 const REMATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// How often new (or orphaned) replay jobs are looked for: a job starts
+/// within this of its creation.
+const REPLAY_JOBS_EVERY: Duration = Duration::from_secs(1);
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
@@ -365,6 +395,7 @@ impl Actor for Supervisor {
         ctx.run_interval(self.options.recovery_interval, |act, ctx| act.recover(ctx));
         ctx.run_interval(self.options.purge_interval, |act, ctx| act.purge(ctx));
         ctx.run_interval(REMATCH_EVERY, |act, ctx| act.rematch(ctx));
+        ctx.run_interval(REPLAY_JOBS_EVERY, |act, ctx| act.replay_jobs(ctx));
     }
 }
 
