@@ -12,7 +12,7 @@ use crate::domain::{
     Category, Channel, DeliveryStatus, EnqueueRequest, Event, EventKind, Message,
     MessageWithEvents, Payload, Stamp, Status, WholeNumber,
 };
-use crate::storage::{DeadLetterGroup, Enqueued, MessageCount, Page};
+use crate::storage::{DeadLetterGroup, Enqueued, MessageCount, Page, ReplayJob, ReplayJobState};
 
 fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
@@ -280,6 +280,81 @@ pub struct ReplayRequest {
     #[serde(default)]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<WholeNumber>,
+}
+
+/// `POST /api/queue/dead-letters/replay-jobs`, and the filter a job
+/// reports: the replay body's filters, without `limit` (a job replays
+/// every match). An empty body replays every dead letter.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayJobFilter {
+    /// Only dead letters of this transport.
+    #[serde(default)]
+    #[schema(value_type = Option<TransportName>)]
+    pub transport: Option<String>,
+    /// Only dead letters of this channel.
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    /// Only dead letters of this category.
+    #[serde(default)]
+    #[schema(value_type = Option<Category>)]
+    pub category: Option<String>,
+    /// Only dead letters whose last error is of this class.
+    #[serde(default)]
+    #[schema(value_type = Option<ErrorClassName>)]
+    pub error_class: Option<String>,
+}
+
+/// A replay job and its progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayJobView {
+    /// The job's id (ULID).
+    #[schema(example = "01JDQ4Z8Y7M3V2K9W6T5R4P3N2")]
+    pub id: String,
+    pub state: ReplayJobState,
+    /// How many dead letters matched when the job started (an estimate
+    /// past 10,000).
+    pub total: u64,
+    /// How many it has replayed so far.
+    pub replayed: u64,
+    pub filter: ReplayJobFilter,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// When the job last advanced.
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed, when `state` is `failed`.
+    pub error: Option<String>,
+}
+
+impl From<ReplayJob> for ReplayJobView {
+    fn from(job: ReplayJob) -> Self {
+        ReplayJobView {
+            id: job.id.to_string(),
+            state: job.state,
+            total: job.total,
+            replayed: job.replayed,
+            filter: ReplayJobFilter {
+                transport: job.transport,
+                channel: job.channel,
+                category: job.category,
+                error_class: job.error_class,
+            },
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            finished_at: job.finished_at,
+            error: job.error,
+        }
+    }
+}
+
+/// `GET /api/queue/dead-letters/replay-jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayJobList {
+    /// Newest first.
+    pub items: Vec<ReplayJobView>,
 }
 
 /// `GET /api/messages/count`.

@@ -156,6 +156,17 @@ pub fn routes() -> Vec<ApiRoute> {
         route(Method::POST, "/api/queue/dead-letters/replay", || {
             web::route().to(queue::replay_dead_letters)
         }),
+        route(Method::POST, "/api/queue/dead-letters/replay-jobs", || {
+            web::route().to(queue::start_replay_job)
+        }),
+        route(Method::GET, "/api/queue/dead-letters/replay-jobs", || {
+            web::route().to(queue::replay_jobs)
+        }),
+        route(
+            Method::GET,
+            "/api/queue/dead-letters/replay-jobs/{id}",
+            || web::route().to(queue::replay_job),
+        ),
         route(Method::GET, "/api/queue/analytics", || {
             web::route().to(analytics::queue)
         }),

@@ -1,18 +1,23 @@
 //! `/api/queue/dead-letters`: the dead-letter queue, listed, grouped by
-//! transport and error class, and replayed in bulk by filter.
+//! transport and error class, and replayed in bulk by filter, either a
+//! batch per call or as a replay job the engine runs to the end
+//! ([`crate::engine::run_replay_jobs`]).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::auth::{AdminRole, Authorized, ReadRole};
-use super::dto::{DeadLetterGroups, MessagePage, ReplayRequest, ReplayResponse};
+use super::dto::{
+    DeadLetterGroups, MessagePage, ReplayJobFilter, ReplayJobList, ReplayJobView, ReplayRequest,
+    ReplayResponse,
+};
 use super::error::ErrorBody;
-use super::extract::{OptionalJsonBody, Query};
-use super::messages::{include_payload, message_filter, page_request};
+use super::extract::{JsonBody, OptionalJsonBody, Query};
+use super::messages::{include_payload, message_filter, page_limit, page_request, parse_id};
 use super::openapi::{ErrorClassName, Include, Instant};
 use super::{ApiError, AppState};
 use crate::delivery::errors::CLASSES;
 use crate::domain::{Category, Channel, Stamp, ValidationError, WholeNumber, check_category};
-use crate::storage::{MAX_BATCH, MessageFilter};
+use crate::storage::{MAX_BATCH, MessageFilter, ReplayJob};
 
 /// Dead letters, newest first, cursor-paged like `GET /api/messages`.
 #[utoipa::path(
@@ -148,6 +153,27 @@ pub async fn replay_dead_letters(
             .into());
         }
     };
+    let filter = replay_filter(
+        &state,
+        ReplayJobFilter {
+            transport: request.transport,
+            channel: request.channel,
+            category: request.category,
+            error_class: request.error_class,
+        },
+    )?;
+    let replayed = state
+        .storage
+        .replay_dead(&filter, limit, state.clock.now())
+        .await?;
+    Ok(HttpResponse::Ok().json(ReplayResponse {
+        replayed: replayed.iter().map(ToString::to_string).collect(),
+    }))
+}
+
+/// The dead letters a replay of `request` takes, once its filters are
+/// known good.
+fn replay_filter(state: &AppState, request: ReplayJobFilter) -> Result<MessageFilter, ApiError> {
     // A dead letter of a transport no longer configured would be queued
     // where nothing delivers it.
     if let Some(transport) = &request.transport
@@ -174,18 +200,111 @@ pub async fn replay_dead_letters(
         )
         .into());
     }
-    let filter = MessageFilter {
+    Ok(MessageFilter {
         transport: request.transport,
         channel: request.channel,
         category: request.category,
         error_class: request.error_class,
         ..MessageFilter::default()
-    };
-    let replayed = state
+    })
+}
+
+/// Starts replaying every dead letter that matches, in the background:
+/// the engine replays them a batch of 1000 at a time, as
+/// `POST /api/queue/dead-letters/replay` does (event `replayed`), until a
+/// batch finds none, and carries on after a restart. It takes only what
+/// was dead when the job started, so it replays each message at most
+/// once. `total` is the match count at the start.
+#[utoipa::path(
+    post,
+    path = "/api/queue/dead-letters/replay-jobs",
+    tag = "queue",
+    request_body(content = ReplayJobFilter, description = "`{}` replays every dead letter"),
+    responses(
+        (status = 202, description = "The job, running", body = ReplayJobView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` role", body = ErrorBody),
+        (status = 408, description = "Body not received within `server.body_timeout_ms`; nothing stored", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 422, description = "Unknown transport or field, invalid category or error class; `field` names it", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn start_replay_job(
+    _: Authorized<AdminRole>,
+    state: web::Data<AppState>,
+    JsonBody(request): JsonBody<ReplayJobFilter>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = replay_filter(&state, request)?;
+    let mut job = ReplayJob::new(&filter, 0, state.clock.now());
+    job.total = state
         .storage
-        .replay_dead(&filter, limit, state.clock.now())
-        .await?;
-    Ok(HttpResponse::Ok().json(ReplayResponse {
-        replayed: replayed.iter().map(ToString::to_string).collect(),
+        .count_messages(&job.dead_letters())
+        .await?
+        .count;
+    state.storage.create_replay_job(&job).await?;
+    Ok(HttpResponse::Accepted().json(ReplayJobView::from(job)))
+}
+
+/// One replay job with its progress.
+#[utoipa::path(
+    get,
+    path = "/api/queue/dead-letters/replay-jobs/{id}",
+    tag = "queue",
+    params(("id" = Stamp, Path, description = "The job's id (ULID)")),
+    responses(
+        (status = 200, body = ReplayJobView),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn replay_job(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let job = state
+        .storage
+        .replay_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("replay job {id} not found")))?;
+    Ok(HttpResponse::Ok().json(ReplayJobView::from(job)))
+}
+
+/// Replay jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/queue/dead-letters/replay-jobs",
+    tag = "queue",
+    params(
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1 to 1000, default 50"),
+    ),
+    responses(
+        (status = 200, body = ReplayJobList),
+        (status = 400, description = "A query parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` role", body = ErrorBody),
+        (status = 503, description = "Storage unreachable", body = ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn replay_jobs(
+    _: Authorized<ReadRole>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &["limit"])?;
+    let limit = page_limit(&query)?;
+    let jobs = state.storage.list_replay_jobs(limit).await?;
+    Ok(HttpResponse::Ok().json(ReplayJobList {
+        items: jobs.into_iter().map(ReplayJobView::from).collect(),
     }))
 }

@@ -68,6 +68,8 @@ on_both_backends!(
     dead_letters_are_listed_and_replayed_in_bulk,
     messages_filter_and_count_by_key_category_and_creation_time,
     dead_letters_group_by_error_class_and_replay_by_filter,
+    a_replay_job_replays_every_match_of_its_filter_and_reports_progress,
+    a_replay_job_left_running_by_a_dead_process_is_resumed,
     every_route_needs_its_role_when_keys_are_configured,
     without_keys_the_api_is_open,
     queue_analytics_report_known_traffic_exactly,
@@ -1650,6 +1652,224 @@ async fn dead_letters_group_by_error_class_and_replay_by_filter(f: &Fixture) {
     assert_eq!(classes, ["timeout", "unknown"]);
 }
 
+/// How long a job's owner may go without advancing it in these tests.
+const JOB_TIMEOUT: chrono::Duration = chrono::Duration::seconds(6);
+
+/// Runs, as [`common::NODE`], every replay job it may take now.
+async fn run_replay_jobs<S>(api: &Api<S>) -> usize {
+    let now = api.clock.now();
+    herald::engine::run_replay_jobs(
+        api.storage.as_ref(),
+        api.clock.as_ref(),
+        common::NODE,
+        now - JOB_TIMEOUT,
+    )
+    .await
+    .expect("replay jobs")
+}
+
+async fn a_replay_job_replays_every_match_of_its_filter_and_reports_progress(f: &Fixture) {
+    let api = api(f, true).await;
+    let mut rejected = HashSet::new();
+    for i in 0..3 {
+        rejected.insert(api.enqueue(&email(&format!("r{i}"))).await.to_string());
+    }
+    api.kill_all_with("mail", "rejected (550): no such user")
+        .await;
+    let timed_out = api.enqueue(&email("slow")).await;
+    api.kill_all_with("mail", "timed out: no answer in 30s")
+        .await;
+    let other = api
+        .enqueue(&email_with(|b| b["transport"] = json!("other")))
+        .await;
+    api.kill_all_with("other", "rejected (550): no such user")
+        .await;
+
+    let jobs = "/api/queue/dead-letters/replay-jobs";
+    for (body, field) in [
+        (json!({"transport": "pigeon"}), "transport"),
+        (json!({"error_class": "bad"}), "error_class"),
+        (json!({"category": "a b"}), "category"),
+        (json!({"channel": "fax"}), "channel"),
+        (json!({"limit": 10}), "limit"),
+    ] {
+        let reply = api.post(jobs, &body).await;
+        assert_eq!(
+            (reply.status, reply.field()),
+            (422, field),
+            "{body}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        api.get(jobs).await.body,
+        json!({"items": []}),
+        "a refused job is not stored"
+    );
+
+    let started = api
+        .post(
+            jobs,
+            &json!({"transport": "mail", "error_class": "rejected"}),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["id"].as_str().expect("an id").to_owned();
+    assert_eq!(
+        started.body,
+        json!({
+            "id": id, "state": "running", "total": 3, "replayed": 0,
+            "filter": {"transport": "mail", "channel": null, "category": null,
+                       "error_class": "rejected"},
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z",
+            "finished_at": null, "error": null,
+        })
+    );
+    let read = api.get(&format!("{jobs}/{id}")).await;
+    assert_eq!((read.status, &read.body), (200, &started.body));
+
+    api.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(run_replay_jobs(&api).await, 1);
+    let done = api.get(&format!("{jobs}/{id}")).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(
+        (
+            &done.body["state"],
+            &done.body["replayed"],
+            &done.body["total"]
+        ),
+        (&json!("done"), &json!(3), &json!(3))
+    );
+    assert_eq!(done.body["finished_at"], "2026-01-01T00:00:01.000Z");
+    assert_eq!(run_replay_jobs(&api).await, 0, "a done job runs no more");
+
+    let left: HashSet<String> = ids_of(&api.get("/api/queue/dead-letters").await.body)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        left,
+        HashSet::from([timed_out.to_string(), other.to_string()])
+    );
+    for id in &rejected {
+        let message = api.get(&format!("/api/messages/{id}")).await;
+        assert_eq!(message.body["status"], "queued", "{}", message.body);
+        let last = message.body["events"]
+            .as_array()
+            .and_then(|events| events.last())
+            .expect("events");
+        assert_eq!(last["kind"], "replayed");
+    }
+
+    let second = api.post(jobs, &json!({})).await;
+    assert_eq!(second.status, 202, "{}", second.body);
+    assert_eq!(second.body["total"], 2);
+    let listed = api.get(jobs).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let ids: Vec<&str> = listed.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|job| job["id"].as_str())
+        .collect();
+    assert_eq!(ids, [second.body["id"].as_str().expect("id"), id.as_str()]);
+    assert_eq!(
+        api.get(&format!("{jobs}?limit=1")).await.body["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let reply = api.get(&format!("{jobs}?limit=0")).await;
+    assert_eq!((reply.status, reply.field()), (400, "limit"));
+    let reply = api.get(&format!("{jobs}/not-an-id")).await;
+    assert_eq!((reply.status, reply.field()), (400, "id"));
+    let reply = api.get(&format!("{jobs}/{}", Stamp::generate())).await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+}
+
+async fn a_replay_job_left_running_by_a_dead_process_is_resumed(f: &Fixture) {
+    let api = api(f, true).await;
+    for i in 0..3 {
+        api.enqueue(&email(&format!("d{i}"))).await;
+    }
+    api.kill_all("mail").await;
+    let jobs = "/api/queue/dead-letters/replay-jobs";
+    let started = api.post(jobs, &json!({"transport": "mail"})).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id: Stamp = started.body["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("an id");
+
+    // Another process took the job, replayed one batch and died.
+    let now = api.clock.now();
+    let job = api
+        .storage
+        .take_replay_job("dead-node", now, now - JOB_TIMEOUT)
+        .await
+        .expect("take")
+        .expect("taken");
+    let batch = api
+        .storage
+        .replay_dead(&job.dead_letters(), 2, now)
+        .await
+        .expect("replay");
+    assert!(
+        api.storage
+            .advance_replay_job(
+                id,
+                "dead-node",
+                batch.len() as u64,
+                herald::storage::ReplayJobState::Running,
+                None,
+                now,
+            )
+            .await
+            .expect("advance")
+    );
+    let halfway = api.get(&format!("{jobs}/{id}")).await;
+    assert_eq!(
+        (&halfway.body["state"], &halfway.body["replayed"]),
+        (&json!("running"), &json!(2))
+    );
+    assert_eq!(
+        run_replay_jobs(&api).await,
+        0,
+        "not while its owner may still be alive"
+    );
+
+    api.clock
+        .advance(JOB_TIMEOUT + chrono::Duration::seconds(1));
+    assert_eq!(run_replay_jobs(&api).await, 1);
+    let done = api.get(&format!("{jobs}/{id}")).await;
+    assert_eq!(
+        (
+            &done.body["state"],
+            &done.body["replayed"],
+            &done.body["total"]
+        ),
+        (&json!("done"), &json!(3), &json!(3))
+    );
+    assert_eq!(
+        ids_of(&api.get("/api/queue/dead-letters").await.body).len(),
+        0
+    );
+    assert!(
+        !api.storage
+            .advance_replay_job(
+                id,
+                "dead-node",
+                1,
+                herald::storage::ReplayJobState::Running,
+                None,
+                api.clock.now(),
+            )
+            .await
+            .expect("advance"),
+        "the dead process, back, cannot advance the job it lost"
+    );
+}
+
 /// Every route that needs a key, with the role it needs.
 fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
     vec![
@@ -1666,6 +1886,21 @@ fn protected_routes(id: Stamp) -> Vec<(Method, String, &'static str)> {
             Method::POST,
             "/api/queue/dead-letters/replay".into(),
             "admin",
+        ),
+        (
+            Method::POST,
+            "/api/queue/dead-letters/replay-jobs".into(),
+            "admin",
+        ),
+        (
+            Method::GET,
+            "/api/queue/dead-letters/replay-jobs".into(),
+            "read",
+        ),
+        (
+            Method::GET,
+            format!("/api/queue/dead-letters/replay-jobs/{id}"),
+            "read",
         ),
         (Method::GET, "/api/transports".into(), "read"),
         (Method::GET, "/api/queue/analytics".into(), "read"),
