@@ -1,14 +1,17 @@
 // Dead letters: grouped by transport and error class; the list under a
 // filter, where selected ones are replayed or discarded, or every one
-// that matches the filter is replayed in batches with progress.
+// that matches the filter is replayed by a server-side replay job whose
+// progress is polled: the job goes on if this page or the browser closes,
+// and a page opened while one runs shows its progress again.
 
 import { get, post, can } from '../api.js';
-import { h, fill, table, badge, num, ago, failure, confirmAction, toast, routeQuery, routeTo, panel } from '../ui.js';
+import { h, fill, table, badge, num, ago, failure, confirmAction, toast, routeQuery, routeTo, panel, every } from '../ui.js';
 import { messageColumns } from './messages.js';
 
 const PAGE = 100;
-/** The replay route's batch ceiling. */
-const BATCH = 1000;
+const JOBS = '/api/queue/dead-letters/replay-jobs';
+/** How often a running replay job's progress is read. */
+const POLL_S = 1;
 
 export async function render(main) {
   const query = routeQuery();
@@ -43,6 +46,32 @@ export async function render(main) {
   }
 
   const selected = new Set();
+  let stopWatching = () => {};
+  /** Shows `job`'s progress, and while it runs reads it again every POLL_S. */
+  const watch = (job) => {
+    stopWatching();
+    const bar = h('span');
+    const label = h('div', { class: 'muted', id: 'replay-count' });
+    const meter = h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': job.total }, bar);
+    fill(progress, meter, label);
+    const draw = (current) => {
+      bar.style.width = current.total ? `${Math.min(100, (current.replayed / current.total) * 100)}%` : '100%';
+      meter.setAttribute('aria-valuenow', current.replayed);
+      fill(label, `Replayed ${num(current.replayed)} of ${num(current.total)}`);
+    };
+    draw(job);
+    if (job.state !== 'running') return;
+    const stop = every(POLL_S, async () => {
+      const current = await get(`${JOBS}/${encodeURIComponent(job.id)}`);
+      draw(current);
+      if (current.state === 'running') return;
+      stop();
+      if (current.state === 'done') toast(`Replayed ${num(current.replayed)} dead letters`);
+      else toast(`Replay stopped after ${num(current.replayed)}: ${current.error}`, 'bad');
+      await show(undefined);
+    });
+    stopWatching = stop;
+  };
   const replayAll = async () => {
     let total = null;
     try {
@@ -51,28 +80,14 @@ export async function render(main) {
         .reduce((sum, g) => sum + g.count, 0);
     } catch { total = null; }
     if (!await confirmAction('Replay every matching dead letter?', `${total === null ? 'All' : num(total)} dead letters (${filterText}) are queued again under their own stamps, with fresh attempts.`, 'Replay all')) return;
-    const bar = h('span');
-    const label = h('div', { class: 'muted', id: 'replay-count' });
-    fill(progress, h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': total || 0 }, bar), label);
-    let done = 0;
+    const body = {};
+    if (filter.transport) body.transport = filter.transport;
+    if (filter.error_class) body.error_class = filter.error_class;
     try {
-      // Each call replays the oldest that still match; a replayed one is
-      // no longer dead, so the next call moves on.
-      for (;;) {
-        const body = { limit: BATCH };
-        if (filter.transport) body.transport = filter.transport;
-        if (filter.error_class) body.error_class = filter.error_class;
-        const answer = await post('/api/queue/dead-letters/replay', body);
-        done += answer.replayed.length;
-        bar.style.width = total ? `${Math.min(100, (done / total) * 100)}%` : '100%';
-        fill(label, `Replayed ${num(done)}${total ? ` of ${num(total)}` : ''}`);
-        if (answer.replayed.length < BATCH) break;
-      }
-      toast(`Replayed ${num(done)} dead letters`);
+      watch(await post(JOBS, body));
     } catch (error) {
-      toast(`Replay stopped after ${num(done)}: ${error.message}`, 'bad');
+      toast(`Replay not started: ${error.message}`, 'bad');
     }
-    await show(undefined);
   };
   const eachSelected = async (action, verb) => {
     const ids = [...selected];
@@ -113,5 +128,11 @@ export async function render(main) {
         h('button', { type: 'button', disabled: !page.next, onclick: () => show(page.next) }, 'Next')));
   };
   await show(undefined);
-  return null;
+  if (can('read')) {
+    try {
+      const running = (await get(JOBS, { limit: 1 })).items.find((job) => job.state === 'running');
+      if (running) watch(running);
+    } catch { /* the list above already says whether the API answers */ }
+  }
+  return () => stopWatching();
 }
