@@ -258,6 +258,7 @@ async fn a_trickled_body_is_cut_off_with_408_and_nothing_is_stored() {
         ("/api/messages", "post"),
         ("/api/messages/batch", "post"),
         ("/api/queue/dead-letters/replay", "post"),
+        ("/api/queue/dead-letters/replay-jobs", "post"),
     ] {
         let responses = &spec["paths"][route][operation]["responses"];
         assert!(responses.get("408").is_some(), "{route}: {responses}");
