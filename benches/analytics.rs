@@ -472,7 +472,8 @@ async fn measure(backend: &str, f: &Fixture, requests: usize) {
             times.last().copied().unwrap_or_default(),
         );
     }
-    console::measure(backend, &base, requests).await;
+    let database = (backend == "postgres").then_some(f.options.url.as_str());
+    console::measure(backend, &base, database, requests).await;
     running.shutdown().await.expect("shutdown");
 }
 

@@ -197,21 +197,56 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Busy and total jiffies of the whole machine, from /proc/stat.
-fn machine_jiffies() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .expect("the cpu line")
+/// CPU time a process has used, in clock ticks (/proc/<pid>/stat).
+fn cpu_ticks(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0; // gone: it used nothing more
+    };
+    // After "pid (comm)": state is the first field, utime the 12th, stime the 13th.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
         .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
         .collect();
-    let total: u64 = fields.iter().sum();
-    // idle and iowait
-    let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+    let field = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+fn ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The processes doing the server's work: this one (the server runs in
+/// it, beside the client) and, on PostgreSQL, the sessions of its pool,
+/// which the test URL names by `application_name`.
+async fn server_processes(database_url: Option<&str>) -> Vec<String> {
+    let mut pids = vec!["self".to_owned()];
+    if let Some(url) = database_url {
+        let name = url::Url::parse(url)
+            .ok()
+            .and_then(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "application_name")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .expect("the bench URL names its sessions");
+        let client = super::common::connect(&super::common::postgres_base_url()).await;
+        let rows = client
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                &[&name],
+            )
+            .await
+            .expect("list the server's sessions");
+        pids.extend(rows.iter().map(|r| r.get::<_, i32>(0).to_string()));
+    }
+    pids
 }
 
 async fn open(http: &reqwest::Client, base: &str, calls: &[String]) -> (f64, Vec<f64>) {
@@ -232,7 +267,7 @@ async fn open(http: &reqwest::Client, base: &str, calls: &[String]) -> (f64, Vec
     (started.elapsed().as_secs_f64() * 1000.0, each)
 }
 
-pub async fn measure(backend: &str, base: &str, requests: usize) {
+pub async fn measure(backend: &str, base: &str, database_url: Option<&str>, requests: usize) {
     let http = reqwest::Client::new();
     let sample = sample(&http, base).await;
     println!("\n{backend} console: page | calls | page p50 | page p95 | slowest call p95 (ms)");
@@ -266,30 +301,31 @@ pub async fn measure(backend: &str, base: &str, requests: usize) {
         );
     }
 
-    // The live overview: its refresh repeated back to back; the machine's
-    // busy time per refresh (Herald, its database and this client
-    // together, so an upper bound) over the refresh interval.
+    // The live overview: its refresh repeated back to back, and the CPU
+    // the server's processes spent on it (this process includes the
+    // client's share, so it is an upper bound) over the refresh interval.
     let overview = pages(&sample)
         .into_iter()
         .find(|(name, _)| name == "overview")
         .expect("the overview")
         .1;
     let refreshes = requests.max(20);
-    let (busy_before, total_before) = machine_jiffies();
-    let started = Instant::now();
+    // Warm, so every pooled session the refreshes use exists.
+    for _ in 0..3 {
+        open(&http, base, &overview).await;
+    }
+    let pids = server_processes(database_url).await;
+    let before: u64 = pids.iter().map(|p| cpu_ticks(p)).sum();
     for _ in 0..refreshes {
         open(&http, base, &overview).await;
     }
-    let wall = started.elapsed().as_secs_f64();
-    let (busy_after, total_after) = machine_jiffies();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let busy_share = (busy_after - busy_before) as f64 / (total_after - total_before).max(1) as f64;
-    let core_seconds_per_refresh = busy_share * cores * wall / refreshes as f64;
+    let after: u64 = pids.iter().map(|p| cpu_ticks(p)).sum();
+    let per_refresh = (after - before) as f64 / ticks_per_second() / refreshes as f64;
     println!(
-        "{backend} live overview: {:.1} ms of CPU per refresh (machine-wide: Herald, database and client), \
+        "{backend} live overview: {:.1} ms of CPU per refresh (Herald, its database sessions and the client), \
          {:.2} % of one core at one refresh every {} s",
-        core_seconds_per_refresh * 1000.0,
-        core_seconds_per_refresh / REFRESH.as_secs_f64() * 100.0,
+        per_refresh * 1000.0,
+        per_refresh / REFRESH.as_secs_f64() * 100.0,
         REFRESH.as_secs()
     );
 }
