@@ -31,8 +31,7 @@ use super::sql::{
     ALERT_COLUMNS, FEW_IN_TIME_RANGE, FilterValue, HISTORY_INDEXES, MESSAGE_COLUMNS, READ_SEAL_SQL,
     REPLAY_JOB_COLUMNS, add_bounces_sql, add_failures_sql, add_metrics_sql, bounce_totals_sql,
     compaction_sql, error_class_sql, failure_totals_sql, few_sql, filter_conditions,
-    listing_wheres, rollup_rows_sql, rollup_totals_sql, series_sql, time_range_of,
-    write_seal_sql,
+    listing_wheres, rollup_rows_sql, rollup_totals_sql, series_sql, time_range_of, write_seal_sql,
 };
 use super::{
     Alert, AlertNotice, AlertState, BounceCount, DeadLetterGroup, DeadLetterSummary, DepthRow,
